@@ -1,0 +1,83 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Hot numeric code is optimized even in debug builds: the test suite runs the real model, and an
+// unoptimized forward pass is ~50x slower. Only the root package may use unsafe flags, which we are.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
+let package = Package(
+    name: "Baton",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "baton", targets: ["baton"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // System-library shims: nothing else in C targets.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .target(
+            name: "CKernels",
+            path: "Sources/CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
+        ),
+        .target(name: "CIBVerbs", path: "Sources/CIBVerbs", linkerSettings: [.linkedLibrary("dl")]),
+
+        // Model files: GGUF, tokenizer, chat templates.
+        .target(name: "GGUF", swiftSettings: optimized),
+        .target(name: "Tokenization", dependencies: ["GGUF"], swiftSettings: optimized),
+        // A small Jinja interpreter for GGUF chat templates: typed messages in, text out.
+        .target(name: "ChatTemplates", swiftSettings: optimized),
+
+        // Pure inference core: knows nothing of networking.
+        .target(
+            name: "Inference",
+            dependencies: ["GGUF", "Tokenization", "ChatTemplates", "CKernels", "CBLAS"],
+            swiftSettings: optimized
+        ),
+
+        // Wire contract shared by processes (generated protobuf code lives in Generated/).
+        .target(
+            name: "ClusterProtocol",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(
+            name: "KVTransport",
+            dependencies: [
+                "ClusterProtocol", "CIBVerbs",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: optimized
+        ),
+
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "GGUF"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChatTemplatesTests", dependencies: ["ChatTemplates"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "GGUF", "Tokenization", "CKernels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#include <cblas.h>
+// Declared here too because not every cblas.h exports OpenBLAS's own threading controls.
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
