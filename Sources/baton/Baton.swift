@@ -13,6 +13,7 @@ struct Baton: AsyncParsableCommand {
             GenerateCommand.self,
             ChatCommand.self,
             BenchCommand.self,
+            PlacementCommand.self,
         ]
     )
 }

@@ -1,0 +1,143 @@
+import Foundation
+
+/// The placement decision: pure, given the cluster state, the policy and a random generator.
+///
+/// Steps, in order:
+/// 1. Mode. Prompts shorter than `disaggregation.min_prompt_tokens` run decode-only. So do all prompts
+///    when no worker is eligible for prefill and `fallback_to_decode_only` is set.
+/// 2. Candidates per role. A worker is *excluded* when it does not offer the role, is lost, or fails a
+///    pool filter (names, labels, thresholds); *overloaded* when its queue is at `slo.max_queue_depth`,
+///    its KV cache is full (decode), or it misses an SLO while it still has work (recent TTFT for the
+///    worker that prefills, recent TPOT for decode); otherwise *eligible* and scored.
+/// 3. Balancing. `least_loaded` compares every eligible pair; `power_of_two` samples two candidates per
+///    role with `rng` and compares the pairs among them. Pair score = prefill score + decode score −
+///    link_weight × link cost. Ties go to the lower combined load, then to names in order.
+/// 4. Admission. No eligible candidate for a needed role: 429 if some were only overloaded, else 503.
+public enum Placement {
+    /// Decides where a prompt of `promptTokens` tokens runs. Throws only for a negative token count.
+    public static func choose<R: RandomNumberGenerator>(promptTokens: Int, state: ClusterState,
+                                                       policy: PlacementPolicy,
+                                                       rng: inout R) throws(PlacementError) -> Decision {
+        guard promptTokens >= 0 else {
+            throw PlacementError(.invalidArgument, "prompt tokens must be non-negative, got \(promptTokens)")
+        }
+        let workers = state.sortedWorkers
+        let threshold = policy.disaggregation.minPromptTokens
+
+        var mode = Decision.Mode.disaggregated
+        var modeReason: String
+        var prefillPool: RolePool?
+        if promptTokens < threshold {
+            mode = .decodeOnly
+            modeReason = "prompt of \(promptTokens) tokens is shorter than disaggregation.min_prompt_tokens \(threshold)"
+        } else {
+            modeReason = "prompt of \(promptTokens) tokens reaches disaggregation.min_prompt_tokens \(threshold)"
+            let pool = RolePool(role: .prefill, workers: workers, policy: policy, checksTTFT: true)
+            if pool.eligible.isEmpty, pool.overloadedCount == 0, policy.disaggregation.fallbackToDecodeOnly {
+                mode = .decodeOnly
+                modeReason += ", but no worker is eligible for prefill: running decode-only "
+                    + "(disaggregation.fallback_to_decode_only)"
+            } else {
+                prefillPool = pool
+            }
+        }
+        var decodePool = RolePool(role: .decode, workers: workers, policy: policy, checksTTFT: mode == .decodeOnly)
+
+        // Admission: decode first, since without it nothing can run at all.
+        var admission: AdmissionDecision?
+        for pool in [decodePool, prefillPool].compactMap({ $0 }) where pool.eligible.isEmpty {
+            admission = pool.refusal(retryAfter: policy.slo.retryAfterSeconds)
+            break
+        }
+
+        var pairs: [Decision.PairScore] = []
+        var chosen: Decision.PairScore?
+        if admission == nil {
+            let decodeSample = sample(decodePool.eligible, strategy: policy.balancing.strategy, rng: &rng)
+            decodePool.markSampled(decodeSample)
+            var prefillSample: [RolePool.Scored?] = [nil]
+            if var pool = prefillPool {
+                let sampled = sample(pool.eligible, strategy: policy.balancing.strategy, rng: &rng)
+                pool.markSampled(sampled)
+                prefillPool = pool
+                prefillSample = sampled.map { $0 }
+            }
+            var loads: [String: Double] = [:]
+            for p in prefillSample {
+                for d in decodeSample {
+                    let link = p.map { LinkKind.between($0.worker.profile, d.worker.profile) }
+                    let linkCost = link.map { policy.scoring.linkCosts.cost($0) } ?? 0
+                    let score = (p?.score.score ?? 0) + d.score.score - policy.scoring.linkWeight * linkCost
+                    let pair = Decision.PairScore(prefill: p?.worker.name, decode: d.worker.name, link: link,
+                                                  linkCost: linkCost, score: score)
+                    loads[pairKey(pair)] = (p?.score.load ?? 0) + d.score.load
+                    pairs.append(pair)
+                }
+            }
+            pairs.sort { a, b in
+                if a.score != b.score { return a.score > b.score }
+                let la = loads[pairKey(a)] ?? 0, lb = loads[pairKey(b)] ?? 0
+                if la != lb { return la < lb }
+                return pairKey(a) < pairKey(b)
+            }
+            chosen = pairs.first
+            if let chosen {
+                admission = .admit(WorkerPair(prefill: chosen.prefill, decode: chosen.decode, link: chosen.link))
+            }
+        }
+
+        var candidates: [Decision.Candidate] = []
+        if let prefillPool { candidates += prefillPool.candidates(chosen: chosen?.prefill) }
+        candidates += decodePool.candidates(chosen: chosen?.decode)
+        return Decision(
+            promptTokens: promptTokens, mode: mode, modeReason: modeReason, strategy: policy.balancing.strategy,
+            prefill: chosen?.prefill, decode: chosen?.decode,
+            admission: admission ?? .unavailable(reason: "no worker pair could be formed"),
+            candidates: candidates, pairs: pairs)
+    }
+
+    /// `choose`'s admission answer alone.
+    public static func admit<R: RandomNumberGenerator>(promptTokens: Int, state: ClusterState, policy: PlacementPolicy,
+                                                      rng: inout R) throws(PlacementError) -> AdmissionDecision {
+        try choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng).admission
+    }
+
+    /// The roles, among those `offered`, for which `profile` passes the policy's pool filters (names, labels,
+    /// thresholds) — what the placement service records with `roleAssigned` when a worker joins. Load and
+    /// SLOs are not considered: they change by the second and are checked per request.
+    public static func assignableRoles(for profile: DeviceProfile, offered: [WorkerRole],
+                                       policy: PlacementPolicy) -> [WorkerRole] {
+        let worker = ClusterState.Worker(profile: profile, offeredRoles: offered.uniqueSorted(), assignedRoles: nil,
+                                         status: .active, joinedAt: Date(timeIntervalSince1970: 0),
+                                         lastSeen: Date(timeIntervalSince1970: 0), load: WorkerLoad())
+        return offered.uniqueSorted().filter { role in
+            !RolePool(role: role, workers: [worker], policy: policy, checksTTFT: false).eligible.isEmpty
+        }
+    }
+
+    private static func pairKey(_ pair: Decision.PairScore) -> String {
+        "\(pair.prefill ?? "")\u{0}\(pair.decode)"
+    }
+
+    /// Every candidate for `least_loaded`; two distinct random ones for `power_of_two`.
+    private static func sample<R: RandomNumberGenerator>(_ eligible: [RolePool.Scored],
+                                                        strategy: PlacementPolicy.BalancingStrategy,
+                                                        rng: inout R) -> [RolePool.Scored] {
+        switch strategy {
+        case .leastLoaded:
+            return eligible
+        case .powerOfTwo:
+            guard eligible.count > 2 else { return eligible }
+            let first = Int.random(in: 0..<eligible.count, using: &rng)
+            var second = Int.random(in: 0..<(eligible.count - 1), using: &rng)
+            if second >= first { second += 1 }
+            return [eligible[first], eligible[second]]
+        }
+    }
+}
+
+/// A number for explanations: integers plainly, others with up to two decimals.
+func fmt(_ value: Double) -> String {
+    if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+    return String(format: "%.2f", value)
+}

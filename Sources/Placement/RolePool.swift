@@ -1,0 +1,135 @@
+import Foundation
+
+/// One role's candidates: who is excluded, overloaded or eligible, and the eligible ones' scores.
+struct RolePool {
+    struct Scored {
+        let worker: ClusterState.Worker
+        let score: Decision.Score
+    }
+
+    let role: WorkerRole
+    private(set) var eligible: [Scored] = []
+    private var rejected: [(name: String, outcome: Decision.Candidate.Outcome, reasons: [String])] = []
+    private var sampled: Set<String>?
+    var overloadedCount: Int { rejected.filter { $0.outcome == .overloaded }.count }
+
+    /// - Parameter checksTTFT: whether this role's worker produces the first token (prefill, or decode
+    ///   in decode-only mode), so its recent TTFT is held against `slo.ttft_ms`.
+    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool) {
+        self.role = role
+        let pool = role == .prefill ? policy.prefill : policy.decode
+        let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
+        let key = role.rawValue
+        var passing: [ClusterState.Worker] = []
+        for worker in workers {
+            let profile = worker.profile
+            var reasons: [String] = []
+            if !worker.roles.contains(role) {
+                let roles = worker.roles.map(\.rawValue).joined(separator: ", ")
+                reasons.append("does not serve \(key) (roles: \(roles.isEmpty ? "none" : roles))")
+            }
+            if worker.status == .lost { reasons.append("heartbeat lost") }
+            if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reasons.append("not listed in \(key).workers") }
+            if pool.excludeWorkers.contains(worker.name) { reasons.append("listed in \(key).exclude_workers") }
+            for (label, value) in pool.labels.sorted(by: { $0.key < $1.key }) {
+                if let actual = profile.labels[label] {
+                    if actual != value { reasons.append("label \(label)=\(actual), \(key).labels wants \(label)=\(value)") }
+                } else {
+                    reasons.append("no label \(label), \(key).labels wants \(label)=\(value)")
+                }
+            }
+            if profile.sgemmGFLOPS < pool.minGFLOPS {
+                reasons.append("sgemm \(fmt(profile.sgemmGFLOPS)) GFLOP/s < \(key).min_gflops \(fmt(pool.minGFLOPS))")
+            }
+            if profile.memoryReadGBps < pool.minBandwidthGBps {
+                reasons.append("memory read \(fmt(profile.memoryReadGBps)) GB/s < \(key).min_bandwidth_gbps "
+                    + "\(fmt(pool.minBandwidthGBps))")
+            }
+            if profile.memoryFreeBytes < pool.minFreeMemoryBytes {
+                reasons.append("free memory \(ByteCount.format(profile.memoryFreeBytes)) < \(key).min_free_memory "
+                    + "\(ByteCount.format(pool.minFreeMemoryBytes))")
+            }
+            if !reasons.isEmpty {
+                rejected.append((worker.name, .excluded, reasons))
+                continue
+            }
+            let load = worker.load
+            if load.queueDepth >= policy.slo.maxQueueDepth {
+                reasons.append("queue depth \(load.queueDepth) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
+            }
+            if role == .decode, let total = load.totalKVBlocks, total > 0, load.freeKVBlocks <= 0 {
+                reasons.append("KV cache full (0 of \(total) blocks free)")
+            }
+            if checksTTFT, let ttft = load.recentTTFTMs, ttft > policy.slo.ttftMs, load.queueDepth > 0 {
+                reasons.append("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
+                    + "with \(load.queueDepth) queued")
+            }
+            if role == .decode, let tpot = load.recentTPOTMs, tpot > policy.slo.tpotMs, load.activeSequences > 0 {
+                reasons.append("recent TPOT \(fmt(tpot)) ms > slo.tpot_ms \(fmt(policy.slo.tpotMs)) "
+                    + "with \(load.activeSequences) active")
+            }
+            if !reasons.isEmpty {
+                rejected.append((worker.name, .overloaded, reasons))
+                continue
+            }
+            passing.append(worker)
+        }
+
+        let bestCompute = passing.map(\.profile.sgemmGFLOPS).max() ?? 0
+        let bestBandwidth = passing.map(\.profile.memoryReadGBps).max() ?? 0
+        eligible = passing.map { worker in
+            let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
+            let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
+            let load = Self.load(worker.load, maxQueueDepth: policy.slo.maxQueueDepth)
+            let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
+            return Scored(worker: worker, score: Decision.Score(compute: compute, bandwidth: bandwidth, load: load,
+                                                                score: score))
+        }
+        eligible.sort { a, b in
+            if a.score.score != b.score.score { return a.score.score > b.score.score }
+            if a.score.load != b.score.load { return a.score.load < b.score.load }
+            return a.worker.name < b.worker.name
+        }
+    }
+
+    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache.
+    static func load(_ load: WorkerLoad, maxQueueDepth: Int) -> Double {
+        let queue = min(1, Double(load.queueDepth) / Double(max(1, maxQueueDepth)))
+        var kv = 0.0
+        if let total = load.totalKVBlocks, total > 0 {
+            kv = min(1, max(0, 1 - Double(load.freeKVBlocks) / Double(total)))
+        }
+        return max(queue, kv)
+    }
+
+    mutating func markSampled(_ sample: [Scored]) {
+        sampled = Set(sample.map(\.worker.name))
+    }
+
+    /// 429 when some candidates were only overloaded, 503 when none could serve the role at all.
+    func refusal(retryAfter: TimeInterval) -> AdmissionDecision {
+        let overloaded = rejected.filter { $0.outcome == .overloaded }
+        if !overloaded.isEmpty {
+            let detail = overloaded.map { "\($0.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
+            return .reject(reason: "every \(role.rawValue) worker is overloaded (\(detail))", retryAfter: retryAfter)
+        }
+        if rejected.isEmpty { return .unavailable(reason: "no \(role.rawValue) worker is registered") }
+        let detail = rejected.map { "\($0.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
+        return .unavailable(reason: "no worker is eligible for \(role.rawValue) (\(detail))")
+    }
+
+    func candidates(chosen: String?) -> [Decision.Candidate] {
+        var result: [Decision.Candidate] = eligible.enumerated().map { index, scored in
+            let name = scored.worker.name
+            let outcome: Decision.Candidate.Outcome =
+                name == chosen ? .chosen : (sampled.map { $0.contains(name) } ?? true) ? .ranked : .notSampled
+            return Decision.Candidate(worker: name, role: role, outcome: outcome, reasons: [], score: scored.score,
+                                      rank: index + 1)
+        }
+        result += rejected.map {
+            Decision.Candidate(worker: $0.name, role: role, outcome: $0.outcome, reasons: $0.reasons, score: nil,
+                               rank: nil)
+        }
+        return result
+    }
+}

@@ -1,0 +1,30 @@
+/// A worker's load as reported in its heartbeats.
+public struct WorkerLoad: Codable, Sendable, Equatable {
+    /// Requests waiting, not yet started.
+    public var queueDepth: Int
+    /// Sequences being prefilled or decoded now.
+    public var activeSequences: Int
+    /// Free KV cache blocks.
+    public var freeKVBlocks: Int
+    /// All KV cache blocks; nil when the worker does not report it (then KV fullness is not part of its load).
+    public var totalKVBlocks: Int?
+    /// Mean time to first token over the worker's recent requests, ms; nil when it has none yet.
+    public var recentTTFTMs: Double?
+    /// Mean time per output token over recent requests, ms; nil when it has none yet.
+    public var recentTPOTMs: Double?
+
+    public init(queueDepth: Int = 0, activeSequences: Int = 0, freeKVBlocks: Int = 0, totalKVBlocks: Int? = nil,
+                recentTTFTMs: Double? = nil, recentTPOTMs: Double? = nil) {
+        self.queueDepth = queueDepth
+        self.activeSequences = activeSequences
+        self.freeKVBlocks = freeKVBlocks
+        self.totalKVBlocks = totalKVBlocks
+        self.recentTTFTMs = recentTTFTMs
+        self.recentTPOTMs = recentTPOTMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
+        case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
+    }
+}
