@@ -1,0 +1,103 @@
+// CKernels: the decode-path compute kernels (quantized mat-vec, f16 helpers) in C with intrinsics.
+//
+// Every SIMD kernel exists in three variants selected at run time — AVX-512 VNNI, AVX2+FMA+F16C and
+// portable scalar — so one binary runs on any x86-64 (and builds scalar-only elsewhere). Functions taking
+// a `bk_isa` run exactly that variant (tests use it to compare each one with its scalar twin); pass
+// `bk_best_isa()` in production. Asking for an ISA the CPU lacks silently runs the best supported one
+// below it, so a call never faults; check `bk_isa_supported` first when it matters.
+//
+// Quantized mat-vec follows llama.cpp: activations are quantized to int8 blocks of 32 with one scale
+// (`bk_quantize_act`, bit-identical to ggml's AVX2 `quantize_row_q8_0` / `quantize_row_q8_1`), then each
+// weight block is multiplied in integers and scaled in f32.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Instruction-set level of a kernel variant, lowest first.
+typedef enum bk_isa {
+    BK_ISA_SCALAR = 0,      ///< portable C
+    BK_ISA_AVX2 = 1,        ///< AVX2 + FMA + F16C
+    BK_ISA_AVX512 = 2,      ///< AVX-512 F/BW/VL/DQ + VNNI + VBMI + F16C (Ice Lake, Zen 4 and later)
+} bk_isa;
+
+/// Weight element types, numbered as ggml's `enum ggml_type`.
+typedef enum bk_type {
+    BK_TYPE_F32 = 0,
+    BK_TYPE_F16 = 1,
+    BK_TYPE_Q4_0 = 2,
+    BK_TYPE_Q4_1 = 3,
+    BK_TYPE_Q8_0 = 8,
+    BK_TYPE_BF16 = 30,
+} bk_type;
+
+/// Spin-wait hint (`pause` on x86) for busy-waiting threads.
+static inline void bk_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/// The best variant this CPU runs (detected once).
+bk_isa bk_best_isa(void);
+/// 1 if this CPU (and build) can run `isa`'s variant, else 0.
+int bk_isa_supported(bk_isa isa);
+
+// MARK: - f16 helpers (IEEE binary16; round-to-nearest-even; NaN stays NaN, quieted)
+
+float bk_f16_to_f32(uint16_t h);
+uint16_t bk_f32_to_f16(float f);
+void bk_convert_f32_to_f16(bk_isa isa, const float *src, uint16_t *dst, size_t n);
+void bk_convert_f16_to_f32(bk_isa isa, const uint16_t *src, float *dst, size_t n);
+/// Σ a[i] * b[i] with b in f16.
+float bk_dot_f16(bk_isa isa, const float *a, const uint16_t *b, size_t n);
+/// y[i] += alpha * x[i] with x in f16.
+void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n);
+float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n);
+void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n);
+
+// MARK: - Quantized activations
+
+/// Bytes of scratch `bk_quantize_act` needs for `batch` vectors of `columns` (a multiple of 32) floats.
+/// The scratch should be 64-byte aligned (works unaligned, slower).
+size_t bk_act_bytes(int columns, int batch);
+
+/// Quantizes `batch` vectors (x[b * columns + c]) into `scratch` for a mat-vec against weights of `wtype`
+/// (one of the Q types; the integer correction terms depend on it). Bit-identical on every ISA.
+/// Per block of 32: d = amax / 127 (stored rounded through f16, as ggml keeps it), q = round-half-even(
+/// x * 127 / amax), s = f16(d * Σq) — ggml's q8_1 `s`.
+void bk_quantize_act(bk_isa isa, bk_type wtype, const float *x, int columns, int batch, void *scratch);
+
+/// Reads back block `block` of vector `vector` from quantized scratch (for tests and tooling).
+void bk_act_block(const void *scratch, int columns, int vector, int block,
+                  int8_t qs[32], float *d, float *s, int32_t *sum);
+
+// MARK: - Mat-vec
+
+/// For rows r in [row_begin, row_end) and vectors v in [0, batch):
+///   out[v * out_stride + r] = Σ_c W[r, c] * x_v[c]
+/// where `w` points at row 0 and rows are `row_bytes` apart. Each weight block is read once for all
+/// vectors (batch ≤ 8 per pass; larger batches take several passes). For Q types `act` is scratch filled by
+/// `bk_quantize_act` for this `wtype`; for F32/F16/BF16 it is the f32 input (x[v * columns + c]).
+/// For a given ISA each vector's result is bit-identical whatever the batch size.
+void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
+               int columns, const void *act, int batch, float *out, size_t out_stride);
+
+/// Scalar twins of one row × one quantized vector (vector 0 of `act`), as llama.cpp's `ggml_vec_dot_*`.
+float bk_q4_0_dot_scalar(const void *wrow, const void *act, int columns);
+float bk_q4_1_dot_scalar(const void *wrow, const void *act, int columns);
+float bk_q8_0_dot_scalar(const void *wrow, const void *act, int columns);
+
+/// Dequantizes `count` consecutive elements of one row (count a multiple of the type's block size).
+void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, int count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,63 @@
+// Shared definitions of the kernel translation units (not part of the public API).
+#ifndef BK_INTERNAL_H
+#define BK_INTERNAL_H
+
+#include "CKernels.h"
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BK_X86 1
+#include <immintrin.h>
+// Each variant is compiled for its own ISA so the rest of the binary stays baseline x86-64.
+#define BK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+#define BK_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define BK_X86 0
+#endif
+
+#define BK_INLINE static inline __attribute__((always_inline))
+
+/// The ISA a request actually runs: the requested one if supported, else the best one below it.
+bk_isa bk_effective_isa(bk_isa requested);
+
+// MARK: - Quantized activation scratch layout (per vector; nbp = block count rounded up to even,
+// nbo = block count in groups of 8 ("octets"), rounded up)
+//   qs   int8  [nbp * 32]   the quants, blocks in order (scalar and AVX2 kernels)
+//   dl   float [nbp * 8]    each block's scale repeated in 8 lanes (the int32 lanes of its AVX2 dot)
+//   bias int32 [nbp * 8]    lane 0 of each block: the correction for weights used unsigned: -8·Σq for
+//                           Q4_0 (nibble q stands for q - 8), -128·Σq for Q8_0 (x ^ 0x80 = x + 128); else 0
+//   s2   float [16 * nbo]   [0, s_b] pairs, zero padded (AVX2's Q4_1 m·s term; AVX-512 reads s)
+//   qo   int8  [nbo * 256]  AVX-512 octet layout: for octet o, operand k (0...3), block i (0...7):
+//                           8 bytes = elements 8k..<8k+8 of block 8o+i
+//   dlo  float [nbo * 16]   each octet block's scale in its 2 int32 lanes
+//   bo   int32 [nbo * 16]   the bias above in lane 2i of octet block i
+//   d, s float [nbp], sum int32 [nbp]
+// Padding blocks have q = 0 and scale 0.
+typedef struct bk_act_layout {
+    int nb, nbp, nbo, s2;
+    size_t qs, dl, bias, s2off, qo, dlo, bo, d, s, sum, stride;
+} bk_act_layout;
+
+BK_INLINE bk_act_layout bk_layout(int columns) {
+    bk_act_layout l;
+    l.nb = columns / 32;
+    l.nbp = (l.nb + 1) & ~1;
+    l.nbo = (l.nb + 7) / 8;
+    l.s2 = 16 * l.nbo;
+    l.qs = 0;
+    l.dl = l.qs + (size_t)l.nbp * 32;
+    l.bias = l.dl + (size_t)l.nbp * 32;
+    l.s2off = l.bias + (size_t)l.nbp * 32;
+    l.qo = l.s2off + (size_t)l.s2 * 4;
+    l.dlo = l.qo + (size_t)l.nbo * 256;
+    l.bo = l.dlo + (size_t)l.nbo * 64;
+    l.d = l.bo + (size_t)l.nbo * 64;
+    l.s = l.d + (size_t)l.nbp * 4;
+    l.sum = l.s + (size_t)l.nbp * 4;
+    l.stride = (l.sum + (size_t)l.nbp * 4 + 63) & ~(size_t)63;
+    return l;
+}
+
+BK_INLINE uint16_t bk_load_u16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+#endif

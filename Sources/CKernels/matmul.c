@@ -1,0 +1,618 @@
+// Mat-vec over weights read in place (GGUF blocks), for up to 8 vectors per pass.
+//
+// Quantized weights: the dot of a weight block with an activation block is an exact integer, scaled in
+// f32 by d_w·d_x (plus m_w·s_x for Q4_1), as ggml's vec_dot kernels do. Each vector's result is computed by
+// the same instruction sequence whatever the batch, so batching never changes results.
+#include "internal.h"
+#include <math.h>
+#include <stdlib.h>
+
+BK_INLINE int block_bytes(bk_type t) {
+    switch (t) {
+    case BK_TYPE_Q4_0: return 18;
+    case BK_TYPE_Q4_1: return 20;
+    case BK_TYPE_Q8_0: return 34;
+    default: return 0;
+    }
+}
+
+BK_INLINE uint32_t load_u32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+// MARK: - Scalar twins
+
+float bk_q4_0_dot_scalar(const void *wrow, const void *act, int columns) {
+    bk_act_layout l = bk_layout(columns);
+    const uint8_t *a = (const uint8_t *)act;
+    const int8_t *y = (const int8_t *)(a + l.qs);
+    const float *dy = (const float *)(a + l.d);
+    float sumf = 0;
+    for (int b = 0; b < l.nb; b++) {
+        const uint8_t *blk = (const uint8_t *)wrow + 18 * (size_t)b;
+        const uint8_t *q = blk + 2;
+        const int8_t *yb = y + 32 * b;
+        int32_t sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            sumi += ((int32_t)(q[j] & 0x0F) - 8) * yb[j];
+            sumi += ((int32_t)(q[j] >> 4) - 8) * yb[j + 16];
+        }
+        sumf += (bk_f16_to_f32(bk_load_u16(blk)) * dy[b]) * (float)sumi;
+    }
+    return sumf;
+}
+
+float bk_q4_1_dot_scalar(const void *wrow, const void *act, int columns) {
+    bk_act_layout l = bk_layout(columns);
+    const uint8_t *a = (const uint8_t *)act;
+    const int8_t *y = (const int8_t *)(a + l.qs);
+    const float *dy = (const float *)(a + l.d);
+    const float *sy = (const float *)(a + l.s);
+    float sumf = 0;
+    for (int b = 0; b < l.nb; b++) {
+        const uint8_t *blk = (const uint8_t *)wrow + 20 * (size_t)b;
+        const uint8_t *q = blk + 4;
+        const int8_t *yb = y + 32 * b;
+        int32_t sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            sumi += (int32_t)(q[j] & 0x0F) * yb[j];
+            sumi += (int32_t)(q[j] >> 4) * yb[j + 16];
+        }
+        float dx = bk_f16_to_f32(bk_load_u16(blk)), mx = bk_f16_to_f32(bk_load_u16(blk + 2));
+        sumf += (dx * dy[b]) * (float)sumi + mx * sy[b];
+    }
+    return sumf;
+}
+
+float bk_q8_0_dot_scalar(const void *wrow, const void *act, int columns) {
+    bk_act_layout l = bk_layout(columns);
+    const uint8_t *a = (const uint8_t *)act;
+    const int8_t *y = (const int8_t *)(a + l.qs);
+    const float *dy = (const float *)(a + l.d);
+    float sumf = 0;
+    for (int b = 0; b < l.nb; b++) {
+        const uint8_t *blk = (const uint8_t *)wrow + 34 * (size_t)b;
+        const int8_t *q = (const int8_t *)(blk + 2);
+        const int8_t *yb = y + 32 * b;
+        int32_t sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += (int32_t)q[j] * yb[j];
+        sumf += (bk_f16_to_f32(bk_load_u16(blk)) * dy[b]) * (float)sumi;
+    }
+    return sumf;
+}
+
+static void qmm_scalar(bk_type type, const uint8_t *w, size_t rb, int r0, int r1, int columns,
+                       const uint8_t *act, int batch, float *out, size_t os) {
+    size_t stride = bk_layout(columns).stride;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        for (int v = 0; v < batch; v++) {
+            const uint8_t *av = act + (size_t)v * stride;
+            float s = type == BK_TYPE_Q4_0 ? bk_q4_0_dot_scalar(row, av, columns)
+                    : type == BK_TYPE_Q4_1 ? bk_q4_1_dot_scalar(row, av, columns)
+                                           : bk_q8_0_dot_scalar(row, av, columns);
+            out[(size_t)v * os + r] = s;
+        }
+    }
+}
+
+BK_INLINE float load_weight_scalar(bk_type t, const uint8_t *row, int c) {
+    switch (t) {
+    case BK_TYPE_F16: return bk_f16_to_f32(bk_load_u16(row + 2 * (size_t)c));
+    case BK_TYPE_BF16: { uint32_t u = (uint32_t)bk_load_u16(row + 2 * (size_t)c) << 16; float f; memcpy(&f, &u, 4); return f; }
+    default: { float f; memcpy(&f, row + 4 * (size_t)c, 4); return f; }
+    }
+}
+
+static void fmm_scalar(bk_type type, const uint8_t *w, size_t rb, int r0, int r1, int columns,
+                       const float *x, int batch, float *out, size_t os) {
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        for (int v = 0; v < batch; v++) {
+            const float *xv = x + (size_t)v * columns;
+            float s = 0;
+            for (int c = 0; c < columns; c++) s += load_weight_scalar(type, row, c) * xv[c];
+            out[(size_t)v * os + r] = s;
+        }
+    }
+}
+
+#if BK_X86
+// MARK: - AVX2 (one block per step: maddubs + madd, as ggml)
+
+BK_AVX2 BK_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+BK_AVX2 BK_INLINE void qmm_avx2(const bk_type type, const int B, const uint8_t *w, size_t rb, int r0, int r1,
+                                int columns, const uint8_t *act, float *out, size_t os, float *dm) {
+    const bk_act_layout l = bk_layout(columns);
+    const int bs = block_bytes(type);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        __m256 acc[8];
+        for (int v = 0; v < B; v++) acc[v] = _mm256_setzero_ps();
+        for (int b = 0; b < l.nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bs;
+            __m256i wq, wabs = _mm256_setzero_si256();
+            __m256 dx;
+            if (type == BK_TYPE_Q8_0) {
+                wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                wabs = _mm256_abs_epi8(wq);
+                dx = _mm256_set1_ps(_cvtsh_ss(bk_load_u16(blk)));
+            } else {
+                __m128i q = _mm_loadu_si128((const __m128i *)(blk + (type == BK_TYPE_Q4_1 ? 4 : 2)));
+                wq = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1), low4);
+                if (type == BK_TYPE_Q4_1) {
+                    __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128((int)load_u32(blk)));
+                    _mm_storel_pi((__m64 *)(dm + 2 * b), f);
+                    dx = _mm256_broadcastss_ps(f);
+                } else {
+                    dx = _mm256_set1_ps(_cvtsh_ss(bk_load_u16(blk)));
+                }
+            }
+            for (int v = 0; v < B; v++) {
+                const uint8_t *av = act + (size_t)v * l.stride;
+                __m256i y = _mm256_loadu_si256((const __m256i *)(av + l.qs + 32 * (size_t)b));
+                __m256i p16 = type == BK_TYPE_Q8_0 ? _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(y, wq))
+                                                   : _mm256_maddubs_epi16(wq, y);
+                __m256i p32 = _mm256_madd_epi16(p16, ones);
+                if (type == BK_TYPE_Q4_0)
+                    p32 = _mm256_add_epi32(p32, _mm256_loadu_si256((const __m256i *)(av + l.bias + 32 * (size_t)b)));
+                __m256 sc = _mm256_mul_ps(dx, _mm256_loadu_ps((const float *)(av + l.dl) + 8 * b));
+                acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc[v]);
+            }
+        }
+        if (type == BK_TYPE_Q4_1) {
+            for (int v = 0; v < B; v++) {
+                const float *s2 = (const float *)(act + (size_t)v * l.stride + l.s2off);
+                __m256 m = _mm256_setzero_ps();
+                for (int k = 0; k < l.s2; k += 8) m = _mm256_fmadd_ps(_mm256_loadu_ps(dm + k), _mm256_loadu_ps(s2 + k), m);
+                acc[v] = _mm256_add_ps(acc[v], m);
+            }
+        }
+        for (int v = 0; v < B; v++) out[(size_t)v * os + r] = hsum8(acc[v]);
+    }
+}
+
+BK_AVX2 BK_INLINE __m256 load_weights8(const bk_type t, const uint8_t *row, int c) {
+    switch (t) {
+    case BK_TYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)c)));
+    case BK_TYPE_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * (size_t)c))), 16));
+    default: return _mm256_loadu_ps((const float *)(row + 4 * (size_t)c));
+    }
+}
+
+BK_AVX2 BK_INLINE void fmm_avx2(const bk_type type, const int B, const uint8_t *w, size_t rb, int r0, int r1,
+                                int columns, const float *x, float *out, size_t os) {
+    const int main = columns & ~7;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        __m256 acc[8];
+        for (int v = 0; v < B; v++) acc[v] = _mm256_setzero_ps();
+        for (int c = 0; c < main; c += 8) {
+            __m256 wv = load_weights8(type, row, c);
+            for (int v = 0; v < B; v++) acc[v] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)v * columns + c), acc[v]);
+        }
+        for (int v = 0; v < B; v++) {
+            float s = hsum8(acc[v]);
+            for (int c = main; c < columns; c++) s += load_weight_scalar(type, row, c) * x[(size_t)v * columns + c];
+            out[(size_t)v * os + r] = s;
+        }
+    }
+}
+
+// MARK: - AVX-512 VNNI, eight blocks at a time
+//
+// Eight weight blocks are regrouped into four 64-byte operands: operand k holds elements 8k..<8k+8 of each
+// block, so one block's products land in 2 int32 lanes after four vpdpbusd. The f32 work (convert, scale,
+// accumulate) then costs one instruction per 8 blocks per vector instead of one per 2. vpdpbusd multiplies
+// unsigned (weights: Q4 nibbles as is, Q8_0 as x ^ 0x80) by signed (activations) bytes; the surplus that
+// the unsigned encoding adds (8·Σy for Q4_0, 128·Σy for Q8_0) starts the accumulator at its exact negative.
+
+/// Index tables of one call: bytes of the octet's qs and scales inside the 8 consecutive blocks.
+typedef struct octet_tables {
+    __m512i idx1, idx2, idxs;       // source offsets & 127 of Z1 (qs[0..8) per block), Z2 (qs[8..16)), scales
+    __mmask64 hi1, hi2, his;        // which output bytes come from the third 64-byte table
+} octet_tables;
+
+BK_AVX512 static octet_tables make_tables(bk_type type) {
+    const int bs = block_bytes(type), off = type == BK_TYPE_Q4_1 ? 4 : 2, sbytes = type == BK_TYPE_Q4_1 ? 4 : 2;
+    uint8_t i1[64], i2[64], is[64];
+    octet_tables t = {0};
+    for (int i = 0; i < 8; i++) {
+        for (int j = 0; j < 8; j++) {
+            int s1 = i * bs + off + j, s2 = s1 + 8;
+            i1[8 * i + j] = (uint8_t)(s1 & 127);
+            i2[8 * i + j] = (uint8_t)(s2 & 127);
+            if (s1 >= 128) t.hi1 |= 1ull << (8 * i + j);
+            if (s2 >= 128) t.hi2 |= 1ull << (8 * i + j);
+        }
+    }
+    for (int k = 0; k < 64; k++) {
+        int src = k < 8 * sbytes ? (k / sbytes) * bs + k % sbytes : 0;
+        is[k] = (uint8_t)(src & 127);
+        if (src >= 128) t.his |= 1ull << k;
+    }
+    t.idx1 = _mm512_loadu_si512(i1);
+    t.idx2 = _mm512_loadu_si512(i2);
+    t.idxs = _mm512_loadu_si512(is);
+    return t;
+}
+
+/// Masked load of `n` (≤ 64) bytes: never touches memory past them.
+BK_AVX512 BK_INLINE __m512i load_bytes(const uint8_t *p, int n) {
+    __mmask64 m = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+    return _mm512_maskz_loadu_epi8(m, p);
+}
+
+/// Loads octet `ob` (first `valid` blocks real, the rest zero) as four unsigned operands and the per-lane
+/// weight scales. Q4_1 also stores the eight minimums m at dm for the m·s term.
+BK_AVX512 BK_INLINE void load_octet(const bk_type type, const uint8_t *ob, const int valid, const octet_tables *t,
+                                    __m512i op[4], __m512 *dxl, float *dm) {
+    const __m512i zero = _mm512_setzero_si512();
+    if (type == BK_TYPE_Q8_0) {
+        __m256i y[8];
+        uint16_t dh[8];
+        for (int i = 0; i < 8; i++) {
+            if (i < valid) {
+                y[i] = _mm256_loadu_si256((const __m256i *)(ob + 34 * i + 2));
+                dh[i] = bk_load_u16(ob + 34 * i);
+            } else {
+                y[i] = _mm256_setzero_si256();
+                dh[i] = 0;
+            }
+        }
+        __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(y[0]), y[1], 1);
+        __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(y[2]), y[3], 1);
+        __m512i z45 = _mm512_inserti64x4(_mm512_castsi256_si512(y[4]), y[5], 1);
+        __m512i z67 = _mm512_inserti64x4(_mm512_castsi256_si512(y[6]), y[7], 1);
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        for (int k = 0; k < 4; k++) {
+            const __m512i idx = _mm512_setr_epi64(k, 4 + k, 8 + k, 12 + k, k, 4 + k, 8 + k, 12 + k);
+            __m512i lo = _mm512_permutex2var_epi64(z01, idx, z23);
+            __m512i hi = _mm512_permutex2var_epi64(z45, idx, z67);
+            op[k] = _mm512_xor_si512(_mm512_inserti64x4(lo, _mm512_castsi512_si256(hi), 1), flip);
+        }
+        __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+        *dxl = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                                     _mm512_castps256_ps512(d));
+        return;
+    }
+    const int bs = block_bytes(type), n = valid * bs;
+    __m512i t0, t1, t2;
+    if (valid == 8) {
+        t0 = _mm512_loadu_si512((const void *)ob);
+        t1 = _mm512_loadu_si512((const void *)(ob + 64));
+        t2 = type == BK_TYPE_Q4_1 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(ob + 128)))
+                                  : _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(ob + 128)));
+    } else {
+        t0 = load_bytes(ob, n);
+        t1 = n > 64 ? load_bytes(ob + 64, n - 64) : zero;
+        t2 = n > 128 ? load_bytes(ob + 128, n - 128) : zero;
+    }
+    __m512i z1 = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(t0, t->idx1, t1), t->hi1, t->idx1, t2);
+    __m512i z2 = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(t0, t->idx2, t1), t->hi2, t->idx2, t2);
+    __m512i sc = _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(t0, t->idxs, t1), t->his, t->idxs, t2);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    op[0] = _mm512_and_si512(z1, low4);
+    op[1] = _mm512_and_si512(z2, low4);
+    op[2] = _mm512_and_si512(_mm512_srli_epi16(z1, 4), low4);
+    op[3] = _mm512_and_si512(_mm512_srli_epi16(z2, 4), low4);
+    if (type == BK_TYPE_Q4_1) {
+        __m512 f = _mm512_cvtph_ps(_mm512_castsi512_si256(sc));  // [d0, m0, ..., d7, m7]
+        __m512 m = _mm512_permutexvar_ps(_mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15), f);
+        _mm256_storeu_ps(dm, _mm512_castps512_ps256(m));
+        *dxl = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14), f);
+    } else {
+        __m256 d = _mm256_cvtph_ps(_mm512_castsi512_si128(sc));
+        *dxl = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                                     _mm512_castps256_ps512(d));
+    }
+}
+
+BK_AVX512 BK_INLINE void octet_step(const bk_type type, const int B, const uint8_t *ob, const int valid,
+                                    const octet_tables *t, const uint8_t *act, const bk_act_layout *l, int o,
+                                    float *dm, __m512 acc[8]) {
+    __m512i op[4];
+    __m512 dxl;
+    load_octet(type, ob, valid, t, op, &dxl, dm + 8 * o);
+    for (int v = 0; v < B; v++) {
+        const uint8_t *av = act + (size_t)v * l->stride;
+        const uint8_t *q = av + l->qo + 256 * (size_t)o;
+        __m512i ai = type == BK_TYPE_Q4_1 ? _mm512_setzero_si512()
+                                          : _mm512_loadu_si512((const void *)(av + l->bo + 64 * (size_t)o));
+        ai = _mm512_dpbusd_epi32(ai, op[0], _mm512_loadu_si512((const void *)q));
+        ai = _mm512_dpbusd_epi32(ai, op[1], _mm512_loadu_si512((const void *)(q + 64)));
+        ai = _mm512_dpbusd_epi32(ai, op[2], _mm512_loadu_si512((const void *)(q + 128)));
+        ai = _mm512_dpbusd_epi32(ai, op[3], _mm512_loadu_si512((const void *)(q + 192)));
+        __m512 sc = _mm512_mul_ps(dxl, _mm512_loadu_ps((const float *)(av + l->dlo) + 16 * o));
+        acc[v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai), sc, acc[v]);
+    }
+}
+
+/// A tail of one or two blocks in natural element order (8 int32 lanes per block), for rows whose block
+/// count is not a multiple of 8 (576 columns = 2 octets + 2 blocks). `b` may equal `a` for a single last
+/// block: the partner's activations are zero padding with scale 0.
+BK_AVX512 BK_INLINE void pair_step(const bk_type type, const int B, const uint8_t *a, const uint8_t *b, int b0,
+                                   const uint8_t *act, const bk_act_layout *l, float *dm, __m512 acc[8]) {
+    __m512i wq;
+    __m512 dxl;
+    if (type == BK_TYPE_Q8_0) {
+        wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(a + 2))),
+                                _mm256_loadu_si256((const __m256i *)(b + 2)), 1);
+        wq = _mm512_xor_si512(wq, _mm512_set1_epi8((char)0x80));
+    } else {
+        const int off = type == BK_TYPE_Q4_1 ? 4 : 2;
+        __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + off))),
+                                            _mm_loadu_si128((const __m128i *)(b + off)), 1);
+        __m512i z = _mm512_castsi256_si512(t);
+        z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0));      // [qa, qa, qb, qb]
+        z = _mm512_mask_srli_epi16(z, (__mmask32)0xFF00FF00u, z, 4);  // high nibbles in 128-bit lanes 1 and 3
+        wq = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    }
+    if (type == BK_TYPE_Q4_1) {
+        __m128 f = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)load_u32(a)), (int)load_u32(b), 1));
+        dm[b0] = _mm_cvtss_f32(_mm_movehdup_ps(f));  // f = [da, ma, db, mb]
+        dm[b0 + 1] = _mm_cvtss_f32(_mm_shuffle_ps(f, f, 3));
+        dxl = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+                                    _mm512_castps128_ps512(f));
+    } else {
+        __m128i h = _mm_cvtsi32_si128((int)((uint32_t)bk_load_u16(a) | ((uint32_t)bk_load_u16(b) << 16)));
+        dxl = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                    _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+    }
+    for (int v = 0; v < B; v++) {
+        const uint8_t *av = act + (size_t)v * l->stride;
+        __m512i ai = type == BK_TYPE_Q4_1 ? _mm512_setzero_si512()
+                                          : _mm512_loadu_si512((const void *)(av + l->bias + 32 * (size_t)b0));
+        ai = _mm512_dpbusd_epi32(ai, wq, _mm512_loadu_si512((const void *)(av + l->qs + 32 * (size_t)b0)));
+        __m512 sc = _mm512_mul_ps(dxl, _mm512_loadu_ps((const float *)(av + l->dl) + 8 * b0));
+        acc[v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai), sc, acc[v]);
+    }
+}
+
+/// Sum of the 16 lanes in a fixed order: halves (i, i+8), then (i, i+4), then (i, i+2), then (0, 1).
+/// `store_sums` does the same additions for eight accumulators at once, so results never depend on batch.
+BK_AVX512 BK_INLINE float reduce16(__m512 acc) {
+    __m256 y = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+    __m128 z = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+    __m128 w = _mm_add_ps(z, _mm_movehl_ps(z, z));
+    return _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)));
+}
+
+BK_AVX512 BK_INLINE void store_sums(const int B, const __m512 acc[8], float *out, size_t os, int r) {
+    if (B < 8) {
+        for (int v = 0; v < B; v++) out[(size_t)v * os + r] = reduce16(acc[v]);
+        return;
+    }
+    __m256 y[8], p[4];
+    for (int v = 0; v < 8; v++) y[v] = _mm256_add_ps(_mm512_castps512_ps256(acc[v]), _mm512_extractf32x8_ps(acc[v], 1));
+    for (int k = 0; k < 4; k++)  // [z(2k) | z(2k+1)], z = low + high 128 bits of y
+        p[k] = _mm256_add_ps(_mm256_permute2f128_ps(y[2 * k], y[2 * k + 1], 0x20),
+                             _mm256_permute2f128_ps(y[2 * k], y[2 * k + 1], 0x31));
+    // [w0 w0' w2 w2' | w1 w1' w3 w3'] with w = (z0 + z2, z1 + z3)
+    __m256 r0 = _mm256_add_ps(_mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm256_shuffle_ps(p[0], p[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 r1 = _mm256_add_ps(_mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm256_shuffle_ps(p[2], p[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    // [s0 s2 s4 s6 | s1 s3 s5 s7]
+    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(r0, r1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm256_shuffle_ps(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
+    float t[8];
+    _mm256_storeu_ps(t, f);
+    static const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    for (int k = 0; k < 8; k++) out[(size_t)order[k] * os + r] = t[k];
+}
+
+BK_AVX512 BK_INLINE void qmm_avx512(const bk_type type, const int B, const uint8_t *w, size_t rb, int r0, int r1,
+                                    int columns, const uint8_t *act, float *out, size_t os, float *dm) {
+    const bk_act_layout l = bk_layout(columns);
+    const int bs = block_bytes(type);
+    const int full = l.nb / 8, tail = l.nb % 8;
+    const octet_tables t = make_tables(type);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        __m512 acc[8];
+        for (int v = 0; v < B; v++) acc[v] = _mm512_setzero_ps();
+        for (int o = 0; o < full; o++) octet_step(type, B, row + (size_t)(8 * o) * bs, 8, &t, act, &l, o, dm, acc);
+        if (tail > 4) {
+            octet_step(type, B, row + (size_t)(8 * full) * bs, tail, &t, act, &l, full, dm, acc);
+        } else {
+            for (int b0 = 8 * full; b0 < l.nb; b0 += 2) {
+                const uint8_t *a = row + (size_t)b0 * bs;
+                pair_step(type, B, a, b0 + 1 < l.nb ? a + bs : a, b0, act, &l, dm, acc);
+            }
+        }
+        if (type == BK_TYPE_Q4_1) {
+            // Σ m_b·s_b over the row's blocks (dm holds this row's m per block).
+            for (int v = 0; v < B; v++) {
+                const float *sv = (const float *)(act + (size_t)v * l.stride + l.s);
+                __m512 m = _mm512_setzero_ps();
+                for (int k = 0; k < l.nb; k += 16) {
+                    __mmask16 mk = l.nb - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (l.nb - k)) - 1);
+                    m = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, dm + k), _mm512_maskz_loadu_ps(mk, sv + k), m);
+                }
+                acc[v] = _mm512_add_ps(acc[v], m);
+            }
+        }
+        store_sums(B, acc, out, os, r);
+    }
+}
+
+BK_AVX512 BK_INLINE __m512 load_weights16(const bk_type t, const uint8_t *row, int c, __mmask16 m) {
+    switch (t) {
+    case BK_TYPE_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + 2 * (size_t)c));
+    case BK_TYPE_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, row + 2 * (size_t)c)), 16));
+    default: return _mm512_maskz_loadu_ps(m, row + 4 * (size_t)c);
+    }
+}
+
+BK_AVX512 BK_INLINE void fmm_avx512(const bk_type type, const int B, const uint8_t *w, size_t rb, int r0, int r1,
+                                    int columns, const float *x, float *out, size_t os) {
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        __m512 acc[8];
+        for (int v = 0; v < B; v++) acc[v] = _mm512_setzero_ps();
+        for (int c = 0; c < columns; c += 16) {
+            __mmask16 m = columns - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (columns - c)) - 1);
+            __m512 wv = load_weights16(type, row, c, m);
+            for (int v = 0; v < B; v++)
+                acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (size_t)v * columns + c), acc[v]);
+        }
+        store_sums(B, acc, out, os, r);
+    }
+}
+
+// Instantiations with constant type and batch, so the per-vector accumulators live in registers.
+#define BK_Q_VARIANT(isa, impl, T, name)                                                                    \
+    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const uint8_t *act, \
+                         float *out, size_t os, float *dm) {                                                 \
+        switch (B) {                                                                                         \
+        case 1: impl(T, 1, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 2: impl(T, 2, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 3: impl(T, 3, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 4: impl(T, 4, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 5: impl(T, 5, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 6: impl(T, 6, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 7: impl(T, 7, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        default: impl(T, 8, w, rb, r0, r1, columns, act, out, os, dm); break;                                \
+        }                                                                                                    \
+    }
+
+BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q4_0, q4_0_avx512)
+BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q4_1, q4_1_avx512)
+BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q8_0, q8_0_avx512)
+BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q4_0, q4_0_avx2)
+BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q4_1, q4_1_avx2)
+BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q8_0, q8_0_avx2)
+
+#define BK_F_VARIANT(isa, impl, T, name)                                                                    \
+    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const float *x,   \
+                         float *out, size_t os) {                                                           \
+        switch (B) {                                                                                        \
+        case 1: impl(T, 1, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 2: impl(T, 2, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 3: impl(T, 3, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 4: impl(T, 4, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 5: impl(T, 5, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 6: impl(T, 6, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 7: impl(T, 7, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        default: impl(T, 8, w, rb, r0, r1, columns, x, out, os); break;                                     \
+        }                                                                                                   \
+    }
+
+BK_F_VARIANT(BK_AVX512, fmm_avx512, BK_TYPE_F32, f32_avx512)
+BK_F_VARIANT(BK_AVX512, fmm_avx512, BK_TYPE_F16, f16_avx512)
+BK_F_VARIANT(BK_AVX512, fmm_avx512, BK_TYPE_BF16, bf16_avx512)
+BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_F32, f32_avx2)
+BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_F16, f16_avx2)
+BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_BF16, bf16_avx2)
+#endif
+
+// MARK: - Entry points
+
+void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
+               int columns, const void *act, int batch, float *out, size_t out_stride) {
+    if (row_begin >= row_end || batch <= 0 || columns <= 0) return;
+    const uint8_t *wb = (const uint8_t *)w;
+    int quantized = wtype == BK_TYPE_Q4_0 || wtype == BK_TYPE_Q4_1 || wtype == BK_TYPE_Q8_0;
+    bk_isa e = bk_effective_isa(isa);
+    if (quantized) {
+        bk_act_layout l = bk_layout(columns);
+        // Q4_1's per-row minimums for the m·s term (AVX2: [d, m] pairs, AVX-512: m per block); entries
+        // past the row's blocks stay zero. On the stack for rows up to ~16k columns, else on the heap.
+        const int dmCount = l.s2 + 16;
+        float dmStack[8192];
+        float *dm = dmCount <= 8192 ? dmStack : (float *)malloc(sizeof(float) * (size_t)dmCount);
+        if (!dm) return;
+        for (int k = 0; k < dmCount; k++) dm[k] = 0;
+        for (int v0 = 0; v0 < batch; v0 += 8) {
+            int B = batch - v0 < 8 ? batch - v0 : 8;
+            const uint8_t *a = (const uint8_t *)act + (size_t)v0 * l.stride;
+            float *o = out + (size_t)v0 * out_stride;
+#if BK_X86
+            if (e == BK_ISA_AVX512) {
+                if (wtype == BK_TYPE_Q4_0) q4_0_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                else if (wtype == BK_TYPE_Q4_1) q4_1_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                else q8_0_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                continue;
+            }
+            if (e == BK_ISA_AVX2) {
+                if (wtype == BK_TYPE_Q4_0) q4_0_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                else if (wtype == BK_TYPE_Q4_1) q4_1_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                else q8_0_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
+                continue;
+            }
+#endif
+            qmm_scalar(wtype, wb, row_bytes, row_begin, row_end, columns, a, B, o, out_stride);
+        }
+        if (dm != dmStack) free(dm);
+        return;
+    }
+    for (int v0 = 0; v0 < batch; v0 += 8) {
+        int B = batch - v0 < 8 ? batch - v0 : 8;
+        const float *x = (const float *)act + (size_t)v0 * columns;
+        float *o = out + (size_t)v0 * out_stride;
+#if BK_X86
+        if (e == BK_ISA_AVX512) {
+            if (wtype == BK_TYPE_F16) f16_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            else if (wtype == BK_TYPE_BF16) bf16_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            else f32_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            continue;
+        }
+        if (e == BK_ISA_AVX2) {
+            if (wtype == BK_TYPE_F16) f16_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            else if (wtype == BK_TYPE_BF16) bf16_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            else f32_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
+            continue;
+        }
+#endif
+        fmm_scalar(wtype, wb, row_bytes, row_begin, row_end, columns, x, B, o, out_stride);
+    }
+}
+
+// MARK: - Dequantization
+
+void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, int count) {
+    const uint8_t *row = (const uint8_t *)wrow;
+    switch (wtype) {
+    case BK_TYPE_Q4_0:
+        for (int b = 0; b < count / 32; b++) {
+            const uint8_t *blk = row + 18 * (size_t)b;
+            float d = bk_f16_to_f32(bk_load_u16(blk));
+            for (int j = 0; j < 16; j++) {
+                dst[32 * b + j] = (float)((int)(blk[2 + j] & 0x0F) - 8) * d;
+                dst[32 * b + j + 16] = (float)((int)(blk[2 + j] >> 4) - 8) * d;
+            }
+        }
+        break;
+    case BK_TYPE_Q4_1:
+        for (int b = 0; b < count / 32; b++) {
+            const uint8_t *blk = row + 20 * (size_t)b;
+            float d = bk_f16_to_f32(bk_load_u16(blk)), m = bk_f16_to_f32(bk_load_u16(blk + 2));
+            for (int j = 0; j < 16; j++) {
+                dst[32 * b + j] = (float)(blk[4 + j] & 0x0F) * d + m;
+                dst[32 * b + j + 16] = (float)(blk[4 + j] >> 4) * d + m;
+            }
+        }
+        break;
+    case BK_TYPE_Q8_0:
+        for (int b = 0; b < count / 32; b++) {
+            const uint8_t *blk = row + 34 * (size_t)b;
+            float d = bk_f16_to_f32(bk_load_u16(blk));
+            for (int j = 0; j < 32; j++) dst[32 * b + j] = (float)(int8_t)blk[2 + j] * d;
+        }
+        break;
+    case BK_TYPE_F16: bk_convert_f16_to_f32(isa, (const uint16_t *)wrow, dst, (size_t)count); break;
+    case BK_TYPE_BF16:
+        for (int c = 0; c < count; c++) dst[c] = load_weight_scalar(BK_TYPE_BF16, row, c);
+        break;
+    default: memcpy(dst, wrow, (size_t)count * 4); break;
+    }
+}

@@ -1,0 +1,220 @@
+// f16 conversion and the small f32 / f16 vector kernels used by attention.
+#include "internal.h"
+#include <math.h>
+
+// MARK: - Scalar f16 (bit-exact with F16C's vcvtps2ph round-to-nearest-even and vcvtph2ps)
+
+float bk_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F;
+    uint32_t mant = h & 0x3FF;
+    uint32_t bits;
+    if (exp == 0) {
+        // Subnormal or zero: mant · 2^-24 is exact in f32.
+        float v = (float)mant * 5.9604644775390625e-08f;
+        return sign ? -v : v;
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t bk_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t a = x & 0x7FFFFFFFu;
+    if (a > 0x7F800000u) {
+        // NaN: keep the top payload bits and force the quiet bit, as F16C does.
+        return sign | 0x7E00 | (uint16_t)((a >> 13) & 0x3FF);
+    }
+    if (a >= 0x477FF000u) return sign | 0x7C00;  // ≥ 65520 rounds to infinity
+    if (a < 0x38800000u) {
+        // Below the smallest normal f16 (2^-14): the result is round(|f| · 2^24) units of 2^-24;
+        // scaling by a power of two is exact here, and nearbyintf rounds half to even.
+        float af;
+        memcpy(&af, &a, 4);
+        return sign | (uint16_t)nearbyintf(af * 16777216.0f);
+    }
+    uint32_t h = ((((a >> 23) - 112) << 10) | ((a >> 13) & 0x3FF));
+    uint32_t rem = a & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h += 1;  // a carry rolls into the exponent correctly
+    return sign | (uint16_t)h;
+}
+
+static void cvt_to_f16_scalar(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bk_f32_to_f16(src[i]);
+}
+static void cvt_from_f16_scalar(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bk_f16_to_f32(src[i]);
+}
+static float dot_f16_scalar(const float *a, const uint16_t *b, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * bk_f16_to_f32(b[i]);
+    return s;
+}
+static void axpy_f16_scalar(float alpha, const uint16_t *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += alpha * bk_f16_to_f32(x[i]);
+}
+static float dot_f32_scalar(const float *a, const float *b, size_t n) {
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+static void axpy_f32_scalar(float alpha, const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+#if BK_X86
+// MARK: - AVX2 + F16C
+
+BK_AVX2 static float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+BK_AVX2 static void cvt_to_f16_avx2(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = bk_f32_to_f16(src[i]);
+}
+BK_AVX2 static void cvt_from_f16_avx2(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = bk_f16_to_f32(src[i]);
+}
+BK_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, size_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8))), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc0);
+    float s = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * bk_f16_to_f32(b[i]);
+    return s;
+}
+BK_AVX2 static void axpy_f16_avx2(float alpha, const uint16_t *x, float *y, size_t n) {
+    __m256 va = _mm256_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += alpha * bk_f16_to_f32(x[i]);
+}
+BK_AVX2 static float dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    float s = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+BK_AVX2 static void axpy_f32_avx2(float alpha, const float *x, float *y, size_t n) {
+    __m256 va = _mm256_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+// MARK: - AVX-512 (masked tails, no scalar remainder)
+
+BK_AVX512 static void cvt_to_f16_avx512(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+}
+BK_AVX512 static void cvt_from_f16_avx512(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+    }
+}
+BK_AVX512 static float dot_f16_avx512(const float *a, const uint16_t *b, size_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i))), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i + 16))), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b + i)), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+BK_AVX512 static void axpy_f16_avx512(float alpha, const uint16_t *x, float *y, size_t n) {
+    __m512 va = _mm512_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i)), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+BK_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+BK_AVX512 static void axpy_f32_avx512(float alpha, const float *x, float *y, size_t n) {
+    __m512 va = _mm512_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+#endif
+
+// MARK: - Dispatch
+
+#if BK_X86
+#define BK_DISPATCH(isa, name, ...)                                            \
+    switch (bk_effective_isa(isa)) {                                           \
+    case BK_ISA_AVX512: return name##_avx512(__VA_ARGS__);                     \
+    case BK_ISA_AVX2: return name##_avx2(__VA_ARGS__);                         \
+    default: return name##_scalar(__VA_ARGS__);                                \
+    }
+#else
+#define BK_DISPATCH(isa, name, ...) (void)isa; return name##_scalar(__VA_ARGS__);
+#endif
+
+void bk_convert_f32_to_f16(bk_isa isa, const float *src, uint16_t *dst, size_t n) { BK_DISPATCH(isa, cvt_to_f16, src, dst, n) }
+void bk_convert_f16_to_f32(bk_isa isa, const uint16_t *src, float *dst, size_t n) { BK_DISPATCH(isa, cvt_from_f16, src, dst, n) }
+float bk_dot_f16(bk_isa isa, const float *a, const uint16_t *b, size_t n) { BK_DISPATCH(isa, dot_f16, a, b, n) }
+void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n) { BK_DISPATCH(isa, axpy_f16, alpha, x, y, n) }
+float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n) { BK_DISPATCH(isa, dot_f32, a, b, n) }
+void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n) { BK_DISPATCH(isa, axpy_f32, alpha, x, y, n) }

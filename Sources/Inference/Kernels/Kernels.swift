@@ -1,0 +1,126 @@
+import CKernels
+import GGUF
+
+/// The decode-path compute kernels: quantized mat-vec read straight from GGUF blocks, dequantization and
+/// the f16 / f32 vector helpers of attention.
+///
+/// The C kernels (target `CKernels`) pick AVX-512 VNNI, AVX2+FMA or portable scalar code at run time;
+/// ``instructionSet`` names the one in use. Pointers passed here are only used during the call.
+public enum Kernels {
+    /// The kernel variant this CPU runs, chosen once.
+    static let isa: bk_isa = bk_best_isa()
+
+    /// Human-readable name of the kernel variant in use ("AVX-512 VNNI", "AVX2", "scalar").
+    public static var instructionSet: String {
+        switch isa {
+        case BK_ISA_AVX512: "AVX-512 VNNI"
+        case BK_ISA_AVX2: "AVX2"
+        default: "scalar"
+        }
+    }
+
+    /// Fewer rows than this per task are not worth a fork/join.
+    static let minimumRowsPerTask = 128
+
+    /// Batched mat-vec: for b in 0..<batch, `output[b*rows + r] = Σ_c W[r, c] * input[b*columns + c]`.
+    ///
+    /// `input` holds `batch` vectors of `w.columns` floats; `output` receives `batch` vectors of `w.rows`.
+    /// For quantized weights the input is first quantized to int8 blocks of 32 (exactly as llama.cpp's
+    /// `quantize_row_q8_0` / `q8_1`), once per call; the weight rows are streamed once for all vectors.
+    /// Rows are split over `pool`'s threads in contiguous ranges. Each vector's result is the same
+    /// whatever `batch` is. Does not allocate once the pool's scratch has grown to the largest call;
+    /// uses `pool`, so it must not run concurrently with another call on the same pool.
+    public static func matmul(_ w: WeightMatrix, input: UnsafePointer<Float>, batch: Int,
+                              output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        guard batch > 0 else { return }
+        let act: UnsafeRawPointer
+        if w.isQuantized {
+            let scratch = pool.scratchBuffer(bytes: bk_act_bytes(Int32(w.columns), Int32(batch)))
+            bk_quantize_act(isa, w.kernelType, input, Int32(w.columns), Int32(batch), scratch)
+            act = UnsafeRawPointer(scratch)
+        } else {
+            act = UnsafeRawPointer(input)
+        }
+        let rows = w.rows
+        let tasks = taskCount(rows: rows, threads: pool.threadCount)
+        if tasks == 1 {
+            bk_matmul(isa, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(w.columns), act,
+                      Int32(batch), output, rows)
+            return
+        }
+        pool.parallelFor(tasks) { task in
+            let range = rowRange(task: task, of: tasks, rows: rows)
+            bk_matmul(isa, w.kernelType, w.base, w.rowBytes, Int32(range.lowerBound), Int32(range.upperBound),
+                      Int32(w.columns), act, Int32(batch), output, rows)
+        }
+    }
+
+    /// Up to four contiguous slices per thread, each at least `minimumRowsPerTask` rows: threads claim slices
+    /// as they go, so a thread that is preempted (a busy machine) holds up at most one small slice.
+    static func taskCount(rows: Int, threads: Int) -> Int {
+        guard threads > 1 else { return 1 }
+        return max(1, min(threads * 4, rows / minimumRowsPerTask))
+    }
+
+    /// Task `task`'s rows: an even split rounded to multiples of 16 rows (whole cache lines of output).
+    static func rowRange(task: Int, of tasks: Int, rows: Int) -> Range<Int> {
+        let start = task == 0 ? 0 : min(rows, (rows * task / tasks).kernelRoundedUp(to: 16))
+        let end = task == tasks - 1 ? rows : min(rows, (rows * (task + 1) / tasks).kernelRoundedUp(to: 16))
+        return start..<end
+    }
+
+    /// Dequantizes row `row` (`w.columns` floats) into `into`. `row` must be in `0..<w.rows`.
+    public static func dequantizeRow(_ w: WeightMatrix, row: Int, into: UnsafeMutablePointer<Float>) {
+        precondition(row >= 0 && row < w.rows, "dequantizeRow: row \(row) outside 0..<\(w.rows)")
+        bk_dequantize_row(isa, w.kernelType, w.base + row * w.rowBytes, into, Int32(w.columns))
+    }
+
+    /// Dequantizes the whole matrix into `into` (`rows * columns` floats, row-major), rows split over `pool`.
+    public static func dequantizeAll(_ w: WeightMatrix, into: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let rows = w.rows
+        let tasks = max(1, min(pool.threadCount * 4, rows / 16))
+        pool.parallelFor(tasks) { task in
+            for r in rowRange(task: task, of: tasks, rows: rows) {
+                bk_dequantize_row(isa, w.kernelType, w.base + r * w.rowBytes, into + r * w.columns, Int32(w.columns))
+            }
+        }
+    }
+
+    // MARK: - f16 and vector helpers (count may be 0)
+
+    /// Converts floats to IEEE binary16 bit patterns (round to nearest even; overflow gives infinity).
+    public static func convertToF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        guard count > 0 else { return }
+        bk_convert_f32_to_f16(isa, src, dst, count)
+    }
+
+    /// Converts IEEE binary16 bit patterns to floats (exact).
+    public static func convertFromF16(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        bk_convert_f16_to_f32(isa, src, dst, count)
+    }
+
+    /// Σ a[i] * b[i] with `b` in binary16.
+    public static func dotF16(_ a: UnsafePointer<Float>, _ b: UnsafePointer<UInt16>, count: Int) -> Float {
+        guard count > 0 else { return 0 }
+        return bk_dot_f16(isa, a, b, count)
+    }
+
+    /// y += alpha * x (x in binary16).
+    public static func axpyF16(_ alpha: Float, _ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        bk_axpy_f16(isa, alpha, x, y, count)
+    }
+
+    /// Σ a[i] * b[i].
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        guard count > 0 else { return 0 }
+        return bk_dot_f32(isa, a, b, count)
+    }
+
+    /// y += alpha * x.
+    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        bk_axpy_f32(isa, alpha, x, y, count)
+    }
+}

@@ -1,0 +1,129 @@
+import CKernels
+import Testing
+@testable import Inference
+
+@Suite("f16 and vector kernels")
+struct VectorKernelTests {
+    static let allHalfPatterns: [UInt16] = (0...UInt16.max).map { $0 }
+
+    @Test("f16 → f32 is exact for every bit pattern, on every ISA")
+    func f16ToF32Exact() {
+        for isa in kernelISAs {
+            var out = [Float](repeating: 0, count: 65536)
+            bk_convert_f16_to_f32(isa, Self.allHalfPatterns, &out, 65536)
+            for h in Self.allHalfPatterns {
+                let want = Float(Float16(bitPattern: h))
+                let got = out[Int(h)]
+                if want.isNaN {
+                    #expect(got.isNaN, "pattern \(h) ISA \(isa.rawValue)")
+                } else {
+                    #expect(got.bitPattern == want.bitPattern, "pattern \(h) ISA \(isa.rawValue)")
+                }
+            }
+        }
+    }
+
+    @Test("f16 → f32 → f16 round-trips every pattern; NaNs stay NaN and come back quiet")
+    func roundTrip() {
+        for isa in kernelISAs {
+            var floats = [Float](repeating: 0, count: 65536)
+            var back = [UInt16](repeating: 0, count: 65536)
+            bk_convert_f16_to_f32(isa, Self.allHalfPatterns, &floats, 65536)
+            bk_convert_f32_to_f16(isa, floats, &back, 65536)
+            for h in Self.allHalfPatterns {
+                let isNaN = h & 0x7C00 == 0x7C00 && h & 0x03FF != 0
+                if isNaN {
+                    #expect(back[Int(h)] == h | 0x0200, "NaN pattern \(h) ISA \(isa.rawValue)")
+                } else {
+                    #expect(back[Int(h)] == h, "pattern \(h) ISA \(isa.rawValue)")
+                }
+            }
+        }
+    }
+
+    @Test("f32 → f16 rounds to nearest even like Float16, including subnormals, overflow and NaN")
+    func f32ToF16Rounding() {
+        var random = KernelTestRandom(seed: 11)
+        var inputs: [Float] = [0, -0, 1, -1, 65504, 65519.99, 65520, -65520, 1e9, .infinity, -.infinity, .nan,
+                               5.96e-8, 2.98e-8, 2.9802326e-8, 2.9802328e-8, 6.1e-5, 6.097e-5, 1e-10, -3e-6,
+                               Float.leastNonzeroMagnitude, 0.1, 1.0009765625, 1.00048828125, 1.00146484375]
+        // Random magnitudes across the whole f16 range, subnormals included.
+        for _ in 0..<20_000 {
+            let exponent = Float(Int(random.next() % 40) - 28)
+            inputs.append(random.float() * Float(sign: .plus, exponent: Int(exponent), significand: 1))
+        }
+        // Exact halfway points between neighbouring halves.
+        for h in stride(from: UInt16(0), to: 0x7BFF, by: 37) {
+            let a = Float(Float16(bitPattern: h)), b = Float(Float16(bitPattern: h + 1))
+            inputs.append((a + b) / 2)
+        }
+        for isa in kernelISAs {
+            var out = [UInt16](repeating: 0, count: inputs.count)
+            bk_convert_f32_to_f16(isa, inputs, &out, inputs.count)
+            for (i, x) in inputs.enumerated() {
+                if x.isNaN {
+                    #expect(Float16(bitPattern: out[i]).isNaN, "NaN ISA \(isa.rawValue)")
+                } else {
+                    #expect(out[i] == Float16(x).bitPattern, "\(x) ISA \(isa.rawValue): \(out[i]) vs \(Float16(x).bitPattern)")
+                }
+                #expect(out[i] == bk_f32_to_f16(x), "SIMD vs scalar twin, \(x) ISA \(isa.rawValue)")
+            }
+        }
+    }
+
+    static let counts = [0, 1, 7, 15, 16, 17, 33, 64, 100, 1000, 1537]
+
+    @Test("dot and axpy (f32 and f16) match their scalar twins on every ISA")
+    func vectorOpsMatchScalar() {
+        var random = KernelTestRandom(seed: 12)
+        for n in Self.counts {
+            let a = random.floats(n), b = random.floats(n)
+            var bh = [UInt16](repeating: 0, count: n)
+            bk_convert_f32_to_f16(BK_ISA_SCALAR, b, &bh, n)
+            let magnitude = zip(a, b).reduce(Float(0)) { $0 + abs($1.0 * $1.1) }
+            let tolerance = Float(n + 4) * Float.ulpOfOne * magnitude
+            let dot = bk_dot_f32(BK_ISA_SCALAR, a, b, n)
+            let dotH = bk_dot_f16(BK_ISA_SCALAR, a, bh, n)
+            let y0 = random.floats(n)
+            var axpy = y0, axpyH = y0
+            bk_axpy_f32(BK_ISA_SCALAR, 0.75, a, &axpy, n)
+            bk_axpy_f16(BK_ISA_SCALAR, 0.75, bh, &axpyH, n)
+            for isa in kernelISAs where isa != BK_ISA_SCALAR {
+                #expect(abs(bk_dot_f32(isa, a, b, n) - dot) <= tolerance, "dot n \(n) ISA \(isa.rawValue)")
+                #expect(abs(bk_dot_f16(isa, a, bh, n) - dotH) <= tolerance + Float(n) * 1e-3 * Float.ulpOfOne, "dotF16 n \(n) ISA \(isa.rawValue)")
+                var y = y0, yh = y0
+                bk_axpy_f32(isa, 0.75, a, &y, n)
+                bk_axpy_f16(isa, 0.75, bh, &yh, n)
+                for i in 0..<n {
+                    // Fused multiply-add vs separate rounding: within one ulp-ish of the operands.
+                    #expect(abs(y[i] - axpy[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpy n \(n) i \(i) ISA \(isa.rawValue)")
+                    #expect(abs(yh[i] - axpyH[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpyF16 n \(n) i \(i) ISA \(isa.rawValue)")
+                }
+            }
+            // And the public wrappers agree with an exact reference.
+            var exact = 0.0
+            for i in 0..<n { exact += Double(a[i]) * Double(b[i]) }
+            #expect(abs(Double(Kernels.dot(a, b, count: n)) - exact) <= Double(tolerance) + 1e-30)
+        }
+    }
+
+    @Test("the public f16 wrappers convert and accumulate")
+    func publicWrappers() {
+        let x: [Float] = [1, -2, 0.5, 65504, 1e-7, 3]
+        var h = [UInt16](repeating: 0, count: x.count)
+        Kernels.convertToF16(x, &h, count: x.count)
+        #expect(h == x.map { Float16($0).bitPattern })
+        var back = [Float](repeating: 0, count: x.count)
+        Kernels.convertFromF16(h, &back, count: x.count)
+        #expect(back == x.map { Float(Float16($0)) })
+        let ones = [Float](repeating: 1, count: x.count)
+        #expect(Kernels.dotF16(ones, h, count: x.count) == back.reduce(0, +))
+        var y = [Float](repeating: 1, count: x.count)
+        Kernels.axpyF16(2, h, &y, count: x.count)
+        #expect(y == back.map { 1 + 2 * $0 })
+        var z = [Float](repeating: 0, count: 3)
+        Kernels.axpy(-1, [1, 2, 3], &z, count: 3)
+        #expect(z == [-1, -2, -3])
+        #expect(Kernels.dotF16(ones, h, count: 0) == 0)
+    }
+}
