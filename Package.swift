@@ -20,6 +20,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System-library shims: nothing else in C targets.
@@ -64,10 +68,29 @@ let package = Package(
             swiftSettings: optimized
         ),
 
+        // Device profiles, config-file placement policy, membership log: pure bookkeeping, no networking.
+        .target(
+            name: "Placement",
+            dependencies: ["CBLAS", .product(name: "Yams", package: "Yams")],
+            swiftSettings: optimized
+        ),
+
+        // OpenAI-compatible HTTP API: tokenizes and templates, then hands token ids to a backend.
+        .target(
+            name: "Router",
+            dependencies: [
+                "GGUF", "Tokenization", "ChatTemplates",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         .executableTarget(
             name: "baton",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol",
+                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -77,6 +100,11 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "GGUF"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChatTemplatesTests", dependencies: ["ChatTemplates"], resources: [.copy("Fixtures")]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "GGUF", "Tokenization", "CKernels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(
+            name: "RouterTests",
+            dependencies: ["Router", .product(name: "HummingbirdTesting", package: "hummingbird")]
+        ),
         .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
     ],
     swiftLanguageModes: [.v6]

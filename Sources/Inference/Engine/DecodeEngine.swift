@@ -1,0 +1,228 @@
+import CBLAS
+
+/// One new token for each of up to `maxBatch` sequences per step.
+public struct DecodeInput: Sendable, Equatable {
+    public var sequence: SequenceID
+    public var token: Int32
+    public init(sequence: SequenceID, token: Int32) {
+        self.sequence = sequence
+        self.token = token
+    }
+}
+
+/// The bandwidth-bound path: a step runs one token for each of a batch of sequences of different lengths, with
+/// kernels that read the quantized weights in place (each weight row streamed once for the whole batch).
+///
+/// The continuous-batching primitive: sequences may join and leave between steps, and each row's result equals
+/// running its sequence alone. Holds no dequantized weights. Buffers are sized at init for `maxBatch` rows, so a
+/// step allocates nothing but the cache's block-table copies. Not thread-safe: one serial owner calls it.
+public final class DecodeEngine: @unchecked Sendable {
+    public let model: LlamaModel
+    public let cache: PagedKVCache
+    public let maxBatch: Int
+    /// Highest position + 1 a sequence may reach.
+    public let maxContext: Int
+    public var threadCount: Int { pool.threadCount }
+
+    let pool: ThreadPool
+    private let scratch: ForwardScratch
+    private let access: KVCacheAccess
+    private let maxBlocks: Int
+    /// Each row's block table, `[maxBatch × maxBlocks]`.
+    private let tables: UnsafeMutablePointer<Int32>
+    private let positions: UnsafeMutablePointer<Int32>
+    private let tokens: UnsafeMutablePointer<Int32>
+    private let logitRows: UnsafeMutablePointer<Int32>
+    /// Per thread: keys and values gathered to f32 (`[maxContext × headDim]` each), then scores
+    /// (`[group × maxContext]`).
+    private let attentionWorkspace: UnsafeMutablePointer<Float>
+    private let workspaceStride: Int
+    /// `[maxBatch × vocab]`, valid until the next step.
+    private let logitBuffer: UnsafeMutablePointer<Float>
+    private var rowCount = 0
+
+    /// - Parameters:
+    ///   - cache: must use `model.kvCacheLayout(...)`.
+    ///   - threads: worker threads, the caller's included.
+    ///   - maxBatch: most rows (sequences) per step.
+    ///   - maxContext: defaults to the model's trained context length.
+    public init(
+        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, maxBatch: Int = 8, maxContext: Int? = nil
+    ) throws(InferenceError) {
+        try PrefillEngine.check(cache: cache, model: model)
+        guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
+        guard maxBatch >= 1 else { throw InferenceError(.invalidArgument, "max batch must be at least 1, got \(maxBatch)") }
+        let c = model.configuration
+        let context = maxContext ?? c.contextLength
+        guard context >= 1 && context <= c.contextLength else {
+            throw InferenceError(.invalidArgument, "max context must be in 1...\(c.contextLength), got \(context)")
+        }
+        self.model = model
+        self.cache = cache
+        self.maxBatch = maxBatch
+        self.maxContext = context
+        pool = ThreadPool(threads: threads)
+        scratch = ForwardScratch(configuration: c, maxRows: maxBatch)
+        access = KVCacheAccess(cache: cache)
+        maxBlocks = (context + cache.layout.blockSize - 1) / cache.layout.blockSize
+        tables = .allocate(capacity: maxBatch * maxBlocks)
+        positions = .allocate(capacity: maxBatch)
+        tokens = .allocate(capacity: maxBatch)
+        logitRows = .allocate(capacity: maxBatch)
+        for i in 0..<maxBatch { logitRows[i] = Int32(i) }
+        workspaceStride = context * (2 * c.headDimension + c.headCount / c.kvHeadCount)
+        attentionWorkspace = .allocate(capacity: threads * workspaceStride)
+        openblas_set_num_threads(1)
+        logitBuffer = .allocate(capacity: maxBatch * c.vocabularySize)
+        logitBuffer.initialize(repeating: 0, count: maxBatch * c.vocabularySize)
+    }
+
+    deinit {
+        tables.deallocate()
+        positions.deallocate()
+        tokens.deallocate()
+        logitRows.deallocate()
+        attentionWorkspace.deallocate()
+        logitBuffer.deallocate()
+    }
+
+    /// Appends each input's token to its sequence and computes the next-token logits of every row.
+    ///
+    /// Inputs naming the same sequence more than once run as consecutive positions (causally). On error no
+    /// sequence is changed. Read the results with `withLogits(row:_:)` / `logits(row:)` before the next step.
+    public func step(_ inputs: [DecodeInput]) throws(InferenceError) {
+        try run(inputs, logitRowCount: inputs.count)
+    }
+
+    /// Runs a prompt through the decode path (`maxBatch` tokens per pass) and returns the logits after its last
+    /// token: lets a decode-only process continue a sequence it did not prefill.
+    public func ingest(_ prompt: [Int32], sequence: SequenceID) throws(InferenceError) -> [Float] {
+        guard !prompt.isEmpty else { throw InferenceError(.invalidArgument, "ingest needs at least one token") }
+        var offset = 0
+        while offset < prompt.count {
+            let n = min(maxBatch, prompt.count - offset)
+            let isLast = offset + n == prompt.count
+            // Only the chunk's last row needs logits: list it first.
+            logitRows[0] = Int32(n - 1)
+            defer { for i in 0..<maxBatch { logitRows[i] = Int32(i) } }
+            try run(prompt[offset..<(offset + n)].map { DecodeInput(sequence: sequence, token: $0) }, logitRowCount: isLast ? 1 : 0)
+            offset += n
+        }
+        return logits(row: 0)
+    }
+
+    /// Lends row `row`'s logits `[vocab]` from the last step (mutable: samplers modify them in place).
+    public func withLogits<R>(row: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        precondition(row >= 0 && row < max(rowCount, 1), "row \(row) is not part of the last step")
+        let vocabulary = model.configuration.vocabularySize
+        return try body(UnsafeMutableBufferPointer(start: logitBuffer + row * vocabulary, count: vocabulary))
+    }
+
+    /// The most likely next token of row `row` (greedy choice; ties to the lowest id), without copying logits.
+    public func argmax(row: Int) -> Int32 {
+        withLogits(row: row) { logits in
+            var best = 0
+            var bestValue = -Float.infinity
+            for i in logits.indices where logits[i] > bestValue {
+                best = i
+                bestValue = logits[i]
+            }
+            return Int32(best)
+        }
+    }
+
+    /// A copy of row `row`'s logits from the last step.
+    public func logits(row: Int) -> [Float] { withLogits(row: row) { Array($0) } }
+
+    private func run(_ inputs: [DecodeInput], logitRowCount: Int) throws(InferenceError) {
+        let n = inputs.count
+        guard n >= 1 && n <= maxBatch else {
+            throw InferenceError(.invalidArgument, "a step takes 1...\(maxBatch) inputs, got \(n)")
+        }
+        let vocabulary = model.configuration.vocabularySize
+        for input in inputs {
+            guard input.token >= 0 && Int(input.token) < vocabulary else {
+                throw InferenceError(.invalidArgument, "token id \(input.token) is outside the vocabulary (0..<\(vocabulary))")
+            }
+            let count = try cache.tokenCount(input.sequence)
+            let extra = inputs.lazy.filter { $0.sequence == input.sequence }.count
+            guard count + extra <= maxContext else {
+                throw InferenceError(.contextOverflow, "sequence \(input.sequence.rawValue) would exceed the context of \(maxContext)")
+            }
+        }
+        // Grow every sequence first; undo all of it if the pool runs out part way.
+        var grown: [(SequenceID, Int)] = []
+        for (i, input) in inputs.enumerated() {
+            do {
+                let before = try cache.tokenCount(input.sequence)
+                positions[i] = Int32(try cache.append(input.sequence, count: 1))
+                grown.append((input.sequence, before))
+            } catch {
+                for (sequence, count) in grown.reversed() { try? cache.truncate(sequence, to: count) }
+                throw error
+            }
+            tokens[i] = input.token
+        }
+        for (i, input) in inputs.enumerated() {
+            let table = try cache.blockTable(input.sequence)
+            for (j, block) in table.enumerated() { tables[i * maxBlocks + j] = block }
+        }
+        rowCount = n
+        Llama.forward(
+            model: model, backend: self, scratch: scratch, tokens: tokens, positions: positions, rows: n,
+            logitRows: logitRows, logitRowCount: logitRowCount, logits: logitBuffer)
+    }
+}
+
+extension DecodeEngine: TransformerBackend {
+    func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
+        Kernels.matmul(model.weights.layers[layer][p], input: x, batch: rows, output: y, pool: pool)
+    }
+
+    /// Stores every row's K/V, then per (row, KV head): gathers the sequence's keys and values up to the row's
+    /// position to f32 (one conversion per cache block), and for the query heads sharing that KV head computes
+    /// S = Q·Kᵀ/√hd, softmax, O = S·V with two small sgemms.
+    func attention(
+        layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        let c = model.configuration
+        let hd = c.headDimension, qd = c.queryDimension, kvd = c.kvDimension, kvHeads = c.kvHeadCount
+        let group = c.headCount / kvHeads, context = maxContext
+        let access = self.access, tables = self.tables, positions = self.positions
+        let maxBlocks = self.maxBlocks, workspace = self.attentionWorkspace, workspaceStride = self.workspaceStride
+        for i in 0..<n {
+            access.store(
+                layer: layer, table: tables + i * maxBlocks, position: Int(positions[i]), key: k + i * kvd,
+                value: v + i * kvd)
+        }
+        let scale = 1 / Float(hd).squareRoot()
+        let units = n * kvHeads
+        let threads = min(pool.threadCount, units)
+        pool.parallelFor(threads) { thread in
+            let keys = workspace + thread * workspaceStride
+            let values = keys + context * hd
+            let scores = values + context * hd
+            for unit in stride(from: thread, to: units, by: threads) {
+                let i = unit / kvHeads, g = unit % kvHeads
+                let length = Int(positions[i]) + 1
+                access.gather(
+                    layer: layer, table: tables + i * maxBlocks, head: g, count: length, keys: keys, values: values)
+                // The group's query heads are adjacent: a [group × hd] matrix.
+                let queries = q + i * qd + g * group * hd
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(group), Int32(length), Int32(hd),
+                    scale, queries, Int32(hd), keys, Int32(hd), 0, scores, Int32(length))
+                for h in 0..<group { VectorMath.softmax(scores + h * length, count: length) }
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(group), Int32(hd), Int32(length),
+                    1, scores, Int32(length), values, Int32(hd), 0, output + i * qd + g * group * hd, Int32(hd))
+            }
+        }
+    }
+
+    func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>) {
+        guard rows > 0 else { return }
+        Kernels.matmul(model.weights.output, input: x, batch: rows, output: logits, pool: pool)
+    }
+}

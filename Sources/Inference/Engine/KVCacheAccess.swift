@@ -1,0 +1,71 @@
+/// Reads and writes one layer's keys and values of one sequence in a `PagedKVCache`, by token position.
+///
+/// Slice (layer, block) = K[kvHead][slot][headDim] then V[kvHead][slot][headDim]. Valid only for the current
+/// step: block tables change when sequences grow.
+struct KVCacheAccess {
+    let cache: PagedKVCache
+    let kvHeads: Int
+    let headDim: Int
+    let blockSize: Int
+    let isF16: Bool
+
+    init(cache: PagedKVCache) {
+        self.cache = cache
+        kvHeads = cache.layout.kvHeads
+        headDim = cache.layout.headDim
+        blockSize = cache.layout.blockSize
+        isF16 = cache.layout.dataType == .f16
+    }
+
+    /// Element offset of (kvHead, slot) inside a layer-block slice; V rows start `valueOffset` later.
+    @inline(__always) func offset(head: Int, slot: Int) -> Int { (head * blockSize + slot) * headDim }
+    var valueOffset: Int { kvHeads * blockSize * headDim }
+
+    @inline(__always)
+    func slice(layer: Int, table: UnsafePointer<Int32>, position: Int) -> (UnsafeMutableRawPointer, slot: Int) {
+        (cache.layerBlock(layer: layer, block: table[position / blockSize]), position % blockSize)
+    }
+
+    /// Stores one row's keys and values (`[kvHeads × headDim]` each) at `position`.
+    func store(
+        layer: Int, table: UnsafePointer<Int32>, position: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>
+    ) {
+        let (base, slot) = slice(layer: layer, table: table, position: position)
+        for g in 0..<kvHeads {
+            let k = offset(head: g, slot: slot), v = valueOffset + k
+            if isF16 {
+                let p = base.assumingMemoryBound(to: UInt16.self)
+                Kernels.convertToF16(key + g * headDim, p + k, count: headDim)
+                Kernels.convertToF16(value + g * headDim, p + v, count: headDim)
+            } else {
+                let p = base.assumingMemoryBound(to: Float.self)
+                (p + k).update(from: key + g * headDim, count: headDim)
+                (p + v).update(from: value + g * headDim, count: headDim)
+            }
+        }
+    }
+
+    /// Copies positions `0..<count` of KV head `head` to f32: `keys[count × headDim]`, `values[count × headDim]`.
+    func gather(
+        layer: Int, table: UnsafePointer<Int32>, head: Int, count: Int,
+        keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>
+    ) {
+        var position = 0
+        while position < count {
+            let base = cache.layerBlock(layer: layer, block: table[position / blockSize])
+            let run = min(blockSize, count - position)
+            // Slots of one head are contiguous within a block.
+            let k = offset(head: head, slot: 0), v = valueOffset + k
+            if isF16 {
+                let p = base.assumingMemoryBound(to: UInt16.self)
+                Kernels.convertFromF16(p + k, keys + position * headDim, count: run * headDim)
+                Kernels.convertFromF16(p + v, values + position * headDim, count: run * headDim)
+            } else {
+                let p = base.assumingMemoryBound(to: Float.self)
+                (keys + position * headDim).update(from: p + k, count: run * headDim)
+                (values + position * headDim).update(from: p + v, count: run * headDim)
+            }
+            position += run
+        }
+    }
+}

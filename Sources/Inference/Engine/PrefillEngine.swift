@@ -1,0 +1,222 @@
+import CBLAS
+import Foundation
+
+/// The compute-bound path: runs a whole prompt (in chunks) through the model with OpenBLAS `sgemm` on f32 weights
+/// dequantized once at load, storing K/V in a paged cache and returning the last position's logits.
+///
+/// Holds ~4 bytes per layer parameter (the decode structures are not loaded). Not thread-safe: one serial owner
+/// calls it. It sets OpenBLAS to one thread and splits work over its own `ThreadPool`, so BLAS threads never
+/// spin against the pool's.
+public final class PrefillEngine: @unchecked Sendable {
+    public let model: LlamaModel
+    public let cache: PagedKVCache
+    /// Most tokens run per forward pass; longer prompts are split.
+    public let chunkSize: Int
+    /// Highest position + 1 a sequence may reach.
+    public let maxContext: Int
+    public var threadCount: Int { pool.threadCount }
+
+    let pool: ThreadPool
+    /// `[layer][projection]`: f32 `[rows × columns]`, row-major like the GGUF rows.
+    private let projections: [[UnsafeMutablePointer<Float>]]
+    private let scratch: ForwardScratch
+    private let access: KVCacheAccess
+    /// Per KV head, positions `0..<T` gathered from the cache: `[kvHeads × maxContext × headDim]`.
+    private let keys: UnsafeMutablePointer<Float>
+    private let values: UnsafeMutablePointer<Float>
+    /// Attention scores, one `[attentionRowBlock × maxContext]` area per thread.
+    private let scores: UnsafeMutablePointer<Float>
+    private let rowBlock = 64
+    /// The block table and first position of the chunk being run.
+    private var table: [Int32] = []
+    private var firstPosition = 0
+    private var logitBuffer: [Float]
+
+    /// Dequantizes every layer projection to f32 (the slow part of loading: ~1 s for a 135M model).
+    ///
+    /// - Parameters:
+    ///   - cache: must use `model.kvCacheLayout(...)` (fingerprint, heads and head dimension are checked).
+    ///   - threads: worker threads, the caller's included.
+    ///   - maxContext: defaults to the model's trained context length.
+    public init(
+        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil
+    ) throws(InferenceError) {
+        try Self.check(cache: cache, model: model)
+        guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
+        guard chunkSize >= 1 else { throw InferenceError(.invalidArgument, "chunk size must be at least 1, got \(chunkSize)") }
+        let c = model.configuration
+        let context = maxContext ?? c.contextLength
+        guard context >= 1 && context <= c.contextLength else {
+            throw InferenceError(.invalidArgument, "max context must be in 1...\(c.contextLength), got \(context)")
+        }
+        self.model = model
+        self.cache = cache
+        self.chunkSize = chunkSize
+        self.maxContext = context
+        self.pool = ThreadPool(threads: threads)
+        openblas_set_num_threads(1)
+        var projections: [[UnsafeMutablePointer<Float>]] = []
+        for layer in model.weights.layers {
+            var dense: [UnsafeMutablePointer<Float>] = []
+            for p in LayerProjection.allCases {
+                let w = layer[p]
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: w.rows * w.columns)
+                Kernels.dequantizeAll(w, into: buffer, pool: pool)
+                dense.append(buffer)
+                // The quantized bytes are not needed again on this path: drop them from RSS.
+                Self.releasePages(w.base, byteCount: w.rows * w.rowBytes)
+            }
+            projections.append(dense)
+        }
+        self.projections = projections
+        scratch = ForwardScratch(configuration: c, maxRows: chunkSize)
+        access = KVCacheAccess(cache: cache)
+        keys = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
+        values = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
+        scores = .allocate(capacity: threads * rowBlock * context)
+        logitBuffer = [Float](repeating: 0, count: c.vocabularySize)
+    }
+
+    deinit {
+        for layer in projections { for p in layer { p.deallocate() } }
+        keys.deallocate()
+        values.deallocate()
+        scores.deallocate()
+    }
+
+    /// Appends `tokens` to `sequence` (running them through the model, K/V into the cache) and returns the
+    /// logits `[vocab]` after the last one.
+    ///
+    /// Throws `.invalidArgument` for an empty prompt or an out-of-range token, `.contextOverflow` past
+    /// `maxContext`, `.kvCacheFull` when blocks run out (the sequence keeps the chunks already run).
+    public func prefill(_ tokens: [Int32], sequence: SequenceID) throws(InferenceError) -> [Float] {
+        guard !tokens.isEmpty else { throw InferenceError(.invalidArgument, "prefill needs at least one token") }
+        let vocabulary = model.configuration.vocabularySize
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
+            throw InferenceError(.invalidArgument, "token id \(bad) is outside the vocabulary (0..<\(vocabulary))")
+        }
+        let start = try cache.tokenCount(sequence)
+        guard start + tokens.count <= maxContext else {
+            throw InferenceError(
+                .contextOverflow, "\(start) cached + \(tokens.count) new tokens exceed the context of \(maxContext)")
+        }
+        var positions = [Int32](repeating: 0, count: chunkSize)
+        var offset = 0
+        while offset < tokens.count {
+            let n = min(chunkSize, tokens.count - offset)
+            let isLast = offset + n == tokens.count
+            firstPosition = try cache.append(sequence, count: n)
+            table = try cache.blockTable(sequence)
+            for i in 0..<n { positions[i] = Int32(firstPosition + i) }
+            var lastRow = Int32(n - 1)
+            tokens.withUnsafeBufferPointer { t in
+                positions.withUnsafeBufferPointer { p in
+                    logitBuffer.withUnsafeMutableBufferPointer { out in
+                        Llama.forward(
+                            model: model, backend: self, scratch: scratch,
+                            tokens: t.baseAddress! + offset, positions: p.baseAddress!, rows: n,
+                            logitRows: &lastRow, logitRowCount: isLast ? 1 : 0, logits: out.baseAddress!)
+                    }
+                }
+            }
+            offset += n
+        }
+        return logitBuffer
+    }
+
+    static func check(cache: PagedKVCache, model: LlamaModel) throws(InferenceError) {
+        let l = cache.layout, c = model.configuration
+        guard l.modelFingerprint == model.fingerprint, l.layers == c.layerCount, l.kvHeads == c.kvHeadCount,
+            l.headDim == c.headDimension
+        else {
+            throw InferenceError(
+                .layoutMismatch,
+                "KV cache layout (\(l.layers) layers, \(l.kvHeads) KV heads, head dim \(l.headDim), model \(l.modelFingerprint)) "
+                    + "does not fit model \(model.fingerprint)")
+        }
+    }
+
+    /// Tells the kernel it may drop the (file-backed, read-only) pages of `base..<base+byteCount`.
+    static func releasePages(_ base: UnsafeRawPointer, byteCount: Int) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base) + byteCount) / page * page
+        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
+    }
+}
+
+extension PrefillEngine: TransformerBackend {
+    /// y = x·Wᵀ, the output columns split across threads, one single-threaded sgemm each.
+    func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
+        let w = model.weights.layers[layer][p]
+        let weights = projections[layer][p.rawValue]
+        let out = w.rows, inner = w.columns
+        let parts = min(pool.threadCount, max(1, out / 64))
+        pool.parallelFor(parts) { part in
+            let begin = out * part / parts / 16 * 16
+            let end = part == parts - 1 ? out : out * (part + 1) / parts / 16 * 16
+            guard end > begin else { return }
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(end - begin), Int32(inner),
+                1, x, Int32(inner), weights + begin * inner, Int32(inner), 0, y + begin, Int32(out))
+        }
+    }
+
+    /// Stores the chunk's K/V, gathers each KV head's history to f32, then per (head, block of rows):
+    /// S = Q·Kᵀ/√hd (sgemm), causal softmax, O = S·V (sgemm).
+    func attention(
+        layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        let c = model.configuration
+        let hd = c.headDimension, qd = c.queryDimension, kvd = c.kvDimension
+        let first = firstPosition, total = first + n, context = maxContext
+        let access = self.access, keys = self.keys, values = self.values, scores = self.scores
+        let rowBlock = self.rowBlock
+        table.withUnsafeBufferPointer { t in
+            let table = t.baseAddress!
+            for i in 0..<n {
+                access.store(layer: layer, table: table, position: first + i, key: k + i * kvd, value: v + i * kvd)
+            }
+            pool.parallelFor(c.kvHeadCount) { g in
+                access.gather(
+                    layer: layer, table: table, head: g, count: total,
+                    keys: keys + g * context * hd, values: values + g * context * hd)
+            }
+        }
+        let blocks = (n + rowBlock - 1) / rowBlock
+        let units = c.headCount * blocks
+        let group = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(hd).squareRoot()
+        let threads = pool.threadCount
+        pool.parallelFor(threads) { thread in
+            let s = scores + thread * rowBlock * context
+            // Later row blocks see more keys: interleave units so threads get similar work.
+            for unit in stride(from: thread, to: units, by: threads) {
+                let h = unit % c.headCount, block = unit / c.headCount
+                let r0 = block * rowBlock, rb = min(rowBlock, n - r0)
+                let visible = first + r0 + rb  // keys the block's last row may see
+                let kh = keys + (h / group) * context * hd, vh = values + (h / group) * context * hd
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rb), Int32(visible), Int32(hd),
+                    scale, q + r0 * qd + h * hd, Int32(qd), kh, Int32(hd), 0, s, Int32(visible))
+                for i in 0..<rb {
+                    let row = s + i * visible
+                    let last = first + r0 + i  // causal: position p sees keys 0...p
+                    VectorMath.softmax(row, count: last + 1)
+                    if last + 1 < visible { (row + last + 1).update(repeating: 0, count: visible - last - 1) }
+                }
+                cblas_sgemm(
+                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rb), Int32(hd), Int32(visible),
+                    1, s, Int32(visible), vh, Int32(hd), 0, output + r0 * qd + h * hd, Int32(qd))
+            }
+        }
+    }
+
+    /// The last row's logits with the quantized output matrix (a 1-row sgemm would be slower than the kernel).
+    func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>) {
+        guard rows > 0 else { return }
+        Kernels.matmul(model.weights.output, input: x, batch: rows, output: logits, pool: pool)
+    }
+}

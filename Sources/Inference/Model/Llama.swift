@@ -1,0 +1,186 @@
+import Foundation
+
+// The Llama forward pass, written once for both execution paths.
+//
+// A call runs `rows` rows at once. A row is one token at one position of one sequence: the prefill path passes
+// consecutive positions of a single sequence, the decode path one new token for each of several sequences. The
+// row-wise steps (RMSNorm, RoPE, SwiGLU, residuals) are the same for both; what differs — how a projection is
+// multiplied and how attention reads the KV cache — is the `TransformerBackend`.
+//
+// Shapes, with d = embeddingLength, q = headCount·headDim, kv = kvHeadCount·headDim, ff = feedForwardLength:
+//   x [rows × d] → per layer: attention block, feed-forward block → final RMSNorm → logits [rows × vocab].
+
+/// The two things each execution path does its own way.
+protocol TransformerBackend: AnyObject {
+    var pool: ThreadPool { get }
+    /// `y[rows × p.rows] = x[rows × p.columns] · W_pᵀ` for layer `layer`. May round `x` in place to the 8-bit
+    /// grid the quantized products use (`x` is only ever an input to projections).
+    func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>)
+    /// Stores the rows' keys and values (`k`, `v`: `[rows × kv]`, RoPE applied) in the KV cache at their
+    /// positions, then writes `output[rows × q]`: each query head attending causally over its row's sequence.
+    /// May overwrite `q`.
+    func attention(
+        layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows: Int,
+        output: UnsafeMutablePointer<Float>)
+    /// `logits[rows × vocab] = x[rows × d] · W_outᵀ` (may round `x` like `linear`).
+    func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>)
+}
+
+/// Activation buffers for up to `maxRows` rows, allocated once per engine so a forward pass allocates nothing.
+final class ForwardScratch {
+    let maxRows: Int
+    let x, xb, xb2, q, k, v, hb, hb2, rope: UnsafeMutablePointer<Float>
+
+    init(configuration c: LlamaConfiguration, maxRows: Int) {
+        self.maxRows = maxRows
+        func buffer(_ width: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: maxRows * width)
+            p.initialize(repeating: 0, count: maxRows * width)
+            return p
+        }
+        x = buffer(c.embeddingLength)
+        xb = buffer(max(c.embeddingLength, c.queryDimension))
+        xb2 = buffer(max(c.embeddingLength, c.queryDimension))
+        q = buffer(c.queryDimension)
+        k = buffer(c.kvDimension)
+        v = buffer(c.kvDimension)
+        hb = buffer(c.feedForwardLength)
+        hb2 = buffer(c.feedForwardLength)
+        rope = buffer(c.ropeDimensionCount)
+    }
+
+    deinit {
+        for p in [x, xb, xb2, q, k, v, hb, hb2, rope] { p.deallocate() }
+    }
+}
+
+/// The Llama architecture (and its Q/K/V-bias variants, e.g. Qwen2, whose weights carry the biases).
+enum Llama {
+    /// Runs `rows` tokens through the model and writes logits for the rows listed in `logitRows`
+    /// (`logits[i × vocab]` for the i-th listed row). K/V of every row are stored by the backend.
+    ///
+    /// `tokens` must be valid ids and `positions` the rows' positions in their sequences; the engines check both.
+    static func forward<Backend: TransformerBackend>(
+        model: LlamaModel, backend: Backend, scratch s: ForwardScratch,
+        tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, rows n: Int,
+        logitRows: UnsafePointer<Int32>, logitRowCount: Int, logits: UnsafeMutablePointer<Float>
+    ) {
+        let c = model.configuration, w = model.weights, pool = backend.pool
+        let d = c.embeddingLength, qd = c.queryDimension, kvd = c.kvDimension, ff = c.feedForwardLength
+
+        // Token embeddings: x[i] = E[token_i]                                   x [n × d]
+        forRows(n, pool) { i in Kernels.dequantizeRow(w.tokenEmbedding, row: Int(tokens[i]), into: s.x + i * d) }
+        // RoPE angles for each row's position, shared by all layers            rope [n × ropeDim] (cos, sin pairs)
+        forRows(n, pool) { i in ropeAngles(c, position: Int(positions[i]), into: s.rope + i * c.ropeDimensionCount) }
+
+        for l in 0..<c.layerCount {
+            let layer = w.layers[l]
+
+            // Attention block ------------------------------------------------------------------------------
+            // xb = RMSNorm(x) · g_attn                                              xb [n × d]
+            forRows(n, pool) { i in rmsNorm(s.x + i * d, layer.attentionNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d) }
+            // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ                                      q [n × q], k, v [n × kv]
+            backend.linear(.query, layer: l, s.xb, rows: n, s.q)
+            backend.linear(.key, layer: l, s.xb, rows: n, s.k)
+            backend.linear(.value, layer: l, s.xb, rows: n, s.v)
+            if let bq = layer.queryBias, let bk = layer.keyBias, let bv = layer.valueBias {
+                forRows(n, pool) { i in
+                    addBias(s.q + i * qd, bq); addBias(s.k + i * kvd, bk); addBias(s.v + i * kvd, bv)
+                }
+            }
+            // Rotate each head's leading ropeDim dimensions by the row's position
+            forRows(n, pool) { i in
+                let angles = s.rope + i * c.ropeDimensionCount
+                for h in 0..<c.headCount { rotate(s.q + i * qd + h * c.headDimension, angles, c.ropeDimensionCount) }
+                for h in 0..<c.kvHeadCount { rotate(s.k + i * kvd + h * c.headDimension, angles, c.ropeDimensionCount) }
+            }
+            // Store k, v in the cache; xb2 = softmax(q·Kᵀ/√hd + causal mask)·V per head    xb2 [n × q]
+            backend.attention(layer: l, q: s.q, k: s.k, v: s.v, rows: n, output: s.xb2)
+            // x += xb2·Woᵀ                                                            x [n × d]
+            backend.linear(.output, layer: l, s.xb2, rows: n, s.xb)
+            forRows(n, pool) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
+
+            // Feed-forward block (SwiGLU) -----------------------------------------------------------------
+            // xb = RMSNorm(x) · g_ffn                                               xb [n × d]
+            forRows(n, pool) { i in rmsNorm(s.x + i * d, layer.feedForwardNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d) }
+            // hb = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)                                       hb [n × ff]
+            backend.linear(.gate, layer: l, s.xb, rows: n, s.hb)
+            backend.linear(.up, layer: l, s.xb, rows: n, s.hb2)
+            forRows(n, pool) { i in VectorMath.swiglu(s.hb + i * ff, s.hb2 + i * ff, count: ff) }
+            // x += hb·Wdownᵀ                                                          x [n × d]
+            backend.linear(.down, layer: l, s.hb, rows: n, s.xb)
+            forRows(n, pool) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
+        }
+
+        // Final RMSNorm of the rows that need logits, gathered into xb             xb [m × d]
+        forRows(logitRowCount, pool) { j in
+            rmsNorm(s.x + Int(logitRows[j]) * d, w.outputNorm, c.rmsNormEpsilon, into: s.xb + j * d, count: d)
+        }
+        // logits = xb·W_outᵀ                                                        logits [m × vocab]
+        backend.logits(s.xb, rows: logitRowCount, logits)
+    }
+
+    // MARK: Row-wise steps
+
+    /// Runs `body` for every row, split across the pool when there are enough rows to pay for the fork/join.
+    @inline(__always)
+    static func forRows(_ rows: Int, _ pool: ThreadPool, _ body: (Int) -> Void) {
+        let threads = min(pool.threadCount, rows)
+        if threads <= 1 || rows < 4 {
+            for i in 0..<rows { body(i) }
+            return
+        }
+        pool.parallelFor(threads) { t in
+            for i in stride(from: t, to: rows, by: threads) { body(i) }
+        }
+    }
+
+    /// y = x / sqrt(mean(x²) + ε) ⊙ g, summing squares in double as ggml does.
+    @inline(__always)
+    static func rmsNorm(
+        _ x: UnsafePointer<Float>, _ gain: [Float], _ epsilon: Float, into y: UnsafeMutablePointer<Float>, count: Int
+    ) {
+        var sum: Double = 0
+        for i in 0..<count { sum += Double(x[i] * x[i]) }
+        let scale = 1 / (Float(sum / Double(count)) + epsilon).squareRoot()
+        gain.withUnsafeBufferPointer { g in
+            for i in 0..<count { y[i] = (x[i] * scale) * g[i] }
+        }
+    }
+
+    /// cos/sin of θ_i = pos · scale · base^(-2i/ropeDim) for each rotated pair, accumulated as ggml does.
+    static func ropeAngles(_ c: LlamaConfiguration, position: Int, into angles: UnsafeMutablePointer<Float>) {
+        let thetaScale = powf(c.ropeFrequencyBase, -2.0 / Float(c.ropeDimensionCount))
+        var frequencyScale: Float = 1
+        if case .linear(let factor) = c.ropeScaling { frequencyScale = 1 / factor }
+        var theta = Float(position)
+        for i in stride(from: 0, to: c.ropeDimensionCount, by: 2) {
+            let t = frequencyScale * theta
+            angles[i] = cosf(t)
+            angles[i + 1] = sinf(t)
+            theta *= thetaScale
+        }
+    }
+
+    /// llama.cpp's NORMAL RoPE mode (used for `llama` GGUFs, whose converter permuted Wq/Wk for it):
+    /// rotates adjacent pairs (x[2i], x[2i+1]).
+    @inline(__always)
+    static func rotate(_ x: UnsafeMutablePointer<Float>, _ angles: UnsafePointer<Float>, _ dimensions: Int) {
+        for i in stride(from: 0, to: dimensions, by: 2) {
+            let cos = angles[i], sin = angles[i + 1]
+            let x0 = x[i], x1 = x[i + 1]
+            x[i] = x0 * cos - x1 * sin
+            x[i + 1] = x0 * sin + x1 * cos
+        }
+    }
+
+    @inline(__always)
+    static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    @inline(__always)
+    static func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: [Float]) {
+        for i in 0..<bias.count { x[i] += bias[i] }
+    }
+}

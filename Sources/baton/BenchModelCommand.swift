@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import GGUF
+import Inference
+
+/// `baton bench model`: llama-bench style figures for the two execution paths.
+struct BenchModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Prefill (pp512), decode (tg128) and batch-8 decode speed of a model, and memory of each path.",
+        discussion: """
+            The decode path runs first, so its resident memory is measured before the prefill path's f32 \
+            weights exist; with --only each path runs alone in this process. With --json the last line of \
+            standard output is one JSON object.
+            """
+    )
+
+    enum Path: String, ExpressibleByArgument, CaseIterable { case prefill, decode }
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Worker threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .long, help: "Prompt tokens for the prefill figure.")
+    var promptTokens: Int = 512
+    @Option(name: .long, help: "Generated tokens for the decode figures.")
+    var decodeTokens: Int = 128
+    @Option(name: .long, help: "Repetitions of each measurement; the best is reported.")
+    var repetitions: Int = 2
+    @Option(name: .long, help: "Run only one path (prefill or decode).")
+    var only: Path?
+    @Flag(name: .long, help: "Print one JSON object on the last line.")
+    var json = false
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard promptTokens >= 1, decodeTokens >= 1, repetitions >= 1 else {
+            throw ValidationError("--prompt-tokens, --decode-tokens and --repetitions must be at least 1")
+        }
+    }
+
+    func run() throws {
+        let path = try modelOptions.resolvedPath()
+        let model = try LlamaModel(path: path)
+        let c = model.configuration
+        // Deterministic pseudo-random prompt ids (as llama-bench uses random tokens): no tokenizer effects.
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let prompt: [Int32] = (0..<promptTokens).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int32((state >> 33) % UInt64(c.vocabularySize))
+        }
+        var report: [(String, String)] = [("model", "\"\(model.file.name)\""), ("threads", "\(threads)")]
+        var lines: [String] = []
+
+        if only != .prefill {
+            let context = decodeTokens + 1
+            let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: 8 * ((context + 15) / 16 + 1))
+            let engine = try DecodeEngine(model: model, cache: cache, threads: threads, maxBatch: 8, maxContext: context)
+            let single = try (0..<repetitions).map { _ in try Self.decode(engine, cache: cache, batch: 1, steps: decodeTokens) }.max()!
+            let batched = try (0..<repetitions).map { _ in try Self.decode(engine, cache: cache, batch: 8, steps: decodeTokens) }.max()!
+            let rss = Self.memory("VmRSS")
+            report += [
+                ("decode_tokens_per_second", Self.format(single)),
+                ("decode_batch8_tokens_per_second", Self.format(batched)),
+                ("decode_tokens", "\(decodeTokens)"), ("decode_rss_bytes", "\(rss)"),
+            ]
+            lines.append("decode  tg\(decodeTokens) batch 1: \(Self.format(single)) tokens/s")
+            lines.append("decode  tg\(decodeTokens) batch 8: \(Self.format(batched)) tokens/s aggregate")
+            lines.append("decode  resident memory: \(rss / 1_048_576) MiB")
+        }
+        if only != .decode {
+            let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: (promptTokens + 15) / 16 + 1)
+            let loadStarted = ContinuousClock.now
+            let engine = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: promptTokens)
+            let load = Self.seconds(since: loadStarted)
+            let speed = try (0..<repetitions).map { _ in
+                let sequence = cache.createSequence()
+                defer { cache.free(sequence) }
+                let started = ContinuousClock.now
+                _ = try engine.prefill(prompt, sequence: sequence)
+                return Double(prompt.count) / Self.seconds(since: started)
+            }.max()!
+            let rss = Self.memory("VmRSS")
+            report += [
+                ("prefill_tokens_per_second", Self.format(speed)), ("prefill_tokens", "\(promptTokens)"),
+                ("prefill_rss_bytes", "\(rss)"), ("prefill_load_seconds", Self.format(load)),
+            ]
+            lines.append("prefill pp\(promptTokens): \(Self.format(speed)) tokens/s (weights dequantized in \(Self.format(load)) s)")
+            lines.append("prefill resident memory: \(rss / 1_048_576) MiB")
+        }
+        let peak = Self.memory("VmHWM")
+        report.append(("peak_rss_bytes", "\(peak)"))
+        lines.append("peak resident memory: \(peak / 1_048_576) MiB")
+        if json {
+            print("{" + report.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            print("\(model.file.name), \(threads) threads")
+            for line in lines { print(line) }
+        }
+    }
+
+    /// Decodes `steps` tokens for `batch` fresh sequences (each started from a different token, greedy after);
+    /// returns aggregate tokens per second.
+    static func decode(_ engine: DecodeEngine, cache: PagedKVCache, batch: Int, steps: Int) throws -> Double {
+        let sequences = (0..<batch).map { _ in cache.createSequence() }
+        defer { for sequence in sequences { cache.free(sequence) } }
+        var tokens = (0..<batch).map { Int32(1000 + 97 * $0) }
+        var inputs = [DecodeInput](repeating: DecodeInput(sequence: sequences[0], token: 0), count: batch)
+        let started = ContinuousClock.now
+        for _ in 0..<steps {
+            for b in 0..<batch { inputs[b] = DecodeInput(sequence: sequences[b], token: tokens[b]) }
+            try engine.step(inputs)
+            for b in 0..<batch { tokens[b] = engine.argmax(row: b) }
+        }
+        return Double(batch * steps) / seconds(since: started)
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = start.duration(to: .now).components
+        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+    }
+
+    static func format(_ value: Double) -> String { String(format: "%.2f", value) }
+
+    /// A `/proc/self/status` figure (`VmRSS`, `VmHWM`) in bytes; 0 where the file does not exist.
+    static func memory(_ key: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+            return kilobytes * 1024
+        }
+        return 0
+    }
+}
