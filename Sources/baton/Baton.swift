@@ -23,6 +23,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks: model speed, tokenizer speed, KV hand-off.",
-        subcommands: [BenchModelCommand.self, BenchTokenizeCommand.self]
+        subcommands: [BenchModelCommand.self, BenchTokenizeCommand.self, BenchKVCommand.self]
     )
 }

@@ -1,0 +1,128 @@
+import ClusterProtocol
+
+/// Element type of the KV cache, as the transport names it (mirrors the engine's `KVDataType`).
+public enum KVElementType: String, Sendable, Equatable, Codable {
+    case f16, f32
+
+    public var byteWidth: Int { self == .f16 ? 2 : 4 }
+}
+
+/// What makes one worker's KV usable by another: the same model, tokenizer, KV layout and protocol.
+/// Checked at the handshake, before a byte of KV moves.
+public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
+    public var protocolVersion: UInt32
+    /// The engine's fingerprint of the model weights and hyper-parameters.
+    public var modelFingerprint: String
+    public var tokenizerHash: String
+    public var layers: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var elementType: KVElementType
+    /// Tokens per KV block.
+    public var blockSize: Int
+
+    public init(
+        protocolVersion: UInt32 = BatonProtocol.version, modelFingerprint: String, tokenizerHash: String,
+        layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, blockSize: Int
+    ) {
+        self.protocolVersion = protocolVersion
+        self.modelFingerprint = modelFingerprint
+        self.tokenizerHash = tokenizerHash
+        self.layers = layers
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        self.elementType = elementType
+        self.blockSize = blockSize
+    }
+
+    /// Bytes of one layer of a sequence of `tokenCount` tokens: whole blocks of K and V.
+    public func layerByteCount(tokenCount: Int) -> Int {
+        let blocks = (tokenCount + blockSize - 1) / blockSize
+        return blocks * 2 * kvHeads * blockSize * headDim * elementType.byteWidth
+    }
+
+    /// Every difference between `self` (local) and `peer`, in words; empty when compatible.
+    public func differences(from peer: KVCompatibilityIdentity) -> [String] {
+        var differences: [String] = []
+        func check<T: Equatable>(_ name: String, _ mine: T, _ theirs: T) {
+            if mine != theirs { differences.append("\(name): local \(mine), peer \(theirs)") }
+        }
+        check("protocol version", protocolVersion, peer.protocolVersion)
+        check("model fingerprint", modelFingerprint, peer.modelFingerprint)
+        check("tokenizer hash", tokenizerHash, peer.tokenizerHash)
+        check("layers", layers, peer.layers)
+        check("KV heads", kvHeads, peer.kvHeads)
+        check("head dim", headDim, peer.headDim)
+        check("element type", elementType, peer.elementType)
+        check("block size", blockSize, peer.blockSize)
+        return differences
+    }
+
+    /// Throws `.invalidArgument` unless every dimension is positive.
+    public func validated() throws(KVTransportError) -> Self {
+        guard layers > 0, kvHeads > 0, headDim > 0, blockSize > 0 else {
+            throw KVTransportError(
+                .invalidArgument,
+                "KV layout needs positive dimensions (layers \(layers), KV heads \(kvHeads), head dim \(headDim), block size \(blockSize))")
+        }
+        return self
+    }
+}
+
+/// What a sender announces about one transfer.
+public struct KVTransferRequest: Sendable, Equatable {
+    public var requestID: String
+    public var identity: KVCompatibilityIdentity
+    public var tokenCount: Int
+    /// Bytes of each layer; must equal `identity.layerByteCount(tokenCount:)`.
+    public var layerByteCount: Int
+
+    public init(requestID: String, identity: KVCompatibilityIdentity, tokenCount: Int) {
+        self.requestID = requestID
+        self.identity = identity
+        self.tokenCount = tokenCount
+        self.layerByteCount = identity.layerByteCount(tokenCount: tokenCount)
+    }
+
+    /// Bytes of the whole transfer.
+    public var totalByteCount: Int { layerByteCount * identity.layers }
+}
+
+/// The decode worker's view of where prefill stopped: sampler state to continue from.
+public struct KVSamplingState: Sendable, Equatable {
+    /// The PRNG state words (xoshiro256**: four).
+    public var rngState: [UInt64]
+    /// Penalty history, oldest first.
+    public var recentTokens: [Int32]
+    /// Engine-encoded sampling parameters.
+    public var parameters: [UInt8]
+
+    public init(rngState: [UInt64] = [], recentTokens: [Int32] = [], parameters: [UInt8] = []) {
+        self.rngState = rngState
+        self.recentTokens = recentTokens
+        self.parameters = parameters
+    }
+}
+
+/// The sender's last word: the first token prefill sampled and the state to continue sampling.
+public struct KVTransferCompletion: Sendable, Equatable {
+    public var firstToken: Int32
+    public var samplingState: KVSamplingState
+    public var tokenCount: Int
+
+    public init(firstToken: Int32, samplingState: KVSamplingState = KVSamplingState(), tokenCount: Int) {
+        self.firstToken = firstToken
+        self.samplingState = samplingState
+        self.tokenCount = tokenCount
+    }
+}
+
+/// What a finished transfer did.
+public struct KVTransferReport: Sendable, Equatable {
+    public var requestID: String
+    public var transport: KVTransportKind
+    public var bytes: Int
+    public var seconds: Double
+
+    public var gigabytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
+}

@@ -1,0 +1,16 @@
+import NIOCore
+
+/// One bidirectional byte stream carrying a transfer's frames (an HTTP/2 stream, or an in-memory pipe).
+/// Used by one task at a time, except `abort`, which any task may call.
+protocol KVStreamIO: AnyObject {
+    /// The next bytes from the peer; nil once the peer ended its side. Throws when the stream broke.
+    func read() async throws -> ByteBuffer?
+    /// Queues `buffer`; suspends while the send buffer is full. `endStream` ends this side.
+    func write(_ buffer: ByteBuffer, endStream: Bool) async throws
+    /// Closes both directions at once (the peer sees a reset); wakes pending reads and writes.
+    var abort: @Sendable () -> Void { get }
+    /// Like `abort`, but first sends `finalFrame` and ends this side, so the peer learns why (used when
+    /// a timeout fires while this side is blocked reading).
+    func abort(sendingFirst finalFrame: ByteBuffer) -> @Sendable () -> Void
+    var allocator: ByteBufferAllocator { get }
+}

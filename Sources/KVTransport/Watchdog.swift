@@ -1,0 +1,58 @@
+import Synchronization
+
+/// Fires once when no progress was reported for `timeout`: the transport uses it to close a stream whose
+/// peer went silent, which wakes every pending read and write. Thread-safe.
+final class Watchdog: Sendable {
+    let timeout: Duration
+    private struct State {
+        var deadline: ContinuousClock.Instant?
+        var fired = false
+    }
+    private let state: Mutex<State>
+
+    init(timeout: Duration) {
+        self.timeout = timeout
+        self.state = Mutex(State(deadline: .now + timeout))
+    }
+
+    var seconds: Double {
+        let c = timeout.components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+
+    var fired: Bool { state.withLock { $0.fired } }
+
+    /// Progress: restart the countdown.
+    func touch() {
+        state.withLock { $0.deadline = .now + timeout }
+    }
+
+    /// Stop counting (while local work, not the peer, is the one taking time).
+    func pause() {
+        state.withLock { $0.deadline = nil }
+    }
+
+    /// Runs until cancelled or fired; calls `onFire` once if the deadline passes.
+    func run(onFire: @Sendable () -> Void) async {
+        while !Task.isCancelled {
+            let next: ContinuousClock.Instant? = state.withLock { state in
+                guard let deadline = state.deadline else { return .now + .milliseconds(50) }
+                if deadline <= .now {
+                    state.fired = true
+                    return nil
+                }
+                return deadline
+            }
+            guard let next else {
+                onFire()
+                return
+            }
+            do { try await Task.sleep(until: next, clock: .continuous) } catch { return }
+        }
+    }
+
+    /// Starts `run` in a task that the caller must cancel when done.
+    func start(onFire: @escaping @Sendable () -> Void) -> Task<Void, Never> {
+        Task { await self.run(onFire: onFire) }
+    }
+}

@@ -1,0 +1,119 @@
+import KVTransport
+import Synchronization
+
+/// A decode side that records what reaches it, so tests can check that bad KV never does and that a
+/// failed transfer frees what it reserved.
+final class RecordingReceiver: KVTransferReceiver, Sendable {
+    struct Record: Sendable {
+        var begun: [String] = []
+        var layers: [Int: [UInt8]] = [:]
+        var completions: [KVTransferCompletion] = []
+        var failures: [KVTransportError] = []
+        /// Requests whose reservation is still held (begun, neither completed nor failed).
+        var reserved: Set<String> = []
+        var transports: [KVTransportKind] = []
+    }
+
+    let record = Mutex(Record())
+    let refuse: Bool
+    let failOnLayer: Int?
+
+    init(refuse: Bool = false, failOnLayer: Int? = nil) {
+        self.refuse = refuse
+        self.failOnLayer = failOnLayer
+    }
+
+    var snapshot: Record { record.withLock { $0 } }
+
+    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
+        if refuse { throw KVTransportError(.refused, "no room") }
+        record.withLock {
+            $0.begun.append(request.requestID)
+            $0.reserved.insert(request.requestID)
+            $0.transports.append(transport)
+        }
+        return Inbound(owner: self, requestID: request.requestID)
+    }
+
+    final class Inbound: KVInboundTransfer, Sendable {
+        let owner: RecordingReceiver
+        let requestID: String
+        init(owner: RecordingReceiver, requestID: String) {
+            self.owner = owner
+            self.requestID = requestID
+        }
+
+        func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
+            if owner.failOnLayer == layer { throw KVTransportError(.refused, "cannot store layer \(layer)") }
+            let copy = Array(bytes)
+            owner.record.withLock { $0.layers[layer] = copy }
+        }
+
+        func complete(_ completion: KVTransferCompletion) async throws {
+            owner.record.withLock {
+                $0.completions.append(completion)
+                $0.reserved.remove(requestID)
+            }
+        }
+
+        func fail(_ error: KVTransportError) async {
+            owner.record.withLock {
+                $0.failures.append(error)
+                $0.reserved.remove(requestID)
+            }
+        }
+    }
+}
+
+enum Fixtures {
+    static let identity = KVCompatibilityIdentity(
+        modelFingerprint: "model-abc", tokenizerHash: "tok-123", layers: 4, kvHeads: 2, headDim: 16,
+        elementType: .f16, blockSize: 16)
+
+    /// 40 tokens → 3 blocks → 6144 bytes per layer.
+    static func request(_ id: String = "req-1", tokens: Int = 40, identity: KVCompatibilityIdentity = identity) -> KVTransferRequest {
+        KVTransferRequest(requestID: id, identity: identity, tokenCount: tokens)
+    }
+
+    /// Deterministic bytes for layer `layer`.
+    static func layerBytes(_ layer: Int, count: Int) -> [UInt8] {
+        var state = UInt64(layer + 1) &* 0x9E37_79B9_7F4A_7C15
+        return (0..<count).map { _ in
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return UInt8(truncatingIfNeeded: state)
+        }
+    }
+
+    static func completion(tokens: Int = 40) -> KVTransferCompletion {
+        KVTransferCompletion(
+            firstToken: 42, samplingState: KVSamplingState(rngState: [1, 2, 3, 4], recentTokens: [5, 6], parameters: [7]),
+            tokenCount: tokens)
+    }
+
+    /// Sends every layer of `request` then the completion.
+    static func produceAll(_ request: KVTransferRequest) -> (KVOutboundTransfer) async throws -> KVTransferCompletion {
+        { transfer in
+            for layer in 0..<request.identity.layers {
+                try await transfer.send(layer: layer, bytes: layerBytes(layer, count: request.layerByteCount))
+            }
+            return completion(tokens: request.tokenCount)
+        }
+    }
+
+    static let certificates: (authority: ClusterCertificates.Issued, a: ClusterCertificates.Issued, b: ClusterCertificates.Issued) = {
+        let authority = try! ClusterCertificates.makeAuthority()
+        return (authority, try! ClusterCertificates.issueNode("node-a", authority: authority),
+                try! ClusterCertificates.issueNode("node-b", authority: authority))
+    }()
+
+    static func configuration(node: ClusterCertificates.Issued?, hostID: String = "host-test", idleTimeout: Duration = .seconds(5)) -> KVTransportConfiguration {
+        var configuration = KVTransportConfiguration(
+            tls: node.map { ClusterCertificates.tls(node: $0, authorityPEM: certificates.authority.certificatePEM) },
+            policy: KVTransportPolicy(allowSharedMemory: false, insecure: node == nil), hostID: hostID)
+        configuration.chunkBytes = 4096
+        configuration.idleTimeout = idleTimeout
+        return configuration
+    }
+}
