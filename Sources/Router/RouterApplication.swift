@@ -1,0 +1,115 @@
+import ChatTemplates
+import Foundation
+import Hummingbird
+import Logging
+import Tokenization
+
+/// Builds the router's HTTP application. The executable and the tests both go through here.
+///
+/// - Parameters:
+///   - configuration: validated here; an invalid value or an unreadable API key file throws.
+///   - tokenizer: the served model's tokenizer; prompts are tokenized here, backends see token ids only.
+///   - template: the model's chat template, rendered with the tokenizer's BOS/EOS texts.
+///   - backend: where generation happens (see ``GenerationBackend`` for its cancellation contract).
+///   - apiKeys: overrides `configuration.apiKeysFile` when given (tests); nil loads the file, if any.
+///   - metrics: the registry `GET /metrics` serves; pass one to add cluster metrics through its hooks.
+/// - Returns: an application to `runService()` (or test with HummingbirdTesting).
+public func makeRouterApplication(
+    configuration: RouterConfiguration,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    backend: any GenerationBackend,
+    apiKeys: APIKeySet? = nil,
+    metrics: RouterMetrics = RouterMetrics(),
+    logger: Logger = Logger(label: "baton.router")
+) throws(RouterError) -> some ApplicationProtocol {
+    try configuration.validate()
+    let keys: APIKeySet
+    if let apiKeys {
+        keys = apiKeys
+    } else if let path = configuration.apiKeysFile {
+        keys = try APIKeySet.load(path: path)
+    } else {
+        keys = .disabled
+    }
+    let service = OpenAIService(
+        configuration: configuration, tokenizer: tokenizer, template: template, backend: backend, metrics: metrics,
+        logger: logger, startedAt: OpenAIService.now)
+
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: OpenAIErrorMiddleware(metrics: metrics, logger: logger))
+    router.add(middleware: APIKeyMiddleware(keys: keys))
+    router.post("/v1/chat/completions") { request, _ in try await service.chatCompletions(request) }
+    router.post("/v1/completions") { request, _ in try await service.completions(request) }
+    router.get("/v1/models") { _, _ in service.models() }
+    router.get("/v1/models/{id}") { _, context in
+        try service.model(id: context.parameters.get("id") ?? "")
+    }
+    router.get("/health") { _, _ in try await service.health() }
+    router.get("/metrics") { _, _ in service.metricsExposition() }
+    router.post("/tokenize") { request, _ in try await service.tokenize(request) }
+    router.post("/detokenize") { request, _ in try await service.detokenize(request) }
+
+    return Application(
+        router: router,
+        configuration: ApplicationConfiguration(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "baton-router"),
+        logger: logger)
+}
+
+/// Outermost middleware: renders every error as OpenAI error JSON and counts answers by endpoint and status.
+struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: RouterMetrics
+    let logger: Logger
+
+    static func endpoint(_ path: String) -> String {
+        switch path {
+        case "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize":
+            path
+        case _ where path.hasPrefix("/v1/models/"):
+            "/v1/models/{id}"
+        default:
+            "other"
+        }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let endpoint = Self.endpoint(request.uri.path)
+        do {
+            let response = try await next(request, context)
+            metrics.countRequest(endpoint: endpoint, status: response.status.code)
+            return response
+        } catch {
+            let routerError = RouterError.fromAnyError(error, request: request)
+            // Refusals the cluster expects (no worker, overload, timeout) are warnings; a 500 is a bug or a failure.
+            if routerError.code.httpStatus == 500 {
+                logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(routerError)"])
+            } else if routerError.code.httpStatus > 500 || routerError.code.httpStatus == 429 {
+                logger.warning("request refused", metadata: ["path": "\(request.uri.path)", "error": "\(routerError)"])
+            }
+            metrics.countRequest(endpoint: endpoint, status: routerError.code.httpStatus)
+            return routerError.openAIResponse()
+        }
+    }
+}
+
+/// Requires `Authorization: Bearer <key>` on the API when keys are configured; `/health` and `/metrics` stay open
+/// for probes and scrapers.
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+    let keys: APIKeySet
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard keys.isEnabled, path != "/health", path != "/metrics" else { return try await next(request, context) }
+        guard let header = request.headers[.authorization] else {
+            throw RouterError(
+                .invalidAPIKey,
+                "You didn't provide an API key. Provide it in an Authorization header using Bearer auth "
+                    + "(i.e. Authorization: Bearer YOUR_KEY).")
+        }
+        guard keys.accepts(authorization: header) else {
+            throw RouterError(.invalidAPIKey, "Incorrect API key provided.")
+        }
+        return try await next(request, context)
+    }
+}
