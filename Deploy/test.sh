@@ -3,5 +3,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash Deploy/setup.sh
+# The committed protobuf code must match Protos/ (builds protoc-gen-swift once, ~75 s).
+bash Deploy/scripts/generate-protos.sh --check
 swift build --build-tests
-swift test --skip-build
+# Serial: the model-heavy tests are synchronous and would starve the 2-core cooperative pool that the
+# transport tests' timeouts run on.
+swift test --skip-build --no-parallel
