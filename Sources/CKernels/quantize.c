@@ -200,3 +200,19 @@ void bk_act_block(const void *scratch, int columns, int vector, int block,
     *s = ((const float *)(base + l.s))[block];
     *sum = ((const int32_t *)(base + l.sum))[block];
 }
+
+void bk_q8_roundtrip(const float *x, float *y, int columns, int rows) {
+    // The same rounding as quantize_scalar, written back as floats: y = f16(d) · q.
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * columns;
+        float *yr = y + (size_t)r * columns;
+        for (int b = 0; b < columns / 32; b++) {
+            const float *xb = xr + 32 * b;
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+            float id = amax != 0.0f ? 127.f / amax : 0.0f;
+            float dq = bk_f16_to_f32(bk_f32_to_f16(amax / 127.f));
+            for (int j = 0; j < 32; j++) yr[32 * b + j] = dq * nearbyintf(xb[j] * id);
+        }
+    }
+}

@@ -77,6 +77,12 @@ void bk_quantize_act(bk_isa isa, bk_type wtype, const float *x, int columns, int
 void bk_act_block(const void *scratch, int columns, int vector, int block,
                   int8_t qs[32], float *d, float *s, int32_t *sum);
 
+/// Rounds `rows` vectors of `columns` (a multiple of 32) floats through 8-bit blocks and back, exactly as
+/// `bk_quantize_act` rounds them: y = f16(amax/127) · round-half-even(x · 127/amax). The f32 prefill path
+/// applies it before each product with quantized weights, so its products see the activations that
+/// llama.cpp's (and Baton's decode path's) integer kernels see. `x` and `y` may be the same buffer.
+void bk_q8_roundtrip(const float *x, float *y, int columns, int rows);
+
 // MARK: - Mat-vec
 
 /// For rows r in [row_begin, row_end) and vectors v in [0, batch):

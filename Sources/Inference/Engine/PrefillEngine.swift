@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 /// The compute-bound path: runs a whole prompt (in chunks) through the model with OpenBLAS `sgemm` on f32 weights
@@ -31,6 +32,14 @@ public final class PrefillEngine: @unchecked Sendable {
     private var table: [Int32] = []
     private var firstPosition = 0
     private var logitBuffer: [Float]
+    /// Set during the last chunk of a `prefill(_:sequence:onLayerComplete:)` call.
+    private var layerObserver: ((Int) -> Void)?
+    /// Whether activations are rounded through 8-bit blocks before products with quantized weights.
+    public let roundsActivations: Bool
+    /// `[chunkSize × widest projection input]`: the rounded activations (see `linear`).
+    private let roundedInput: UnsafeMutablePointer<Float>
+    /// Which input `roundedInput` holds: key/value reuse the query's input and up the gate's.
+    private var roundedSource: (pointer: UnsafeMutablePointer<Float>, rows: Int)?
 
     /// Dequantizes every layer projection to f32 (the slow part of loading: ~1 s for a 135M model).
     ///
@@ -38,8 +47,14 @@ public final class PrefillEngine: @unchecked Sendable {
     ///   - cache: must use `model.kvCacheLayout(...)` (fingerprint, heads and head dimension are checked).
     ///   - threads: worker threads, the caller's included.
     ///   - maxContext: defaults to the model's trained context length.
+    ///   - roundsActivations: round activations through 8-bit blocks before every product with quantized
+    ///     weights, as the decode kernels and llama.cpp do. On (the default), a prompt's KV and logits track the
+    ///     decode path's and llama.cpp's closely (greedy continuations part from llama.cpp's only where its own
+    ///     top-2 gap is < 0.2), but a rounding that flips with summation order makes results depend slightly on
+    ///     chunking. Off, products are exact f32 and chunking changes logits by < 0.01.
     public init(
-        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil
+        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
+        roundsActivations: Bool = true
     ) throws(InferenceError) {
         try Self.check(cache: cache, model: model)
         guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
@@ -75,6 +90,8 @@ public final class PrefillEngine: @unchecked Sendable {
         values = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
         scores = .allocate(capacity: threads * rowBlock * context)
         logitBuffer = [Float](repeating: 0, count: c.vocabularySize)
+        self.roundsActivations = roundsActivations
+        roundedInput = .allocate(capacity: roundsActivations ? chunkSize * max(c.embeddingLength, c.feedForwardLength) : 1)
     }
 
     deinit {
@@ -82,6 +99,7 @@ public final class PrefillEngine: @unchecked Sendable {
         keys.deallocate()
         values.deallocate()
         scores.deallocate()
+        roundedInput.deallocate()
     }
 
     /// Appends `tokens` to `sequence` (running them through the model, K/V into the cache) and returns the
@@ -90,6 +108,19 @@ public final class PrefillEngine: @unchecked Sendable {
     /// Throws `.invalidArgument` for an empty prompt or an out-of-range token, `.contextOverflow` past
     /// `maxContext`, `.kvCacheFull` when blocks run out (the sequence keeps the chunks already run).
     public func prefill(_ tokens: [Int32], sequence: SequenceID) throws(InferenceError) -> [Float] {
+        try prefill(tokens, sequence: sequence, onLayerComplete: nil)
+    }
+
+    /// `prefill(_:sequence:)`, calling `onLayerComplete(L)` on the calling thread as soon as layer L holds the K/V
+    /// of every token of the sequence (during the last chunk, right after that chunk's rows of layer L are stored,
+    /// before layer L+1 runs), so a caller can ship layer L while the next one computes.
+    ///
+    /// The callback may read the sequence's layer L from the cache (e.g. `exportLayer`) but must not change the
+    /// cache; it is called once per layer, in order, and not at all if the call throws before the last chunk.
+    public func prefill(
+        _ tokens: [Int32], sequence: SequenceID, onLayerComplete: ((Int) -> Void)?
+    ) throws(InferenceError) -> [Float] {
+        defer { layerObserver = nil }
         guard !tokens.isEmpty else { throw InferenceError(.invalidArgument, "prefill needs at least one token") }
         let vocabulary = model.configuration.vocabularySize
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
@@ -108,6 +139,7 @@ public final class PrefillEngine: @unchecked Sendable {
             firstPosition = try cache.append(sequence, count: n)
             table = try cache.blockTable(sequence)
             for i in 0..<n { positions[i] = Int32(firstPosition + i) }
+            layerObserver = isLast ? onLayerComplete : nil
             var lastRow = Int32(n - 1)
             tokens.withUnsafeBufferPointer { t in
                 positions.withUnsafeBufferPointer { p in
@@ -152,6 +184,21 @@ extension PrefillEngine: TransformerBackend {
         let w = model.weights.layers[layer][p]
         let weights = projections[layer][p.rawValue]
         let out = w.rows, inner = w.columns
+        let source = x
+        var x = UnsafePointer(x)
+        if roundsActivations && w.type.blockElements == 32 {
+            let rounded = roundedInput
+            let sharesInput = p == .key || p == .value || p == .up
+            if !sharesInput || roundedSource?.pointer != source || roundedSource?.rows != rows {
+                let parts = min(pool.threadCount, rows)
+                pool.parallelFor(parts) { part in
+                    let begin = rows * part / parts, end = rows * (part + 1) / parts
+                    bk_q8_roundtrip(x + begin * inner, rounded + begin * inner, Int32(inner), Int32(end - begin))
+                }
+                roundedSource = (source, rows)
+            }
+            x = UnsafePointer(rounded)
+        }
         let parts = min(pool.threadCount, max(1, out / 64))
         pool.parallelFor(parts) { part in
             let begin = out * part / parts / 16 * 16
@@ -179,6 +226,7 @@ extension PrefillEngine: TransformerBackend {
             for i in 0..<n {
                 access.store(layer: layer, table: table, position: first + i, key: k + i * kvd, value: v + i * kvd)
             }
+            layerObserver?(layer)
             pool.parallelFor(c.kvHeadCount) { g in
                 access.gather(
                     layer: layer, table: table, head: g, count: total,
