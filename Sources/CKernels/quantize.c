@@ -201,7 +201,7 @@ void bk_act_block(const void *scratch, int columns, int vector, int block,
     *sum = ((const int32_t *)(base + l.sum))[block];
 }
 
-void bk_q8_roundtrip(const float *x, float *y, int columns, int rows) {
+static void q8_roundtrip_scalar(const float *x, float *y, int columns, int rows) {
     // The same rounding as quantize_scalar, written back as floats: y = f16(d) · q.
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * columns;
@@ -215,4 +215,40 @@ void bk_q8_roundtrip(const float *x, float *y, int columns, int rows) {
             for (int j = 0; j < 32; j++) yr[32 * b + j] = dq * nearbyintf(xb[j] * id);
         }
     }
+}
+
+#if BK_X86
+BK_AVX2 static void q8_roundtrip_avx2(const float *x, float *y, int columns, int rows) {
+    const __m256 signbit = _mm256_set1_ps(-0.0f);
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * columns;
+        float *yr = y + (size_t)r * columns;
+        for (int b = 0; b < columns / 32; b++) {
+            const float *xb = xr + 32 * b;
+            __m256 v[4];
+            __m256 m = _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                v[k] = _mm256_loadu_ps(xb + 8 * k);
+                m = _mm256_max_ps(m, _mm256_andnot_ps(signbit, v[k]));
+            }
+            __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            float amax = _mm_cvtss_f32(m4);
+            __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+            __m256 dq = _mm256_set1_ps(bk_f16_to_f32(bk_f32_to_f16(amax / 127.f)));
+            for (int k = 0; k < 4; k++) {
+                __m256 q = _mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                _mm256_storeu_ps(yr + 32 * b + 8 * k, _mm256_mul_ps(dq, q));
+            }
+        }
+    }
+}
+#endif
+
+void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows) {
+#if BK_X86
+    if (bk_effective_isa(isa) != BK_ISA_SCALAR) { q8_roundtrip_avx2(x, y, columns, rows); return; }
+#endif
+    q8_roundtrip_scalar(x, y, columns, rows);
 }

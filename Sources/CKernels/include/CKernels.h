@@ -81,7 +81,8 @@ void bk_act_block(const void *scratch, int columns, int vector, int block,
 /// `bk_quantize_act` rounds them: y = f16(amax/127) · round-half-even(x · 127/amax). The f32 prefill path
 /// applies it before each product with quantized weights, so its products see the activations that
 /// llama.cpp's (and Baton's decode path's) integer kernels see. `x` and `y` may be the same buffer.
-void bk_q8_roundtrip(const float *x, float *y, int columns, int rows);
+/// AVX2 (used for AVX2 and AVX-512) and scalar variants give bit-identical results.
+void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows);
 
 // MARK: - Mat-vec
 

@@ -193,7 +193,7 @@ extension PrefillEngine: TransformerBackend {
                 let parts = min(pool.threadCount, rows)
                 pool.parallelFor(parts) { part in
                     let begin = rows * part / parts, end = rows * (part + 1) / parts
-                    bk_q8_roundtrip(x + begin * inner, rounded + begin * inner, Int32(inner), Int32(end - begin))
+                    bk_q8_roundtrip(Kernels.isa, x + begin * inner, rounded + begin * inner, Int32(inner), Int32(end - begin))
                 }
                 roundedSource = (source, rows)
             }
