@@ -75,6 +75,16 @@ let package = Package(
             swiftSettings: optimized
         ),
 
+        // Prefill and decode workers: glue the inference core to the KV transports.
+        .target(
+            name: "Worker",
+            dependencies: [
+                "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Tokenization", "Router",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: optimized
+        ),
+
         // OpenAI-compatible HTTP API: tokenizes and templates, then hands token ids to a backend.
         .target(
             name: "Router",
@@ -90,8 +100,9 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router",
+                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router", "Worker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -105,6 +116,9 @@ let package = Package(
             name: "RouterTests",
             dependencies: ["Router", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "GGUF", "Router", "Tokenization"]),
+        // Real processes: spawns the built `baton` executable.
+        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"]),
         .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
     ],
     swiftLanguageModes: [.v6]

@@ -12,8 +12,11 @@ struct Baton: AsyncParsableCommand {
             DetokenizeCommand.self,
             GenerateCommand.self,
             ChatCommand.self,
+            ServeCommand.self,
             BenchCommand.self,
             PlacementCommand.self,
+            CertsCommand.self,
+            KVHandoffCommand.self,
         ]
     )
 }

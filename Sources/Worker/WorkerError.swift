@@ -1,0 +1,35 @@
+/// The one error type of the worker module: a code to match on, a message for people, and the cause.
+public struct WorkerError: Error, CustomStringConvertible, Sendable {
+    /// What went wrong, in a form callers can switch over. Extensible: new codes are static members.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        public init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// A caller passed an invalid argument (bad prompt, sampling parameters, sizes).
+        public static let invalidArgument = Code("invalid argument")
+        /// The inference engine failed (prefill, decode, cache).
+        public static let inference = Code("inference failed")
+        /// The KV transfer failed (the transport's error is the cause).
+        public static let transfer = Code("KV transfer failed")
+        /// The peer's completion or sampling state could not be used.
+        public static let badCompletion = Code("bad completion")
+        /// The worker is already running a request it can only run one at a time.
+        public static let busy = Code("busy")
+    }
+
+    public let code: Code
+    public let message: String
+    public let cause: (any Error & Sendable)?
+
+    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var description: String {
+        if let cause { return "\(code): \(message) (caused by: \(cause))" }
+        return "\(code): \(message)"
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import Inference
+import KVTransport
+import Testing
+import Worker
+
+/// Prefill in one engine, layer-streamed over the in-memory transport twin, decode in another: the same tokens as
+/// one process, and nothing left behind when a transfer fails.
+@Suite("Prefill shipper and decode receiver in one process", .serialized)
+struct PrefillKVShipperTests {
+    static let parameterSets: [(String, SamplingParameters)] = [
+        ("greedy", SamplingParameters(temperature: 0, seed: 1, maxTokens: 12)),
+        ("seeded sampling", SamplingParameters(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 1234, maxTokens: 12)),
+        ("dense sampling", SamplingParameters(temperature: 1.2, topK: 0, topP: 1, minP: 0, seed: 99, maxTokens: 12)),
+    ]
+
+    @Test("a shipped sequence decodes to the tokens of single-process generation", arguments: [0, 1, 2])
+    func matchesSingleProcess(_ index: Int) async throws {
+        let fixture = try HandoffFixture.get()
+        let (name, parameters) = Self.parameterSets[index]
+        let expected = try fixture.reference.generate(prompt: fixture.prompt, parameters: parameters)
+
+        let decode = try fixture.decodeWorker()
+        let fullPool = decode.engine.cache.freeBlockCount
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 2)
+        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
+        let report = try await shipper.ship(requestID: "r-\(name)", prompt: fixture.prompt, parameters: parameters, via: transport)
+        #expect(report.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
+        #expect(report.firstToken == expected.tokens.first)
+
+        guard case .firstToken(let id, let first) = try await nextEvent(decode) else {
+            Issue.record("expected the first-token event first")
+            return
+        }
+        #expect(id == "r-\(name)" && first == report.firstToken)
+        guard case .finished(let decoded) = try await nextEvent(decode) else {
+            Issue.record("expected the finished event")
+            return
+        }
+        #expect(decoded.tokens == expected.tokens, "\(name)")
+        #expect(decoded.text == expected.text)
+        #expect(decoded.finishReason == expected.finishReason)
+        #expect(decoded.seed == expected.seed)
+        #expect(decode.engine.cache.freeBlockCount == fullPool, "the decoded sequence is freed")
+        #expect(fixture.prefillCache.sequenceCount == 0, "the prefill side frees its sequence")
+    }
+
+    @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
+    func faultFreesBlocks() async throws {
+        let fixture = try HandoffFixture.get()
+        let decode = try fixture.decodeWorker()
+        let fullPool = decode.engine.cache.freeBlockCount
+        let prefillPool = fixture.prefillCache.freeBlockCount
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+        let transport = InMemoryKVTransport(
+            receiverIdentity: fixture.identity, receiver: decode, faults: KVTransferFaults(flipBit: (layer: 7, byteOffset: 100)))
+        let error = await #expect(throws: WorkerError.self) {
+            _ = try await shipper.ship(requestID: "bad", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        }
+        #expect(error?.code == .transfer)
+        #expect((error?.cause as? KVTransportError)?.code == .checksumMismatch)
+        guard case .failed(let id, let failure) = try await nextEvent(decode) else {
+            Issue.record("expected a failure event")
+            return
+        }
+        #expect(id == "bad")
+        #expect(failure.code == .transfer)
+        #expect(decode.engine.cache.freeBlockCount == fullPool)
+        #expect(decode.engine.cache.sequenceCount == 0)
+        #expect(fixture.prefillCache.freeBlockCount == prefillPool)
+    }
+
+    @Test("a decode worker without room refuses and the prefill side frees its sequence")
+    func noRoomIsRefused() async throws {
+        let fixture = try HandoffFixture.get()
+        let decode = try fixture.decodeWorker(blocks: 2)
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
+        let error = await #expect(throws: WorkerError.self) {
+            _ = try await shipper.ship(requestID: "big", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        }
+        #expect((error?.cause as? KVTransportError)?.code == .refused)
+        #expect(decode.engine.cache.freeBlockCount == 2)
+        #expect(fixture.prefillCache.sequenceCount == 0)
+    }
+
+    @Test("a receiver of another tokenizer is refused at the handshake")
+    func incompatibleIdentity() async throws {
+        let fixture = try HandoffFixture.get()
+        let decode = try fixture.decodeWorker()
+        var other = fixture.identity
+        other.tokenizerHash = "fnv1a64-0"
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+        let transport = InMemoryKVTransport(receiverIdentity: other, receiver: decode)
+        let error = await #expect(throws: WorkerError.self) {
+            _ = try await shipper.ship(requestID: "x", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        }
+        #expect((error?.cause as? KVTransportError)?.code == .incompatible)
+        #expect(decode.engine.cache.sequenceCount == 0)
+    }
+
+    @Test("prefill reports each layer once, in order, after the whole prompt's K/V is stored")
+    func layerCallbackOrder() throws {
+        let fixture = try HandoffFixture.get()
+        let engine = fixture.prefill
+        let cache = fixture.prefillCache
+        let sequence = cache.createSequence()
+        defer { cache.free(sequence) }
+        let prompt = fixture.prompt
+        var seen: [Int] = []
+        var counts: [Int] = []
+        _ = try engine.prefill(prompt, sequence: sequence) { layer in
+            seen.append(layer)
+            counts.append((try? cache.tokenCount(sequence)) ?? -1)
+        }
+        #expect(seen == Array(0..<fixture.model.configuration.layerCount))
+        #expect(counts.allSatisfy { $0 == prompt.count })
+        // The streamed layer equals the layer exported after prefill finished.
+        let other = cache.createSequence()
+        defer { cache.free(other) }
+        var streamed: [[UInt8]] = []
+        _ = try engine.prefill(prompt, sequence: other) { layer in
+            streamed.append((try? cache.exportLayer(other, layer: layer)) ?? [])
+        }
+        for layer in [0, 13, streamed.count - 1] {
+            let same = streamed[layer] == (try cache.exportLayer(other, layer: layer))
+            #expect(same, "layer \(layer)")
+        }
+    }
+
+    @Test("with a prompt longer than a chunk, layers are reported only once the last chunk stored them")
+    func layerCallbackWithChunks() async throws {
+        let fixture = try HandoffFixture.get()
+        let cache = try PagedKVCache(layout: fixture.model.kvCacheLayout(), blockCount: 16)
+        let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 16, maxContext: 128)
+        let prompt = fixture.prompt
+        #expect(prompt.count > 32, "the prompt spans three chunks")
+        let sequence = cache.createSequence()
+        var seen: [Int] = []
+        var streamed: [[UInt8]] = []
+        _ = try engine.prefill(prompt, sequence: sequence) { layer in
+            seen.append(layer)
+            #expect((try? cache.tokenCount(sequence)) == prompt.count)
+            streamed.append((try? cache.exportLayer(sequence, layer: layer)) ?? [])
+        }
+        #expect(seen == Array(0..<fixture.model.configuration.layerCount))
+        for layer in seen {
+            let same = streamed[layer] == (try cache.exportLayer(sequence, layer: layer))
+            #expect(same, "layer \(layer)")
+        }
+        cache.free(sequence)
+
+        // Shipping through a one-layer buffer (compute waits for the sender at every layer) lands the same KV.
+        let decode = try fixture.decodeWorker()
+        let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity, maxBufferedLayers: 1)
+        let recorder = LayerRecorder(inner: decode)
+        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder, chunkBytes: 4096)
+        _ = try await shipper.ship(requestID: "chunked", prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 1), via: transport)
+        let layout = cache.layout
+        let received = recorder.layers
+        #expect(received.count == streamed.count)
+        for (a, b) in zip(received, streamed) {
+            // Slots past the last token hold whatever the reused blocks held before: compare the tokens' slots.
+            let same = tokenSlots(a, layout: layout, tokens: prompt.count) == tokenSlots(b, layout: layout, tokens: prompt.count)
+            #expect(same)
+        }
+        #expect(cache.sequenceCount == 0)
+    }
+}
+
+/// The bytes of one exported layer that belong to the first `tokens` positions (block by block: K then V, per KV
+/// head `blockSize` slots of `headDim` elements).
+func tokenSlots(_ bytes: [UInt8], layout: KVCacheLayout, tokens: Int) -> [UInt8] {
+    let slotBytes = layout.headDim * layout.dataType.byteWidth
+    var result: [UInt8] = []
+    for block in 0..<layout.blocks(forTokens: tokens) {
+        let valid = min(layout.blockSize, tokens - block * layout.blockSize)
+        for half in 0..<2 {
+            for head in 0..<layout.kvHeads {
+                let start = block * layout.layerBlockBytes + ((half * layout.kvHeads + head) * layout.blockSize) * slotBytes
+                result += bytes[start..<(start + valid * slotBytes)]
+            }
+        }
+    }
+    return result
+}
+
+/// Wraps a receiver and keeps a copy of every layer it is given.
+final class LayerRecorder: KVTransferReceiver, @unchecked Sendable {
+    let inner: any KVTransferReceiver
+    private let lock = NSLock()
+    private var received: [[UInt8]] = []
+    var layers: [[UInt8]] { lock.withLock { received } }
+
+    init(inner: any KVTransferReceiver) { self.inner = inner }
+
+    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
+        Wrapped(inner: try await inner.beginTransfer(request, transport: transport), owner: self)
+    }
+
+    final class Wrapped: KVInboundTransfer, @unchecked Sendable {
+        let inner: any KVInboundTransfer
+        let owner: LayerRecorder
+        init(inner: any KVInboundTransfer, owner: LayerRecorder) {
+            self.inner = inner
+            self.owner = owner
+        }
+        func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
+            let copy = Array(bytes)
+            owner.lock.withLock { owner.received.append(copy) }
+            try await inner.receiveLayer(layer, bytes: bytes)
+        }
+        func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }
+        func fail(_ error: KVTransportError) async { await inner.fail(error) }
+    }
+}
