@@ -118,7 +118,7 @@ let package = Package(
         ),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "GGUF", "Router", "Tokenization"]),
         // Real processes: spawns the built `baton` executable.
-        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"], exclude: ["Scripts"]),
         .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
     ],
     swiftLanguageModes: [.v6]

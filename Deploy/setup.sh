@@ -14,7 +14,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------------
 packages=(libopenblas-dev libibverbs-dev libnghttp2-dev nghttp2-client libssl-dev python3 python3-pip
-          ca-certificates openssl iproute2 procps protobuf-compiler git)
+          ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +33,16 @@ else
 fi
 
 command -v swift >/dev/null || { say "swift is not on PATH: install Swift 6 (https://swift.org/install) first"; exit 1; }
+
+# --- Python tools for the test suite (the official openai client), in a venv of Baton's own ----------------
+venv="${BATON_VENV:-$HOME/.cache/baton/venv}"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+    say "installing the openai Python client into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.50,<4" >&2
+else
+    say "Python tools present ($venv)"
+fi
 
 # --- Default model ---------------------------------------------------------------------------------
 mkdir -p "$model_dir"
