@@ -163,13 +163,10 @@ public final class DecodeKVReceiver: KVTransferReceiver {
         sampler: Sampler, parameters: SamplingParameters
     ) {
         var sampler = sampler
-        var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
-        var stopMatcher = StopStringMatcher(stopStrings: parameters.stopStrings)
         let promptTokens = request.tokenCount
-        let maxTokens = min(parameters.maxTokens ?? Int.max, maxTokensLimit, engine.maxContext - promptTokens)
-        var text = ""
-        var tokens: [Int32] = []
-        var finish = FinishReason.length
+        var progress = CompletionProgress(
+            tokenizer: tokenizer, parameters: parameters,
+            maxTokens: min(parameters.maxTokens ?? Int.max, maxTokensLimit, engine.maxContext - promptTokens))
         var token = firstToken
         // Freed before the outcome is reported, so a caller seeing it finds the blocks back in the pool.
         var sequenceHeld = true
@@ -180,23 +177,9 @@ public final class DecodeKVReceiver: KVTransferReceiver {
         }
         defer { release() }
         do {
-            while tokens.count < maxTokens {
-                if tokenizer.isEndOfGeneration(token) {
-                    finish = .endOfGeneration
-                    break
-                }
-                if parameters.stopTokenIDs.contains(token) {
-                    finish = .stopToken(token)
-                    break
-                }
-                tokens.append(token)
-                let (piece, stopped) = stopMatcher.append(detokenizer.append(token))
-                text += piece
-                if stopped {
-                    finish = .stopString(stopMatcher.matchedStopString ?? "")
-                    break
-                }
-                if tokens.count == maxTokens { break }
+            while !progress.isFinished {
+                _ = progress.accept(token)
+                if progress.isFinished { break }
                 let engine = self.engine, input = DecodeInput(sequence: sequence, token: token)
                 token = try locked { () throws(InferenceError) in
                     try engine.step([input])
@@ -210,15 +193,8 @@ public final class DecodeKVReceiver: KVTransferReceiver {
             return
         }
         release()
-        if !stopMatcher.stopped {
-            let (piece, stopped) = stopMatcher.append(detokenizer.flush())
-            text += piece
-            if stopped {
-                finish = .stopString(stopMatcher.matchedStopString ?? "")
-            } else {
-                text += stopMatcher.flush()
-            }
-        }
+        _ = progress.finish()
+        let text = progress.text, tokens = progress.tokens, finish = progress.finishReason ?? .length
         eventSink.yield(
             .finished(
                 DecodedSequence(

@@ -15,7 +15,7 @@ public enum SamplingHandoff {
         parameters: SamplingParameters, prompt: [Int32], vocabularySize: Int
     ) -> Sampler {
         var sampler = Sampler(parameters: parameters, vocabularySize: vocabularySize)
-        sampler.accept(contentsOf: prompt.suffix(max(parameters.penaltyLastN, 0)))
+        sampler.accept(contentsOf: (parameters.penaltyLastN < 0 ? prompt[...] : prompt.suffix(parameters.penaltyLastN)))
         return sampler
     }
 
@@ -28,7 +28,7 @@ public enum SamplingHandoff {
             throw WorkerError(.invalidArgument, "sampling parameters cannot be encoded", cause: error)
         }
         return KVSamplingState(
-            rngState: [seed], recentTokens: Array(prompt.suffix(max(parameters.penaltyLastN, 0))),
+            rngState: [seed], recentTokens: Array((parameters.penaltyLastN < 0 ? prompt[...] : prompt.suffix(parameters.penaltyLastN))),
             parameters: Array(encoded))
     }
 

@@ -86,23 +86,16 @@ public final class Generator: @unchecked Sendable {
         }
 
         var sampler = Sampler(parameters: parameters, vocabularySize: vocabulary)
-        // Penalties see the prompt too, as in llama.cpp's server.
-        sampler.accept(contentsOf: prompt.suffix(max(parameters.penaltyLastN, 0)))
-        var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
-        var stopMatcher = StopStringMatcher(stopStrings: parameters.stopStrings)
-        let maxTokens = min(parameters.maxTokens ?? Int.max, context - prompt.count)
-        var text = ""
-        var tokens: [Int32] = []
+        // Penalties see the prompt too, as in llama.cpp's server (the sampler keeps only its last-N window).
+        sampler.accept(contentsOf: prompt)
+        var progress = CompletionProgress(
+            tokenizer: tokenizer, parameters: parameters,
+            maxTokens: min(parameters.maxTokens ?? Int.max, context - prompt.count))
         var logprobs: [SampledToken] = []
-        var finish = FinishReason.length
-        func emit(_ piece: String) {
-            guard !piece.isEmpty else { return }
-            text += piece
-            onText(piece)
-        }
+        func emit(_ piece: String) { if !piece.isEmpty { onText(piece) } }
 
         var first = true
-        while tokens.count < maxTokens {
+        while !progress.isFinished {
             let sampled: SampledToken
             if first {
                 sampled = sampler.sample(logits: &logits)
@@ -110,35 +103,14 @@ public final class Generator: @unchecked Sendable {
             } else {
                 sampled = decodeEngine.withLogits(row: 0) { sampler.sample(logits: $0) }
             }
-            let token = sampled.id
-            if tokenizer.isEndOfGeneration(token) {
-                finish = .endOfGeneration
-                break
-            }
-            if parameters.stopTokenIDs.contains(token) {
-                finish = .stopToken(token)
-                break
-            }
-            tokens.append(token)
-            if parameters.logprobs != nil { logprobs.append(sampled) }
-            let (piece, stopped) = stopMatcher.append(detokenizer.append(token))
-            emit(piece)
-            if stopped {
-                finish = .stopString(stopMatcher.matchedStopString ?? "")
-                break
-            }
-            if tokens.count == maxTokens { break }
-            try decodeEngine.step([DecodeInput(sequence: sequence, token: token)])
+            let accepted = progress.tokens.count
+            emit(progress.accept(sampled.id))
+            if parameters.logprobs != nil && progress.tokens.count > accepted { logprobs.append(sampled) }
+            if progress.isFinished { break }
+            try decodeEngine.step([DecodeInput(sequence: sequence, token: sampled.id)])
         }
-        if !stopMatcher.stopped {
-            let (piece, stopped) = stopMatcher.append(detokenizer.flush())
-            emit(piece)
-            if stopped {
-                finish = .stopString(stopMatcher.matchedStopString ?? "")
-            } else {
-                emit(stopMatcher.flush())
-            }
-        }
+        emit(progress.finish())
+        let text = progress.text, tokens = progress.tokens, finish = progress.finishReason ?? .length
         return GenerationResult(
             text: text, tokens: tokens, finishReason: finish,
             usage: TokenUsage(promptTokens: prompt.count, completionTokens: tokens.count),
