@@ -100,20 +100,10 @@ struct ChatCompletionResponse: Encodable, Equatable {
     var usage: Usage
     var systemFingerprint: String? = nil
 
-    enum CodingKeys: String, CodingKey {
-        case id, object, created, model, choices, usage
-        case systemFingerprint = "system_fingerprint"
-    }
-
     func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(object, forKey: .object)
-        try container.encode(created, forKey: .created)
-        try container.encode(model, forKey: .model)
-        try container.encode(choices, forKey: .choices)
-        try container.encode(usage, forKey: .usage)
-        try container.encode(systemFingerprint, forKey: .systemFingerprint)
+        try encodeCompletionEnvelope(
+            to: encoder, id: id, object: object, created: created, model: model, choices: choices, usage: usage,
+            includeUsage: true, systemFingerprint: systemFingerprint)
     }
 }
 
@@ -163,20 +153,10 @@ struct ChatCompletionChunk: Encodable, Equatable {
     var includeUsageField: Bool
     var systemFingerprint: String? = nil
 
-    enum CodingKeys: String, CodingKey {
-        case id, object, created, model, choices, usage
-        case systemFingerprint = "system_fingerprint"
-    }
-
     func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(object, forKey: .object)
-        try container.encode(created, forKey: .created)
-        try container.encode(model, forKey: .model)
-        try container.encode(choices, forKey: .choices)
-        try container.encode(systemFingerprint, forKey: .systemFingerprint)
-        if includeUsageField { try container.encode(usage, forKey: .usage) }
+        try encodeCompletionEnvelope(
+            to: encoder, id: id, object: object, created: created, model: model, choices: choices, usage: usage,
+            includeUsage: includeUsageField, systemFingerprint: systemFingerprint)
     }
 }
 
@@ -227,20 +207,10 @@ struct CompletionResponse: Encodable, Equatable {
     var includeUsageField: Bool
     var systemFingerprint: String? = nil
 
-    enum CodingKeys: String, CodingKey {
-        case id, object, created, model, choices, usage
-        case systemFingerprint = "system_fingerprint"
-    }
-
     func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(object, forKey: .object)
-        try container.encode(created, forKey: .created)
-        try container.encode(model, forKey: .model)
-        try container.encode(choices, forKey: .choices)
-        try container.encode(systemFingerprint, forKey: .systemFingerprint)
-        if includeUsageField { try container.encode(usage, forKey: .usage) }
+        try encodeCompletionEnvelope(
+            to: encoder, id: id, object: object, created: created, model: model, choices: choices, usage: usage,
+            includeUsage: includeUsageField, systemFingerprint: systemFingerprint)
     }
 }
 
@@ -331,4 +301,25 @@ struct OpenAIErrorBody: Encodable, Equatable {
     init(_ error: RouterError) {
         self.error = Detail(message: error.message, type: error.code.type, param: error.param, code: error.code.name)
     }
+}
+
+private enum CompletionEnvelopeKeys: String, CodingKey {
+    case id, object, created, model, choices, usage
+    case systemFingerprint = "system_fingerprint"
+}
+
+/// The fields every completion object and chunk carries, in one place. `usage` is written (possibly as
+/// `null`) only when `includeUsage` is set; `system_fingerprint` is always written, `null` when absent.
+private func encodeCompletionEnvelope<Choice: Encodable>(
+    to encoder: any Encoder, id: String, object: String, created: Int, model: String, choices: [Choice],
+    usage: Usage?, includeUsage: Bool, systemFingerprint: String?
+) throws {
+    var container = encoder.container(keyedBy: CompletionEnvelopeKeys.self)
+    try container.encode(id, forKey: .id)
+    try container.encode(object, forKey: .object)
+    try container.encode(created, forKey: .created)
+    try container.encode(model, forKey: .model)
+    try container.encode(choices, forKey: .choices)
+    if includeUsage { try container.encode(usage, forKey: .usage) }
+    try container.encode(systemFingerprint, forKey: .systemFingerprint)
 }

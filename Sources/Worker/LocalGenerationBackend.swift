@@ -24,6 +24,8 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
         var sampler: Sampler
         var lastToken: Int32 = 0
         var generated = 0
+        /// Set when the request ended during a step; the scheduler drops it from the active list.
+        var done = false
 
         init(request: GenerationRequest, sampler: Sampler, continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation) {
             self.request = request
@@ -47,6 +49,8 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
     /// Signalled when work arrives or on shutdown; the scheduler sleeps on it when idle.
     private let wake = NSCondition()
     private var thread: Thread?
+    /// One decode step's inputs, reused so a step allocates nothing (scheduler thread only).
+    private var stepInputs: [DecodeInput] = []
     /// The cache's free block count as of the scheduler's last pass (the cache itself is the scheduler's alone).
     private let freeBlocks = Atomic<Int>(0)
 
@@ -192,7 +196,8 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
                 wake.unlock()
                 continue
             }
-            active = step(active)
+            step(active)
+            active.removeAll { $0.done }
         }
     }
 
@@ -217,28 +222,31 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
         return accept(sampled, for: job) ? .running : .finished
     }
 
-    /// One decode step for up to `maxBatch` jobs at a time; returns the jobs still running.
-    private func step(_ jobs: [Job]) -> [Job] {
-        var still: [Job] = []
+    /// One decode step for up to `maxBatch` jobs at a time; jobs that end are marked `done`.
+    private func step(_ jobs: [Job]) {
         var start = 0
         while start < jobs.count {
-            let batch = Array(jobs[start..<min(start + decode.maxBatch, jobs.count)])
+            let batch = jobs[start..<min(start + decode.maxBatch, jobs.count)]
             start += batch.count
+            stepInputs.removeAll(keepingCapacity: true)
+            for job in batch { stepInputs.append(DecodeInput(sequence: job.sequence!, token: job.lastToken)) }
             do {
-                try decode.step(batch.map { DecodeInput(sequence: $0.sequence!, token: $0.lastToken) })
+                try decode.step(stepInputs)
             } catch {
                 let failure = error.code == .kvCacheFull
                     ? RouterError(.overloaded, "the KV cache is full", retryAfterSeconds: 1, cause: error)
                     : RouterError(.backendFailure, error.message, cause: error)
-                for job in batch { finish(job, failing: failure) }
+                for job in batch {
+                    finish(job, failing: failure)
+                    job.done = true
+                }
                 continue
             }
             for (row, job) in batch.enumerated() {
                 let sampled = decode.withLogits(row: row) { job.sampler.sample(logits: $0) }
-                if accept(sampled, for: job) { still.append(job) }
+                if !accept(sampled, for: job) { job.done = true }
             }
         }
-        return still
     }
 
     /// Emits `sampled` (or ends the request); returns whether the job goes on.

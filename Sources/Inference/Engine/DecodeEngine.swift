@@ -49,14 +49,9 @@ public final class DecodeEngine: @unchecked Sendable {
     public init(
         model: LlamaModel, cache: PagedKVCache, threads: Int = 1, maxBatch: Int = 8, maxContext: Int? = nil
     ) throws(InferenceError) {
-        try PrefillEngine.check(cache: cache, model: model)
-        guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
-        guard maxBatch >= 1 else { throw InferenceError(.invalidArgument, "max batch must be at least 1, got \(maxBatch)") }
+        let context = try PrefillEngine.validate(
+            model: model, cache: cache, threads: threads, rows: maxBatch, rowsName: "max batch", maxContext: maxContext)
         let c = model.configuration
-        let context = maxContext ?? c.contextLength
-        guard context >= 1 && context <= c.contextLength else {
-            throw InferenceError(.invalidArgument, "max context must be in 1...\(c.contextLength), got \(context)")
-        }
         self.model = model
         self.cache = cache
         self.maxBatch = maxBatch

@@ -56,14 +56,9 @@ public final class PrefillEngine: @unchecked Sendable {
         model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
         roundsActivations: Bool = true
     ) throws(InferenceError) {
-        try Self.check(cache: cache, model: model)
-        guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
-        guard chunkSize >= 1 else { throw InferenceError(.invalidArgument, "chunk size must be at least 1, got \(chunkSize)") }
+        let context = try Self.validate(
+            model: model, cache: cache, threads: threads, rows: chunkSize, rowsName: "chunk size", maxContext: maxContext)
         let c = model.configuration
-        let context = maxContext ?? c.contextLength
-        guard context >= 1 && context <= c.contextLength else {
-            throw InferenceError(.invalidArgument, "max context must be in 1...\(c.contextLength), got \(context)")
-        }
         self.model = model
         self.cache = cache
         self.chunkSize = chunkSize
@@ -154,6 +149,21 @@ public final class PrefillEngine: @unchecked Sendable {
             offset += n
         }
         return logitBuffer
+    }
+
+    /// The checks both engines make at construction; returns the context length to use.
+    static func validate(
+        model: LlamaModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
+    ) throws(InferenceError) -> Int {
+        try check(cache: cache, model: model)
+        guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
+        guard rows >= 1 else { throw InferenceError(.invalidArgument, "\(rowsName) must be at least 1, got \(rows)") }
+        let trained = model.configuration.contextLength
+        let context = maxContext ?? trained
+        guard context >= 1 && context <= trained else {
+            throw InferenceError(.invalidArgument, "max context must be in 1...\(trained), got \(context)")
+        }
+        return context
     }
 
     static func check(cache: PagedKVCache, model: LlamaModel) throws(InferenceError) {
