@@ -14,7 +14,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------------
 packages=(libopenblas-dev libibverbs-dev libnghttp2-dev nghttp2-client libssl-dev python3 python3-pip
-          ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv)
+          ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,14 +34,30 @@ fi
 
 command -v swift >/dev/null || { say "swift is not on PATH: install Swift 6 (https://swift.org/install) first"; exit 1; }
 
-# --- Python tools for the test suite (the official openai client), in a venv of Baton's own ----------------
+# --- Python tools for the test suite, in a venv of Baton's own ----------------------------------------------
+# The official openai client (API tests), and the validators of Deploy/ (DeployTests): kubernetes-validate
+# ships the Kubernetes schemas and check-jsonschema the Compose specification's, so both work offline.
 venv="${BATON_VENV:-$HOME/.cache/baton/venv}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
-    say "installing the openai Python client into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.50,<4" >&2
-else
+python_tools=("openai>=1.50,<4" "kubernetes-validate==1.37.0" "check-jsonschema==0.39.0")
+python_tools_present() {
+    [ -x "$venv/bin/python" ] || return 1
+    "$venv/bin/python" - "${python_tools[@]}" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+from packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    requirement = Requirement(spec)
+    if not requirement.specifier.contains(version(requirement.name), prereleases=True):
+        sys.exit(1)
+PY
+}
+if python_tools_present; then
     say "Python tools present ($venv)"
+else
+    say "installing Python tools into $venv: ${python_tools[*]}"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${python_tools[@]}" >&2
+    python_tools_present || { say "Python tools in $venv do not match: ${python_tools[*]}"; exit 1; }
 fi
 
 # --- Default model ---------------------------------------------------------------------------------
