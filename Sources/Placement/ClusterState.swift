@@ -10,6 +10,8 @@ public struct ClusterState: Sendable, Equatable {
         case active
         /// Missed its heartbeat timeout: receives nothing until it heartbeats or re-joins.
         case lost
+        /// Heartbeating, but finishing its in-flight requests before it leaves: receives nothing new.
+        case draining
     }
 
     public struct Worker: Sendable, Equatable {
@@ -23,6 +25,15 @@ public struct ClusterState: Sendable, Equatable {
         /// Time of the last heartbeat (or of joining, before the first heartbeat).
         public var lastSeen: Date
         public var load: WorkerLoad
+        /// Where the worker serves its peers; nil for members recorded before addresses were logged.
+        public var address: MemberAddress?
+        /// The model the worker serves (its KV compatibility fingerprint); nil when not recorded.
+        public var modelFingerprint: String?
+        /// Requests placement sent this worker since its last heartbeat (optimistic in-flight accounting):
+        /// they count as queued in its load score until the next heartbeat reports the real load, so a burst
+        /// between two heartbeats spreads over workers instead of piling onto the one that looked idlest.
+        /// Admission (429) still goes by the reported queue. Not logged.
+        public var pending: Int = 0
 
         public var name: String { profile.name }
         /// The roles placement uses: assigned ones when assigned, else offered ones.
@@ -47,19 +58,20 @@ public struct ClusterState: Sendable, Equatable {
     /// Applies `event` in place.
     public mutating func apply(_ event: MembershipEvent) {
         switch event {
-        case .joined(let profile, let roles, let at):
-            // Re-joining replaces the profile and offered roles and forgets an earlier assignment:
-            // a restarted worker may come back with a different `--role` or declared profile.
+        case .joined(let profile, let roles, let address, let fingerprint, let at):
+            // Re-joining replaces the profile, offered roles and address and forgets an earlier assignment:
+            // a restarted worker may come back with a different `--role`, declared profile or port.
             workers[profile.name] = Worker(profile: profile, offeredRoles: roles.uniqueSorted(), assignedRoles: nil,
                                            status: .active, joinedAt: at, lastSeen: at,
-                                           load: WorkerLoad())
-        case .roleAssigned(let name, let roles, _):
+                                           load: WorkerLoad(), address: address, modelFingerprint: fingerprint)
+        case .roleAssigned(let name, let roles, _, _):
             workers[name]?.assignedRoles = roles.uniqueSorted()
-        case .heartbeat(let name, let load, let at):
+        case .heartbeat(let name, let load, let draining, let at):
             guard var worker = workers[name] else { return }
             worker.load = load
             worker.lastSeen = max(worker.lastSeen, at)
-            worker.status = .active
+            worker.status = draining ? .draining : .active
+            worker.pending = 0
             workers[name] = worker
         case .heartbeatLost(let name, _):
             workers[name]?.status = .lost
@@ -68,23 +80,52 @@ public struct ClusterState: Sendable, Equatable {
         }
     }
 
-    /// `heartbeatLost` events for every active worker not seen for longer than `timeout` seconds at
-    /// `now`. Pure: the caller appends them to the log and applies them.
+    /// `heartbeatLost` events for every active or draining worker not seen for longer than `timeout`
+    /// seconds at `now`. Pure: the caller appends them to the log and applies them.
     public func expire(now: Date, timeout: TimeInterval) -> [MembershipEvent] {
         sortedWorkers
-            .filter { $0.status == .active && now.timeIntervalSince($0.lastSeen) > timeout }
+            .filter { $0.status != .lost && now.timeIntervalSince($0.lastSeen) > timeout }
             .map { .heartbeatLost(worker: $0.name, at: now) }
+    }
+
+    /// Counts a request placed on `pair` against its workers until their next heartbeat (see
+    /// `Worker.pending`). A worker doing both halves counts twice: it prefills and decodes.
+    public mutating func recordPlacement(_ pair: WorkerPair) {
+        for name in [pair.prefill, pair.decode].compactMap({ $0 }) {
+            workers[name]?.pending += 1
+        }
+    }
+
+    /// Treats every member that is not lost as seen at `now`. A restarted placement service calls this
+    /// after replaying its log: its workers kept running and get one heartbeat timeout to check in,
+    /// instead of all being declared lost at the first expiry check.
+    public mutating func markSeen(at now: Date) {
+        for name in Array(workers.keys) where workers[name]?.status != .lost {
+            let seen = workers[name]?.lastSeen ?? now
+            workers[name]?.lastSeen = max(seen, now)
+        }
+    }
+
+    /// The model fingerprint of the cluster as `worker` would join it: the one the other members that are
+    /// not lost recorded, or nil when there are none (the first worker sets it). Lost members do not
+    /// count, so a cluster can move to another model once the old workers are gone.
+    public func modelFingerprint(excluding worker: String) -> String? {
+        sortedWorkers.first { $0.name != worker && $0.status != .lost && $0.modelFingerprint != nil }?.modelFingerprint
     }
 
     /// The shortest event list that rebuilds this state (used to compact the log).
     public var snapshotEvents: [MembershipEvent] {
         sortedWorkers.flatMap { worker -> [MembershipEvent] in
-            var events: [MembershipEvent] = [.joined(profile: worker.profile, roles: worker.offeredRoles, at: worker.joinedAt)]
+            var events: [MembershipEvent] = [
+                .joined(profile: worker.profile, roles: worker.offeredRoles, address: worker.address,
+                        modelFingerprint: worker.modelFingerprint, at: worker.joinedAt),
+            ]
             if let assigned = worker.assignedRoles {
                 events.append(.roleAssigned(worker: worker.name, roles: assigned, at: worker.joinedAt))
             }
-            if worker.load != WorkerLoad() || worker.lastSeen != worker.joinedAt {
-                events.append(.heartbeat(worker: worker.name, load: worker.load, at: worker.lastSeen))
+            if worker.load != WorkerLoad() || worker.lastSeen != worker.joinedAt || worker.status == .draining {
+                events.append(.heartbeat(worker: worker.name, load: worker.load, draining: worker.status == .draining,
+                                         at: worker.lastSeen))
             }
             if worker.status == .lost { events.append(.heartbeatLost(worker: worker.name, at: worker.lastSeen)) }
             return events

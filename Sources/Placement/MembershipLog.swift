@@ -169,6 +169,12 @@ public final class MembershipLog {
                     result.validLength = bytes.count
                     result.needsNewline = true
                 }
+            } catch let error as UnsupportedLogFormat {
+                // Never mistaken for a torn line: dropping it would lose a newer build's events.
+                throw PlacementError(.unsupportedLogFormat,
+                                     "line \(lineNumber) is in membership log format \(error.format), but this build "
+                                        + "reads formats 1 to \(MembershipEvent.currentFormat); run a newer baton",
+                                     location: .init(file: file, line: lineNumber))
             } catch {
                 let isLast = bytes[next...].allSatisfy {
                     $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r")

@@ -5,10 +5,11 @@ import Foundation
 /// Steps, in order:
 /// 1. Mode. Prompts shorter than `disaggregation.min_prompt_tokens` run decode-only. So do all prompts
 ///    when no worker is eligible for prefill and `fallback_to_decode_only` is set.
-/// 2. Candidates per role. A worker is *excluded* when it does not offer the role, is lost, or fails a
-///    pool filter (names, labels, thresholds); *overloaded* when its queue is at `slo.max_queue_depth`,
+/// 2. Candidates per role. A worker is *excluded* when it does not offer the role, is lost or draining, or
+///    fails a pool filter (names, labels, thresholds); *overloaded* when its queue is at `slo.max_queue_depth`,
 ///    its KV cache is full (decode), or it misses an SLO while it still has work (recent TTFT for the
-///    worker that prefills, recent TPOT for decode); otherwise *eligible* and scored.
+///    worker that prefills, recent TPOT for decode); otherwise *eligible* and scored. Requests placed on a
+///    worker since its last heartbeat (`ClusterState.Worker.pending`) count as queued in its load score.
 /// 3. Balancing. `least_loaded` compares every eligible pair; `power_of_two` samples two candidates per
 ///    role with `rng` and compares the pairs among them. Pair score = prefill score + decode score −
 ///    link_weight × link cost. Ties go to the lower combined load, then to names in order.
@@ -107,12 +108,31 @@ public enum Placement {
     /// SLOs are not considered: they change by the second and are checked per request.
     public static func assignableRoles(for profile: DeviceProfile, offered: [WorkerRole],
                                        policy: PlacementPolicy) -> [WorkerRole] {
+        assignRoles(for: profile, offered: offered, policy: policy).roles
+    }
+
+    /// The roles a joining worker is assigned (the offered ones the policy's pools allow), with a note
+    /// naming each withheld role and why — the placement service logs both with `roleAssigned`.
+    public static func assignRoles(for profile: DeviceProfile, offered: [WorkerRole],
+                                   policy: PlacementPolicy) -> RoleAssignment {
         let worker = ClusterState.Worker(profile: profile, offeredRoles: offered.uniqueSorted(), assignedRoles: nil,
                                          status: .active, joinedAt: Date(timeIntervalSince1970: 0),
                                          lastSeen: Date(timeIntervalSince1970: 0), load: WorkerLoad())
-        return offered.uniqueSorted().filter { role in
-            !RolePool(role: role, workers: [worker], policy: policy, checksTTFT: false).eligible.isEmpty
+        var roles: [WorkerRole] = []
+        var withheld: [String] = []
+        for role in offered.uniqueSorted() {
+            let pool = RolePool(role: role, workers: [worker], policy: policy, checksTTFT: false)
+            if !pool.eligible.isEmpty {
+                roles.append(role)
+            } else {
+                let reasons = pool.candidates(chosen: nil).flatMap(\.reasons)
+                withheld.append("\(role.rawValue) withheld: \(reasons.joined(separator: "; "))")
+            }
         }
+        let offeredText = offered.uniqueSorted().map(\.rawValue).joined(separator: ", ")
+        let note = withheld.isEmpty ? nil
+            : "offered \(offeredText.isEmpty ? "nothing" : offeredText); " + withheld.joined(separator: "; ")
+        return RoleAssignment(roles: roles, note: note)
     }
 
     private static func pairKey(_ pair: Decision.PairScore) -> String {
@@ -133,6 +153,17 @@ public enum Placement {
             if second >= first { second += 1 }
             return [eligible[first], eligible[second]]
         }
+    }
+}
+
+/// The roles placement gives a worker, and why any offered role was withheld (nil when none was).
+public struct RoleAssignment: Sendable, Equatable {
+    public var roles: [WorkerRole]
+    public var note: String?
+
+    public init(roles: [WorkerRole], note: String?) {
+        self.roles = roles
+        self.note = note
     }
 }
 

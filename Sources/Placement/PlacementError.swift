@@ -13,6 +13,8 @@ public struct PlacementError: Error, CustomStringConvertible, Sendable {
         public static let io = Code("I/O error")
         /// The membership log has a corrupt line before its last one.
         public static let corruptLog = Code("corrupt membership log")
+        /// The membership log was written by a newer build, in a format this one does not read.
+        public static let unsupportedLogFormat = Code("unsupported membership log format")
         /// A device measurement could not be taken (for example, /proc/meminfo unreadable).
         public static let measurementFailed = Code("measurement failed")
         /// A caller passed a value outside what the API accepts.

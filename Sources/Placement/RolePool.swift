@@ -29,6 +29,7 @@ struct RolePool {
                 reasons.append("does not serve \(key) (roles: \(roles.isEmpty ? "none" : roles))")
             }
             if worker.status == .lost { reasons.append("heartbeat lost") }
+            if worker.status == .draining { reasons.append("draining (finishing its requests, takes no new ones)") }
             if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reasons.append("not listed in \(key).workers") }
             if pool.excludeWorkers.contains(worker.name) { reasons.append("listed in \(key).exclude_workers") }
             for (label, value) in pool.labels.sorted(by: { $0.key < $1.key }) {
@@ -54,6 +55,8 @@ struct RolePool {
                 continue
             }
             let load = worker.load
+            // Admission goes by the reported queue only: requests placed since the last heartbeat may already
+            // be running, so counting them here would refuse bursts a worker can take. They weigh in the score.
             if load.queueDepth >= policy.slo.maxQueueDepth {
                 reasons.append("queue depth \(load.queueDepth) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
             }
@@ -80,7 +83,7 @@ struct RolePool {
         eligible = passing.map { worker in
             let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
             let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
-            let load = Self.load(worker.load, maxQueueDepth: policy.slo.maxQueueDepth)
+            let load = Self.load(worker.load, pending: worker.pending, maxQueueDepth: policy.slo.maxQueueDepth)
             let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
             return Scored(worker: worker, score: Decision.Score(compute: compute, bandwidth: bandwidth, load: load,
                                                                 score: score))
@@ -92,9 +95,10 @@ struct RolePool {
         }
     }
 
-    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache.
-    static func load(_ load: WorkerLoad, maxQueueDepth: Int) -> Double {
-        let queue = min(1, Double(load.queueDepth) / Double(max(1, maxQueueDepth)))
+    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Requests
+    /// placed since the last heartbeat (`pending`) count as queued.
+    static func load(_ load: WorkerLoad, pending: Int = 0, maxQueueDepth: Int) -> Double {
+        let queue = min(1, Double(load.queueDepth + pending) / Double(max(1, maxQueueDepth)))
         var kv = 0.0
         if let total = load.totalKVBlocks, total > 0 {
             kv = min(1, max(0, 1 - Double(load.freeKVBlocks) / Double(total)))
