@@ -11,11 +11,6 @@
 /// Control plane of a worker: what the router / placement service asks prefill and decode workers to do.
 /// Served over the same mutual-TLS HTTP/2 listener as the KV transfer.
 
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import SwiftProtobuf
 
 // If the compiler emits an error on this type, it is because this file
@@ -28,7 +23,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// Where a decode worker accepts KV transfers.
+/// Where a worker serves its peers (control requests and, for decode workers, KV transfers).
 public nonisolated struct Baton_V1_WorkerAddress: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -45,36 +40,95 @@ public nonisolated struct Baton_V1_WorkerAddress: Sendable {
   public init() {}
 }
 
-/// Ask a prefill worker to run a prompt and hand its KV to a decode worker.
-public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
+/// How to draw tokens. Ranges as in OpenAI's API; the worker validates them again.
+public nonisolated struct Baton_V1_SamplingParameters: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var requestID: String = String()
+  /// 0 = greedy
+  public var temperature: Float = 0
 
-  public var promptTokens: [Int32] = []
+  /// 1 = off
+  public var topP: Float = 0
 
-  /// engine-defined encoding
-  public var samplingParameters: Data = Data()
+  /// 0 = off
+  public var topK: UInt32 = 0
+
+  /// 0 = off
+  public var minP: Float = 0
+
+  public var hasSeed_p: Bool = false
+
+  /// used when has_seed
+  public var seed: UInt64 = 0
+
+  public var presencePenalty: Float = 0
+
+  public var frequencyPenalty: Float = 0
+
+  /// 0 or 1 = off
+  public var repetitionPenalty: Float = 0
+
+  public var logitBias: Dictionary<Int32,Float> = [:]
+
+  /// report each chosen token's log-probability
+  public var logprobs: Bool = false
+
+  /// and this many alternatives (0...20)
+  public var topLogprobs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Ask a prefill worker to run a prompt and hand its KV to a decode worker (which must already have
+/// answered OpenDecode for the same request_id).
+public nonisolated struct Baton_V1_SubmitPrefillRequest: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
+  }
+
+  public var promptTokens: [Int32] {
+    get {_storage._promptTokens}
+    set {_uniqueStorage()._promptTokens = newValue}
+  }
+
+  public var sampling: Baton_V1_SamplingParameters {
+    get {_storage._sampling ?? Baton_V1_SamplingParameters()}
+    set {_uniqueStorage()._sampling = newValue}
+  }
+  /// Returns true if `sampling` has been explicitly set.
+  public var hasSampling: Bool {_storage._sampling != nil}
+  /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
+  public mutating func clearSampling() {_uniqueStorage()._sampling = nil}
 
   public var decodeWorker: Baton_V1_WorkerAddress {
-    get {_decodeWorker ?? Baton_V1_WorkerAddress()}
-    set {_decodeWorker = newValue}
+    get {_storage._decodeWorker ?? Baton_V1_WorkerAddress()}
+    set {_uniqueStorage()._decodeWorker = newValue}
   }
   /// Returns true if `decodeWorker` has been explicitly set.
-  public var hasDecodeWorker: Bool {self._decodeWorker != nil}
+  public var hasDecodeWorker: Bool {_storage._decodeWorker != nil}
   /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
-  public mutating func clearDecodeWorker() {self._decodeWorker = nil}
+  public mutating func clearDecodeWorker() {_uniqueStorage()._decodeWorker = nil}
 
   /// 0 = worker default
-  public var deadlineMs: UInt32 = 0
+  public var deadlineMs: UInt32 {
+    get {_storage._deadlineMs}
+    set {_uniqueStorage()._deadlineMs = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _decodeWorker: Baton_V1_WorkerAddress? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
@@ -101,69 +155,299 @@ public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
   public init() {}
 }
 
-/// Reserve room on a decode worker for a sequence about to arrive, so the transfer cannot fail for space.
-public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
+/// Open a generation on a decode worker. Without prefill_here, the worker reserves KV room for
+/// prompt_tokens and waits for a prefill worker's transfer with this request_id; with it, the worker runs
+/// the prompt itself (short prompts: disaggregation would cost more than it saves).
+public nonisolated struct Baton_V1_OpenDecodeRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var requestID: String = String()
-
-  public var identity: Baton_V1_CompatibilityIdentity {
-    get {_identity ?? Baton_V1_CompatibilityIdentity()}
-    set {_identity = newValue}
+  public var requestID: String {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
   }
-  /// Returns true if `identity` has been explicitly set.
-  public var hasIdentity: Bool {self._identity != nil}
-  /// Clears the value of `identity`. Subsequent reads from it will return its default value.
-  public mutating func clearIdentity() {self._identity = nil}
 
-  public var promptTokens: UInt32 = 0
+  public var promptTokens: [Int32] {
+    get {_storage._promptTokens}
+    set {_uniqueStorage()._promptTokens = newValue}
+  }
 
-  public var maxNewTokens: UInt32 = 0
+  public var maxNewTokens: UInt32 {
+    get {_storage._maxNewTokens}
+    set {_uniqueStorage()._maxNewTokens = newValue}
+  }
+
+  public var sampling: Baton_V1_SamplingParameters {
+    get {_storage._sampling ?? Baton_V1_SamplingParameters()}
+    set {_uniqueStorage()._sampling = newValue}
+  }
+  /// Returns true if `sampling` has been explicitly set.
+  public var hasSampling: Bool {_storage._sampling != nil}
+  /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
+  public mutating func clearSampling() {_uniqueStorage()._sampling = nil}
+
+  public var prefillHere: Bool {
+    get {_storage._prefillHere}
+    set {_uniqueStorage()._prefillHere = newValue}
+  }
+
+  /// longest wait for the KV transfer to complete; 0 = worker default
+  public var transferTimeoutMs: UInt32 {
+    get {_storage._transferTimeoutMs}
+    set {_uniqueStorage()._transferTimeoutMs = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _identity: Baton_V1_CompatibilityIdentity? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Baton_V1_OpenDecodeResponse: Sendable {
+/// The decode worker is ready: room is reserved (or the prompt is being run here).
+public nonisolated struct Baton_V1_DecodeOpened: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var requestID: String = String()
 
-  public var accepted: Bool = false
-
-  /// when not accepted
-  public var reason: String = String()
+  public var worker: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// One generated token streamed back by a decode worker.
-public nonisolated struct Baton_V1_DecodeToken: Sendable {
+public nonisolated struct Baton_V1_TokenLogprob: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
-
-  public var requestID: String = String()
 
   public var token: Int32 = 0
 
   public var logprob: Float = 0
 
-  public var final: Bool = false
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  /// "stop", "length", "cancelled", "error"
-  public var finishReason: String = String()
+  public init() {}
+}
+
+/// One generated token.
+public nonisolated struct Baton_V1_DecodeToken: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var token: Int32 = 0
+
+  /// when requested
+  public var logprob: Float = 0
+
+  /// when requested, best first
+  public var topLogprobs: [Baton_V1_TokenLogprob] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The generation ended normally.
+public nonisolated struct Baton_V1_DecodeFinished: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reason: Baton_V1_DecodeFinished.Reason = .unspecified
+
+  public var promptTokens: UInt32 = 0
+
+  /// the end-of-generation token included when produced
+  public var completionTokens: UInt32 = 0
+
+  /// how the KV arrived (unspecified when prefilled here)
+  public var transport: Baton_V1_TransportKind = .unspecified
+
+  public var kvBytes: UInt64 = 0
+
+  public var kvTransferMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Reason: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case endOfGeneration // = 1
+    case maxTokens // = 2
+    case contextFull // = 3
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .endOfGeneration
+      case 2: self = .maxTokens
+      case 3: self = .contextFull
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .endOfGeneration: return 1
+      case .maxTokens: return 2
+      case .contextFull: return 3
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Baton_V1_DecodeFinished.Reason] = [
+      .unspecified,
+      .endOfGeneration,
+      .maxTokens,
+      .contextFull,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// The generation could not run or stopped on an error; nothing of it is left on the worker.
+public nonisolated struct Baton_V1_DecodeFailure: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var code: Baton_V1_DecodeFailure.Code = .unspecified
+
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Code: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+
+    /// a request the worker refuses outright (bad tokens, parameters)
+    case invalidArgument // = 1
+
+    /// KV cache full: retry later
+    case noRoom // = 2
+
+    /// the worker is shutting down
+    case draining // = 3
+
+    /// the KV did not arrive intact
+    case transferFailed // = 4
+
+    /// the KV did not arrive in time
+    case timeout // = 5
+    case `internal` // = 6
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .invalidArgument
+      case 2: self = .noRoom
+      case 3: self = .draining
+      case 4: self = .transferFailed
+      case 5: self = .timeout
+      case 6: self = .internal
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .invalidArgument: return 1
+      case .noRoom: return 2
+      case .draining: return 3
+      case .transferFailed: return 4
+      case .timeout: return 5
+      case .internal: return 6
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Baton_V1_DecodeFailure.Code] = [
+      .unspecified,
+      .invalidArgument,
+      .noRoom,
+      .draining,
+      .transferFailed,
+      .timeout,
+      .internal,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// What OpenDecode streams: opened, then tokens, then finished or failure.
+public nonisolated struct Baton_V1_DecodeEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var event: Baton_V1_DecodeEvent.OneOf_Event? = nil
+
+  public var opened: Baton_V1_DecodeOpened {
+    get {
+      if case .opened(let v)? = event {return v}
+      return Baton_V1_DecodeOpened()
+    }
+    set {event = .opened(newValue)}
+  }
+
+  public var token: Baton_V1_DecodeToken {
+    get {
+      if case .token(let v)? = event {return v}
+      return Baton_V1_DecodeToken()
+    }
+    set {event = .token(newValue)}
+  }
+
+  public var finished: Baton_V1_DecodeFinished {
+    get {
+      if case .finished(let v)? = event {return v}
+      return Baton_V1_DecodeFinished()
+    }
+    set {event = .finished(newValue)}
+  }
+
+  public var failure: Baton_V1_DecodeFailure {
+    get {
+      if case .failure(let v)? = event {return v}
+      return Baton_V1_DecodeFailure()
+    }
+    set {event = .failure(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Event: Equatable, Sendable {
+    case opened(Baton_V1_DecodeOpened)
+    case token(Baton_V1_DecodeToken)
+    case finished(Baton_V1_DecodeFinished)
+    case failure(Baton_V1_DecodeFailure)
+
+  }
 
   public init() {}
 }
@@ -240,9 +524,9 @@ nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtob
   }
 }
 
-nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}sampling_parameters\0\u{3}decode_worker\0\u{3}deadline_ms\0")
+nonisolated extension Baton_V1_SamplingParameters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SamplingParameters"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_p\0\u{3}top_k\0\u{3}min_p\0\u{3}has_seed\0\u{1}seed\0\u{3}presence_penalty\0\u{3}frequency_penalty\0\u{3}repetition_penalty\0\u{3}logit_bias\0\u{1}logprobs\0\u{3}top_logprobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -250,45 +534,174 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.promptTokens) }()
-      case 3: try { try decoder.decodeSingularBytesField(value: &self.samplingParameters) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
-      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      case 1: try { try decoder.decodeSingularFloatField(value: &self.temperature) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.topP) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.topK) }()
+      case 4: try { try decoder.decodeSingularFloatField(value: &self.minP) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.hasSeed_p) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
+      case 7: try { try decoder.decodeSingularFloatField(value: &self.presencePenalty) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self.frequencyPenalty) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self.repetitionPenalty) }()
+      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: &self.logitBias) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.logprobs) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.topLogprobs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.requestID.isEmpty {
-      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    if self.temperature.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.temperature, fieldNumber: 1)
     }
-    if !self.promptTokens.isEmpty {
-      try visitor.visitPackedInt32Field(value: self.promptTokens, fieldNumber: 2)
+    if self.topP.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.topP, fieldNumber: 2)
     }
-    if !self.samplingParameters.isEmpty {
-      try visitor.visitSingularBytesField(value: self.samplingParameters, fieldNumber: 3)
+    if self.topK != 0 {
+      try visitor.visitSingularUInt32Field(value: self.topK, fieldNumber: 3)
     }
-    try { if let v = self._decodeWorker {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    if self.deadlineMs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
+    if self.minP.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.minP, fieldNumber: 4)
+    }
+    if self.hasSeed_p != false {
+      try visitor.visitSingularBoolField(value: self.hasSeed_p, fieldNumber: 5)
+    }
+    if self.seed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 6)
+    }
+    if self.presencePenalty.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.presencePenalty, fieldNumber: 7)
+    }
+    if self.frequencyPenalty.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.frequencyPenalty, fieldNumber: 8)
+    }
+    if self.repetitionPenalty.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.repetitionPenalty, fieldNumber: 9)
+    }
+    if !self.logitBias.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: self.logitBias, fieldNumber: 10)
+    }
+    if self.logprobs != false {
+      try visitor.visitSingularBoolField(value: self.logprobs, fieldNumber: 11)
+    }
+    if self.topLogprobs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.topLogprobs, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_SamplingParameters, rhs: Baton_V1_SamplingParameters) -> Bool {
+    if lhs.temperature != rhs.temperature {return false}
+    if lhs.topP != rhs.topP {return false}
+    if lhs.topK != rhs.topK {return false}
+    if lhs.minP != rhs.minP {return false}
+    if lhs.hasSeed_p != rhs.hasSeed_p {return false}
+    if lhs.seed != rhs.seed {return false}
+    if lhs.presencePenalty != rhs.presencePenalty {return false}
+    if lhs.frequencyPenalty != rhs.frequencyPenalty {return false}
+    if lhs.repetitionPenalty != rhs.repetitionPenalty {return false}
+    if lhs.logitBias != rhs.logitBias {return false}
+    if lhs.logprobs != rhs.logprobs {return false}
+    if lhs.topLogprobs != rhs.topLogprobs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{1}sampling\0\u{3}decode_worker\0\u{3}deadline_ms\0")
+
+  fileprivate class _StorageClass {
+    var _requestID: String = String()
+    var _promptTokens: [Int32] = []
+    var _sampling: Baton_V1_SamplingParameters? = nil
+    var _decodeWorker: Baton_V1_WorkerAddress? = nil
+    var _deadlineMs: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _requestID = source._requestID
+      _promptTokens = source._promptTokens
+      _sampling = source._sampling
+      _decodeWorker = source._decodeWorker
+      _deadlineMs = source._deadlineMs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._requestID) }()
+        case 2: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._sampling) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._decodeWorker) }()
+        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._deadlineMs) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._requestID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._requestID, fieldNumber: 1)
+      }
+      if !_storage._promptTokens.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._promptTokens, fieldNumber: 2)
+      }
+      try { if let v = _storage._sampling {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      try { if let v = _storage._decodeWorker {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if _storage._deadlineMs != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._deadlineMs, fieldNumber: 5)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Baton_V1_SubmitPrefillRequest, rhs: Baton_V1_SubmitPrefillRequest) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.promptTokens != rhs.promptTokens {return false}
-    if lhs.samplingParameters != rhs.samplingParameters {return false}
-    if lhs._decodeWorker != rhs._decodeWorker {return false}
-    if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._promptTokens != rhs_storage._promptTokens {return false}
+        if _storage._sampling != rhs_storage._sampling {return false}
+        if _storage._decodeWorker != rhs_storage._decodeWorker {return false}
+        if _storage._deadlineMs != rhs_storage._deadlineMs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -356,7 +769,112 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}identity\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0\u{1}sampling\0\u{3}prefill_here\0\u{3}transfer_timeout_ms\0")
+
+  fileprivate class _StorageClass {
+    var _requestID: String = String()
+    var _promptTokens: [Int32] = []
+    var _maxNewTokens: UInt32 = 0
+    var _sampling: Baton_V1_SamplingParameters? = nil
+    var _prefillHere: Bool = false
+    var _transferTimeoutMs: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _requestID = source._requestID
+      _promptTokens = source._promptTokens
+      _maxNewTokens = source._maxNewTokens
+      _sampling = source._sampling
+      _prefillHere = source._prefillHere
+      _transferTimeoutMs = source._transferTimeoutMs
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._requestID) }()
+        case 2: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxNewTokens) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._sampling) }()
+        case 5: try { try decoder.decodeSingularBoolField(value: &_storage._prefillHere) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._transferTimeoutMs) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._requestID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._requestID, fieldNumber: 1)
+      }
+      if !_storage._promptTokens.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._promptTokens, fieldNumber: 2)
+      }
+      if _storage._maxNewTokens != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxNewTokens, fieldNumber: 3)
+      }
+      try { if let v = _storage._sampling {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if _storage._prefillHere != false {
+        try visitor.visitSingularBoolField(value: _storage._prefillHere, fieldNumber: 5)
+      }
+      if _storage._transferTimeoutMs != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._transferTimeoutMs, fieldNumber: 6)
+      }
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_OpenDecodeRequest, rhs: Baton_V1_OpenDecodeRequest) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._promptTokens != rhs_storage._promptTokens {return false}
+        if _storage._maxNewTokens != rhs_storage._maxNewTokens {return false}
+        if _storage._sampling != rhs_storage._sampling {return false}
+        if _storage._prefillHere != rhs_storage._prefillHere {return false}
+        if _storage._transferTimeoutMs != rhs_storage._transferTimeoutMs {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeOpened"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -365,9 +883,265 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._identity) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
-      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.maxNewTokens) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.worker) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.worker.isEmpty {
+      try visitor.visitSingularStringField(value: self.worker, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_DecodeOpened, rhs: Baton_V1_DecodeOpened) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.worker != rhs.worker {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_TokenLogprob: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TokenLogprob"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}logprob\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.token) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.token != 0 {
+      try visitor.visitSingularInt32Field(value: self.token, fieldNumber: 1)
+    }
+    if self.logprob.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_TokenLogprob, rhs: Baton_V1_TokenLogprob) -> Bool {
+    if lhs.token != rhs.token {return false}
+    if lhs.logprob != rhs.logprob {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeToken"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.token) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.topLogprobs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.token != 0 {
+      try visitor.visitSingularInt32Field(value: self.token, fieldNumber: 1)
+    }
+    if self.logprob.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 2)
+    }
+    if !self.topLogprobs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.topLogprobs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_DecodeToken, rhs: Baton_V1_DecodeToken) -> Bool {
+    if lhs.token != rhs.token {return false}
+    if lhs.logprob != rhs.logprob {return false}
+    if lhs.topLogprobs != rhs.topLogprobs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeFinished"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.reason) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.completionTokens) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytes) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.kvTransferMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.reason != .unspecified {
+      try visitor.visitSingularEnumField(value: self.reason, fieldNumber: 1)
+    }
+    if self.promptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.promptTokens, fieldNumber: 2)
+    }
+    if self.completionTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.completionTokens, fieldNumber: 3)
+    }
+    if self.transport != .unspecified {
+      try visitor.visitSingularEnumField(value: self.transport, fieldNumber: 4)
+    }
+    if self.kvBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytes, fieldNumber: 5)
+    }
+    if self.kvTransferMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvTransferMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_DecodeFinished, rhs: Baton_V1_DecodeFinished) -> Bool {
+    if lhs.reason != rhs.reason {return false}
+    if lhs.promptTokens != rhs.promptTokens {return false}
+    if lhs.completionTokens != rhs.completionTokens {return false}
+    if lhs.transport != rhs.transport {return false}
+    if lhs.kvBytes != rhs.kvBytes {return false}
+    if lhs.kvTransferMs != rhs.kvTransferMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_DecodeFinished.Reason: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_END_OF_GENERATION\0\u{1}REASON_MAX_TOKENS\0\u{1}REASON_CONTEXT_FULL\0")
+}
+
+nonisolated extension Baton_V1_DecodeFailure: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeFailure"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.code) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.code != .unspecified {
+      try visitor.visitSingularEnumField(value: self.code, fieldNumber: 1)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_DecodeFailure, rhs: Baton_V1_DecodeFailure) -> Bool {
+    if lhs.code != rhs.code {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_DecodeFailure.Code: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_NO_ROOM\0\u{1}CODE_DRAINING\0\u{1}CODE_TRANSFER_FAILED\0\u{1}CODE_TIMEOUT\0\u{1}CODE_INTERNAL\0")
+}
+
+nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}token\0\u{1}finished\0\u{1}failure\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: Baton_V1_DecodeOpened?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .opened(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .opened(v)
+        }
+      }()
+      case 2: try {
+        var v: Baton_V1_DecodeToken?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .token(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .token(v)
+        }
+      }()
+      case 3: try {
+        var v: Baton_V1_DecodeFinished?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .finished(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .finished(v)
+        }
+      }()
+      case 4: try {
+        var v: Baton_V1_DecodeFailure?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .failure(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .failure(v)
+        }
+      }()
       default: break
       }
     }
@@ -378,116 +1152,30 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
     // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.requestID.isEmpty {
-      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
-    }
-    try { if let v = self._identity {
+    switch self.event {
+    case .opened?: try {
+      guard case .opened(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .token?: try {
+      guard case .token(let v)? = self.event else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if self.promptTokens != 0 {
-      try visitor.visitSingularUInt32Field(value: self.promptTokens, fieldNumber: 3)
-    }
-    if self.maxNewTokens != 0 {
-      try visitor.visitSingularUInt32Field(value: self.maxNewTokens, fieldNumber: 4)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Baton_V1_OpenDecodeRequest, rhs: Baton_V1_OpenDecodeRequest) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs._identity != rhs._identity {return false}
-    if lhs.promptTokens != rhs.promptTokens {return false}
-    if lhs.maxNewTokens != rhs.maxNewTokens {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Baton_V1_OpenDecodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".OpenDecodeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}accepted\0\u{1}reason\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.requestID.isEmpty {
-      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
-    }
-    if self.accepted != false {
-      try visitor.visitSingularBoolField(value: self.accepted, fieldNumber: 2)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }()
+    case .finished?: try {
+      guard case .finished(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .failure?: try {
+      guard case .failure(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Baton_V1_OpenDecodeResponse, rhs: Baton_V1_OpenDecodeResponse) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.accepted != rhs.accepted {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".DecodeToken"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}token\0\u{1}logprob\0\u{1}final\0\u{3}finish_reason\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.token) }()
-      case 3: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
-      case 4: try { try decoder.decodeSingularBoolField(value: &self.final) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.finishReason) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.requestID.isEmpty {
-      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
-    }
-    if self.token != 0 {
-      try visitor.visitSingularInt32Field(value: self.token, fieldNumber: 2)
-    }
-    if self.logprob.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 3)
-    }
-    if self.final != false {
-      try visitor.visitSingularBoolField(value: self.final, fieldNumber: 4)
-    }
-    if !self.finishReason.isEmpty {
-      try visitor.visitSingularStringField(value: self.finishReason, fieldNumber: 5)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Baton_V1_DecodeToken, rhs: Baton_V1_DecodeToken) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.token != rhs.token {return false}
-    if lhs.logprob != rhs.logprob {return false}
-    if lhs.final != rhs.final {return false}
-    if lhs.finishReason != rhs.finishReason {return false}
+  public static func ==(lhs: Baton_V1_DecodeEvent, rhs: Baton_V1_DecodeEvent) -> Bool {
+    if lhs.event != rhs.event {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
