@@ -1,0 +1,326 @@
+import ClusterProtocol
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// A unary answer from a node.
+public struct NodeResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+
+    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A streamed answer from a node: `messages` when `status` is 200, else `body` holds the error response.
+public struct NodeStreamResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    /// Length-prefixed messages in order (keep-alives removed). Ends when the server finishes; throws
+    /// `KVTransportError` when the stream breaks or stays silent past the idle timeout. Cancelling the task
+    /// that iterates it resets the stream, which cancels the server's handler.
+    public var messages: AsyncThrowingStream<[UInt8], any Error>
+}
+
+/// One HTTP/2 connection (mutual TLS, or h2c in insecure mode) to another Baton process, for control
+/// requests: many concurrent requests share it, one stream each. Thread-safe.
+public final class NodeClient: Sendable {
+    typealias Connection = NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
+
+    /// Largest single streamed message or unary body accepted.
+    public static let maximumMessageBytes = 16 << 20
+
+    private let channel: any Channel
+    private let multiplexer: Connection
+    private let authority: String
+    private let scheme: String
+
+    /// Connects to `host:port`. `tls` nil means plaintext, allowed only with `insecure`.
+    public static func connect(
+        host: String, port: Int, tls: KVTransportTLS?, insecure: Bool = false,
+        connectTimeout: Duration = .seconds(5), logger: Logger = Logger(label: "baton.node"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws(KVTransportError) -> NodeClient {
+        guard tls != nil || insecure else {
+            throw KVTransportError(.invalidArgument, "no TLS certificates given and `insecure` not set for \(host):\(port)")
+        }
+        let sslContext = try tls?.makeClientContext()
+        let http2 = KVTransportConfiguration(tls: tls, policy: KVTransportPolicy(insecure: insecure)).http2Configuration()
+        let connected: (any Channel, Connection)
+        do {
+            connected = try await ClientBootstrap(group: group)
+                .connectTimeout(.nanoseconds(connectTimeout.timeAmountNanoseconds))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let sslContext {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+                        }
+                        let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+                            mode: .client, configuration: http2
+                        ) { stream in
+                            stream.eventLoop.makeSucceededVoidFuture()
+                        }
+                        return (channel, multiplexer)
+                    }
+                }
+        } catch {
+            throw KVTransportError(.connectionFailed, "could not connect to \(host):\(port)", cause: error)
+        }
+        return NodeClient(
+            channel: connected.0, multiplexer: connected.1, authority: "\(host):\(port)",
+            scheme: tls == nil ? "http" : "https")
+    }
+
+    private init(channel: any Channel, multiplexer: Connection, authority: String, scheme: String) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+        self.authority = authority
+        self.scheme = scheme
+    }
+
+    /// Whether the connection is still open (a pool reconnects when it is not).
+    public var isActive: Bool { channel.isActive }
+
+    public func close() async {
+        try? await channel.close()
+    }
+
+    /// Sends `body` to `path` and waits for the whole answer, at most `timeout` in all.
+    public func call(
+        _ path: String, method: String = "POST", body: [UInt8] = [], contentType: String = "application/json",
+        timeout: Duration
+    ) async throws(KVTransportError) -> NodeResponse {
+        let stream = try await openStream()
+        let watchdog = Watchdog(timeout: timeout)
+        let watch = watchdog.start { stream.channel.close(promise: nil) }
+        defer { watch.cancel() }
+        do {
+            return try await stream.executeThenClose { inbound, outbound in
+                try await self.writeRequest(outbound, path: path, method: method, body: body, contentType: contentType)
+                var status: Int?
+                var received: [UInt8] = []
+                for try await payload in inbound {
+                    switch payload {
+                    case .headers(let headers):
+                        if status == nil { status = headers.headers.first(name: ":status").flatMap { Int($0) } }
+                        if headers.endStream { return NodeResponse(status: status ?? 0, body: received) }
+                    case .data(let data):
+                        if case .byteBuffer(let buffer) = data.data {
+                            guard received.count + buffer.readableBytes <= Self.maximumMessageBytes else {
+                                throw KVTransportError(.protocolViolation, "answer from \(self.authority)\(path) is too large")
+                            }
+                            received.append(contentsOf: buffer.readableBytesView)
+                        }
+                        if data.endStream { return NodeResponse(status: status ?? 0, body: received) }
+                    case .rstStream(let code):
+                        throw KVTransportError(.truncated, "\(self.authority) reset \(path) (\(code))")
+                    default:
+                        continue
+                    }
+                }
+                throw KVTransportError(.truncated, "\(self.authority) closed \(path) before answering")
+            }
+        } catch {
+            if watchdog.fired {
+                throw KVTransportError(.timeout, "\(authority)\(path) did not answer within \(watchdog.seconds) s")
+            }
+            if let error = error as? KVTransportError { throw error }
+            throw KVTransportError(.connectionFailed, "request \(path) to \(authority) failed", cause: error)
+        }
+    }
+
+    /// Sends `body` to `path` and returns once the answer's status is known (at most `idleTimeout`); a 200
+    /// answer's messages then arrive through `messages`, each within `idleTimeout` of the previous one.
+    public func stream(
+        _ path: String, body: [UInt8], contentType: String = "application/x-protobuf", idleTimeout: Duration
+    ) async throws(KVTransportError) -> NodeStreamResponse {
+        let stream = try await openStream()
+        let (messages, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        let head = HeadSignal()
+        let authority = self.authority
+        let reader = Task {
+            let watchdog = Watchdog(timeout: idleTimeout)
+            let watch = watchdog.start { stream.channel.close(promise: nil) }
+            defer { watch.cancel() }
+            do {
+                try await stream.executeThenClose { inbound, outbound in
+                    try await self.writeRequest(outbound, path: path, method: "POST", body: body, contentType: contentType)
+                    var status: Int?
+                    var pending = ByteBuffer()
+                    var errorBody: [UInt8] = []
+                    for try await payload in inbound {
+                        watchdog.touch()
+                        var ended = false
+                        switch payload {
+                        case .headers(let headers):
+                            if status == nil {
+                                status = headers.headers.first(name: ":status").flatMap { Int($0) } ?? 0
+                                if status == 200 { head.resolve(.success((200, []))) }
+                            }
+                            ended = headers.endStream
+                        case .data(let data):
+                            if case .byteBuffer(var buffer) = data.data {
+                                if status == 200 {
+                                    pending.writeBuffer(&buffer)
+                                    while let message = try Self.nextMessage(&pending, from: authority) {
+                                        if !message.isEmpty { continuation.yield(message) }
+                                    }
+                                } else if errorBody.count < 64 * 1024 {
+                                    errorBody.append(contentsOf: buffer.readableBytesView)
+                                }
+                            }
+                            ended = data.endStream
+                        case .rstStream(let code):
+                            throw KVTransportError(.truncated, "\(authority) reset \(path) (\(code))")
+                        default:
+                            continue
+                        }
+                        if ended {
+                            if status != 200 { head.resolve(.success((status ?? 0, errorBody))) }
+                            guard pending.readableBytes == 0 else {
+                                throw KVTransportError(.truncated, "\(authority) ended \(path) inside a message")
+                            }
+                            continuation.finish()
+                            return
+                        }
+                    }
+                    throw KVTransportError(.truncated, "\(authority) closed \(path) before finishing it")
+                }
+            } catch {
+                let failure: KVTransportError
+                if watchdog.fired {
+                    failure = KVTransportError(.timeout, "\(authority)\(path) was silent for \(watchdog.seconds) s")
+                } else if Task.isCancelled {
+                    failure = KVTransportError(.cancelled, "\(path) to \(authority) was cancelled")
+                } else if let error = error as? KVTransportError {
+                    failure = error
+                } else {
+                    failure = KVTransportError(.truncated, "stream \(path) from \(authority) broke", cause: error)
+                }
+                head.resolve(.failure(failure))
+                continuation.finish(throwing: failure)
+            }
+        }
+        continuation.onTermination = { termination in
+            if case .cancelled = termination {
+                reader.cancel()
+                stream.channel.close(promise: nil)
+            }
+        }
+        let (status, errorBody) = try await head.value()
+        return NodeStreamResponse(status: status, body: errorBody, messages: messages)
+    }
+
+    private func openStream() async throws(KVTransportError) -> HTTP2StreamChannel {
+        do {
+            return try await multiplexer.openStream { channel in
+                channel.eventLoop.makeCompletedFuture { try HTTP2StreamChannel(wrappingChannelSynchronously: channel) }
+            }
+        } catch {
+            throw KVTransportError(.connectionFailed, "could not open a stream to \(authority)", cause: error)
+        }
+    }
+
+    private func writeRequest(
+        _ outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, path: String, method: String,
+        body: [UInt8], contentType: String
+    ) async throws {
+        let headers = HTTP2Frame.FramePayload.Headers(
+            headers: [
+                ":method": method, ":path": path, ":scheme": scheme, ":authority": authority,
+                "content-type": contentType,
+            ], endStream: body.isEmpty)
+        try await outbound.write(.headers(headers))
+        if !body.isEmpty {
+            try await outbound.write(.data(.init(data: .byteBuffer(ByteBuffer(bytes: body)), endStream: true)))
+        }
+    }
+
+    /// Takes one complete length-prefixed message off the front of `buffer`, if there is one.
+    static func nextMessage(_ buffer: inout ByteBuffer, from authority: String) throws(KVTransportError) -> [UInt8]? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard Int(length) <= maximumMessageBytes else {
+            throw KVTransportError(.protocolViolation, "\(authority) sent a \(length)-byte message")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let message = buffer.readBytes(length: Int(length)) ?? []
+        buffer.discardReadBytes()
+        return message
+    }
+}
+
+/// The status of a streamed answer, handed from the reading task to the caller once.
+private final class HeadSignal: Sendable {
+    typealias Head = (Int, [UInt8])
+    private let state = Mutex<(result: Result<Head, KVTransportError>?, waiter: CheckedContinuation<Head, any Error>?)>((nil, nil))
+
+    func resolve(_ result: Result<Head, KVTransportError>) {
+        let waiter: CheckedContinuation<Head, any Error>? = state.withLock { state in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(with: result.mapError { $0 as any Error })
+    }
+
+    func value() async throws(KVTransportError) -> Head {
+        do {
+            return try await withCheckedThrowingContinuation { continuation in
+                let ready: Result<Head, KVTransportError>? = state.withLock { state in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready.mapError { $0 as any Error }) }
+            }
+        } catch let error as KVTransportError {
+            throw error
+        } catch {
+            throw KVTransportError(.connectionFailed, "stream failed", cause: error)
+        }
+    }
+}
+
+/// Connections to peers by `host:port`, opened on first use and reopened when closed. Thread-safe.
+public final class NodeClientPool: Sendable {
+    private let tls: KVTransportTLS?
+    private let insecure: Bool
+    private let connectTimeout: Duration
+    private let clients = Mutex<[String: NodeClient]>([:])
+
+    public init(tls: KVTransportTLS?, insecure: Bool = false, connectTimeout: Duration = .seconds(5)) {
+        self.tls = tls
+        self.insecure = insecure
+        self.connectTimeout = connectTimeout
+    }
+
+    /// An open connection to `host:port`.
+    public func client(host: String, port: Int) async throws(KVTransportError) -> NodeClient {
+        let key = "\(host):\(port)"
+        if let existing = clients.withLock({ $0[key] }), existing.isActive { return existing }
+        let fresh = try await NodeClient.connect(
+            host: host, port: port, tls: tls, insecure: insecure, connectTimeout: connectTimeout)
+        let (kept, extra) = clients.withLock { clients -> (NodeClient, NodeClient?) in
+            if let other = clients[key], other.isActive, other !== fresh { return (other, fresh) }
+            clients[key] = fresh
+            return (fresh, nil)
+        }
+        if let extra { await extra.close() }
+        return kept
+    }
+
+    /// Closes every connection.
+    public func closeAll() async {
+        let all = clients.withLock { clients -> [NodeClient] in
+            defer { clients.removeAll() }
+            return Array(clients.values)
+        }
+        for client in all { await client.close() }
+    }
+}

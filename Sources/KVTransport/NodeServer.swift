@@ -1,0 +1,289 @@
+import ClusterProtocol
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// A request to a node's listener: one HTTP/2 stream whose body was read in full.
+public struct NodeRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var body: [UInt8]
+}
+
+/// How a route answers: once (`respond`) or with a stream of length-prefixed messages (`startStream`,
+/// `send`…, `finish`). Used by the route's task only.
+///
+/// On the wire a streamed message is `UInt32 big-endian length | bytes`; a zero-length message is a
+/// keep-alive that clients skip (send one while slow work runs, so the client's idle timeout does not fire).
+public final class NodeResponseWriter: @unchecked Sendable {
+    private let outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>
+    private let allocator: ByteBufferAllocator
+    private(set) var started = false
+    private(set) var ended = false
+
+    init(outbound: NIOAsyncChannelOutboundWriter<HTTP2Frame.FramePayload>, allocator: ByteBufferAllocator) {
+        self.outbound = outbound
+        self.allocator = allocator
+    }
+
+    /// Sends the whole response and ends the stream.
+    public func respond(status: Int, contentType: String = "application/json", body: [UInt8]) async throws {
+        guard !started else { throw KVTransportError(.invalidArgument, "the response has already started") }
+        started = true
+        ended = true
+        try await outbound.write(.headers(.init(headers: [":status": String(status), "content-type": contentType])))
+        try await outbound.write(.data(.init(data: .byteBuffer(allocator.buffer(bytes: body)), endStream: true)))
+    }
+
+    /// Starts a streamed 200 response.
+    public func startStream(contentType: String = "application/x-protobuf") async throws {
+        guard !started else { throw KVTransportError(.invalidArgument, "the response has already started") }
+        started = true
+        try await outbound.write(.headers(.init(headers: [":status": "200", "content-type": contentType])))
+    }
+
+    /// Sends one message of a streamed response (empty: keep-alive).
+    public func send(_ message: [UInt8]) async throws {
+        guard started, !ended else { throw KVTransportError(.invalidArgument, "send outside a started stream") }
+        var buffer = allocator.buffer(capacity: 4 + message.count)
+        buffer.writeInteger(UInt32(message.count))
+        buffer.writeBytes(message)
+        try await outbound.write(.data(.init(data: .byteBuffer(buffer))))
+    }
+
+    /// Ends a streamed response.
+    public func finish() async throws {
+        guard started, !ended else { return }
+        ended = true
+        try await outbound.write(.data(.init(data: .byteBuffer(allocator.buffer(capacity: 0)), endStream: true)))
+    }
+}
+
+/// A route's handler. Throwing before the response started answers 500 with the error's text; throwing
+/// after resets the stream. The handler's task is cancelled when the client resets the stream or goes away.
+public typealias NodeHandler = @Sendable (NodeRequest, NodeResponseWriter) async throws -> Void
+
+/// Paths a node's listener answers besides KV transfers.
+public struct NodeRoutes: Sendable {
+    var handlers: [String: NodeHandler] = [:]
+
+    public init() {}
+
+    /// Serves `path` (exact match, any method) with `handler`.
+    public mutating func on(_ path: String, _ handler: @escaping NodeHandler) {
+        handlers[path] = handler
+    }
+
+    public var paths: [String] { handlers.keys.sorted() }
+}
+
+/// The listener every Baton process serves its peers on: HTTP/2 over mutual TLS (plaintext h2c only in
+/// `insecure` mode, logged loudly), one request per stream. Routes answer control requests; a decode
+/// worker's listener also takes KV transfers (see `KVTransferServer`), so one port carries both.
+///
+/// `bind`, then `run` until cancelled or `close`d.
+public final class NodeServer: Sendable {
+    typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<HTTP2StreamChannel>
+    typealias Connection = (channel: any Channel, streams: Multiplexer)
+
+    /// Takes KV transfer streams (set for a decode worker's listener).
+    struct TransferRoute: Sendable {
+        var settings: KVReceiverSession.Settings
+        var receiver: any KVTransferReceiver
+    }
+
+    /// Largest request body a route accepts.
+    public static let maximumRequestBytes = 16 << 20
+
+    /// The bound port (useful with port 0).
+    public let port: Int
+    public let isTLS: Bool
+    private let listener: NIOAsyncChannel<Connection, Never>
+    private let routes: NodeRoutes
+    private let transfer: TransferRoute?
+    private let idleTimeout: Duration
+    private let logger: Logger
+    /// Open connections, closed by `close` so that `run` returns even while peers stay connected.
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    /// Listens on `host:port`. `tls` nil means plaintext, allowed only with `insecure`.
+    public static func bind(
+        host: String, port: Int, tls: KVTransportTLS?, insecure: Bool = false, routes: NodeRoutes,
+        idleTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "baton.node"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws(KVTransportError) -> NodeServer {
+        try await bind(
+            host: host, port: port, tls: tls, insecure: insecure, routes: routes, transfer: nil,
+            http2: KVTransportConfiguration(tls: tls, policy: KVTransportPolicy(insecure: insecure)).http2Configuration(),
+            idleTimeout: idleTimeout, logger: logger, group: group)
+    }
+
+    static func bind(
+        host: String, port: Int, tls: KVTransportTLS?, insecure: Bool, routes: NodeRoutes, transfer: TransferRoute?,
+        http2: NIOHTTP2Handler.Configuration, idleTimeout: Duration, logger: Logger, group: any EventLoopGroup
+    ) async throws(KVTransportError) -> NodeServer {
+        guard tls != nil || insecure else {
+            throw KVTransportError(.invalidArgument, "no TLS certificates given and `insecure` not set for \(host):\(port)")
+        }
+        let sslContext = try tls?.makeServerContext()
+        if sslContext == nil {
+            logger.critical("listening WITHOUT TLS on \(host):\(port): traffic is unencrypted and peers unauthenticated (insecure mode)")
+        }
+        let listener: NIOAsyncChannel<Connection, Never>
+        do {
+            listener = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let sslContext {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                        }
+                        let streams = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
+                            mode: .server, configuration: http2
+                        ) { stream in
+                            stream.eventLoop.makeCompletedFuture {
+                                try HTTP2StreamChannel(wrappingChannelSynchronously: stream)
+                            }
+                        }
+                        return (channel, streams)
+                    }
+                }
+        } catch {
+            throw KVTransportError(.connectionFailed, "could not listen on \(host):\(port)", cause: error)
+        }
+        return NodeServer(
+            port: listener.channel.localAddress?.port ?? port, isTLS: sslContext != nil, listener: listener,
+            routes: routes, transfer: transfer, idleTimeout: idleTimeout, logger: logger)
+    }
+
+    private init(
+        port: Int, isTLS: Bool, listener: NIOAsyncChannel<Connection, Never>, routes: NodeRoutes,
+        transfer: TransferRoute?, idleTimeout: Duration, logger: Logger
+    ) {
+        self.port = port
+        self.isTLS = isTLS
+        self.listener = listener
+        self.routes = routes
+        self.transfer = transfer
+        self.idleTimeout = idleTimeout
+        self.logger = logger
+    }
+
+    /// Serves connections until the task is cancelled or `close` is called.
+    public func run() async {
+        // Cancellation must not cut the accept loops short: a stream the multiplexer already accepted would be
+        // dropped unhandled. Cancelling closes the channels instead, and the loops run out on their own.
+        let serving = Task { await self.serveListener() }
+        await withTaskCancellationHandler {
+            await serving.value
+        } onCancel: {
+            Task { await self.close() }
+        }
+    }
+
+    private func serveListener() async {
+        do {
+            try await listener.executeThenClose { connections in
+                await withDiscardingTaskGroup { group in
+                    do {
+                        for try await connection in connections {
+                            group.addTask { await self.serve(connection) }
+                        }
+                    } catch {
+                        self.logger.debug("listener stopped: \(error)")
+                    }
+                }
+            }
+        } catch {
+            logger.debug("listener closed: \(error)")
+        }
+    }
+
+    /// Stops accepting connections and closes the open ones (their streams end); `run` then returns.
+    public func close() async {
+        try? await listener.channel.close()
+        let open = connections.withLock { connections in
+            defer { connections.removeAll() }
+            return Array(connections.values)
+        }
+        for channel in open { try? await channel.close() }
+    }
+
+    private func serve(_ connection: Connection) async {
+        let key = ObjectIdentifier(connection.channel)
+        connections.withLock { $0[key] = connection.channel }
+        defer {
+            connections.withLock { $0[key] = nil }
+            connection.channel.close(promise: nil)
+        }
+        await withDiscardingTaskGroup { group in
+            do {
+                for try await stream in connection.streams.inbound {
+                    group.addTask { await self.handle(stream) }
+                }
+            } catch {
+                // TLS refusals (no or foreign certificate) end up here.
+                self.logger.info("connection closed: \(error)")
+            }
+        }
+    }
+
+    private func handle(_ stream: HTTP2StreamChannel) async {
+        let kvHeaders = HTTP2Frame.FramePayload.Headers(headers: [
+            ":status": "200", "content-type": "application/x-baton-kv",
+        ])
+        do {
+            try await stream.executeThenClose { inbound, outbound in
+                let io = HTTP2StreamIO(inbound: inbound, outbound: outbound, channel: stream.channel, headers: kvHeaders)
+                let watchdog = Watchdog(timeout: idleTimeout)
+                let watch = watchdog.start(onFire: io.abort)
+                defer { watch.cancel() }
+                guard let headers = try await io.readHeaders() else { return }
+                let path = headers.headers.first(name: ":path") ?? ""
+                let method = headers.headers.first(name: ":method") ?? "GET"
+                if path == BatonProtocol.transferPath, let transfer {
+                    watch.cancel()
+                    await KVReceiverSession(io: io, settings: transfer.settings, receiver: transfer.receiver, logger: logger).run()
+                    return
+                }
+                let writer = NodeResponseWriter(outbound: outbound, allocator: stream.channel.allocator)
+                guard let handler = routes.handlers[path] else {
+                    try await writer.respond(status: 404, body: Array(#"{"error":"no such path"}"#.utf8))
+                    return
+                }
+                var body: [UInt8] = []
+                while let buffer = try await io.read() {
+                    watchdog.touch()
+                    guard body.count + buffer.readableBytes <= Self.maximumRequestBytes else {
+                        try await writer.respond(status: 413, body: Array(#"{"error":"request body too large"}"#.utf8))
+                        return
+                    }
+                    body.append(contentsOf: buffer.readableBytesView)
+                }
+                watch.cancel()
+                let request = NodeRequest(method: method, path: path, body: body)
+                let task = Task { try await handler(request, writer) }
+                // A reset or a vanished client closes the stream channel: stop the handler's work.
+                stream.channel.closeFuture.whenComplete { _ in task.cancel() }
+                do {
+                    try await task.value
+                    try await writer.finish()
+                } catch {
+                    if !writer.started {
+                        logger.info("\(path) failed: \(error)")
+                        try? await writer.respond(status: 500, body: Array(String(describing: error).utf8))
+                    } else {
+                        logger.debug("\(path) ended early: \(error)")
+                        stream.channel.close(promise: nil)
+                    }
+                }
+            }
+        } catch {
+            logger.debug("stream ended: \(error)")
+        }
+    }
+}
