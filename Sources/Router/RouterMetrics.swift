@@ -70,6 +70,14 @@ public final class RouterMetrics: Sendable {
         ).record(duration)
     }
 
+    /// Counts one request placed on `worker` for `role` ("prefill" or "decode").
+    public func countWorkerRequest(worker: String, role: String) {
+        registry.makeCounter(
+            descriptor: Self.name("worker_requests", "total", "Requests the router placed on each worker, by role."),
+            labels: [("worker", worker), ("role", role)]
+        ).increment()
+    }
+
     /// Publishes a worker's load as reported in its heartbeat.
     public func setWorkerLoad(worker: String, role: String, queueDepth: Int, activeSequences: Int, freeKVBlocks: Int) {
         let labels = [("worker", worker), ("role", role)]

@@ -1,0 +1,286 @@
+import Foundation
+import Logging
+import Placement
+
+/// The placement service's bookkeeping: who is in the cluster (the membership log plus live heartbeats),
+/// the policy in force, and the choice of workers for each request. The HTTP layer (`PlacementService`)
+/// only decodes, calls one method here and encodes.
+///
+/// What is durable: joins (with address and model fingerprint), role assignments, losses, departures and
+/// heartbeats that change a worker's status (back from lost, starting or stopping to drain) are appended
+/// to the log and fsync'd before the call returns. Plain heartbeats only update the in-memory load: load
+/// changes every second and is worthless after a restart.
+///
+/// An actor: every request is a short, non-blocking critical section, except the appends' fsync.
+public actor PlacementRegistry {
+    private let log: MembershipLog
+    /// The log's fold plus heartbeat loads and optimistic in-flight counts (`ClusterState.Worker.pending`).
+    private var state: ClusterState
+    private var policy: PlacementPolicy
+    private var policyLoadedAt: Date
+    private var random: SeededGenerator
+    private let compactAfterEvents: Int
+    private let heartbeatIntervalLimit: Duration
+    private let clock: @Sendable () -> Date
+    private let logger: Logger
+
+    /// Opens (creating when missing) and replays the membership log at `logPath`, compacting it when it
+    /// holds more than `compactAfterEvents` events. Replayed workers that were not lost count as seen now:
+    /// they get one heartbeat timeout to check in with the restarted service.
+    ///
+    /// - Parameters:
+    ///   - heartbeatInterval: the interval workers are told to heartbeat at; shortened to a third of the
+    ///     policy's heartbeat timeout when that is smaller.
+    ///   - clock: the time source (tests may pass their own).
+    public init(
+        logPath: String, policy: PlacementPolicy, policyLoadedAt: Date, heartbeatInterval: Duration = .seconds(1),
+        compactAfterEvents: Int = 10_000, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws(ClusterError) {
+        let log: MembershipLog
+        do {
+            log = try MembershipLog(path: logPath)
+        } catch {
+            throw ClusterError(.internalError, "cannot open the membership log: \(error)", cause: error)
+        }
+        for warning in log.warnings { logger.warning("\(warning)") }
+        if log.eventCount > compactAfterEvents {
+            do {
+                let before = log.eventCount
+                try log.compact()
+                logger.info("compacted the membership log \(logPath) from \(before) to \(log.eventCount) events")
+            } catch {
+                logger.warning("could not compact the membership log: \(error)")
+            }
+        }
+        self.log = log
+        var state = log.state
+        state.markSeen(at: clock())
+        self.state = state
+        self.policy = policy
+        self.policyLoadedAt = policyLoadedAt
+        self.random = SeededGenerator(seed: policy.balancing.seed ?? UInt64(truncatingIfNeeded: Int64(clock().timeIntervalSince1970 * 1e6)))
+        self.compactAfterEvents = compactAfterEvents
+        self.heartbeatIntervalLimit = heartbeatInterval
+        self.clock = clock
+        self.logger = logger
+        if !state.workers.isEmpty {
+            logger.info("membership log \(logPath): \(state.workers.count) workers known (\(state.sortedWorkers.map(\.name).joined(separator: ", ")))")
+        }
+    }
+
+    /// The policy in force and when it was loaded.
+    public var currentPolicy: (policy: PlacementPolicy, loadedAt: Date) { (policy, policyLoadedAt) }
+
+    /// The members as this service sees them now.
+    public var members: ClusterState { state }
+
+    /// How often workers should heartbeat: the configured interval, or a third of the heartbeat timeout
+    /// when that is shorter (so one late heartbeat does not make a worker lost).
+    public var heartbeatInterval: Duration {
+        min(heartbeatIntervalLimit, .milliseconds(max(50, Int(policy.membership.heartbeatTimeoutSeconds * 1000 / 3))))
+    }
+
+    // MARK: Requests
+
+    /// Records a worker joining (or re-joining) and assigns it the offered roles the policy allows.
+    /// Throws `.invalidArgument` for a bad name or address, `.conflict` when its model differs from the
+    /// cluster's (the other members that are not lost).
+    public func register(_ request: RegisterRequest) throws(ClusterError) -> RegisterResponse {
+        let name = request.profile.name
+        guard Self.isValidName(name) else {
+            throw ClusterError(.invalidArgument, "worker name '\(name)' is invalid: use 1 to 128 letters, digits, '.', '_' or '-'")
+        }
+        guard !request.address.host.isEmpty, (1...65_535).contains(request.address.port) else {
+            throw ClusterError(.invalidArgument, "worker \(name) gave an invalid address \(request.address.host):\(request.address.port)")
+        }
+        guard !request.modelFingerprint.isEmpty else {
+            throw ClusterError(.invalidArgument, "worker \(name) gave no model fingerprint")
+        }
+        if let cluster = state.modelFingerprint(excluding: name), cluster != request.modelFingerprint {
+            throw ClusterError(.conflict, "worker \(name) serves model \(request.modelFingerprint), but the cluster serves "
+                + "\(cluster): every worker must load the same model file")
+        }
+        let now = clock()
+        let assignment = Placement.assignRoles(for: request.profile, offered: request.roles, policy: policy)
+        let address = MemberAddress(host: request.address.host, port: request.address.port, hostID: request.address.hostID)
+        try append([
+            .joined(profile: request.profile, roles: request.roles, address: address,
+                    modelFingerprint: request.modelFingerprint, at: now),
+            .roleAssigned(worker: name, roles: assignment.roles, note: assignment.note, at: now),
+        ])
+        let roles = assignment.roles.map(\.rawValue).joined(separator: ", ")
+        logger.info("\(name) joined from \(address), roles: \(roles.isEmpty ? "none" : roles)\(assignment.note.map { " (\($0))" } ?? "")")
+        let interval = heartbeatInterval.components
+        return RegisterResponse(name: name, assignedRoles: assignment.roles,
+                                heartbeatIntervalMs: Int(interval.seconds) * 1000 + Int(interval.attoseconds / 1_000_000_000_000_000))
+    }
+
+    /// Records a worker's load. Throws `.notFound` when the worker is not a member (it should register).
+    public func heartbeat(_ request: HeartbeatRequest) throws(ClusterError) {
+        guard let worker = state.workers[request.name] else {
+            throw ClusterError(.notFound, "worker \(request.name) is not registered")
+        }
+        let load = request.load
+        guard load.queueDepth >= 0, load.activeSequences >= 0, load.freeKVBlocks >= 0, (load.totalKVBlocks ?? 0) >= 0 else {
+            throw ClusterError(.invalidArgument, "heartbeat of \(request.name) has a negative load figure")
+        }
+        let event = MembershipEvent.heartbeat(worker: request.name, load: load, draining: request.draining, at: clock())
+        let next: ClusterState.Status = request.draining ? .draining : .active
+        if worker.status != next {
+            try append([event])
+            logger.info("\(request.name) is \(next.rawValue)\(worker.status == .lost ? " again" : "")")
+        } else {
+            state.apply(event)
+        }
+    }
+
+    /// Removes a worker. Throws `.notFound` when it is not a member.
+    public func leave(_ request: LeaveRequest) throws(ClusterError) {
+        guard state.workers[request.name] != nil else {
+            throw ClusterError(.notFound, "worker \(request.name) is not registered")
+        }
+        try append([.left(worker: request.name, at: clock())])
+        logger.info("\(request.name) left")
+    }
+
+    /// Picks the workers for a prompt of `promptTokens` tokens with the current policy, and counts the
+    /// request against them until their next heartbeat. Throws `.overloaded` (429) or `.unavailable` (503)
+    /// with the policy's reason when the request cannot be placed now.
+    public func choose(promptTokens: Int) throws(ClusterError) -> ChooseResponse {
+        let decision: Decision
+        do {
+            decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &random)
+        } catch {
+            throw ClusterError(.invalidArgument, error.message, cause: error)
+        }
+        switch decision.admission {
+        case .reject(let reason, let retryAfter):
+            throw ClusterError(.overloaded, reason, retryAfterSeconds: retryAfter)
+        case .unavailable(let reason):
+            throw ClusterError(.unavailable, reason)
+        case .admit(let pair):
+            let decode = try endpoint(pair.decode)
+            let prefill = try pair.prefill.map { name throws(ClusterError) in try endpoint(name) }
+            state.recordPlacement(pair)
+            return ChooseResponse(mode: prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill, decode: decode,
+                                  explanation: decision.explainText(policy: policy))
+        }
+    }
+
+    /// The cluster as `baton cluster status` shows it.
+    public func status() -> ClusterStatus {
+        let workers = state.sortedWorkers.map { worker in
+            var transports = ["tls-h2"]
+            if !(worker.profile.transports.sharedMemoryHostID ?? "").isEmpty { transports.append("shared-memory") }
+            if !worker.profile.transports.rdmaDevices.isEmpty { transports.append("rdma") }
+            var load = worker.load
+            load.queueDepth += worker.pending
+            return ClusterStatus.Worker(
+                name: worker.name, status: worker.status.rawValue, offeredRoles: worker.offeredRoles,
+                assignedRoles: worker.roles,
+                address: worker.address.map { WorkerAddress(host: $0.host, port: $0.port, hostID: $0.hostID) },
+                profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports)
+        }
+        return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
+                             policyLoadedAt: policyLoadedAt, events: log.eventCount)
+    }
+
+    // MARK: Maintenance
+
+    /// Marks workers silent for longer than the policy's heartbeat timeout as lost (logged), and compacts
+    /// the log when it has grown past the limit. Returns the workers marked lost.
+    @discardableResult
+    public func expire() -> [String] {
+        let events = state.expire(now: clock(), timeout: policy.membership.heartbeatTimeoutSeconds)
+        if !events.isEmpty {
+            do {
+                try append(events)
+                for event in events {
+                    logger.warning("\(event.worker): no heartbeat for \(ConfigNumber.text(policy.membership.heartbeatTimeoutSeconds)) s, marked lost")
+                }
+            } catch {
+                // Keep serving: the loss is applied in memory so choices avoid the worker anyway.
+                for event in events { state.apply(event) }
+                logger.error("\(error)")
+            }
+        }
+        if log.eventCount > compactAfterEvents {
+            do {
+                try log.compact()
+            } catch {
+                logger.warning("could not compact the membership log: \(error)")
+            }
+        }
+        return events.map(\.worker)
+    }
+
+    /// Puts `newPolicy` in force (unless a policy loaded later is already in force) and re-assigns every
+    /// member's roles under it, logging the assignments that change. Requests see either the old policy or
+    /// the new one, never a mix.
+    /// - Returns: whether the policy was installed.
+    @discardableResult
+    public func install(policy newPolicy: PlacementPolicy, loadedAt: Date) -> Bool {
+        guard loadedAt >= policyLoadedAt else { return false }
+        policy = newPolicy
+        policyLoadedAt = loadedAt
+        if let seed = newPolicy.balancing.seed { random = SeededGenerator(seed: seed) }
+        var events: [MembershipEvent] = []
+        let now = clock()
+        for worker in state.sortedWorkers {
+            let assignment = Placement.assignRoles(for: worker.profile, offered: worker.offeredRoles, policy: newPolicy)
+            if assignment.roles != worker.assignedRoles {
+                events.append(.roleAssigned(worker: worker.name, roles: assignment.roles, note: assignment.note, at: now))
+                let roles = assignment.roles.map(\.rawValue).joined(separator: ", ")
+                logger.info("\(worker.name) now has roles: \(roles.isEmpty ? "none" : roles)\(assignment.note.map { " (\($0))" } ?? "")")
+            }
+        }
+        do {
+            try append(events)
+        } catch {
+            for event in events { state.apply(event) }
+            logger.error("\(error)")
+        }
+        return true
+    }
+
+    // MARK: Helpers
+
+    private func append(_ events: [MembershipEvent]) throws(ClusterError) {
+        guard !events.isEmpty else { return }
+        do {
+            try log.append(events)
+        } catch {
+            throw ClusterError(.internalError, "cannot record membership: \(error)", cause: error)
+        }
+        for event in events { state.apply(event) }
+    }
+
+    private func endpoint(_ name: String) throws(ClusterError) -> WorkerEndpoint {
+        guard let address = state.workers[name]?.address else {
+            throw ClusterError(.unavailable, "worker \(name) has no known address; it must register again")
+        }
+        return WorkerEndpoint(name: name, address: WorkerAddress(host: address.host, port: address.port, hostID: address.hostID))
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        (1...128).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".")
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+    }
+}
+
+extension ClusterError.Code {
+    /// The request contradicts the cluster's state (HTTP 409), e.g. a worker serving another model.
+    public static let conflict = ClusterError.Code("conflict")
+    /// The request names something the service does not know (HTTP 404), e.g. an unregistered worker.
+    public static let notFound = ClusterError.Code("not found")
+}
+
+/// Numbers in log messages: integers plainly, others with up to two decimals.
+enum ConfigNumber {
+    static func text(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(format: "%.2f", value)
+    }
+}

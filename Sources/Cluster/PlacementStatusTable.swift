@@ -1,0 +1,54 @@
+import Foundation
+import Placement
+
+extension ClusterStatus {
+    /// The status as `baton cluster status` prints it: the policy and log in a header, then one row per
+    /// worker (name, status, roles, address, GFLOP/s, GB/s, queue, active, free KV, transports).
+    /// Roles are the assigned ones; a role offered but withheld by the policy shows as `-role`.
+    public func renderedTable() -> String {
+        let time = ISO8601DateFormatter()
+        var lines = [
+            "Policy: \(policyFile) (loaded \(time.string(from: policyLoadedAt)))",
+            "Membership log: \(events) events; \(workers.count) worker\(workers.count == 1 ? "" : "s")",
+        ]
+        guard !workers.isEmpty else {
+            lines.append("(no workers registered)")
+            return lines.joined(separator: "\n")
+        }
+        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "TRANSPORTS"]
+        let rows: [[String]] = workers.map { worker in
+            let withheld = worker.offeredRoles.filter { !worker.assignedRoles.contains($0) }
+            let roles = worker.assignedRoles.map(\.rawValue) + withheld.map { "-" + $0.rawValue }
+            let freeKV = worker.load.totalKVBlocks.map { "\(worker.load.freeKVBlocks)/\($0)" } ?? "\(worker.load.freeKVBlocks)"
+            return [
+                worker.name, worker.status, roles.isEmpty ? "none" : roles.joined(separator: ","),
+                worker.address.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" } ?? "?",
+                Self.number(worker.profile.sgemmGFLOPS), Self.number(worker.profile.memoryReadGBps),
+                String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV,
+                worker.transports.joined(separator: ","),
+            ]
+        }
+        let numeric: Set<Int> = [4, 5, 6, 7, 8]
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            let cells = row.indices.map { column in
+                let pad = String(repeating: " ", count: widths[column] - row[column].count)
+                return numeric.contains(column) ? pad + row[column] : row[column] + pad
+            }
+            lines.append(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The status as pretty-printed JSON (snake_case keys, sorted; ISO 8601 times), as `--json` prints it.
+    public func renderedJSON() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    private static func number(_ value: Double) -> String {
+        value >= 100 || value == value.rounded() ? String(Int(value.rounded())) : String(format: "%.1f", value)
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import Placement
+
+// The placement service's API bodies (JSON, snake_case keys), shared by the service and its clients.
+// Paths are in `BatonProtocol.Placement`.
+
+/// Where a worker serves its peers.
+public struct WorkerAddress: Codable, Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// Same non-empty id on two workers ⇒ same host (shared memory possible).
+    public var hostID: String
+
+    public init(host: String, port: Int, hostID: String) {
+        self.host = host
+        self.port = port
+        self.hostID = hostID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case host, port, hostID = "host_id"
+    }
+}
+
+/// A worker chosen for a request: who it is and where to reach it.
+public struct WorkerEndpoint: Codable, Sendable, Equatable {
+    public var name: String
+    public var address: WorkerAddress
+
+    public init(name: String, address: WorkerAddress) {
+        self.name = name
+        self.address = address
+    }
+}
+
+/// POST /v1/workers/register
+public struct RegisterRequest: Codable, Sendable, Equatable {
+    public var profile: DeviceProfile
+    /// Roles the worker offers (its `--role`).
+    public var roles: [WorkerRole]
+    public var address: WorkerAddress
+    /// The model the worker serves (its KV compatibility fingerprint); pairs must match.
+    public var modelFingerprint: String
+
+    public init(profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String) {
+        self.profile = profile
+        self.roles = roles
+        self.address = address
+        self.modelFingerprint = modelFingerprint
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case profile, roles, address, modelFingerprint = "model_fingerprint"
+    }
+}
+
+public struct RegisterResponse: Codable, Sendable, Equatable {
+    public var name: String
+    public var assignedRoles: [WorkerRole]
+    public var heartbeatIntervalMs: Int
+
+    public init(name: String, assignedRoles: [WorkerRole], heartbeatIntervalMs: Int) {
+        self.name = name
+        self.assignedRoles = assignedRoles
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, assignedRoles = "assigned_roles", heartbeatIntervalMs = "heartbeat_interval_ms"
+    }
+}
+
+/// POST /v1/workers/heartbeat. Answered 404 when the service does not know the worker: re-register.
+public struct HeartbeatRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public var load: WorkerLoad
+    /// The worker is finishing in-flight requests and takes no new ones.
+    public var draining: Bool
+
+    public init(name: String, load: WorkerLoad, draining: Bool = false) {
+        self.name = name
+        self.load = load
+        self.draining = draining
+    }
+}
+
+/// POST /v1/workers/leave
+public struct LeaveRequest: Codable, Sendable, Equatable {
+    public var name: String
+
+    public init(name: String) {
+        self.name = name
+    }
+}
+
+/// POST /v1/placement/choose
+public struct ChooseRequest: Codable, Sendable, Equatable {
+    public var promptTokens: Int
+
+    public init(promptTokens: Int) {
+        self.promptTokens = promptTokens
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case promptTokens = "prompt_tokens"
+    }
+}
+
+public struct ChooseResponse: Codable, Sendable, Equatable {
+    public enum Mode: String, Codable, Sendable {
+        case disaggregated
+        case decodeOnly = "decode_only"
+    }
+
+    public var mode: Mode
+    /// Present in disaggregated mode.
+    public var prefill: WorkerEndpoint?
+    public var decode: WorkerEndpoint
+    /// Why (scores), as `baton placement explain` prints it.
+    public var explanation: String
+
+    public init(mode: Mode, prefill: WorkerEndpoint?, decode: WorkerEndpoint, explanation: String) {
+        self.mode = mode
+        self.prefill = prefill
+        self.decode = decode
+        self.explanation = explanation
+    }
+}
+
+/// Body of a refused choice (HTTP 429: overloaded, retry later; 503: no worker can serve).
+public struct PlacementRefusal: Codable, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public var retryAfterSeconds: Double?
+
+    public init(code: String, message: String, retryAfterSeconds: Double? = nil) {
+        self.code = code
+        self.message = message
+        self.retryAfterSeconds = retryAfterSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case code, message, retryAfterSeconds = "retry_after_seconds"
+    }
+}
+
+/// GET /v1/cluster/status
+public struct ClusterStatus: Codable, Sendable, Equatable {
+    public struct Worker: Codable, Sendable, Equatable {
+        public var name: String
+        /// "active", "lost" or "draining".
+        public var status: String
+        public var offeredRoles: [WorkerRole]
+        public var assignedRoles: [WorkerRole]
+        public var address: WorkerAddress?
+        public var profile: DeviceProfile
+        public var load: WorkerLoad
+        public var lastSeen: Date
+        /// KV transports the worker can use: always "tls-h2", plus "shared-memory" and "rdma" when it has them.
+        public var transports: [String]
+
+        public init(
+            name: String, status: String, offeredRoles: [WorkerRole], assignedRoles: [WorkerRole],
+            address: WorkerAddress?, profile: DeviceProfile, load: WorkerLoad, lastSeen: Date, transports: [String]
+        ) {
+            self.name = name
+            self.status = status
+            self.offeredRoles = offeredRoles
+            self.assignedRoles = assignedRoles
+            self.address = address
+            self.profile = profile
+            self.load = load
+            self.lastSeen = lastSeen
+            self.transports = transports
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, status, offeredRoles = "offered_roles", assignedRoles = "assigned_roles", address, profile, load
+            case lastSeen = "last_seen", transports
+        }
+    }
+
+    public var workers: [Worker]
+    public var policyFile: String
+    public var policyLoadedAt: Date
+    /// Events in the membership log since it was last compacted.
+    public var events: Int
+
+    public init(workers: [Worker], policyFile: String, policyLoadedAt: Date, events: Int) {
+        self.workers = workers
+        self.policyFile = policyFile
+        self.policyLoadedAt = policyLoadedAt
+        self.events = events
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case workers, policyFile = "policy_file", policyLoadedAt = "policy_loaded_at", events
+    }
+}
+
+/// The JSON coders every placement message uses (ISO 8601 dates).
+public enum PlacementJSON {
+    public static func encode(_ value: some Encodable) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return Array(try encoder.encode(value))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(type, from: Data(bytes))
+    }
+}

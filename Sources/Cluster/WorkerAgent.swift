@@ -1,0 +1,95 @@
+import Logging
+import Placement
+import Synchronization
+
+/// Keeps a worker known to the placement service: registers (retrying with backoff while the service is
+/// unreachable), heartbeats its load at the interval the service asked for, and registers again when the
+/// service has forgotten it (a restart without its log) or comes back after an outage.
+///
+/// `run` until cancelled; `setDraining(true)` before shutting down, then `leave`. Thread-safe.
+public final class WorkerAgent: Sendable {
+    private struct State {
+        var name: String?
+        var draining = false
+        var interval: Duration = .seconds(1)
+    }
+
+    private let client: PlacementClient
+    private let registration: RegisterRequest
+    private let load: @Sendable () -> WorkerLoad
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    /// - Parameter load: called once per heartbeat; must be cheap.
+    public init(client: PlacementClient, registration: RegisterRequest, load: @escaping @Sendable () -> WorkerLoad, logger: Logger) {
+        self.client = client
+        self.registration = registration
+        self.load = load
+        self.logger = logger
+    }
+
+    /// The name the service registered this worker under; nil until registered.
+    public var registeredName: String? { state.withLock { $0.name } }
+
+    public func setDraining(_ draining: Bool) {
+        state.withLock { $0.draining = draining }
+    }
+
+    /// Registers, then heartbeats until the task is cancelled.
+    public func run() async {
+        var backoff: Duration = .milliseconds(200)
+        var lastFailure = ""
+        while !Task.isCancelled {
+            let registered = state.withLock { $0.name }
+            do throws(ClusterError) {
+                if let name = registered {
+                    let (current, draining) = (load(), state.withLock { $0.draining })
+                    let known = try await client.heartbeat(HeartbeatRequest(name: name, load: current, draining: draining))
+                    if !known {
+                        logger.warning("placement service no longer knows \(name); registering again")
+                        state.withLock { $0.name = nil }
+                        continue
+                    }
+                } else {
+                    let answer = try await client.register(registration)
+                    state.withLock {
+                        $0.name = answer.name
+                        $0.interval = .milliseconds(max(100, answer.heartbeatIntervalMs))
+                    }
+                    logger.info("registered with placement at \(client.host):\(client.port) as \(answer.name), roles \(answer.assignedRoles.map(\.rawValue))")
+                }
+                if !lastFailure.isEmpty {
+                    logger.info("placement service reachable again")
+                    lastFailure = ""
+                }
+                backoff = .milliseconds(200)
+                let interval = state.withLock { $0.interval }
+                try? await Task.sleep(for: interval)
+            } catch {
+                if error.code == .rejected {
+                    logger.error("placement service refused this worker: \(error.message)")
+                }
+                if error.description != lastFailure {
+                    logger.warning("placement service: \(error.message); retrying")
+                    lastFailure = error.description
+                }
+                // After an outage the service may have restarted without this worker: re-register then.
+                if error.code == .unavailable || error.code == .timeout { state.withLock { $0.name = nil } }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    /// Tells the service this worker is going away (best effort, within the client's timeout).
+    public func leave() async {
+        guard let name = state.withLock({ $0.name }) else { return }
+        do throws(ClusterError) {
+            try await client.leave(name: name)
+            logger.info("left the cluster as \(name)")
+        } catch {
+            logger.warning("could not tell placement that \(name) leaves: \(error.message)")
+        }
+        state.withLock { $0.name = nil }
+    }
+}
