@@ -257,7 +257,7 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
             finish(job, reason: .endOfGeneration)
             return false
         }
-        job.sampler.accept(token)
+        // `sample` already recorded the token in the penalty history (recording it again would double-count it).
         job.lastToken = token
         job.continuation.yield(.token(GeneratedToken(
             id: token, logprob: sampled.logprob,

@@ -1,0 +1,236 @@
+import Foundation
+import Inference
+import KVTransport
+import Logging
+import Synchronization
+
+/// What one prefill shipment did, for `SubmitPrefillResponse`.
+public struct PrefillResult: Sendable {
+    public var requestID: String
+    public var promptTokens: Int
+    public var firstToken: Int32
+    public var kvBytes: Int
+    public var transport: KVTransportKind
+    public var prefillSeconds: Double
+    public var transferSeconds: Double
+}
+
+/// The prefill worker's queue: prompts run one at a time, in arrival order, through a `PrefillKVShipper`, each
+/// streaming its KV to the decode worker the request names over a pooled `KVTransferClient` (one connection
+/// per decode address; the transport picks shared memory on one host by itself).
+///
+/// A shipment is cancelled by cancelling the task that awaits `submit`, by `cancel(requestID:)`, or by its
+/// deadline; the decode worker is then told the transfer is cancelled, and the prefill cache is freed.
+public final class PrefillService: Sendable {
+    public let shipper: PrefillKVShipper
+    public let transport: KVTransportConfiguration
+    /// Prompt + KV transfer time of recent shipments (seconds).
+    public let shipmentTime = LatencyWindow()
+    private let logger: Logger
+    private let gate = FIFOGate()
+    private let clients = Mutex<[String: KVTransferClient]>([:])
+    private let running = Mutex<[String: Task<PrefillResult, any Error>]>([:])
+    private let promptInFlight = Atomic<Int>(0)
+
+    public init(shipper: PrefillKVShipper, transport: KVTransportConfiguration, logger: Logger) {
+        self.shipper = shipper
+        self.transport = transport
+        self.logger = logger
+    }
+
+    /// Tokens a prompt may have (fewer than the prefill engine's context).
+    public var contextLength: Int { shipper.engine.maxContext }
+
+    /// Prompts waiting for their turn.
+    public var queued: Int { gate.waiting }
+    /// Whether a shipment is running.
+    public var busy: Bool { gate.busy }
+    /// KV blocks of the prefill cache, and how many the running shipment leaves free (an estimate from its
+    /// prompt length; the cache itself belongs to the shipment's thread).
+    public var kvBlocks: (free: Int, total: Int) {
+        let cache = shipper.engine.cache
+        let used = cache.layout.blocks(forTokens: promptInFlight.load(ordering: .relaxed))
+        return (max(cache.blockCount - used, 0), cache.blockCount)
+    }
+
+    /// Queues `prompt`, prefills it when its turn comes and ships its KV to `host:port` under `requestID`.
+    ///
+    /// Throws `WorkerError`: `.invalidArgument` (bad prompt or parameters), `.transfer` (the decode worker
+    /// refused or the transport failed), `.inference`, `.timeout` when `deadline` passed first, `.cancelled`.
+    public func submit(
+        requestID: String, prompt: [Int32], parameters: SamplingParameters, host: String, port: Int, deadline: Duration
+    ) async throws(WorkerError) -> PrefillResult {
+        let expired = Atomic<Bool>(false)
+        let task = Task { () async throws -> PrefillResult in
+            try await self.gate.acquire()
+            defer { self.gate.release() }
+            self.promptInFlight.store(prompt.count, ordering: .relaxed)
+            defer { self.promptInFlight.store(0, ordering: .relaxed) }
+            return try await self.ship(requestID: requestID, prompt: prompt, parameters: parameters, host: host, port: port)
+        }
+        let registered = running.withLock { running -> Bool in
+            guard running[requestID] == nil else { return false }
+            running[requestID] = task
+            return true
+        }
+        guard registered else {
+            task.cancel()
+            throw WorkerError(.invalidArgument, "request \(requestID) is already being prefilled here")
+        }
+        defer { _ = running.withLock { $0.removeValue(forKey: requestID) } }
+        let timer = Task {
+            try await Task.sleep(for: deadline)
+            expired.store(true, ordering: .relaxed)
+            task.cancel()
+        }
+        defer { timer.cancel() }
+        let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
+        switch result {
+        case .success(let value):
+            shipmentTime.record(value.prefillSeconds + value.transferSeconds)
+            return value
+        case .failure(let error):
+            if expired.load(ordering: .relaxed) {
+                throw WorkerError(.timeout, "request \(requestID) did not finish within its deadline of \(deadline.seconds) s", cause: error as? WorkerError)
+            }
+            if task.isCancelled || error is CancellationError {
+                throw WorkerError(.cancelled, "request \(requestID) was cancelled", cause: error as? WorkerError)
+            }
+            if let error = error as? WorkerError { throw error }
+            throw WorkerError(.inference, "request \(requestID) failed: \(error)")
+        }
+    }
+
+    /// Cancels a queued or running shipment; returns whether there was one.
+    @discardableResult
+    public func cancel(requestID: String) -> Bool {
+        guard let task = running.withLock({ $0[requestID] }) else { return false }
+        task.cancel()
+        return true
+    }
+
+    /// Closes every pooled connection to decode workers.
+    public func closeConnections() async {
+        let all = clients.withLock { clients -> [KVTransferClient] in
+            defer { clients.removeAll() }
+            return Array(clients.values)
+        }
+        for client in all { await client.close() }
+    }
+
+    /// Runs one shipment; reconnects and tries once more when the pooled connection turns out to be dead
+    /// (the decode worker restarted): the prompt is then prefilled again.
+    private func ship(
+        requestID: String, prompt: [Int32], parameters: SamplingParameters, host: String, port: Int
+    ) async throws(WorkerError) -> PrefillResult {
+        var attempt = 0
+        while true {
+            attempt += 1
+            try checkCancellation(requestID)
+            let client = try await connection(host: host, port: port)
+            do {
+                let report = try await shipper.ship(requestID: requestID, prompt: prompt, parameters: parameters, via: client)
+                return PrefillResult(
+                    requestID: requestID, promptTokens: report.promptTokens, firstToken: report.firstToken,
+                    kvBytes: report.transfer.bytes, transport: report.transfer.transport,
+                    prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds)
+            } catch {
+                try checkCancellation(requestID)
+                let connectionLost = (error.cause as? KVTransportError)?.code == .connectionFailed
+                if connectionLost { await evict(host: host, port: port, client) }
+                guard connectionLost, attempt == 1 else { throw error }
+                logger.info("connection to decode worker \(host):\(port) was lost; reconnecting for \(requestID)")
+            }
+        }
+    }
+
+    private func checkCancellation(_ requestID: String) throws(WorkerError) {
+        if Task.isCancelled { throw WorkerError(.cancelled, "request \(requestID) was cancelled") }
+    }
+
+    private func connection(host: String, port: Int) async throws(WorkerError) -> KVTransferClient {
+        let key = "\(host):\(port)"
+        if let existing = clients.withLock({ $0[key] }) { return existing }
+        let fresh: KVTransferClient
+        do {
+            fresh = try await KVTransferClient.connect(host: host, port: port, configuration: transport, logger: logger)
+        } catch {
+            throw WorkerError(.transfer, "cannot reach decode worker \(key): \(error.message)", cause: error)
+        }
+        let (kept, extra) = clients.withLock { clients -> (KVTransferClient, KVTransferClient?) in
+            if let other = clients[key] { return (other, fresh) }
+            clients[key] = fresh
+            return (fresh, nil)
+        }
+        if let extra { await extra.close() }
+        return kept
+    }
+
+    private func evict(host: String, port: Int, _ client: KVTransferClient) async {
+        let key = "\(host):\(port)"
+        let removed = clients.withLock { clients -> Bool in
+            guard clients[key] === client else { return false }
+            clients.removeValue(forKey: key)
+            return true
+        }
+        if removed { await client.close() }
+    }
+}
+
+/// A first-come-first-served lock for async tasks; a waiter whose task is cancelled leaves the line.
+final class FIFOGate: Sendable {
+    private struct State {
+        var held = false
+        var nextTicket: UInt64 = 0
+        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    }
+
+    private let state = Mutex(State())
+
+    var waiting: Int { state.withLock { $0.waiters.count } }
+    var busy: Bool { state.withLock { $0.held } }
+
+    /// Waits for the lock; throws `CancellationError` if the task is cancelled while waiting.
+    func acquire() async throws {
+        let ticket = state.withLock { state -> UInt64 in
+            defer { state.nextTicket += 1 }
+            return state.nextTicket
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let granted = state.withLock { state -> Bool in
+                    if Task.isCancelled { return false }
+                    if !state.held {
+                        state.held = true
+                        return true
+                    }
+                    state.waiters.append((ticket, continuation))
+                    return false
+                }
+                if granted {
+                    continuation.resume()
+                } else if Task.isCancelled, !state.withLock({ $0.waiters.contains { $0.ticket == ticket } }) {
+                    continuation.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard let index = state.waiters.firstIndex(where: { $0.ticket == ticket }) else { return nil }
+                return state.waiters.remove(at: index).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Hands the lock to the next waiter, or frees it.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard !state.waiters.isEmpty else {
+                state.held = false
+                return nil
+            }
+            return state.waiters.removeFirst().continuation
+        }
+        next?.resume()
+    }
+}
