@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "KVTransport",
             dependencies: [
-                "ClusterProtocol", "CIBVerbs",
+                "ClusterProtocol", "CIBVerbs", "CKernels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -75,11 +75,25 @@ let package = Package(
             swiftSettings: optimized
         ),
 
+        // The cluster's control plane: the placement service and its clients (workers' registration and
+        // heartbeats, the router's choice of a prefill/decode pair), and the router's backend that splits
+        // each request between the two workers. Never imports the inference core.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "Placement", "KVTransport", "ClusterProtocol", "Router",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // Prefill and decode workers: glue the inference core to the KV transports.
         .target(
             name: "Worker",
             dependencies: [
-                "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Tokenization", "Router",
+                "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Tokenization", "Router", "Cluster", "Placement",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: optimized
@@ -100,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router", "Worker",
+                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router", "Worker", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -116,10 +130,13 @@ let package = Package(
             name: "RouterTests",
             dependencies: ["Router", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "GGUF", "Router", "Tokenization"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Router", "Tokenization"]),
         // Real processes: spawns the built `baton` executable.
         .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"], exclude: ["Scripts"]),
         .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
+        // Deploy/ artefacts checked with real validators (systemd-analyze, check-jsonschema, kubernetes-validate).
+        .testTarget(name: "DeployTests"),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Placement", "KVTransport", "ClusterProtocol", "Router"]),
     ],
     swiftLanguageModes: [.v6]
 )

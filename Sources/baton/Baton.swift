@@ -12,9 +12,13 @@ struct Baton: AsyncParsableCommand {
             DetokenizeCommand.self,
             GenerateCommand.self,
             ChatCommand.self,
+            UpCommand.self,
+            RouterCommand.self,
             ServeCommand.self,
             BenchCommand.self,
             PlacementCommand.self,
+            ClusterCommand.self,
+            WorkerCommand.self,
             CertsCommand.self,
             KVHandoffCommand.self,
         ]
@@ -25,7 +29,7 @@ struct Baton: AsyncParsableCommand {
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Benchmarks: model speed, tokenizer speed, KV hand-off.",
-        subcommands: [BenchModelCommand.self, BenchTokenizeCommand.self, BenchKVCommand.self]
+        abstract: "Benchmarks: model speed, tokenizer speed, KV hand-off, serving under load.",
+        subcommands: [BenchModelCommand.self, BenchTokenizeCommand.self, BenchKVCommand.self, BenchServeCommand.self]
     )
 }

@@ -1,14 +1,115 @@
 import ArgumentParser
+import Cluster
+import Dispatch
 import Foundation
+import Logging
 import Placement
 
-/// `baton placement …`: the placement service and its tools.
+/// `baton placement …`: the placement service (the default subcommand) and its tools.
 struct PlacementCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "placement",
         abstract: "Placement: decide which workers prefill and decode each request.",
-        subcommands: [PlacementExplainCommand.self]
+        subcommands: [PlacementServeCommand.self, PlacementExplainCommand.self],
+        defaultSubcommand: PlacementServeCommand.self
     )
+}
+
+/// `baton placement [serve]`: the placement service workers register with and routers ask.
+struct PlacementServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the placement service (the default: `baton placement --config F …` is the same).",
+        discussion: """
+            Workers register and heartbeat here over mutual TLS; routers ask it for a prefill/decode pair per \
+            request. Membership is an fsync'd append-only log in --state-dir (membership.log), replayed at \
+            start, so a restarted service knows its workers. The policy file reloads on SIGHUP and when it \
+            changes (checked every second); a bad edit is logged with its file:line:key and the old policy kept.
+              baton certs --out certs --nodes placement,router,prefill-0,decode-0
+              baton placement --config Deploy/config/policy.yaml --listen 127.0.0.1:7400 \\
+                  --state-dir /var/lib/baton/placement --certs certs --node placement
+            """
+    )
+
+    @Option(name: .long, help: "Placement policy YAML (see Deploy/config/policy.yaml); default: built-in defaults.")
+    var config: String?
+
+    @Option(name: .long, help: "Address to listen on, HOST:PORT.")
+    var listen = "127.0.0.1:7400"
+
+    @Option(name: .long, help: "Folder for the membership log (created when missing).")
+    var stateDir: String
+
+    @OptionGroup var identity: NodeTLSOptions
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        _ = try Self.hostPort(listen, option: "--listen")
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    func run() async throws {
+        ParentWatch.exitWithParentIfAsked()
+        var logger = Logger(label: "baton.placement") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let (host, port) = try Self.hostPort(listen, option: "--listen")
+        var configuration = PlacementService.Configuration(
+            stateDirectory: stateDir, policyFile: config, tls: try identity.tls(), insecure: identity.insecure)
+        configuration.host = host
+        configuration.port = port
+        let service: PlacementService
+        do {
+            service = try await PlacementService.start(configuration, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("baton placement: \(error.message)\n".utf8))
+            throw ExitCode.failure
+        }
+        // Signals are delivered to dispatch sources; the service's methods are safe to call from any task.
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        var sources: [any DispatchSourceSignal] = []
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
+        hangup.setEventHandler {
+            logger.info("SIGHUP: reloading the policy")
+            Task { await service.reloadPolicy() }
+        }
+        sources.append(hangup)
+        for number in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler {
+                logger.info("signal \(number): stopping")
+                // Every membership change is already fsync'd: nothing to flush. Workers' open connections would
+                // keep `run` serving, so stop the process once the listener is closed.
+                Task {
+                    await service.close()
+                    Foundation.exit(0)
+                }
+            }
+            sources.append(source)
+        }
+        for source in sources { source.resume() }
+        await service.run()
+        for source in sources { source.cancel() }
+    }
+}
+
+extension PlacementServeCommand {
+    /// "HOST:PORT" (an IPv6 host in brackets) → host and port.
+    static func hostPort(_ text: String, option: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65_535).contains(port) else {
+            throw ValidationError("\(option) must be HOST:PORT, got '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ValidationError("\(option) must be HOST:PORT, got '\(text)'") }
+        return (host, port)
+    }
 }
 
 /// `baton placement explain`: which workers a prompt of a given length would go to under a policy, and why.

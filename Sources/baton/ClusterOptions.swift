@@ -1,0 +1,44 @@
+import ArgumentParser
+import KVTransport
+
+/// How a cluster process proves who it is: `--certs DIR --node NAME` (mutual TLS with the cluster CA),
+/// or `--insecure` (plaintext, for throw-away experiments only).
+struct NodeTLSOptions: ParsableArguments {
+    @Option(name: .long, help: "Directory written by `baton certs` (ca.pem, NODE.pem, NODE-key.pem).")
+    var certs: String?
+
+    @Option(name: .long, help: "This node's name in --certs.")
+    var node: String?
+
+    @Flag(name: .long, help: "Plaintext HTTP/2 without certificates: unencrypted and unauthenticated.")
+    var insecure = false
+
+    func validate() throws {
+        if insecure && (certs != nil || node != nil) {
+            throw ValidationError("give either --certs DIR --node NAME or --insecure, not both")
+        }
+        if !insecure && (certs == nil || node == nil) {
+            throw ValidationError("give --certs DIR and --node NAME (or --insecure for plaintext)")
+        }
+    }
+
+    /// The node's TLS identity; nil in insecure mode.
+    func tls() throws -> KVTransportTLS? {
+        guard !insecure, let certs, let node else { return nil }
+        return try KVTransportTLS.load(directory: certs, node: node)
+    }
+}
+
+/// `--placement HOST:PORT`: where the placement service listens.
+struct PlacementAddressOptions: ParsableArguments {
+    @Option(name: .long, help: "HOST:PORT of the placement service.")
+    var placement: String = "127.0.0.1:7400"
+
+    func validate() throws {
+        _ = try endpoint()
+    }
+
+    func endpoint() throws -> (host: String, port: Int) {
+        try KVHandoffCommand.endpoint(placement, option: "--placement")
+    }
+}

@@ -1,0 +1,218 @@
+import ArgumentParser
+import Cluster
+import Dispatch
+import Foundation
+import GGUF
+import Inference
+import KVTransport
+import Logging
+import Placement
+import Tokenization
+import Worker
+
+/// `baton worker`: a prefill, decode or combined worker of the cluster. Loads only the engines its role
+/// needs, serves the worker control routes and KV transfers on one mutual-TLS listener, registers with the
+/// placement service and heartbeats its load; SIGTERM drains it.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a prefill, decode or combined worker of a Baton cluster.",
+        discussion: """
+            Prints one JSON line {"listening": PORT, "name": NAME} on standard output once it serves.
+            SIGTERM (or SIGINT) drains: new requests are refused with 503, requests in flight finish (at most
+            --drain-timeout seconds), the worker leaves the placement service and exits 0.
+              baton certs --out certs --nodes placement,prefill-0,decode-0
+              baton worker --role decode --placement 127.0.0.1:7400 --listen 127.0.0.1:7411 \\
+                  --certs certs --node decode-0
+            """)
+
+    enum Role: String, ExpressibleByArgument, CaseIterable {
+        case prefill, decode, both
+
+        init(roles: [WorkerRole]) {
+            let set = Set(roles)
+            self = set == [.prefill] ? .prefill : set == [.decode] ? .decode : .both
+        }
+
+        var roles: [WorkerRole] {
+            switch self {
+            case .prefill: [.prefill]
+            case .decode: [.decode]
+            case .both: [.decode, .prefill]
+            }
+        }
+    }
+
+    @Option(name: .long, help: "prefill, decode or both (default: the config's role, else both).")
+    var role: Role?
+    @Option(name: .long, help: "HOST:PORT of the placement service (an https:// or http:// prefix is ignored).")
+    var placement: String
+    @Option(name: .long, help: "HOST:PORT to serve control requests and KV transfers on (port 0: any free port).")
+    var listen: String = "127.0.0.1:7410"
+    @Option(name: .long, help: "HOST:PORT peers reach this worker at (default: the listen address).")
+    var advertise: String?
+    /// `--certs DIR --node NAME` or `--insecure`; the node name is also the worker's unless --config names it.
+    @OptionGroup var nodeTLS: NodeTLSOptions
+    @Option(name: .long, help: "Worker config (YAML): name, threads, labels, declared profile, profile cache.")
+    var config: String?
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Compute threads per engine (default: the config's, else all cores).")
+    var threads: Int?
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode, one for prefill).")
+    var kvBlocks: Int?
+    @Option(name: .long, help: "Most sequences per decode step.")
+    var maxBatch: Int = 8
+    @Option(name: .long, help: "Most tokens per sequence, prompt and completion (capped at the model's).")
+    var context: Int = 2048
+    @Option(name: .long, help: "Seconds SIGTERM waits for requests in flight before leaving anyway.")
+    var drainTimeout: Double = 30
+
+    func validate() throws {
+        _ = try KVHandoffCommand.endpoint(Self.withoutScheme(placement), option: "--placement")
+        _ = try KVHandoffCommand.endpoint(listen, option: "--listen")
+        if let advertise { _ = try KVHandoffCommand.endpoint(advertise, option: "--advertise") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
+        guard context >= 2 else { throw ValidationError("--context must be at least 2") }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more") }
+    }
+
+    func run() async throws {
+        ParentWatch.exitWithParentIfAsked()
+        let logger = KVHandoffCommand.logger("baton.worker")
+        let (listenHost, listenPort) = try KVHandoffCommand.endpoint(listen, option: "--listen")
+        let (placementHost, placementPort) = try KVHandoffCommand.endpoint(Self.withoutScheme(placement), option: "--placement")
+        let workerConfig: WorkerConfig?
+        do { workerConfig = try config.map { try WorkerConfig.load(path: $0) } } catch {
+            throw ValidationError("\(error)")
+        }
+        guard let name = workerConfig?.name ?? nodeTLS.node else {
+            throw ValidationError("name the worker: --node NAME, or `name:` in --config")
+        }
+        let threads = self.threads ?? workerConfig?.threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let role = self.role ?? workerConfig.map { Role(roles: $0.roles) } ?? .both
+        if let declared = workerConfig?.roles, Set(declared) != Set(role.roles) {
+            logger.warning("--role \(role.rawValue) overrides the config's role \(declared.map(\.rawValue).sorted())")
+        }
+
+        // Measured before the engines exist: the probes use BLAS and all the threads.
+        var profileConfig = workerConfig ?? WorkerConfig(name: name)
+        profileConfig.name = name
+        profileConfig.roles = role.roles
+        profileConfig.threads = threads
+        let profiled: DeviceProfiler.Result
+        do { profiled = try DeviceProfiler.profile(for: profileConfig) } catch {
+            throw ValidationError("cannot profile this machine: \(error)")
+        }
+        logger.info("device profile (\(profiled.source.rawValue)): \(Int(profiled.profile.sgemmGFLOPS)) GFLOP/s sgemm, \(String(format: "%.1f", profiled.profile.memoryReadGBps)) GB/s memory read")
+
+        let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
+        let model = try LlamaModel(file: file)
+        let layout = model.kvCacheLayout()
+        let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
+        let contextLength = min(context, model.configuration.contextLength)
+        let contextBlocks = layout.blocks(forTokens: contextLength)
+
+        var transport = KVTransportConfiguration(
+            tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
+        let rdma = RDMADiscovery.discover()
+        transport.rdmaAvailable = !rdma.devices.isEmpty
+
+        var scheduler: DecodeScheduler?
+        if role != .prefill {
+            var settings = DecodeScheduler.Configuration(
+                kvBlocks: kvBlocks ?? maxBatch * contextBlocks, maxBatch: maxBatch, threads: threads,
+                maxContext: contextLength, prefillEngine: role == .both)
+            settings.defaultTransferTimeout = .seconds(30)
+            let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, identity: identity, configuration: settings)
+            decode.start()
+            scheduler = decode
+        }
+        var prefill: PrefillService?
+        if role != .decode {
+            // One prompt at a time: room for one full context.
+            let cache = try PagedKVCache(layout: layout, blockCount: role == .prefill ? (kvBlocks ?? contextBlocks + 1) : contextBlocks + 1)
+            let engine = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: contextLength)
+            prefill = PrefillService(
+                shipper: try PrefillKVShipper(engine: engine, identity: identity), transport: transport, logger: logger)
+        }
+        let service = WorkerService(
+            name: name, decode: scheduler, prefill: prefill, vocabularySize: model.configuration.vocabularySize,
+            logger: logger)
+        let receiver: any KVTransferReceiver = scheduler ?? RefuseTransfers(name: name)
+        let server = try await KVTransferServer.bind(
+            host: listenHost, port: listenPort, configuration: transport, identity: identity, receiver: receiver,
+            routes: service.routes, logger: logger)
+
+        let advertised: (host: String, port: Int)
+        if let advertise {
+            advertised = try KVHandoffCommand.endpoint(advertise, option: "--advertise")
+        } else if ["0.0.0.0", "::", ""].contains(listenHost) {
+            advertised = (ProcessInfo.processInfo.hostName, server.port)
+            logger.warning("listening on all interfaces; advertising \(advertised.host):\(advertised.port) (set --advertise to choose)")
+        } else {
+            advertised = (listenHost, server.port)
+        }
+        let registration = RegisterRequest(
+            profile: profiled.profile, roles: role.roles,
+            address: WorkerAddress(host: advertised.host, port: advertised.port, hostID: transport.hostID),
+            modelFingerprint: identity.modelFingerprint)
+        let client = PlacementClient(
+            host: placementHost, port: placementPort, tls: transport.tls, insecure: nodeTLS.insecure)
+        let agent = WorkerAgent(client: client, registration: registration, load: { service.load() }, logger: logger)
+
+        let serving = Task { await server.run() }
+        let heartbeats = Task { await agent.run() }
+        KVHandoffCommand.emit(["listening": server.port, "name": name])
+        logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(server.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")
+
+        let signal = await Self.waitForTermination()
+        logger.info("\(signal): draining (new requests refused; at most \(drainTimeout) s for \(service.requestsInFlight) in flight)")
+        service.startDraining()
+        agent.setDraining(true)
+        let idle = await service.waitUntilIdle(timeout: .milliseconds(Int(drainTimeout * 1000)))
+        if !idle { logger.warning("\(service.requestsInFlight) requests still in flight after \(drainTimeout) s; leaving anyway") }
+        heartbeats.cancel()
+        await agent.leave()
+        await client.close()
+        await server.close()
+        serving.cancel()
+        scheduler?.shutdown()
+        await prefill?.closeConnections()
+        logger.info("worker \(name) stopped")
+    }
+
+    /// "https://host:port" → "host:port": the placement address as URLs in the docs spell it.
+    static func withoutScheme(_ address: String) -> String {
+        for scheme in ["https://", "http://"] where address.hasPrefix(scheme) {
+            return String(address.dropFirst(scheme.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        }
+        return address
+    }
+
+    /// Waits for SIGTERM or SIGINT; returns the signal's name.
+    static func waitForTermination() async -> String {
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let (names, continuation) = AsyncStream<String>.makeStream()
+        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { continuation.yield(name) }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        for await name in names { return name }
+        return "end"
+    }
+}
+
+/// A prefill-only worker's listener takes no KV: every transfer is refused.
+private struct RefuseTransfers: KVTransferReceiver {
+    let name: String
+
+    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
+        throw KVTransportError(.refused, "worker \(name) is a prefill worker and takes no KV (request \(request.requestID))")
+    }
+}
