@@ -8,7 +8,11 @@ step, llama.cpp's top-5 token ids and logits and its top-2 logit gap, so the tes
 where Baton picks differently. As a control it also records where llama.cpp itself, run with n_batch=1 (prompt
 token by token), departs from its own n_batch=512 continuation: the noise floor of 8-bit activations.
 
-Usage: python3 Deploy/scripts/make_greedy_references.py [--model PATH] [--output PATH]
+With --noise-floor it writes nothing: it reads the fixture and prints how far llama.cpp's teacher-forced logits
+move between n_batch=512 and n_batch=1 (the same tokens, only the prompt's kernel path differs): the size of
+the float-order noise that 8-bit activations amplify, against which Baton's differences can be judged.
+
+Usage: python3 Deploy/scripts/make_greedy_references.py [--model PATH] [--output PATH] [--noise-floor]
 """
 import argparse
 import json
@@ -84,12 +88,46 @@ def divergence(llm, prompt, expected):
     return None
 
 
+def teacher_forced(llm, case):
+    """llama.cpp's logits at every step of `case` when fed the fixture's own tokens: [steps, vocab]."""
+    llm.reset()
+    llm.eval(case["prompt_tokens"])
+    rows = [np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)]
+    for step in range(1, len(case["top2"])):
+        llm.eval([case["tokens"][step - 1]])
+        rows.append(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64))
+    return np.stack(rows)
+
+
+def noise_floor(model, fixture_path):
+    with open(fixture_path) as f:
+        cases = json.load(f)["cases"]
+    batched = Llama(model_path=model, n_ctx=1024, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False)
+    single = Llama(model_path=model, n_ctx=1024, n_batch=1, n_ubatch=1, n_threads=1, logits_all=True, verbose=False)
+    deltas, flips = [], 0
+    for case in cases:
+        a, b = teacher_forced(batched, case), teacher_forced(single, case)
+        for x, y in zip(a, b):
+            top = np.union1d(np.argsort(-x)[:5], np.argsort(-y)[:5])
+            deltas.append(float(np.abs(x[top] - y[top]).max()))
+            flips += int(np.argmax(x) != np.argmax(y))
+    d = np.array(deltas)
+    print(f"llama.cpp n_batch=512 vs n_batch=1, teacher-forced over {len(d)} steps: largest |logit difference| among "
+          f"the top-5 tokens: mean {d.mean():.3f}, p90 {np.percentile(d, 90):.3f}, max {d.max():.3f}; "
+          f"greedy choice differs at {flips} steps")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=os.path.expanduser("~/.cache/baton/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     parser.add_argument("--output", default=os.path.join(here, "../../Tests/InferenceTests/Fixtures/greedy_references.json"))
+    parser.add_argument("--noise-floor", action="store_true",
+                        help="print llama.cpp's own batch-size noise on the existing fixture; write nothing")
     args = parser.parse_args()
+    if args.noise_floor:
+        noise_floor(args.model, args.output)
+        return
 
     llm = Llama(model_path=args.model, n_ctx=1024, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False)
     template_source = llm.metadata["tokenizer.chat_template"]

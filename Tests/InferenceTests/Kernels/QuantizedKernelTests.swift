@@ -5,8 +5,9 @@ import Testing
 
 @Suite("Quantized kernels")
 struct QuantizedKernelTests {
-    /// (rows, columns): the model's shapes, odd row counts and odd block counts.
-    static let shapes: [(Int, Int)] = [(576, 1536), (1536, 576), (37, 160), (5, 32), (19, 96)]
+    /// (rows, columns): the model's shapes, odd row counts and odd block counts, and rows of whole groups of
+    /// 16 blocks with and without an odd tail (the AVX-512 Q4_1 kernel's hexadecets).
+    static let shapes: [(Int, Int)] = [(576, 1536), (1536, 576), (37, 160), (5, 32), (19, 96), (7, 800), (9, 1024)]
 
     /// llama.cpp's x86 quantize_row_q8_1, written out: d = amax/127 kept as f16, q = x·(127/amax) rounded
     /// half to even, s = f16(d·Σq).
