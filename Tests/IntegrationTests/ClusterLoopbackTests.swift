@@ -90,9 +90,10 @@ struct ClusterLoopbackTests {
 
         // A policy edit while requests keep coming: none fails, and new requests follow the new policy.
         let failures = FailureLog()
+        // Stopped by a flag, not by cancelling: a cancelled request would count as a failure.
         let traffic = Task {
             var sent = 0
-            while !Task.isCancelled {
+            while !failures.stopped {
                 let (code, body) = (try? await Self.chat(base, "Count to \(sent).")) ?? (0, "transport error")
                 if code != 200 { failures.add("\(code): \(body)") }
                 sent += 1
@@ -115,7 +116,7 @@ struct ClusterLoopbackTests {
             try await Task.sleep(for: .milliseconds(300))
             counts = try await Self.workerCounts(base)
         } while (counts["p-small/prefill"] == nil || counts["d-slow/decode"] == nil) && ContinuousClock.now < deadline
-        traffic.cancel()
+        failures.stop()
         let sent = await traffic.value
         #expect(counts["p-small/prefill"] != nil && counts["d-slow/decode"] != nil, "the edited policy never applied: \(counts)")
         #expect(failures.all.isEmpty, "\(failures.all.count) of \(sent) requests failed during the policy edit: \(failures.all.prefix(3))")
@@ -208,8 +209,11 @@ private final class Box: @unchecked Sendable { var value = 0 }
 private final class FailureLog: @unchecked Sendable {
     private let lock = NSLock()
     private var failures: [String] = []
+    private var stopRequested = false
     func add(_ failure: String) { lock.withLock { failures.append(failure) } }
     var all: [String] { lock.withLock { failures } }
+    func stop() { lock.withLock { stopRequested = true } }
+    var stopped: Bool { lock.withLock { stopRequested } }
 }
 
 #if canImport(FoundationNetworking)
