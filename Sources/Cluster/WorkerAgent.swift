@@ -66,6 +66,8 @@ public final class WorkerAgent: Sendable {
                 let interval = state.withLock { $0.interval }
                 try? await Task.sleep(for: interval)
             } catch {
+                // Cancelled mid-call: keep the registration, so that `leave` can still say goodbye.
+                if Task.isCancelled { break }
                 if error.code == .rejected {
                     logger.error("placement service refused this worker: \(error.message)")
                 }
