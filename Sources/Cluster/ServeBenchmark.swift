@@ -288,7 +288,9 @@ final class HTTPConnection: @unchecked Sendable {
         self.host = host
     }
 
+    /// Must be called once done (NIO requires the writer to be finished before it goes away).
     func close() {
+        outbound.finish()
         channel.channel.close(promise: nil)
     }
 
