@@ -41,6 +41,23 @@ struct ClusterUpTests {
         let workers = try #require(json["workers"] as? [[String: Any]])
         #expect(Set(workers.compactMap { $0["name"] as? String }) == ["prefill-0", "decode-0"])
 
+        // The serving benchmark against it: every request succeeds, and the figures hang together.
+        let bench = try await BatonProcess.run([
+            "bench", "serve", "--url", "http://127.0.0.1:\(port)", "--concurrency", "1,2", "--requests", "4",
+            "--max-tokens", "6", "--prompt-words", "40", "--json",
+        ], timeout: .seconds(120))
+        #expect(bench.status == 0, "\(bench.error)")
+        let benchJSON = try #require(
+            bench.output.split(separator: "\n").last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
+        let levels = try #require(benchJSON["levels"] as? [[String: Any]])
+        #expect(levels.map { $0["concurrency"] as? Int } == [1, 2])
+        for level in levels {
+            #expect(level["succeeded"] as? Int == 4, "\(level)")
+            let ttft = try #require(level["ttft_ms"] as? [String: Double]), e2e = try #require(level["e2e_ms"] as? [String: Double])
+            #expect(ttft["p50"]! > 0 && ttft["p50"]! <= e2e["p50"]!, "\(level)")
+            #expect((level["output_tokens_per_second"] as? Double ?? 0) > 0)
+        }
+
         // Ctrl-C: `baton up` stops its children (they run in their own process group) and exits 0.
         kill(up.process.processIdentifier, SIGINT)
         #expect(try await up.exitStatus(timeout: .seconds(60)) == 0, "\(up.standardError)")
