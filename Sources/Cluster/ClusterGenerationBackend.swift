@@ -78,6 +78,16 @@ public final class ClusterGenerationBackend: GenerationBackend {
         return verdict
     }
 
+    /// Refreshes the health verdict and the workers' load gauges every `interval` until cancelled, so that
+    /// `/metrics` shows current per-worker load even when nobody polls `/health`.
+    public func refreshPeriodically(every interval: Duration = .seconds(5)) async {
+        while !Task.isCancelled {
+            healthCache.withLock { $0 = nil }
+            _ = await health()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
     public func generate(_ request: GenerationRequest) async throws -> AsyncThrowingStream<GenerationEvent, any Error> {
         var lastError: RouterError?
         for attempt in 1...max(1, configuration.attempts) {

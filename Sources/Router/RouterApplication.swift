@@ -84,6 +84,9 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             // Refusals the cluster expects (no worker, overload, timeout) are warnings; a 500 is a bug or a failure.
             if routerError.code.httpStatus == 500 {
                 logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(routerError)"])
+            } else if request.uri.path == "/health" {
+                // Polled by supervisors while the cluster starts: not worth a warning each time.
+                logger.debug("not ready", metadata: ["error": "\(routerError)"])
             } else if routerError.code.httpStatus > 500 || routerError.code.httpStatus == 429 {
                 logger.warning("request refused", metadata: ["path": "\(request.uri.path)", "error": "\(routerError)"])
             }

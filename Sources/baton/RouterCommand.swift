@@ -76,6 +76,8 @@ struct RouterCommand: AsyncParsableCommand {
             configuration: configuration, tokenizer: tokenizer, template: chat.template, backend: backend,
             metrics: metrics, logger: logger)
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
+        let refresher = Task { await backend.refreshPeriodically() }
+        defer { refresher.cancel() }
         try await app.runService()
         await workers.closeAll()
         await placement.close()
