@@ -71,6 +71,17 @@ final class HTTP2StreamIO: KVStreamIO, @unchecked Sendable {
         try await outbound.write(.data(.init(data: .byteBuffer(buffer), endStream: endStream)))
     }
 
+    /// One DATA frame per buffer, flushed together: a frame then ends mid-flush, where the peer's
+    /// HTTP/2 parser (NIOHTTP2) carries on without copying; at a flush's end it copies the next read.
+    func write(contentsOf buffers: [ByteBuffer]) async throws {
+        if let headers {
+            self.headers = nil
+            headersSent.store(true, ordering: .sequentiallyConsistent)
+            try await outbound.write(.headers(headers))
+        }
+        try await outbound.write(contentsOf: buffers.map { .data(.init(data: .byteBuffer($0), endStream: false)) })
+    }
+
     func abort(sendingFirst finalFrame: ByteBuffer) -> @Sendable () -> Void {
         let channel = self.channel
         let headers = self.initialHeaders

@@ -32,6 +32,39 @@ enum KVFrame {
         if let payload { buffer.writeBytes(payload) }
     }
 
+    /// Writes a chunk frame into `buffer` (cleared first), filling in `chunk.crc32C`: `copyPayload`
+    /// copies the `payloadLength` bytes and checksums them in one pass, straight into their place behind
+    /// room left for the header; the prefix and header then go in front of them (the buffer's readable
+    /// bytes start there).
+    static func writeChunk(
+        _ chunk: inout Baton_V1_KVChunk, payloadLength: Int, into buffer: inout ByteBuffer,
+        copyPayload: (UnsafeMutableRawBufferPointer, inout CRC32C) -> Void
+    ) throws(KVTransportError) {
+        chunk.crc32C = .max  // the widest varint: the header can only get shorter
+        let room: Int
+        do { room = prefixLength + (try chunk.serializedBytes() as [UInt8]).count } catch {
+            throw KVTransportError(.invalidArgument, "could not encode a chunk frame", cause: error)
+        }
+        buffer.clear(minimumCapacity: room + payloadLength)
+        buffer.moveWriterIndex(to: room)
+        var crc = CRC32C()
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: payloadLength) { destination in
+            copyPayload(UnsafeMutableRawBufferPointer(rebasing: destination[0..<payloadLength]), &crc)
+            return payloadLength
+        }
+        chunk.crc32C = crc.value
+        let headerBytes: [UInt8]
+        do { headerBytes = try chunk.serializedBytes() } catch {
+            throw KVTransportError(.invalidArgument, "could not encode a chunk frame", cause: error)
+        }
+        let start = room - prefixLength - headerBytes.count
+        buffer.setInteger(Kind.chunk.rawValue, at: start)
+        buffer.setInteger(UInt32(headerBytes.count), at: start + 1)
+        buffer.setInteger(UInt32(payloadLength), at: start + 5)
+        buffer.setBytes(headerBytes, at: start + prefixLength)
+        buffer.moveReaderIndex(to: start)
+    }
+
     static func buffer(
         _ kind: Kind, _ header: some SwiftProtobuf.Message, allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) throws(KVTransportError) -> ByteBuffer {

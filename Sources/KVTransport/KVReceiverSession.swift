@@ -23,8 +23,13 @@ final class KVReceiverSession {
     private let logger: Logger
     private var decoder: KVFrameDecoder
     private var inbound: (any KVInboundTransfer)?
-    /// One layer's bytes (HTTP/2 transports): filled chunk by chunk, delivered once verified.
+    /// One layer's bytes (HTTP/2 transports, when the receiver offers no landing zone): filled chunk by
+    /// chunk, delivered once verified.
     private var staging: UnsafeMutableRawBufferPointer?
+    /// Where the current layer's chunks are written (HTTP/2 transports): the receiver's landing zone, or
+    /// `staging`; and whether it is the landing zone.
+    private var destination = LayerWriter()
+    private var landed = false
     private var region: SharedMemoryRegion?
     private var rdma: RDMAReceiveEndpoint?
     /// The sender's queue pair, from its handshake (RDMA transfers).
@@ -59,7 +64,7 @@ final class KVReceiverSession {
             watch.cancel()
             staging?.deallocate()
             staging = nil
-            region?.release()
+            if let region { SharedMemoryRegionCache.receiving.giveBack(region) }
             region = nil
             rdma?.close()
             rdma = nil
@@ -95,7 +100,13 @@ final class KVReceiverSession {
             let chunk = try KVFrame.decode(Baton_V1_KVChunk.self, from: header)
             let action = machine.receiveChunk(chunk, payloadLength: payloadLength)
             guard action == .none else { return action }
-            guard staging != nil else { return machine.abort(.protocolViolation, "a chunk before the transfer was set up") }
+            guard let request = machine.request, inbound != nil else {
+                return machine.abort(.protocolViolation, "a chunk before the transfer was set up")
+            }
+            if chunk.offset == 0 {
+                let failure = prepareDestination(layer: Int(chunk.layer), request)
+                guard failure == .none else { return failure }
+            }
             chunkCRC = CRC32C()
             chunkWriteOffset = Int(chunk.offset)
             if !chunk.data.isEmpty {
@@ -103,7 +114,7 @@ final class KVReceiverSession {
             }
             return .none
         case .payload(let piece):
-            guard staging != nil, chunkWriteOffset + piece.readableBytes <= staging!.count else {
+            guard chunkWriteOffset + piece.readableBytes <= destination.byteCount else {
                 return machine.abort(.protocolViolation, "chunk bytes outside a chunk")
             }
             piece.withUnsafeReadableBytes { store($0) }
@@ -122,7 +133,18 @@ final class KVReceiverSession {
                 defer { watchdog.touch() }
                 try await rdma.waitForLayer(layer, timeout: settings.idleTimeout)
             }
-            return machine.receiveLayerReady(ready, computedCRC32C: CRC32C.checksum(layerBytes(layer, request)))
+            let source = layerBytes(layer, request)
+            // With a landing zone, copy and checksum in one pass; what is verified is then exactly what
+            // landed, even if the sender wrote to the shared region again meanwhile.
+            if let zone = inbound?.landingZone(forLayer: layer), zone.byteCount == source.count {
+                var writer = LayerWriter(regions: zone.regions)
+                var crc = CRC32C()
+                writer.write(source, at: 0, checksumming: &crc)
+                landed = true
+                return machine.receiveLayerReady(ready, computedCRC32C: crc.value)
+            }
+            landed = false
+            return machine.receiveLayerReady(ready, computedCRC32C: CRC32C.checksum(source))
         case .frame(.completion, let header, _):
             return machine.receiveCompletion(try KVFrame.decode(Baton_V1_TransferCompletion.self, from: header))
         case .frame(.error, let header, _):
@@ -132,12 +154,29 @@ final class KVReceiverSession {
         }
     }
 
-    /// Copies chunk bytes into the staging layer while checksumming them. The layer is delivered only
-    /// after every chunk's checksum matched, so corrupt bytes never leave this buffer.
+    /// Chooses where `layer`'s chunks go: the receiver's landing zone when it offers one (no staging
+    /// copy), else the staging buffer.
+    private func prepareDestination(layer: Int, _ request: KVTransferRequest) -> KVReceiverStateMachine.Action {
+        if let zone = inbound?.landingZone(forLayer: layer) {
+            guard zone.byteCount == request.layerByteCount else {
+                return machine.abort(.cancelled, "the decode side offered \(zone.byteCount) bytes for layer \(layer) of \(request.layerByteCount)")
+            }
+            destination = LayerWriter(regions: zone.regions)
+            landed = true
+        } else {
+            if staging == nil { staging = .allocate(byteCount: request.layerByteCount, alignment: 64) }
+            destination = LayerWriter(regions: [staging!])
+            landed = false
+        }
+        return .none
+    }
+
+    /// Writes chunk bytes to the layer's destination while checksumming them. The layer is delivered only
+    /// after every chunk's checksum matched (corrupt bytes never reach a decode step: a landing zone is
+    /// not read before `layerLanded`, and is discarded on failure).
     private func store(_ bytes: UnsafeRawBufferPointer) {
-        guard let staging, bytes.count > 0 else { return }
-        UnsafeMutableRawBufferPointer(rebasing: staging[chunkWriteOffset..<chunkWriteOffset + bytes.count]).copyMemory(from: bytes)
-        chunkCRC.update(bytes)
+        guard bytes.count > 0 else { return }
+        destination.write(bytes, at: chunkWriteOffset, checksumming: &chunkCRC)
         chunkWriteOffset += bytes.count
     }
 
@@ -152,7 +191,11 @@ final class KVReceiverSession {
             watchdog.pause()
             defer { watchdog.touch() }
             do {
-                try await inbound.receiveLayer(layer, bytes: layerBytes(layer, request))
+                if landed {
+                    try await inbound.layerLanded(layer)
+                } else {
+                    try await inbound.receiveLayer(layer, bytes: layerBytes(layer, request))
+                }
                 bytesReceived += request.layerByteCount
             } catch {
                 await perform(machine.abort(.cancelled, "the decode side rejected layer \(layer): \(error)"))
@@ -206,11 +249,11 @@ final class KVReceiverSession {
         do throws(KVTransportError) {
             switch transport {
             case .sharedMemory:
-                let region = try SharedMemoryRegion.create(name: SharedMemoryRegion.uniqueName(), byteCount: request.totalByteCount)
+                let region = try SharedMemoryRegionCache.receiving.lease(byteCount: request.totalByteCount)
                 self.region = region
                 accept.sharedMemoryName = region.name
             case .tlsHTTP2, .plaintextHTTP2:
-                staging = .allocate(byteCount: request.layerByteCount, alignment: 64)
+                break  // each layer's destination is chosen at its first chunk
             case .rdma:
                 guard let senderEndpoint else {
                     throw KVTransportError(.protocolViolation, "RDMA chosen but the sender's handshake has no queue pair")
@@ -243,5 +286,48 @@ final class KVReceiverSession {
         var buffer = io.allocator.buffer(capacity: 128)
         guard (try? KVFrame.write(.error, error.proto(requestID: machine.request?.requestID ?? ""), into: &buffer)) != nil else { return }
         try? await io.write(buffer, endStream: true)
+    }
+}
+
+/// Sequential writes into a layer's regions (taken in order as one address range). Writes arrive in
+/// order of offset, so a cursor finds the region without searching.
+private struct LayerWriter {
+    private var regions: [UnsafeMutableRawBufferPointer] = []
+    private var index = 0
+    /// Layer offset where `regions[index]` starts.
+    private var regionStart = 0
+    private(set) var byteCount = 0
+
+    init() {}
+
+    init(regions: [UnsafeMutableRawBufferPointer]) {
+        self.regions = regions
+        byteCount = regions.reduce(0) { $0 + $1.count }
+    }
+
+    /// Copies `bytes` to layer offsets `offset..<offset + bytes.count` (within `byteCount`), adding them
+    /// to `crc` in the same pass.
+    mutating func write(_ bytes: UnsafeRawBufferPointer, at offset: Int, checksumming crc: inout CRC32C) {
+        precondition(offset >= 0 && offset + bytes.count <= byteCount, "layer write out of bounds")
+        if offset < regionStart {
+            index = 0
+            regionStart = 0
+        }
+        var offset = offset
+        var source = bytes
+        while !source.isEmpty {
+            while offset >= regionStart + regions[index].count {
+                regionStart += regions[index].count
+                index += 1
+            }
+            let region = regions[index]
+            let within = offset - regionStart
+            let take = min(source.count, region.count - within)
+            crc.updateCopying(
+                UnsafeRawBufferPointer(rebasing: source[0..<take]),
+                to: UnsafeMutableRawBufferPointer(rebasing: region[within..<within + take]))
+            source = UnsafeRawBufferPointer(rebasing: source[take...])
+            offset += take
+        }
     }
 }

@@ -7,10 +7,18 @@ protocol KVStreamIO: AnyObject {
     func read() async throws -> ByteBuffer?
     /// Queues `buffer`; suspends while the send buffer is full. `endStream` ends this side.
     func write(_ buffer: ByteBuffer, endStream: Bool) async throws
+    /// Queues `buffers` in order and sends them together (one flush).
+    func write(contentsOf buffers: [ByteBuffer]) async throws
     /// Closes both directions at once (the peer sees a reset); wakes pending reads and writes.
     var abort: @Sendable () -> Void { get }
     /// Like `abort`, but first sends `finalFrame` and ends this side, so the peer learns why (used when
     /// a timeout fires while this side is blocked reading).
     func abort(sendingFirst finalFrame: ByteBuffer) -> @Sendable () -> Void
     var allocator: ByteBufferAllocator { get }
+}
+
+extension KVStreamIO {
+    func write(contentsOf buffers: [ByteBuffer]) async throws {
+        for buffer in buffers { try await write(buffer, endStream: false) }
+    }
 }

@@ -2,11 +2,17 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The KV hand-off benchmark behind `baton bench kv`: hands the KV of prompts of several lengths over
 /// each transport that runs here — mutual-TLS HTTP/2, plaintext HTTP/2, shared memory — on loopback,
 /// beside a plain memcpy of the same bytes. Sender and receiver live in this process on separate event
-/// loops; the receiver copies every verified layer into a preallocated pool, as a KV import does.
+/// loops; every layer lands in a preallocated pool, as in a KV import: the HTTP/2 transports write chunks
+/// straight into it (the receiver's landing zone), shared memory copies each verified layer in.
 /// Figures are reported, never asserted.
 public enum KVTransportBenchmark {
     /// One measured hand-off: the best and median of `repetitions` runs.
@@ -16,6 +22,9 @@ public enum KVTransportBenchmark {
         public var bytes: Int
         public var bestSeconds: Double
         public var medianSeconds: Double
+        /// CPU time of the whole process (user + system, every thread) per timed run: with sender and
+        /// receiver in one process, the cost of a hand-off whatever else the machine is doing.
+        public var cpuSecondsPerRun: Double = 0
         /// Bytes / best time, in GB/s (10⁹ bytes).
         public var gigabytesPerSecond: Double { bestSeconds > 0 ? Double(bytes) / bestSeconds / 1e9 : 0 }
     }
@@ -30,7 +39,7 @@ public enum KVTransportBenchmark {
     }
 
     public static let memcpyName = "memcpy"
-    /// CRC32C (slicing-by-8) of the same bytes on one core: the integrity check's cost.
+    /// CRC32C (the hardware kernel) of the same bytes on one core: the integrity check's cost.
     public static let crc32cName = "crc32c"
 
     /// The KV layout of the default model (SmolLM2-135M): 30 layers, 3 KV heads of 64, f16, blocks of 16.
@@ -38,10 +47,11 @@ public enum KVTransportBenchmark {
         modelFingerprint: "benchmark", tokenizerHash: "benchmark", layers: 30, kvHeads: 3, headDim: 64,
         elementType: .f16, blockSize: 16)
 
-    /// Runs every transport at every token count. `progress` receives one line per measurement.
+    /// Runs every transport (or those named in `transports`, e.g. `tls-h2`) at every token count.
+    /// `progress` receives one line per measurement.
     public static func run(
         tokenCounts: [Int] = [2048, 8192], repetitions: Int = 3, identity: KVCompatibilityIdentity = defaultIdentity,
-        progress: @Sendable (String) -> Void = { _ in }
+        transports: Set<String>? = nil, progress: @Sendable (String) -> Void = { _ in }
     ) async throws(KVTransportError) -> Results {
         guard repetitions > 0, !tokenCounts.isEmpty, tokenCounts.allSatisfy({ $0 > 0 }) else {
             throw KVTransportError(.invalidArgument, "benchmark needs positive token counts and repetitions")
@@ -62,12 +72,13 @@ public enum KVTransportBenchmark {
             configuration.idleTimeout = .seconds(30)
             return configuration
         }
-        let setups: [(name: String, server: KVTransportConfiguration, client: KVTransportConfiguration)] = [
+        var setups: [(name: String, server: KVTransportConfiguration, client: KVTransportConfiguration)] = [
             (KVTransportKind.tlsHTTP2.rawValue, configuration(serverNode, sharedMemory: false), configuration(clientNode, sharedMemory: false)),
             (KVTransportKind.plaintextHTTP2.rawValue, configuration(nil, sharedMemory: false), configuration(nil, sharedMemory: false)),
             (KVTransportKind.sharedMemory.rawValue, configuration(serverNode, sharedMemory: true), configuration(clientNode, sharedMemory: true)),
         ]
 
+        if let transports { setups.removeAll { !transports.contains($0.name) } }
         let results: Result<Results, KVTransportError>
         do throws(KVTransportError) {
             results = .success(try await measure(
@@ -117,19 +128,24 @@ public enum KVTransportBenchmark {
                     throw error
                 }
                 var times: [Double] = []
+                var cpuSeconds = 0.0
                 do throws(KVTransportError) {
                     // One untimed warm-up: TLS session, window growth, page faults in the pool.
                     for index in 0...repetitions {
                         var timed = request
                         timed.requestID = "bench-\(index)"
                         let started = ContinuousClock.now
+                        let cpuStarted = processCPUSeconds()
                         let report = try await client.transfer(timed) { transfer in
                             for layer in 0..<identity.layers {
                                 try await transfer.send(layer: layer, bytes: source.layer(layer))
                             }
                             return KVTransferCompletion(firstToken: 0, tokenCount: tokens)
                         }
-                        if index > 0 { times.append(seconds(ContinuousClock.now - started)) }
+                        if index > 0 {
+                            times.append(seconds(ContinuousClock.now - started))
+                            cpuSeconds += processCPUSeconds() - cpuStarted
+                        }
                         guard report.transport.rawValue == setup.name else {
                             throw KVTransportError(.invalidArgument, "benchmark of \(setup.name) ran over \(report.transport.rawValue)")
                         }
@@ -143,7 +159,9 @@ public enum KVTransportBenchmark {
                 await client.close()
                 await server.close()
                 await serving.value
-                measurements.append(measurement(setup.name, tokens: tokens, bytes: request.totalByteCount, times: times))
+                var m = measurement(setup.name, tokens: tokens, bytes: request.totalByteCount, times: times)
+                m.cpuSecondsPerRun = cpuSeconds / Double(repetitions)
+                measurements.append(m)
                 progress(describe(measurements.last!))
             }
         }
@@ -152,8 +170,9 @@ public enum KVTransportBenchmark {
 
     public static func describe(_ m: Measurement) -> String {
         let megabytes = Double(m.bytes) / 1e6
+        let cpu = m.cpuSecondsPerRun > 0 ? ", \(format(m.cpuSecondsPerRun * 1e9 / Double(m.bytes))) CPU s/GB" : ""
         return "\(m.transport) \(m.tokens) tokens (\(Int(megabytes.rounded())) MB): \(format(m.gigabytesPerSecond)) GB/s best, "
-            + "\(format(Double(m.bytes) / m.medianSeconds / 1e9)) GB/s median"
+            + "\(format(Double(m.bytes) / m.medianSeconds / 1e9)) GB/s median\(cpu)"
     }
 
     static func format(_ value: Double) -> String {
@@ -165,6 +184,19 @@ public enum KVTransportBenchmark {
     private static func measurement(_ name: String, tokens: Int, bytes: Int, times: [Double]) -> Measurement {
         let sorted = times.sorted()
         return Measurement(transport: name, tokens: tokens, bytes: bytes, bestSeconds: sorted[0], medianSeconds: sorted[sorted.count / 2])
+    }
+
+    /// User + system CPU time of this process so far (every thread), in seconds.
+    public static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        #if canImport(Glibc)
+        let who = __rusage_who_t(RUSAGE_SELF.rawValue)
+        #else
+        let who = RUSAGE_SELF
+        #endif
+        guard getrusage(who, &usage) == 0 else { return 0 }
+        func value(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return value(usage.ru_utime) + value(usage.ru_stime)
     }
 
     static func seconds(_ duration: Duration) -> Double {
@@ -216,7 +248,8 @@ private final class LayerSource: @unchecked Sendable {
     }
 }
 
-/// A decode side whose "KV cache" is one preallocated buffer: each verified layer is copied in.
+/// A decode side whose "KV cache" is one preallocated buffer: HTTP/2 chunks land in it directly; layers
+/// from shared memory are copied in once verified.
 private final class PoolReceiver: KVTransferReceiver, KVInboundTransfer, @unchecked Sendable {
     let pool: UnsafeMutableRawBufferPointer
     let layerBytes: Int
@@ -239,6 +272,9 @@ private final class PoolReceiver: KVTransferReceiver, KVInboundTransfer, @unchec
     }
 
     func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws { store(layer: layer, bytes: bytes) }
+    func landingZone(forLayer layer: Int) -> KVLandingZone? {
+        KVLandingZone(regions: [UnsafeMutableRawBufferPointer(rebasing: pool[(layer * layerBytes)..<((layer + 1) * layerBytes)])])
+    }
     func complete(_ completion: KVTransferCompletion) async throws {}
     func fail(_ error: KVTransportError) async {}
 }

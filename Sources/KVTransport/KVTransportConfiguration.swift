@@ -25,8 +25,10 @@ public struct KVTransportConfiguration: Sendable {
     public var policy: KVTransportPolicy
     /// Identifies this machine (default: host name and boot id); equal ids on both ends enable shared memory.
     public var hostID: String
-    /// Bytes per KV chunk on HTTP/2 (default 1 MiB; 256 KiB–1 MiB keeps TLS efficient).
-    public var chunkBytes: Int = 1 << 20
+    /// Bytes per KV chunk on HTTP/2 (default 1 MiB less 1 KiB: a chunk and its frame header then fit
+    /// one HTTP/2 DATA frame of the 1 MiB maximum; a chunk split over two frames costs the receiver an
+    /// extra partial copy at each frame boundary).
+    public var chunkBytes: Int = (1 << 20) - 1024
     /// HTTP/2 flow-control window the receiver grants (default 8 MiB): the bytes in flight per transfer.
     public var targetWindowBytes: Int = 8 << 20
     /// Bytes a sender may queue per stream before `send(layer:)` suspends (default 4 MiB): lets the

@@ -3,18 +3,23 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// A POSIX shared-memory object mapped into this process: the same-host data path. The receiver
 /// `create`s it (sized for the whole transfer) and sends its name over the control stream; the sender
 /// `open`s it and writes each layer in place, so KV reaches the receiver without crossing a socket.
 ///
 /// The creator unlinks the name when the region is released (or earlier with `unlink()`); the mapping
-/// stays valid until `release()` or deinit. Not thread-safe; lend `bytes` only inside closures.
+/// stays valid until `release()` or deinit. Regions are reused between transfers through
+/// `SharedMemoryRegionCache`, so a region may be larger than one transfer needs. Not thread-safe (one
+/// transfer uses a region at a time); lend `bytes` only inside closures.
 final class SharedMemoryRegion: @unchecked Sendable {
     let name: String
     let byteCount: Int
     private let base: UnsafeMutableRawPointer
     private let ownsName: Bool
+    /// Device and inode of the object when mapped: tells whether `name` still names it.
+    let identity: (device: UInt64, inode: UInt64)
     private var unlinked = false
     private var released = false
 
@@ -36,24 +41,51 @@ final class SharedMemoryRegion: @unchecked Sendable {
         }
     }
 
-    /// Opens and maps an existing object made by the peer; its size must be exactly `byteCount`.
+    /// Opens and maps an existing object made by the peer for a transfer of `byteCount` bytes; its size
+    /// must be one `SharedMemoryRegionCache` would lease for that (`fits`).
     static func open(name: String, byteCount: Int) throws(KVTransportError) -> SharedMemoryRegion {
+        let (fd, status) = try openExisting(name: name)
+        defer { close(fd) }
+        guard fits(Int(status.st_size), byteCount) else {
+            throw KVTransportError(.sharedMemory, "shared-memory object \(name) has \(status.st_size) bytes, too few or too many for \(byteCount)")
+        }
+        return try SharedMemoryRegion(name: name, fd: fd, byteCount: Int(status.st_size), ownsName: false)
+    }
+
+    /// Whether `name` still names the object this region maps (the peer may have replaced it).
+    func stillNamed() -> Bool {
+        guard let opened = try? Self.openExisting(name: name) else { return false }
+        close(opened.0)
+        return (UInt64(opened.1.st_dev), UInt64(opened.1.st_ino)) == identity
+    }
+
+    private static func openExisting(name: String) throws(KVTransportError) -> (Int32, stat) {
         guard name.hasPrefix("/baton-kv-"), !name.dropFirst().contains("/") else {
             throw KVTransportError(.sharedMemory, "refusing shared-memory name \(name) (expected /baton-kv-…)")
         }
         let fd = shm_open(name, O_RDWR, 0)
         guard fd >= 0 else { throw systemError("shm_open(\(name))") }
-        defer { close(fd) }
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw systemError("fstat(\(name))") }
-        guard Int(status.st_size) == byteCount else {
-            throw KVTransportError(.sharedMemory, "shared-memory object \(name) has \(status.st_size) bytes, expected \(byteCount)")
+        guard fstat(fd, &status) == 0 else {
+            let error = systemError("fstat(\(name))")
+            close(fd)
+            throw error
         }
-        return try SharedMemoryRegion(name: name, fd: fd, byteCount: byteCount, ownsName: false)
+        return (fd, status)
+    }
+
+    /// Whether a region of `capacity` bytes may carry a transfer of `byteCount`: big enough, and not
+    /// more than twice the need plus 16 MiB (a reused region, without letting a peer make this side map
+    /// an arbitrarily large object).
+    static func fits(_ capacity: Int, _ byteCount: Int) -> Bool {
+        capacity >= byteCount && capacity <= 2 * byteCount + (16 << 20)
     }
 
     private init(name: String, fd: Int32, byteCount: Int, ownsName: Bool) throws(KVTransportError) {
         guard byteCount > 0 else { throw KVTransportError(.invalidArgument, "shared-memory region of \(byteCount) bytes") }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw Self.systemError("fstat(\(name))") }
+        self.identity = (UInt64(status.st_dev), UInt64(status.st_ino))
         // Populating up front maps every page in one call instead of one fault per 4 KiB page later.
         #if os(Linux)
         let flags = MAP_SHARED | MAP_POPULATE
@@ -105,5 +137,83 @@ final class SharedMemoryRegion: @unchecked Sendable {
     private static func systemError(_ call: String) -> KVTransportError {
         let code = errno
         return KVTransportError(.sharedMemory, "\(call): \(String(cString: strerror(code))) (errno \(code))")
+    }
+}
+
+/// Shared-memory regions kept mapped between transfers: creating, populating and unmapping a region
+/// of tens to hundreds of megabytes per transfer costs about as much as copying the KV through it.
+///
+/// The receiving side leases a region per transfer (the smallest idle one that `fits`, else a new one,
+/// sized up to a multiple of 16 MiB) and gives it back when the transfer ends, whatever its outcome; the
+/// sending side keeps its mappings of the peer's regions by name, checking that the name still names
+/// the same object before reusing one. Idle regions are bounded (`maximumIdle` each side); idle
+/// receiving regions are unlinked at normal process exit. A peer that keeps a mapping could write into
+/// a region after its transfer: each layer is verified after it is copied out, so that cannot inject KV.
+final class SharedMemoryRegionCache: Sendable {
+    /// The process's receiving-side regions (created here, named to peers).
+    static let receiving = SharedMemoryRegionCache(creates: true)
+    /// The process's mappings of peers' regions.
+    static let sending = SharedMemoryRegionCache(creates: false)
+
+    private let creates: Bool
+    private let idle = Mutex<[SharedMemoryRegion]>([])
+    /// Idle regions kept, at most (each side).
+    let maximumIdle = 4
+
+    private init(creates: Bool) {
+        self.creates = creates
+        if creates {
+            // Names of idle regions would outlive the process in /dev/shm.
+            atexit { SharedMemoryRegionCache.receiving.releaseIdle() }
+        }
+    }
+
+    /// Receiving side: a region for a transfer of `byteCount` bytes, reused when one fits.
+    func lease(byteCount: Int) throws(KVTransportError) -> SharedMemoryRegion {
+        precondition(creates, "lease is for the receiving side")
+        let reused: SharedMemoryRegion? = idle.withLock { regions in
+            let candidates = regions.indices.filter { SharedMemoryRegion.fits(regions[$0].byteCount, byteCount) }
+            guard let best = candidates.min(by: { regions[$0].byteCount < regions[$1].byteCount }) else { return nil }
+            return regions.remove(at: best)
+        }
+        if let reused { return reused }
+        let rounded = (byteCount + (16 << 20) - 1) / (16 << 20) * (16 << 20)
+        return try SharedMemoryRegion.create(name: SharedMemoryRegion.uniqueName(), byteCount: rounded)
+    }
+
+    /// Sending side: the peer's region `name` for a transfer of `byteCount` bytes, from an earlier
+    /// mapping while the name still names the same object.
+    func open(name: String, byteCount: Int) throws(KVTransportError) -> SharedMemoryRegion {
+        precondition(!creates, "open is for the sending side")
+        let cached: SharedMemoryRegion? = idle.withLock { regions in
+            guard let index = regions.firstIndex(where: { $0.name == name }) else { return nil }
+            return regions.remove(at: index)
+        }
+        if let cached {
+            if cached.stillNamed() && SharedMemoryRegion.fits(cached.byteCount, byteCount) { return cached }
+            cached.release()
+        }
+        return try SharedMemoryRegion.open(name: name, byteCount: byteCount)
+    }
+
+    /// Keeps `region` for the next transfer (releasing the oldest idle one beyond `maximumIdle`).
+    func giveBack(_ region: SharedMemoryRegion) {
+        let evicted: [SharedMemoryRegion] = idle.withLock { regions in
+            regions.append(region)
+            guard regions.count > maximumIdle else { return [] }
+            let extra = Array(regions.prefix(regions.count - maximumIdle))
+            regions.removeFirst(regions.count - maximumIdle)
+            return extra
+        }
+        evicted.forEach { $0.release() }
+    }
+
+    /// Releases (and, receiving side, unlinks) every idle region.
+    func releaseIdle() {
+        let all = idle.withLock { regions in
+            defer { regions = [] }
+            return regions
+        }
+        all.forEach { $0.release() }
     }
 }

@@ -120,6 +120,18 @@ public final class DecodeKVReceiver: KVTransferReceiver {
             try owner.locked { () throws(InferenceError) in try cache.importLayer(sequence, layer: layer, bytes: bytes) }
         }
 
+        /// The layer's blocks in the cache: the HTTP/2 transports write each chunk straight there (no staging
+        /// copy). Nothing reads these blocks before the transfer completes, and a failure frees them.
+        func landingZone(forLayer layer: Int) -> KVLandingZone? {
+            let cache = owner.engine.cache, sequence = self.sequence
+            guard let slices = try? owner.locked({ () throws(InferenceError) in try cache.importTarget(sequence, layer: layer) }) else {
+                return nil  // `receiveLayer` then reports the error
+            }
+            return KVLandingZone(regions: slices.map { UnsafeMutableRawBufferPointer(start: $0.pointer, count: $0.byteCount) })
+        }
+
+        func layerLanded(_ layer: Int) async throws {}
+
         func complete(_ completion: KVTransferCompletion) async throws {
             guard completion.tokenCount == request.tokenCount else {
                 throw KVTransportError(

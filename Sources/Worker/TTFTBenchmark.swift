@@ -21,6 +21,14 @@ public enum TTFTBenchmark {
         /// The hand-off alone (KV already computed): what would add to TTFT without overlap.
         public var transferMilliseconds: Double
         public var bytes: Int
+        /// Median CPU time of the whole process per run (user + system, every thread), in milliseconds: unlike
+        /// wall time, hardly affected by what else the machine runs.
+        public var colocatedCPUMilliseconds: Double = 0
+        public var disaggregatedCPUMilliseconds: Double = 0
+
+        /// CPU the hand-off adds to a request (transport, copies, checksums, import): what layer streaming must
+        /// hide behind compute on a machine whose cores the engines already use.
+        public var extraCPUMilliseconds: Double { disaggregatedCPUMilliseconds - colocatedCPUMilliseconds }
 
         /// disaggregated / colocated.
         public var ratio: Double { colocatedMilliseconds > 0 ? disaggregatedMilliseconds / colocatedMilliseconds : 0 }
@@ -85,24 +93,30 @@ public enum TTFTBenchmark {
             for count in tokenCounts {
                 let tokens = prompt(tokenizer, count: count)
                 var colocated: [Double] = [], disaggregated: [Double] = [], transfer: [Double] = []
+                var colocatedCPU: [Double] = [], disaggregatedCPU: [Double] = []
                 var bytes = 0
                 for repetition in 0..<repetitions {
+                    var cpu = KVTransportBenchmark.processCPUSeconds()
                     colocated.append(try colocatedTTFT(prefill, tokens))
+                    colocatedCPU.append((KVTransportBenchmark.processCPUSeconds() - cpu) * 1000)
+                    cpu = KVTransportBenchmark.processCPUSeconds()
                     let report = try await shipper.ship(
                         requestID: "ttft-\(count)-\(repetition)", prompt: tokens, parameters: firstTokenOnly, via: client)
+                    disaggregatedCPU.append((KVTransportBenchmark.processCPUSeconds() - cpu) * 1000)
                     disaggregated.append(report.totalSeconds * 1000)
                     bytes = report.transfer.bytes
                     transfer.append(try await transferOnly(prefill, tokens, identity: identity, via: client, id: "xfer-\(count)-\(repetition)"))
                 }
                 let m = Measurement(
                     tokens: count, colocatedMilliseconds: median(colocated), disaggregatedMilliseconds: median(disaggregated),
-                    transferMilliseconds: median(transfer), bytes: bytes)
+                    transferMilliseconds: median(transfer), bytes: bytes, colocatedCPUMilliseconds: median(colocatedCPU),
+                    disaggregatedCPUMilliseconds: median(disaggregatedCPU))
                 progress(
                     String(
                         format: "ttft %5d tokens: colocated %8.1f ms, disaggregated (mTLS h2, layer-streamed) %8.1f ms (%.3fx); "
-                            + "transfer alone %6.1f ms for %.1f MB, %.0f%% of it hidden",
+                            + "transfer alone %6.1f ms for %.1f MB, %.0f%% of it hidden; CPU %.0f ms colocated, +%.0f ms for the hand-off",
                         count, m.colocatedMilliseconds, m.disaggregatedMilliseconds, m.ratio, m.transferMilliseconds,
-                        Double(bytes) / 1e6, m.hiddenFraction * 100))
+                        Double(bytes) / 1e6, m.hiddenFraction * 100, m.colocatedCPUMilliseconds, m.extraCPUMilliseconds))
                 measurements.append(m)
             }
         } catch {

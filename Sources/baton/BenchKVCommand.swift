@@ -58,6 +58,7 @@ struct BenchKVCommand: AsyncParsableCommand {
             object["ttft_ratio_\(suffix)"] = rounded(m.ratio)
             object["ttft_transfer_ms_\(suffix)"] = rounded(m.transferMilliseconds, 10)
             object["ttft_hidden_fraction_\(suffix)"] = rounded(m.hiddenFraction)
+            object["ttft_extra_cpu_ms_\(suffix)"] = rounded(m.extraCPUMilliseconds, 10)
         }
         let keys: [(String, String)] = [
             ("tls_h2_gbps", KVTransportKind.tlsHTTP2.rawValue), ("plain_h2_gbps", KVTransportKind.plaintextHTTP2.rawValue),
@@ -67,6 +68,10 @@ struct BenchKVCommand: AsyncParsableCommand {
             if let value = results.gigabytesPerSecond(transport) { object[key] = (value * 1000).rounded() / 1000 }
             for m in results.measurements where m.transport == transport {
                 object["\(key.dropLast(5))_\(m.tokens / 1024)k_gbps"] = (m.gigabytesPerSecond * 1000).rounded() / 1000
+                if m.cpuSecondsPerRun > 0 {
+                    // CPU seconds (both ends, one process) per GB handed off.
+                    object["\(key.dropLast(5))_\(m.tokens / 1024)k_cpu_s_per_gb"] = rounded(m.cpuSecondsPerRun * 1e9 / Double(m.bytes))
+                }
             }
         }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

@@ -61,6 +61,80 @@ struct CRC32CLargeTests {
         }
     }
 
+    @Test("The C kernel, its portable fallback and the Swift twin agree on random buffers at every alignment")
+    func kernelMatchesSwiftTwin() {
+        var generator = SystemRandomNumberGenerator()
+        // Around the kernel's block boundaries (3 × 256 and 3 × 8192 bytes) and the Swift twin's (3 × 4096).
+        let lengths = [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 255, 256, 257, 767, 768, 769, 1023, 4097, 12_287, 12_288,
+                       12_289, 24_575, 24_576, 24_577, 49_153, 65_543, 100_003, (1 << 20) + 13]
+        let storage = (0..<(lengths.max()! + 16)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        storage.withUnsafeBytes { all in
+            for length in lengths {
+                for start in 0..<9 {
+                    let bytes = UnsafeRawBufferPointer(rebasing: all[start..<start + length])
+                    let swift = CRC32C.swiftChecksum(bytes)
+                    #expect(CRC32C.checksum(bytes) == swift, "length \(length) start \(start)")
+                    #expect(CRC32C.portableChecksum(bytes) == swift, "portable, length \(length) start \(start)")
+                }
+            }
+        }
+        let small = Array(storage[3..<1_003])
+        #expect(small.withUnsafeBytes { CRC32C.swiftChecksum($0) } == CRC32C.referenceChecksum(small))
+    }
+
+    @Test("The C kernel gives the same checksum in pieces cut at random points")
+    func kernelInRandomPieces() {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<300_001).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let whole = bytes.withUnsafeBytes { CRC32C.swiftChecksum($0) }
+        for _ in 0..<20 {
+            var cuts = (0..<Int.random(in: 1...6, using: &generator)).map { _ in Int.random(in: 0...bytes.count, using: &generator) }
+            cuts = ([0] + cuts + [bytes.count]).sorted()
+            var crc = CRC32C()
+            bytes.withUnsafeBytes { all in
+                for (from, to) in zip(cuts, cuts.dropFirst()) { crc.update(UnsafeRawBufferPointer(rebasing: all[from..<to])) }
+            }
+            #expect(crc.value == whole, "cuts \(cuts)")
+        }
+    }
+
+    @Test("Copying while checksumming copies exactly and gives the Swift twin's checksum")
+    func copyingKernel() {
+        var generator = SystemRandomNumberGenerator()
+        let source = (0..<(3 * 8192 * 2 + 300)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        source.withUnsafeBytes { all in
+            for length in [1, 7, 8, 9, 767, 24_575, 24_577, 3 * 8192 * 2 + 5] {
+                for (start, target) in [(0, 0), (1, 0), (3, 5), (7, 1)] {
+                    let bytes = UnsafeRawBufferPointer(rebasing: all[start..<start + length])
+                    for portable in [false, true] {
+                        let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: length + 16, alignment: 8)
+                        defer { destination.deallocate() }
+                        destination.initializeMemory(as: UInt8.self, repeating: 0xEE)
+                        let window = UnsafeMutableRawBufferPointer(rebasing: destination[target..<target + length])
+                        var crc = CRC32C()
+                        crc.update(UnsafeRawBufferPointer(rebasing: all[0..<3]))  // continues a running checksum
+                        if portable { crc.updateCopyingPortably(bytes, to: window) } else { crc.updateCopying(bytes, to: window) }
+                        var expected = CRC32C()
+                        expected.update(UnsafeRawBufferPointer(rebasing: all[0..<3]))
+                        expected.update(bytes)
+                        let context = "length \(length) from \(start) to \(target), portable \(portable)"
+                        #expect(crc.value == expected.value, "\(context)")
+                        #expect(Array(UnsafeRawBufferPointer(window)) == Array(bytes), "\(context)")
+                        #expect(destination[0..<target].allSatisfy { $0 == 0xEE }, "\(context): wrote before the window")
+                        #expect(destination[(target + length)...].allSatisfy { $0 == 0xEE }, "\(context): wrote past the window")
+                    }
+                }
+            }
+        }
+    }
+
+    #if arch(x86_64)
+    @Test("On x86-64 the kernel uses the SSE4.2 CRC32C instruction")
+    func usesHardware() {
+        #expect(CRC32C.usesHardware)
+    }
+    #endif
+
     @Test("Combining the checksums of two parts gives the checksum of the whole")
     func combine() {
         let a = Array("hello, ".utf8), b = Array("world".utf8)

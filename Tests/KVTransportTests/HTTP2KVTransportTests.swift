@@ -42,6 +42,30 @@ struct HTTP2KVTransportTests {
         return factory(server: server, client: client)
     }()
 
+    @Test("Over mutual TLS, chunks land straight in the receiver's scattered landing zone")
+    func landingZone() async throws { try await TransferScenarios.roundTrip(Self.mutualTLS, expecting: .tlsHTTP2, landing: true) }
+
+    @Test("Over mutual TLS, a flipped bit written into a landing zone is never reported landed")
+    func landingZoneFlippedBit() async throws { try await TransferScenarios.flippedBit(Self.mutualTLS, landing: true) }
+
+    @Test("Over shared memory, each layer is copied and checked into the landing zone in one pass")
+    func sharedMemoryLandingZone() async throws {
+        try await TransferScenarios.roundTrip(Self.sharedMemory, expecting: .sharedMemory, landing: true)
+    }
+
+    @Test("Over shared memory, a flipped bit copied into a landing zone is never reported landed")
+    func sharedMemoryLandingZoneFlippedBit() async throws { try await TransferScenarios.flippedBit(Self.sharedMemory, landing: true) }
+
+    @Test("Over mutual TLS, a layer sent as scattered regions arrives intact")
+    func scatteredLayers() async throws {
+        try await TransferScenarios.roundTrip(Self.mutualTLS, expecting: .tlsHTTP2, landing: true, regions: true)
+    }
+
+    @Test("Over shared memory, a layer sent as scattered regions arrives intact")
+    func sharedMemoryScatteredLayers() async throws {
+        try await TransferScenarios.roundTrip(Self.sharedMemory, expecting: .sharedMemory, regions: true)
+    }
+
     @Test("Mutual TLS carries every layer intact")
     func mutualTLSRoundTrip() async throws { try await TransferScenarios.roundTrip(Self.mutualTLS, expecting: .tlsHTTP2) }
 

@@ -12,15 +12,20 @@ final class RecordingReceiver: KVTransferReceiver, Sendable {
         /// Requests whose reservation is still held (begun, neither completed nor failed).
         var reserved: Set<String> = []
         var transports: [KVTransportKind] = []
+        /// Layers that arrived through a landing zone (`layerLanded`) rather than `receiveLayer`.
+        var landed: [Int] = []
     }
 
     let record = Mutex(Record())
     let refuse: Bool
     let failOnLayer: Int?
+    /// Whether transfers offer a landing zone: each layer in three unevenly sized regions.
+    let landing: Bool
 
-    init(refuse: Bool = false, failOnLayer: Int? = nil) {
+    init(refuse: Bool = false, failOnLayer: Int? = nil, landing: Bool = false) {
         self.refuse = refuse
         self.failOnLayer = failOnLayer
+        self.landing = landing
     }
 
     var snapshot: Record { record.withLock { $0 } }
@@ -32,15 +37,42 @@ final class RecordingReceiver: KVTransferReceiver, Sendable {
             $0.reserved.insert(request.requestID)
             $0.transports.append(transport)
         }
-        return Inbound(owner: self, requestID: request.requestID)
+        return Inbound(owner: self, requestID: request.requestID, layers: request.identity.layers, layerBytes: request.layerByteCount)
     }
 
-    final class Inbound: KVInboundTransfer, Sendable {
+    final class Inbound: KVInboundTransfer, @unchecked Sendable {
         let owner: RecordingReceiver
         let requestID: String
-        init(owner: RecordingReceiver, requestID: String) {
+        /// One buffer per layer, handed out as a landing zone (written only by the transport's task).
+        let landingBuffers: [UnsafeMutableRawBufferPointer]
+
+        init(owner: RecordingReceiver, requestID: String, layers: Int, layerBytes: Int) {
             self.owner = owner
             self.requestID = requestID
+            landingBuffers = owner.landing ? (0..<layers).map { _ in .allocate(byteCount: layerBytes, alignment: 1) } : []
+        }
+
+        deinit { landingBuffers.forEach { $0.deallocate() } }
+
+        func landingZone(forLayer layer: Int) -> KVLandingZone? {
+            guard owner.landing, landingBuffers.indices.contains(layer) else { return nil }
+            let buffer = landingBuffers[layer]
+            // Uneven regions that no chunk boundary lines up with, to exercise the scatter.
+            let first = min(1000, buffer.count), second = min(first + 4001, buffer.count)
+            return KVLandingZone(regions: [
+                UnsafeMutableRawBufferPointer(rebasing: buffer[0..<first]),
+                UnsafeMutableRawBufferPointer(rebasing: buffer[first..<second]),
+                UnsafeMutableRawBufferPointer(rebasing: buffer[second...]),
+            ])
+        }
+
+        func layerLanded(_ layer: Int) async throws {
+            if owner.failOnLayer == layer { throw KVTransportError(.refused, "cannot store layer \(layer)") }
+            let copy = Array(UnsafeRawBufferPointer(landingBuffers[layer]))
+            owner.record.withLock {
+                $0.layers[layer] = copy
+                $0.landed.append(layer)
+            }
         }
 
         func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
@@ -90,6 +122,23 @@ enum Fixtures {
         KVTransferCompletion(
             firstToken: 42, samplingState: KVSamplingState(rngState: [1, 2, 3, 4], recentTokens: [5, 6], parameters: [7]),
             tokenCount: tokens)
+    }
+
+    /// Sends every layer of `request` as three unevenly sized regions (as a paged cache's blocks), then
+    /// the completion.
+    static func produceAllInRegions(_ request: KVTransferRequest) -> (KVOutboundTransfer) async throws -> KVTransferCompletion {
+        { transfer in
+            for layer in 0..<request.identity.layers {
+                let bytes = layerBytes(layer, count: request.layerByteCount)
+                let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+                defer { storage.deallocate() }
+                bytes.withUnsafeBytes { storage.copyMemory(from: $0) }
+                let cuts = [0, 777, 777 + 4099, bytes.count]
+                let regions = zip(cuts, cuts.dropFirst()).map { UnsafeRawBufferPointer(rebasing: storage[$0..<$1]) }
+                try await transfer.send(layer: layer, regions: regions)
+            }
+            return completion(tokens: request.tokenCount)
+        }
     }
 
     /// Sends every layer of `request` then the completion.

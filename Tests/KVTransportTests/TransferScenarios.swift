@@ -11,11 +11,14 @@ typealias SenderFactory = @Sendable (
 /// The same scenarios run over every transport: the in-memory twin, plaintext and mutual-TLS HTTP/2,
 /// shared memory.
 enum TransferScenarios {
-    static func roundTrip(_ make: SenderFactory, expecting transport: KVTransportKind) async throws {
-        let receiver = RecordingReceiver()
+    static func roundTrip(
+        _ make: SenderFactory, expecting transport: KVTransportKind, landing: Bool = false, regions: Bool = false
+    ) async throws {
+        let receiver = RecordingReceiver(landing: landing)
         try await make(receiver, .none, .seconds(5)) { sender in
             let request = Fixtures.request()
-            let report = try await sender.transfer(request, produce: Fixtures.produceAll(request))
+            let produce = regions ? Fixtures.produceAllInRegions(request) : Fixtures.produceAll(request)
+            let report = try await sender.transfer(request, produce: produce)
             #expect(report.bytes == request.totalByteCount)
             #expect(report.transport == transport)
         }
@@ -27,6 +30,7 @@ enum TransferScenarios {
         #expect(record.completions == [Fixtures.completion()])
         #expect(record.failures.isEmpty)
         #expect(record.reserved.isEmpty)
+        #expect(record.landed == (landing ? [0, 1, 2, 3] : []))
     }
 
     static func identityMismatch(_ make: SenderFactory) async throws {
@@ -44,8 +48,8 @@ enum TransferScenarios {
         #expect(receiver.snapshot.begun.isEmpty)
     }
 
-    static func flippedBit(_ make: SenderFactory) async throws {
-        let receiver = RecordingReceiver()
+    static func flippedBit(_ make: SenderFactory, landing: Bool = false) async throws {
+        let receiver = RecordingReceiver(landing: landing)
         try await make(receiver, KVTransferFaults(flipBit: (layer: 2, byteOffset: 5000)), .seconds(5)) { sender in
             let request = Fixtures.request()
             let error = await #expect(throws: KVTransportError.self) {

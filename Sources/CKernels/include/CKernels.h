@@ -103,6 +103,22 @@ float bk_q8_0_dot_scalar(const void *wrow, const void *act, int columns);
 /// Dequantizes `count` consecutive elements of one row (count a multiple of the type's block size).
 void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, int count);
 
+// MARK: - CRC32C (used by the KV transport; independent of the kernels above)
+
+/// CRC32C (Castagnoli) of `len` bytes at `data` (any alignment), continuing from `crc`: pass 0 to start,
+/// and the previous result to checksum a buffer in pieces. Uses SSE4.2 `crc32` when the CPU has it
+/// (detected once at load), else `bk_crc32c_portable`.
+uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
+/// The same checksum with portable C (slicing-by-8), whatever the CPU.
+uint32_t bk_crc32c_portable(uint32_t crc, const void *data, size_t len);
+/// Copies `len` bytes from `src` to `dst` (not overlapping, any alignment) and returns their CRC32C,
+/// continuing from `crc` as `bk_crc32c` does, reading the source once.
+uint32_t bk_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
+/// The same with portable C, whatever the CPU.
+uint32_t bk_crc32c_copy_portable(uint32_t crc, void *dst, const void *src, size_t len);
+/// 1 if `bk_crc32c` uses the SSE4.2 instruction on this CPU, else 0.
+int bk_crc32c_hardware(void);
+
 #ifdef __cplusplus
 }
 #endif
