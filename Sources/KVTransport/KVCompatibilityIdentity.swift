@@ -109,12 +109,35 @@ public struct KVTransferCompletion: Sendable, Equatable {
     public var firstToken: Int32
     public var samplingState: KVSamplingState
     public var tokenCount: Int
+    /// The first token's log-probabilities, when the request asked for them: only the prefill side saw the
+    /// logits it was drawn from.
+    public var firstTokenLogprobs: KVFirstTokenLogprobs?
 
-    public init(firstToken: Int32, samplingState: KVSamplingState = KVSamplingState(), tokenCount: Int) {
+    public init(
+        firstToken: Int32, samplingState: KVSamplingState = KVSamplingState(), tokenCount: Int,
+        firstTokenLogprobs: KVFirstTokenLogprobs? = nil
+    ) {
         self.firstToken = firstToken
         self.samplingState = samplingState
         self.tokenCount = tokenCount
+        self.firstTokenLogprobs = firstTokenLogprobs
     }
+}
+
+/// Log-probability of the first token and the most likely alternatives (best first).
+public struct KVFirstTokenLogprobs: Sendable, Equatable {
+    public var logprob: Float
+    public var topTokens: [Int32]
+    public var topLogprobs: [Float]
+
+    public init(logprob: Float, top: [(Int32, Float)] = []) {
+        self.logprob = logprob
+        self.topTokens = top.map(\.0)
+        self.topLogprobs = top.map(\.1)
+    }
+
+    /// The alternatives as (token, log-probability) pairs.
+    public var top: [(Int32, Float)] { Array(zip(topTokens, topLogprobs)) }
 }
 
 /// What a finished transfer did.

@@ -172,8 +172,10 @@ public struct KVReceiverStateMachine: Sendable {
         guard Int(completion.tokenCount) == request.tokenCount, completion.requestID == request.requestID else {
             return violation("completion for \(completion.tokenCount) tokens of request \(completion.requestID), expected \(request.tokenCount) of \(request.requestID)")
         }
+        let parsed: KVTransferCompletion
+        do { parsed = try KVTransferCompletion(proto: completion) } catch { return violation(error.message) }
         state = .done
-        return .complete(KVTransferCompletion(proto: completion))
+        return .complete(parsed)
     }
 
     public mutating func receivePeerError(_ error: Baton_V1_TransferError) -> Action {

@@ -81,17 +81,32 @@ extension KVTransferCompletion {
         message.samplingState.rngState3 = rng.count > 3 ? rng[3] : 0
         message.samplingState.recentTokens = samplingState.recentTokens
         message.samplingState.parameters = .init(samplingState.parameters)
+        if let logprobs = firstTokenLogprobs {
+            message.firstTokenLogprobs.logprob = logprobs.logprob
+            message.firstTokenLogprobs.topTokens = logprobs.topTokens
+            message.firstTokenLogprobs.topLogprobs = logprobs.topLogprobs
+        }
         return message
     }
 
-    init(proto message: Baton_V1_TransferCompletion) {
+    init(proto message: Baton_V1_TransferCompletion) throws(KVTransportError) {
         let state = message.samplingState
+        var logprobs: KVFirstTokenLogprobs?
+        if message.hasFirstTokenLogprobs {
+            let sent = message.firstTokenLogprobs
+            guard sent.topTokens.count == sent.topLogprobs.count else {
+                throw KVTransportError(
+                    .protocolViolation,
+                    "completion with \(sent.topTokens.count) alternative tokens but \(sent.topLogprobs.count) log-probabilities")
+            }
+            logprobs = KVFirstTokenLogprobs(logprob: sent.logprob, top: Array(zip(sent.topTokens, sent.topLogprobs)))
+        }
         self.init(
             firstToken: message.firstToken,
             samplingState: KVSamplingState(
                 rngState: [state.rngState0, state.rngState1, state.rngState2, state.rngState3],
                 recentTokens: state.recentTokens, parameters: Array(state.parameters)),
-            tokenCount: Int(message.tokenCount))
+            tokenCount: Int(message.tokenCount), firstTokenLogprobs: logprobs)
     }
 }
 

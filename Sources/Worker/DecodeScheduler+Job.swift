@@ -33,6 +33,8 @@ extension DecodeScheduler {
     /// A completed transfer, handed from the transport to the scheduler.
     struct Arrival: Sendable {
         var firstToken: Int32
+        /// Present when the request asked for logprobs (prefill computed them).
+        var firstTokenLogprobs: KVFirstTokenLogprobs?
         var sampler: Sampler
         var transport: KVTransportKind
         var bytes: Int

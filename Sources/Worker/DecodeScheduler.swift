@@ -355,7 +355,8 @@ public final class DecodeScheduler: KVTransferReceiver, @unchecked Sendable {
                 }
                 state = .arrived(
                     Arrival(
-                        firstToken: completion.firstToken, sampler: restored.0, transport: transport, bytes: bytes,
+                        firstToken: completion.firstToken, firstTokenLogprobs: completion.firstTokenLogprobs,
+                        sampler: restored.0, transport: transport, bytes: bytes,
                         seconds: started.duration(to: .now).seconds))
             }
             scheduler.signal()
@@ -500,7 +501,10 @@ public final class DecodeScheduler: KVTransferReceiver, @unchecked Sendable {
                 job.transport = arrival.transport
                 job.kvBytes = arrival.bytes
                 job.transferSeconds = arrival.seconds
-                if accept(SampledToken(id: arrival.firstToken), for: job) {
+                let first = SampledToken(
+                    id: arrival.firstToken, logprob: arrival.firstTokenLogprobs?.logprob,
+                    topLogprobs: arrival.firstTokenLogprobs?.top ?? [])
+                if accept(first, for: job) {
                     active.append(job)
                     move(job, to: .active)
                 }

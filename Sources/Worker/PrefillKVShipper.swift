@@ -22,8 +22,10 @@ public struct KVShipmentReport: Sendable {
 /// sampled token with the sampler's state.
 ///
 /// Prefill runs on a dedicated thread (it is CPU-bound and would otherwise block the async executor the transport
-/// needs); each finished layer is copied out of the cache and queued for the sender, at most `maxBufferedLayers`
-/// at a time: when the sender falls behind (flow control), compute waits. The sequence is freed from the prefill
+/// needs); each finished layer is queued for the sender as the cache blocks that hold it — the transport reads them
+/// in place, so compute spends no time copying — at most `maxBufferedLayers` at a time: when the sender falls
+/// behind (flow control), compute waits. (A finished layer's blocks are not written again while later layers
+/// compute, and the sequence is freed only after the transfer.) The sequence is freed from the prefill
 /// cache before the call returns, whatever happened. One shipment at a time per shipper.
 public final class PrefillKVShipper: Sendable {
     public let engine: PrefillEngine
@@ -79,14 +81,19 @@ public final class PrefillKVShipper: Sendable {
             do {
                 var logits = try engine.prefill(prompt, sequence: sequence) { layer in
                     queue.put {
-                        do { return .layer(layer, try cache.exportLayer(sequence, layer: layer)) } catch {
+                        if let slices = try? cache.importTarget(sequence, layer: layer) {
+                            return .layer(layer, .inPlace(slices.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.byteCount) }))
+                        }
+                        // Blocks shared with another sequence: send a copy.
+                        do { return .layer(layer, .copy(try cache.exportLayer(sequence, layer: layer))) } catch {
                             return .failed(WorkerError(.inference, "could not export layer \(layer)", cause: error))
                         }
                     }
                 }
                 let prefillSeconds = started.duration(to: .now).seconds
                 let first = sampler.sample(logits: &logits)
-                queue.finish(.done(first.id, seed: sampler.seed, prefillSeconds: prefillSeconds))
+                let logprobs = first.logprob.map { KVFirstTokenLogprobs(logprob: $0, top: first.topLogprobs) }
+                queue.finish(.done(first.id, seed: sampler.seed, prefillSeconds: prefillSeconds, logprobs: logprobs))
             } catch {
                 queue.finish(.failed(WorkerError(.inference, "prefill of \(prompt.count) tokens failed", cause: error)))
             }
@@ -103,15 +110,18 @@ public final class PrefillKVShipper: Sendable {
                 try await sender.transfer(request) { transfer in
                     for try await item in queue.items {
                         switch item {
-                        case .layer(let layer, let bytes):
+                        case .layer(let layer, .inPlace(let regions)):
+                            queue.taken()
+                            try await transfer.send(layer: layer, regions: regions)
+                        case .layer(let layer, .copy(let bytes)):
                             queue.taken()
                             try await transfer.send(layer: layer, bytes: bytes)
-                        case .done(let first, let seed, let prefillSeconds):
+                        case .done(let first, let seed, let prefillSeconds, let logprobs):
                             outcome.set(first: first, seed: seed, prefillSeconds: prefillSeconds)
                             return KVTransferCompletion(
                                 firstToken: first,
                                 samplingState: try SamplingHandoff.state(parameters: validated, seed: seed, prompt: prompt),
-                                tokenCount: prompt.count)
+                                tokenCount: prompt.count, firstTokenLogprobs: logprobs)
                         case .failed(let error):
                             outcome.set(error: error)
                             throw error
@@ -145,9 +155,15 @@ public final class PrefillKVShipper: Sendable {
 
 /// The bounded bridge from the synchronous compute thread to the asynchronous sender.
 private final class LayerQueue: @unchecked Sendable {
+    /// A finished layer: its blocks in the prefill cache (in layer-export order), or a copy.
+    enum Layer: @unchecked Sendable {
+        case inPlace([UnsafeRawBufferPointer])
+        case copy([UInt8])
+    }
+
     enum Item: Sendable {
-        case layer(Int, [UInt8])
-        case done(Int32, seed: UInt64, prefillSeconds: Double)
+        case layer(Int, Layer)
+        case done(Int32, seed: UInt64, prefillSeconds: Double, logprobs: KVFirstTokenLogprobs?)
         case failed(WorkerError)
     }
 

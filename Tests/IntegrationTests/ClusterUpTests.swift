@@ -41,6 +41,24 @@ struct ClusterUpTests {
         let workers = try #require(json["workers"] as? [[String: Any]])
         #expect(Set(workers.compactMap { $0["name"] as? String }) == ["prefill-0", "decode-0"])
 
+        // Log-probabilities survive the split: the first token's come from the prefill worker, the rest from decode.
+        // Greedy picks the most likely token, so each chosen token's logprob is its best alternative's.
+        let (logprobStatus, logprobBody) = try await HTTP.post("http://127.0.0.1:\(port)/v1/chat/completions", json: """
+            {"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 2,
+             "messages": [{"role": "user", "content": "Name a colour."}]}
+            """)
+        #expect(logprobStatus == 200, "\(logprobBody)")
+        let logprobJSON = try #require(try JSONSerialization.jsonObject(with: Data(logprobBody.utf8)) as? [String: Any])
+        let choice = try #require((logprobJSON["choices"] as? [[String: Any]])?.first)
+        let content = try #require((choice["logprobs"] as? [String: Any])?["content"] as? [[String: Any]])
+        #expect(!content.isEmpty)
+        for entry in content {
+            let top = try #require(entry["top_logprobs"] as? [[String: Any]])
+            let logprob = try #require(entry["logprob"] as? Double)
+            #expect(top.count == 2 && logprob < 0, "\(entry)")
+            #expect(abs(logprob - (top.first?["logprob"] as? Double ?? 1)) < 1e-4, "\(entry)")
+        }
+
         // The serving benchmark against it: every request succeeds, and the figures hang together.
         let bench = try await BatonProcess.run([
             "bench", "serve", "--url", "http://127.0.0.1:\(port)", "--concurrency", "1,2", "--requests", "4",

@@ -471,6 +471,25 @@ public nonisolated struct Baton_V1_SamplingState: Sendable {
   public init() {}
 }
 
+/// Log-probabilities of the first token, when the request asked for them (only prefill saw its logits).
+public nonisolated struct Baton_V1_FirstTokenLogprobs: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var logprob: Float = 0
+
+  /// most likely first
+  public var topTokens: [Int32] = []
+
+  /// same order and length as top_tokens
+  public var topLogprobs: [Float] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Last frame from the sender.
 public nonisolated struct Baton_V1_TransferCompletion: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -494,11 +513,22 @@ public nonisolated struct Baton_V1_TransferCompletion: Sendable {
   /// tokens whose KV was sent (must equal the handshake's)
   public var tokenCount: UInt32 = 0
 
+  /// set when the sampling parameters ask for logprobs
+  public var firstTokenLogprobs: Baton_V1_FirstTokenLogprobs {
+    get {_firstTokenLogprobs ?? Baton_V1_FirstTokenLogprobs()}
+    set {_firstTokenLogprobs = newValue}
+  }
+  /// Returns true if `firstTokenLogprobs` has been explicitly set.
+  public var hasFirstTokenLogprobs: Bool {self._firstTokenLogprobs != nil}
+  /// Clears the value of `firstTokenLogprobs`. Subsequent reads from it will return its default value.
+  public mutating func clearFirstTokenLogprobs() {self._firstTokenLogprobs = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _samplingState: Baton_V1_SamplingState? = nil
+  fileprivate var _firstTokenLogprobs: Baton_V1_FirstTokenLogprobs? = nil
 }
 
 /// Last frame from the receiver when all went well.
@@ -1133,9 +1163,49 @@ nonisolated extension Baton_V1_SamplingState: SwiftProtobuf.Message, SwiftProtob
   }
 }
 
+nonisolated extension Baton_V1_FirstTokenLogprobs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FirstTokenLogprobs"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}logprob\0\u{3}top_tokens\0\u{3}top_logprobs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
+      case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.topTokens) }()
+      case 3: try { try decoder.decodeRepeatedFloatField(value: &self.topLogprobs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.logprob.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 1)
+    }
+    if !self.topTokens.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.topTokens, fieldNumber: 2)
+    }
+    if !self.topLogprobs.isEmpty {
+      try visitor.visitPackedFloatField(value: self.topLogprobs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_FirstTokenLogprobs, rhs: Baton_V1_FirstTokenLogprobs) -> Bool {
+    if lhs.logprob != rhs.logprob {return false}
+    if lhs.topTokens != rhs.topTokens {return false}
+    if lhs.topLogprobs != rhs.topLogprobs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransferCompletion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}first_token\0\u{3}sampling_state\0\u{3}token_count\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}first_token\0\u{3}sampling_state\0\u{3}token_count\0\u{3}first_token_logprobs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1147,6 +1217,7 @@ nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftP
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.firstToken) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._samplingState) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.tokenCount) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._firstTokenLogprobs) }()
       default: break
       }
     }
@@ -1169,6 +1240,9 @@ nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftP
     if self.tokenCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.tokenCount, fieldNumber: 4)
     }
+    try { if let v = self._firstTokenLogprobs {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1177,6 +1251,7 @@ nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftP
     if lhs.firstToken != rhs.firstToken {return false}
     if lhs._samplingState != rhs._samplingState {return false}
     if lhs.tokenCount != rhs.tokenCount {return false}
+    if lhs._firstTokenLogprobs != rhs._firstTokenLogprobs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
