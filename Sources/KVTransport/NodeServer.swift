@@ -225,11 +225,17 @@ public final class NodeServer: Sendable {
                 for try await stream in connection.streams.inbound {
                     group.addTask { await self.handle(stream) }
                 }
+            } catch let error as NIOSSLError {
+                // A peer without a certificate from the cluster CA (or with none) ends up here.
+                self.logger.warning("refused a connection from \(Self.peer(connection.channel)): TLS handshake failed (\(error))")
             } catch {
-                // TLS refusals (no or foreign certificate) end up here.
-                self.logger.info("connection closed: \(error)")
+                self.logger.info("connection from \(Self.peer(connection.channel)) closed: \(error)")
             }
         }
+    }
+
+    private static func peer(_ channel: any Channel) -> String {
+        channel.remoteAddress.map { "\($0)" } ?? "an unknown peer"
     }
 
     private func handle(_ stream: HTTP2StreamChannel) async {

@@ -100,7 +100,7 @@ struct KVHandoffProcessTests {
         #expect(intruder.status == 1, "the intruder's transfer fails with a clean error: \(intruder.error)")
         #expect(intruder.error.lowercased().contains("kv transfer failed"), "the intruder says why: \(intruder.error)")
         try await decode.wait(for: "the refusal in the log", timeout: .seconds(10)) {
-            $0.standardError.contains("KV connection closed")
+            $0.standardError.contains("TLS handshake failed")
         }
         #expect(decode.standardError.lowercased().contains("ssl") || decode.standardError.lowercased().contains("certificate"),
                 "the refusal names the TLS failure: \(decode.standardError)")
