@@ -63,7 +63,7 @@ extension KVTransportConfiguration {
         http2.connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 256),
             HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoderDefaultMaxHeaderListSize),
-            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxFrameSize, value: max(1 << 20, min((1 << 24) - 1, chunkBytes + 65536))),
             HTTP2Setting(parameter: .initialWindowSize, value: targetWindowBytes),
         ]
         return http2

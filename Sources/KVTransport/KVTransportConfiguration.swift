@@ -28,12 +28,12 @@ public struct KVTransportConfiguration: Sendable {
     /// Bytes per KV chunk on HTTP/2 (default 1 MiB less 1 KiB: a chunk and its frame header then fit
     /// one HTTP/2 DATA frame of the 1 MiB maximum; a chunk split over two frames costs the receiver an
     /// extra partial copy at each frame boundary).
-    public var chunkBytes: Int = (1 << 20) - 1024
+    public var chunkBytes: Int = (4 << 20) - 1024
     /// HTTP/2 flow-control window the receiver grants (default 8 MiB): the bytes in flight per transfer.
-    public var targetWindowBytes: Int = 8 << 20
+    public var targetWindowBytes: Int = 16 << 20
     /// Bytes a sender may queue per stream before `send(layer:)` suspends (default 4 MiB): lets the
     /// producer compute the next layer while this one drains, with bounded memory.
-    public var sendBufferBytes: Int = 4 << 20
+    public var sendBufferBytes: Int = 8 << 20
     /// Longest wait for any progress from the peer: connecting, the handshake, each read and write.
     public var idleTimeout: Duration = .seconds(10)
     /// Longest wait for a TCP connection.
