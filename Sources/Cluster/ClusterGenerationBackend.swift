@@ -149,9 +149,18 @@ public final class ClusterGenerationBackend: GenerationBackend {
         metrics?.countWorkerRequest(worker: decode.name, role: "decode")
         if !open.prefillHere, let prefill = choice.prefill { metrics?.countWorkerRequest(worker: prefill.name, role: "prefill") }
         let (events, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+        // A prefill failure resets the decode stream at once (its worker would otherwise wait for a transfer
+        // that never comes) and is what the client hears, before or after the first token.
+        let prefillFailure = Mutex<AttemptFailure?>(nil)
         let prefillTask: Task<Void, Never>?
         if !open.prefillHere, let prefill = choice.prefill {
-            prefillTask = Task { await self.submitPrefill(request, to: prefill, decode: decode, continuation: continuation) }
+            let cancelDecode = opened.cancel
+            prefillTask = Task {
+                guard let failure = await self.submitPrefill(request, to: prefill, decode: decode) else { return }
+                prefillFailure.withLock { $0 = failure }
+                continuation.finish(throwing: failure.error)
+                cancelDecode()
+            }
         } else {
             prefillTask = nil
         }
@@ -161,7 +170,10 @@ public final class ClusterGenerationBackend: GenerationBackend {
         do {
             head = try await firstOutput(&iterator, worker: decode.name)
         } catch {
+            // The prefill task records its failure before resetting the decode stream.
+            if let failure = prefillFailure.withLock({ $0 }) { throw failure }
             prefillTask?.cancel()
+            opened.cancel()
             if let failure = error as? AttemptFailure { throw failure }
             throw AttemptFailure(error: Self.routerError(error, worker: decode.name), retryable: false)
         }
@@ -170,10 +182,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
             await self.relay(head, rest: &iterator, request: request, decode: decode, to: continuation)
         }
         continuation.onTermination = { termination in
-            if case .cancelled = termination {
-                relay.cancel()
-                prefillTask?.cancel()
-            }
+            relay.cancel()
+            opened.cancel()
+            // After a normal end the prefill request has completed; only an early end must stop it.
+            if case .finished(nil) = termination { return }
+            prefillTask?.cancel()
         }
         return events
     }
@@ -266,12 +279,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
         }
     }
 
-    /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. A failure ends the
-    /// client's stream (the decode worker fails the request too, but the prefill side knows why).
+    /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
+    /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint,
-        continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
-    ) async {
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
+    ) async -> AttemptFailure? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
         submit.promptTokens = request.promptTokens
@@ -288,19 +300,21 @@ public final class ClusterGenerationBackend: GenerationBackend {
             let response = try await client.call(
                 BatonProtocol.WorkerControl.submitPrefill, body: try submit.serializedBytes(),
                 contentType: "application/x-protobuf", timeout: timeout)
+            if Task.isCancelled { return nil }
             guard response.status == 200 else {
-                if Task.isCancelled { return }
-                let failure = Self.refusal(status: response.status, body: response.body, worker: prefill.name)
-                continuation.finish(throwing: failure.error)
-                return
+                return Self.refusal(status: response.status, body: response.body, worker: prefill.name)
             }
             if let result = try? Baton_V1_SubmitPrefillResponse(serializedBytes: response.body) {
                 logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(Self.transportName(result.transport))")
             }
+            return nil
         } catch {
-            if Task.isCancelled { return }
-            continuation.finish(throwing: RouterError(
-                .backendFailure, "prefill worker \(prefill.name) failed: \(error)", cause: error))
+            if Task.isCancelled { return nil }
+            // Unreachable before anything ran: another pair may do.
+            let unreachable = (error as? KVTransportError)?.code == .connectionFailed
+            return AttemptFailure(
+                error: RouterError(.backendFailure, "prefill worker \(prefill.name) failed: \(error)", cause: error),
+                retryable: unreachable)
         }
     }
 

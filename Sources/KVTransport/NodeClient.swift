@@ -22,6 +22,8 @@ public struct NodeStreamResponse: Sendable {
     /// `KVTransportError` when the stream breaks or stays silent past the idle timeout. Cancelling the task
     /// that iterates it resets the stream, which cancels the server's handler.
     public var messages: AsyncThrowingStream<[UInt8], any Error>
+    /// Resets the stream from any task (the server's handler is cancelled; `messages` ends with an error).
+    public var cancel: @Sendable () -> Void
 }
 
 /// One HTTP/2 connection (mutual TLS, or h2c in insecure mode) to another Baton process, for control
@@ -212,7 +214,12 @@ public final class NodeClient: Sendable {
             }
         }
         let (status, errorBody) = try await head.value()
-        return NodeStreamResponse(status: status, body: errorBody, messages: messages)
+        return NodeStreamResponse(
+            status: status, body: errorBody, messages: messages,
+            cancel: {
+                reader.cancel()
+                stream.channel.close(promise: nil)
+            })
     }
 
     private func openStream() async throws(KVTransportError) -> HTTP2StreamChannel {

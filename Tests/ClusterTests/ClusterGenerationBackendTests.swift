@@ -103,6 +103,24 @@ struct ClusterGenerationBackendTests {
         }
     }
 
+    @Test("a failed prefill answers the client at once and resets the decode worker's waiting stream")
+    func prefillFailureResetsDecode() async throws {
+        try await FakeCluster.run(mode: .disaggregated, prefillStatus: 502) { cluster, backend in
+            let started = ContinuousClock.now
+            let error = await #expect(throws: RouterError.self) {
+                _ = try await backend.generate(GenerationRequest(id: "p-fail", promptTokens: [1, 2, 3], maxTokens: 3))
+            }
+            #expect(error?.code == .backendFailure)
+            #expect(error?.message.contains("worker prefill-a: no OpenDecode for p-fail") == true, "\(String(describing: error))")
+            #expect(started.duration(to: .now) < .seconds(5))
+            let deadline = ContinuousClock.now + .seconds(5)
+            while !cluster.log.withLock({ $0.decodeCancelled }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(cluster.log.withLock { $0.decodeCancelled })
+        }
+    }
+
     @Test("health is ready once placement lists an active decode worker")
     func healthFollowsPlacement() async throws {
         try await FakeCluster.run(mode: .disaggregated) { _, backend in
@@ -140,7 +158,7 @@ struct FakeCluster {
     let decodePort: Int
 
     static func run(
-        mode: Mode, drainingRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false,
+        mode: Mode, drainingRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false, prefillStatus: Int? = nil,
         _ body: (FakeCluster, ClusterGenerationBackend) async throws -> Void
     ) async throws {
         let authority = try ClusterCertificates.makeAuthority()
@@ -211,6 +229,11 @@ struct FakeCluster {
         prefillRoutes.on(BatonProtocol.WorkerControl.submitPrefill) { request, response in
             let submit = try Baton_V1_SubmitPrefillRequest(serializedBytes: request.body)
             log.withLock { $0.submitted.append(submit) }
+            if let prefillStatus {
+                let body = #"{"code":"transfer_failed","message":"no OpenDecode for \#(submit.requestID)"}"#
+                try await response.respond(status: prefillStatus, body: Array(body.utf8))
+                return
+            }
             prefillDone.continuation.yield()
             let answer = Baton_V1_SubmitPrefillResponse.with {
                 $0.requestID = submit.requestID
