@@ -102,7 +102,7 @@ public actor PlacementRegistry {
         }
         let now = clock()
         let assignment = Placement.assignRoles(for: request.profile, offered: request.roles, policy: policy)
-        let address = MemberAddress(host: request.address.host, port: request.address.port, hostID: request.address.hostID)
+        let address = request.address
         try append([
             .joined(profile: request.profile, roles: request.roles, address: address,
                     modelFingerprint: request.modelFingerprint, at: now),
@@ -178,7 +178,7 @@ public actor PlacementRegistry {
             return ClusterStatus.Worker(
                 name: worker.name, status: worker.status.rawValue, offeredRoles: worker.offeredRoles,
                 assignedRoles: worker.roles,
-                address: worker.address.map { WorkerAddress(host: $0.host, port: $0.port, hostID: $0.hostID) },
+                address: worker.address,
                 profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports)
         }
         return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
@@ -259,7 +259,7 @@ public actor PlacementRegistry {
         guard let address = state.workers[name]?.address else {
             throw ClusterError(.unavailable, "worker \(name) has no known address; it must register again")
         }
-        return WorkerEndpoint(name: name, address: WorkerAddress(host: address.host, port: address.port, hostID: address.hostID))
+        return WorkerEndpoint(name: name, address: address)
     }
 
     static func isValidName(_ name: String) -> Bool {

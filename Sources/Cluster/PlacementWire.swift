@@ -4,23 +4,8 @@ import Placement
 // The placement service's API bodies (JSON, snake_case keys), shared by the service and its clients.
 // Paths are in `BatonProtocol.Placement`.
 
-/// Where a worker serves its peers.
-public struct WorkerAddress: Codable, Sendable, Equatable {
-    public var host: String
-    public var port: Int
-    /// Same non-empty id on two workers ⇒ same host (shared memory possible).
-    public var hostID: String
-
-    public init(host: String, port: Int, hostID: String) {
-        self.host = host
-        self.port = port
-        self.hostID = hostID
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case host, port, hostID = "host_id"
-    }
-}
+/// Where a worker serves its peers: the same value the membership log keeps.
+public typealias WorkerAddress = MemberAddress
 
 /// A worker chosen for a request: who it is and where to reach it.
 public struct WorkerEndpoint: Codable, Sendable, Equatable {

@@ -29,29 +29,9 @@ public final class KVTransferClient: KVTransferSender {
         if sslContext == nil {
             logger.critical("KV transport connecting to \(host):\(port) WITHOUT TLS: KV bytes are unencrypted and the peer unauthenticated (insecure mode)")
         }
-        let http2 = configuration.http2Configuration()
-        let connected: (any Channel, Connection)
-        do {
-            connected = try await ClientBootstrap(group: group)
-                .connectTimeout(.nanoseconds(configuration.connectTimeout.timeAmountNanoseconds))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .connect(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        if let sslContext {
-                            try channel.pipeline.syncOperations.addHandler(
-                                try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
-                        }
-                        let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
-                            mode: .client, configuration: http2
-                        ) { stream in
-                            stream.eventLoop.makeSucceededVoidFuture()
-                        }
-                        return (channel, multiplexer)
-                    }
-                }
-        } catch {
-            throw KVTransportError(.connectionFailed, "could not connect to \(host):\(port)", cause: error)
-        }
+        let connected = try await NodeClient.connectHTTP2(
+            host: host, port: port, sslContext: sslContext, http2: configuration.http2Configuration(),
+            connectTimeout: configuration.connectTimeout, group: group)
         return KVTransferClient(
             channel: connected.0, multiplexer: connected.1, configuration: configuration,
             authority: "\(host):\(port)", faults: faults, logger: logger)

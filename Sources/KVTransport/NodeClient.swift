@@ -48,11 +48,23 @@ public final class NodeClient: Sendable {
         guard tls != nil || insecure else {
             throw KVTransportError(.invalidArgument, "no TLS certificates given and `insecure` not set for \(host):\(port)")
         }
-        let sslContext = try tls?.makeClientContext()
         let http2 = KVTransportConfiguration(tls: tls, policy: KVTransportPolicy(insecure: insecure)).http2Configuration()
-        let connected: (any Channel, Connection)
+        let connected = try await connectHTTP2(
+            host: host, port: port, sslContext: try tls?.makeClientContext(), http2: http2,
+            connectTimeout: connectTimeout, group: group)
+        return NodeClient(
+            channel: connected.0, multiplexer: connected.1, authority: "\(host):\(port)",
+            scheme: tls == nil ? "http" : "https")
+    }
+
+    /// A TCP connection (TLS when `sslContext` is given) with an HTTP/2 client pipeline: the transport both this
+    /// client and `KVTransferClient` use.
+    static func connectHTTP2(
+        host: String, port: Int, sslContext: NIOSSLContext?, http2: NIOHTTP2Handler.Configuration,
+        connectTimeout: Duration, group: any EventLoopGroup
+    ) async throws(KVTransportError) -> (any Channel, Connection) {
         do {
-            connected = try await ClientBootstrap(group: group)
+            return try await ClientBootstrap(group: group)
                 .connectTimeout(.nanoseconds(connectTimeout.timeAmountNanoseconds))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: host, port: port) { channel in
@@ -72,9 +84,6 @@ public final class NodeClient: Sendable {
         } catch {
             throw KVTransportError(.connectionFailed, "could not connect to \(host):\(port)", cause: error)
         }
-        return NodeClient(
-            channel: connected.0, multiplexer: connected.1, authority: "\(host):\(port)",
-            scheme: tls == nil ? "http" : "https")
     }
 
     private init(channel: any Channel, multiplexer: Connection, authority: String, scheme: String) {

@@ -1,7 +1,7 @@
 /// Where a member of the cluster serves its peers (its node RPC listener), as it registered it. Kept in the
 /// membership log so a restarted placement service can hand out the address before the worker re-registers.
 ///
-/// The placement service's wire type `WorkerAddress` (module Cluster) has the same fields and JSON form.
+/// The placement service's API sends it as is (`WorkerAddress` in module Cluster).
 public struct MemberAddress: Codable, Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int

@@ -48,17 +48,25 @@ struct CertsCommand: ParsableCommand {
         if !force && (FileManager.default.fileExists(atPath: caURL.path) || FileManager.default.fileExists(atPath: caKeyURL.path)) {
             throw ValidationError("\(out) already holds a cluster CA; pass --force to replace it (every node then needs new certificates)")
         }
+        for path in try Self.makeCluster(in: directory, authorityName: authorityName, nodes: nodeNames) { print(path) }
+    }
+
+    /// Writes a new CA and a certificate and key per node into `directory`; returns the certificate paths
+    /// (the CA's first).
+    static func makeCluster(in directory: URL, authorityName: String, nodes: [String]) throws -> [String] {
         let authority = try ClusterCertificates.makeAuthority(name: authorityName)
-        try Self.write(authority.certificatePEM, to: caURL, private: false)
-        try Self.write(authority.privateKeyPEM, to: caKeyURL, private: true)
-        print(caURL.path)
-        for name in nodeNames {
+        let caURL = directory.appendingPathComponent("ca.pem")
+        try write(authority.certificatePEM, to: caURL, private: false)
+        try write(authority.privateKeyPEM, to: directory.appendingPathComponent("ca-key.pem"), private: true)
+        var written = [caURL.path]
+        for name in nodes {
             let issued = try ClusterCertificates.issueNode(name, authority: authority)
             let certificate = directory.appendingPathComponent("\(name).pem")
-            try Self.write(issued.certificatePEM, to: certificate, private: false)
-            try Self.write(issued.privateKeyPEM, to: directory.appendingPathComponent("\(name)-key.pem"), private: true)
-            print(certificate.path)
+            try write(issued.certificatePEM, to: certificate, private: false)
+            try write(issued.privateKeyPEM, to: directory.appendingPathComponent("\(name)-key.pem"), private: true)
+            written.append(certificate.path)
         }
+        return written
     }
 
     static func write(_ text: String, to url: URL, private isPrivate: Bool) throws {

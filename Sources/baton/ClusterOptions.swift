@@ -39,6 +39,26 @@ struct PlacementAddressOptions: ParsableArguments {
     }
 
     func endpoint() throws -> (host: String, port: Int) {
-        try KVHandoffCommand.endpoint(placement, option: "--placement")
+        try Endpoint.parse(placement, option: "--placement")
+    }
+}
+
+/// `HOST:PORT` command-line values.
+enum Endpoint {
+    /// "HOST:PORT" → host and port. An IPv6 host may be bracketed ("[::1]:7400"); an `http://` or `https://`
+    /// prefix and a trailing "/" are accepted, since addresses are often copied from URLs.
+    static func parse(_ text: String, option: String) throws -> (host: String, port: Int) {
+        var address = Substring(text)
+        for scheme in ["https://", "http://"] where address.hasPrefix(scheme) {
+            address = address.dropFirst(scheme.count)
+        }
+        while address.hasSuffix("/") { address = address.dropLast() }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (0...65_535).contains(port)
+        else { throw ValidationError("\(option) takes HOST:PORT, got \"\(text)\"") }
+        var host = address[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { throw ValidationError("\(option) takes HOST:PORT, got \"\(text)\"") }
+        return (String(host), port)
     }
 }

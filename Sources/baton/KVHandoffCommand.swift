@@ -29,38 +29,22 @@ struct KVHandoffCommand: AsyncParsableCommand {
 
     /// Transport flags shared by both sides.
     struct TransportOptions: ParsableArguments {
-        @Option(name: .long, help: "Directory written by `baton certs` (ca.pem, NODE.pem, NODE-key.pem).")
-        var certs: String?
-        @Option(name: .long, help: "This node's name in --certs.")
-        var node: String?
-        @Flag(name: .long, help: "Plaintext HTTP/2 without certificates: unencrypted and unauthenticated.")
-        var insecure = false
+        @OptionGroup var identity: NodeTLSOptions
         @Option(name: .long, help: "Seconds any network wait may last (connect, handshake, each read and write).")
         var timeout: Double = 10
 
         func validate() throws {
             guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-            if !insecure && (certs == nil || node == nil) {
-                throw ValidationError("give --certs DIR and --node NAME (or --insecure for plaintext)")
-            }
         }
 
         func configuration(allowSharedMemory: Bool) throws -> KVTransportConfiguration {
             var configuration = KVTransportConfiguration(
-                tls: insecure ? nil : try KVTransportTLS.load(directory: certs!, node: node!),
-                policy: KVTransportPolicy(allowRDMA: true, allowSharedMemory: allowSharedMemory, insecure: insecure))
+                tls: try identity.tls(),
+                policy: KVTransportPolicy(allowRDMA: true, allowSharedMemory: allowSharedMemory, insecure: identity.insecure))
             configuration.idleTimeout = .milliseconds(Int(timeout * 1000))
             configuration.connectTimeout = .milliseconds(Int(timeout * 1000))
             return configuration
         }
-    }
-
-    /// "HOST:PORT".
-    static func endpoint(_ text: String, option: String) throws -> (host: String, port: Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port),
-            colon != text.startIndex
-        else { throw ValidationError("\(option) takes HOST:PORT, got \"\(text)\"") }
-        return (String(text[..<colon]), port)
     }
 
     static func logger(_ label: String) -> Logger {
@@ -102,7 +86,7 @@ extension KVHandoffCommand {
         var idleExit: Double = 0
 
         func validate() throws {
-            _ = try KVHandoffCommand.endpoint(listen, option: "--listen")
+            _ = try Endpoint.parse(listen, option: "--listen")
             guard requests >= 0 else { throw ValidationError("--requests must be 0 or more") }
             guard context >= 2 else { throw ValidationError("--context must be at least 2") }
             guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -110,7 +94,7 @@ extension KVHandoffCommand {
         }
 
         func run() async throws {
-            let (host, port) = try KVHandoffCommand.endpoint(listen, option: "--listen")
+            let (host, port) = try Endpoint.parse(listen, option: "--listen")
             let (model, tokenizer) = try KVHandoffCommand.loadModel(modelOptions)
             let layout = model.kvCacheLayout()
             let contextLength = min(context, model.configuration.contextLength)
@@ -123,7 +107,7 @@ extension KVHandoffCommand {
                 host: host, port: port, configuration: try transport.configuration(allowSharedMemory: true),
                 identity: identity, receiver: receiver, logger: logger)
             KVHandoffCommand.emit(["listening": server.port])
-            logger.info("decode side listening on \(host):\(server.port) (\(transport.insecure ? "plaintext, insecure" : "mutual TLS"))")
+            logger.info("decode side listening on \(host):\(server.port) (\(transport.identity.insecure ? "plaintext, insecure" : "mutual TLS"))")
 
             signal(SIGTERM, SIG_IGN)
             let terminate = DispatchSource.makeSignalSource(signal: SIGTERM)
@@ -187,11 +171,11 @@ extension KVHandoffCommand {
         @OptionGroup var sampling: GenerateCommand.SamplingOptions
 
         func validate() throws {
-            _ = try KVHandoffCommand.endpoint(connect, option: "--connect")
+            _ = try Endpoint.parse(connect, option: "--connect")
         }
 
         func run() async throws {
-            let (host, port) = try KVHandoffCommand.endpoint(connect, option: "--connect")
+            let (host, port) = try Endpoint.parse(connect, option: "--connect")
             let (model, tokenizer) = try KVHandoffCommand.loadModel(modelOptions)
             let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
             guard !tokens.isEmpty else { throw ValidationError("the prompt is empty") }

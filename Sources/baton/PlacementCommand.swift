@@ -46,7 +46,7 @@ struct PlacementServeCommand: AsyncParsableCommand {
     var logLevel = "info"
 
     func validate() throws {
-        _ = try Self.hostPort(listen, option: "--listen")
+        _ = try Endpoint.parse(listen, option: "--listen")
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -56,7 +56,7 @@ struct PlacementServeCommand: AsyncParsableCommand {
         ParentWatch.exitWithParentIfAsked()
         var logger = Logger(label: "baton.placement") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let (host, port) = try Self.hostPort(listen, option: "--listen")
+        let (host, port) = try Endpoint.parse(listen, option: "--listen")
         var configuration = PlacementService.Configuration(
             stateDirectory: stateDir, policyFile: config, tls: try identity.tls(), insecure: identity.insecure)
         configuration.host = host
@@ -95,20 +95,6 @@ struct PlacementServeCommand: AsyncParsableCommand {
         for source in sources { source.resume() }
         await service.run()
         for source in sources { source.cancel() }
-    }
-}
-
-extension PlacementServeCommand {
-    /// "HOST:PORT" (an IPv6 host in brackets) → host and port.
-    static func hostPort(_ text: String, option: String) throws -> (host: String, port: Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (0...65_535).contains(port) else {
-            throw ValidationError("\(option) must be HOST:PORT, got '\(text)'")
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { throw ValidationError("\(option) must be HOST:PORT, got '\(text)'") }
-        return (host, port)
     }
 }
 

@@ -126,14 +126,7 @@ struct UpCommand: AsyncParsableCommand {
             && nodes.allSatisfy { manager.fileExists(atPath: "\(directory)/\($0)-key.pem") }
         if complete { return }
         try manager.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let authority = try ClusterCertificates.makeAuthority(name: "Baton up CA")
-        try CertsCommand.write(authority.certificatePEM, to: URL(fileURLWithPath: directory + "/ca.pem"), private: false)
-        try CertsCommand.write(authority.privateKeyPEM, to: URL(fileURLWithPath: directory + "/ca-key.pem"), private: true)
-        for node in nodes {
-            let issued = try ClusterCertificates.issueNode(node, authority: authority)
-            try CertsCommand.write(issued.certificatePEM, to: URL(fileURLWithPath: "\(directory)/\(node).pem"), private: false)
-            try CertsCommand.write(issued.privateKeyPEM, to: URL(fileURLWithPath: "\(directory)/\(node)-key.pem"), private: true)
-        }
+        _ = try CertsCommand.makeCluster(in: URL(fileURLWithPath: directory, isDirectory: true), authorityName: "Baton up CA", nodes: nodes)
         FileHandle.standardError.write(Data("[up] made a cluster CA and certificates for \(nodes.joined(separator: ", ")) in \(directory)\n".utf8))
     }
 

@@ -68,9 +68,9 @@ struct WorkerCommand: AsyncParsableCommand {
     var drainTimeout: Double = 30
 
     func validate() throws {
-        _ = try KVHandoffCommand.endpoint(Self.withoutScheme(placement), option: "--placement")
-        _ = try KVHandoffCommand.endpoint(listen, option: "--listen")
-        if let advertise { _ = try KVHandoffCommand.endpoint(advertise, option: "--advertise") }
+        _ = try Endpoint.parse(placement, option: "--placement")
+        _ = try Endpoint.parse(listen, option: "--listen")
+        if let advertise { _ = try Endpoint.parse(advertise, option: "--advertise") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
@@ -81,8 +81,8 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         ParentWatch.exitWithParentIfAsked()
         let logger = KVHandoffCommand.logger("baton.worker")
-        let (listenHost, listenPort) = try KVHandoffCommand.endpoint(listen, option: "--listen")
-        let (placementHost, placementPort) = try KVHandoffCommand.endpoint(Self.withoutScheme(placement), option: "--placement")
+        let (listenHost, listenPort) = try Endpoint.parse(listen, option: "--listen")
+        let (placementHost, placementPort) = try Endpoint.parse(placement, option: "--placement")
         let workerConfig: WorkerConfig?
         do { workerConfig = try config.map { try WorkerConfig.load(path: $0) } } catch {
             throw ValidationError("\(error)")
@@ -147,7 +147,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
         let advertised: (host: String, port: Int)
         if let advertise {
-            advertised = try KVHandoffCommand.endpoint(advertise, option: "--advertise")
+            advertised = try Endpoint.parse(advertise, option: "--advertise")
         } else if ["0.0.0.0", "::", ""].contains(listenHost) {
             advertised = (ProcessInfo.processInfo.hostName, server.port)
             logger.warning("listening on all interfaces; advertising \(advertised.host):\(advertised.port) (set --advertise to choose)")
@@ -181,14 +181,6 @@ struct WorkerCommand: AsyncParsableCommand {
         scheduler?.shutdown()
         await prefill?.closeConnections()
         logger.info("worker \(name) stopped")
-    }
-
-    /// "https://host:port" → "host:port": the placement address as URLs in the docs spell it.
-    static func withoutScheme(_ address: String) -> String {
-        for scheme in ["https://", "http://"] where address.hasPrefix(scheme) {
-            return String(address.dropFirst(scheme.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        }
-        return address
     }
 
     /// Waits for SIGTERM or SIGINT; returns the signal's name.
