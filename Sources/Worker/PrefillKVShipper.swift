@@ -21,21 +21,23 @@ public struct KVShipmentReport: Sendable {
 /// KV to a decode worker layer by layer — layer L goes on the wire while layer L+1 computes — then sends the first
 /// sampled token with the sampler's state.
 ///
-/// Prefill runs on a dedicated thread (it is CPU-bound and would otherwise block the async executor the transport
-/// needs); each finished layer is queued for the sender as the cache blocks that hold it — the transport reads them
-/// in place, so compute spends no time copying — at most `maxBufferedLayers` at a time: when the sender falls
-/// behind (flow control), compute waits. (A finished layer's blocks are not written again while later layers
-/// compute, and the sequence is freed only after the transfer.) The sequence is freed from the prefill
-/// cache before the call returns, whatever happened. One shipment at a time per shipper.
+/// Shipments may run concurrently: their prompts are batched into shared forward passes by a `PrefillBatcher`,
+/// whose one thread owns the engine and its cache (prefill is CPU-bound and would otherwise block the async
+/// executor the transport needs). Each finished layer is queued for its shipment's sender as the cache blocks
+/// that hold it — the transport reads them in place, so compute spends no time copying — at most
+/// `maxBufferedLayers` at a time: when a sender falls behind (flow control), compute waits. (A finished layer's
+/// blocks are not written again while later layers compute, and the sequence is freed only after the transfer.)
+/// The sequence is freed from the prefill cache before the call returns, whatever happened. The shipper owns the
+/// engine's cache: nothing else may use it while the shipper lives.
 public final class PrefillKVShipper: Sendable {
     public let engine: PrefillEngine
     public let identity: KVCompatibilityIdentity
     public let maxBufferedLayers: Int
-    private let busy = Mutex(false)
+    private let batcher: PrefillBatcher
 
     /// - Parameters:
     ///   - identity: must describe `engine`'s model and cache (see `KVCompatibilityIdentity(model:tokenizer:layout:)`).
-    ///   - maxBufferedLayers: layers copied out and waiting for the sender, at most (bounds memory).
+    ///   - maxBufferedLayers: layers queued for each sender, at most (bounds memory).
     public init(engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4) throws(WorkerError) {
         let layout = engine.cache.layout
         guard identity.layers == layout.layers, identity.kvHeads == layout.kvHeads, identity.headDim == layout.headDim,
@@ -49,58 +51,56 @@ public final class PrefillKVShipper: Sendable {
         self.engine = engine
         self.identity = identity
         self.maxBufferedLayers = maxBufferedLayers
+        batcher = PrefillBatcher(engine: engine)
+    }
+
+    deinit { batcher.stop() }
+
+    /// Prompts waiting for cache room or their first forward pass.
+    public var waiting: Int { batcher.waiting }
+    /// Prompts holding KV in the prefill cache (being prefilled or sent).
+    public var admitted: Int { batcher.admitted }
+    /// KV blocks of the prefill cache reserved by admitted prompts.
+    public var reservedBlocks: Int { batcher.reserved }
+    /// Forward passes run so far and the prompt tokens they held: their ratio is the mean tokens per pass.
+    public var passes: (count: Int, tokens: Int) {
+        let p = batcher.passes
+        return (p.count, p.rows)
     }
 
     /// Prefills `prompt`, streams its KV through `sender` under `requestID`, and sends the first token drawn with
     /// `parameters` (seeded: the decode side continues the same random stream).
     ///
-    /// Throws `.invalidArgument` for an empty prompt or bad parameters, `.inference` when prefill fails, `.transfer`
-    /// when the transport does (the receiver has then freed what it had), `.busy` when a shipment is running.
+    /// Throws `.invalidArgument` for an empty or out-of-vocabulary prompt, one longer than the engine's context or
+    /// its cache, or bad parameters; `.inference` when prefill fails, `.transfer` when the transport does (the
+    /// receiver has then freed what it had).
     public func ship(
         requestID: String, prompt: [Int32], parameters: SamplingParameters, via sender: any KVTransferSender
     ) async throws(WorkerError) -> KVShipmentReport {
         let vocabulary = engine.model.configuration.vocabularySize
         guard !prompt.isEmpty else { throw WorkerError(.invalidArgument, "the prompt is empty") }
+        if let bad = prompt.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
+            throw WorkerError(.invalidArgument, "token id \(bad) is outside the vocabulary (0..<\(vocabulary))")
+        }
+        guard prompt.count <= engine.maxContext else {
+            throw WorkerError(
+                .invalidArgument, "the prompt has \(prompt.count) tokens; this prefill worker's context is \(engine.maxContext)")
+        }
+        let blocks = engine.cache.layout.blocks(forTokens: prompt.count)
+        guard blocks <= engine.cache.blockCount else {
+            throw WorkerError(
+                .invalidArgument,
+                "the prompt needs \(blocks) KV blocks; this prefill worker's cache has \(engine.cache.blockCount)")
+        }
         let validated: SamplingParameters
         do { validated = try parameters.validated(vocabularySize: vocabulary) } catch {
             throw WorkerError(.invalidArgument, error.message, cause: error)
         }
-        guard busy.withLock({ busy in
-            defer { busy = true }
-            return !busy
-        }) else { throw WorkerError(.busy, "a shipment is already running on this prefill worker") }
-        defer { busy.withLock { $0 = false } }
 
         let started = ContinuousClock.now
-        let cache = engine.cache
-        let sequence = cache.createSequence()
         let queue = LayerQueue(capacity: maxBufferedLayers)
-        let engine = self.engine
-        let thread = Thread {
-            var sampler = SamplingHandoff.sampler(parameters: validated, prompt: prompt, vocabularySize: vocabulary)
-            do {
-                var logits = try engine.prefill(prompt, sequence: sequence) { layer in
-                    queue.put {
-                        if let slices = try? cache.importTarget(sequence, layer: layer) {
-                            return .layer(layer, .inPlace(slices.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.byteCount) }))
-                        }
-                        // Blocks shared with another sequence: send a copy.
-                        do { return .layer(layer, .copy(try cache.exportLayer(sequence, layer: layer))) } catch {
-                            return .failed(WorkerError(.inference, "could not export layer \(layer)", cause: error))
-                        }
-                    }
-                }
-                let prefillSeconds = started.duration(to: .now).seconds
-                let first = sampler.sample(logits: &logits)
-                let logprobs = first.logprob.map { KVFirstTokenLogprobs(logprob: $0, top: first.topLogprobs) }
-                queue.finish(.done(first.id, seed: sampler.seed, prefillSeconds: prefillSeconds, logprobs: logprobs))
-            } catch {
-                queue.finish(.failed(WorkerError(.inference, "prefill of \(prompt.count) tokens failed", cause: error)))
-            }
-        }
-        thread.name = "baton.prefill-shipper"
-        thread.stackSize = 8 << 20
-        thread.start()
+        let job = PrefillBatcher.Job(prompt: prompt, parameters: validated, queue: queue, started: started, blocks: blocks)
+        batcher.submit(job)
 
         let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count)
         let outcome = Outcome()
@@ -132,10 +132,9 @@ public final class PrefillKVShipper: Sendable {
         } catch {
             result = .failure(error)
         }
-        // Let the compute thread run out (its callbacks now return at once), then free the sequence.
+        // Silence the lane's puts for this prompt, take it out of the lane and free its sequence.
         queue.cancel()
-        do { for try await _ in queue.items {} } catch {}
-        cache.free(sequence)
+        await batcher.release(job)
 
         switch result {
         case .success(let report):
@@ -150,66 +149,6 @@ public final class PrefillKVShipper: Sendable {
             if let computeError = outcome.error { throw computeError }
             throw WorkerError(.transfer, "KV transfer of request \(requestID) failed: \(error.message)", cause: error)
         }
-    }
-}
-
-/// The bounded bridge from the synchronous compute thread to the asynchronous sender.
-private final class LayerQueue: @unchecked Sendable {
-    /// A finished layer: its blocks in the prefill cache (in layer-export order), or a copy.
-    enum Layer: @unchecked Sendable {
-        case inPlace([UnsafeRawBufferPointer])
-        case copy([UInt8])
-    }
-
-    enum Item: Sendable {
-        case layer(Int, Layer)
-        case done(Int32, seed: UInt64, prefillSeconds: Double, logprobs: KVFirstTokenLogprobs?)
-        case failed(WorkerError)
-    }
-
-    let items: AsyncThrowingStream<Item, any Error>
-    private let continuation: AsyncThrowingStream<Item, any Error>.Continuation
-    /// Guards `room` and `cancelled`; the compute thread waits on it for room.
-    private let condition = NSCondition()
-    /// Layers that may still be queued before the sender takes one.
-    private var room: Int
-    private var cancelled = false
-
-    init(capacity: Int) {
-        (items, continuation) = AsyncThrowingStream.makeStream()
-        room = capacity
-    }
-
-    /// Compute thread: waits for room, then queues what `make` builds (not built at all once cancelled).
-    func put(_ make: () -> Item) {
-        condition.lock()
-        while room == 0 && !cancelled { condition.wait() }
-        let proceed = !cancelled
-        if proceed { room -= 1 }
-        condition.unlock()
-        if proceed { continuation.yield(make()) }
-    }
-
-    /// Sender: a queued layer was taken off the queue.
-    func taken() {
-        condition.lock()
-        room += 1
-        condition.signal()
-        condition.unlock()
-    }
-
-    /// Compute thread: the last item; ends the stream.
-    func finish(_ item: Item) {
-        continuation.yield(item)
-        continuation.finish()
-    }
-
-    /// Sender gave up: unblocks and silences the compute thread.
-    func cancel() {
-        condition.lock()
-        cancelled = true
-        condition.broadcast()
-        condition.unlock()
     }
 }
 

@@ -15,9 +15,9 @@ public struct PrefillResult: Sendable {
     public var transferSeconds: Double
 }
 
-/// The prefill worker's queue: prompts run one at a time, in arrival order, through a `PrefillKVShipper`, each
-/// streaming its KV to the decode worker the request names over a pooled `KVTransferClient` (one connection
-/// per decode address; the transport picks shared memory on one host by itself).
+/// The prefill worker's queue: prompts go to a `PrefillKVShipper`, which batches them into shared forward passes
+/// in arrival order, each streaming its KV to the decode worker the request names over a pooled
+/// `KVTransferClient` (one connection per decode address; the transport picks shared memory on one host by itself).
 ///
 /// A shipment is cancelled by cancelling the task that awaits `submit`, by `cancel(requestID:)`, or by its
 /// deadline; the decode worker is then told the transfer is cancelled, and the prefill cache is freed.
@@ -27,10 +27,8 @@ public final class PrefillService: Sendable {
     /// Prompt + KV transfer time of recent shipments (seconds).
     public let shipmentTime = LatencyWindow()
     private let logger: Logger
-    private let gate = FIFOGate()
     private let clients = Mutex<[String: KVTransferClient]>([:])
     private let running = Mutex<[String: Task<PrefillResult, any Error>]>([:])
-    private let promptInFlight = Atomic<Int>(0)
 
     public init(shipper: PrefillKVShipper, transport: KVTransportConfiguration, logger: Logger) {
         self.shipper = shipper
@@ -42,15 +40,14 @@ public final class PrefillService: Sendable {
     public var contextLength: Int { shipper.engine.maxContext }
 
     /// Prompts waiting for their turn.
-    public var queued: Int { gate.waiting }
-    /// Whether a shipment is running.
-    public var busy: Bool { gate.busy }
-    /// KV blocks of the prefill cache, and how many the running shipment leaves free (an estimate from its
-    /// prompt length; the cache itself belongs to the shipment's thread).
+    public var queued: Int { shipper.waiting }
+    /// Prompts being prefilled or sent.
+    public var inFlight: Int { shipper.admitted }
+    /// KV blocks of the prefill cache, and how many the admitted prompts leave free (they reserve their whole
+    /// prompt at admission; the cache itself belongs to the shipper's thread).
     public var kvBlocks: (free: Int, total: Int) {
-        let cache = shipper.engine.cache
-        let used = cache.layout.blocks(forTokens: promptInFlight.load(ordering: .relaxed))
-        return (max(cache.blockCount - used, 0), cache.blockCount)
+        let total = shipper.engine.cache.blockCount
+        return (max(total - shipper.reservedBlocks, 0), total)
     }
 
     /// Queues `prompt`, prefills it when its turn comes and ships its KV to `host:port` under `requestID`.
@@ -62,11 +59,7 @@ public final class PrefillService: Sendable {
     ) async throws(WorkerError) -> PrefillResult {
         let expired = Atomic<Bool>(false)
         let task = Task { () async throws -> PrefillResult in
-            try await self.gate.acquire()
-            defer { self.gate.release() }
-            self.promptInFlight.store(prompt.count, ordering: .relaxed)
-            defer { self.promptInFlight.store(0, ordering: .relaxed) }
-            return try await self.ship(requestID: requestID, prompt: prompt, parameters: parameters, host: host, port: port)
+            try await self.ship(requestID: requestID, prompt: prompt, parameters: parameters, host: host, port: port)
         }
         let registered = running.withLock { running -> Bool in
             guard running[requestID] == nil else { return false }
@@ -174,63 +167,5 @@ public final class PrefillService: Sendable {
             return true
         }
         if removed { await client.close() }
-    }
-}
-
-/// A first-come-first-served lock for async tasks; a waiter whose task is cancelled leaves the line.
-final class FIFOGate: Sendable {
-    private struct State {
-        var held = false
-        var nextTicket: UInt64 = 0
-        var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
-    }
-
-    private let state = Mutex(State())
-
-    var waiting: Int { state.withLock { $0.waiters.count } }
-    var busy: Bool { state.withLock { $0.held } }
-
-    /// Waits for the lock; throws `CancellationError` if the task is cancelled while waiting.
-    func acquire() async throws {
-        let ticket = state.withLock { state -> UInt64 in
-            defer { state.nextTicket += 1 }
-            return state.nextTicket
-        }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let granted = state.withLock { state -> Bool in
-                    if Task.isCancelled { return false }
-                    if !state.held {
-                        state.held = true
-                        return true
-                    }
-                    state.waiters.append((ticket, continuation))
-                    return false
-                }
-                if granted {
-                    continuation.resume()
-                } else if Task.isCancelled, !state.withLock({ $0.waiters.contains { $0.ticket == ticket } }) {
-                    continuation.resume(throwing: CancellationError())
-                }
-            }
-        } onCancel: {
-            let waiter = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-                guard let index = state.waiters.firstIndex(where: { $0.ticket == ticket }) else { return nil }
-                return state.waiters.remove(at: index).continuation
-            }
-            waiter?.resume(throwing: CancellationError())
-        }
-    }
-
-    /// Hands the lock to the next waiter, or frees it.
-    func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, any Error>? in
-            guard !state.waiters.isEmpty else {
-                state.held = false
-                return nil
-            }
-            return state.waiters.removeFirst().continuation
-        }
-        next?.resume()
     }
 }

@@ -14,8 +14,6 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         public static let transfer = Code("KV transfer failed")
         /// The peer's completion or sampling state could not be used.
         public static let badCompletion = Code("bad completion")
-        /// The worker is already running a request it can only run one at a time.
-        public static let busy = Code("busy")
         /// The work did not finish within its deadline.
         public static let timeout = Code("timeout")
         /// The work was cancelled (by its caller or a `Cancel` request).

@@ -108,7 +108,7 @@ public final class WorkerService: Sendable {
         }
         if let prefill {
             load.queueDepth += prefill.queued
-            load.activeSequences += prefill.busy ? 1 : 0
+            load.activeSequences += prefill.inFlight
             if decode == nil {
                 let blocks = prefill.kvBlocks
                 load.freeKVBlocks = blocks.free

@@ -68,7 +68,9 @@ struct BenchModelCommand: ParsableCommand {
             lines.append("decode  resident memory: \(rss / 1_048_576) MiB")
         }
         if only != .decode {
-            let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: (promptTokens + 15) / 16 + 1)
+            let short = min(Self.shortPrompt, promptTokens)
+            let cache = try PagedKVCache(
+                layout: model.kvCacheLayout(), blockCount: max((promptTokens + 15) / 16, 8 * ((short + 15) / 16)) + 1)
             let loadStarted = ContinuousClock.now
             let engine = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: promptTokens)
             let load = Self.seconds(since: loadStarted)
@@ -79,12 +81,26 @@ struct BenchModelCommand: ParsableCommand {
                 _ = try engine.prefill(prompt, sequence: sequence)
                 return Double(prompt.count) / Self.seconds(since: started)
             }.max()!
+            // Eight short prompts, one pass each (as a prefill worker without batching runs them) and all in one
+            // pass: short passes are dominated by reading the f32 weights, which batching shares.
+            let prompts = (0..<8).map { i in Array(prompt[0..<short].map { ($0 + Int32(i)) % Int32(c.vocabularySize) }) }
+            let sequential = try (0..<repetitions).map { _ in
+                try Self.prefill(engine, cache: cache, prompts: prompts, batched: false)
+            }.max()!
+            let batched = try (0..<repetitions).map { _ in
+                try Self.prefill(engine, cache: cache, prompts: prompts, batched: true)
+            }.max()!
             let rss = Self.memory("VmRSS")
             report += [
                 ("prefill_tokens_per_second", Self.format(speed)), ("prefill_tokens", "\(promptTokens)"),
+                ("prefill_8x\(short)_one_pass_each_tokens_per_second", Self.format(sequential)),
+                ("prefill_8x\(short)_batched_tokens_per_second", Self.format(batched)),
                 ("prefill_rss_bytes", "\(rss)"), ("prefill_load_seconds", Self.format(load)),
             ]
             lines.append("prefill pp\(promptTokens): \(Self.format(speed)) tokens/s (weights dequantized in \(Self.format(load)) s)")
+            lines.append(
+                "prefill 8 × \(short)-token prompts: \(Self.format(sequential)) tokens/s one pass each, "
+                    + "\(Self.format(batched)) tokens/s in one batched pass (\(Self.format(batched / sequential))×)")
             lines.append("prefill resident memory: \(rss / 1_048_576) MiB")
         }
         let peak = Self.memory("VmHWM")
@@ -112,6 +128,23 @@ struct BenchModelCommand: ParsableCommand {
             for b in 0..<batch { tokens[b] = engine.argmax(row: b) }
         }
         return Double(batch * steps) / seconds(since: started)
+    }
+
+    /// Tokens in each of the eight short prompts of the batched-prefill figure.
+    static let shortPrompt = 32
+
+    /// Prefills `prompts` into fresh sequences, one pass each or all in one pass; returns tokens per second.
+    static func prefill(_ engine: PrefillEngine, cache: PagedKVCache, prompts: [[Int32]], batched: Bool) throws -> Double {
+        let sequences = prompts.map { _ in cache.createSequence() }
+        defer { for sequence in sequences { cache.free(sequence) } }
+        let chunks = zip(sequences, prompts).map { PrefillChunk(sequence: $0, tokens: $1, completesPrompt: true) }
+        let started = ContinuousClock.now
+        if batched {
+            _ = try engine.run(chunks)
+        } else {
+            for chunk in chunks { _ = try engine.run([chunk]) }
+        }
+        return Double(prompts.reduce(0) { $0 + $1.count }) / seconds(since: started)
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {

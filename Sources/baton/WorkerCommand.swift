@@ -58,7 +58,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Compute threads per engine (default: the config's, else all cores).")
     var threads: Int?
-    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode, one for prefill).")
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode, one for prefill, whose queued prompts share it).")
     var kvBlocks: Int?
     @Option(name: .long, help: "Most sequences per decode step.")
     var maxBatch: Int = 8
@@ -131,7 +131,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         var prefill: PrefillService?
         if role != .decode {
-            // One prompt at a time: room for one full context.
+            // Room for one full context, or for many shorter prompts batched into shared passes.
             let cache = try PagedKVCache(layout: layout, blockCount: role == .prefill ? (kvBlocks ?? contextBlocks + 1) : contextBlocks + 1)
             let engine = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: contextLength)
             prefill = PrefillService(

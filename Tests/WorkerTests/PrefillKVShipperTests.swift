@@ -45,6 +45,68 @@ struct PrefillKVShipperTests {
         #expect(fixture.prefillCache.sequenceCount == 0, "the prefill side frees its sequence")
     }
 
+    @Test("shipments that arrive while a pass runs share the next pass, and each decodes as if alone")
+    func concurrentShipmentsShareAPass() async throws {
+        let fixture = try HandoffFixture.get()
+        let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 6)
+        let prompt = fixture.prompt
+        let prompts = [prompt, Array(prompt[..<20]), Array(prompt.suffix(30)), Array(prompt[5..<12])]
+        let expected = try prompts.map { try fixture.reference.generate(prompt: $0, parameters: parameters) }
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+        let workers = try prompts.map { _ in try fixture.decodeWorker() }
+        // The first receiver takes 20 ms per layer; with one buffered layer the first pass lasts over half a
+        // second, and the other three queue up behind it.
+        let transports = workers.enumerated().map { i, worker in
+            InMemoryKVTransport(
+                receiverIdentity: fixture.identity,
+                receiver: i == 0 ? SlowReceiver(inner: worker, delay: .milliseconds(20)) : worker)
+        }
+        let reports = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
+            group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], parameters: parameters, via: transports[0])) }
+            while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            for i in 1..<prompts.count {
+                group.addTask {
+                    (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], parameters: parameters, via: transports[i]))
+                }
+            }
+            var reports = [KVShipmentReport?](repeating: nil, count: prompts.count)
+            for try await (i, report) in group { reports[i] = report }
+            return reports.compactMap { $0 }
+        }
+        #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
+        #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count })
+        for (i, worker) in workers.enumerated() {
+            #expect(reports[i].firstToken == expected[i].tokens.first, "prompt \(i)")
+            guard case .firstToken = try await nextEvent(worker), case .finished(let decoded) = try await nextEvent(worker) else {
+                Issue.record("prompt \(i): expected the first token, then the end")
+                continue
+            }
+            #expect(decoded.tokens == expected[i].tokens, "prompt \(i)")
+        }
+        #expect(fixture.prefillCache.sequenceCount == 0, "every batched sequence is freed")
+        #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
+    }
+
+    @Test("a shipment cancelled while it waits behind another leaves the lane and frees nothing twice")
+    func cancelledWhileQueued() async throws {
+        let fixture = try HandoffFixture.get()
+        let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
+        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+        let slow = InMemoryKVTransport(
+            receiverIdentity: fixture.identity, receiver: SlowReceiver(inner: try fixture.decodeWorker(), delay: .milliseconds(20)))
+        let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker())
+        let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
+        while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        let queued = Task { try await shipper.ship(requestID: "queued", prompt: fixture.prompt, parameters: parameters, via: other) }
+        while shipper.waiting == 0 { try await Task.sleep(for: .milliseconds(2)) }
+        queued.cancel()
+        await #expect(throws: WorkerError.self) { _ = try await queued.value }
+        #expect(shipper.waiting == 0)
+        _ = try await first.value
+        #expect(shipper.passes.count == 1, "the cancelled prompt never ran")
+        #expect(fixture.prefillCache.sequenceCount == 0)
+    }
+
     @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
     func faultFreesBlocks() async throws {
         let fixture = try HandoffFixture.get()
@@ -208,6 +270,36 @@ final class LayerRecorder: KVTransferReceiver, @unchecked Sendable {
         func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
             let copy = Array(bytes)
             owner.lock.withLock { owner.received.append(copy) }
+            try await inner.receiveLayer(layer, bytes: bytes)
+        }
+        func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }
+        func fail(_ error: KVTransportError) async { await inner.fail(error) }
+    }
+}
+
+/// Wraps a receiver and sleeps before taking each layer (a slow link).
+final class SlowReceiver: KVTransferReceiver, @unchecked Sendable {
+    let inner: any KVTransferReceiver
+    let delay: Duration
+
+    init(inner: any KVTransferReceiver, delay: Duration) {
+        self.inner = inner
+        self.delay = delay
+    }
+
+    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
+        Wrapped(inner: try await inner.beginTransfer(request, transport: transport), delay: delay)
+    }
+
+    final class Wrapped: KVInboundTransfer, @unchecked Sendable {
+        let inner: any KVInboundTransfer
+        let delay: Duration
+        init(inner: any KVInboundTransfer, delay: Duration) {
+            self.inner = inner
+            self.delay = delay
+        }
+        func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
+            try await Task.sleep(for: delay)
             try await inner.receiveLayer(layer, bytes: bytes)
         }
         func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }

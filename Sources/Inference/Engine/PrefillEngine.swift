@@ -28,12 +28,10 @@ public final class PrefillEngine: @unchecked Sendable {
     /// Attention scores, one `[attentionRowBlock × maxContext]` area per thread.
     private let scores: UnsafeMutablePointer<Float>
     private let rowBlock = 64
-    /// The block table and first position of the chunk being run.
-    private var table: [Int32] = []
-    private var firstPosition = 0
-    private var logitBuffer: [Float]
-    /// Set during the last chunk of a `prefill(_:sequence:onLayerComplete:)` call.
-    private var layerObserver: ((Int) -> Void)?
+    /// The sequences of the pass being run, in row order.
+    private var segments: [Segment] = []
+    /// Set during a pass whose caller watches layers: `(segment, layer)`.
+    private var layerObserver: ((Int, Int) -> Void)?
     /// Whether activations are rounded through 8-bit blocks before products with quantized weights.
     public let roundsActivations: Bool
     /// `[chunkSize × widest projection input]`: the rounded activations (see `linear`).
@@ -84,7 +82,6 @@ public final class PrefillEngine: @unchecked Sendable {
         keys = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
         values = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
         scores = .allocate(capacity: threads * rowBlock * context)
-        logitBuffer = [Float](repeating: 0, count: c.vocabularySize)
         self.roundsActivations = roundsActivations
         roundedInput = .allocate(capacity: roundsActivations ? chunkSize * max(c.embeddingLength, c.feedForwardLength) : 1)
     }
@@ -115,40 +112,108 @@ public final class PrefillEngine: @unchecked Sendable {
     public func prefill(
         _ tokens: [Int32], sequence: SequenceID, onLayerComplete: ((Int) -> Void)?
     ) throws(InferenceError) -> [Float] {
-        defer { layerObserver = nil }
         guard !tokens.isEmpty else { throw InferenceError(.invalidArgument, "prefill needs at least one token") }
-        let vocabulary = model.configuration.vocabularySize
-        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
-            throw InferenceError(.invalidArgument, "token id \(bad) is outside the vocabulary (0..<\(vocabulary))")
-        }
+        try checkTokens(tokens)
         let start = try cache.tokenCount(sequence)
         guard start + tokens.count <= maxContext else {
             throw InferenceError(
                 .contextOverflow, "\(start) cached + \(tokens.count) new tokens exceed the context of \(maxContext)")
         }
-        var positions = [Int32](repeating: 0, count: chunkSize)
         var offset = 0
-        while offset < tokens.count {
+        while true {
             let n = min(chunkSize, tokens.count - offset)
             let isLast = offset + n == tokens.count
-            firstPosition = try cache.append(sequence, count: n)
-            table = try cache.blockTable(sequence)
-            for i in 0..<n { positions[i] = Int32(firstPosition + i) }
-            layerObserver = isLast ? onLayerComplete : nil
-            var lastRow = Int32(n - 1)
-            tokens.withUnsafeBufferPointer { t in
-                positions.withUnsafeBufferPointer { p in
-                    logitBuffer.withUnsafeMutableBufferPointer { out in
+            let chunk = PrefillChunk(sequence: sequence, tokens: Array(tokens[offset..<offset + n]), completesPrompt: isLast)
+            let logits = try run([chunk], onLayerComplete: onLayerComplete.map { observe in { _, layer in observe(layer) } })
+            if isLast { return logits[0] }
+            offset += n
+        }
+    }
+
+    /// One forward pass over several sequences at once: each chunk's tokens are appended to its sequence, and all
+    /// rows share the projections' matrix products (one weight read for the whole pass), while attention runs per
+    /// sequence over its own history. Returns, in order, the logits `[vocab]` after the last token of each chunk
+    /// that `completesPrompt`.
+    ///
+    /// `onLayerComplete(i, L)` is called on the calling thread as soon as layer L holds chunk i's K/V, for the chunks
+    /// that complete their prompt, with the guarantees of `prefill(_:sequence:onLayerComplete:)`.
+    ///
+    /// Throws `.invalidArgument` for no chunks, an empty chunk, an out-of-range token, more rows than `chunkSize`
+    /// or one sequence twice; `.contextOverflow` past `maxContext`; `.kvCacheFull` when blocks run out. A pass
+    /// that throws leaves every sequence as it was.
+    public func run(
+        _ chunks: [PrefillChunk], onLayerComplete: ((_ chunk: Int, _ layer: Int) -> Void)? = nil
+    ) throws(InferenceError) -> [[Float]] {
+        defer {
+            layerObserver = nil
+            segments = []
+        }
+        guard !chunks.isEmpty else { throw InferenceError(.invalidArgument, "a prefill pass needs at least one chunk") }
+        var rows = 0
+        var seen = Set<SequenceID>()
+        var starts: [Int] = []
+        for (i, chunk) in chunks.enumerated() {
+            guard !chunk.tokens.isEmpty else { throw InferenceError(.invalidArgument, "chunk \(i) of the pass has no tokens") }
+            guard seen.insert(chunk.sequence).inserted else {
+                throw InferenceError(.invalidArgument, "chunk \(i) names a sequence that is already in the pass")
+            }
+            try checkTokens(chunk.tokens)
+            let start = try cache.tokenCount(chunk.sequence)
+            guard start + chunk.tokens.count <= maxContext else {
+                throw InferenceError(
+                    .contextOverflow,
+                    "\(start) cached + \(chunk.tokens.count) new tokens exceed the context of \(maxContext)")
+            }
+            starts.append(start)
+            rows += chunk.tokens.count
+        }
+        guard rows <= chunkSize else {
+            throw InferenceError(.invalidArgument, "a prefill pass holds at most \(chunkSize) tokens, got \(rows)")
+        }
+
+        var tokens: [Int32] = [], positions: [Int32] = [], logitRows: [Int32] = []
+        tokens.reserveCapacity(rows)
+        positions.reserveCapacity(rows)
+        var planned: [Segment] = []
+        for (i, chunk) in chunks.enumerated() {
+            let first: Int
+            do { first = try cache.append(chunk.sequence, count: chunk.tokens.count) } catch {
+                for (j, done) in chunks[..<i].enumerated() { try? cache.truncate(done.sequence, to: starts[j]) }
+                throw error
+            }
+            planned.append(
+                Segment(
+                    table: try cache.blockTable(chunk.sequence), first: first, row: tokens.count,
+                    count: chunk.tokens.count, completes: chunk.completesPrompt))
+            tokens += chunk.tokens
+            positions += (first..<first + chunk.tokens.count).map { Int32($0) }
+            if chunk.completesPrompt { logitRows.append(Int32(tokens.count - 1)) }
+        }
+        segments = planned
+        layerObserver = onLayerComplete
+
+        let vocabulary = model.configuration.vocabularySize
+        var logits = [Float](repeating: 0, count: logitRows.count * vocabulary)
+        tokens.withUnsafeBufferPointer { t in
+            positions.withUnsafeBufferPointer { p in
+                logitRows.withUnsafeBufferPointer { r in
+                    logits.withUnsafeMutableBufferPointer { out in
                         Llama.forward(
-                            model: model, backend: self, scratch: scratch,
-                            tokens: t.baseAddress! + offset, positions: p.baseAddress!, rows: n,
-                            logitRows: &lastRow, logitRowCount: isLast ? 1 : 0, logits: out.baseAddress!)
+                            model: model, backend: self, scratch: scratch, tokens: t.baseAddress!,
+                            positions: p.baseAddress!, rows: rows, logitRows: r.baseAddress!,
+                            logitRowCount: logitRows.count, logits: out.baseAddress!)
                     }
                 }
             }
-            offset += n
         }
-        return logitBuffer
+        return (0..<logitRows.count).map { Array(logits[$0 * vocabulary..<($0 + 1) * vocabulary]) }
+    }
+
+    private func checkTokens(_ tokens: [Int32]) throws(InferenceError) {
+        let vocabulary = model.configuration.vocabularySize
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
+            throw InferenceError(.invalidArgument, "token id \(bad) is outside the vocabulary (0..<\(vocabulary))")
+        }
     }
 
     /// The checks both engines make at construction; returns the context length to use.
@@ -220,23 +285,38 @@ extension PrefillEngine: TransformerBackend {
         }
     }
 
-    /// Stores the chunk's K/V, gathers each KV head's history to f32, then per (head, block of rows):
-    /// S = Q·Kᵀ/√hd (sgemm), causal softmax, O = S·V (sgemm).
+    /// Stores every sequence's rows of K/V, then per sequence gathers each KV head's history to f32 and, per
+    /// (head, block of rows): S = Q·Kᵀ/√hd (sgemm), causal softmax, O = S·V (sgemm).
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
     ) {
+        let kvd = model.configuration.kvDimension
+        for segment in segments {
+            segment.table.withUnsafeBufferPointer { t in
+                for i in 0..<segment.count {
+                    let row = segment.row + i
+                    access.store(
+                        layer: layer, table: t.baseAddress!, position: segment.first + i, key: k + row * kvd,
+                        value: v + row * kvd)
+                }
+            }
+        }
+        if let layerObserver {
+            for (index, segment) in segments.enumerated() where segment.completes { layerObserver(index, layer) }
+        }
+        for segment in segments { attend(segment, layer: layer, q: q, output: output) }
+    }
+
+    private func attend(_ segment: Segment, layer: Int, q: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
         let c = model.configuration
-        let hd = c.headDimension, qd = c.queryDimension, kvd = c.kvDimension
-        let first = firstPosition, total = first + n, context = maxContext
+        let hd = c.headDimension, qd = c.queryDimension
+        let first = segment.first, n = segment.count, total = first + n, context = maxContext
+        let q = q + segment.row * qd, output = output + segment.row * qd
         let access = self.access, keys = self.keys, values = self.values, scores = self.scores
         let rowBlock = self.rowBlock
-        table.withUnsafeBufferPointer { t in
+        segment.table.withUnsafeBufferPointer { t in
             let table = t.baseAddress!
-            for i in 0..<n {
-                access.store(layer: layer, table: table, position: first + i, key: k + i * kvd, value: v + i * kvd)
-            }
-            layerObserver?(layer)
             pool.parallelFor(c.kvHeadCount) { g in
                 access.gather(
                     layer: layer, table: table, head: g, count: total,
@@ -272,9 +352,36 @@ extension PrefillEngine: TransformerBackend {
         }
     }
 
-    /// The last row's logits with the quantized output matrix (a 1-row sgemm would be slower than the kernel).
+    /// The logit rows' logits with the quantized output matrix (a 1-row sgemm would be slower than the kernel).
     func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
         Kernels.matmul(model.weights.output, input: x, batch: rows, output: logits, pool: pool)
+    }
+}
+
+/// One sequence's part of a `PrefillEngine.run(_:onLayerComplete:)` pass.
+public struct PrefillChunk: Sendable, Equatable {
+    public var sequence: SequenceID
+    /// Appended after the sequence's cached tokens.
+    public var tokens: [Int32]
+    /// Whether these are the prompt's last tokens: the pass then returns logits after the last one and reports
+    /// the sequence's finished layers.
+    public var completesPrompt: Bool
+
+    public init(sequence: SequenceID, tokens: [Int32], completesPrompt: Bool) {
+        self.sequence = sequence
+        self.tokens = tokens
+        self.completesPrompt = completesPrompt
+    }
+}
+
+extension PrefillEngine {
+    /// A chunk placed in the pass: its block table, first position and first row.
+    struct Segment {
+        var table: [Int32]
+        var first: Int
+        var row: Int
+        var count: Int
+        var completes: Bool
     }
 }
