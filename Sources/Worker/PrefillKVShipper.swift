@@ -27,8 +27,8 @@ public struct KVShipmentReport: Sendable {
 /// that hold it — the transport reads them in place, so compute spends no time copying — at most
 /// `maxBufferedLayers` at a time: when a sender falls behind (flow control), compute waits. (A finished layer's
 /// blocks are not written again while later layers compute, and the sequence is freed only after the transfer.)
-/// The sequence is freed from the prefill cache before the call returns, whatever happened. The shipper owns the
-/// engine's cache: nothing else may use it while the shipper lives.
+/// The sequence is freed from the prefill cache before the call returns, whatever happened. While a shipment
+/// runs, the engine and its cache belong to the shipper's thread: use them directly only between shipments.
 public final class PrefillKVShipper: Sendable {
     public let engine: PrefillEngine
     public let identity: KVCompatibilityIdentity
