@@ -39,6 +39,9 @@ public final class DecodeScheduler: KVTransferReceiver, @unchecked Sendable {
         public var maxContext: Int?
         /// Build a `PrefillEngine` for local prompts (role `both`); else they go through `ingest`.
         public var prefillEngine: Bool = false
+        /// The prefill engine's f32 weights when another engine of this process already holds them (role `both`:
+        /// the prefill queue's engine); nil: it dequantizes its own.
+        public var prefillWeights: PrefillWeights?
         /// Longest wait for a transfer when the request names none (default 30 s).
         public var defaultTransferTimeout: Duration = .seconds(30)
 
@@ -135,7 +138,9 @@ public final class DecodeScheduler: KVTransferReceiver, @unchecked Sendable {
                 model: model, cache: cache, threads: configuration.threads, maxBatch: configuration.maxBatch,
                 maxContext: configuration.maxContext)
             if configuration.prefillEngine {
-                prefill = try PrefillEngine(model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext)
+                prefill = try PrefillEngine(
+                    model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
+                    weights: configuration.prefillWeights)
             } else {
                 prefill = nil
             }

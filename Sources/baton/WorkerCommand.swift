@@ -119,12 +119,16 @@ struct WorkerCommand: AsyncParsableCommand {
         let rdma = RDMADiscovery.discover()
         transport.rdmaAvailable = !rdma.devices.isEmpty
 
+        // Role both runs two prefill engines (local prompts in the decode loop, shipped ones on the prefill queue's
+        // thread): they share one copy of the f32 weights.
+        let prefillWeights = role != .decode ? PrefillWeights(model: model, threads: threads) : nil
         var scheduler: DecodeScheduler?
         if role != .prefill {
             var settings = DecodeScheduler.Configuration(
                 kvBlocks: kvBlocks ?? maxBatch * contextBlocks, maxBatch: maxBatch, threads: threads,
                 maxContext: contextLength, prefillEngine: role == .both)
             settings.defaultTransferTimeout = .seconds(30)
+            settings.prefillWeights = prefillWeights
             let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, identity: identity, configuration: settings)
             decode.start()
             scheduler = decode
@@ -133,7 +137,8 @@ struct WorkerCommand: AsyncParsableCommand {
         if role != .decode {
             // Room for one full context, or for many shorter prompts batched into shared passes.
             let cache = try PagedKVCache(layout: layout, blockCount: role == .prefill ? (kvBlocks ?? contextBlocks + 1) : contextBlocks + 1)
-            let engine = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: contextLength)
+            let engine = try PrefillEngine(
+                model: model, cache: cache, threads: threads, maxContext: contextLength, weights: prefillWeights)
             prefill = PrefillService(
                 shipper: try PrefillKVShipper(engine: engine, identity: identity), transport: transport, logger: logger)
         }

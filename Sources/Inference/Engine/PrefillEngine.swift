@@ -18,6 +18,8 @@ public final class PrefillEngine: @unchecked Sendable {
     public var threadCount: Int { pool.threadCount }
 
     let pool: ThreadPool
+    /// The f32 projections, possibly shared with other engines of the same model.
+    public let weights: PrefillWeights
     /// `[layer][projection]`: f32 `[rows × columns]`, row-major like the GGUF rows.
     private let projections: [[UnsafeMutablePointer<Float>]]
     private let scratch: ForwardScratch
@@ -50,9 +52,11 @@ public final class PrefillEngine: @unchecked Sendable {
     ///     decode path's and llama.cpp's closely (greedy continuations part from llama.cpp's only where its own
     ///     top-2 gap is < 0.2), but a rounding that flips with summation order makes results depend slightly on
     ///     chunking. Off, products are exact f32 and chunking changes logits by < 0.01.
+    ///   - weights: f32 projections made for `model` by another engine (two engines on one model, e.g. one per
+    ///     thread, then hold them once); by default this engine dequantizes its own.
     public init(
         model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
-        roundsActivations: Bool = true
+        roundsActivations: Bool = true, weights: PrefillWeights? = nil
     ) throws(InferenceError) {
         let context = try Self.validate(
             model: model, cache: cache, threads: threads, rows: chunkSize, rowsName: "chunk size", maxContext: maxContext)
@@ -63,20 +67,16 @@ public final class PrefillEngine: @unchecked Sendable {
         self.maxContext = context
         self.pool = ThreadPool(threads: threads)
         openblas_set_num_threads(1)
-        var projections: [[UnsafeMutablePointer<Float>]] = []
-        for layer in model.weights.layers {
-            var dense: [UnsafeMutablePointer<Float>] = []
-            for p in LayerProjection.allCases {
-                let w = layer[p]
-                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: w.rows * w.columns)
-                Kernels.dequantizeAll(w, into: buffer, pool: pool)
-                dense.append(buffer)
-                // The quantized bytes are not needed again on this path: drop them from RSS.
-                Self.releasePages(w.base, byteCount: w.rows * w.rowBytes)
+        if let weights {
+            guard weights.modelFingerprint == model.fingerprint else {
+                throw InferenceError(
+                    .layoutMismatch, "f32 weights of model \(weights.modelFingerprint) given for model \(model.fingerprint)")
             }
-            projections.append(dense)
+            self.weights = weights
+        } else {
+            self.weights = PrefillWeights(model: model, pool: pool)
         }
-        self.projections = projections
+        projections = self.weights.projections
         scratch = ForwardScratch(configuration: c, maxRows: chunkSize)
         access = KVCacheAccess(cache: cache)
         keys = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
@@ -87,7 +87,6 @@ public final class PrefillEngine: @unchecked Sendable {
     }
 
     deinit {
-        for layer in projections { for p in layer { p.deallocate() } }
         keys.deallocate()
         values.deallocate()
         scores.deallocate()
@@ -383,5 +382,41 @@ extension PrefillEngine {
         var row: Int
         var count: Int
         var completes: Bool
+    }
+}
+
+/// A model's layer projections dequantized to f32 for the prefill path's sgemm (~4 bytes per parameter), which
+/// several `PrefillEngine`s of that model may share: they only read them.
+public final class PrefillWeights: @unchecked Sendable {
+    public let modelFingerprint: String
+    /// `[layer][projection]`: f32 `[rows × columns]`, row-major like the GGUF rows.
+    let projections: [[UnsafeMutablePointer<Float>]]
+
+    /// Dequantizes every layer projection of `model` (the slow part of loading: ~1 s for a 135M model).
+    public convenience init(model: LlamaModel, threads: Int = 1) {
+        self.init(model: model, pool: ThreadPool(threads: threads))
+    }
+
+    init(model: LlamaModel, pool: ThreadPool) {
+        modelFingerprint = model.fingerprint
+        var projections: [[UnsafeMutablePointer<Float>]] = []
+        for layer in model.weights.layers {
+            var dense: [UnsafeMutablePointer<Float>] = []
+            for p in LayerProjection.allCases {
+                let w = layer[p]
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: w.rows * w.columns)
+                Kernels.dequantizeAll(w, into: buffer, pool: pool)
+                dense.append(buffer)
+                // The quantized bytes are not needed again on this path: drop them from RSS (a decode engine
+                // sharing the mapping faults them back in from the page cache).
+                PrefillEngine.releasePages(w.base, byteCount: w.rows * w.rowBytes)
+            }
+            projections.append(dense)
+        }
+        self.projections = projections
+    }
+
+    deinit {
+        for layer in projections { for p in layer { p.deallocate() } }
     }
 }

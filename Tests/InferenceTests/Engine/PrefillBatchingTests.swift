@@ -120,3 +120,21 @@ struct PrefillBatchingTests {
         #expect(cache.freeBlockCount == 3, "the blocks taken before the failure are returned")
     }
 }
+
+@Suite("Prefill engines sharing f32 weights")
+struct SharedPrefillWeightsTests {
+    @Test("engines built on shared weights compute what an engine with its own weights computes")
+    func sharedWeightsGiveSameLogits() throws {
+        let model = try EngineTestModel.model()
+        let prompt = EngineTestModel.prompt
+        let shared = PrefillWeights(model: model, threads: 2)
+        var results: [[Float]] = []
+        for weights in [nil, shared, shared] {
+            let cache = try EngineTestModel.cache(model)
+            let engine = try PrefillEngine(model: model, cache: cache, threads: 2, maxContext: 64, weights: weights)
+            if let weights { #expect(engine.weights === weights) }
+            results.append(try engine.prefill(prompt, sequence: cache.createSequence()))
+        }
+        #expect(results[1] == results[0] && results[2] == results[0])
+    }
+}
