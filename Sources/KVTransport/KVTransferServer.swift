@@ -25,6 +25,12 @@ public final class KVTransferServer: Sendable {
     ) async throws(KVTransportError) -> KVTransferServer {
         let configuration = try configuration.validated()
         let identity = try identity.validated()
+        if configuration.policy.allowSharedMemory {
+            let stale = SharedMemoryRegion.removeStale()
+            if !stale.isEmpty {
+                logger.notice("removed \(stale.count) shared-memory KV regions left in /dev/shm by processes that no longer run")
+            }
+        }
         let settings = KVReceiverSession.Settings(
             identity: identity, capabilities: configuration.capabilities, policy: configuration.policy,
             connectionIsTLS: configuration.tls != nil, maximumChunkBytes: configuration.chunkBytes,

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 import Synchronization
 
 /// A POSIX shared-memory object mapped into this process: the same-host data path. The receiver
@@ -132,6 +133,29 @@ final class SharedMemoryRegion: @unchecked Sendable {
 
     static func uniqueName() -> String {
         "/baton-kv-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    }
+
+    /// Unlinks the objects in `/dev/shm` (where `shm_open` names live) that a process of this user created
+    /// (`baton-kv-PID-…`, from `uniqueName`) and that process no longer runs: a creator killed with SIGKILL
+    /// never unlinks its names, and each holds up to hundreds of megabytes of memory. Returns the names removed.
+    ///
+    /// A process of another PID namespace sharing the directory would look dead here; containers get their own
+    /// `/dev/shm`, and shared memory is only chosen between processes that report the same host id.
+    @discardableResult
+    static func removeStale() -> [String] {
+        let directory = "/dev/shm"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var removed: [String] = []
+        for entry in entries where entry.hasPrefix("baton-kv-") {
+            let parts = entry.dropFirst("baton-kv-".count).split(separator: "-")
+            guard parts.count == 2, let pid = pid_t(parts[0]), pid > 0, UInt64(parts[1]) != nil else { continue }
+            var status = stat()
+            guard stat(directory + "/" + entry, &status) == 0, status.st_uid == getuid() else { continue }
+            // ESRCH: no such process. (EPERM means it runs under another user: not ours to judge.)
+            guard kill(pid, 0) != 0, errno == ESRCH else { continue }
+            if shm_unlink("/" + entry) == 0 { removed.append(entry) }
+        }
+        return removed
     }
 
     private static func systemError(_ call: String) -> KVTransportError {

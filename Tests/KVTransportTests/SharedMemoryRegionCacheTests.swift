@@ -1,3 +1,4 @@
+import Foundation
 @testable import KVTransport
 import Testing
 
@@ -59,5 +60,23 @@ struct SharedMemoryRegionCacheTests {
             _ = try SharedMemoryRegionCache.sending.open(name: name, byteCount: 4096)
         }
         #expect(error?.code == .sharedMemory)
+    }
+
+    @Test("Regions whose creating process no longer runs are removed; live processes' regions stay")
+    func staleRegionsAreRemoved() throws {
+        let exited = Process()
+        exited.executableURL = URL(fileURLWithPath: "/bin/true")
+        try exited.run()
+        exited.waitUntilExit()
+        let deadName = "/baton-kv-\(exited.processIdentifier)-42"
+        let stale = try SharedMemoryRegion.create(name: deadName, byteCount: 4096)
+        let live = try SharedMemoryRegion.create(name: SharedMemoryRegion.uniqueName(), byteCount: 4096)
+        let removed = SharedMemoryRegion.removeStale()
+        #expect(removed.contains(String(deadName.dropFirst())))
+        #expect(!FileManager.default.fileExists(atPath: "/dev/shm" + deadName))
+        #expect(FileManager.default.fileExists(atPath: "/dev/shm" + live.name), "our own region stays")
+        #expect(!removed.contains(String(live.name.dropFirst())))
+        stale.release()
+        live.release()
     }
 }
