@@ -18,6 +18,7 @@ public actor PlacementRegistry {
     private var state: ClusterState
     private var policy: PlacementPolicy
     private var policyLoadedAt: Date
+    private var policyError: String?
     private var random: SeededGenerator
     private let compactAfterEvents: Int
     private let heartbeatIntervalLimit: Duration
@@ -182,7 +183,7 @@ public actor PlacementRegistry {
                 profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports)
         }
         return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
-                             policyLoadedAt: policyLoadedAt, events: log.eventCount)
+                             policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount)
     }
 
     // MARK: Maintenance
@@ -214,6 +215,11 @@ public actor PlacementRegistry {
         return events.map(\.worker)
     }
 
+    /// Records that reloading the policy file failed (shown in the status until a load succeeds).
+    public func recordPolicyFailure(_ message: String) {
+        policyError = message
+    }
+
     /// Puts `newPolicy` in force (unless a policy loaded later is already in force) and re-assigns every
     /// member's roles under it, logging the assignments that change. Requests see either the old policy or
     /// the new one, never a mix.
@@ -223,6 +229,7 @@ public actor PlacementRegistry {
         guard loadedAt >= policyLoadedAt else { return false }
         policy = newPolicy
         policyLoadedAt = loadedAt
+        policyError = nil
         if let seed = newPolicy.balancing.seed { random = SeededGenerator(seed: seed) }
         var events: [MembershipEvent] = []
         let now = clock()

@@ -146,6 +146,7 @@ public final class PlacementService: Sendable {
         } catch {
             let kept = await registry.currentPolicy.loadedAt
             logger.error("policy reload failed, keeping the policy loaded at \(kept): \(error)")
+            await registry.recordPolicyFailure("\(error)")
             return .failure(error)
         }
     }

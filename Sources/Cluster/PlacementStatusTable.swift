@@ -9,8 +9,11 @@ extension ClusterStatus {
         let time = ISO8601DateFormatter()
         var lines = [
             "Policy: \(policyFile) (loaded \(time.string(from: policyLoadedAt)))",
-            "Membership log: \(events) events; \(workers.count) worker\(workers.count == 1 ? "" : "s")",
         ]
+        if let policyError {
+            lines.append("Policy reload FAILED, the policy above stays in force: \(policyError)")
+        }
+        lines.append("Membership log: \(events) events; \(workers.count) worker\(workers.count == 1 ? "" : "s")")
         guard !workers.isEmpty else {
             lines.append("(no workers registered)")
             return lines.joined(separator: "\n")

@@ -168,18 +168,22 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var workers: [Worker]
     public var policyFile: String
     public var policyLoadedAt: Date
+    /// Why the last reload of the policy file failed (file:line:key and message) when it did, so the policy in
+    /// force is older than the file; nil after a successful load.
+    public var policyError: String?
     /// Events in the membership log since it was last compacted.
     public var events: Int
 
-    public init(workers: [Worker], policyFile: String, policyLoadedAt: Date, events: Int) {
+    public init(workers: [Worker], policyFile: String, policyLoadedAt: Date, policyError: String? = nil, events: Int) {
         self.workers = workers
         self.policyFile = policyFile
         self.policyLoadedAt = policyLoadedAt
+        self.policyError = policyError
         self.events = events
     }
 
     enum CodingKeys: String, CodingKey {
-        case workers, policyFile = "policy_file", policyLoadedAt = "policy_loaded_at", events
+        case workers, policyFile = "policy_file", policyLoadedAt = "policy_loaded_at", policyError = "policy_error", events
     }
 }
 

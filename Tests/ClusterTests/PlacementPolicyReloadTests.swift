@@ -103,6 +103,9 @@ struct PlacementPolicyReloadTests {
         #expect(error.location?.line == 4)
         #expect(error.location?.key == "decode.min_gflops")
         #expect(try await client.choose(promptTokens: 5).decode.name == "a")
+        let failed = try await client.status()
+        #expect(failed.policyError?.contains("decode.min_gflops") == true, "the status says the reload failed and why")
+        #expect(failed.renderedTable().contains("Policy reload FAILED"))
 
         try write(Self.onlyB, to: policyFile)
         guard case .success = await harness.service.reloadPolicy() else {
@@ -110,6 +113,7 @@ struct PlacementPolicyReloadTests {
             return
         }
         #expect(try await client.choose(promptTokens: 5).decode.name == "b")
+        #expect(try await client.status().policyError == nil, "a good load clears the failure")
         #expect(await eventually { load.count("b") > 10 })
         await load.stop()
         #expect(load.failures == [])
