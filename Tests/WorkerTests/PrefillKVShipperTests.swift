@@ -59,7 +59,7 @@ struct PrefillKVShipperTests {
         let transports = workers.enumerated().map { i, worker in
             InMemoryKVTransport(
                 receiverIdentity: fixture.identity,
-                receiver: i == 0 ? SlowReceiver(inner: worker, delay: .milliseconds(20)) : worker)
+                receiver: i == 0 ? TappedReceiver.slow(worker, delay: .milliseconds(20)) : worker)
         }
         let reports = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
             group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], parameters: parameters, via: transports[0])) }
@@ -93,7 +93,7 @@ struct PrefillKVShipperTests {
         let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
         let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
         let slow = InMemoryKVTransport(
-            receiverIdentity: fixture.identity, receiver: SlowReceiver(inner: try fixture.decodeWorker(), delay: .milliseconds(20)))
+            receiverIdentity: fixture.identity, receiver: TappedReceiver.slow(try fixture.decodeWorker(), delay: .milliseconds(20)))
         let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker())
         let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
         while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
@@ -215,8 +215,8 @@ struct PrefillKVShipperTests {
         // Shipping through a one-layer buffer (compute waits for the sender at every layer) lands the same KV.
         let decode = try fixture.decodeWorker()
         let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity, maxBufferedLayers: 1)
-        let recorder = LayerRecorder(inner: decode)
-        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder, chunkBytes: 4096)
+        let recorder = LayerRecorder()
+        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder.wrapping(decode), chunkBytes: 4096)
         _ = try await shipper.ship(requestID: "chunked", prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 1), via: transport)
         let layout = cache.layout
         let received = recorder.layers
@@ -247,29 +247,34 @@ func tokenSlots(_ bytes: [UInt8], layout: KVCacheLayout, tokens: Int) -> [UInt8]
     return result
 }
 
-/// Wraps a receiver and keeps a copy of every layer it is given.
-final class LayerRecorder: KVTransferReceiver, @unchecked Sendable {
+/// Wraps a receiver and runs `tap` on each layer before the receiver gets it.
+final class TappedReceiver: KVTransferReceiver, @unchecked Sendable {
     let inner: any KVTransferReceiver
-    private let lock = NSLock()
-    private var received: [[UInt8]] = []
-    var layers: [[UInt8]] { lock.withLock { received } }
+    let tap: @Sendable (Int, UnsafeRawBufferPointer) async throws -> Void
 
-    init(inner: any KVTransferReceiver) { self.inner = inner }
+    init(inner: any KVTransferReceiver, tap: @escaping @Sendable (Int, UnsafeRawBufferPointer) async throws -> Void) {
+        self.inner = inner
+        self.tap = tap
+    }
+
+    /// A slow link: sleeps `delay` before each layer.
+    static func slow(_ inner: any KVTransferReceiver, delay: Duration) -> TappedReceiver {
+        TappedReceiver(inner: inner) { _, _ in try await Task.sleep(for: delay) }
+    }
 
     func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
-        Wrapped(inner: try await inner.beginTransfer(request, transport: transport), owner: self)
+        Wrapped(inner: try await inner.beginTransfer(request, transport: transport), tap: tap)
     }
 
     final class Wrapped: KVInboundTransfer, @unchecked Sendable {
         let inner: any KVInboundTransfer
-        let owner: LayerRecorder
-        init(inner: any KVInboundTransfer, owner: LayerRecorder) {
+        let tap: @Sendable (Int, UnsafeRawBufferPointer) async throws -> Void
+        init(inner: any KVInboundTransfer, tap: @escaping @Sendable (Int, UnsafeRawBufferPointer) async throws -> Void) {
             self.inner = inner
-            self.owner = owner
+            self.tap = tap
         }
         func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
-            let copy = Array(bytes)
-            owner.lock.withLock { owner.received.append(copy) }
+            try await tap(layer, bytes)
             try await inner.receiveLayer(layer, bytes: bytes)
         }
         func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }
@@ -277,32 +282,16 @@ final class LayerRecorder: KVTransferReceiver, @unchecked Sendable {
     }
 }
 
-/// Wraps a receiver and sleeps before taking each layer (a slow link).
-final class SlowReceiver: KVTransferReceiver, @unchecked Sendable {
-    let inner: any KVTransferReceiver
-    let delay: Duration
+/// Keeps a copy of every layer a wrapped receiver is given.
+final class LayerRecorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: [[UInt8]] = []
+    var layers: [[UInt8]] { lock.withLock { received } }
 
-    init(inner: any KVTransferReceiver, delay: Duration) {
-        self.inner = inner
-        self.delay = delay
-    }
-
-    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
-        Wrapped(inner: try await inner.beginTransfer(request, transport: transport), delay: delay)
-    }
-
-    final class Wrapped: KVInboundTransfer, @unchecked Sendable {
-        let inner: any KVInboundTransfer
-        let delay: Duration
-        init(inner: any KVInboundTransfer, delay: Duration) {
-            self.inner = inner
-            self.delay = delay
+    func wrapping(_ inner: any KVTransferReceiver) -> TappedReceiver {
+        TappedReceiver(inner: inner) { [self] _, bytes in
+            let copy = Array(bytes)
+            lock.withLock { received.append(copy) }
         }
-        func receiveLayer(_ layer: Int, bytes: UnsafeRawBufferPointer) async throws {
-            try await Task.sleep(for: delay)
-            try await inner.receiveLayer(layer, bytes: bytes)
-        }
-        func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }
-        func fail(_ error: KVTransportError) async { await inner.fail(error) }
     }
 }

@@ -65,7 +65,7 @@ struct EnginePathAgreementTests {
         let chunked = try PrefillEngine(model: model, cache: cache, threads: 1, chunkSize: 5, maxContext: 256)
         let a = try whole.prefill(prompt, sequence: cache.createSequence())
         let b = try chunked.prefill(prompt, sequence: cache.createSequence())
-        let mean = zip(a, b).reduce(Float(0)) { $0 + abs($1.0 - $1.1) } / Float(a.count)
+        let mean = meanAbsDifference(a, b)
         #expect(mean < Self.roundedChunkingMeanTolerance, "mean |Δlogit| \(mean)")
         #expect(argmax(a) == argmax(b))
     }

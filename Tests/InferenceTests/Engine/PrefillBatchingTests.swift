@@ -33,7 +33,7 @@ struct PrefillBatchingTests {
             // Each row's attention is its own; only sgemm's blocking over more rows reorders sums, and with
             // 8-bit activation rounding a reordered sum may flip a rounding, as chunking does (max |Δ| 0.44 seen).
             if roundsActivations {
-                let mean = zip(batched[i], reference).reduce(Float(0)) { $0 + abs($1.0 - $1.1) } / Float(reference.count)
+                let mean = meanAbsDifference(batched[i], reference)
                 #expect(mean < EnginePathAgreementTests.roundedChunkingMeanTolerance, "prompt \(i): mean |Δ| \(mean)")
             } else {
                 let difference = maxAbsDifference(batched[i], reference)
