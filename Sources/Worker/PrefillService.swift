@@ -11,8 +11,13 @@ public struct PrefillResult: Sendable {
     public var firstToken: Int32
     public var kvBytes: Int
     public var transport: KVTransportKind
+    /// From the request's arrival (queueing included) until its first token was sampled.
     public var prefillSeconds: Double
+    /// The hand-off, from opening the transfer (at arrival: layers stream while the prompt computes) to the
+    /// decode worker's confirmation.
     public var transferSeconds: Double
+    /// Arrival to confirmation: what this worker adds to the request's time to first token.
+    public var totalSeconds: Double
 }
 
 /// The prefill worker's queue: prompts go to a `PrefillKVShipper`, which batches them into shared forward passes
@@ -24,7 +29,8 @@ public struct PrefillResult: Sendable {
 public final class PrefillService: Sendable {
     public let shipper: PrefillKVShipper
     public let transport: KVTransportConfiguration
-    /// Prompt + KV transfer time of recent shipments (seconds).
+    /// Recent shipments' time from arrival to the decode worker's confirmation (seconds): queueing, prefill
+    /// and the transfer's tail.
     public let shipmentTime = LatencyWindow()
     private let logger: Logger
     private let clients = Mutex<[String: KVTransferClient]>([:])
@@ -80,7 +86,7 @@ public final class PrefillService: Sendable {
         let result = await withTaskCancellationHandler { await task.result } onCancel: { task.cancel() }
         switch result {
         case .success(let value):
-            shipmentTime.record(value.prefillSeconds + value.transferSeconds)
+            shipmentTime.record(value.totalSeconds)
             return value
         case .failure(let error):
             if expired.load(ordering: .relaxed) {
@@ -126,7 +132,8 @@ public final class PrefillService: Sendable {
                 return PrefillResult(
                     requestID: requestID, promptTokens: report.promptTokens, firstToken: report.firstToken,
                     kvBytes: report.transfer.bytes, transport: report.transfer.transport,
-                    prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds)
+                    prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds,
+                    totalSeconds: report.totalSeconds)
             } catch {
                 try checkCancellation(requestID)
                 let connectionLost = (error.cause as? KVTransportError)?.code == .connectionFailed
