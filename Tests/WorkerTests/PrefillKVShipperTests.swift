@@ -4,229 +4,231 @@ import KVTransport
 import Testing
 import Worker
 
-/// Prefill in one engine, layer-streamed over the in-memory transport twin, decode in another: the same tokens as
-/// one process, and nothing left behind when a transfer fails.
-@Suite("Prefill shipper and decode receiver in one process", .serialized)
-struct PrefillKVShipperTests {
-    static let parameterSets: [(String, SamplingParameters)] = [
-        ("greedy", SamplingParameters(temperature: 0, seed: 1, maxTokens: 12)),
-        ("seeded sampling", SamplingParameters(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 1234, maxTokens: 12)),
-        ("dense sampling", SamplingParameters(temperature: 1.2, topK: 0, topP: 1, minP: 0, seed: 99, maxTokens: 12)),
-    ]
+extension SharedFixtureSuites {
+    /// Prefill in one engine, layer-streamed over the in-memory transport twin, decode in another: the same tokens as
+    /// one process, and nothing left behind when a transfer fails.
+    @Suite("Prefill shipper and decode receiver in one process", .serialized)
+    struct PrefillKVShipperTests {
+        static let parameterSets: [(String, SamplingParameters)] = [
+            ("greedy", SamplingParameters(temperature: 0, seed: 1, maxTokens: 12)),
+            ("seeded sampling", SamplingParameters(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 1234, maxTokens: 12)),
+            ("dense sampling", SamplingParameters(temperature: 1.2, topK: 0, topP: 1, minP: 0, seed: 99, maxTokens: 12)),
+        ]
 
-    @Test("a shipped sequence decodes to the tokens of single-process generation", arguments: [0, 1, 2])
-    func matchesSingleProcess(_ index: Int) async throws {
-        let fixture = try HandoffFixture.get()
-        let (name, parameters) = Self.parameterSets[index]
-        let expected = try fixture.reference.generate(prompt: fixture.prompt, parameters: parameters)
+        @Test("a shipped sequence decodes to the tokens of single-process generation", arguments: [0, 1, 2])
+        func matchesSingleProcess(_ index: Int) async throws {
+            let fixture = try HandoffFixture.get()
+            let (name, parameters) = Self.parameterSets[index]
+            let expected = try fixture.reference.generate(prompt: fixture.prompt, parameters: parameters)
 
-        let decode = try fixture.decodeWorker()
-        let fullPool = decode.engine.cache.freeBlockCount
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 2)
-        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
-        let report = try await shipper.ship(requestID: "r-\(name)", prompt: fixture.prompt, parameters: parameters, via: transport)
-        #expect(report.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
-        #expect(report.firstToken == expected.tokens.first)
+            let decode = try fixture.decodeWorker()
+            let fullPool = decode.engine.cache.freeBlockCount
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 2)
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
+            let report = try await shipper.ship(requestID: "r-\(name)", prompt: fixture.prompt, parameters: parameters, via: transport)
+            #expect(report.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
+            #expect(report.firstToken == expected.tokens.first)
 
-        guard case .firstToken(let id, let first) = try await nextEvent(decode) else {
-            Issue.record("expected the first-token event first")
-            return
+            guard case .firstToken(let id, let first) = try await nextEvent(decode) else {
+                Issue.record("expected the first-token event first")
+                return
+            }
+            #expect(id == "r-\(name)" && first == report.firstToken)
+            guard case .finished(let decoded) = try await nextEvent(decode) else {
+                Issue.record("expected the finished event")
+                return
+            }
+            #expect(decoded.tokens == expected.tokens, "\(name)")
+            #expect(decoded.text == expected.text)
+            #expect(decoded.finishReason == expected.finishReason)
+            #expect(decoded.seed == expected.seed)
+            #expect(decode.engine.cache.freeBlockCount == fullPool, "the decoded sequence is freed")
+            #expect(fixture.prefillCache.sequenceCount == 0, "the prefill side frees its sequence")
         }
-        #expect(id == "r-\(name)" && first == report.firstToken)
-        guard case .finished(let decoded) = try await nextEvent(decode) else {
-            Issue.record("expected the finished event")
-            return
-        }
-        #expect(decoded.tokens == expected.tokens, "\(name)")
-        #expect(decoded.text == expected.text)
-        #expect(decoded.finishReason == expected.finishReason)
-        #expect(decoded.seed == expected.seed)
-        #expect(decode.engine.cache.freeBlockCount == fullPool, "the decoded sequence is freed")
-        #expect(fixture.prefillCache.sequenceCount == 0, "the prefill side frees its sequence")
-    }
 
-    @Test("shipments that arrive while a pass runs share the next pass, and each decodes as if alone")
-    func concurrentShipmentsShareAPass() async throws {
-        let fixture = try HandoffFixture.get()
-        let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 6)
-        let prompt = fixture.prompt
-        let prompts = [prompt, Array(prompt[..<20]), Array(prompt.suffix(30)), Array(prompt[5..<12])]
-        let expected = try prompts.map { try fixture.reference.generate(prompt: $0, parameters: parameters) }
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
-        let workers = try prompts.map { _ in try fixture.decodeWorker() }
-        // The first receiver takes 20 ms per layer; with one buffered layer the first pass lasts over half a
-        // second, and the other three queue up behind it.
-        let transports = workers.enumerated().map { i, worker in
-            InMemoryKVTransport(
-                receiverIdentity: fixture.identity,
-                receiver: i == 0 ? TappedReceiver.slow(worker, delay: .milliseconds(20)) : worker)
-        }
-        let reports = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
-            group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], parameters: parameters, via: transports[0])) }
-            while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
-            for i in 1..<prompts.count {
-                group.addTask {
-                    (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], parameters: parameters, via: transports[i]))
+        @Test("shipments that arrive while a pass runs share the next pass, and each decodes as if alone")
+        func concurrentShipmentsShareAPass() async throws {
+            let fixture = try HandoffFixture.get()
+            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 6)
+            let prompt = fixture.prompt
+            let prompts = [prompt, Array(prompt[..<20]), Array(prompt.suffix(30)), Array(prompt[5..<12])]
+            let expected = try prompts.map { try fixture.reference.generate(prompt: $0, parameters: parameters) }
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+            let workers = try prompts.map { _ in try fixture.decodeWorker() }
+            // The first receiver takes 20 ms per layer; with one buffered layer the first pass lasts over half a
+            // second, and the other three queue up behind it.
+            let transports = workers.enumerated().map { i, worker in
+                InMemoryKVTransport(
+                    receiverIdentity: fixture.identity,
+                    receiver: i == 0 ? TappedReceiver.slow(worker, delay: .milliseconds(20)) : worker)
+            }
+            let reports = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
+                group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], parameters: parameters, via: transports[0])) }
+                while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+                for i in 1..<prompts.count {
+                    group.addTask {
+                        (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], parameters: parameters, via: transports[i]))
+                    }
                 }
+                var reports = [KVShipmentReport?](repeating: nil, count: prompts.count)
+                for try await (i, report) in group { reports[i] = report }
+                return reports.compactMap { $0 }
             }
-            var reports = [KVShipmentReport?](repeating: nil, count: prompts.count)
-            for try await (i, report) in group { reports[i] = report }
-            return reports.compactMap { $0 }
-        }
-        #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
-        #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count })
-        for (i, worker) in workers.enumerated() {
-            #expect(reports[i].firstToken == expected[i].tokens.first, "prompt \(i)")
-            guard case .firstToken = try await nextEvent(worker), case .finished(let decoded) = try await nextEvent(worker) else {
-                Issue.record("prompt \(i): expected the first token, then the end")
-                continue
+            #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
+            #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count })
+            for (i, worker) in workers.enumerated() {
+                #expect(reports[i].firstToken == expected[i].tokens.first, "prompt \(i)")
+                guard case .firstToken = try await nextEvent(worker), case .finished(let decoded) = try await nextEvent(worker) else {
+                    Issue.record("prompt \(i): expected the first token, then the end")
+                    continue
+                }
+                #expect(decoded.tokens == expected[i].tokens, "prompt \(i)")
             }
-            #expect(decoded.tokens == expected[i].tokens, "prompt \(i)")
+            #expect(fixture.prefillCache.sequenceCount == 0, "every batched sequence is freed")
+            #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
         }
-        #expect(fixture.prefillCache.sequenceCount == 0, "every batched sequence is freed")
-        #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
-    }
 
-    @Test("a shipment cancelled while it waits behind another leaves the lane and frees nothing twice")
-    func cancelledWhileQueued() async throws {
-        let fixture = try HandoffFixture.get()
-        let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
-        let slow = InMemoryKVTransport(
-            receiverIdentity: fixture.identity, receiver: TappedReceiver.slow(try fixture.decodeWorker(), delay: .milliseconds(20)))
-        let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker())
-        let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
-        while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
-        let queued = Task { try await shipper.ship(requestID: "queued", prompt: fixture.prompt, parameters: parameters, via: other) }
-        while shipper.waiting == 0 { try await Task.sleep(for: .milliseconds(2)) }
-        queued.cancel()
-        await #expect(throws: WorkerError.self) { _ = try await queued.value }
-        #expect(shipper.waiting == 0)
-        _ = try await first.value
-        #expect(shipper.passes.count == 1, "the cancelled prompt never ran")
-        #expect(fixture.prefillCache.sequenceCount == 0)
-    }
+        @Test("a shipment cancelled while it waits behind another leaves the lane and frees nothing twice")
+        func cancelledWhileQueued() async throws {
+            let fixture = try HandoffFixture.get()
+            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+            let slow = InMemoryKVTransport(
+                receiverIdentity: fixture.identity, receiver: TappedReceiver.slow(try fixture.decodeWorker(), delay: .milliseconds(20)))
+            let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker())
+            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
+            while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            let queued = Task { try await shipper.ship(requestID: "queued", prompt: fixture.prompt, parameters: parameters, via: other) }
+            while shipper.waiting == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            queued.cancel()
+            await #expect(throws: WorkerError.self) { _ = try await queued.value }
+            #expect(shipper.waiting == 0)
+            _ = try await first.value
+            #expect(shipper.passes.count == 1, "the cancelled prompt never ran")
+            #expect(fixture.prefillCache.sequenceCount == 0)
+        }
 
-    @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
-    func faultFreesBlocks() async throws {
-        let fixture = try HandoffFixture.get()
-        let decode = try fixture.decodeWorker()
-        let fullPool = decode.engine.cache.freeBlockCount
-        let prefillPool = fixture.prefillCache.freeBlockCount
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
-        let transport = InMemoryKVTransport(
-            receiverIdentity: fixture.identity, receiver: decode, faults: KVTransferFaults(flipBit: (layer: 7, byteOffset: 100)))
-        let error = await #expect(throws: WorkerError.self) {
-            _ = try await shipper.ship(requestID: "bad", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
+        func faultFreesBlocks() async throws {
+            let fixture = try HandoffFixture.get()
+            let decode = try fixture.decodeWorker()
+            let fullPool = decode.engine.cache.freeBlockCount
+            let prefillPool = fixture.prefillCache.freeBlockCount
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+            let transport = InMemoryKVTransport(
+                receiverIdentity: fixture.identity, receiver: decode, faults: KVTransferFaults(flipBit: (layer: 7, byteOffset: 100)))
+            let error = await #expect(throws: WorkerError.self) {
+                _ = try await shipper.ship(requestID: "bad", prompt: fixture.prompt, parameters: .greedy, via: transport)
+            }
+            #expect(error?.code == .transfer)
+            #expect((error?.cause as? KVTransportError)?.code == .checksumMismatch)
+            guard case .failed(let id, let failure) = try await nextEvent(decode) else {
+                Issue.record("expected a failure event")
+                return
+            }
+            #expect(id == "bad")
+            #expect(failure.code == .transfer)
+            #expect(decode.engine.cache.freeBlockCount == fullPool)
+            #expect(decode.engine.cache.sequenceCount == 0)
+            #expect(fixture.prefillCache.freeBlockCount == prefillPool)
         }
-        #expect(error?.code == .transfer)
-        #expect((error?.cause as? KVTransportError)?.code == .checksumMismatch)
-        guard case .failed(let id, let failure) = try await nextEvent(decode) else {
-            Issue.record("expected a failure event")
-            return
-        }
-        #expect(id == "bad")
-        #expect(failure.code == .transfer)
-        #expect(decode.engine.cache.freeBlockCount == fullPool)
-        #expect(decode.engine.cache.sequenceCount == 0)
-        #expect(fixture.prefillCache.freeBlockCount == prefillPool)
-    }
 
-    @Test("a decode worker without room refuses and the prefill side frees its sequence")
-    func noRoomIsRefused() async throws {
-        let fixture = try HandoffFixture.get()
-        let decode = try fixture.decodeWorker(blocks: 2)
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
-        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
-        let error = await #expect(throws: WorkerError.self) {
-            _ = try await shipper.ship(requestID: "big", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        @Test("a decode worker without room refuses and the prefill side frees its sequence")
+        func noRoomIsRefused() async throws {
+            let fixture = try HandoffFixture.get()
+            let decode = try fixture.decodeWorker(blocks: 2)
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
+            let error = await #expect(throws: WorkerError.self) {
+                _ = try await shipper.ship(requestID: "big", prompt: fixture.prompt, parameters: .greedy, via: transport)
+            }
+            #expect((error?.cause as? KVTransportError)?.code == .refused)
+            #expect(decode.engine.cache.freeBlockCount == 2)
+            #expect(fixture.prefillCache.sequenceCount == 0)
         }
-        #expect((error?.cause as? KVTransportError)?.code == .refused)
-        #expect(decode.engine.cache.freeBlockCount == 2)
-        #expect(fixture.prefillCache.sequenceCount == 0)
-    }
 
-    @Test("a receiver of another tokenizer is refused at the handshake")
-    func incompatibleIdentity() async throws {
-        let fixture = try HandoffFixture.get()
-        let decode = try fixture.decodeWorker()
-        var other = fixture.identity
-        other.tokenizerHash = "fnv1a64-0"
-        let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
-        let transport = InMemoryKVTransport(receiverIdentity: other, receiver: decode)
-        let error = await #expect(throws: WorkerError.self) {
-            _ = try await shipper.ship(requestID: "x", prompt: fixture.prompt, parameters: .greedy, via: transport)
+        @Test("a receiver of another tokenizer is refused at the handshake")
+        func incompatibleIdentity() async throws {
+            let fixture = try HandoffFixture.get()
+            let decode = try fixture.decodeWorker()
+            var other = fixture.identity
+            other.tokenizerHash = "fnv1a64-0"
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
+            let transport = InMemoryKVTransport(receiverIdentity: other, receiver: decode)
+            let error = await #expect(throws: WorkerError.self) {
+                _ = try await shipper.ship(requestID: "x", prompt: fixture.prompt, parameters: .greedy, via: transport)
+            }
+            #expect((error?.cause as? KVTransportError)?.code == .incompatible)
+            #expect(decode.engine.cache.sequenceCount == 0)
         }
-        #expect((error?.cause as? KVTransportError)?.code == .incompatible)
-        #expect(decode.engine.cache.sequenceCount == 0)
-    }
 
-    @Test("prefill reports each layer once, in order, after the whole prompt's K/V is stored")
-    func layerCallbackOrder() throws {
-        let fixture = try HandoffFixture.get()
-        let engine = fixture.prefill
-        let cache = fixture.prefillCache
-        let sequence = cache.createSequence()
-        defer { cache.free(sequence) }
-        let prompt = fixture.prompt
-        var seen: [Int] = []
-        var counts: [Int] = []
-        _ = try engine.prefill(prompt, sequence: sequence) { layer in
-            seen.append(layer)
-            counts.append((try? cache.tokenCount(sequence)) ?? -1)
+        @Test("prefill reports each layer once, in order, after the whole prompt's K/V is stored")
+        func layerCallbackOrder() throws {
+            let fixture = try HandoffFixture.get()
+            let engine = fixture.prefill
+            let cache = fixture.prefillCache
+            let sequence = cache.createSequence()
+            defer { cache.free(sequence) }
+            let prompt = fixture.prompt
+            var seen: [Int] = []
+            var counts: [Int] = []
+            _ = try engine.prefill(prompt, sequence: sequence) { layer in
+                seen.append(layer)
+                counts.append((try? cache.tokenCount(sequence)) ?? -1)
+            }
+            #expect(seen == Array(0..<fixture.model.configuration.layerCount))
+            #expect(counts.allSatisfy { $0 == prompt.count })
+            // The streamed layer equals the layer exported after prefill finished.
+            let other = cache.createSequence()
+            defer { cache.free(other) }
+            var streamed: [[UInt8]] = []
+            _ = try engine.prefill(prompt, sequence: other) { layer in
+                streamed.append((try? cache.exportLayer(other, layer: layer)) ?? [])
+            }
+            for layer in [0, 13, streamed.count - 1] {
+                let same = streamed[layer] == (try cache.exportLayer(other, layer: layer))
+                #expect(same, "layer \(layer)")
+            }
         }
-        #expect(seen == Array(0..<fixture.model.configuration.layerCount))
-        #expect(counts.allSatisfy { $0 == prompt.count })
-        // The streamed layer equals the layer exported after prefill finished.
-        let other = cache.createSequence()
-        defer { cache.free(other) }
-        var streamed: [[UInt8]] = []
-        _ = try engine.prefill(prompt, sequence: other) { layer in
-            streamed.append((try? cache.exportLayer(other, layer: layer)) ?? [])
-        }
-        for layer in [0, 13, streamed.count - 1] {
-            let same = streamed[layer] == (try cache.exportLayer(other, layer: layer))
-            #expect(same, "layer \(layer)")
-        }
-    }
 
-    @Test("with a prompt longer than a chunk, layers are reported only once the last chunk stored them")
-    func layerCallbackWithChunks() async throws {
-        let fixture = try HandoffFixture.get()
-        let cache = try PagedKVCache(layout: fixture.model.kvCacheLayout(), blockCount: 16)
-        let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 16, maxContext: 128)
-        let prompt = fixture.prompt
-        #expect(prompt.count > 32, "the prompt spans three chunks")
-        let sequence = cache.createSequence()
-        var seen: [Int] = []
-        var streamed: [[UInt8]] = []
-        _ = try engine.prefill(prompt, sequence: sequence) { layer in
-            seen.append(layer)
-            #expect((try? cache.tokenCount(sequence)) == prompt.count)
-            streamed.append((try? cache.exportLayer(sequence, layer: layer)) ?? [])
-        }
-        #expect(seen == Array(0..<fixture.model.configuration.layerCount))
-        for layer in seen {
-            let same = streamed[layer] == (try cache.exportLayer(sequence, layer: layer))
-            #expect(same, "layer \(layer)")
-        }
-        cache.free(sequence)
+        @Test("with a prompt longer than a chunk, layers are reported only once the last chunk stored them")
+        func layerCallbackWithChunks() async throws {
+            let fixture = try HandoffFixture.get()
+            let cache = try PagedKVCache(layout: fixture.model.kvCacheLayout(), blockCount: 16)
+            let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 16, maxContext: 128)
+            let prompt = fixture.prompt
+            #expect(prompt.count > 32, "the prompt spans three chunks")
+            let sequence = cache.createSequence()
+            var seen: [Int] = []
+            var streamed: [[UInt8]] = []
+            _ = try engine.prefill(prompt, sequence: sequence) { layer in
+                seen.append(layer)
+                #expect((try? cache.tokenCount(sequence)) == prompt.count)
+                streamed.append((try? cache.exportLayer(sequence, layer: layer)) ?? [])
+            }
+            #expect(seen == Array(0..<fixture.model.configuration.layerCount))
+            for layer in seen {
+                let same = streamed[layer] == (try cache.exportLayer(sequence, layer: layer))
+                #expect(same, "layer \(layer)")
+            }
+            cache.free(sequence)
 
-        // Shipping through a one-layer buffer (compute waits for the sender at every layer) lands the same KV.
-        let decode = try fixture.decodeWorker()
-        let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity, maxBufferedLayers: 1)
-        let recorder = LayerRecorder()
-        let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder.wrapping(decode), chunkBytes: 4096)
-        _ = try await shipper.ship(requestID: "chunked", prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 1), via: transport)
-        let layout = cache.layout
-        let received = recorder.layers
-        #expect(received.count == streamed.count)
-        for (a, b) in zip(received, streamed) {
-            // Slots past the last token hold whatever the reused blocks held before: compare the tokens' slots.
-            let same = tokenSlots(a, layout: layout, tokens: prompt.count) == tokenSlots(b, layout: layout, tokens: prompt.count)
-            #expect(same)
+            // Shipping through a one-layer buffer (compute waits for the sender at every layer) lands the same KV.
+            let decode = try fixture.decodeWorker()
+            let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity, maxBufferedLayers: 1)
+            let recorder = LayerRecorder()
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder.wrapping(decode), chunkBytes: 4096)
+            _ = try await shipper.ship(requestID: "chunked", prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 1), via: transport)
+            let layout = cache.layout
+            let received = recorder.layers
+            #expect(received.count == streamed.count)
+            for (a, b) in zip(received, streamed) {
+                // Slots past the last token hold whatever the reused blocks held before: compare the tokens' slots.
+                let same = tokenSlots(a, layout: layout, tokens: prompt.count) == tokenSlots(b, layout: layout, tokens: prompt.count)
+                #expect(same)
+            }
+            #expect(cache.sequenceCount == 0)
         }
-        #expect(cache.sequenceCount == 0)
     }
 }
 

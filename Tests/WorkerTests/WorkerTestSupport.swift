@@ -2,7 +2,13 @@ import GGUF
 import Inference
 import KVTransport
 import Tokenization
+import Testing
 import Worker
+
+/// The suites that use `HandoffFixture` nest here and run one test at a time: its prefill engine (and the
+/// reference generator on it) has one owner at a time, and each test's shipper runs it on its own thread.
+@Suite("Suites sharing the hand-off fixture's engine", .serialized)
+struct SharedFixtureSuites {}
 
 /// The default model loaded once, with both halves of a disaggregated pair and a single-process reference.
 /// Missing model: every test using it fails with the fetch command.
