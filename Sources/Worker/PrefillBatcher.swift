@@ -50,6 +50,7 @@ final class PrefillBatcher: @unchecked Sendable {
     private var held = 0
     private var reservedBlocks = 0
     private let admittedCount = Atomic<Int>(0)
+    private let computingCount = Atomic<Int>(0)
     private let reservedCount = Atomic<Int>(0)
     private let passCount = Atomic<Int>(0)
     private let batchedRows = Atomic<Int>(0)
@@ -70,6 +71,8 @@ final class PrefillBatcher: @unchecked Sendable {
     }
     /// Prompts admitted and not yet released (running, or shipped and being sent).
     var admitted: Int { admittedCount.load(ordering: .relaxed) }
+    /// Admitted prompts whose prefill has not finished.
+    var computing: Int { computingCount.load(ordering: .relaxed) }
     /// KV blocks reserved by admitted prompts.
     var reserved: Int { reservedCount.load(ordering: .relaxed) }
     /// Forward passes run, and the prompt rows they held (rows / passes = mean batch size in tokens).
@@ -154,6 +157,7 @@ final class PrefillBatcher: @unchecked Sendable {
                 job.queue.finish(.failed(WorkerError(.cancelled, "the prefill worker is shutting down")))
             }
             admittedCount.store(held, ordering: .relaxed)
+            computingCount.store(active.count, ordering: .relaxed)
             reservedCount.store(reservedBlocks, ordering: .relaxed)
             if stopping { return }
             runPass()
@@ -233,6 +237,7 @@ final class PrefillBatcher: @unchecked Sendable {
         job.finished = true
         job.queue.finish(item)
         if let index = active.firstIndex(where: { $0 === job }) { active.remove(at: index) }
+        computingCount.store(active.count, ordering: .relaxed)
     }
 }
 

@@ -60,6 +60,8 @@ public final class PrefillKVShipper: Sendable {
     public var waiting: Int { batcher.waiting }
     /// Prompts holding KV in the prefill cache (being prefilled or sent).
     public var admitted: Int { batcher.admitted }
+    /// Admitted prompts still being prefilled (the rest of `admitted` are being sent).
+    public var computing: Int { batcher.computing }
     /// KV blocks of the prefill cache reserved by admitted prompts.
     public var reservedBlocks: Int { batcher.reserved }
     /// Forward passes run so far and the prompt tokens they held: their ratio is the mean tokens per pass.

@@ -45,8 +45,10 @@ public final class PrefillService: Sendable {
     /// Tokens a prompt may have (fewer than the prefill engine's context).
     public var contextLength: Int { shipper.engine.maxContext }
 
-    /// Prompts waiting for their turn.
-    public var queued: Int { shipper.waiting }
+    /// Prompts waiting behind the one that arrived first: those not admitted yet, and the admitted ones past
+    /// the first still being prefilled (they share passes, but each pass is as slow as its rows). What the
+    /// placement service holds against its TTFT target, as it did when prompts ran one at a time.
+    public var queued: Int { shipper.waiting + max(0, shipper.computing - 1) }
     /// Prompts being prefilled or sent.
     public var inFlight: Int { shipper.admitted }
     /// KV blocks of the prefill cache, and how many the admitted prompts leave free (they reserve their whole

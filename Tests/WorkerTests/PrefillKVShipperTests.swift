@@ -70,6 +70,9 @@ extension SharedFixtureSuites {
                         (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], parameters: parameters, via: transports[i]))
                     }
                 }
+                let deadline = ContinuousClock.now + .seconds(2)
+                while shipper.waiting < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
+                #expect(shipper.waiting == 3 && shipper.computing == 1 && shipper.admitted == 1, "three wait behind the first")
                 var reports = [KVShipmentReport?](repeating: nil, count: prompts.count)
                 for try await (i, report) in group { reports[i] = report }
                 return reports.compactMap { $0 }
