@@ -107,10 +107,17 @@ public final class PrefillKVShipper: Sendable {
         let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count)
         let outcome = Outcome()
         let result: Result<KVTransferReport, KVTransportError>
+        // Open the transfer once this prompt's first layer (or its failure) is ready, not at arrival: a prompt
+        // queued behind others, or a long one in its early chunks, would otherwise hold a silent transfer that the
+        // receiver's idle timeout ends. The handshake then overlaps the computation of the next layers.
+        var items = queue.items.makeAsyncIterator()
+        let first: LayerQueue.Item?
+        do { first = try await items.next() } catch { first = nil }
         do {
             result = .success(
                 try await sender.transfer(request) { transfer in
-                    for try await item in queue.items {
+                    var pending = first
+                    while let item = try await Self.next(&pending, &items) {
                         switch item {
                         case .layer(let layer, .inPlace(let regions)):
                             queue.taken()
@@ -151,6 +158,17 @@ public final class PrefillKVShipper: Sendable {
             if let computeError = outcome.error { throw computeError }
             throw WorkerError(.transfer, "KV transfer of request \(requestID) failed: \(error.message)", cause: error)
         }
+    }
+
+    /// The item taken out before the transfer opened, then the queue's next ones.
+    private static func next(
+        _ pending: inout LayerQueue.Item?, _ items: inout AsyncThrowingStream<LayerQueue.Item, any Error>.Iterator
+    ) async throws -> LayerQueue.Item? {
+        if let item = pending {
+            pending = nil
+            return item
+        }
+        return try await items.next()
     }
 }
 

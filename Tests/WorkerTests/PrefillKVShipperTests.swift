@@ -111,6 +111,43 @@ extension SharedFixtureSuites {
             #expect(fixture.prefillCache.sequenceCount == 0)
         }
 
+        @Test("over mutual TLS, a prompt that waits longer than the receiver's idle timeout for its layers still arrives")
+        func queuedLongerThanIdleTimeout() async throws {
+            let fixture = try HandoffFixture.get()
+            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
+            let authority = try ClusterCertificates.makeAuthority(name: "Baton test CA")
+            func configuration(_ node: String) throws -> KVTransportConfiguration {
+                let issued = try ClusterCertificates.issueNode(node, authority: authority)
+                var configuration = KVTransportConfiguration(
+                    tls: ClusterCertificates.tls(node: issued, authorityPEM: authority.certificatePEM),
+                    policy: KVTransportPolicy(allowRDMA: false, allowSharedMemory: false))
+                configuration.idleTimeout = .milliseconds(300)
+                return configuration
+            }
+            let server = try await KVTransferServer.bind(
+                host: "127.0.0.1", port: 0, configuration: try configuration("decode"), identity: fixture.identity,
+                receiver: try fixture.decodeWorker())
+            let serving = Task { await server.run() }
+            let client = try await KVTransferClient.connect(
+                host: "127.0.0.1", port: server.port, configuration: try configuration("prefill"))
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+            // The first prompt's link takes a second to accept: with one layer buffered, the compute thread waits
+            // for it, and the second prompt's layers come a second after it arrived.
+            let slow = StallingSender(
+                inner: InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker()),
+                delay: .seconds(1))
+            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
+            while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            let started = ContinuousClock.now
+            let second = try await shipper.ship(requestID: "second", prompt: fixture.prompt, parameters: parameters, via: client)
+            #expect(started.duration(to: .now) > .milliseconds(900), "it waited three idle timeouts")
+            #expect(second.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
+            _ = try await first.value
+            await client.close()
+            await server.close()
+            serving.cancel()
+        }
+
         @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
         func faultFreesBlocks() async throws {
             let fixture = try HandoffFixture.get()
@@ -284,6 +321,19 @@ final class TappedReceiver: KVTransferReceiver, @unchecked Sendable {
         }
         func complete(_ completion: KVTransferCompletion) async throws { try await inner.complete(completion) }
         func fail(_ error: KVTransportError) async { await inner.fail(error) }
+    }
+}
+
+/// A sender whose link takes `delay` before the transfer starts.
+struct StallingSender: KVTransferSender {
+    let inner: any KVTransferSender
+    let delay: Duration
+
+    func transfer(
+        _ request: KVTransferRequest, produce: (KVOutboundTransfer) async throws -> KVTransferCompletion
+    ) async throws(KVTransportError) -> KVTransferReport {
+        try? await Task.sleep(for: delay)
+        return try await inner.transfer(request, produce: produce)
     }
 }
 
