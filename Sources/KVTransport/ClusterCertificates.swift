@@ -65,6 +65,18 @@ public enum ClusterCertificates {
         }
     }
 
+    /// A transport configuration for a node named `node` with a certificate issued now by `authority`, over the
+    /// TLS stream only (no shared memory or RDMA): for benchmarks and tests that make their own CA.
+    public static func tlsStreamConfiguration(
+        node: String, authority: Issued, idleTimeout: Duration
+    ) throws(KVTransportError) -> KVTransportConfiguration {
+        var configuration = KVTransportConfiguration(
+            tls: tls(node: try issueNode(node, authority: authority), authorityPEM: authority.certificatePEM),
+            policy: KVTransportPolicy(allowRDMA: false, allowSharedMemory: false))
+        configuration.idleTimeout = idleTimeout
+        return configuration
+    }
+
     /// The TLS settings of a node holding `node`, in a cluster whose CA certificate is `authorityPEM`.
     public static func tls(node: Issued, authorityPEM: String) -> KVTransportTLS {
         KVTransportTLS(certificateAuthorityPEM: authorityPEM, certificateChainPEM: node.certificatePEM, privateKeyPEM: node.privateKeyPEM)

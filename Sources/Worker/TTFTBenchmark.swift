@@ -75,12 +75,7 @@ public enum TTFTBenchmark {
         logger.logLevel = .error
         let authority = try ClusterCertificates.makeAuthority(name: "Baton benchmark CA")
         func configuration(_ node: String) throws -> KVTransportConfiguration {
-            let issued = try ClusterCertificates.issueNode(node, authority: authority)
-            var configuration = KVTransportConfiguration(
-                tls: ClusterCertificates.tls(node: issued, authorityPEM: authority.certificatePEM),
-                policy: KVTransportPolicy(allowRDMA: false, allowSharedMemory: false))
-            configuration.idleTimeout = .seconds(30)
-            return configuration
+            try ClusterCertificates.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .seconds(30))
         }
         let server = try await KVTransferServer.bind(
             host: "127.0.0.1", port: 0, configuration: try configuration("bench-decode"), identity: identity,

@@ -117,12 +117,7 @@ extension SharedFixtureSuites {
             let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
             let authority = try ClusterCertificates.makeAuthority(name: "Baton test CA")
             func configuration(_ node: String) throws -> KVTransportConfiguration {
-                let issued = try ClusterCertificates.issueNode(node, authority: authority)
-                var configuration = KVTransportConfiguration(
-                    tls: ClusterCertificates.tls(node: issued, authorityPEM: authority.certificatePEM),
-                    policy: KVTransportPolicy(allowRDMA: false, allowSharedMemory: false))
-                configuration.idleTimeout = .milliseconds(300)
-                return configuration
+                try ClusterCertificates.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .milliseconds(300))
             }
             let server = try await KVTransferServer.bind(
                 host: "127.0.0.1", port: 0, configuration: try configuration("decode"), identity: fixture.identity,
