@@ -192,6 +192,10 @@ public final class PrefillEngine: @unchecked Sendable {
         layerObserver = onLayerComplete
 
         let vocabulary = model.configuration.vocabularySize
+        let logitRowCount = logitRows.count
+        // A pass without a completing chunk wants no logits; the buffers keep one element so their base
+        // addresses exist.
+        if logitRows.isEmpty { logitRows.append(0) }
         var logits = [Float](repeating: 0, count: logitRows.count * vocabulary)
         tokens.withUnsafeBufferPointer { t in
             positions.withUnsafeBufferPointer { p in
@@ -200,12 +204,12 @@ public final class PrefillEngine: @unchecked Sendable {
                         Llama.forward(
                             model: model, backend: self, scratch: scratch, tokens: t.baseAddress!,
                             positions: p.baseAddress!, rows: rows, logitRows: r.baseAddress!,
-                            logitRowCount: logitRows.count, logits: out.baseAddress!)
+                            logitRowCount: logitRowCount, logits: out.baseAddress!)
                     }
                 }
             }
         }
-        return (0..<logitRows.count).map { Array(logits[$0 * vocabulary..<($0 + 1) * vocabulary]) }
+        return (0..<logitRowCount).map { Array(logits[$0 * vocabulary..<($0 + 1) * vocabulary]) }
     }
 
     private func checkTokens(_ tokens: [Int32]) throws(InferenceError) {
