@@ -139,10 +139,8 @@ public final class WorkerService: Sendable {
         guard let decode else {
             return try await refuse(writer, 404, "wrong_role", "worker \(name) does not decode (roles: \(roleNames))")
         }
-        let message: Baton_V1_OpenDecodeRequest
-        do { message = try Baton_V1_OpenDecodeRequest(serializedBytes: request.body) } catch {
-            return try await refuse(writer, 400, "invalid_argument", "the body is not an OpenDecodeRequest: \(error)")
-        }
+        guard let message = try await parse(request, writer, "an OpenDecodeRequest", { try Baton_V1_OpenDecodeRequest(serializedBytes: $0) })
+        else { return }
         let decodeRequest: DecodeRequest
         do throws(WorkerError) {
             try checkPrompt(message.requestID, message.promptTokens, context: decode.contextLength)
@@ -226,10 +224,8 @@ public final class WorkerService: Sendable {
         guard let prefill else {
             return try await refuse(writer, 404, "wrong_role", "worker \(name) does not prefill (roles: \(roleNames))")
         }
-        let message: Baton_V1_SubmitPrefillRequest
-        do { message = try Baton_V1_SubmitPrefillRequest(serializedBytes: request.body) } catch {
-            return try await refuse(writer, 400, "invalid_argument", "the body is not a SubmitPrefillRequest: \(error)")
-        }
+        guard let message = try await parse(request, writer, "a SubmitPrefillRequest", { try Baton_V1_SubmitPrefillRequest(serializedBytes: $0) })
+        else { return }
         let parameters: SamplingParameters
         do throws(WorkerError) {
             try checkPrompt(message.requestID, message.promptTokens, context: prefill.contextLength)
@@ -272,10 +268,8 @@ public final class WorkerService: Sendable {
     }
 
     private func cancel(_ request: NodeRequest, _ writer: NodeResponseWriter) async throws {
-        let message: Baton_V1_CancelRequest
-        do { message = try Baton_V1_CancelRequest(serializedBytes: request.body) } catch {
-            return try await refuse(writer, 400, "invalid_argument", "the body is not a CancelRequest: \(error)")
-        }
+        guard let message = try await parse(request, writer, "a CancelRequest", { try Baton_V1_CancelRequest(serializedBytes: $0) })
+        else { return }
         let reason = message.reason.isEmpty ? "cancelled by request" : "cancelled: \(message.reason)"
         let decoding = decode?.cancel(requestID: message.requestID, reason: reason) ?? false
         let prefilling = prefill?.cancel(requestID: message.requestID) ?? false
@@ -303,6 +297,16 @@ public final class WorkerService: Sendable {
         }
         if let bad = prompt.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw WorkerError(.invalidArgument, "prompt token \(bad) is outside the vocabulary (0..<\(vocabularySize))")
+        }
+    }
+
+    /// The request's body decoded by `decode`, or nil once a 400 naming `what` (the expected message) was sent.
+    private func parse<Message>(
+        _ request: NodeRequest, _ writer: NodeResponseWriter, _ what: String, _ decode: ([UInt8]) throws -> Message
+    ) async throws -> Message? {
+        do { return try decode(request.body) } catch {
+            try await refuse(writer, 400, "invalid_argument", "the body is not \(what): \(error)")
+            return nil
         }
     }
 
