@@ -61,6 +61,22 @@ void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n)
 float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n);
 void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n);
 
+// MARK: - Decode attention over a paged KV cache
+
+// One query group (the `group` query heads that share one KV head, `hd` floats each, adjacent in `q`) of one
+// sequence, over its first `count` cached positions. Position t's row of this KV head is at
+//   layer_base + table[t / block_size] * block_bytes + offset + (t % block_size) * row_bytes
+// with row_bytes = hd * (is_f16 ? 2 : 4): keys at `k_offset`, values at `v_offset` inside each block.
+
+/// scores[h * count + t] = scale · Σ_d q[h * hd + d] · K_t[d]
+void bk_attn_scores(bk_isa isa, int is_f16, const float *q, int group, int hd, float scale, const void *layer_base,
+                    size_t block_bytes, const int32_t *table, int block_size, size_t k_offset, int count,
+                    float *scores);
+/// out[h * hd + d] = Σ_t p[h * count + t] · V_t[d]
+void bk_attn_values(bk_isa isa, int is_f16, const float *p, int group, int hd, const void *layer_base,
+                    size_t block_bytes, const int32_t *table, int block_size, size_t v_offset, int count,
+                    float *out);
+
 // MARK: - Quantized activations
 
 /// Bytes of scratch `bk_quantize_act` needs for `batch` vectors of `columns` (a multiple of 32) floats.

@@ -33,8 +33,7 @@ public final class DecodeEngine: @unchecked Sendable {
     private let positions: UnsafeMutablePointer<Int32>
     private let tokens: UnsafeMutablePointer<Int32>
     private let logitRows: UnsafeMutablePointer<Int32>
-    /// Per thread: keys and values gathered to f32 (`[maxContext × headDim]` each), then scores
-    /// (`[group × maxContext]`).
+    /// Per thread: one query group's attention scores, `[group × maxContext]`.
     private let attentionWorkspace: UnsafeMutablePointer<Float>
     private let workspaceStride: Int
     /// `[maxBatch × vocab]`, valid until the next step.
@@ -65,7 +64,7 @@ public final class DecodeEngine: @unchecked Sendable {
         tokens = .allocate(capacity: maxBatch)
         logitRows = .allocate(capacity: maxBatch)
         for i in 0..<maxBatch { logitRows[i] = Int32(i) }
-        workspaceStride = context * (2 * c.headDimension + c.headCount / c.kvHeadCount)
+        workspaceStride = context * (c.headCount / c.kvHeadCount)
         attentionWorkspace = .allocate(capacity: threads * workspaceStride)
         openblas_set_num_threads(1)
         logitBuffer = .allocate(capacity: maxBatch * c.vocabularySize)
@@ -174,16 +173,15 @@ extension DecodeEngine: TransformerBackend {
         Kernels.matmul(model.weights.layers[layer][p], input: x, batch: rows, output: y, pool: pool)
     }
 
-    /// Stores every row's K/V, then per (row, KV head): gathers the sequence's keys and values up to the row's
-    /// position to f32 (one conversion per cache block), and for the query heads sharing that KV head computes
-    /// S = Q·Kᵀ/√hd, softmax, O = S·V with two small sgemms.
+    /// Stores every row's K/V, then per (row, KV head) computes, for the query heads sharing that KV head,
+    /// S = Q·Kᵀ/√hd, softmax, O = S·V, reading the sequence's keys and values from the cache in place.
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
     ) {
         let c = model.configuration
         let hd = c.headDimension, qd = c.queryDimension, kvd = c.kvDimension, kvHeads = c.kvHeadCount
-        let group = c.headCount / kvHeads, context = maxContext
+        let group = c.headCount / kvHeads
         let access = self.access, tables = self.tables, positions = self.positions
         let maxBlocks = self.maxBlocks, workspace = self.attentionWorkspace, workspaceStride = self.workspaceStride
         for i in 0..<n {
@@ -195,23 +193,14 @@ extension DecodeEngine: TransformerBackend {
         let units = n * kvHeads
         let threads = min(pool.threadCount, units)
         pool.parallelFor(threads) { thread in
-            let keys = workspace + thread * workspaceStride
-            let values = keys + context * hd
-            let scores = values + context * hd
+            let scores = workspace + thread * workspaceStride
             for unit in stride(from: thread, to: units, by: threads) {
                 let i = unit / kvHeads, g = unit % kvHeads
-                let length = Int(positions[i]) + 1
-                access.gather(
-                    layer: layer, table: tables + i * maxBlocks, head: g, count: length, keys: keys, values: values)
-                // The group's query heads are adjacent: a [group × hd] matrix.
-                let queries = q + i * qd + g * group * hd
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(group), Int32(length), Int32(hd),
-                    scale, queries, Int32(hd), keys, Int32(hd), 0, scores, Int32(length))
-                for h in 0..<group { VectorMath.softmax(scores + h * length, count: length) }
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(group), Int32(hd), Int32(length),
-                    1, scores, Int32(length), values, Int32(hd), 0, output + i * qd + g * group * hd, Int32(hd))
+                // The group's query heads are adjacent, and so are their outputs.
+                let heads = i * qd + g * group * hd
+                access.attend(
+                    layer: layer, table: tables + i * maxBlocks, head: g, count: Int(positions[i]) + 1,
+                    queries: q + heads, group: group, scale: scale, scores: scores, output: output + heads)
             }
         }
     }

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Reads and writes one layer's keys and values of one sequence in a `PagedKVCache`, by token position.
 ///
 /// Slice (layer, block) = K[kvHead][slot][headDim] then V[kvHead][slot][headDim]. Valid only for the current
@@ -43,6 +45,26 @@ struct KVCacheAccess {
                 (p + v).update(from: value + g * headDim, count: headDim)
             }
         }
+    }
+
+    /// Attention of one query group — `group` adjacent heads of `headDim` floats at `queries`, sharing KV head
+    /// `head` — over positions `0..<count`, reading the cache in place: `output[group × headDim]` =
+    /// softmax(scale · q·Kᵀ)·V. `scores` is scratch of `group × count` floats.
+    func attend(
+        layer: Int, table: UnsafePointer<Int32>, head: Int, count: Int, queries: UnsafePointer<Float>, group: Int,
+        scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
+    ) {
+        let base = UnsafeRawPointer(cache.layerBase(layer))
+        let width = isF16 ? 2 : 4, f16: Int32 = isF16 ? 1 : 0
+        let keys = offset(head: head, slot: 0) * width, values = keys + valueOffset * width
+        let blockBytes = cache.layout.layerBlockBytes
+        bk_attn_scores(
+            Kernels.isa, f16, queries, Int32(group), Int32(headDim), scale, base, blockBytes, table, Int32(blockSize),
+            keys, Int32(count), scores)
+        for h in 0..<group { VectorMath.softmax(scores + h * count, count: count) }
+        bk_attn_values(
+            Kernels.isa, f16, scores, Int32(group), Int32(headDim), base, blockBytes, table, Int32(blockSize), values,
+            Int32(count), output)
     }
 
     /// Copies positions `0..<count` of KV head `head` to f32: `keys[count × headDim]`, `values[count × headDim]`.

@@ -60,6 +60,9 @@ public final class PagedKVCache: @unchecked Sendable {
                     .invalidArgument,
                     "cannot map \(layerBytes) bytes for KV layer \(layer) of \(layout.layers) (\(String(cString: strerror(code)))); use fewer blocks")
             }
+            // Huge pages where the kernel allows them (THP in "madvise" mode): a decode step reads scattered
+            // few-KiB blocks of every sequence in every layer, and with 4 KiB pages nearly each one costs a TLB miss.
+            _ = madvise(address, layerBytes, MADV_HUGEPAGE)
             regions.append(address)
         }
         self.storage = regions
