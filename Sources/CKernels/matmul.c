@@ -663,3 +663,53 @@ void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, 
     default: memcpy(dst, wrow, (size_t)count * 4); break;
     }
 }
+
+// MARK: - Peak of the integer dot-product instructions
+
+#if BK_X86
+BK_AVX512 static uint64_t burn_avx512(uint64_t iterations, int32_t *sink) {
+    __m512i acc[24];
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_epi32(i);
+    __m512i w = _mm512_set1_epi8(3), x = _mm512_set1_epi8(5);
+    for (uint64_t n = 0; n < iterations; n++) {
+        for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], w, x);
+        __asm__ volatile("" : "+v"(w), "+v"(x));  // keeps the operands opaque, so nothing is hoisted
+    }
+    __m512i s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_epi32(s, acc[i]);
+    *sink = _mm512_reduce_add_epi32(s);
+    return iterations * 24 * 64;
+}
+
+BK_AVX2 static uint64_t burn_avx2(uint64_t iterations, int32_t *sink) {
+    __m256i acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_epi32(i);
+    __m256i w = _mm256_set1_epi8(3), x = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
+    for (uint64_t n = 0; n < iterations; n++) {
+        for (int i = 0; i < 12; i++)
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones));
+        __asm__ volatile("" : "+v"(w), "+v"(x));
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_epi32(s, acc[i]);
+    int32_t t[8];
+    _mm256_storeu_si256((__m256i *)t, s);
+    *sink = t[0] + t[7];
+    return iterations * 12 * 32;
+}
+#endif
+
+uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink) {
+    *sink = 0;
+#if BK_X86
+    switch (bk_effective_isa(isa)) {
+    case BK_ISA_AVX512: return burn_avx512(iterations, sink);
+    case BK_ISA_AVX2: return burn_avx2(iterations, sink);
+    default: break;
+    }
+#else
+    (void)isa;
+    (void)iterations;
+#endif
+    return 0;
+}

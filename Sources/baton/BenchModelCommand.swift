@@ -66,6 +66,21 @@ struct BenchModelCommand: ParsableCommand {
             lines.append("decode  tg\(decodeTokens) batch 1: \(Self.format(single)) tokens/s")
             lines.append("decode  tg\(decodeTokens) batch 8: \(Self.format(batched)) tokens/s aggregate")
             lines.append("decode  resident memory: \(rss / 1_048_576) MiB")
+            // Where batch 8 stands against the hardware: it is bound by the integer dot products, not by memory.
+            if let peak = Kernels.int8DotPeak(threads: threads) {
+                let perToken = Double(model.weights.multiplyAccumulatesPerToken)
+                let used = batched * perToken, ceiling = peak / perToken
+                report += [
+                    ("int8_peak_macs_per_second", Self.format(peak)),
+                    ("decode_batch8_weight_macs_per_second", Self.format(used)),
+                    ("decode_ceiling_tokens_per_second", Self.format(ceiling)),
+                ]
+                lines.append(
+                    "decode  \(Kernels.instructionSet) int8 dot-product peak: \(Self.format(peak / 1e9)) GMAC/s; batch 8 runs "
+                        + "the weight products (\(Self.format(perToken / 1e6)) M MACs per token) at \(Self.format(used / 1e9)) GMAC/s "
+                        + "(\(Self.format(100 * used / peak)) % of peak); at the peak any batch tops out at "
+                        + "\(Self.format(ceiling)) tokens/s (\(Self.format(ceiling / single))× batch 1)")
+            }
         }
         if only != .decode {
             let short = min(Self.shortPrompt, promptTokens)

@@ -111,6 +111,12 @@ void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows
 void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
                int columns, const void *act, int batch, float *out, size_t out_stride);
 
+/// The ceiling of the quantized kernels: runs `iterations` rounds of independent, register-only int8
+/// dot-product instructions as `isa`'s mat-vec uses them (AVX-512: vpdpbusd, 64 multiply-accumulates each;
+/// AVX2: vpmaddubsw + vpmaddwd + vpaddd, 32) and returns how many multiply-accumulates it did (0 on the scalar
+/// ISA, which has no such instruction). Timing a call gives the machine's peak; `sink` defeats dead-code removal.
+uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink);
+
 /// Scalar twins of one row × one quantized vector (vector 0 of `act`), as llama.cpp's `ggml_vec_dot_*`.
 float bk_q4_0_dot_scalar(const void *wrow, const void *act, int columns);
 float bk_q4_1_dot_scalar(const void *wrow, const void *act, int columns);

@@ -1,5 +1,7 @@
 import CKernels
+import Dispatch
 import GGUF
+import Synchronization
 
 /// The decode-path compute kernels: quantized mat-vec read straight from GGUF blocks, dequantization and
 /// the f16 / f32 vector helpers of attention.
@@ -17,6 +19,28 @@ public enum Kernels {
         case BK_ISA_AVX2: "AVX2"
         default: "scalar"
         }
+    }
+
+    /// Peak int8 multiply-accumulates per second of the instructions the quantized kernels are built on, on
+    /// `threads` threads at once (register-only, so no memory or scale work): the ceiling of any quantized
+    /// mat-vec here, against which a measured one can be judged. Nil for the scalar kernels. Takes ~0.5 s.
+    public static func int8DotPeak(threads: Int) -> Double? {
+        guard isa != BK_ISA_SCALAR, threads >= 1 else { return nil }
+        let iterations: UInt64 = 4_000_000
+        var best = 0.0
+        for _ in 0..<3 {
+            let started = ContinuousClock.now
+            let total = Mutex<UInt64>(0)
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                var sink: Int32 = 0
+                let done = bk_int8_dot_burn(isa, iterations, &sink)
+                total.withLock { $0 += done }
+            }
+            let elapsed = started.duration(to: .now)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            best = max(best, Double(total.withLock { $0 }) / seconds)
+        }
+        return best
     }
 
     /// Fewer rows than this per task are not worth a fork/join.

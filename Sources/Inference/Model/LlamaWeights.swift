@@ -50,6 +50,14 @@ public struct LlamaWeights: @unchecked Sendable {
     /// Whether `output` is the tied token embedding.
     public let outputIsTied: Bool
 
+    /// Multiply-accumulates of the weight products for one decode token: every layer projection and the output
+    /// matrix (attention over the cache comes on top and grows with the context).
+    public var multiplyAccumulatesPerToken: Int {
+        layers.reduce(output.rows * output.columns) { sum, layer in
+            layer.projections.reduce(sum) { $0 + $1.rows * $1.columns }
+        }
+    }
+
     /// Maps and checks the tensors. `biases` says whether Q/K/V biases are expected (`blk.N.attn_q.bias`, ...).
     public init(gguf: GGUFFile, configuration c: LlamaConfiguration, biases: Bool = false) throws(InferenceError) {
         func tensor(_ name: String) throws(InferenceError) -> GGUFTensorInfo {

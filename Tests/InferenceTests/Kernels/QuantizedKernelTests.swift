@@ -343,4 +343,24 @@ struct WeightMatrixTests {
             }
         }
     }
+
+    @Test("the int8 peak probe runs the dot-product instructions it counts, on every ISA")
+    func int8PeakProbe() {
+        for isa in kernelISAs {
+            var sink: Int32 = 0
+            let macs = bk_int8_dot_burn(isa, 1000, &sink)
+            switch isa {
+            case BK_ISA_AVX512:
+                // 24 accumulators of 16 lanes start at i and gain 4 · 3 · 5 per round.
+                #expect(macs == 1000 * 24 * 64)
+                #expect(sink == 16 * (276 + 24 * 60 * 1000))
+            case BK_ISA_AVX2:
+                // 12 accumulators of 8 lanes start at i and gain 2 · 2 · 3 · 5 per round; lanes 0 and 7 summed.
+                #expect(macs == 1000 * 12 * 32)
+                #expect(sink == 2 * (66 + 12 * 60 * 1000))
+            default:
+                #expect(macs == 0)
+            }
+        }
+    }
 }

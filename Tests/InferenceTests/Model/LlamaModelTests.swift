@@ -20,6 +20,8 @@ struct LlamaModelTests {
         #expect(layer[.gate].rows == 1536 && layer[.down].columns == 1536)
         #expect(layer.attentionNorm.count == 576)
         #expect(layer.queryBias == nil)
+        // Per layer Q and O 576×576, K and V 192×576, gate/up/down 1536×576; plus the 49152×576 output.
+        #expect(w.multiplyAccumulatesPerToken == 30 * (2 * 576 * 576 + 2 * 192 * 576 + 3 * 1536 * 576) + 49_152 * 576)
     }
 
     @Test("the fingerprint is stable across loads and stamped on the KV layout")
