@@ -78,6 +78,13 @@ public final class GGUFFile: @unchecked Sendable {
         try self.init(mapping: region, name: path)
     }
 
+    /// Whether tensor data lives in a read-only mapping of the file (`init(path:)`), whose pages can be dropped
+    /// and fault back in from the file, rather than in memory (`init(bytes:name:)`).
+    public var isFileMapped: Bool {
+        if case .mapped = storage { return true }
+        return false
+    }
+
     /// Parses a GGUF image held in memory (tests, fuzzing). `name` is used in error messages.
     public init(bytes: [UInt8], name: String) throws(GGUFError) {
         let parsed = bytes.withUnsafeBytes { buffer in

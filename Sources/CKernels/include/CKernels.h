@@ -111,6 +111,21 @@ void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows
 void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
                int columns, const void *act, int batch, float *out, size_t out_stride);
 
+/// Sixteen-row interleaved copies of quantized weights (Q4_0, Q4_1, Q8_0), for the compute-bound batched
+/// mat-vec: the same bytes as the GGUF blocks, reordered so one int32 lane holds one row (layout in matmul.c).
+/// Bytes of one group of 16 rows × one block of 32 columns (0 for other types).
+size_t bk_x16_group_block_bytes(bk_type wtype);
+/// Bytes of the copy of `rows` × `columns` weights; 0 unless rows is a multiple of 16 and columns of 32.
+size_t bk_x16_bytes(bk_type wtype, int rows, int columns);
+/// Writes the copy of the weights at `w` (rows `row_bytes` apart) to `dst` (`bk_x16_bytes` bytes).
+/// Returns 0, or -1 for a type or shape it does not take.
+int bk_x16_pack(bk_type wtype, const void *w, size_t row_bytes, int rows, int columns, void *dst);
+/// `bk_matmul` over a copy made by `bk_x16_pack`: row_begin and row_end multiples of 16, `act` from
+/// `bk_quantize_act` for `wtype`. Each vector's result is bit-identical whatever the batch; AVX-512 runs the
+/// interleaved kernel, other ISAs the scalar twins' arithmetic.
+void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin, int row_end, int columns,
+                   const void *act, int batch, float *out, size_t out_stride);
+
 /// The ceiling of the quantized kernels: runs `iterations` rounds of independent, register-only int8
 /// dot-product instructions as `isa`'s mat-vec uses them (AVX-512: vpdpbusd, 64 multiply-accumulates each;
 /// AVX2: vpmaddubsw + vpmaddwd + vpaddd, 32) and returns how many multiply-accumulates it did (0 on the scalar

@@ -25,6 +25,8 @@ public final class DecodeEngine: @unchecked Sendable {
     public var threadCount: Int { pool.threadCount }
 
     let pool: ThreadPool
+    /// Interleaved copies of the quantized matrices where the CPU runs their kernel (shared with the model).
+    private let interleaved: InterleavedWeights
     private let scratch: ForwardScratch
     private let access: KVCacheAccess
     private let maxBlocks: Int
@@ -56,6 +58,7 @@ public final class DecodeEngine: @unchecked Sendable {
         self.maxBatch = maxBatch
         self.maxContext = context
         pool = ThreadPool(threads: threads)
+        interleaved = model.interleavedWeights
         scratch = ForwardScratch(configuration: c, maxRows: maxBatch)
         access = KVCacheAccess(cache: cache)
         maxBlocks = (context + cache.layout.blockSize - 1) / cache.layout.blockSize
@@ -170,7 +173,9 @@ public final class DecodeEngine: @unchecked Sendable {
 
 extension DecodeEngine: TransformerBackend {
     func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
-        Kernels.matmul(model.weights.layers[layer][p], input: x, batch: rows, output: y, pool: pool)
+        Kernels.matmul(
+            model.weights.layers[layer][p], interleaved: interleaved.layers[layer][p.rawValue], input: x, batch: rows,
+            output: y, pool: pool)
     }
 
     /// Stores every row's K/V, then per (row, KV head) computes, for the query heads sharing that KV head,
@@ -207,6 +212,6 @@ extension DecodeEngine: TransformerBackend {
 
     func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>) {
         guard rows > 0 else { return }
-        Kernels.matmul(model.weights.output, input: x, batch: rows, output: logits, pool: pool)
+        Kernels.matmul(model.weights.output, interleaved: interleaved.output, input: x, batch: rows, output: logits, pool: pool)
     }
 }

@@ -54,8 +54,10 @@ public enum Kernels {
     /// Rows are split over `pool`'s threads in contiguous ranges. Each vector's result is the same
     /// whatever `batch` is. Does not allocate once the pool's scratch has grown to the largest call;
     /// uses `pool`, so it must not run concurrently with another call on the same pool.
-    public static func matmul(_ w: WeightMatrix, input: UnsafePointer<Float>, batch: Int,
-                              output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+    ///
+    /// With `interleaved` (a copy of `w`), the quantized product runs the interleaved kernel on the copy.
+    public static func matmul(_ w: WeightMatrix, interleaved: InterleavedMatrix? = nil, input: UnsafePointer<Float>,
+                              batch: Int, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
         guard batch > 0 else { return }
         let act: UnsafeRawPointer
         if w.isQuantized {
@@ -67,6 +69,16 @@ public enum Kernels {
         }
         let rows = w.rows
         let tasks = taskCount(rows: rows, threads: pool.threadCount)
+        if let interleaved {
+            // Task ranges are multiples of 16 rows, as the copy's groups are.
+            let packed = UnsafeRawPointer(interleaved.bytes)
+            pool.parallelFor(tasks) { task in
+                let range = rowRange(task: task, of: tasks, rows: rows)
+                bk_matmul_x16(isa, w.kernelType, packed, Int32(range.lowerBound), Int32(range.upperBound),
+                              Int32(w.columns), act, Int32(batch), output, rows)
+            }
+            return
+        }
         if tasks == 1 {
             bk_matmul(isa, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(w.columns), act,
                       Int32(batch), output, rows)

@@ -1,4 +1,5 @@
 import GGUF
+import Synchronization
 
 /// A loaded Llama-family model: the mapped file, its validated configuration, its tensor views and a fingerprint.
 ///
@@ -14,6 +15,18 @@ public final class LlamaModel: Sendable {
     /// Stable identity of the weights (architecture, hyperparameters, tensor names/types/shapes, sampled weight
     /// bytes). KV caches are stamped with it so a cache made by one model is never imported by another.
     public let fingerprint: String
+    /// The decode path's interleaved weight copies, made by the first decode engine and shared by the rest.
+    private let interleaved = Mutex<InterleavedWeights?>(nil)
+
+    /// The decode path's interleaved weight copies (made on first use; a prefill-only process never makes them).
+    public var interleavedWeights: InterleavedWeights {
+        interleaved.withLock { cached in
+            if let cached { return cached }
+            let made = InterleavedWeights(weights, fileMapped: file.isFileMapped)
+            cached = made
+            return made
+        }
+    }
 
     /// Validates the metadata and maps every tensor; no weight data is copied.
     public init(file: GGUFFile) throws(InferenceError) {

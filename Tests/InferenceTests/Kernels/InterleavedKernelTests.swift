@@ -1,0 +1,164 @@
+import CKernels
+import GGUF
+import Testing
+@testable import Inference
+
+/// The sixteen-row interleaved copies and their kernel: the same products as the scalar twins on the original
+/// blocks, batch-invariant, refused for shapes they do not take; and the engine-level wrapper.
+@Suite("Interleaved (x16) quantized kernels")
+struct InterleavedKernelTests {
+    static let shapes: [(rows: Int, columns: Int)] = [(16, 32), (48, 576), (32, 1536), (16, 96), (64, 160)]
+
+    /// Packs `bytes` (rows × columns of `type`) and runs the interleaved kernel for rows `range` on `isa`.
+    static func interleavedProduct(
+        _ type: GGMLType, bytes: [UInt8], rows: Int, columns: Int, scratch: KernelActivationScratch, batch: Int,
+        isa: bk_isa, range: Range<Int>? = nil
+    ) -> [Float] {
+        let t = bk_type(rawValue: type.ggmlID)
+        let count = bk_x16_bytes(t, Int32(rows), Int32(columns))
+        var packed = [UInt8](repeating: 0, count: count)
+        let rowBytes = columns / type.blockElements * type.blockBytes
+        let status = bytes.withUnsafeBytes { bk_x16_pack(t, $0.baseAddress, rowBytes, Int32(rows), Int32(columns), &packed) }
+        #expect(status == 0)
+        var out = [Float](repeating: .nan, count: rows * batch)
+        let rows32 = Int32(rows)
+        let r = range ?? 0..<rows
+        out.withUnsafeMutableBufferPointer { o in
+            bk_matmul_x16(isa, t, packed, Int32(r.lowerBound), Int32(r.upperBound), Int32(columns), scratch.pointer,
+                          Int32(batch), o.baseAddress, Int(rows32))
+        }
+        return out
+    }
+
+    @Test("the interleaved kernel matches the scalar twins on the original blocks, on every ISA",
+          arguments: [GGMLType.q4_0, .q4_1, .q8_0])
+    func matchesScalarTwins(type: GGMLType) throws {
+        var random = KernelTestRandom(seed: 21)
+        for (rows, columns) in Self.shapes {
+            let batch = 8
+            let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
+            let x = random.floats(columns * batch, scale: 2)
+            let scratch = KernelActivationScratch(columns: columns, batch: batch)
+            bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), scratch.pointer)
+            try bytes.withUnsafeBytes { raw in
+                let w = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
+                var scalar = [Float](repeating: .nan, count: rows * batch)
+                scalar.withUnsafeMutableBufferPointer {
+                    bk_matmul(BK_ISA_SCALAR, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(columns),
+                              scratch.pointer, Int32(batch), $0.baseAddress, rows)
+                }
+                let nb = Float(columns / 32)
+                for isa in kernelISAs {
+                    let got = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: scratch,
+                                                      batch: batch, isa: isa)
+                    for v in 0..<batch {
+                        for r in 0..<rows {
+                            let bound = QuantizedKernelTests.termBound(type, row: w.base + r * w.rowBytes, scratch: scratch, vector: v)
+                            let tolerance = 2 * (nb + 16) * Float.ulpOfOne * bound
+                            let i = v * rows + r
+                            #expect(abs(got[i] - scalar[i]) <= tolerance,
+                                    "\(type) \(rows)×\(columns) ISA \(isa.rawValue) vector \(v) row \(r): \(got[i]) vs \(scalar[i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("batch size and row range never change a result", arguments: [GGMLType.q4_0, .q4_1, .q8_0])
+    func batchAndRangeInvariance(type: GGMLType) {
+        var random = KernelTestRandom(seed: 22)
+        let rows = 48, columns = 576, batch = 11
+        let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
+        let x = random.floats(columns * batch)
+        let all = KernelActivationScratch(columns: columns, batch: batch)
+        bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), all.pointer)
+        for isa in kernelISAs {
+            let together = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: all,
+                                                   batch: batch, isa: isa)
+            for v in 0..<batch {
+                let one = KernelActivationScratch(columns: columns, batch: 1)
+                bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), Array(x[(v * columns)..<((v + 1) * columns)]),
+                                Int32(columns), 1, one.pointer)
+                let alone = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: one,
+                                                    batch: 1, isa: isa)
+                #expect(alone == Array(together[(v * rows)..<((v + 1) * rows)]), "\(type) ISA \(isa.rawValue) vector \(v)")
+            }
+            // Rows 16..<32 alone equal the same rows of the full product; the rest of the output is untouched.
+            let middle = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: all,
+                                                 batch: batch, isa: isa, range: 16..<32)
+            for v in 0..<batch {
+                for r in 0..<rows {
+                    let i = v * rows + r
+                    if (16..<32).contains(r) {
+                        #expect(middle[i] == together[i])
+                    } else {
+                        #expect(middle[i].isNaN)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("shapes and types the layout does not take are refused")
+    func refusals() {
+        #expect(bk_x16_bytes(BK_TYPE_Q4_1, 40, 576) == 0)  // rows not a multiple of 16
+        #expect(bk_x16_bytes(BK_TYPE_Q8_0, 16, 40) == 0)   // columns not whole blocks
+        #expect(bk_x16_bytes(BK_TYPE_F16, 16, 64) == 0)
+        #expect(bk_x16_bytes(BK_TYPE_Q4_1, 16, 64) == 2 * 320)
+        var sink = [UInt8](repeating: 0, count: 64)
+        #expect(bk_x16_pack(BK_TYPE_F32, sink, 256, 16, 64, &sink) == -1)
+        #expect(bk_x16_pack(BK_TYPE_Q4_0, sink, 18, 15, 32, &sink) == -1)
+    }
+
+    @Test("Kernels.matmul on the interleaved copy agrees with the in-place kernel; only Q types in groups of 16 rows get one")
+    func engineWrapper() throws {
+        var random = KernelTestRandom(seed: 23)
+        let rows = 64, columns = 576, batch = 5
+        let bytes = randomKernelWeights(.q4_1, rows: rows, columns: columns, random: &random)
+        let x = random.floats(columns * batch)
+        try bytes.withUnsafeBytes { raw in
+            let w = try WeightMatrix(type: .q4_1, rows: rows, columns: columns, base: raw.baseAddress!)
+            guard let interleaved = InterleavedMatrix(w) else {
+                // Only CPUs with AVX-512 VNNI get copies; elsewhere the in-place kernels run.
+                #expect(Kernels.isa != BK_ISA_AVX512)
+                return
+            }
+            let pool = ThreadPool(threads: 2)
+            var plain = [Float](repeating: 0, count: rows * batch), copied = plain
+            plain.withUnsafeMutableBufferPointer { Kernels.matmul(w, input: x, batch: batch, output: $0.baseAddress!, pool: pool) }
+            copied.withUnsafeMutableBufferPointer {
+                Kernels.matmul(w, interleaved: interleaved, input: x, batch: batch, output: $0.baseAddress!, pool: pool)
+            }
+            for i in plain.indices { #expect(abs(plain[i] - copied[i]) <= 1e-4 * max(1, abs(plain[i])), "element \(i)") }
+        }
+        let f32 = [Float](repeating: 1, count: 16 * 32)
+        try f32.withUnsafeBytes { raw in
+            let w = try WeightMatrix(type: .f32, rows: 16, columns: 32, base: raw.baseAddress!)
+            #expect(InterleavedMatrix(w) == nil)
+        }
+        let odd = randomKernelWeights(.q8_0, rows: 20, columns: 64, random: &random)
+        try odd.withUnsafeBytes { raw in
+            let w = try WeightMatrix(type: .q8_0, rows: 20, columns: 64, base: raw.baseAddress!)
+            #expect(InterleavedMatrix(w) == nil)
+        }
+    }
+
+    @Test("a file-mapped model's copies give back the file pages they came from, which still read the same")
+    func modelCopiesReleaseFilePages() throws {
+        let model = try EngineTestModel.model()
+        let w = model.weights.layers[3][.up]
+        let before = kernelDequantizedRow(w, 700)
+        let embedding = kernelDequantizedRow(model.weights.tokenEmbedding, 1234)
+        let copies = model.interleavedWeights
+        #expect(copies.layers.count == model.weights.layers.count)
+        if Kernels.isa == BK_ISA_AVX512 {
+            #expect(copies.layers.allSatisfy { $0.allSatisfy { $0 != nil } })
+            #expect(copies.output != nil)
+        }
+        // Released pages fault back in from the file: the weights (and the tied embedding) read as before.
+        #expect(kernelDequantizedRow(w, 700) == before)
+        #expect(kernelDequantizedRow(model.weights.tokenEmbedding, 1234) == embedding)
+        #expect(model.interleavedWeights.output === copies.output)
+    }
+}
