@@ -68,7 +68,7 @@ public enum Kernels {
             act = UnsafeRawPointer(input)
         }
         let rows = w.rows
-        let tasks = taskCount(rows: rows, threads: pool.threadCount)
+        let tasks = taskCount(rows: rows, threads: pool.threadCount, batch: batch)
         if let interleaved {
             // Task ranges are multiples of 16 rows, as the copy's groups are.
             let packed = UnsafeRawPointer(interleaved.bytes)
@@ -91,11 +91,13 @@ public enum Kernels {
         }
     }
 
-    /// Up to four contiguous slices per thread, each at least `minimumRowsPerTask` rows: threads claim slices
-    /// as they go, so a thread that is preempted (a busy machine) holds up at most one small slice.
-    static func taskCount(rows: Int, threads: Int) -> Int {
+    /// Up to four contiguous slices per thread, each at least `minimumRowsPerTask` rows for one vector and
+    /// proportionally fewer (down to 32) for a batch, whose rows cost more: threads claim slices as they go, so
+    /// a thread that is preempted (a busy machine) holds up at most one small slice, and at batch 8 even the
+    /// 192-row K and V projections are shared.
+    static func taskCount(rows: Int, threads: Int, batch: Int = 1) -> Int {
         guard threads > 1 else { return 1 }
-        return max(1, min(threads * 4, rows / minimumRowsPerTask))
+        return max(1, min(threads * 4, rows / max(32, minimumRowsPerTask / max(1, batch))))
     }
 
     /// Task `task`'s rows: an even split rounded to multiples of 16 rows (whole cache lines of output).
