@@ -133,9 +133,12 @@ BK_AVX2 static void values_avx2(int f16, const float *p, int group, int hd, cons
 
 // MARK: - AVX-512
 
-BK_AVX512 static void scores_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
-                                    size_t bb, const int32_t *table, int bs, size_t koff, int count,
-                                    float *scores) {
+/// `HD` > 0 is the head size as a constant (the common 64 and 128), so the eight positions' dot products
+/// unroll with the query in registers; 0 takes `hd` at run time.
+BK_AVX512 BK_INLINE void scores_avx512_impl(const int HD, int f16, const float *q, int group, int hd, float scale,
+                                            const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t koff,
+                                            int count, float *scores) {
+    if (HD > 0) hd = HD;
     const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
     float rows[8 * 256];
     const __m256 vs = _mm256_set1_ps(scale);
@@ -153,19 +156,32 @@ BK_AVX512 static void scores_avx512(int f16, const float *q, int group, int hd, 
             } else {
                 memcpy(rows, block + (size_t)j0 * rowb, (size_t)total * 4);
             }
+            // Every slot of the eight takes part below (fixed trip counts); missing positions read zeros and
+            // their lanes are not stored.
+            if (m < 8) memset(rows + total, 0, (size_t)(8 * hd - total) * 4);
             for (int h = 0; h < group; h++) {
                 const float *qh = q + (size_t)h * hd;
                 __m512 acc[8];
                 for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
-                for (int j = 0; j < m; j++)
-                    for (int d = 0; d < hd; d += 16)
-                        acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(qh + d), _mm512_loadu_ps(rows + j * hd + d), acc[j]);
+                for (int d = 0; d < hd; d += 16) {
+                    const __m512 qd = _mm512_loadu_ps(qh + d);
+                    for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(rows + j * hd + d), acc[j]);
+                }
                 __m256 y[8];
                 for (int j = 0; j < 8; j++) y[j] = _mm256_add_ps(_mm512_castps512_ps256(acc[j]), _mm512_extractf32x8_ps(acc[j], 1));
                 _mm256_mask_storeu_ps(scores + (size_t)h * count + t0 + j0, (__mmask8)((1u << m) - 1),
                                       _mm256_mul_ps(sums8(y), vs));
             }
         }
+    }
+}
+
+BK_AVX512 static void scores_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
+                                    size_t bb, const int32_t *table, int bs, size_t koff, int count, float *scores) {
+    switch (hd) {
+    case 64: scores_avx512_impl(64, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
+    case 128: scores_avx512_impl(128, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
+    default: scores_avx512_impl(0, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
     }
 }
 
@@ -177,16 +193,20 @@ BK_AVX512 BK_INLINE void values_tile_avx512(const int HN, int f16, const float *
     __m512 acc[4][4];
     for (int h = 0; h < HN; h++)
         for (int k = 0; k < 4; k++) acc[h][k] = _mm512_setzero_ps();
-    for (int t = 0; t < count; t++) {
-        if (t % bs == 0) prefetch_block(base, bb, table, bs, voff, rowb, t + bs, count);
-        const uint8_t *v = kv_row(base, bb, table, bs, voff, rowb, t) + (size_t)d0 * (f16 ? 2 : 4);
-        __m512 x[4];
-        for (int k = 0; k < 4; k++)
-            x[k] = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + 32 * (size_t)k)))
-                       : _mm512_loadu_ps((const float *)(v + 64 * (size_t)k));
-        for (int h = 0; h < HN; h++) {
-            const __m512 w = _mm512_set1_ps(p[(size_t)h * count + t]);
-            for (int k = 0; k < 4; k++) acc[h][k] = _mm512_fmadd_ps(w, x[k], acc[h][k]);
+    for (int t0 = 0; t0 < count; t0 += bs) {
+        prefetch_block(base, bb, table, bs, voff, rowb, t0 + bs, count);
+        const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff + (size_t)d0 * (f16 ? 2 : 4);
+        const int n = count - t0 < bs ? count - t0 : bs;
+        for (int j = 0; j < n; j++) {
+            const uint8_t *v = block + (size_t)j * rowb;
+            __m512 x[4];
+            for (int k = 0; k < 4; k++)
+                x[k] = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + 32 * (size_t)k)))
+                           : _mm512_loadu_ps((const float *)(v + 64 * (size_t)k));
+            for (int h = 0; h < HN; h++) {
+                const __m512 w = _mm512_set1_ps(p[(size_t)h * count + t0 + j]);
+                for (int k = 0; k < 4; k++) acc[h][k] = _mm512_fmadd_ps(w, x[k], acc[h][k]);
+            }
         }
     }
     for (int h = 0; h < HN; h++)
