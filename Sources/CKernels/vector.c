@@ -199,6 +199,143 @@ BK_AVX512 static void axpy_f32_avx512(float alpha, const float *x, float *y, siz
 }
 #endif
 
+// MARK: - SwiGLU and argmax (decode's element-wise steps)
+//
+// e^x as VectorMath.exp in Swift (Cephes' polynomial after range reduction by ln 2, clamped, branch-free),
+// with the multiply-adds fused the same way in every variant, so the variants agree to an ulp or two.
+
+#define BK_EXP_LOW -87.33654f
+#define BK_EXP_HIGH 88.37f
+#define BK_EXP_MAGIC 12582912.0f
+
+static float exp_scalar(float x) {
+    x = x < BK_EXP_LOW ? BK_EXP_LOW : (x > BK_EXP_HIGH ? BK_EXP_HIGH : x);
+    const float shifted = fmaf(x, 1.44269504f, BK_EXP_MAGIC);
+    const float n = shifted - BK_EXP_MAGIC;
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3344519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    uint32_t sb, mb;
+    const float magic = BK_EXP_MAGIC;
+    memcpy(&sb, &shifted, 4);
+    memcpy(&mb, &magic, 4);
+    const uint32_t e = (sb - mb + 127u) << 23;
+    float scale;
+    memcpy(&scale, &e, 4);
+    return p * scale;
+}
+
+static void swiglu_scalar(float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (exp_scalar(-gate[i]) + 1.0f) * up[i];
+}
+
+static size_t argmax_scalar(const float *x, size_t n) {
+    size_t best = 0;
+    float value = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] > value) { value = x[i]; best = i; }
+    return best;
+}
+
+#if BK_X86
+#define BK_EXP_BODY(W, ps, epi32, cast_i, cast_f)                                                            \
+    x = _mm##W##_min_ps(_mm##W##_max_ps(x, _mm##W##_set1_ps(BK_EXP_LOW)), _mm##W##_set1_ps(BK_EXP_HIGH));   \
+    const __m##W shifted = _mm##W##_fmadd_ps(x, _mm##W##_set1_ps(1.44269504f), _mm##W##_set1_ps(BK_EXP_MAGIC)); \
+    const __m##W n = _mm##W##_sub_ps(shifted, _mm##W##_set1_ps(BK_EXP_MAGIC));                              \
+    __m##W r = _mm##W##_fmadd_ps(n, _mm##W##_set1_ps(-0.693359375f), x);                                    \
+    r = _mm##W##_fmadd_ps(n, _mm##W##_set1_ps(2.12194440e-4f), r);                                          \
+    __m##W p = _mm##W##_set1_ps(1.9875691500e-4f);                                                          \
+    p = _mm##W##_fmadd_ps(p, r, _mm##W##_set1_ps(1.3981999507e-3f));                                       \
+    p = _mm##W##_fmadd_ps(p, r, _mm##W##_set1_ps(8.3344519073e-3f));                                        \
+    p = _mm##W##_fmadd_ps(p, r, _mm##W##_set1_ps(4.1665795894e-2f));                                        \
+    p = _mm##W##_fmadd_ps(p, r, _mm##W##_set1_ps(1.6666665459e-1f));                                        \
+    p = _mm##W##_fmadd_ps(p, r, _mm##W##_set1_ps(5.0000001201e-1f));                                        \
+    p = _mm##W##_add_ps(_mm##W##_fmadd_ps(p, _mm##W##_mul_ps(r, r), r), _mm##W##_set1_ps(1.0f));            \
+    const __m##W##i e = _mm##W##_slli_epi32(                                                                  \
+        _mm##W##_add_epi32(_mm##W##_sub_epi32(cast_i(shifted), cast_i(_mm##W##_set1_ps(BK_EXP_MAGIC))),       \
+                           _mm##W##_set1_epi32(127)), 23);                                                    \
+    return _mm##W##_mul_ps(p, cast_f(e));
+
+BK_AVX2 BK_INLINE __m256 exp8(__m256 x) { BK_EXP_BODY(256, ps, epi32, _mm256_castps_si256, _mm256_castsi256_ps) }
+BK_AVX512 BK_INLINE __m512 exp16(__m512 x) { BK_EXP_BODY(512, ps, epi32, _mm512_castps_si512, _mm512_castsi512_ps) }
+
+BK_AVX2 static void swiglu_avx2(float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 z = _mm256_loadu_ps(gate + i);
+        const __m256 e = _mm256_add_ps(exp8(_mm256_sub_ps(_mm256_setzero_ps(), z)), _mm256_set1_ps(1.0f));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(z, e), _mm256_loadu_ps(up + i)));
+    }
+    swiglu_scalar(gate + i, up + i, n - i);
+}
+
+BK_AVX512 static void swiglu_avx512(float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 z = _mm512_maskz_loadu_ps(m, gate + i);
+        const __m512 e = _mm512_add_ps(exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)), _mm512_set1_ps(1.0f));
+        _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_div_ps(z, e), _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+// Per-lane running maxima and their first indices; lanes then merge by value, ties to the lower index. A NaN
+// never compares greater, so it is skipped as the scalar loop skips it.
+BK_AVX2 static size_t argmax_avx2(const float *x, size_t n) {
+    if (n < 8 || n > (size_t)INT32_MAX) return argmax_scalar(x, n);
+    __m256 best = _mm256_set1_ps(-INFINITY);
+    __m256i index = _mm256_setzero_si256(), lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 greater = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+        best = _mm256_blendv_ps(best, v, greater);
+        index = _mm256_blendv_epi8(index, _mm256_add_epi32(lanes, _mm256_set1_epi32((int)i)), _mm256_castps_si256(greater));
+    }
+    float bv[8];
+    int32_t bi[8];
+    _mm256_storeu_ps(bv, best);
+    _mm256_storeu_si256((__m256i *)bi, index);
+    size_t result = 0;
+    float value = -INFINITY;
+    for (int k = 0; k < 8; k++)
+        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
+    for (; i < n; i++)
+        if (x[i] > value) { value = x[i]; result = i; }
+    return result;
+}
+
+BK_AVX512 static size_t argmax_avx512(const float *x, size_t n) {
+    if (n < 16 || n > (size_t)INT32_MAX) return argmax_scalar(x, n);
+    __m512 best = _mm512_set1_ps(-INFINITY);
+    __m512i index = _mm512_setzero_si512();
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __mmask16 greater = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+        best = _mm512_mask_mov_ps(best, greater, v);
+        index = _mm512_mask_mov_epi32(index, greater, _mm512_add_epi32(lanes, _mm512_set1_epi32((int)i)));
+    }
+    float bv[16];
+    int32_t bi[16];
+    _mm512_storeu_ps(bv, best);
+    _mm512_storeu_si512(bi, index);
+    size_t result = 0;
+    float value = -INFINITY;
+    for (int k = 0; k < 16; k++)
+        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
+    for (; i < n; i++)
+        if (x[i] > value) { value = x[i]; result = i; }
+    return result;
+}
+#endif
+
 // MARK: - Dispatch
 
 #if BK_X86
@@ -218,3 +355,5 @@ float bk_dot_f16(bk_isa isa, const float *a, const uint16_t *b, size_t n) { BK_D
 void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n) { BK_DISPATCH(isa, axpy_f16, alpha, x, y, n) }
 float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n) { BK_DISPATCH(isa, dot_f32, a, b, n) }
 void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n) { BK_DISPATCH(isa, axpy_f32, alpha, x, y, n) }
+void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n) { BK_DISPATCH(isa, swiglu, gate, up, n) }
+size_t bk_argmax(bk_isa isa, const float *x, size_t n) { BK_DISPATCH(isa, argmax, x, n) }

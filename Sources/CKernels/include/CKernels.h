@@ -61,6 +61,12 @@ void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n)
 float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n);
 void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n);
 
+/// gate[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^-gate[i]) · up[i], with e^x by Cephes' polynomial (the
+/// Swift engine's `VectorMath.exp`): within a few ulp of expf, ~0 below -87.3, saturating above 88.4.
+void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n);
+/// Index of the first largest element of x[0..<n] (NaNs never win; 0 when nothing exceeds -infinity).
+size_t bk_argmax(bk_isa isa, const float *x, size_t n);
+
 // MARK: - Decode attention over a paged KV cache
 
 // One query group (the `group` query heads that share one KV head, `hd` floats each, adjacent in `q`) of one

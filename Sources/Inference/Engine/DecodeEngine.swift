@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// One new token for each of up to `maxBatch` sequences per step.
 public struct DecodeInput: Sendable, Equatable {
@@ -117,15 +118,7 @@ public final class DecodeEngine: @unchecked Sendable {
 
     /// The most likely next token of row `row` (greedy choice; ties to the lowest id), without copying logits.
     public func argmax(row: Int) -> Int32 {
-        withLogits(row: row) { logits in
-            var best = 0
-            var bestValue = -Float.infinity
-            for i in logits.indices where logits[i] > bestValue {
-                best = i
-                bestValue = logits[i]
-            }
-            return Int32(best)
-        }
+        withLogits(row: row) { logits in Int32(bk_argmax(Kernels.isa, logits.baseAddress!, logits.count)) }
     }
 
     /// A copy of row `row`'s logits from the last step.

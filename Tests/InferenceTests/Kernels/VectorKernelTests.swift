@@ -1,3 +1,4 @@
+import Foundation
 import CKernels
 import Testing
 @testable import Inference
@@ -125,5 +126,56 @@ struct VectorKernelTests {
         Kernels.axpy(-1, [1, 2, 3], &z, count: 3)
         #expect(z == [-1, -2, -3])
         #expect(Kernels.dotF16(ones, h, count: 0) == 0)
+    }
+
+    @Test("SwiGLU matches its scalar twin on every ISA and silu·up in double precision")
+    func swiglu() {
+        var random = KernelTestRandom(seed: 31)
+        for n in [0, 1, 7, 8, 15, 16, 17, 100, 1536] {
+            var gate = random.floats(n, scale: 12)
+            if n > 3 { gate[0] = -100; gate[1] = 95; gate[2] = 0 }  // past both clamps, and zero
+            let up = random.floats(n, scale: 3)
+            var scalar = gate
+            bk_swiglu(BK_ISA_SCALAR, &scalar, up, n)
+            for i in 0..<n {
+                let z = Double(gate[i])
+                let want = z / (1 + Foundation.exp(-z)) * Double(up[i])
+                #expect(abs(Double(scalar[i]) - want) <= 1e-6 * max(1, abs(want)), "n \(n) element \(i): \(scalar[i]) vs \(want)")
+            }
+            for isa in kernelISAs {
+                var got = gate
+                bk_swiglu(isa, &got, up, n)
+                for i in 0..<n {
+                    #expect(abs(got[i] - scalar[i]) <= 4 * scalar[i].ulp, "ISA \(isa.rawValue) n \(n) element \(i): \(got[i]) vs \(scalar[i])")
+                }
+            }
+        }
+    }
+
+    @Test("argmax finds the first largest element on every ISA, skipping NaNs")
+    func argmax() {
+        var random = KernelTestRandom(seed: 32)
+        var cases: [[Float]] = [[], [3], [.nan, .nan], [-.infinity, -.infinity, -.infinity], [1, 5, 5, 2]]
+        for n in [15, 16, 17, 31, 100, 49_152] { cases.append(random.floats(n)) }
+        var ties = random.floats(1000)
+        ties[900] = 7; ties[37] = 7; ties[512] = 7  // first of three equal maxima, in different lanes
+        cases.append(ties)
+        var withNaN = random.floats(64)
+        withNaN[3] = .nan; withNaN[40] = 2; withNaN[41] = .nan
+        cases.append(withNaN)
+        var tail = random.floats(35)
+        tail[34] = 9  // the maximum in the scalar tail
+        cases.append(tail)
+        var allNegativeInfinity = [Float](repeating: -.infinity, count: 40)
+        allNegativeInfinity[20] = .nan
+        cases.append(allNegativeInfinity)
+        for x in cases {
+            var want = 0
+            var value = -Float.infinity
+            for (i, v) in x.enumerated() where v > value { want = i; value = v }
+            for isa in kernelISAs {
+                #expect(bk_argmax(isa, x, x.count) == want, "ISA \(isa.rawValue), \(x.count) elements")
+            }
+        }
     }
 }
