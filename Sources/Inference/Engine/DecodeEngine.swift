@@ -166,9 +166,10 @@ public final class DecodeEngine: @unchecked Sendable {
 
 extension DecodeEngine: TransformerBackend {
     func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
+        // K and V read Q's input, up reads gate's (Llama.forward changes nothing in between).
         Kernels.matmul(
             model.weights.layers[layer][p], interleaved: interleaved.layers[layer][p.rawValue], input: x, batch: rows,
-            output: y, pool: pool)
+            output: y, pool: pool, sameInput: p == .key || p == .value || p == .up)
     }
 
     /// Stores every row's K/V, then per (row, KV head) computes, for the query heads sharing that KV head,

@@ -56,13 +56,20 @@ public enum Kernels {
     /// uses `pool`, so it must not run concurrently with another call on the same pool.
     ///
     /// With `interleaved` (a copy of `w`), the quantized product runs the interleaved kernel on the copy.
+    /// `sameInput` promises that `input` holds exactly what it held in this pool's previous call (as K and V
+    /// read Q's input): if that call quantized it the same way, its quantization is reused.
     public static func matmul(_ w: WeightMatrix, interleaved: InterleavedMatrix? = nil, input: UnsafePointer<Float>,
-                              batch: Int, output: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+                              batch: Int, output: UnsafeMutablePointer<Float>, pool: ThreadPool, sameInput: Bool = false) {
         guard batch > 0 else { return }
         let act: UnsafeRawPointer
         if w.isQuantized {
             let scratch = pool.scratchBuffer(bytes: bk_act_bytes(Int32(w.columns), Int32(batch)))
-            bk_quantize_act(isa, w.kernelType, input, Int32(w.columns), Int32(batch), scratch)
+            let key = ThreadPool.QuantizedInput(
+                input: UnsafeRawPointer(input), columns: w.columns, batch: batch, type: w.kernelType.rawValue)
+            if !sameInput || pool.quantizedInput != key {
+                bk_quantize_act(isa, w.kernelType, input, Int32(w.columns), Int32(batch), scratch)
+                pool.quantizedInput = key
+            }
             act = UnsafeRawPointer(scratch)
         } else {
             act = UnsafeRawPointer(input)

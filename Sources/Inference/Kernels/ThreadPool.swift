@@ -28,6 +28,16 @@ public final class ThreadPool: @unchecked Sendable {
     private var scratch: UnsafeMutableRawPointer?
     private var scratchCapacity = 0
 
+    /// What the scratch holds: the quantization of which input, so a mat-vec over the same input can skip it.
+    struct QuantizedInput: Equatable {
+        var input: UnsafeRawPointer
+        var columns: Int
+        var batch: Int
+        var type: UInt32
+    }
+    /// Set by the kernels after quantizing into the scratch; cleared whenever the scratch moves.
+    var quantizedInput: QuantizedInput?
+
     /// Starts `threads - 1` workers; `threads` below 1 is treated as 1, above 256 as 256. If the system
     /// refuses a thread, the pool runs with the ones it got (`threadCount` tells).
     public init(threads: Int) {
@@ -94,6 +104,7 @@ public final class ThreadPool: @unchecked Sendable {
             let capacity = max(bytes, 4096).kernelRoundedUp(to: 4096)
             scratch = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
             scratchCapacity = capacity
+            quantizedInput = nil
         }
         return scratch!
     }

@@ -161,4 +161,37 @@ struct InterleavedKernelTests {
         #expect(kernelDequantizedRow(model.weights.tokenEmbedding, 1234) == embedding)
         #expect(model.interleavedWeights.output === copies.output)
     }
+
+    @Test("Kernels.matmul reuses the previous quantized input only for the same input, shape and type")
+    func quantizedInputReuse() throws {
+        var random = KernelTestRandom(seed: 24)
+        let a = randomKernelWeights(.q4_1, rows: 32, columns: 64, random: &random)
+        let b = randomKernelWeights(.q8_0, rows: 32, columns: 64, random: &random)
+        let first = random.floats(64 * 2), second = random.floats(64 * 2)
+        try a.withUnsafeBytes { ra in
+            try b.withUnsafeBytes { rb in
+                let wa = try WeightMatrix(type: .q4_1, rows: 32, columns: 64, base: ra.baseAddress!)
+                let wb = try WeightMatrix(type: .q8_0, rows: 32, columns: 64, base: rb.baseAddress!)
+                let pool = ThreadPool(threads: 1)
+                func product(_ w: WeightMatrix, _ x: [Float], sameInput: Bool) -> [Float] {
+                    var out = [Float](repeating: .nan, count: 32 * 2)
+                    x.withUnsafeBufferPointer { xp in
+                        out.withUnsafeMutableBufferPointer {
+                            Kernels.matmul(w, input: xp.baseAddress!, batch: 2, output: $0.baseAddress!, pool: pool, sameInput: sameInput)
+                        }
+                    }
+                    return out
+                }
+                let freshA = product(wa, second, sameInput: false)
+                let freshB = product(wb, second, sameInput: false)
+                _ = product(wa, first, sameInput: false)
+                // Another input array (another address): quantized afresh despite the flag.
+                #expect(product(wa, second, sameInput: true) == freshA)
+                // Same input, another weight type (other correction terms): quantized afresh.
+                #expect(product(wb, second, sameInput: true) == freshB)
+                // Same input and type: reused, with the same result.
+                #expect(product(wb, second, sameInput: true) == freshB)
+            }
+        }
+    }
 }
