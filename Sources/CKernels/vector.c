@@ -284,6 +284,18 @@ BK_AVX512 static void swiglu_avx512(float *gate, const float *up, size_t n) {
     }
 }
 
+/// Merges per-lane maxima (value, first index) — the largest value, ties to the lower index — then scans the
+/// elements from `from` on, which the lanes did not cover.
+static size_t argmax_merge(const float *bv, const int32_t *bi, int lanes, const float *x, size_t from, size_t n) {
+    size_t result = 0;
+    float value = -INFINITY;
+    for (int k = 0; k < lanes; k++)
+        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
+    for (size_t i = from; i < n; i++)
+        if (x[i] > value) { value = x[i]; result = i; }
+    return result;
+}
+
 // Per-lane running maxima and their first indices; lanes then merge by value, ties to the lower index. A NaN
 // never compares greater, so it is skipped as the scalar loop skips it.
 BK_AVX2 static size_t argmax_avx2(const float *x, size_t n) {
@@ -301,13 +313,7 @@ BK_AVX2 static size_t argmax_avx2(const float *x, size_t n) {
     int32_t bi[8];
     _mm256_storeu_ps(bv, best);
     _mm256_storeu_si256((__m256i *)bi, index);
-    size_t result = 0;
-    float value = -INFINITY;
-    for (int k = 0; k < 8; k++)
-        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
-    for (; i < n; i++)
-        if (x[i] > value) { value = x[i]; result = i; }
-    return result;
+    return argmax_merge(bv, bi, 8, x, i, n);
 }
 
 BK_AVX512 static size_t argmax_avx512(const float *x, size_t n) {
@@ -326,13 +332,7 @@ BK_AVX512 static size_t argmax_avx512(const float *x, size_t n) {
     int32_t bi[16];
     _mm512_storeu_ps(bv, best);
     _mm512_storeu_si512(bi, index);
-    size_t result = 0;
-    float value = -INFINITY;
-    for (int k = 0; k < 16; k++)
-        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
-    for (; i < n; i++)
-        if (x[i] > value) { value = x[i]; result = i; }
-    return result;
+    return argmax_merge(bv, bi, 16, x, i, n);
 }
 #endif
 

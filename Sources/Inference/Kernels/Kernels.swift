@@ -77,6 +77,9 @@ public enum Kernels {
         let rows = w.rows
         let tasks = taskCount(rows: rows, threads: pool.threadCount, batch: batch)
         if let interleaved {
+            precondition(
+                interleaved.source.base == w.base && interleaved.source.rows == rows && interleaved.source.type == w.type,
+                "matmul: the interleaved copy is not a copy of this matrix")
             // Task ranges are multiples of 16 rows, as the copy's groups are.
             let packed = UnsafeRawPointer(interleaved.bytes)
             pool.parallelFor(tasks) { task in
