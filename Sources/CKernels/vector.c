@@ -208,7 +208,7 @@ BK_AVX512 static void axpy_f32_avx512(float alpha, const float *x, float *y, siz
 #define BK_EXP_HIGH 88.37f
 #define BK_EXP_MAGIC 12582912.0f
 
-static float exp_scalar(float x) {
+static float exp1(float x) {
     x = x < BK_EXP_LOW ? BK_EXP_LOW : (x > BK_EXP_HIGH ? BK_EXP_HIGH : x);
     const float shifted = fmaf(x, 1.44269504f, BK_EXP_MAGIC);
     const float n = shifted - BK_EXP_MAGIC;
@@ -232,7 +232,23 @@ static float exp_scalar(float x) {
 }
 
 static void swiglu_scalar(float *gate, const float *up, size_t n) {
-    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (exp_scalar(-gate[i]) + 1.0f) * up[i];
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (exp1(-gate[i]) + 1.0f) * up[i];
+}
+
+static void exp_scalar(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = exp1(x[i]);
+}
+
+static void softmax_scalar(float *x, size_t n) {
+    float maximum = -INFINITY;
+    for (size_t i = 0; i < n; i++) maximum = x[i] > maximum ? x[i] : maximum;
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = exp1(x[i] - maximum);
+        sum += x[i];
+    }
+    const float inverse = 1.0f / sum;
+    for (size_t i = 0; i < n; i++) x[i] *= inverse;
 }
 
 static size_t argmax_scalar(const float *x, size_t n) {
@@ -296,6 +312,70 @@ static size_t argmax_merge(const float *bv, const int32_t *bi, int lanes, const 
     return result;
 }
 
+BK_AVX2 static void exp_avx2(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp8(_mm256_loadu_ps(x + i)));
+    exp_scalar(x + i, y + i, n - i);
+}
+
+BK_AVX512 static void exp_avx512(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+BK_AVX2 static void softmax_avx2(float *x, size_t n) {
+    if (n < 8) { softmax_scalar(x, n); return; }
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + i), mv);  // a NaN in x never replaces the max
+    float lanes[8];
+    _mm256_storeu_ps(lanes, mv);
+    float maximum = -INFINITY;
+    for (int k = 0; k < 8; k++) maximum = lanes[k] > maximum ? lanes[k] : maximum;
+    for (size_t j = i; j < n; j++) maximum = x[j] > maximum ? x[j] : maximum;
+    const __m256 vmax = _mm256_set1_ps(maximum);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    _mm256_storeu_ps(lanes, sv);
+    float sum = 0;
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    for (; i < n; i++) {
+        x[i] = exp1(x[i] - maximum);
+        sum += x[i];
+    }
+    const __m256 inverse = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inverse));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
+BK_AVX512 static void softmax_avx512(float *x, size_t n) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        mv = _mm512_mask_max_ps(mv, m, _mm512_maskz_loadu_ps(m, x + i), mv);
+    }
+    const float maximum = _mm512_reduce_max_ps(mv);
+    const __m512 vmax = _mm512_set1_ps(maximum);
+    __m512 sv = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sv = _mm512_add_ps(sv, _mm512_maskz_mov_ps(m, e));
+    }
+    const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sv));
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inverse));
+    }
+}
+
 // Per-lane running maxima and their first indices; lanes then merge by value, ties to the lower index. A NaN
 // never compares greater, so it is skipped as the scalar loop skips it.
 BK_AVX2 static size_t argmax_avx2(const float *x, size_t n) {
@@ -357,3 +437,5 @@ float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n) { BK_DISP
 void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n) { BK_DISPATCH(isa, axpy_f32, alpha, x, y, n) }
 void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n) { BK_DISPATCH(isa, swiglu, gate, up, n) }
 size_t bk_argmax(bk_isa isa, const float *x, size_t n) { BK_DISPATCH(isa, argmax, x, n) }
+void bk_exp(bk_isa isa, const float *x, float *y, size_t n) { BK_DISPATCH(isa, exp, x, y, n) }
+void bk_softmax(bk_isa isa, float *x, size_t n) { BK_DISPATCH(isa, softmax, x, n) }

@@ -61,8 +61,12 @@ void bk_axpy_f16(bk_isa isa, float alpha, const uint16_t *x, float *y, size_t n)
 float bk_dot_f32(bk_isa isa, const float *a, const float *b, size_t n);
 void bk_axpy_f32(bk_isa isa, float alpha, const float *x, float *y, size_t n);
 
-/// gate[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^-gate[i]) · up[i], with e^x by Cephes' polynomial (the
-/// Swift engine's `VectorMath.exp`): within a few ulp of expf, ~0 below -87.3, saturating above 88.4.
+/// y[i] = e^x[i] by Cephes' polynomial after range reduction by ln 2: within 2 ulp of expf over [-87, 88];
+/// inputs below -87.3 give ~0, above 88.37 saturate at ~1.7e38. `x` and `y` may be the same buffer.
+void bk_exp(bk_isa isa, const float *x, float *y, size_t n);
+/// In-place softmax of x[0..<n] (e^x by `bk_exp`'s polynomial).
+void bk_softmax(bk_isa isa, float *x, size_t n);
+/// gate[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^-gate[i]) · up[i], with e^x as `bk_exp`.
 void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n);
 /// Index of the first largest element of x[0..<n] (NaNs never win; 0 when nothing exceeds -infinity).
 size_t bk_argmax(bk_isa isa, const float *x, size_t n);

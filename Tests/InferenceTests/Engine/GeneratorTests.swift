@@ -65,7 +65,7 @@ struct GeneratorTests {
         let chat = try ChatPrompt(file: model.file, tokenizer: generator.tokenizer)
         let tokens = try chat.tokens([.user("What is 2 + 2?")])
         #expect(try chat.render([.user("What is 2 + 2?")]).hasSuffix("<|im_start|>assistant\n"))
-        let result = try generator.generate(prompt: tokens, parameters: SamplingParameters(temperature: 0, maxTokens: 64))
+        let result = try generator.generate(prompt: tokens, parameters: SamplingParameters(temperature: 0, maxTokens: 256))
         #expect(result.finishReason == .endOfGeneration)
         #expect(!result.text.contains("<|im_end|>"))
         #expect(result.text.contains("4"))

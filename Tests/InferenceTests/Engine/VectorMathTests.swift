@@ -1,30 +1,37 @@
+import CKernels
 import Foundation
 import Testing
 
 @testable import Inference
 
-/// The vectorizable exponential, softmax and SwiGLU against their plain scalar twins (libm `expf`).
+/// The C exponential, softmax and SwiGLU behind `VectorMath` against libm `expf` definitions.
 @Suite("Vector math")
 struct VectorMathTests {
-    @Test("exp is within 2 ulp of expf over the range softmax and SiLU use")
+    @Test("exp is within 2 ulp of expf over the range softmax and SiLU use, on every ISA")
     func expMatchesLibm() {
         var generator = SystemRandomNumberGenerator()
-        for _ in 0..<100_000 {
-            let x = Float.random(in: -87...88, using: &generator)
-            let expected = expf(x)
-            #expect(abs(VectorMath.exp(x) - expected) <= 2 * expected.ulp, "x = \(x)")
+        var x = (0..<100_000).map { _ in Float.random(in: -87...88, using: &generator) }
+        x += [0, -200, 200]
+        for isa in kernelISAs {
+            var y = [Float](repeating: .nan, count: x.count)
+            bk_exp(isa, x, &y, x.count)
+            for i in 0..<100_000 {
+                let expected = expf(x[i])
+                #expect(abs(y[i] - expected) <= 2 * expected.ulp, "ISA \(isa.rawValue) x = \(x[i])")
+            }
+            #expect(y[100_000] == 1)
+            #expect(y[100_001] < 1e-37)
+            #expect(y[100_002].isFinite)
         }
-        #expect(VectorMath.exp(0) == 1)
-        #expect(VectorMath.exp(-200) < 1e-37)
-        #expect(VectorMath.exp(200).isFinite)
     }
 
-    @Test("softmax matches the scalar definition for lengths around the vector width")
+    @Test("softmax matches the scalar definition for lengths around the vector width, on every ISA")
     func softmaxMatchesScalar() {
-        for count in [1, 2, 15, 16, 17, 33, 100, 1000] {
+        for isa in kernelISAs {
+        for count in [1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 1000] {
             let input = (0..<count).map { _ in Float.random(in: -30...30) }
             var ours = input
-            ours.withUnsafeMutableBufferPointer { VectorMath.softmax($0.baseAddress!, count: count) }
+            bk_softmax(isa, &ours, count)
             let maximum = input.max()!
             let exps = input.map { Double(expf($0 - maximum)) }
             let total = exps.reduce(0, +)
@@ -32,6 +39,7 @@ struct VectorMathTests {
                 #expect(abs(Double(ours[i]) - exps[i] / total) < 1e-6, "count \(count) index \(i)")
             }
             #expect(abs(ours.reduce(0, +) - 1) < 1e-5)
+        }
         }
     }
 
