@@ -199,10 +199,10 @@ BK_AVX512 static void axpy_f32_avx512(float alpha, const float *x, float *y, siz
 }
 #endif
 
-// MARK: - SwiGLU and argmax (decode's element-wise steps)
+// MARK: - exp, softmax, SwiGLU and argmax (the forward pass's element-wise steps)
 //
-// e^x as VectorMath.exp in Swift (Cephes' polynomial after range reduction by ln 2, clamped, branch-free),
-// with the multiply-adds fused the same way in every variant, so the variants agree to an ulp or two.
+// e^x by Cephes' polynomial after range reduction by ln 2, clamped and branch-free, with the multiply-adds
+// fused the same way in every variant, so the variants agree to an ulp or two.
 
 #define BK_EXP_LOW -87.33654f
 #define BK_EXP_HIGH 88.37f
@@ -260,7 +260,7 @@ static size_t argmax_scalar(const float *x, size_t n) {
 }
 
 #if BK_X86
-#define BK_EXP_BODY(W, ps, epi32, cast_i, cast_f)                                                            \
+#define BK_EXP_BODY(W, cast_i, cast_f)                                                            \
     x = _mm##W##_min_ps(_mm##W##_max_ps(x, _mm##W##_set1_ps(BK_EXP_LOW)), _mm##W##_set1_ps(BK_EXP_HIGH));   \
     const __m##W shifted = _mm##W##_fmadd_ps(x, _mm##W##_set1_ps(1.44269504f), _mm##W##_set1_ps(BK_EXP_MAGIC)); \
     const __m##W n = _mm##W##_sub_ps(shifted, _mm##W##_set1_ps(BK_EXP_MAGIC));                              \
@@ -278,8 +278,8 @@ static size_t argmax_scalar(const float *x, size_t n) {
                            _mm##W##_set1_epi32(127)), 23);                                                    \
     return _mm##W##_mul_ps(p, cast_f(e));
 
-BK_AVX2 BK_INLINE __m256 exp8(__m256 x) { BK_EXP_BODY(256, ps, epi32, _mm256_castps_si256, _mm256_castsi256_ps) }
-BK_AVX512 BK_INLINE __m512 exp16(__m512 x) { BK_EXP_BODY(512, ps, epi32, _mm512_castps_si512, _mm512_castsi512_ps) }
+BK_AVX2 BK_INLINE __m256 exp8(__m256 x) { BK_EXP_BODY(256, _mm256_castps_si256, _mm256_castsi256_ps) }
+BK_AVX512 BK_INLINE __m512 exp16(__m512 x) { BK_EXP_BODY(512, _mm512_castps_si512, _mm512_castsi512_ps) }
 
 BK_AVX2 static void swiglu_avx2(float *gate, const float *up, size_t n) {
     size_t i = 0;
