@@ -115,15 +115,19 @@ BK_AVX2 static void values_avx2(int f16, const float *p, int group, int hd, cons
         for (int d0 = 0; d0 < hd; d0 += 32) {  // four registers of the output row at a time
             const int nv = hd - d0 >= 32 ? 4 : (hd - d0) / 8;
             __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (int t = 0; t < count; t++) {
-                if (t % bs == 0) prefetch_block(base, bb, table, bs, voff, rowb, t + bs, count);
-                const uint8_t *v = kv_row(base, bb, table, bs, voff, rowb, t);
-                const __m256 w = _mm256_broadcast_ss(ph + t);
-                for (int k = 0; k < nv; k++) {
-                    const int d = d0 + 8 * k;
-                    __m256 x = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 2 * (size_t)d)))
-                                   : _mm256_loadu_ps((const float *)(v + 4 * (size_t)d));
-                    acc[k] = _mm256_fmadd_ps(w, x, acc[k]);
+            for (int t0 = 0; t0 < count; t0 += bs) {
+                prefetch_block(base, bb, table, bs, voff, rowb, t0 + bs, count);
+                const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff;
+                const int n = count - t0 < bs ? count - t0 : bs;
+                for (int j = 0; j < n; j++) {
+                    const uint8_t *v = block + (size_t)j * rowb;
+                    const __m256 w = _mm256_broadcast_ss(ph + t0 + j);
+                    for (int k = 0; k < nv; k++) {
+                        const int d = d0 + 8 * k;
+                        __m256 x = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + 2 * (size_t)d)))
+                                       : _mm256_loadu_ps((const float *)(v + 4 * (size_t)d));
+                        acc[k] = _mm256_fmadd_ps(w, x, acc[k]);
+                    }
                 }
             }
             for (int k = 0; k < nv; k++) _mm256_storeu_ps(oh + d0 + 8 * k, acc[k]);
@@ -149,13 +153,7 @@ BK_AVX512 BK_INLINE void scores_avx512_impl(const int HD, int f16, const float *
         for (int j0 = 0; j0 < n; j0 += 8) {
             const int m = n - j0 < 8 ? n - j0 : 8;
             const int total = m * hd;
-            if (f16) {
-                const uint8_t *src = block + (size_t)j0 * rowb;
-                for (int i = 0; i < total; i += 16)
-                    _mm512_storeu_ps(rows + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + 2 * (size_t)i))));
-            } else {
-                memcpy(rows, block + (size_t)j0 * rowb, (size_t)total * 4);
-            }
+            rows_f32_avx2(f16, block + (size_t)j0 * rowb, m, hd, rows);
             // Every slot of the eight takes part below (fixed trip counts); missing positions read zeros and
             // their lanes are not stored.
             if (m < 8) memset(rows + total, 0, (size_t)(8 * hd - total) * 4);
@@ -232,10 +230,14 @@ BK_AVX512 static void values_avx512(int f16, const float *p, int group, int hd, 
     for (; d0 < hd; d0 += 16) {  // head sizes that are not a multiple of 64: one register at a time
         for (int h = 0; h < group; h++) {
             __m512 acc = _mm512_setzero_ps();
-            for (int t = 0; t < count; t++) {
-                const uint8_t *v = kv_row(base, bb, table, bs, voff, rowb, t) + (size_t)d0 * (f16 ? 2 : 4);
-                __m512 x = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)v)) : _mm512_loadu_ps((const float *)v);
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)h * count + t]), x, acc);
+            for (int t0 = 0; t0 < count; t0 += bs) {
+                const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff + (size_t)d0 * (f16 ? 2 : 4);
+                const int n = count - t0 < bs ? count - t0 : bs;
+                for (int j = 0; j < n; j++) {
+                    const uint8_t *v = block + (size_t)j * rowb;
+                    __m512 x = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)v)) : _mm512_loadu_ps((const float *)v);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)h * count + t0 + j]), x, acc);
+                }
             }
             _mm512_storeu_ps(out + (size_t)h * hd + d0, acc);
         }

@@ -26,7 +26,7 @@ struct BenchModelCommand: ParsableCommand {
     var decodeTokens: Int = 128
     @Option(
         name: .long,
-        help: "Cached positions each decode sequence starts with (attention cost grows with them; their KV is zeros).")
+        help: "Cached positions each decode sequence starts with (attention cost grows with them; their KV is whatever the cache holds).")
     var context: Int = 0
     @Option(name: .long, help: "Repetitions of each measurement; the best is reported.")
     var repetitions: Int = 2

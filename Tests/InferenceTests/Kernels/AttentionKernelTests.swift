@@ -80,6 +80,15 @@ struct AttentionKernelTests {
         (80, 3, 16, 29), (24, 4, 5, 23), (12, 2, 16, 9), (64, 3, 7, 50), (96, 4, 32, 70),
     ]
 
+    /// `got` (and the scalar twin's result) equal the double-precision sum of `terms` to within 1e-6 of the sum
+    /// of their magnitudes: f32 rounding in any order.
+    static func expectSum(_ got: Float, scalar: Float, of terms: [Double], _ what: String) {
+        let want = terms.reduce(0, +)
+        let tolerance = 1e-6 * terms.reduce(0) { $0 + abs($1) } + 1e-7
+        #expect(abs(Double(got) - want) <= tolerance, "\(what): \(got) vs \(want)")
+        #expect(abs(Double(got - scalar)) <= 2 * tolerance, "\(what): \(got) vs the scalar twin's \(scalar)")
+    }
+
     @Test("scores equal scale · q·K for every position and head, on every ISA, f16 and f32 caches")
     func scores() {
         var random = KernelTestRandom(seed: 41)
@@ -94,17 +103,12 @@ struct AttentionKernelTests {
                     let got = layer.scores(isa, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
                     for h in 0..<shape.group {
                         for t in 0..<shape.count {
-                            var want = 0.0, magnitude = 0.0
-                            for d in 0..<shape.hd {
-                                let term = Double(q[h * shape.hd + d]) * layer.element(value: false, head: 1, position: t, d)
-                                want += term
-                                magnitude += abs(term)
+                            let terms = (0..<shape.hd).map { d in
+                                Double(scale) * Double(q[h * shape.hd + d]) * layer.element(value: false, head: 1, position: t, d)
                             }
-                            want *= Double(scale)
-                            let tolerance = 1e-6 * magnitude + 1e-7
                             let index = h * shape.count + t
-                            #expect(abs(Double(got[index]) - want) <= tolerance, "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) position \(t): \(got[index]) vs \(want)")
-                            #expect(abs(Double(got[index] - scalar[index])) <= 2 * tolerance, "ISA \(isa.rawValue) vs scalar, \(shape)")
+                            Self.expectSum(got[index], scalar: scalar[index], of: terms,
+                                           "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) position \(t)")
                         }
                     }
                 }
@@ -125,16 +129,12 @@ struct AttentionKernelTests {
                     let got = layer.values(isa, p: p, group: shape.group, head: 2, count: shape.count)
                     for h in 0..<shape.group {
                         for d in 0..<shape.hd {
-                            var want = 0.0, magnitude = 0.0
-                            for t in 0..<shape.count {
-                                let term = Double(p[h * shape.count + t]) * layer.element(value: true, head: 2, position: t, d)
-                                want += term
-                                magnitude += abs(term)
+                            let terms = (0..<shape.count).map { t in
+                                Double(p[h * shape.count + t]) * layer.element(value: true, head: 2, position: t, d)
                             }
-                            let tolerance = 1e-6 * magnitude + 1e-7
                             let index = h * shape.hd + d
-                            #expect(abs(Double(got[index]) - want) <= tolerance, "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) element \(d): \(got[index]) vs \(want)")
-                            #expect(abs(Double(got[index] - scalar[index])) <= 2 * tolerance, "ISA \(isa.rawValue) vs scalar, \(shape)")
+                            Self.expectSum(got[index], scalar: scalar[index], of: terms,
+                                           "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) element \(d)")
                         }
                     }
                 }

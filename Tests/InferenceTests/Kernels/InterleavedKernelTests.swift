@@ -47,19 +47,10 @@ struct InterleavedKernelTests {
                     bk_matmul(BK_ISA_SCALAR, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(columns),
                               scratch.pointer, Int32(batch), $0.baseAddress, rows)
                 }
-                let nb = Float(columns / 32)
                 for isa in kernelISAs {
                     let got = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: scratch,
                                                       batch: batch, isa: isa)
-                    for v in 0..<batch {
-                        for r in 0..<rows {
-                            let bound = QuantizedKernelTests.termBound(type, row: w.base + r * w.rowBytes, scratch: scratch, vector: v)
-                            let tolerance = 2 * (nb + 16) * Float.ulpOfOne * bound
-                            let i = v * rows + r
-                            #expect(abs(got[i] - scalar[i]) <= tolerance,
-                                    "\(type) \(rows)×\(columns) ISA \(isa.rawValue) vector \(v) row \(r): \(got[i]) vs \(scalar[i])")
-                        }
-                    }
+                    QuantizedKernelTests.expectNearScalar(got, scalar, w, scratch: scratch, batch: batch, isa: isa)
                 }
             }
         }

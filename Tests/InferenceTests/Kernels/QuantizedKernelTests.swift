@@ -131,6 +131,23 @@ struct QuantizedKernelTests {
         return bound
     }
 
+    /// Each (vector, row) of `got` within rounding of the scalar twin's: 2·(blocks + 16) ulp of the sum of the
+    /// row's absolute block terms (summation order is the only difference).
+    static func expectNearScalar(
+        _ got: [Float], _ scalar: [Float], _ w: WeightMatrix, scratch: KernelActivationScratch, batch: Int, isa: bk_isa
+    ) {
+        let nb = Float(w.columns / 32)
+        for v in 0..<batch {
+            for r in 0..<w.rows {
+                let bound = termBound(w.type, row: w.base + r * w.rowBytes, scratch: scratch, vector: v)
+                let tolerance = 2 * (nb + 16) * Float.ulpOfOne * bound
+                let i = v * w.rows + r
+                #expect(abs(got[i] - scalar[i]) <= tolerance,
+                        "\(w.type) \(w.rows)×\(w.columns) ISA \(isa.rawValue) vector \(v) row \(r): \(got[i]) vs \(scalar[i])")
+            }
+        }
+    }
+
     @Test("every SIMD mat-vec variant matches its scalar twin", arguments: [GGMLType.q4_0, .q4_1, .q8_0])
     func simdMatchesScalar(type: GGMLType) throws {
         var random = KernelTestRandom(seed: 3)
@@ -151,18 +168,8 @@ struct QuantizedKernelTests {
                     return out
                 }
                 let scalar = run(BK_ISA_SCALAR)
-                let nb = Float(columns / 32)
                 for isa in kernelISAs where isa != BK_ISA_SCALAR {
-                    let simd = run(isa)
-                    for v in 0..<batch {
-                        for r in 0..<rows {
-                            let bound = Self.termBound(type, row: w.base + r * w.rowBytes, scratch: scratch, vector: v)
-                            let tolerance = 2 * (nb + 16) * Float.ulpOfOne * bound
-                            let i = v * rows + r
-                            #expect(abs(simd[i] - scalar[i]) <= tolerance,
-                                    "\(type) \(rows)×\(columns) ISA \(isa.rawValue) vector \(v) row \(r): \(simd[i]) vs \(scalar[i])")
-                        }
-                    }
+                    Self.expectNearScalar(run(isa), scalar, w, scratch: scratch, batch: batch, isa: isa)
                 }
             }
         }
