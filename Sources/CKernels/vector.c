@@ -259,6 +259,20 @@ static size_t argmax_scalar(const float *x, size_t n) {
     return best;
 }
 
+/// Σ x[i]², each square rounded to float (as ggml squares) and added in double into eight lanes (lane i % 8),
+/// the lanes then combined as (l0+l4 + l2+l6) + (l1+l5 + l3+l7): the SIMD variants keep exactly this order,
+/// so every ISA gives the same bits.
+static double sumsq_combine(const double l[8]) {
+    const double a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+static double sumsq_scalar(const float *x, size_t n) {
+    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < n; i++) l[i % 8] += (double)(x[i] * x[i]);
+    return sumsq_combine(l);
+}
+
 #if BK_X86
 #define BK_EXP_BODY(W, cast_i, cast_f)                                                            \
     x = _mm##W##_min_ps(_mm##W##_max_ps(x, _mm##W##_set1_ps(BK_EXP_LOW)), _mm##W##_set1_ps(BK_EXP_HIGH));   \
@@ -298,6 +312,34 @@ BK_AVX512 static void swiglu_avx512(float *gate, const float *up, size_t n) {
         const __m512 e = _mm512_add_ps(exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)), _mm512_set1_ps(1.0f));
         _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_div_ps(z, e), _mm512_maskz_loadu_ps(m, up + i)));
     }
+}
+
+BK_AVX2 static double sumsq_avx2(const float *x, size_t n) {
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();  // lanes 0-3 and 4-7
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 sq = _mm256_mul_ps(v, v);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+    double l[8];
+    _mm256_storeu_pd(l, lo);
+    _mm256_storeu_pd(l + 4, hi);
+    for (size_t k = 0; i < n; i++, k++) l[k] += (double)(x[i] * x[i]);
+    return sumsq_combine(l);
+}
+
+BK_AVX512 static double sumsq_avx512(const float *x, size_t n) {
+    __m512d acc = _mm512_setzero_pd();
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        const __m256 v = _mm256_maskz_loadu_ps(m, x + i);  // missing lanes add +0.0, which changes nothing
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_mul_ps(v, v)));
+    }
+    double l[8];
+    _mm512_storeu_pd(l, acc);
+    return sumsq_combine(l);
 }
 
 /// Merges per-lane maxima (value, first index) — the largest value, ties to the lower index — then scans the
@@ -439,3 +481,10 @@ void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n) { BK_DISPATCH
 size_t bk_argmax(bk_isa isa, const float *x, size_t n) { BK_DISPATCH(isa, argmax, x, n) }
 void bk_exp(bk_isa isa, const float *x, float *y, size_t n) { BK_DISPATCH(isa, exp, x, y, n) }
 void bk_softmax(bk_isa isa, float *x, size_t n) { BK_DISPATCH(isa, softmax, x, n) }
+static double sumsq(bk_isa isa, const float *x, size_t n) { BK_DISPATCH(isa, sumsq, x, n) }
+
+void bk_rms_norm(bk_isa isa, const float *x, const float *gain, float epsilon, float *y, size_t n) {
+    if (n == 0) return;
+    const float scale = 1.0f / sqrtf((float)(sumsq(isa, x, n) / (double)n) + epsilon);
+    for (size_t i = 0; i < n; i++) y[i] = (x[i] * scale) * gain[i];
+}

@@ -68,6 +68,9 @@ void bk_exp(bk_isa isa, const float *x, float *y, size_t n);
 void bk_softmax(bk_isa isa, float *x, size_t n);
 /// gate[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^-gate[i]) · up[i], with e^x as `bk_exp`.
 void bk_swiglu(bk_isa isa, float *gate, const float *up, size_t n);
+/// y[i] = x[i] · (1 / √(mean(x²) + epsilon)) · gain[i], as ggml's RMSNorm: each square rounded to float and the
+/// squares summed in double (here in a fixed order of eight lanes, so every ISA gives the same bits). `y` may be `x`.
+void bk_rms_norm(bk_isa isa, const float *x, const float *gain, float epsilon, float *y, size_t n);
 /// Index of the first largest element of x[0..<n] (NaNs never win; 0 when nothing exceeds -infinity).
 size_t bk_argmax(bk_isa isa, const float *x, size_t n);
 

@@ -152,6 +152,35 @@ struct VectorKernelTests {
         }
     }
 
+    @Test("RMSNorm gives the same bits on every ISA and matches a double-precision norm")
+    func rmsNorm() {
+        var random = KernelTestRandom(seed: 33)
+        for n in [1, 7, 8, 9, 16, 17, 576, 2048] {
+            let x = random.floats(n, scale: 40), gain = random.floats(n, scale: 2)
+            var scalar = [Float](repeating: .nan, count: n)
+            bk_rms_norm(BK_ISA_SCALAR, x, gain, 1e-5, &scalar, n)
+            let mean = x.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n)
+            let inverse = 1 / (mean + 1e-5).squareRoot()
+            for i in 0..<n {
+                let want = Double(x[i]) * inverse * Double(gain[i])
+                #expect(abs(Double(scalar[i]) - want) <= 1e-6 * max(1, abs(want)), "n \(n) element \(i): \(scalar[i]) vs \(want)")
+            }
+            for isa in kernelISAs {
+                var got = [Float](repeating: .nan, count: n)
+                bk_rms_norm(isa, x, gain, 1e-5, &got, n)
+                #expect(got.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isa.rawValue) n \(n)")
+                // In place (y = x) gives the same.
+                var inPlace = x
+                inPlace.withUnsafeMutableBufferPointer { bk_rms_norm(isa, $0.baseAddress!, gain, 1e-5, $0.baseAddress!, n) }
+                #expect(inPlace.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isa.rawValue) n \(n) in place")
+            }
+        }
+        // All zeros: the epsilon keeps it finite.
+        var zeros = [Float](repeating: 1, count: 64)
+        bk_rms_norm(Kernels.isa, [Float](repeating: 0, count: 64), [Float](repeating: 1, count: 64), 1e-5, &zeros, 64)
+        #expect(zeros.allSatisfy { $0 == 0 })
+    }
+
     @Test("argmax finds the first largest element on every ISA, skipping NaNs")
     func argmax() {
         var random = KernelTestRandom(seed: 32)
