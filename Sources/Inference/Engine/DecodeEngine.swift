@@ -166,10 +166,42 @@ public final class DecodeEngine: @unchecked Sendable {
 
 extension DecodeEngine: TransformerBackend {
     func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
-        // K and V read Q's input, up reads gate's (Llama.forward changes nothing in between).
         Kernels.matmul(
             model.weights.layers[layer][p], interleaved: interleaved.layers[layer][p.rawValue], input: x, batch: rows,
-            output: y, pool: pool, sameInput: p == .key || p == .value || p == .up)
+            output: y, pool: pool)
+    }
+
+    /// Q, K and V in one fork/join, over one quantization of `x`.
+    func attentionProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, q: UnsafeMutablePointer<Float>,
+        k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    ) {
+        let w = model.weights.layers[layer], copies = interleaved.layers[layer]
+        withUnsafeTemporaryAllocation(of: Kernels.Projection.self, capacity: 3) { parts in
+            parts.initializeElement(at: 0, to: .init(weights: w[.query], interleaved: copies[LayerProjection.query.rawValue], output: q))
+            parts.initializeElement(at: 1, to: .init(weights: w[.key], interleaved: copies[LayerProjection.key.rawValue], output: k))
+            parts.initializeElement(at: 2, to: .init(weights: w[.value], interleaved: copies[LayerProjection.value.rawValue], output: v))
+            defer { parts.deinitialize() }
+            Kernels.matmul(group: UnsafeBufferPointer(parts), input: x, batch: rows, pool: pool)
+        }
+    }
+
+    /// Gate and up in one fork/join, each task applying SwiGLU to the rows it just computed.
+    func gatedProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, ff: Int, gate: UnsafeMutablePointer<Float>,
+        up: UnsafeMutablePointer<Float>
+    ) {
+        let w = model.weights.layers[layer], copies = interleaved.layers[layer]
+        withUnsafeTemporaryAllocation(of: Kernels.Projection.self, capacity: 2) { parts in
+            parts.initializeElement(at: 0, to: .init(weights: w[.gate], interleaved: copies[LayerProjection.gate.rawValue], output: gate))
+            parts.initializeElement(at: 1, to: .init(weights: w[.up], interleaved: copies[LayerProjection.up.rawValue], output: up))
+            defer { parts.deinitialize() }
+            Kernels.matmul(group: UnsafeBufferPointer(parts), input: x, batch: rows, pool: pool) { range in
+                for i in 0..<rows {
+                    VectorMath.swiglu(gate + i * ff + range.lowerBound, up + i * ff + range.lowerBound, count: range.count)
+                }
+            }
+        }
     }
 
     /// Stores every row's K/V, then per (row, KV head) computes, for the query heads sharing that KV head,

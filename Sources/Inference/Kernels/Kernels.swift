@@ -61,44 +61,118 @@ public enum Kernels {
     public static func matmul(_ w: WeightMatrix, interleaved: InterleavedMatrix? = nil, input: UnsafePointer<Float>,
                               batch: Int, output: UnsafeMutablePointer<Float>, pool: ThreadPool, sameInput: Bool = false) {
         guard batch > 0 else { return }
-        let act: UnsafeRawPointer
-        if w.isQuantized {
-            let scratch = pool.scratchBuffer(bytes: bk_act_bytes(Int32(w.columns), Int32(batch)))
-            let key = ThreadPool.QuantizedInput(
-                input: UnsafeRawPointer(input), columns: w.columns, batch: batch, type: w.kernelType.rawValue)
-            if !sameInput || pool.quantizedInput != key {
-                bk_quantize_act(isa, w.kernelType, input, Int32(w.columns), Int32(batch), scratch)
-                pool.quantizedInput = key
-            }
-            act = UnsafeRawPointer(scratch)
-        } else {
-            act = UnsafeRawPointer(input)
-        }
+        let part = Projection(weights: w, interleaved: interleaved, output: output)
+        let act = activations(for: w, input: input, batch: batch, pool: pool, sameInput: sameInput)
         let rows = w.rows
         let tasks = taskCount(rows: rows, threads: pool.threadCount, batch: batch)
-        if let interleaved {
-            precondition(
-                interleaved.source.base == w.base && interleaved.source.rows == rows && interleaved.source.type == w.type,
-                "matmul: the interleaved copy is not a copy of this matrix")
-            // Task ranges are multiples of 16 rows, as the copy's groups are.
-            let packed = UnsafeRawPointer(interleaved.bytes)
-            pool.parallelFor(tasks) { task in
-                let range = rowRange(task: task, of: tasks, rows: rows)
-                bk_matmul_x16(isa, w.kernelType, packed, Int32(range.lowerBound), Int32(range.upperBound),
-                              Int32(w.columns), act, Int32(batch), output, rows)
-            }
-            return
-        }
         if tasks == 1 {
-            bk_matmul(isa, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(w.columns), act,
-                      Int32(batch), output, rows)
+            part.multiply(0..<rows, act: act, batch: batch)
             return
         }
         pool.parallelFor(tasks) { task in
-            let range = rowRange(task: task, of: tasks, rows: rows)
-            bk_matmul(isa, w.kernelType, w.base, w.rowBytes, Int32(range.lowerBound), Int32(range.upperBound),
-                      Int32(w.columns), act, Int32(batch), output, rows)
+            part.multiply(rowRange(task: task, of: tasks, rows: rows), act: act, batch: batch)
         }
+    }
+
+    /// One product of a group that reads the same input: the weights, their interleaved copy (if any), the output.
+    struct Projection {
+        let weights: WeightMatrix
+        let interleaved: InterleavedMatrix?
+        let output: UnsafeMutablePointer<Float>
+
+        init(weights: WeightMatrix, interleaved: InterleavedMatrix?, output: UnsafeMutablePointer<Float>) {
+            if let interleaved {
+                precondition(
+                    interleaved.source.base == weights.base && interleaved.source.rows == weights.rows
+                        && interleaved.source.type == weights.type,
+                    "matmul: the interleaved copy is not a copy of this matrix")
+            }
+            self.weights = weights
+            self.interleaved = interleaved
+            self.output = output
+        }
+
+        /// Output rows `range` (multiples of 16 apart from the end, as the interleaved copy's groups are) for
+        /// every vector. Each result is the same whatever the range, so any split gives identical outputs.
+        func multiply(_ range: Range<Int>, act: UnsafeRawPointer, batch: Int) {
+            let w = weights
+            if let interleaved {
+                bk_matmul_x16(isa, w.kernelType, UnsafeRawPointer(interleaved.bytes), Int32(range.lowerBound),
+                              Int32(range.upperBound), Int32(w.columns), act, Int32(batch), output, w.rows)
+            } else {
+                bk_matmul(isa, w.kernelType, w.base, w.rowBytes, Int32(range.lowerBound), Int32(range.upperBound),
+                          Int32(w.columns), act, Int32(batch), output, w.rows)
+            }
+        }
+    }
+
+    /// Several products of one input in a single fork/join, for the decode path where a step's fork/joins
+    /// cost as much as its smaller products: `parts[i].output = input · parts[i].weightsᵀ`, each exactly as
+    /// `matmul` computes it. The input is quantized once when the parts share a weight type (else each part
+    /// runs as its own `matmul`).
+    ///
+    /// With `epilogue`, every part must have the same rows: each task covers one row range in all parts and
+    /// then calls `epilogue(range)` (SwiGLU right after gate and up, while those rows are in cache); without
+    /// a shared quantization the epilogue runs once over all rows at the end.
+    static func matmul(
+        group parts: UnsafeBufferPointer<Projection>, input: UnsafePointer<Float>, batch: Int, pool: ThreadPool,
+        epilogue: ((Range<Int>) -> Void)? = nil
+    ) {
+        guard batch > 0, let first = parts.first?.weights else { return }
+        precondition(
+            epilogue == nil || parts.allSatisfy { $0.weights.rows == first.rows },
+            "matmul(group:): an epilogue needs parts of equal rows")
+        guard parts.allSatisfy({ $0.weights.kernelType == first.kernelType && $0.weights.columns == first.columns })
+        else {
+            for (i, part) in parts.enumerated() {
+                matmul(part.weights, interleaved: part.interleaved, input: input, batch: batch, output: part.output,
+                       pool: pool, sameInput: i > 0)
+            }
+            epilogue?(0..<first.rows)
+            return
+        }
+        let act = activations(for: first, input: input, batch: batch, pool: pool, sameInput: false)
+        let threads = pool.threadCount
+        if let epilogue {
+            let rows = first.rows
+            let tasks = taskCount(rows: rows, threads: threads, batch: batch * parts.count)
+            pool.parallelFor(tasks) { task in
+                let range = rowRange(task: task, of: tasks, rows: rows)
+                for part in parts { part.multiply(range, act: act, batch: batch) }
+                epilogue(range)
+            }
+            return
+        }
+        var total = 0
+        for part in parts { total += taskCount(rows: part.weights.rows, threads: threads, batch: batch) }
+        pool.parallelFor(total) { task in
+            var task = task
+            for part in parts {
+                let rows = part.weights.rows
+                let tasks = taskCount(rows: rows, threads: threads, batch: batch)
+                if task < tasks {
+                    part.multiply(rowRange(task: task, of: tasks, rows: rows), act: act, batch: batch)
+                    return
+                }
+                task -= tasks
+            }
+        }
+    }
+
+    /// What the kernels read for `w`: the input itself for float weights, else its int8 blocks in the pool's
+    /// scratch, quantized here unless `sameInput` and the scratch already holds exactly this quantization.
+    private static func activations(
+        for w: WeightMatrix, input: UnsafePointer<Float>, batch: Int, pool: ThreadPool, sameInput: Bool
+    ) -> UnsafeRawPointer {
+        guard w.isQuantized else { return UnsafeRawPointer(input) }
+        let scratch = pool.scratchBuffer(bytes: bk_act_bytes(Int32(w.columns), Int32(batch)))
+        let key = ThreadPool.QuantizedInput(
+            input: UnsafeRawPointer(input), columns: w.columns, batch: batch, type: w.kernelType.rawValue)
+        if !sameInput || pool.quantizedInput != key {
+            bk_quantize_act(isa, w.kernelType, input, Int32(w.columns), Int32(batch), scratch)
+            pool.quantizedInput = key
+        }
+        return UnsafeRawPointer(scratch)
     }
 
     /// Up to four contiguous slices per thread, each at least `minimumRowsPerTask` rows for one vector and

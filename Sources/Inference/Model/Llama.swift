@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // The Llama forward pass, written once for both execution paths.
@@ -24,6 +25,35 @@ protocol TransformerBackend: AnyObject {
         output: UnsafeMutablePointer<Float>)
     /// `logits[rows × vocab] = x[rows × d] · W_outᵀ` (may round `x` like `linear`).
     func logits(_ x: UnsafeMutablePointer<Float>, rows: Int, _ logits: UnsafeMutablePointer<Float>)
+    /// `q`, `k`, `v` = `x · W_qᵀ`, `x · W_kᵀ`, `x · W_vᵀ`, as three `linear` calls give them.
+    func attentionProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, q: UnsafeMutablePointer<Float>,
+        k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>)
+    /// `gate = silu(x · W_gateᵀ) ⊙ (x · W_upᵀ)` (`[rows × ff]`), with `up` as scratch, as two `linear` calls and
+    /// SwiGLU give it.
+    func gatedProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, ff: Int, gate: UnsafeMutablePointer<Float>,
+        up: UnsafeMutablePointer<Float>)
+}
+
+extension TransformerBackend {
+    func attentionProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, q: UnsafeMutablePointer<Float>,
+        k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    ) {
+        linear(.query, layer: layer, x, rows: rows, q)
+        linear(.key, layer: layer, x, rows: rows, k)
+        linear(.value, layer: layer, x, rows: rows, v)
+    }
+
+    func gatedProjections(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, ff: Int, gate: UnsafeMutablePointer<Float>,
+        up: UnsafeMutablePointer<Float>
+    ) {
+        linear(.gate, layer: layer, x, rows: rows, gate)
+        linear(.up, layer: layer, x, rows: rows, up)
+        Llama.forRows(rows, pool, width: ff) { i in VectorMath.swiglu(gate + i * ff, up + i * ff, count: ff) }
+    }
 }
 
 /// Activation buffers for up to `maxRows` rows, allocated once per engine so a forward pass allocates nothing.
@@ -69,27 +99,30 @@ enum Llama {
         let d = c.embeddingLength, qd = c.queryDimension, kvd = c.kvDimension, ff = c.feedForwardLength
 
         // Token embeddings: x[i] = E[token_i]                                   x [n × d]
-        forRows(n, pool) { i in Kernels.dequantizeRow(w.tokenEmbedding, row: Int(tokens[i]), into: s.x + i * d) }
+        forRows(n, pool, width: d) { i in Kernels.dequantizeRow(w.tokenEmbedding, row: Int(tokens[i]), into: s.x + i * d) }
         // RoPE angles for each row's position, shared by all layers            rope [n × ropeDim] (cos, sin pairs)
-        forRows(n, pool) { i in ropeAngles(c, position: Int(positions[i]), into: s.rope + i * c.ropeDimensionCount) }
+        forRows(n, pool, width: c.ropeDimensionCount) { i in
+            ropeAngles(c, position: Int(positions[i]), into: s.rope + i * c.ropeDimensionCount)
+        }
 
         for l in 0..<c.layerCount {
             let layer = w.layers[l]
 
             // Attention block ------------------------------------------------------------------------------
-            // xb = RMSNorm(x) · g_attn                                              xb [n × d]
-            forRows(n, pool) { i in rmsNorm(s.x + i * d, layer.attentionNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d) }
+            // x += the previous layer's feed-forward output; xb = RMSNorm(x) · g_attn       xb [n × d]
+            forRows(n, pool, width: d) { i in
+                if l > 0 { add(s.xb + i * d, into: s.x + i * d, count: d) }
+                rmsNorm(s.x + i * d, layer.attentionNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d)
+            }
             // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ                                      q [n × q], k, v [n × kv]
-            backend.linear(.query, layer: l, s.xb, rows: n, s.q)
-            backend.linear(.key, layer: l, s.xb, rows: n, s.k)
-            backend.linear(.value, layer: l, s.xb, rows: n, s.v)
+            backend.attentionProjections(layer: l, s.xb, rows: n, q: s.q, k: s.k, v: s.v)
             if let bq = layer.queryBias, let bk = layer.keyBias, let bv = layer.valueBias {
-                forRows(n, pool) { i in
+                forRows(n, pool, width: qd) { i in
                     addBias(s.q + i * qd, bq); addBias(s.k + i * kvd, bk); addBias(s.v + i * kvd, bv)
                 }
             }
             // Rotate each head's leading ropeDim dimensions by the row's position
-            forRows(n, pool) { i in
+            forRows(n, pool, width: qd) { i in
                 let angles = s.rope + i * c.ropeDimensionCount
                 for h in 0..<c.headCount { rotate(s.q + i * qd + h * c.headDimension, angles, c.ropeDimensionCount) }
                 for h in 0..<c.kvHeadCount { rotate(s.k + i * kvd + h * c.headDimension, angles, c.ropeDimensionCount) }
@@ -98,22 +131,22 @@ enum Llama {
             backend.attention(layer: l, q: s.q, k: s.k, v: s.v, rows: n, output: s.xb2)
             // x += xb2·Woᵀ                                                            x [n × d]
             backend.linear(.output, layer: l, s.xb2, rows: n, s.xb)
-            forRows(n, pool) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
 
             // Feed-forward block (SwiGLU) -----------------------------------------------------------------
-            // xb = RMSNorm(x) · g_ffn                                               xb [n × d]
-            forRows(n, pool) { i in rmsNorm(s.x + i * d, layer.feedForwardNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d) }
+            // x += the attention output; xb = RMSNorm(x) · g_ffn                     xb [n × d]
+            forRows(n, pool, width: d) { i in
+                add(s.xb + i * d, into: s.x + i * d, count: d)
+                rmsNorm(s.x + i * d, layer.feedForwardNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d)
+            }
             // hb = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)                                       hb [n × ff]
-            backend.linear(.gate, layer: l, s.xb, rows: n, s.hb)
-            backend.linear(.up, layer: l, s.xb, rows: n, s.hb2)
-            forRows(n, pool) { i in VectorMath.swiglu(s.hb + i * ff, s.hb2 + i * ff, count: ff) }
-            // x += hb·Wdownᵀ                                                          x [n × d]
+            backend.gatedProjections(layer: l, s.xb, rows: n, ff: ff, gate: s.hb, up: s.hb2)
+            // xb = hb·Wdownᵀ, added to x by the next layer's first step (or below)  xb [n × d]
             backend.linear(.down, layer: l, s.hb, rows: n, s.xb)
-            forRows(n, pool) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
         }
+        forRows(n, pool, width: d) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
 
         // Final RMSNorm of the rows that need logits, gathered into xb             xb [m × d]
-        forRows(logitRowCount, pool) { j in
+        forRows(logitRowCount, pool, width: d) { j in
             rmsNorm(s.x + Int(logitRows[j]) * d, w.outputNorm, c.rmsNormEpsilon, into: s.xb + j * d, count: d)
         }
         // logits = xb·W_outᵀ                                                        logits [m × vocab]
@@ -122,11 +155,17 @@ enum Llama {
 
     // MARK: Row-wise steps
 
-    /// Runs `body` for every row, split across the pool when there are enough rows to pay for the fork/join.
+    /// Element-wise work (rows × width) below which a row-wise step runs on the calling thread: a decode
+    /// batch's steps take a few microseconds, about what a fork/join costs, and a decode step runs ~8 of them
+    /// per layer.
+    static let inlineRowWork = 1 << 15
+
+    /// Runs `body` for every row (of `width` elements), split across the pool when there is enough work to
+    /// pay for the fork/join.
     @inline(__always)
-    static func forRows(_ rows: Int, _ pool: ThreadPool, _ body: (Int) -> Void) {
+    static func forRows(_ rows: Int, _ pool: ThreadPool, width: Int, _ body: (Int) -> Void) {
         let threads = min(pool.threadCount, rows)
-        if threads <= 1 || rows < 4 {
+        if threads <= 1 || rows < 4 || rows * width < inlineRowWork {
             for i in 0..<rows { body(i) }
             return
         }
@@ -140,12 +179,8 @@ enum Llama {
     static func rmsNorm(
         _ x: UnsafePointer<Float>, _ gain: [Float], _ epsilon: Float, into y: UnsafeMutablePointer<Float>, count: Int
     ) {
-        var sum: Double = 0
-        for i in 0..<count { sum += Double(x[i] * x[i]) }
-        let scale = 1 / (Float(sum / Double(count)) + epsilon).squareRoot()
-        gain.withUnsafeBufferPointer { g in
-            for i in 0..<count { y[i] = (x[i] * scale) * g[i] }
-        }
+        precondition(gain.count == count, "rmsNorm: \(gain.count) gains for \(count) elements")
+        gain.withUnsafeBufferPointer { g in bk_rms_norm(Kernels.isa, x, g.baseAddress!, epsilon, y, count) }
     }
 
     /// cos/sin of θ_i = pos · scale · base^(-2i/ropeDim) for each rotated pair, accumulated as ggml does.

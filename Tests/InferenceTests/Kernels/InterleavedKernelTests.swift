@@ -1,5 +1,6 @@
 import CKernels
 import GGUF
+import Synchronization
 import Testing
 @testable import Inference
 
@@ -132,6 +133,65 @@ struct InterleavedKernelTests {
         try odd.withUnsafeBytes { raw in
             let w = try WeightMatrix(type: .q8_0, rows: 20, columns: 64, base: raw.baseAddress!)
             #expect(InterleavedMatrix(w) == nil)
+        }
+    }
+
+    @Test("a group of products in one fork/join gives exactly the separate products, with or without copies and epilogue",
+          arguments: [1, 2, 8])
+    func groupedProducts(batch: Int) throws {
+        var random = KernelTestRandom(seed: 25)
+        let columns = 576
+        // Q (96 rows), K and V (32 rows each) share Q4_1; a Q8_0 part forces the one-at-a-time fallback.
+        let shapes: [(GGMLType, Int)] = [(.q4_1, 96), (.q4_1, 32), (.q4_1, 32), (.q8_0, 32)]
+        let blobs = shapes.map { shape -> UnsafeMutableRawBufferPointer in
+            let bytes = randomKernelWeights(shape.0, rows: shape.1, columns: columns, random: &random)
+            let blob = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 64)
+            bytes.withUnsafeBytes { blob.copyMemory(from: $0) }
+            return blob
+        }
+        defer { blobs.forEach { $0.deallocate() } }
+        let matrices = try zip(blobs, shapes).map {
+            try WeightMatrix(type: $1.0, rows: $1.1, columns: columns, base: UnsafeRawPointer($0.baseAddress!))
+        }
+        let copies = matrices.map { InterleavedMatrix($0) }
+        let x = random.floats(columns * batch, scale: 3)
+        let pool = ThreadPool(threads: 2)
+        let outputs = matrices.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.rows * batch) }
+        defer { outputs.forEach { $0.deallocate() } }
+
+        for useCopies in [false, true] {
+            var expected: [[Float]] = []
+            for (i, w) in matrices.enumerated() {
+                outputs[i].initialize(repeating: .nan)
+                Kernels.matmul(w, interleaved: useCopies ? copies[i] : nil, input: x, batch: batch,
+                               output: outputs[i].baseAddress!, pool: pool)
+                expected.append(Array(outputs[i]))
+            }
+            func grouped(_ indices: [Int], epilogue: ((Range<Int>) -> Void)? = nil) -> [[Float]] {
+                for i in indices { outputs[i].initialize(repeating: .nan) }
+                let parts = indices.map {
+                    Kernels.Projection(weights: matrices[$0], interleaved: useCopies ? copies[$0] : nil,
+                                       output: outputs[$0].baseAddress!)
+                }
+                parts.withUnsafeBufferPointer { Kernels.matmul(group: $0, input: x, batch: batch, pool: pool, epilogue: epilogue) }
+                return indices.map { Array(outputs[$0]) }
+            }
+            #expect(grouped([0, 1, 2]) == [expected[0], expected[1], expected[2]], "copies \(useCopies)")
+            #expect(grouped([1, 3, 2]) == [expected[1], expected[3], expected[2]], "copies \(useCopies), mixed types")
+            // Equal rows with an epilogue: each row range comes once, after both parts wrote it for every vector
+            // (also when mixed types make the parts run one at a time).
+            for pair in [[1, 2], [1, 3]] {
+                let seen = Mutex<[Int]>([])
+                let (a, b) = (outputs[pair[0]], outputs[pair[1]])
+                let paired = grouped(pair) { range in
+                    let written = (0..<batch).allSatisfy { vector in
+                        range.allSatisfy { r in !a[vector * 32 + r].isNaN && !b[vector * 32 + r].isNaN }
+                    }
+                    seen.withLock { $0.append(contentsOf: written ? Array(range) : []) }
+                }
+                #expect(paired == [expected[pair[0]], expected[pair[1]]])
+                #expect(seen.withLock { $0.sorted() } == Array(0..<32), "copies \(useCopies), parts \(pair)")
+            }
         }
     }
 
