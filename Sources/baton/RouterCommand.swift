@@ -34,7 +34,7 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(name: .customLong("context"), help: "Tokens per request, prompt and reply (default 4096, at most the model's). Must not exceed the workers' --context.")
     var contextLength = 4096
 
-    @Option(name: .customLong("served-model-name"), help: "Model id shown by /v1/models and accepted in requests (default: the file name without .gguf).")
+    @Option(name: [.customLong("served-model-name"), .customLong("model-id")], help: "Model id shown by /v1/models and accepted in requests, as vLLM's --served-model-name (default: the file name without .gguf).")
     var servedModelName: String?
 
     @Option(name: .customLong("api-keys"), help: "File of accepted bearer API keys, one per line ('#' comments). Without it no key is needed.")

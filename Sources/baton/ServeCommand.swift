@@ -38,7 +38,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens shared by all requests (default: room for max-batch full contexts).")
     var kvBlocks: Int?
 
-    @Option(name: .customLong("model-id"), help: "Model id shown by /v1/models and accepted in requests (default: the file name without .gguf).")
+    @Option(name: [.customLong("served-model-name"), .customLong("model-id")], help: "Model id shown by /v1/models and accepted in requests, as vLLM's --served-model-name (default: the file name without .gguf).")
     var modelID: String?
 
     @Option(name: .customLong("api-keys"), help: "File of accepted bearer API keys, one per line ('#' comments). Without it no key is needed.")

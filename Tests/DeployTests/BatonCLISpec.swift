@@ -29,7 +29,7 @@ struct BatonCLISpec: Sendable {
             choices: ["--role": ["prefill", "decode", "both"]]),
         "router": Subcommand(
             valueFlags: identityFlags.union(["--placement", "--host", "--port", "--model", "--api-keys",
-                                             "--served-model-name"]),
+                                             "--served-model-name", "--model-id"]),
             booleanFlags: ["--insecure"], required: ["--placement"], needsIdentity: true),
         "up": Subcommand(valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads"]),
         "bench serve": Subcommand(
