@@ -47,6 +47,13 @@ static void values_scalar(int f16, const float *p, int group, int hd, const uint
 }
 
 #if BK_X86
+#ifndef KV_HINT
+#define KV_HINT _MM_HINT_T1
+#endif
+#ifndef KV_AHEAD
+#define KV_AHEAD 2
+#endif
+
 /// Starts fetching this head's rows of the block holding position `t` (if t < count): blocks are scattered,
 /// so the hardware prefetcher cannot see the next one coming.
 BK_INLINE void prefetch_block(const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t off, size_t row_bytes,
@@ -54,8 +61,17 @@ BK_INLINE void prefetch_block(const uint8_t *base, size_t bb, const int32_t *tab
     if (t >= count) return;
     const uint8_t *p = base + (size_t)table[t / bs] * bb + off;
     const int rows = count - t < bs ? count - t : bs;
-    for (size_t line = 0; line < (size_t)rows * row_bytes; line += 64) _mm_prefetch((const char *)(p + line), _MM_HINT_T0);
+    for (size_t line = 0; line < (size_t)rows * row_bytes; line += 64) _mm_prefetch((const char *)(p + line), KV_HINT);
 }
+
+/// Called at each block start `t0` of a walk over positions: keeps the blocks KV_AHEAD ahead on their way.
+BK_INLINE void prefetch_ahead(const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t off, size_t row_bytes,
+                              int t0, int count) {
+    if (t0 == 0)
+        for (int a = 1; a < KV_AHEAD; a++) prefetch_block(base, bb, table, bs, off, row_bytes, a * bs, count);
+    prefetch_block(base, bb, table, bs, off, row_bytes, t0 + KV_AHEAD * bs, count);
+}
+
 
 /// Lane i = the sum of y[i]'s eight lanes.
 BK_AVX2 BK_INLINE __m256 sums8(const __m256 y[8]) {
@@ -86,7 +102,7 @@ BK_AVX2 static void scores_avx2(int f16, const float *q, int group, int hd, floa
     for (int t0 = 0; t0 < count; t0 += bs) {
         const uint8_t *block = base + (size_t)table[t0 / bs] * bb + koff;
         const int n = count - t0 < bs ? count - t0 : bs;
-        prefetch_block(base, bb, table, bs, koff, rowb, t0 + bs, count);
+        prefetch_ahead(base, bb, table, bs, koff, rowb, t0, count);
         for (int j0 = 0; j0 < n; j0 += 8) {
             const int m = n - j0 < 8 ? n - j0 : 8;
             rows_f32_avx2(f16, block + (size_t)j0 * rowb, m, hd, rows);
@@ -116,7 +132,7 @@ BK_AVX2 static void values_avx2(int f16, const float *p, int group, int hd, cons
             const int nv = hd - d0 >= 32 ? 4 : (hd - d0) / 8;
             __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
             for (int t0 = 0; t0 < count; t0 += bs) {
-                prefetch_block(base, bb, table, bs, voff, rowb, t0 + bs, count);
+                prefetch_ahead(base, bb, table, bs, voff, rowb, t0, count);
                 const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff;
                 const int n = count - t0 < bs ? count - t0 : bs;
                 for (int j = 0; j < n; j++) {
@@ -149,7 +165,7 @@ BK_AVX512 BK_INLINE void scores_avx512_impl(const int HD, int f16, const float *
     for (int t0 = 0; t0 < count; t0 += bs) {
         const uint8_t *block = base + (size_t)table[t0 / bs] * bb + koff;
         const int n = count - t0 < bs ? count - t0 : bs;
-        prefetch_block(base, bb, table, bs, koff, rowb, t0 + bs, count);
+        prefetch_ahead(base, bb, table, bs, koff, rowb, t0, count);
         for (int j0 = 0; j0 < n; j0 += 8) {
             const int m = n - j0 < 8 ? n - j0 : 8;
             const int total = m * hd;
@@ -192,7 +208,7 @@ BK_AVX512 BK_INLINE void values_tile_avx512(const int HN, int f16, const float *
     for (int h = 0; h < HN; h++)
         for (int k = 0; k < 4; k++) acc[h][k] = _mm512_setzero_ps();
     for (int t0 = 0; t0 < count; t0 += bs) {
-        prefetch_block(base, bb, table, bs, voff, rowb, t0 + bs, count);
+        prefetch_ahead(base, bb, table, bs, voff, rowb, t0, count);
         const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff + (size_t)d0 * (f16 ? 2 : 4);
         const int n = count - t0 < bs ? count - t0 : bs;
         for (int j = 0; j < n; j++) {
