@@ -1,8 +1,8 @@
 // Decode attention read straight from the paged KV cache (f16 or f32), without a gathered f32 copy.
 //
-// One call covers one query group (the query heads sharing a KV head) of one sequence. Keys are read once
-// per 8 positions for all heads of the group, values once per position; copying the cache to f32 first, as
-// the engine used to, cost a write and a re-read of every cached element per step.
+// One call covers one query group (the query heads sharing a KV head) of one sequence. Each key and value row
+// is read and converted once for all heads of the group; copying the cache to f32 first, as the engine used
+// to, cost a write and a re-read of every cached element per step.
 #include "internal.h"
 
 /// Base of position `t`'s row in the layer's cache: block table[t / bs], slot t % bs.
@@ -153,12 +153,11 @@ BK_AVX2 static void values_avx2(int f16, const float *p, int group, int hd, cons
 
 // MARK: - AVX-512
 
-/// `HD` > 0 is the head size as a constant (the common 64 and 128), so the eight positions' dot products
-/// unroll with the query in registers; 0 takes `hd` at run time.
-BK_AVX512 BK_INLINE void scores_avx512_impl(const int HD, int f16, const float *q, int group, int hd, float scale,
-                                            const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t koff,
-                                            int count, float *scores) {
-    if (HD > 0) hd = HD;
+/// Any head size that is a multiple of 16: eight positions' rows converted to f32 at a time, each head's eight
+/// dot products reduced together.
+BK_AVX512 static void scores_rows_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
+                                         size_t bb, const int32_t *table, int bs, size_t koff, int count,
+                                         float *scores) {
     const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
     float rows[8 * 256];
     const __m256 vs = _mm256_set1_ps(scale);
@@ -190,12 +189,60 @@ BK_AVX512 BK_INLINE void scores_avx512_impl(const int HD, int f16, const float *
     }
 }
 
+/// Lanes 0..<P (2 or 4) = the sums of acc[0..<P]'s sixteen lanes.
+BK_AVX512 BK_INLINE __m128 sums_p(const int P, const __m512 *acc) {
+    __m128 x[4];
+    for (int p = 0; p < P; p++) {
+        const __m256 y = _mm256_add_ps(_mm512_castps512_ps256(acc[p]), _mm512_extractf32x8_ps(acc[p], 1));
+        x[p] = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+    }
+    if (P == 2) return _mm_hadd_ps(_mm_hadd_ps(x[0], x[1]), _mm_setzero_ps());
+    return _mm_hadd_ps(_mm_hadd_ps(x[0], x[1]), _mm_hadd_ps(x[2], x[3]));
+}
+
+/// Head sizes 64 and 128 (`HD`): P positions' keys (P·HD = 256 floats, sixteen registers) are converted once
+/// into registers and serve every head of the group, with the queries read from L1 as operands. Converting
+/// through a buffer instead, as `scores_rows_avx512` does, costs a store and a reload of every element per step.
+BK_AVX512 BK_INLINE void scores_regs_avx512(const int HD, int f16, const float *q, int group, float scale,
+                                            const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t koff,
+                                            int count, float *scores) {
+    const int P = 256 / HD, NV = HD / 16;
+    const size_t rowb = (size_t)HD * (f16 ? 2 : 4);
+    const __m128 vs = _mm_set1_ps(scale);
+    for (int t0 = 0; t0 < count; t0 += bs) {
+        const uint8_t *block = base + (size_t)table[t0 / bs] * bb + koff;
+        const int n = count - t0 < bs ? count - t0 : bs;
+        prefetch_ahead(base, bb, table, bs, koff, rowb, t0, count);
+        for (int j0 = 0; j0 < n; j0 += P) {
+            const int m = n - j0 < P ? n - j0 : P;
+            __m512 k[4][8];
+            for (int p = 0; p < P; p++) {
+                const uint8_t *row = block + (size_t)(j0 + p) * rowb;
+                for (int v = 0; v < NV; v++)  // missing positions (past the block's last) are zeros, never stored
+                    k[p][v] = p >= m ? _mm512_setzero_ps()
+                            : f16    ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 32 * (size_t)v)))
+                                     : _mm512_loadu_ps((const float *)(row + 64 * (size_t)v));
+            }
+            for (int h = 0; h < group; h++) {
+                const float *qh = q + (size_t)h * HD;
+                __m512 acc[4];
+                for (int p = 0; p < P; p++) {
+                    acc[p] = _mm512_mul_ps(k[p][0], _mm512_loadu_ps(qh));
+                    for (int v = 1; v < NV; v++) acc[p] = _mm512_fmadd_ps(k[p][v], _mm512_loadu_ps(qh + 16 * v), acc[p]);
+                }
+                _mm_mask_storeu_ps(scores + (size_t)h * count + t0 + j0, (__mmask8)((1u << m) - 1),
+                                   _mm_mul_ps(sums_p(P, acc), vs));
+            }
+        }
+    }
+}
+
 BK_AVX512 static void scores_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
                                     size_t bb, const int32_t *table, int bs, size_t koff, int count, float *scores) {
     switch (hd) {
-    case 64: scores_avx512_impl(64, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
-    case 128: scores_avx512_impl(128, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
-    default: scores_avx512_impl(0, f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
+    case 64: scores_regs_avx512(64, f16, q, group, scale, base, bb, table, bs, koff, count, scores); break;
+    case 128: scores_regs_avx512(128, f16, q, group, scale, base, bb, table, bs, koff, count, scores); break;
+    default: scores_rows_avx512(f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
     }
 }
 
