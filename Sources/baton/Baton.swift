@@ -24,6 +24,7 @@ struct Baton: AsyncParsableCommand {
             WorkerCommand.self,
             CertsCommand.self,
             KVHandoffCommand.self,
+            ActivationsCommand.self,
         ]
     )
 

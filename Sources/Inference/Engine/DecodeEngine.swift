@@ -18,6 +18,10 @@ public struct DecodeInput: Sendable, Equatable {
 /// running its sequence alone. Holds no dequantized weights. Buffers are sized at init for `maxBatch` rows, so a
 /// step allocates nothing but the cache's block-table copies. Not thread-safe: one serial owner calls it.
 public final class DecodeEngine: @unchecked Sendable {
+    /// Sees every intermediate tensor of this engine's forward passes while set (see `Activation`); set it
+    /// only between passes, from the thread that runs them.
+    public var activationObserver: ActivationObserver?
+
     public let model: LlamaModel
     public let cache: PagedKVCache
     public let maxBatch: Int

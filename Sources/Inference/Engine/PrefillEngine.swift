@@ -9,6 +9,10 @@ import Foundation
 /// calls it. It sets OpenBLAS to one thread and splits work over its own `ThreadPool`, so BLAS threads never
 /// spin against the pool's.
 public final class PrefillEngine: @unchecked Sendable {
+    /// Sees every intermediate tensor of this engine's forward passes while set (see `Activation`); set it
+    /// only between passes, from the thread that runs them.
+    public var activationObserver: ActivationObserver?
+
     public let model: LlamaModel
     public let cache: PagedKVCache
     /// Most tokens run per forward pass; longer prompts are split.

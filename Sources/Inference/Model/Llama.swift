@@ -11,9 +11,28 @@ import Foundation
 // Shapes, with d = embeddingLength, q = headCount·headDim, kv = kvHeadCount·headDim, ff = feedForwardLength:
 //   x [rows × d] → per layer: attention block, feed-forward block → final RMSNorm → logits [rows × vocab].
 
+/// One intermediate tensor of a forward pass, `rows × width` floats row-major (one row per token of the pass),
+/// named as llama.cpp names it in its graph ("inp_embd", "attn_norm-3", "Qcur-3", "kqv_out-3", "l_out-3",
+/// "result_output", ...; Qcur and Kcur after RoPE), so the two engines can be compared op by op
+/// (Deploy/scripts/compare_activations.py). Valid only during the observer call.
+public struct Activation {
+    public let name: String
+    public let rows: Int
+    public let width: Int
+    public let values: UnsafeBufferPointer<Float>
+
+    /// A copy of row `row`.
+    public func row(_ row: Int) -> [Float] { Array(values[row * width..<(row + 1) * width]) }
+}
+
+/// Called on the engine's thread for every intermediate tensor of every forward pass, in graph order.
+public typealias ActivationObserver = (Activation) -> Void
+
 /// The two things each execution path does its own way.
 protocol TransformerBackend: AnyObject {
     var pool: ThreadPool { get }
+    /// Sees the pass's intermediate tensors when set (a debugging aid: it costs a nil check per tensor when not).
+    var activationObserver: ActivationObserver? { get }
     /// `y[rows × p.rows] = x[rows × p.columns] · W_pᵀ` for layer `layer`. May round `x` in place to the 8-bit
     /// grid the quantized products use (`x` is only ever an input to projections).
     func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>)
@@ -97,9 +116,15 @@ enum Llama {
     ) {
         let c = model.configuration, w = model.weights, pool = backend.pool
         let d = c.embeddingLength, qd = c.queryDimension, kvd = c.kvDimension, ff = c.feedForwardLength
+        let observer = backend.activationObserver
+        @inline(__always) func observe(_ name: @autoclosure () -> String, _ p: UnsafeMutablePointer<Float>, width: Int, rows: Int = n) {
+            guard let observer else { return }
+            observer(Activation(name: name(), rows: rows, width: width, values: UnsafeBufferPointer(start: p, count: rows * width)))
+        }
 
         // Token embeddings: x[i] = E[token_i]                                   x [n × d]
         forRows(n, pool, width: d) { i in Kernels.dequantizeRow(w.tokenEmbedding, row: Int(tokens[i]), into: s.x + i * d) }
+        observe("inp_embd", s.x, width: d)
         // RoPE angles for each row's position, shared by all layers            rope [n × ropeDim] (cos, sin pairs)
         forRows(n, pool, width: c.ropeDimensionCount) { i in
             ropeAngles(c, position: Int(positions[i]), into: s.rope + i * c.ropeDimensionCount)
@@ -114,6 +139,8 @@ enum Llama {
                 if l > 0 { add(s.xb + i * d, into: s.x + i * d, count: d) }
                 rmsNorm(s.x + i * d, layer.attentionNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d)
             }
+            if l > 0 { observe("l_out-\(l - 1)", s.x, width: d) }
+            observe("attn_norm-\(l)", s.xb, width: d)
             // q = xb·Wqᵀ, k = xb·Wkᵀ, v = xb·Wvᵀ                                      q [n × q], k, v [n × kv]
             backend.attentionProjections(layer: l, s.xb, rows: n, q: s.q, k: s.k, v: s.v)
             if let bq = layer.queryBias, let bk = layer.keyBias, let bv = layer.valueBias {
@@ -127,10 +154,15 @@ enum Llama {
                 for h in 0..<c.headCount { rotate(s.q + i * qd + h * c.headDimension, angles, c.ropeDimensionCount) }
                 for h in 0..<c.kvHeadCount { rotate(s.k + i * kvd + h * c.headDimension, angles, c.ropeDimensionCount) }
             }
+            observe("Qcur-\(l)", s.q, width: qd)
+            observe("Kcur-\(l)", s.k, width: kvd)
+            observe("Vcur-\(l)", s.v, width: kvd)
             // Store k, v in the cache; xb2 = softmax(q·Kᵀ/√hd + causal mask)·V per head    xb2 [n × q]
             backend.attention(layer: l, q: s.q, k: s.k, v: s.v, rows: n, output: s.xb2)
             // x += xb2·Woᵀ                                                            x [n × d]
+            observe("kqv_out-\(l)", s.xb2, width: qd)
             backend.linear(.output, layer: l, s.xb2, rows: n, s.xb)
+            observe("attn_out-\(l)", s.xb, width: d)
 
             // Feed-forward block (SwiGLU) -----------------------------------------------------------------
             // x += the attention output; xb = RMSNorm(x) · g_ffn                     xb [n × d]
@@ -138,19 +170,26 @@ enum Llama {
                 add(s.xb + i * d, into: s.x + i * d, count: d)
                 rmsNorm(s.x + i * d, layer.feedForwardNorm, c.rmsNormEpsilon, into: s.xb + i * d, count: d)
             }
+            observe("ffn_inp-\(l)", s.x, width: d)
+            observe("ffn_norm-\(l)", s.xb, width: d)
             // hb = silu(xb·Wgateᵀ) ⊙ (xb·Wupᵀ)                                       hb [n × ff]
             backend.gatedProjections(layer: l, s.xb, rows: n, ff: ff, gate: s.hb, up: s.hb2)
             // xb = hb·Wdownᵀ, added to x by the next layer's first step (or below)  xb [n × d]
+            observe("ffn_swiglu-\(l)", s.hb, width: ff)
             backend.linear(.down, layer: l, s.hb, rows: n, s.xb)
+            observe("ffn_out-\(l)", s.xb, width: d)
         }
         forRows(n, pool, width: d) { i in add(s.xb + i * d, into: s.x + i * d, count: d) }
+        observe("l_out-\(c.layerCount - 1)", s.x, width: d)
 
         // Final RMSNorm of the rows that need logits, gathered into xb             xb [m × d]
         forRows(logitRowCount, pool, width: d) { j in
             rmsNorm(s.x + Int(logitRows[j]) * d, w.outputNorm, c.rmsNormEpsilon, into: s.xb + j * d, count: d)
         }
+        observe("result_norm", s.xb, width: d, rows: logitRowCount)
         // logits = xb·W_outᵀ                                                        logits [m × vocab]
         backend.logits(s.xb, rows: logitRowCount, logits)
+        observe("result_output", logits, width: c.vocabularySize, rows: logitRowCount)
     }
 
     // MARK: Row-wise steps
