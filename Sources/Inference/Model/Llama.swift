@@ -159,7 +159,7 @@ enum Llama {
             observe("Vcur-\(l)", s.v, width: kvd)
             // Store k, v in the cache; xb2 = softmax(q·Kᵀ/√hd + causal mask)·V per head    xb2 [n × q]
             backend.attention(layer: l, q: s.q, k: s.k, v: s.v, rows: n, output: s.xb2)
-            // x += xb2·Woᵀ                                                            x [n × d]
+            // xb = xb2·Woᵀ, added to x below                                         xb [n × d]
             observe("kqv_out-\(l)", s.xb2, width: qd)
             backend.linear(.output, layer: l, s.xb2, rows: n, s.xb)
             observe("attn_out-\(l)", s.xb, width: d)
