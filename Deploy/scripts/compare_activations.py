@@ -12,8 +12,13 @@ a value stored in the f16 cache rounded the other way), until the rounding of so
 on the other side of a half step in one engine (a one-ULP difference is enough); from that tensor on the two
 differ by ~1e-3, which is what moves the final logits by ~0.1.
 
+With --requantize Q4_0 (or Q8_0) both run a copy of the model that llama.cpp requantizes first (other weight
+types, same everything else): with Q4_0 weights the decode path's one-token pass equals llama.cpp's bit for bit
+through every layer, and its logits to within a few ULP.
+
 Usage: python3 Deploy/scripts/compare_activations.py [--tokens 3575,282] [--prompt TEXT] [--path decode|prefill]
-                                                     [--model PATH] [--baton PATH] [--threshold 1e-5]
+                                                     [--model PATH] [--requantize Q4_0|Q8_0] [--baton PATH]
+                                                     [--threshold 1e-4]
 """
 import argparse
 import ctypes
@@ -79,6 +84,16 @@ def llama_cpp_tensors(model, tokens, batch):
     return seen
 
 
+def requantized(model, kind, path):
+    """`model` requantized by llama.cpp to `kind` at `path` (every weight matrix; norms stay f32)."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[kind]
+    params.allow_requantize = True
+    if llama_cpp.llama_model_quantize(model.encode(), path.encode(), ctypes.byref(params)) != 0:
+        sys.exit(f"llama.cpp could not requantize {model} to {kind}")
+    return path
+
+
 def relative(a, b):
     scale = float(np.abs(a).max())
     return float(np.abs(a - b).max()) / scale if scale > 0 else float(np.abs(a - b).max())
@@ -92,21 +107,25 @@ def main():
     parser.add_argument("--tokens", help="comma-separated token ids (default: --prompt's)")
     parser.add_argument("--prompt", default="The capital of France is")
     parser.add_argument("--path", choices=["decode", "prefill"], default="decode")
+    parser.add_argument("--requantize", choices=["Q4_0", "Q8_0"],
+                        help="compare on a copy of --model requantized by llama.cpp to this type")
     parser.add_argument("--threshold", type=float, default=1e-4,
                         help="relative difference that counts as parting: one ULP is ~1e-7, a flipped f16 rounding "
                              "of the cache ~1e-5, a flipped 8-bit activation rounding ~1e-3")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
+        if args.requantize:
+            args.model = requantized(args.model, args.requantize, os.path.join(scratch, f"model-{args.requantize}.gguf"))
         output = os.path.join(scratch, "activations.json")
         command = [args.baton, "activations", "--model", args.model, "--path", args.path, "--output", output]
         command += ["--tokens", args.tokens] if args.tokens else ["--prompt", args.prompt]
         subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
         with open(output) as f:
             document = json.load(f)
-    tokens = document["tokens"]
-    ours = {name: np.array(values, dtype=np.float32) for name, values in document["tensors"].items()}
-    theirs = llama_cpp_tensors(args.model, tokens, 1 if args.path == "decode" else len(tokens))
+        tokens = document["tokens"]
+        ours = {name: np.array(values, dtype=np.float32) for name, values in document["tensors"].items()}
+        theirs = llama_cpp_tensors(args.model, tokens, 1 if args.path == "decode" else len(tokens))
 
     layers = 1 + max(int(name.rsplit("-", 1)[1]) for name in ours if name.startswith("l_out-"))
     print(f"tokens {tokens}, Baton's {args.path} path against llama.cpp with n_batch "
@@ -129,7 +148,7 @@ def main():
     if a is not None and b is not None and a.size >= b.size:
         a = a[-b.size:]
         top = np.argsort(-a)[:5]
-        print(f"logits: max |difference| {np.abs(a - b).max():.3f}, mean {np.abs(a - b).mean():.4f}, over llama.cpp's "
+        print(f"logits: max |difference| {np.abs(a - b).max():.3g}, mean {np.abs(a - b).mean():.3g}, over llama.cpp's "
               f"top 5 {np.abs(a[top] - b[top]).max():.3f}; argmax {int(np.argmax(b))} here, {int(np.argmax(a))} in llama.cpp")
     print(f"first tensor past {args.threshold:g}: {first or 'none'}")
 
