@@ -14,7 +14,7 @@ differ by ~1e-3, which is what moves the final logits by ~0.1.
 
 With --requantize Q4_0 (or Q8_0) both run a copy of the model that llama.cpp requantizes first (other weight
 types, same everything else): with Q4_0 weights the decode path's one-token pass equals llama.cpp's bit for bit
-through every layer, and its logits to within a few ULP.
+through every layer (bar SwiGLU's exp, by ~1e-8), and its logits to within a few ULP.
 
 Usage: python3 Deploy/scripts/compare_activations.py [--tokens 3575,282] [--prompt TEXT] [--path decode|prefill]
                                                      [--model PATH] [--requantize Q4_0|Q8_0] [--baton PATH]
