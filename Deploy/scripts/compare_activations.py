@@ -126,6 +126,9 @@ def main():
         tokens = document["tokens"]
         ours = {name: np.array(values, dtype=np.float32) for name, values in document["tensors"].items()}
         theirs = llama_cpp_tensors(args.model, tokens, 1 if args.path == "decode" else len(tokens))
+    if "attn_norm-0" not in theirs or "result_output" not in theirs:
+        sys.exit("llama.cpp's eval callback gave no attn_norm-0 or result_output: this llama-cpp-python's ggml_tensor "
+                 f"layout or graph names differ from the ones this script knows (got {sorted(theirs)[:8]}...)")
 
     layers = 1 + max(int(name.rsplit("-", 1)[1]) for name in ours if name.startswith("l_out-"))
     print(f"tokens {tokens}, Baton's {args.path} path against llama.cpp with n_batch "
