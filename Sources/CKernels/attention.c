@@ -156,42 +156,6 @@ BK_AVX2 static void values_avx2(int f16, const float *p, int group, int hd, cons
 
 // MARK: - AVX-512
 
-/// Any head size that is a multiple of 16: eight positions' rows converted to f32 at a time, each head's eight
-/// dot products reduced together.
-BK_AVX512 static void scores_rows_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
-                                         size_t bb, const int32_t *table, int bs, size_t koff, int count,
-                                         float *scores) {
-    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
-    float rows[8 * 256];
-    const __m256 vs = _mm256_set1_ps(scale);
-    for (int t0 = 0; t0 < count; t0 += bs) {
-        const uint8_t *block = base + (size_t)table[t0 / bs] * bb + koff;
-        const int n = count - t0 < bs ? count - t0 : bs;
-        prefetch_ahead(base, bb, table, bs, koff, rowb, t0, count);
-        for (int j0 = 0; j0 < n; j0 += 8) {
-            const int m = n - j0 < 8 ? n - j0 : 8;
-            const int total = m * hd;
-            rows_f32_avx2(f16, block + (size_t)j0 * rowb, m, hd, rows);
-            // Every slot of the eight takes part below (fixed trip counts); missing positions read zeros and
-            // their lanes are not stored.
-            if (m < 8) memset(rows + total, 0, (size_t)(8 * hd - total) * 4);
-            for (int h = 0; h < group; h++) {
-                const float *qh = q + (size_t)h * hd;
-                __m512 acc[8];
-                for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
-                for (int d = 0; d < hd; d += 16) {
-                    const __m512 qd = _mm512_loadu_ps(qh + d);
-                    for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(rows + j * hd + d), acc[j]);
-                }
-                __m256 y[8];
-                for (int j = 0; j < 8; j++) y[j] = _mm256_add_ps(_mm512_castps512_ps256(acc[j]), _mm512_extractf32x8_ps(acc[j], 1));
-                _mm256_mask_storeu_ps(scores + (size_t)h * count + t0 + j0, (__mmask8)((1u << m) - 1),
-                                      _mm256_mul_ps(sums8(y), vs));
-            }
-        }
-    }
-}
-
 /// Lanes 0..<P (2 or 4) = the sums of acc[0..<P]'s sixteen lanes.
 BK_AVX512 BK_INLINE __m128 sums_p(const int P, const __m512 *acc) {
     __m128 x[4];
@@ -204,8 +168,9 @@ BK_AVX512 BK_INLINE __m128 sums_p(const int P, const __m512 *acc) {
 }
 
 /// Head sizes 64 and 128 (`HD`): P positions' keys (P·HD = 256 floats, sixteen registers) are converted once
-/// into registers and serve every head of the group, with the queries read from L1 as operands. Converting
-/// through a buffer instead, as `scores_rows_avx512` does, costs a store and a reload of every element per step.
+/// into registers and serve every head of the group, with the queries read from L1 as operands (converting
+/// through a buffer, as the AVX2 kernel does, costs a store and a reload of every element per step). Other head
+/// sizes run the AVX2 kernel.
 BK_AVX512 BK_INLINE void scores_regs_avx512(const int HD, int f16, const float *q, int group, float scale,
                                             const uint8_t *base, size_t bb, const int32_t *table, int bs, size_t koff,
                                             int count, float *scores) {
@@ -242,11 +207,8 @@ BK_AVX512 BK_INLINE void scores_regs_avx512(const int HD, int f16, const float *
 
 BK_AVX512 static void scores_avx512(int f16, const float *q, int group, int hd, float scale, const uint8_t *base,
                                     size_t bb, const int32_t *table, int bs, size_t koff, int count, float *scores) {
-    switch (hd) {
-    case 64: scores_regs_avx512(64, f16, q, group, scale, base, bb, table, bs, koff, count, scores); break;
-    case 128: scores_regs_avx512(128, f16, q, group, scale, base, bb, table, bs, koff, count, scores); break;
-    default: scores_rows_avx512(f16, q, group, hd, scale, base, bb, table, bs, koff, count, scores); break;
-    }
+    if (hd == 64) scores_regs_avx512(64, f16, q, group, scale, base, bb, table, bs, koff, count, scores);
+    else scores_regs_avx512(128, f16, q, group, scale, base, bb, table, bs, koff, count, scores);
 }
 
 /// `HN` heads × 64 output elements starting at d0, accumulated over every position.
@@ -279,9 +241,7 @@ BK_AVX512 BK_INLINE void values_tile_avx512(const int HN, int f16, const float *
 
 BK_AVX512 static void values_avx512(int f16, const float *p, int group, int hd, const uint8_t *base, size_t bb,
                                     const int32_t *table, int bs, size_t voff, int count, float *out) {
-    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
-    int d0 = 0;
-    for (; d0 + 64 <= hd; d0 += 64) {
+    for (int d0 = 0; d0 < hd; d0 += 64) {  // head sizes in whole 64-float tiles; others run the AVX2 kernel
         for (int h = 0; h < group; h += 4) {
             const float *ph = p + (size_t)h * count;
             float *oh = out + (size_t)h * hd;
@@ -293,32 +253,17 @@ BK_AVX512 static void values_avx512(int f16, const float *p, int group, int hd, 
             }
         }
     }
-    for (; d0 < hd; d0 += 16) {  // head sizes that are not a multiple of 64: one register at a time
-        for (int h = 0; h < group; h++) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int t0 = 0; t0 < count; t0 += bs) {
-                const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff + (size_t)d0 * (f16 ? 2 : 4);
-                const int n = count - t0 < bs ? count - t0 : bs;
-                for (int j = 0; j < n; j++) {
-                    const uint8_t *v = block + (size_t)j * rowb;
-                    __m512 x = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)v)) : _mm512_loadu_ps((const float *)v);
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(p[(size_t)h * count + t0 + j]), x, acc);
-                }
-            }
-            _mm512_storeu_ps(out + (size_t)h * hd + d0, acc);
-        }
-    }
 }
 #endif
 
 // MARK: - Entry points
 
-/// The variant a call runs: AVX-512 needs head sizes in whole 16-float registers, AVX2 in 8-float ones
-/// (both at most 256, the row buffer); anything else runs the scalar twin.
-static bk_isa attention_isa(bk_isa isa, int hd) {
+/// The variant a call runs: the AVX-512 kernel where it takes the head size (`wide`), else AVX2 for head sizes
+/// in whole 8-float registers, else the scalar twin; heads over 256 floats (the row buffer) always run scalar.
+static bk_isa attention_isa(bk_isa isa, int hd, int wide) {
     bk_isa e = bk_effective_isa(isa);
     if (hd > 256) return BK_ISA_SCALAR;
-    if (e == BK_ISA_AVX512 && hd % 16 != 0) e = BK_ISA_AVX2;
+    if (e == BK_ISA_AVX512 && !wide) e = BK_ISA_AVX2;
     if (e == BK_ISA_AVX2 && hd % 8 != 0) e = BK_ISA_SCALAR;
     return e;
 }
@@ -329,7 +274,7 @@ void bk_attn_scores(bk_isa isa, int is_f16, const float *q, int group, int hd, f
     if (count <= 0 || group <= 0 || hd <= 0) return;
     const uint8_t *base = (const uint8_t *)layer_base;
 #if BK_X86
-    switch (attention_isa(isa, hd)) {
+    switch (attention_isa(isa, hd, hd == 64 || hd == 128)) {
     case BK_ISA_AVX512:
         scores_avx512(is_f16, q, group, hd, scale, base, block_bytes, table, block_size, k_offset, count, scores);
         return;
@@ -354,7 +299,7 @@ void bk_attn_values(bk_isa isa, int is_f16, const float *p, int group, int hd, c
         return;
     }
 #if BK_X86
-    switch (attention_isa(isa, hd)) {
+    switch (attention_isa(isa, hd, hd % 64 == 0)) {
     case BK_ISA_AVX512:
         values_avx512(is_f16, p, group, hd, base, block_bytes, table, block_size, v_offset, count, out);
         return;

@@ -60,4 +60,8 @@ BK_INLINE bk_act_layout bk_layout(int columns) {
 
 BK_INLINE uint16_t bk_load_u16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
+/// The lanes of a 16-lane (or 8-lane) loop step at element i of n: all of them, or the n - i left at the tail.
+BK_INLINE uint16_t bk_tail16(size_t n, size_t i) { return n - i >= 16 ? (uint16_t)0xFFFF : (uint16_t)((1u << (n - i)) - 1); }
+BK_INLINE uint8_t bk_tail8(size_t n, size_t i) { return n - i >= 8 ? (uint8_t)0xFF : (uint8_t)((1u << (n - i)) - 1); }
+
 #endif

@@ -469,7 +469,7 @@ BK_AVX512 BK_INLINE void qmm_rows_avx512(const bk_type type, const int R, const 
             const float *sv = (const float *)(act + (size_t)v * l->stride + l->s);
             __m512 m[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
             for (int c = 0; c < l->nb; c += 16) {
-                __mmask16 mk = l->nb - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (l->nb - c)) - 1);
+                __mmask16 mk = bk_tail16((size_t)l->nb, (size_t)c);
                 const __m512 s = _mm512_maskz_loadu_ps(mk, sv + c);
                 for (int k = 0; k < R; k++) m[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, dm + k * dms + c), s, m[k]);
             }
@@ -507,7 +507,7 @@ BK_AVX512 BK_INLINE void fmm_avx512(const bk_type type, const int B, const uint8
         __m512 acc[8];
         for (int v = 0; v < B; v++) acc[v] = _mm512_setzero_ps();
         for (int c = 0; c < columns; c += 16) {
-            __mmask16 m = columns - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (columns - c)) - 1);
+            __mmask16 m = bk_tail16((size_t)columns, (size_t)c);
             __m512 wv = load_weights16(type, row, c, m);
             for (int v = 0; v < B; v++)
                 acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (size_t)v * columns + c), acc[v]);

@@ -159,7 +159,7 @@ BK_AVX512 static float dot_f16_avx512(const float *a, const uint16_t *b, size_t 
         acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i + 16))), acc1);
     }
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = bk_tail16(n, i);
         acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b + i)), acc0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
@@ -182,7 +182,7 @@ BK_AVX512 static float dot_f32_avx512(const float *a, const float *b, size_t n) 
         acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
     }
     for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 m = bk_tail16(n, i);
         acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
@@ -307,7 +307,7 @@ BK_AVX2 static void swiglu_avx2(float *gate, const float *up, size_t n) {
 
 BK_AVX512 static void swiglu_avx512(float *gate, const float *up, size_t n) {
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = bk_tail16(n, i);
         const __m512 z = _mm512_maskz_loadu_ps(m, gate + i);
         const __m512 e = _mm512_add_ps(exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)), _mm512_set1_ps(1.0f));
         _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(_mm512_div_ps(z, e), _mm512_maskz_loadu_ps(m, up + i)));
@@ -333,7 +333,7 @@ BK_AVX2 static double sumsq_avx2(const float *x, size_t n) {
 BK_AVX512 static double sumsq_avx512(const float *x, size_t n) {
     __m512d acc = _mm512_setzero_pd();
     for (size_t i = 0; i < n; i += 8) {
-        const __mmask8 m = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+        const __mmask8 m = bk_tail8(n, i);
         const __m256 v = _mm256_maskz_loadu_ps(m, x + i);  // missing lanes add +0.0, which changes nothing
         acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_mul_ps(v, v)));
     }
@@ -362,7 +362,7 @@ BK_AVX2 static void exp_avx2(const float *x, float *y, size_t n) {
 
 BK_AVX512 static void exp_avx512(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = bk_tail16(n, i);
         _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
@@ -399,21 +399,21 @@ BK_AVX2 static void softmax_avx2(float *x, size_t n) {
 BK_AVX512 static void softmax_avx512(float *x, size_t n) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = bk_tail16(n, i);
         mv = _mm512_mask_max_ps(mv, m, _mm512_maskz_loadu_ps(m, x + i), mv);
     }
     const float maximum = _mm512_reduce_max_ps(mv);
     const __m512 vmax = _mm512_set1_ps(maximum);
     __m512 sv = _mm512_setzero_ps();
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = bk_tail16(n, i);
         const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
         _mm512_mask_storeu_ps(x + i, m, e);
         sv = _mm512_add_ps(sv, _mm512_maskz_mov_ps(m, e));
     }
     const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sv));
     for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 m = bk_tail16(n, i);
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inverse));
     }
 }

@@ -60,12 +60,12 @@ struct BenchModelCommand: ParsableCommand {
             let positions = context + decodeTokens + 1
             let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: 8 * ((positions + 15) / 16 + 1))
             let engine = try DecodeEngine(model: model, cache: cache, threads: threads, maxBatch: 8, maxContext: positions)
-            let single = try (0..<repetitions).map { _ in
-                try Self.decode(engine, cache: cache, batch: 1, steps: decodeTokens, context: context)
-            }.max()!
-            let batched = try (0..<repetitions).map { _ in
-                try Self.decode(engine, cache: cache, batch: 8, steps: decodeTokens, context: context)
-            }.max()!
+            func best(batch: Int) throws -> Double {
+                try (0..<repetitions).map { _ in
+                    try Self.decode(engine, cache: cache, batch: batch, steps: decodeTokens, context: context)
+                }.max()!
+            }
+            let single = try best(batch: 1), batched = try best(batch: 8)
             let rss = Self.memory("VmRSS")
             report += [
                 ("decode_tokens_per_second", Self.format(single)),

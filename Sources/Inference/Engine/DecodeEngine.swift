@@ -180,14 +180,7 @@ extension DecodeEngine: TransformerBackend {
         layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, q: UnsafeMutablePointer<Float>,
         k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
     ) {
-        let w = model.weights.layers[layer], copies = interleaved.layers[layer]
-        withUnsafeTemporaryAllocation(of: Kernels.Projection.self, capacity: 3) { parts in
-            parts.initializeElement(at: 0, to: .init(weights: w[.query], interleaved: copies[LayerProjection.query.rawValue], output: q))
-            parts.initializeElement(at: 1, to: .init(weights: w[.key], interleaved: copies[LayerProjection.key.rawValue], output: k))
-            parts.initializeElement(at: 2, to: .init(weights: w[.value], interleaved: copies[LayerProjection.value.rawValue], output: v))
-            defer { parts.deinitialize() }
-            Kernels.matmul(group: UnsafeBufferPointer(parts), input: x, batch: rows, pool: pool)
-        }
+        project(layer: layer, x, rows: rows, (.query, q), (.key, k), (.value, v))
     }
 
     /// Gate and up in one fork/join, each task applying SwiGLU to the rows it just computed.
@@ -195,16 +188,25 @@ extension DecodeEngine: TransformerBackend {
         layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, ff: Int, gate: UnsafeMutablePointer<Float>,
         up: UnsafeMutablePointer<Float>
     ) {
-        let w = model.weights.layers[layer], copies = interleaved.layers[layer]
-        withUnsafeTemporaryAllocation(of: Kernels.Projection.self, capacity: 2) { parts in
-            parts.initializeElement(at: 0, to: .init(weights: w[.gate], interleaved: copies[LayerProjection.gate.rawValue], output: gate))
-            parts.initializeElement(at: 1, to: .init(weights: w[.up], interleaved: copies[LayerProjection.up.rawValue], output: up))
-            defer { parts.deinitialize() }
-            Kernels.matmul(group: UnsafeBufferPointer(parts), input: x, batch: rows, pool: pool) { range in
-                for i in 0..<rows {
-                    VectorMath.swiglu(gate + i * ff + range.lowerBound, up + i * ff + range.lowerBound, count: range.count)
-                }
+        project(layer: layer, x, rows: rows, (.gate, gate), (.up, up)) { range in
+            for i in 0..<rows {
+                VectorMath.swiglu(gate + i * ff + range.lowerBound, up + i * ff + range.lowerBound, count: range.count)
             }
+        }
+    }
+
+    /// Layer `layer`'s projections `outputs` of `x` as one `Kernels.matmul(group:)`.
+    private func project(
+        layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int,
+        _ outputs: (LayerProjection, UnsafeMutablePointer<Float>)..., epilogue: ((Range<Int>) -> Void)? = nil
+    ) {
+        let w = model.weights.layers[layer], copies = interleaved.layers[layer]
+        withUnsafeTemporaryAllocation(of: Kernels.Projection.self, capacity: outputs.count) { parts in
+            for (i, (p, y)) in outputs.enumerated() {
+                parts.initializeElement(at: i, to: .init(weights: w[p], interleaved: copies[p.rawValue], output: y))
+            }
+            defer { parts.deinitialize() }
+            Kernels.matmul(group: UnsafeBufferPointer(parts), input: x, batch: rows, pool: pool, epilogue: epilogue)
         }
     }
 

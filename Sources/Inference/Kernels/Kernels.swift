@@ -65,11 +65,7 @@ public enum Kernels {
         let act = activations(for: w, input: input, batch: batch, pool: pool, sameInput: sameInput)
         let rows = w.rows
         let tasks = taskCount(rows: rows, threads: pool.threadCount, batch: batch)
-        if tasks == 1 {
-            part.multiply(0..<rows, act: act, batch: batch)
-            return
-        }
-        pool.parallelFor(tasks) { task in
+        pool.parallelFor(tasks) { task in  // one task runs inline
             part.multiply(rowRange(task: task, of: tasks, rows: rows), act: act, batch: batch)
         }
     }

@@ -72,13 +72,27 @@ struct AttentionKernelTests {
         }
     }
 
-    /// Shapes that exercise every path: whole 64-float tiles, 16- and 8-float tails (80, 24), a head size only
-    /// the scalar kernel takes (12), 1–5 heads per group, block sizes that are and are not multiples of 8, and
-    /// counts that end inside a block.
-    static let shapes: [(hd: Int, group: Int, blockSize: Int, count: Int)] = [
+    typealias Shape = (hd: Int, group: Int, blockSize: Int, count: Int)
+    /// Shapes that exercise every path: the head sizes the AVX-512 kernels take (64 and 128; values any multiple
+    /// of 64), others that fall to the AVX2 kernels (80, 96, 24), a head size only the scalar kernel takes (12),
+    /// 1–5 heads per group, block sizes that are and are not multiples of 8, and counts that end inside a block.
+    static let shapes: [Shape] = [
         (64, 3, 16, 1), (64, 3, 16, 16), (64, 3, 16, 37), (64, 1, 16, 100), (64, 5, 16, 64), (128, 2, 16, 33),
         (80, 3, 16, 29), (24, 4, 5, 23), (12, 2, 16, 9), (64, 3, 7, 50), (96, 4, 32, 70),
     ]
+
+    /// Runs `body` for each cache type and shape, with a layer of `kvHeads` KV heads of random keys and values
+    /// (from one generator seeded `seed`, which `body` may draw from too).
+    static func forEachCase(seed: UInt64, kvHeads: Int, _ body: (Bool, Shape, Layer, inout KernelTestRandom) -> Void) {
+        var random = KernelTestRandom(seed: seed)
+        for f16 in [true, false] {
+            for shape in shapes {
+                let blocks = (shape.count + shape.blockSize - 1) / shape.blockSize + 3
+                let layer = Layer(f16: f16, kvHeads: kvHeads, blockSize: shape.blockSize, hd: shape.hd, blocks: blocks, random: &random)
+                body(f16, shape, layer, &random)
+            }
+        }
+    }
 
     /// `got` (and the scalar twin's result) equal the double-precision sum of `terms` to within 1e-6 of the sum
     /// of their magnitudes: f32 rounding in any order.
@@ -91,25 +105,20 @@ struct AttentionKernelTests {
 
     @Test("scores equal scale · q·K for every position and head, on every ISA, f16 and f32 caches")
     func scores() {
-        var random = KernelTestRandom(seed: 41)
-        for f16 in [true, false] {
-            for shape in Self.shapes {
-                let blocks = (shape.count + shape.blockSize - 1) / shape.blockSize + 3
-                let layer = Layer(f16: f16, kvHeads: 2, blockSize: shape.blockSize, hd: shape.hd, blocks: blocks, random: &random)
-                let q = random.floats(shape.group * shape.hd)
-                let scale: Float = 0.125
-                let scalar = layer.scores(BK_ISA_SCALAR, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
-                for isa in kernelISAs {
-                    let got = layer.scores(isa, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
-                    for h in 0..<shape.group {
-                        for t in 0..<shape.count {
-                            let terms = (0..<shape.hd).map { d in
-                                Double(scale) * Double(q[h * shape.hd + d]) * layer.element(value: false, head: 1, position: t, d)
-                            }
-                            let index = h * shape.count + t
-                            Self.expectSum(got[index], scalar: scalar[index], of: terms,
-                                           "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) position \(t)")
+        Self.forEachCase(seed: 41, kvHeads: 2) { f16, shape, layer, random in
+            let q = random.floats(shape.group * shape.hd)
+            let scale: Float = 0.125
+            let scalar = layer.scores(BK_ISA_SCALAR, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
+            for isa in kernelISAs {
+                let got = layer.scores(isa, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
+                for h in 0..<shape.group {
+                    for t in 0..<shape.count {
+                        let terms = (0..<shape.hd).map { d in
+                            Double(scale) * Double(q[h * shape.hd + d]) * layer.element(value: false, head: 1, position: t, d)
                         }
+                        let index = h * shape.count + t
+                        Self.expectSum(got[index], scalar: scalar[index], of: terms,
+                                       "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) position \(t)")
                     }
                 }
             }
@@ -118,24 +127,19 @@ struct AttentionKernelTests {
 
     @Test("values equal Σ p·V over the positions, on every ISA, f16 and f32 caches")
     func values() {
-        var random = KernelTestRandom(seed: 42)
-        for f16 in [true, false] {
-            for shape in Self.shapes {
-                let blocks = (shape.count + shape.blockSize - 1) / shape.blockSize + 3
-                let layer = Layer(f16: f16, kvHeads: 3, blockSize: shape.blockSize, hd: shape.hd, blocks: blocks, random: &random)
-                let p = (0..<(shape.group * shape.count)).map { _ in abs(random.float()) }
-                let scalar = layer.values(BK_ISA_SCALAR, p: p, group: shape.group, head: 2, count: shape.count)
-                for isa in kernelISAs {
-                    let got = layer.values(isa, p: p, group: shape.group, head: 2, count: shape.count)
-                    for h in 0..<shape.group {
-                        for d in 0..<shape.hd {
-                            let terms = (0..<shape.count).map { t in
-                                Double(p[h * shape.count + t]) * layer.element(value: true, head: 2, position: t, d)
-                            }
-                            let index = h * shape.hd + d
-                            Self.expectSum(got[index], scalar: scalar[index], of: terms,
-                                           "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) element \(d)")
+        Self.forEachCase(seed: 42, kvHeads: 3) { f16, shape, layer, random in
+            let p = (0..<(shape.group * shape.count)).map { _ in abs(random.float()) }
+            let scalar = layer.values(BK_ISA_SCALAR, p: p, group: shape.group, head: 2, count: shape.count)
+            for isa in kernelISAs {
+                let got = layer.values(isa, p: p, group: shape.group, head: 2, count: shape.count)
+                for h in 0..<shape.group {
+                    for d in 0..<shape.hd {
+                        let terms = (0..<shape.count).map { t in
+                            Double(p[h * shape.count + t]) * layer.element(value: true, head: 2, position: t, d)
                         }
+                        let index = h * shape.hd + d
+                        Self.expectSum(got[index], scalar: scalar[index], of: terms,
+                                       "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) element \(d)")
                     }
                 }
             }

@@ -39,8 +39,7 @@ struct InterleavedKernelTests {
             let batch = 8
             let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
             let x = random.floats(columns * batch, scale: 2)
-            let scratch = KernelActivationScratch(columns: columns, batch: batch)
-            bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), scratch.pointer)
+            let scratch = KernelActivationScratch(quantizing: x, for: type, columns: columns, batch: batch)
             try bytes.withUnsafeBytes { raw in
                 let w = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
                 var scalar = [Float](repeating: .nan, count: rows * batch)
@@ -63,15 +62,13 @@ struct InterleavedKernelTests {
         let rows = 48, columns = 576, batch = 11
         let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
         let x = random.floats(columns * batch)
-        let all = KernelActivationScratch(columns: columns, batch: batch)
-        bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), all.pointer)
+        let all = KernelActivationScratch(quantizing: x, for: type, columns: columns, batch: batch)
         for isa in kernelISAs {
             let together = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: all,
                                                    batch: batch, isa: isa)
             for v in 0..<batch {
-                let one = KernelActivationScratch(columns: columns, batch: 1)
-                bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), Array(x[(v * columns)..<((v + 1) * columns)]),
-                                Int32(columns), 1, one.pointer)
+                let one = KernelActivationScratch(
+                    quantizing: Array(x[(v * columns)..<((v + 1) * columns)]), for: type, columns: columns, batch: 1)
                 let alone = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: one,
                                                     batch: 1, isa: isa)
                 #expect(alone == Array(together[(v * rows)..<((v + 1) * rows)]), "\(type) ISA \(isa.rawValue) vector \(v)")

@@ -64,6 +64,12 @@ final class KernelActivationScratch {
         self.columns = columns
         pointer = .allocate(byteCount: bk_act_bytes(Int32(columns), Int32(batch)), alignment: 64)
     }
+    /// `batch` vectors of `x` quantized by the scalar kernel for weights of `type`.
+    convenience init(quantizing x: [Float], for type: GGMLType, columns: Int, batch: Int) {
+        self.init(columns: columns, batch: batch)
+        bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), pointer)
+    }
+
     deinit { pointer.deallocate() }
 
     var vectorStride: Int { bk_act_bytes(Int32(columns), 1) }

@@ -155,8 +155,7 @@ struct QuantizedKernelTests {
             let batch = rows * columns > 100_000 ? 3 : 8
             let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
             let x = random.floats(columns * batch, scale: 2)
-            let scratch = KernelActivationScratch(columns: columns, batch: batch)
-            bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), Int32(batch), scratch.pointer)
+            let scratch = KernelActivationScratch(quantizing: x, for: type, columns: columns, batch: batch)
             try bytes.withUnsafeBytes { raw in
                 let w = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
                 func run(_ isa: bk_isa) -> [Float] {
@@ -218,8 +217,7 @@ struct QuantizedKernelTests {
         let rows = 23, columns = 576
         let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
         let x = random.floats(columns, scale: 4)
-        let scratch = KernelActivationScratch(columns: columns, batch: 1)
-        bk_quantize_act(BK_ISA_SCALAR, bk_type(rawValue: type.ggmlID), x, Int32(columns), 1, scratch.pointer)
+        let scratch = KernelActivationScratch(quantizing: x, for: type, columns: columns, batch: 1)
         let xq = scratch.dequantized(vector: 0)
         try bytes.withUnsafeBytes { raw in
             let w = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
