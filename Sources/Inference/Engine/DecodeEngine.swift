@@ -22,7 +22,7 @@ public final class DecodeEngine: @unchecked Sendable {
     /// only between passes, from the thread that runs them.
     public var activationObserver: ActivationObserver?
 
-    public let model: LlamaModel
+    public let model: TransformerModel
     public let cache: PagedKVCache
     public let maxBatch: Int
     /// Highest position + 1 a sequence may reach.
@@ -53,7 +53,7 @@ public final class DecodeEngine: @unchecked Sendable {
     ///   - maxBatch: most rows (sequences) per step.
     ///   - maxContext: defaults to the model's trained context length.
     public init(
-        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, maxBatch: Int = 8, maxContext: Int? = nil
+        model: TransformerModel, cache: PagedKVCache, threads: Int = 1, maxBatch: Int = 8, maxContext: Int? = nil
     ) throws(InferenceError) {
         let context = try PrefillEngine.validate(
             model: model, cache: cache, threads: threads, rows: maxBatch, rowsName: "max batch", maxContext: maxContext)

@@ -13,7 +13,7 @@ public final class PrefillEngine: @unchecked Sendable {
     /// only between passes, from the thread that runs them.
     public var activationObserver: ActivationObserver?
 
-    public let model: LlamaModel
+    public let model: TransformerModel
     public let cache: PagedKVCache
     /// Most tokens run per forward pass; longer prompts are split.
     public let chunkSize: Int
@@ -59,7 +59,7 @@ public final class PrefillEngine: @unchecked Sendable {
     ///   - weights: f32 projections made for `model` by another engine (two engines on one model, e.g. one per
     ///     thread, then hold them once); by default this engine dequantizes its own.
     public init(
-        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
+        model: TransformerModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
         roundsActivations: Bool = true, weights: PrefillWeights? = nil
     ) throws(InferenceError) {
         let context = try Self.validate(
@@ -225,7 +225,7 @@ public final class PrefillEngine: @unchecked Sendable {
 
     /// The checks both engines make at construction; returns the context length to use.
     static func validate(
-        model: LlamaModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
+        model: TransformerModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
     ) throws(InferenceError) -> Int {
         try check(cache: cache, model: model)
         guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
@@ -238,7 +238,7 @@ public final class PrefillEngine: @unchecked Sendable {
         return context
     }
 
-    static func check(cache: PagedKVCache, model: LlamaModel) throws(InferenceError) {
+    static func check(cache: PagedKVCache, model: TransformerModel) throws(InferenceError) {
         let l = cache.layout, c = model.configuration
         guard l.modelFingerprint == model.fingerprint, l.layers == c.layerCount, l.kvHeads == c.kvHeadCount,
             l.headDim == c.headDimension
@@ -401,11 +401,11 @@ public final class PrefillWeights: @unchecked Sendable {
     let projections: [[UnsafeMutablePointer<Float>]]
 
     /// Dequantizes every layer projection of `model` (the slow part of loading: ~1 s for a 135M model).
-    public convenience init(model: LlamaModel, threads: Int = 1) {
+    public convenience init(model: TransformerModel, threads: Int = 1) {
         self.init(model: model, pool: ThreadPool(threads: threads))
     }
 
-    init(model: LlamaModel, pool: ThreadPool) {
+    init(model: TransformerModel, pool: ThreadPool) {
         modelFingerprint = model.fingerprint
         var projections: [[UnsafeMutablePointer<Float>]] = []
         for layer in model.weights.layers {

@@ -80,7 +80,7 @@ final class ForwardScratch {
     let maxRows: Int
     let x, xb, xb2, q, k, v, hb, hb2, rope: UnsafeMutablePointer<Float>
 
-    init(configuration c: LlamaConfiguration, maxRows: Int) {
+    init(configuration c: ModelConfiguration, maxRows: Int) {
         self.maxRows = maxRows
         func buffer(_ width: Int) -> UnsafeMutablePointer<Float> {
             let p = UnsafeMutablePointer<Float>.allocate(capacity: maxRows * width)
@@ -110,7 +110,7 @@ enum Llama {
     ///
     /// `tokens` must be valid ids and `positions` the rows' positions in their sequences; the engines check both.
     static func forward<Backend: TransformerBackend>(
-        model: LlamaModel, backend: Backend, scratch s: ForwardScratch,
+        model: TransformerModel, backend: Backend, scratch s: ForwardScratch,
         tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, rows n: Int,
         logitRows: UnsafePointer<Int32>, logitRowCount: Int, logits: UnsafeMutablePointer<Float>
     ) {
@@ -223,7 +223,7 @@ enum Llama {
     }
 
     /// cos/sin of θ_i = pos · scale · base^(-2i/ropeDim) for each rotated pair, accumulated as ggml does.
-    static func ropeAngles(_ c: LlamaConfiguration, position: Int, into angles: UnsafeMutablePointer<Float>) {
+    static func ropeAngles(_ c: ModelConfiguration, position: Int, into angles: UnsafeMutablePointer<Float>) {
         let thetaScale = powf(c.ropeFrequencyBase, -2.0 / Float(c.ropeDimensionCount))
         var frequencyScale: Float = 1
         if case .linear(let factor) = c.ropeScaling { frequencyScale = 1 / factor }

@@ -4,7 +4,7 @@ import GGUF
 ///
 /// Values are validated once here, so the forward passes can rely on them: head counts divide evenly,
 /// the RoPE dimension fits the head, and so on. Every error names the metadata key at fault.
-public struct LlamaConfiguration: Sendable, Equatable, Codable {
+public struct ModelConfiguration: Sendable, Equatable, Codable {
     /// How RoPE positions are scaled (`<arch>.rope.scaling.type`).
     public enum RopeScaling: Sendable, Equatable, Codable {
         case none

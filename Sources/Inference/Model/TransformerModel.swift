@@ -5,13 +5,13 @@ import Synchronization
 ///
 /// Immutable and shareable between engines. The weight views point into `file`, which lives exactly as long as
 /// this object.
-public final class LlamaModel: Sendable {
+public final class TransformerModel: Sendable {
     /// Architectures this build can run (`general.architecture`), each with whether Q/K/V carry biases.
     public static let supportedArchitectures: [String: Bool] = ["llama": false]
 
     public let file: GGUFFile
-    public let configuration: LlamaConfiguration
-    public let weights: LlamaWeights
+    public let configuration: ModelConfiguration
+    public let weights: ModelWeights
     /// Stable identity of the weights (architecture, hyperparameters, tensor names/types/shapes, sampled weight
     /// bytes). KV caches are stamped with it so a cache made by one model is never imported by another.
     public let fingerprint: String
@@ -30,7 +30,7 @@ public final class LlamaModel: Sendable {
 
     /// Validates the metadata and maps every tensor; no weight data is copied.
     public init(file: GGUFFile) throws(InferenceError) {
-        let configuration = try LlamaConfiguration(gguf: file)
+        let configuration = try ModelConfiguration(gguf: file)
         guard let biases = Self.supportedArchitectures[configuration.architecture] else {
             throw InferenceError(
                 .unsupportedModel,
@@ -39,7 +39,7 @@ public final class LlamaModel: Sendable {
         }
         self.file = file
         self.configuration = configuration
-        self.weights = try LlamaWeights(gguf: file, configuration: configuration, biases: biases)
+        self.weights = try ModelWeights(gguf: file, configuration: configuration, biases: biases)
         self.fingerprint = Self.fingerprint(file: file, configuration: configuration)
     }
 
@@ -62,7 +62,7 @@ public final class LlamaModel: Sendable {
 
     /// FNV-1a (64-bit) over a canonical description plus up to 64 bytes at the start, middle and end of every
     /// tensor: cheap (touches three pages per tensor) and different for any re-quantization or fine-tune.
-    static func fingerprint(file: GGUFFile, configuration c: LlamaConfiguration) -> String {
+    static func fingerprint(file: GGUFFile, configuration c: ModelConfiguration) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
             for byte in bytes {

@@ -19,7 +19,7 @@ public enum LayerProjection: Int, CaseIterable, Sendable {
 }
 
 /// The weights of one layer: matrices stay views into the mmapped file; norm vectors are copied to f32.
-public struct LlamaLayerWeights: @unchecked Sendable {
+public struct LayerWeights: @unchecked Sendable {
     /// RMSNorm gain before attention, `[embeddingLength]`.
     public let attentionNorm: [Float]
     /// RMSNorm gain before the feed-forward block, `[embeddingLength]`.
@@ -37,12 +37,12 @@ public struct LlamaLayerWeights: @unchecked Sendable {
 
 /// Every tensor the forward pass uses, mapped from GGUF names once at load and checked against the configuration.
 ///
-/// Matrices point into `gguf`'s mapping: the `LlamaWeights` value must not outlive the file, which the owning
-/// `LlamaModel` guarantees by holding both.
-public struct LlamaWeights: @unchecked Sendable {
+/// Matrices point into `gguf`'s mapping: the `ModelWeights` value must not outlive the file, which the owning
+/// `TransformerModel` guarantees by holding both.
+public struct ModelWeights: @unchecked Sendable {
     /// `[vocab × d]`: row t is token t's embedding.
     public let tokenEmbedding: WeightMatrix
-    public let layers: [LlamaLayerWeights]
+    public let layers: [LayerWeights]
     /// Final RMSNorm gain, `[d]`.
     public let outputNorm: [Float]
     /// `[vocab × d]`; the token embedding itself when the model ties them (no `output.weight`).
@@ -59,7 +59,7 @@ public struct LlamaWeights: @unchecked Sendable {
     }
 
     /// Maps and checks the tensors. `biases` says whether Q/K/V biases are expected (`blk.N.attn_q.bias`, ...).
-    public init(gguf: GGUFFile, configuration c: LlamaConfiguration, biases: Bool = false) throws(InferenceError) {
+    public init(gguf: GGUFFile, configuration c: ModelConfiguration, biases: Bool = false) throws(InferenceError) {
         func tensor(_ name: String) throws(InferenceError) -> GGUFTensorInfo {
             guard let info = gguf.tensor(named: name) else {
                 throw InferenceError(.invalidModel, "\(gguf.name): tensor \(name) is missing")
@@ -81,7 +81,7 @@ public struct LlamaWeights: @unchecked Sendable {
         }
         let d = c.embeddingLength, q = c.queryDimension, kv = c.kvDimension, ff = c.feedForwardLength
         tokenEmbedding = try matrix("token_embd.weight", rows: c.vocabularySize, columns: d)
-        var layers: [LlamaLayerWeights] = []
+        var layers: [LayerWeights] = []
         layers.reserveCapacity(c.layerCount)
         for l in 0..<c.layerCount {
             let shapes: [LayerProjection: (rows: Int, columns: Int)] = [
@@ -92,7 +92,7 @@ public struct LlamaWeights: @unchecked Sendable {
                 projections.append(try matrix(p.tensorName(layer: l), rows: shapes[p]!.rows, columns: shapes[p]!.columns))
             }
             layers.append(
-                LlamaLayerWeights(
+                LayerWeights(
                     attentionNorm: try vector("blk.\(l).attn_norm.weight", count: d),
                     feedForwardNorm: try vector("blk.\(l).ffn_norm.weight", count: d),
                     projections: projections,

@@ -4,8 +4,8 @@ import Testing
 
 @testable import Inference
 
-@Suite("Llama model")
-struct LlamaModelTests {
+@Suite("Transformer model")
+struct TransformerModelTests {
     @Test("the weights are mapped with their shapes and the output is tied to the embedding")
     func mapsWeights() throws {
         let model = try EngineTestModel.model()
@@ -27,7 +27,7 @@ struct LlamaModelTests {
     @Test("the fingerprint is stable across loads and stamped on the KV layout")
     func fingerprintIsStable() throws {
         let model = try EngineTestModel.model()
-        let again = try LlamaModel(path: try DefaultModel.resolve(nil))
+        let again = try TransformerModel(path: try DefaultModel.resolve(nil))
         #expect(model.fingerprint == again.fingerprint)
         #expect(model.fingerprint.hasPrefix("llama-"))
         #expect(model.fingerprint.count == "llama-".count + 16)
@@ -38,7 +38,7 @@ struct LlamaModelTests {
 
     @Test("RoPE rotates adjacent pairs by position times base^(-2i/d)")
     func ropeRotatesAdjacentPairs() throws {
-        let c = try LlamaConfiguration(
+        let c = try ModelConfiguration(
             architecture: "llama", layerCount: 1, embeddingLength: 8, feedForwardLength: 8, headCount: 1,
             kvHeadCount: 1, ropeFrequencyBase: 10_000, contextLength: 16, vocabularySize: 4)
         var angles = [Float](repeating: 0, count: 8)
