@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System-library shims: nothing else in C targets.
@@ -41,28 +42,46 @@ let package = Package(
         // A small Jinja interpreter for GGUF chat templates: typed messages in, text out.
         .target(name: "ChatTemplates", swiftSettings: optimized),
 
-        // Pure inference core: knows nothing of networking.
+        // The contract of a generation, shared by everything that starts, runs, carries or renders one: requests,
+        // the resumable state, sampling parameters, events, finish reasons, the backend protocol. No dependencies.
+        .target(name: "Generation"),
+
+        // Pure inference core: engines, KV cache, sampling and the one decode loop. Knows nothing of networking.
         .target(
             name: "Inference",
-            dependencies: ["GGUF", "Tokenization", "ChatTemplates", "CKernels", "CBLAS"],
+            dependencies: ["GGUF", "Tokenization", "ChatTemplates", "CKernels", "CBLAS", "Generation"],
             swiftSettings: optimized
         ),
 
-        // Wire contract shared by processes (generated protobuf code lives in Generated/).
+        // Wire contract shared by processes (generated protobuf code lives in Generated/) and its conversions.
         .target(
             name: "ClusterProtocol",
-            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["Generation", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+
+        // Node-to-node RPC: the mutual-TLS HTTP/2 listener and client every process uses, and certificates.
         .target(
-            name: "KVTransport",
+            name: "RPC",
             dependencies: [
-                "ClusterProtocol", "CIBVerbs", "CKernels",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // KV hand-off transports (TLS HTTP/2 over RPC's listener, shared memory, RDMA).
+        .target(
+            name: "KVTransport",
+            dependencies: [
+                "ClusterProtocol", "CIBVerbs", "CKernels", "RPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: optimized
@@ -71,39 +90,40 @@ let package = Package(
         // Device profiles, config-file placement policy, membership log: pure bookkeeping, no networking.
         .target(
             name: "Placement",
-            dependencies: ["CBLAS", .product(name: "Yams", package: "Yams")],
+            dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: optimized
         ),
 
         // The cluster's control plane: the placement service and its clients (workers' registration and
         // heartbeats, the router's choice of a prefill/decode pair), and the router's backend that splits
-        // each request between the two workers. Never imports the inference core.
+        // each generation between two workers. Knows neither the inference core nor the router.
         .target(
             name: "Cluster",
             dependencies: [
-                "Placement", "KVTransport", "ClusterProtocol", "Router",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                "Placement", "RPC", "ClusterProtocol", "Generation",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
-        // Prefill and decode workers: glue the inference core to the KV transports.
+        // Prefill and decode workers: glue the inference core to the RPC layer and the KV transports.
         .target(
             name: "Worker",
             dependencies: [
-                "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Tokenization", "Router", "Cluster", "Placement",
+                "Inference", "KVTransport", "RPC", "ClusterProtocol", "GGUF", "Tokenization", "Cluster", "Placement",
+                "Generation", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: optimized
         ),
 
-        // OpenAI-compatible HTTP API: tokenizes and templates, then hands token ids to a backend.
+        // OpenAI-compatible HTTP API: tokenizes and templates, then hands token ids to a GenerationBackend.
         .target(
             name: "Router",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates",
+                "GGUF", "Tokenization", "ChatTemplates", "Generation",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -111,32 +131,63 @@ let package = Package(
             ]
         ),
 
+        // Benchmark clients and drivers: the serving load generator and the TTFT comparison of the two paths.
+        .target(
+            name: "Benchmarks",
+            dependencies: [
+                "Worker", "Inference", "KVTransport", "RPC", "Generation", "Tokenization",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         .executableTarget(
             name: "baton",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "ClusterProtocol", "Placement", "Router", "Worker", "Cluster",
+                "GGUF", "Tokenization", "ChatTemplates", "Inference", "KVTransport", "RPC", "ClusterProtocol",
+                "Placement", "Router", "Worker", "Cluster", "Generation", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "GGUF"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChatTemplatesTests", dependencies: ["ChatTemplates"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "InferenceTests", dependencies: ["Inference", "GGUF", "Tokenization", "CKernels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "GenerationTests", dependencies: ["Generation"]),
+        .testTarget(
+            name: "InferenceTests", dependencies: ["Inference", "Generation", "GGUF", "Tokenization", "CKernels"],
+            resources: [.copy("Fixtures")]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         .testTarget(
             name: "RouterTests",
-            dependencies: ["Router", .product(name: "HummingbirdTesting", package: "hummingbird")]
+            dependencies: ["Router", "Generation", .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Router", "Tokenization"]),
+        .testTarget(
+            name: "WorkerTests",
+            dependencies: [
+                "Worker", "Inference", "KVTransport", "RPC", "ClusterProtocol", "GGUF", "Generation", "Placement",
+                "Tokenization",
+            ]),
         // Real processes: spawns the built `baton` executable.
-        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"], exclude: ["Scripts"]),
-        .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport", "RPC"], exclude: ["Scripts"]),
+        .testTarget(name: "RPCTests", dependencies: ["RPC", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "RPC", "ClusterProtocol"]),
         // Deploy/ artefacts checked with real validators (systemd-analyze, check-jsonschema, kubernetes-validate).
         .testTarget(name: "DeployTests"),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Placement", "KVTransport", "ClusterProtocol", "Router"]),
+        .testTarget(
+            name: "ClusterTests",
+            dependencies: [
+                "Cluster", "Placement", "RPC", "ClusterProtocol", "Generation",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,22 +1,23 @@
 import ClusterProtocol
 import Foundation
-import KVTransport
+import Generation
+import RPC
 import Logging
-import Router
+import Metrics
 import Synchronization
 
-/// The router's backend in a cluster: for each request it asks placement for a prefill/decode pair, opens
-/// the generation on the decode worker, has the prefill worker stream the prompt's KV to it, and relays
-/// the decode worker's tokens. Short prompts (placement's `decode_only` mode) run entirely on the decode
-/// worker.
+/// The router's backend in a cluster: for each generation it asks placement for a prefill/decode pair, opens the
+/// generation on the decode worker (which reserves room), has the prefill worker stream the prompt's KV and last
+/// logits to it, and hands the decode worker's tokens to the router. Short prompts (placement's `decode_only`
+/// mode) run entirely on the decode worker.
 ///
-/// `generate` returns once the first token (or the end) is known, so that every failure before it — no
-/// worker, overload, a worker that went away — reaches the client as a proper HTTP error rather than a broken
-/// stream. A worker that refuses for a transient reason (draining, out of KV room, unreachable) is retried on
-/// another choice, up to `attempts` times, before the request fails.
+/// `generate` returns once the first token (or the end) is known, so that every failure before it — no worker,
+/// overload, a worker that went away — reaches the client as a proper HTTP error rather than a broken stream.
+/// A worker that refuses for a transient reason (draining, out of KV room, unreachable) is retried on another
+/// choice, up to `attempts` times, before the request fails.
 ///
-/// Cancelling the consumer (client gone, stop string, timeout) resets the decode stream and the prefill
-/// request; each worker then frees the request's KV.
+/// The stream it returns decodes the decode worker's messages as the consumer asks for them (no task between the
+/// two). Cancelling it resets the decode stream and the prefill request; each worker then frees the KV.
 public final class ClusterGenerationBackend: GenerationBackend {
     /// Settings with documented defaults.
     public struct Configuration: Sendable {
@@ -37,16 +38,16 @@ public final class ClusterGenerationBackend: GenerationBackend {
     private let placement: PlacementClient
     private let workers: NodeClientPool
     private let configuration: Configuration
-    private let metrics: RouterMetrics?
+    private let metrics: any MetricsFactory
     private let logger: Logger
     private let healthCache = Mutex<(at: ContinuousClock.Instant, verdict: BackendHealth)?>(nil)
 
     /// - Parameters:
     ///   - workers: connections to workers (mutual TLS with the router's certificate).
-    ///   - metrics: receives KV hand-off figures and workers' load, when given.
+    ///   - metrics: where the per-worker figures go (`baton router`: its Prometheus registry).
     public init(
         placement: PlacementClient, workers: NodeClientPool, configuration: Configuration = Configuration(),
-        metrics: RouterMetrics? = nil, logger: Logger = Logger(label: "baton.router.cluster")
+        metrics: any MetricsFactory = MetricsSystem.factory, logger: Logger = Logger(label: "baton.router.cluster")
     ) {
         self.placement = placement
         self.workers = workers
@@ -88,40 +89,39 @@ public final class ClusterGenerationBackend: GenerationBackend {
         }
     }
 
-    public func generate(_ request: GenerationRequest) async throws -> AsyncThrowingStream<GenerationEvent, any Error> {
-        var lastError: RouterError?
+    public func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream {
+        var lastError: GenerationError?
         for attempt in 1...max(1, configuration.attempts) {
-            try Task.checkCancellation()
+            if Task.isCancelled { throw GenerationError(.cancelled, "the request was cancelled before it was placed") }
             let choice: ChooseResponse
             do {
-                choice = try await placement.choose(promptTokens: request.promptTokens.count)
+                choice = try await placement.choose(promptTokens: state.request.prompt.count)
             } catch {
-                throw Self.routerError(error)
+                throw Self.generationError(error)
             }
             do {
-                return try await run(request, on: choice)
-            } catch let failure as AttemptFailure {
-                lastError = failure.error
-                guard failure.retryable, attempt < configuration.attempts else { throw failure.error }
-                logger.info("request \(request.id): \(failure.error.message); choosing again (attempt \(attempt + 1))")
+                return try await start(state, on: choice)
+            } catch {
+                lastError = error.error
+                guard error.retryable, attempt < configuration.attempts else { throw error.error }
+                logger.info("request \(state.request.id): \(error.error.message); choosing again (attempt \(attempt + 1))")
             }
         }
-        throw lastError ?? RouterError(.noWorkerAvailable, "no worker could take the request")
+        throw lastError ?? GenerationError(.unavailable, "no worker could take the request")
     }
 
     /// A failed attempt on one choice of workers.
     private struct AttemptFailure: Error {
-        var error: RouterError
+        var error: GenerationError
         /// Another choice of workers may succeed.
         var retryable: Bool
     }
 
-    private func run(_ request: GenerationRequest, on choice: ChooseResponse) async throws -> AsyncThrowingStream<GenerationEvent, any Error> {
+    /// Opens `state` on the chosen decode worker, starts the prefill, and waits for the first output.
+    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> GenerationStream {
+        let request = state.request
         var open = Baton_V1_OpenDecodeRequest()
-        open.requestID = request.id
-        open.promptTokens = request.promptTokens
-        open.maxNewTokens = UInt32(clamping: request.maxTokens)
-        open.sampling = Self.sampling(request)
+        open.state = state.proto
         open.prefillHere = choice.mode == .decodeOnly || choice.prefill == nil
         let decode = choice.decode
         let opened: NodeStreamResponse
@@ -130,170 +130,60 @@ public final class ClusterGenerationBackend: GenerationBackend {
             opened = try await client.stream(
                 BatonProtocol.WorkerControl.openDecode, body: try open.serializedBytes(),
                 idleTimeout: configuration.decodeIdleTimeout)
-        } catch let error as KVTransportError {
+        } catch {
             throw AttemptFailure(
-                error: RouterError(.noWorkerAvailable, "decode worker \(decode.name) is unreachable: \(error.message)", cause: error),
+                error: GenerationError(.unavailable, "decode worker \(decode.name) is unreachable: \(error)", cause: error),
                 retryable: true)
         }
         guard opened.status == 200 else {
             throw Self.refusal(status: opened.status, body: opened.body, worker: decode.name)
         }
 
-        // The relay owns the decode stream from here; the first event tells whether the worker took the request.
-        var iterator = opened.messages.makeAsyncIterator()
-        let first = try await nextEvent(&iterator, worker: decode.name)
-        guard case .opened = first.event else {
-            throw Self.failure(first, worker: decode.name, beforeOpened: true)
+        let generation = RemoteGeneration(
+            requestID: request.id, decodeWorker: decode.name, messages: opened.messages, cancelDecode: opened.cancel)
+        // The first event tells whether the worker took the request (it may wait for room first).
+        do throws(GenerationError) {
+            switch try await generation.nextMessage()?.event {
+            case .opened: break
+            case .failure(let failure): throw RemoteGeneration.error(failure, worker: decode.name)
+            default: throw GenerationError(.failed, "decode worker \(decode.name) answered out of order")
+            }
+        } catch {
+            generation.cancel(reason: "the decode worker did not open the request")
+            throw AttemptFailure(error: error, retryable: Self.isTransient(error))
         }
-
-        metrics?.countWorkerRequest(worker: decode.name, role: "decode")
-        if !open.prefillHere, let prefill = choice.prefill { metrics?.countWorkerRequest(worker: prefill.name, role: "prefill") }
-        let (events, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
-        // A prefill failure resets the decode stream at once (its worker would otherwise wait for a transfer
-        // that never comes) and is what the client hears, before or after the first token.
-        let prefillFailure = Mutex<AttemptFailure?>(nil)
-        let prefillTask: Task<Void, Never>?
+        countWorkerRequest(worker: decode.name, role: "decode")
         if !open.prefillHere, let prefill = choice.prefill {
-            let cancelDecode = opened.cancel
-            prefillTask = Task {
-                guard let failure = await self.submitPrefill(request, to: prefill, decode: decode) else { return }
-                prefillFailure.withLock { $0 = failure }
-                continuation.finish(throwing: failure.error)
-                cancelDecode()
+            countWorkerRequest(worker: prefill.name, role: "prefill")
+            generation.startPrefill {
+                await self.submitPrefill(request, to: prefill, decode: decode)
             }
-        } else {
-            prefillTask = nil
         }
-
         // Wait for the first token (or the end) before answering, so early failures get a proper status.
-        let head: DecodeFirst
         do {
-            head = try await firstOutput(&iterator, worker: decode.name)
+            try await generation.readHead()
         } catch {
-            // The prefill task records its failure before resetting the decode stream.
-            if let failure = prefillFailure.withLock({ $0 }) { throw failure }
-            prefillTask?.cancel()
-            opened.cancel()
-            if let failure = error as? AttemptFailure { throw failure }
-            throw AttemptFailure(error: Self.routerError(error, worker: decode.name), retryable: false)
+            generation.cancel(reason: "the generation failed before its first token")
+            throw AttemptFailure(error: error, retryable: false)
         }
-        let relay = Task { [iterator] in
-            var iterator = iterator
-            await self.relay(head, rest: &iterator, request: request, decode: decode, to: continuation)
-        }
-        continuation.onTermination = { termination in
-            relay.cancel()
-            opened.cancel()
-            // After a normal end the prefill request has completed; only an early end must stop it.
-            if case .finished(nil) = termination { return }
-            prefillTask?.cancel()
-        }
-        return events
-    }
-
-    private enum DecodeFirst {
-        case token(Baton_V1_DecodeToken)
-        case finished(Baton_V1_DecodeFinished)
-    }
-
-    private func nextEvent(
-        _ iterator: inout AsyncThrowingStream<[UInt8], any Error>.AsyncIterator, worker: String
-    ) async throws -> Baton_V1_DecodeEvent {
-        let message: [UInt8]?
-        do {
-            message = try await iterator.next()
-        } catch {
-            throw AttemptFailure(error: Self.routerError(error, worker: worker), retryable: false)
-        }
-        guard let message else {
-            throw AttemptFailure(
-                error: RouterError(.backendFailure, "decode worker \(worker) ended the generation without finishing it"),
-                retryable: false)
-        }
-        do {
-            return try Baton_V1_DecodeEvent(serializedBytes: message)
-        } catch {
-            throw AttemptFailure(
-                error: RouterError(.backendFailure, "decode worker \(worker) sent an unreadable event", cause: error),
-                retryable: false)
-        }
-    }
-
-    private func firstOutput(
-        _ iterator: inout AsyncThrowingStream<[UInt8], any Error>.AsyncIterator, worker: String
-    ) async throws -> DecodeFirst {
-        while true {
-            let event = try await nextEvent(&iterator, worker: worker)
-            switch event.event {
-            case .token(let token): return .token(token)
-            case .finished(let finished): return .finished(finished)
-            case .opened: continue
-            case .failure, .none: throw Self.failure(event, worker: worker, beforeOpened: false)
-            }
-        }
-    }
-
-    private func relay(
-        _ head: DecodeFirst, rest iterator: inout AsyncThrowingStream<[UInt8], any Error>.AsyncIterator,
-        request: GenerationRequest, decode: WorkerEndpoint,
-        to continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
-    ) async {
-        var next: DecodeFirst? = head
-        do {
-            while true {
-                let current: DecodeFirst
-                if let pending = next {
-                    current = pending
-                    next = nil
-                } else {
-                    let event = try await nextEvent(&iterator, worker: decode.name)
-                    switch event.event {
-                    case .token(let token): current = .token(token)
-                    case .finished(let finished): current = .finished(finished)
-                    case .opened: continue
-                    case .failure, .none: throw Self.failure(event, worker: decode.name, beforeOpened: false)
-                    }
-                }
-                switch current {
-                case .token(let token):
-                    continuation.yield(.token(GeneratedToken(
-                        id: token.token, logprob: request.logprobs ? token.logprob : nil,
-                        topLogprobs: token.topLogprobs.map { TokenLogprob(id: $0.token, logprob: $0.logprob) })))
-                case .finished(let finished):
-                    if finished.transport != .unspecified, finished.kvBytes > 0 {
-                        metrics?.recordKVTransfer(
-                            transport: Self.transportName(finished.transport), bytes: Int(finished.kvBytes),
-                            duration: .milliseconds(Int(finished.kvTransferMs)))
-                    }
-                    continuation.yield(.finished(GenerationSummary(
-                        reason: Self.reason(finished.reason), promptTokens: Int(finished.promptTokens),
-                        completionTokens: Int(finished.completionTokens))))
-                    continuation.finish()
-                    return
-                }
-            }
-        } catch let failure as AttemptFailure {
-            continuation.finish(throwing: failure.error)
-        } catch {
-            continuation.finish(throwing: Self.routerError(error, worker: decode.name))
-        }
+        return GenerationStream(
+            next: { try await generation.next() }, cancel: { reason in generation.cancel(reason: reason) })
     }
 
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
         _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
-    ) async -> AttemptFailure? {
+    ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
-        submit.promptTokens = request.promptTokens
-        submit.sampling = Self.sampling(request)
+        submit.promptTokens = request.prompt
         var address = Baton_V1_WorkerAddress()
         address.host = decode.address.host
         address.port = UInt32(clamping: decode.address.port)
         address.hostID = decode.address.hostID
         submit.decodeWorker = address
-        let timeout = configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.promptTokens.count
+        let timeout = configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
         submit.deadlineMs = UInt32(clamping: Int(timeout.components.seconds) * 1000)
         do {
             let client = try await workers.client(host: prefill.address.host, port: prefill.address.port)
@@ -302,56 +192,23 @@ public final class ClusterGenerationBackend: GenerationBackend {
                 contentType: "application/x-protobuf", timeout: timeout)
             if Task.isCancelled { return nil }
             guard response.status == 200 else {
-                return Self.refusal(status: response.status, body: response.body, worker: prefill.name)
+                return Self.refusal(status: response.status, body: response.body, worker: prefill.name).error
             }
             if let result = try? Baton_V1_SubmitPrefillResponse(serializedBytes: response.body) {
-                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(Self.transportName(result.transport))")
+                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name)")
             }
             return nil
         } catch {
             if Task.isCancelled { return nil }
-            // Unreachable before anything ran: another pair may do.
-            let unreachable = (error as? KVTransportError)?.code == .connectionFailed
-            return AttemptFailure(
-                error: RouterError(.backendFailure, "prefill worker \(prefill.name) failed: \(error)", cause: error),
-                retryable: unreachable)
+            return GenerationError(.failed, "prefill worker \(prefill.name) failed: \(error)", cause: error)
         }
     }
 
     // MARK: - Mapping
 
-    static func sampling(_ request: GenerationRequest) -> Baton_V1_SamplingParameters {
-        var sampling = Baton_V1_SamplingParameters()
-        sampling.temperature = request.sampling.temperature
-        sampling.topP = request.sampling.topP
-        if let seed = request.sampling.seed {
-            sampling.hasSeed_p = true
-            sampling.seed = seed
-        }
-        sampling.presencePenalty = request.sampling.presencePenalty
-        sampling.frequencyPenalty = request.sampling.frequencyPenalty
-        sampling.logitBias = request.sampling.logitBias
-        sampling.logprobs = request.logprobs
-        sampling.topLogprobs = UInt32(clamping: request.topLogprobs)
-        return sampling
-    }
-
-    static func reason(_ reason: Baton_V1_DecodeFinished.Reason) -> GenerationFinishReason {
-        switch reason {
-        case .maxTokens: .maxTokens
-        case .contextFull: .contextFull
-        default: .endOfGeneration
-        }
-    }
-
-    static func transportName(_ kind: Baton_V1_TransportKind) -> String {
-        switch kind {
-        case .tlsHTTP2: "tls"
-        case .plaintextHTTP2: "plaintext"
-        case .sharedMemory: "shm"
-        case .rdma: "rdma"
-        default: "none"
-        }
+    /// Whether another choice of workers may succeed after `error` on this one.
+    private static func isTransient(_ error: GenerationError) -> Bool {
+        error.code == .overloaded || error.code == .unavailable
     }
 
     /// A worker's non-200 answer (JSON `{"code", "message"}`).
@@ -361,65 +218,165 @@ public final class ClusterGenerationBackend: GenerationBackend {
             var message: String?
         }
         let parsed = try? JSONDecoder().decode(Body.self, from: Data(body))
-        let message = "worker \(worker): " + (parsed?.message ?? (String(decoding: body, as: UTF8.self).isEmpty ? "HTTP \(status)" : String(decoding: body, as: UTF8.self)))
+        let text = String(decoding: body, as: UTF8.self)
+        let message = "worker \(worker): " + (parsed?.message ?? (text.isEmpty ? "HTTP \(status)" : text))
         switch (status, parsed?.code ?? "") {
         case (_, "draining"), (503, _):
-            return AttemptFailure(error: RouterError(.noWorkerAvailable, message), retryable: true)
+            return AttemptFailure(error: GenerationError(.unavailable, message), retryable: true)
         case (_, "no_room"), (429, _):
-            return AttemptFailure(error: RouterError(.overloaded, message, retryAfterSeconds: 1), retryable: true)
+            return AttemptFailure(error: GenerationError(.overloaded, message, retryAfterSeconds: 1), retryable: true)
         case (400..<500, _):
-            return AttemptFailure(error: RouterError(.invalidParameter, message), retryable: false)
+            return AttemptFailure(error: GenerationError(.invalidArgument, message), retryable: false)
         default:
-            return AttemptFailure(error: RouterError(.backendFailure, message), retryable: false)
+            return AttemptFailure(error: GenerationError(.failed, message), retryable: false)
         }
     }
 
-    /// A `failure` event (or anything else where `opened` was due).
-    private static func failure(_ event: Baton_V1_DecodeEvent, worker: String, beforeOpened: Bool) -> AttemptFailure {
-        guard case .failure(let failure) = event.event else {
-            return AttemptFailure(
-                error: RouterError(.backendFailure, "decode worker \(worker) answered out of order"), retryable: false)
-        }
-        let message = "decode worker \(worker): \(failure.message)"
-        switch failure.code {
-        case .noRoom: return AttemptFailure(error: RouterError(.overloaded, message, retryAfterSeconds: 1), retryable: beforeOpened)
-        case .draining: return AttemptFailure(error: RouterError(.noWorkerAvailable, message), retryable: beforeOpened)
-        case .invalidArgument: return AttemptFailure(error: RouterError(.invalidParameter, message), retryable: false)
-        case .timeout: return AttemptFailure(error: RouterError(.timeout, message), retryable: false)
-        default: return AttemptFailure(error: RouterError(.backendFailure, message), retryable: false)
-        }
-    }
-
-    static func routerError(_ error: ClusterError) -> RouterError {
+    static func generationError(_ error: ClusterError) -> GenerationError {
         switch error.code {
         case .overloaded:
-            return RouterError(
+            GenerationError(
                 .overloaded, error.message, retryAfterSeconds: Int((error.retryAfterSeconds ?? 1).rounded(.up)), cause: error)
-        case .unavailable, .timeout:
-            return RouterError(.noWorkerAvailable, error.message, cause: error)
-        default:
-            return RouterError(.backendFailure, error.message, cause: error)
+        case .unavailable: GenerationError(.unavailable, error.message, cause: error)
+        case .timeout: GenerationError(.timeout, error.message, cause: error)
+        case .invalidArgument, .rejected: GenerationError(.invalidArgument, error.message, cause: error)
+        default: GenerationError(.failed, error.message, cause: error)
         }
     }
 
-    private static func routerError(_ error: any Error, worker: String) -> RouterError {
-        if let error = error as? RouterError { return error }
-        if let error = error as? KVTransportError {
-            if error.code == .timeout {
-                return RouterError(.timeout, "decode worker \(worker) went silent: \(error.message)", cause: error)
-            }
-            return RouterError(.backendFailure, "decode worker \(worker): \(error.message)", cause: error)
-        }
-        return RouterError(.backendFailure, "decode worker \(worker): \(error)")
+    // MARK: - Metrics (swift-metrics: the executable chooses where they go)
+
+    private func countWorkerRequest(worker: String, role: String) {
+        Counter(label: "baton_router_worker_requests_total", dimensions: [("worker", worker), ("role", role)], factory: metrics)
+            .increment()
     }
 
     private func publishLoad(_ status: ClusterStatus) {
-        guard let metrics else { return }
         for worker in status.workers {
-            metrics.setWorkerLoad(
-                worker: worker.name, role: worker.assignedRoles.map(\.rawValue).joined(separator: "+"),
-                queueDepth: worker.load.queueDepth, activeSequences: worker.load.activeSequences,
-                freeKVBlocks: worker.load.freeKVBlocks)
+            let dimensions = [("worker", worker.name), ("role", worker.assignedRoles.map(\.rawValue).joined(separator: "+"))]
+            Gauge(label: "baton_router_worker_queue_depth", dimensions: dimensions, factory: metrics).record(worker.load.queueDepth)
+            Gauge(label: "baton_router_worker_active_sequences", dimensions: dimensions, factory: metrics)
+                .record(worker.load.activeSequences)
+            Gauge(label: "baton_router_worker_free_kv_blocks", dimensions: dimensions, factory: metrics)
+                .record(worker.load.freeKVBlocks)
+        }
+    }
+}
+
+/// One generation running on a decode worker, read by one consumer: decodes the worker's messages on demand.
+private final class RemoteGeneration: @unchecked Sendable {
+    let requestID: String
+    let decodeWorker: String
+    private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
+    private let cancelDecode: @Sendable () -> Void
+    /// The first output, read before `generate` returned.
+    private var head: GenerationEvent?
+    private var finished = false
+    /// Why the prefill failed: it resets the decode stream, and this is what the consumer hears.
+    private let prefillFailure = Mutex<GenerationError?>(nil)
+    private let prefill = Mutex<Task<Void, Never>?>(nil)
+
+    init(
+        requestID: String, decodeWorker: String, messages: AsyncThrowingStream<[UInt8], any Error>,
+        cancelDecode: @escaping @Sendable () -> Void
+    ) {
+        self.requestID = requestID
+        self.decodeWorker = decodeWorker
+        self.messages = messages.makeAsyncIterator()
+        self.cancelDecode = cancelDecode
+    }
+
+    /// Runs the prefill; a failure ends the decode stream at once (its worker would otherwise wait for a
+    /// transfer that never comes) and is what the consumer hears.
+    func startPrefill(_ run: @escaping @Sendable () async -> GenerationError?) {
+        let task = Task { [self] in
+            guard let failure = await run() else { return }
+            prefillFailure.withLock { $0 = failure }
+            cancelDecode()
+        }
+        prefill.withLock { $0 = task }
+    }
+
+    func cancel(reason: String) {
+        cancelDecode()
+        prefill.withLock { $0 }?.cancel()
+    }
+
+    /// The next worker message (keep-alives are skipped by the client), or nil at the end of the stream.
+    func nextMessage() async throws(GenerationError) -> Baton_V1_DecodeEvent? {
+        let bytes: [UInt8]?
+        do { bytes = try await messages.next() } catch {
+            throw failure(GenerationError(.failed, "decode worker \(decodeWorker): \(error)", cause: error))
+        }
+        guard let bytes else { return nil }
+        do { return try Baton_V1_DecodeEvent(serializedBytes: bytes) } catch {
+            throw GenerationError(.failed, "decode worker \(decodeWorker) sent an unreadable event", cause: error)
+        }
+    }
+
+    /// Reads up to the first output (a token or the end) and keeps it for `next`.
+    func readHead() async throws(GenerationError) {
+        head = try await nextOutput()
+    }
+
+    /// The next event; nil once `finished` was read (the stream is over).
+    func next() async throws(GenerationError) -> GenerationEvent? {
+        guard !finished else { return nil }
+        let event: GenerationEvent
+        if let head {
+            self.head = nil
+            event = head
+        } else {
+            event = try await nextOutput()
+        }
+        if case .finished = event { finished = true }
+        return event
+    }
+
+    private func nextOutput() async throws(GenerationError) -> GenerationEvent {
+        while true {
+            guard let message = try await nextMessage() else {
+                throw failure(GenerationError(.failed, "decode worker \(decodeWorker) ended the generation without finishing it"))
+            }
+            switch message.event {
+            case .token(let token):
+                return .token(GeneratedToken(proto: token))
+            case .finished(let finished):
+                var handoff: KVHandoffSummary?
+                if finished.transport != .unspecified {
+                    handoff = KVHandoffSummary(
+                        transport: finished.transport.name, bytes: Int(finished.kvBytes),
+                        seconds: Double(finished.kvTransferMs) / 1000)
+                }
+                return .finished(
+                    GenerationSummary(
+                        reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
+                        completionTokens: Int(finished.completionTokens), handoff: handoff))
+            case .failure(let failure):
+                throw self.failure(Self.error(failure, worker: decodeWorker))
+            case .opened:
+                continue
+            case nil:
+                throw GenerationError(.failed, "decode worker \(decodeWorker) sent an empty event")
+            }
+        }
+    }
+
+    /// A failed prefill explains a broken decode stream better than the stream's own error.
+    private func failure(_ error: GenerationError) -> GenerationError {
+        prefillFailure.withLock { $0 } ?? error
+    }
+
+    static func error(_ failure: Baton_V1_DecodeFailure, worker: String) -> GenerationError {
+        let message = "decode worker \(worker): \(failure.message)"
+        return switch failure.code {
+        case .noRoom: GenerationError(.overloaded, message, retryAfterSeconds: 1)
+        case .draining: GenerationError(.unavailable, message)
+        case .invalidArgument: GenerationError(.invalidArgument, message)
+        case .timeout: GenerationError(.timeout, message)
+        case .cancelled: GenerationError(.cancelled, message)
+        case .transferFailed: GenerationError(.kvTransferFailed, message)
+        default: GenerationError(.failed, message)
         }
     }
 }

@@ -1,5 +1,5 @@
 import ClusterProtocol
-import KVTransport
+import RPC
 import Logging
 
 /// Talks to the placement service over its mutual-TLS HTTP/2 listener (JSON bodies). Reconnects on demand:
@@ -11,7 +11,7 @@ public final class PlacementClient: Sendable {
     private let timeout: Duration
 
     /// - Parameter timeout: longest wait for each call, connecting included.
-    public init(host: String, port: Int, tls: KVTransportTLS?, insecure: Bool = false, timeout: Duration = .seconds(5)) {
+    public init(host: String, port: Int, tls: NodeTLS?, insecure: Bool = false, timeout: Duration = .seconds(5)) {
         self.host = host
         self.port = port
         self.pool = NodeClientPool(tls: tls, insecure: insecure, connectTimeout: timeout)

@@ -111,9 +111,8 @@ public actor PlacementRegistry {
         ])
         let roles = assignment.roles.map(\.rawValue).joined(separator: ", ")
         logger.info("\(name) joined from \(address), roles: \(roles.isEmpty ? "none" : roles)\(assignment.note.map { " (\($0))" } ?? "")")
-        let interval = heartbeatInterval.components
         return RegisterResponse(name: name, assignedRoles: assignment.roles,
-                                heartbeatIntervalMs: Int(interval.seconds) * 1000 + Int(interval.attoseconds / 1_000_000_000_000_000))
+                                heartbeatIntervalMs: Int(heartbeatInterval / .milliseconds(1)))
     }
 
     /// Records a worker's load. Throws `.notFound` when the worker is not a member (it should register).

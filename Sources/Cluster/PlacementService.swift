@@ -1,16 +1,17 @@
 import ClusterProtocol
 import Foundation
-import KVTransport
+import RPC
 import Logging
 import Placement
+import ServiceLifecycle
 import Synchronization
 
 /// The placement service (`baton placement`): workers register and heartbeat here, routers ask it where
 /// each request runs, and `baton cluster status` reads the cluster from it. Serves every path of
 /// `BatonProtocol.Placement` with JSON bodies (`PlacementWire.swift`) on a mutual-TLS HTTP/2 listener.
 ///
-/// Lifecycle: `start` (loads the policy, replays the membership log, binds), then `run` until the task is
-/// cancelled or `close` is called. While running it marks silent workers lost and reloads the policy file
+/// Lifecycle: `start` (loads the policy, replays the membership log, binds), then `serve` until the task is
+/// cancelled or `close` is called — or, as a `Service` in a `ServiceGroup`, `run` until graceful shutdown. While running it marks silent workers lost and reloads the policy file
 /// when its modification time changes; `reloadPolicy` does the same on demand (SIGHUP). A bad policy edit
 /// is logged with its file, line and key, and the old policy stays in force.
 public final class PlacementService: Sendable {
@@ -24,7 +25,7 @@ public final class PlacementService: Sendable {
         /// Policy YAML; nil means the built-in defaults (and nothing to reload).
         public var policyFile: String?
         /// Cluster CA and this node's certificate; nil only with `insecure`.
-        public var tls: KVTransportTLS?
+        public var tls: NodeTLS?
         /// Plaintext h2c without client authentication (logged loudly). Default false.
         public var insecure = false
         /// Interval workers are told to heartbeat at (shortened to a third of the policy's heartbeat
@@ -35,7 +36,7 @@ public final class PlacementService: Sendable {
         /// The membership log is compacted (at start and while running) once it holds more events. Default 10 000.
         public var compactAfterEvents = 10_000
 
-        public init(stateDirectory: String, policyFile: String?, tls: KVTransportTLS?, insecure: Bool = false) {
+        public init(stateDirectory: String, policyFile: String?, tls: NodeTLS?, insecure: Bool = false) {
             self.stateDirectory = stateDirectory
             self.policyFile = policyFile
             self.tls = tls
@@ -106,7 +107,7 @@ public final class PlacementService: Sendable {
     ///
     /// Connections that are already open keep being served until their clients close them, so a process
     /// that wants to stop at once (SIGTERM) exits after `close`; every membership change is already on disk.
-    public func run() async {
+    public func serve() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.expireLoop() }
             if configuration.policyFile != nil {
@@ -125,7 +126,7 @@ public final class PlacementService: Sendable {
         }
     }
 
-    /// Stops accepting connections. `run` returns once the open connections end.
+    /// Stops accepting connections and closes the open ones; `serve` then returns.
     public func close() async {
         await server.close()
     }
@@ -285,5 +286,17 @@ struct FileStamp: Equatable, Sendable {
         nanoseconds = Int(info.st_mtim.tv_nsec)
         size = Int(info.st_size)
         inode = UInt64(info.st_ino)
+    }
+}
+
+extension PlacementService: Service {
+    /// Serves until graceful shutdown (SIGTERM or SIGINT under a `ServiceGroup`), then closes the listener and its
+    /// connections and returns. Every membership change is already on disk: nothing is left to flush.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await serve()
+        } onGracefulShutdown: {
+            Task { await self.close() }
+        }
     }
 }

@@ -88,56 +88,17 @@ public struct KVTransferRequest: Sendable, Equatable {
     public var totalByteCount: Int { layerByteCount * identity.layers }
 }
 
-/// The decode worker's view of where prefill stopped: sampler state to continue from.
-public struct KVSamplingState: Sendable, Equatable {
-    /// The PRNG state words (xoshiro256**: four).
-    public var rngState: [UInt64]
-    /// Penalty history, oldest first.
-    public var recentTokens: [Int32]
-    /// Engine-encoded sampling parameters.
-    public var parameters: [UInt8]
-
-    public init(rngState: [UInt64] = [], recentTokens: [Int32] = [], parameters: [UInt8] = []) {
-        self.rngState = rngState
-        self.recentTokens = recentTokens
-        self.parameters = parameters
-    }
-}
-
-/// The sender's last word: the first token prefill sampled and the state to continue sampling.
+/// The sender's last word: the prompt's token count and the logits after its last token, from which the decode
+/// side samples the first token (prefill workers never sample).
 public struct KVTransferCompletion: Sendable, Equatable {
-    public var firstToken: Int32
-    public var samplingState: KVSamplingState
     public var tokenCount: Int
-    /// The first token's log-probabilities, when the request asked for them: only the prefill side saw the
-    /// logits it was drawn from.
-    public var firstTokenLogprobs: KVFirstTokenLogprobs?
+    /// One per vocabulary entry.
+    public var logits: [Float]
 
-    public init(
-        firstToken: Int32, samplingState: KVSamplingState = KVSamplingState(), tokenCount: Int,
-        firstTokenLogprobs: KVFirstTokenLogprobs? = nil
-    ) {
-        self.firstToken = firstToken
-        self.samplingState = samplingState
+    public init(tokenCount: Int, logits: [Float]) {
         self.tokenCount = tokenCount
-        self.firstTokenLogprobs = firstTokenLogprobs
+        self.logits = logits
     }
-}
-
-/// Log-probability of the first token and the most likely alternatives (best first).
-public struct KVFirstTokenLogprobs: Sendable, Equatable {
-    public var logprob: Float
-    public var topTokens: [Int32]
-    public var topLogprobs: [Float]
-
-    public init(logprob: Float, top: [(Int32, Float)] = []) {
-        self.logprob = logprob
-        self.topTokens = top.map(\.0)
-        self.topLogprobs = top.map(\.1)
-    }
-
-    /// The alternatives as (token, log-probability) pairs.
-    public var top: [(Int32, Float)] { Array(zip(topTokens, topLogprobs)) }
 }
 
 /// What a finished transfer did.

@@ -9,6 +9,8 @@ enum KVFrame {
     static let prefixLength = 9
     /// Headers are small protobuf messages; anything bigger is a broken or hostile peer.
     static let maximumHeaderLength = 64 * 1024
+    /// The completion's logits: 4 bytes per vocabulary entry, for vocabularies up to 4 M tokens.
+    static let maximumLogitsPayloadLength = 16 << 20
 
     enum Kind: UInt8 {
         case handshake = 1, accept, chunk, layerReady, completion, result, error
@@ -91,7 +93,7 @@ struct KVFrameDecoder {
         case frame(KVFrame.Kind, header: ByteBuffer, payloadLength: Int)
         /// The next piece of the current frame's payload (a view into the input).
         case payload(ByteBuffer)
-        /// The current chunk frame's payload is complete (also sent for an empty payload).
+        /// The current chunk or completion frame's payload is complete (also sent for an empty payload).
         case payloadEnd
     }
 
@@ -131,8 +133,13 @@ struct KVFrameDecoder {
                 guard headerLength <= KVFrame.maximumHeaderLength else {
                     throw KVTransportError(.protocolViolation, "frame header of \(headerLength) bytes exceeds \(KVFrame.maximumHeaderLength)")
                 }
-                guard payloadLength <= maximumPayloadLength, payloadLength == 0 || kind == .chunk else {
-                    throw KVTransportError(.protocolViolation, "\(kind) frame with a payload of \(payloadLength) bytes (limit \(kind == .chunk ? maximumPayloadLength : 0))")
+                let limit = switch kind {
+                case .chunk: maximumPayloadLength
+                case .completion: KVFrame.maximumLogitsPayloadLength
+                default: 0
+                }
+                guard payloadLength <= limit else {
+                    throw KVTransportError(.protocolViolation, "\(kind) frame with a payload of \(payloadLength) bytes (limit \(limit))")
                 }
                 state = .header(kind: kind, headerLength: headerLength, payloadLength: payloadLength)
             case .header(let kind, let headerLength, let payloadLength):
@@ -140,7 +147,7 @@ struct KVFrameDecoder {
                 if payloadLength > 0 {
                     state = .payload(remaining: payloadLength)
                 } else {
-                    state = kind == .chunk ? .payloadEnd : .prefix
+                    state = kind == .chunk || kind == .completion ? .payloadEnd : .prefix
                 }
                 return .frame(kind, header: header, payloadLength: payloadLength)
             case .payload(let remaining):

@@ -1,3 +1,4 @@
+import RPC
 import ClusterProtocol
 import Logging
 import NIOCore
@@ -40,6 +41,8 @@ final class KVReceiverSession {
     private var bytesReceived = 0
     /// A failure after the machine reached `done` (the decode side could not finish).
     private var lateFailure: KVTransportError?
+    /// The completion frame being read: its header, and its payload (the logits) gathered as it arrives.
+    private var completion: (header: Baton_V1_TransferCompletion, payload: [UInt8])?
 
     init(io: any KVStreamIO, settings: Settings, receiver: any KVTransferReceiver, logger: Logger) {
         self.io = io
@@ -114,12 +117,20 @@ final class KVReceiverSession {
             }
             return .none
         case .payload(let piece):
+            if completion != nil {
+                completion!.payload.append(contentsOf: piece.readableBytesView)
+                return .none
+            }
             guard chunkWriteOffset + piece.readableBytes <= destination.byteCount else {
                 return machine.abort(.protocolViolation, "chunk bytes outside a chunk")
             }
             piece.withUnsafeReadableBytes { store($0) }
             return .none
         case .payloadEnd:
+            if let (header, payload) = completion {
+                completion = nil
+                return payload.withUnsafeBytes { machine.receiveCompletion(header, payload: $0) }
+            }
             return machine.chunkEnded(crc32c: chunkCRC.value)
         case .frame(.layerReady, let header, _):
             let ready = try KVFrame.decode(Baton_V1_LayerReady.self, from: header)
@@ -145,8 +156,12 @@ final class KVReceiverSession {
             }
             landed = false
             return machine.receiveLayerReady(ready, computedCRC32C: CRC32C.checksum(source))
-        case .frame(.completion, let header, _):
-            return machine.receiveCompletion(try KVFrame.decode(Baton_V1_TransferCompletion.self, from: header))
+        case .frame(.completion, let header, let payloadLength):
+            // The logits follow as the frame's payload; the machine sees the completion once they are all here.
+            var payload: [UInt8] = []
+            payload.reserveCapacity(payloadLength)
+            completion = (try KVFrame.decode(Baton_V1_TransferCompletion.self, from: header), payload)
+            return .none
         case .frame(.error, let header, _):
             return machine.receivePeerError(try KVFrame.decode(Baton_V1_TransferError.self, from: header))
         case .frame(let kind, _, _):

@@ -163,7 +163,8 @@ public struct KVReceiverStateMachine: Sendable {
         }
     }
 
-    public mutating func receiveCompletion(_ completion: Baton_V1_TransferCompletion) -> Action {
+    /// The completion's header and its payload (the prompt's last logits).
+    public mutating func receiveCompletion(_ completion: Baton_V1_TransferCompletion, payload: UnsafeRawBufferPointer) -> Action {
         guard let request, !isFinished, currentChunk == nil else { return violation("a completion out of place") }
         let (layer, _) = position
         guard layer == request.identity.layers else {
@@ -173,7 +174,9 @@ public struct KVReceiverStateMachine: Sendable {
             return violation("completion for \(completion.tokenCount) tokens of request \(completion.requestID), expected \(request.tokenCount) of \(request.requestID)")
         }
         let parsed: KVTransferCompletion
-        do { parsed = try KVTransferCompletion(proto: completion) } catch { return violation(error.message) }
+        do { parsed = try KVTransferCompletion(proto: completion, payload: payload) } catch {
+            return error.code == .checksumMismatch ? fail(.checksumMismatch, error.message, notifyPeer: true) : violation(error.message)
+        }
         state = .done
         return .complete(parsed)
     }

@@ -1,3 +1,4 @@
+import RPC
 import ClusterProtocol
 import Logging
 import NIOCore
@@ -106,18 +107,23 @@ final class KVSenderSession {
         }
         switch machine.finish(completion) {
         case .sendCompletion(let completion):
-            try await write(.completion, completion.proto(requestID: request.requestID), endStream: true)
+            var buffer = io.allocator.buffer(capacity: 128 + completion.logits.count * MemoryLayout<Float>.size)
+            let header = completion.proto(requestID: request.requestID)
+            do {
+                try completion.logits.withUnsafeBytes { try KVFrame.write(.completion, header, payload: $0, into: &buffer) }
+            } catch {
+                throw (error as? KVTransportError) ?? KVTransportError(.invalidArgument, "could not encode the completion", cause: error)
+            }
+            try await writeBuffer(buffer, endStream: true)
         case let action: throw await failAndNotify(action)
         }
         let answer = try await readFrame(waitingFor: "the receiver's confirmation")
         guard case .result(let result) = answer else { throw unexpected(answer) }
         switch machine.receiveResult(result) {
         case .finished(let bytes):
-            let elapsed = ContinuousClock.now - started
-            let c = elapsed.components
             return KVTransferReport(
                 requestID: request.requestID, transport: transport, bytes: bytes,
-                seconds: Double(c.seconds) + Double(c.attoseconds) / 1e18)
+                seconds: (ContinuousClock.now - started) / .seconds(1))
         case let action: throw await failAndNotify(action)
         }
     }

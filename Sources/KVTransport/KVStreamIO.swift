@@ -1,4 +1,5 @@
 import NIOCore
+import RPC
 
 /// One bidirectional byte stream carrying a transfer's frames (an HTTP/2 stream, or an in-memory pipe).
 /// Used by one task at a time, except `abort`, which any task may call.
@@ -22,3 +23,5 @@ extension KVStreamIO {
         for buffer in buffers { try await write(buffer, endStream: false) }
     }
 }
+
+extension HTTP2StreamIO: KVStreamIO {}

@@ -4,12 +4,13 @@ import NIOCore
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import RPC
 
 /// The prefill worker's connection to one decode worker: HTTP/2 over mutual TLS (plaintext only with
 /// `insecure`), one stream per transfer; several transfers may run at once on one connection. When both
 /// ends are on one host the receiver switches a transfer to shared memory, automatically.
 public final class KVTransferClient: KVTransferSender {
-    typealias Connection = NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
+    typealias Connection = NodeClient.Connection
 
     private let channel: any Channel
     private let multiplexer: Connection
@@ -25,15 +26,20 @@ public final class KVTransferClient: KVTransferSender {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(KVTransportError) -> KVTransferClient {
         let configuration = try configuration.validated()
-        let sslContext = try configuration.tls?.makeClientContext()
-        if sslContext == nil {
-            logger.critical("KV transport connecting to \(host):\(port) WITHOUT TLS: KV bytes are unencrypted and the peer unauthenticated (insecure mode)")
+        let connected: (channel: any Channel, multiplexer: NodeClient.Connection, failures: ConnectionFailures)
+        do {
+            let sslContext = try configuration.tls?.makeClientContext()
+            if sslContext == nil {
+                logger.critical("KV transport connecting to \(host):\(port) WITHOUT TLS: KV bytes are unencrypted and the peer unauthenticated (insecure mode)")
+            }
+            connected = try await NodeClient.connectHTTP2(
+                host: host, port: port, sslContext: sslContext, http2: configuration.http2Configuration(),
+                connectTimeout: configuration.connectTimeout, group: group)
+        } catch {
+            throw KVTransportError(rpc: error)
         }
-        let connected = try await NodeClient.connectHTTP2(
-            host: host, port: port, sslContext: sslContext, http2: configuration.http2Configuration(),
-            connectTimeout: configuration.connectTimeout, group: group)
         return KVTransferClient(
-            channel: connected.0, multiplexer: connected.1, configuration: configuration,
+            channel: connected.channel, multiplexer: connected.multiplexer, configuration: configuration,
             authority: "\(host):\(port)", faults: faults, logger: logger)
     }
 

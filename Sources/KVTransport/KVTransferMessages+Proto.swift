@@ -48,7 +48,7 @@ extension KVTransportCapabilities {
 }
 
 extension KVTransportKind {
-    var proto: Baton_V1_TransportKind {
+    public var proto: Baton_V1_TransportKind {
         switch self {
         case .rdma: .rdma
         case .sharedMemory: .sharedMemory
@@ -57,7 +57,7 @@ extension KVTransportKind {
         }
     }
 
-    init(proto kind: Baton_V1_TransportKind) throws(KVTransportError) {
+    public init(proto kind: Baton_V1_TransportKind) throws(KVTransportError) {
         switch kind {
         case .rdma: self = .rdma
         case .sharedMemory: self = .sharedMemory
@@ -69,44 +69,32 @@ extension KVTransportKind {
 }
 
 extension KVTransferCompletion {
+    /// The completion frame's header; the logits travel as its payload (`logitBytes`).
     func proto(requestID: String) -> Baton_V1_TransferCompletion {
         var message = Baton_V1_TransferCompletion()
         message.requestID = requestID
-        message.firstToken = firstToken
         message.tokenCount = UInt32(clamping: tokenCount)
-        let rng = samplingState.rngState
-        message.samplingState.rngState0 = rng.count > 0 ? rng[0] : 0
-        message.samplingState.rngState1 = rng.count > 1 ? rng[1] : 0
-        message.samplingState.rngState2 = rng.count > 2 ? rng[2] : 0
-        message.samplingState.rngState3 = rng.count > 3 ? rng[3] : 0
-        message.samplingState.recentTokens = samplingState.recentTokens
-        message.samplingState.parameters = .init(samplingState.parameters)
-        if let logprobs = firstTokenLogprobs {
-            message.firstTokenLogprobs.logprob = logprobs.logprob
-            message.firstTokenLogprobs.topTokens = logprobs.topTokens
-            message.firstTokenLogprobs.topLogprobs = logprobs.topLogprobs
-        }
+        message.logitsCount = UInt32(clamping: logits.count)
+        message.logitsCrc32C = logits.withUnsafeBytes { CRC32C.checksum($0) }
         return message
     }
 
-    init(proto message: Baton_V1_TransferCompletion) throws(KVTransportError) {
-        let state = message.samplingState
-        var logprobs: KVFirstTokenLogprobs?
-        if message.hasFirstTokenLogprobs {
-            let sent = message.firstTokenLogprobs
-            guard sent.topTokens.count == sent.topLogprobs.count else {
-                throw KVTransportError(
-                    .protocolViolation,
-                    "completion with \(sent.topTokens.count) alternative tokens but \(sent.topLogprobs.count) log-probabilities")
-            }
-            logprobs = KVFirstTokenLogprobs(logprob: sent.logprob, top: Array(zip(sent.topTokens, sent.topLogprobs)))
+    /// The header's completion with the logits read from its payload, checked against the header's count and
+    /// checksum.
+    init(proto message: Baton_V1_TransferCompletion, payload: UnsafeRawBufferPointer) throws(KVTransportError) {
+        guard payload.count == Int(message.logitsCount) * MemoryLayout<Float>.size else {
+            throw KVTransportError(
+                .protocolViolation,
+                "completion announces \(message.logitsCount) logits but carries \(payload.count) bytes")
         }
-        self.init(
-            firstToken: message.firstToken,
-            samplingState: KVSamplingState(
-                rngState: [state.rngState0, state.rngState1, state.rngState2, state.rngState3],
-                recentTokens: state.recentTokens, parameters: Array(state.parameters)),
-            tokenCount: Int(message.tokenCount), firstTokenLogprobs: logprobs)
+        guard CRC32C.checksum(payload) == message.logitsCrc32C else {
+            throw KVTransportError(.checksumMismatch, "the completion's logits do not match their CRC32C")
+        }
+        let logits = [Float](unsafeUninitializedCapacity: Int(message.logitsCount)) { buffer, count in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(from: payload)
+            count = Int(message.logitsCount)
+        }
+        self.init(tokenCount: Int(message.tokenCount), logits: logits.map { Float(bitPattern: UInt32(littleEndian: $0.bitPattern)) })
     }
 }
 

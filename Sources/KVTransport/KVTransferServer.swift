@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import RPC
 
 /// The decode worker's listener: accepts KV transfers over HTTP/2 — mutual TLS, or plaintext only when
 /// the policy is `insecure` — one transfer per stream, many streams per connection. `routes` adds the
@@ -35,11 +36,19 @@ public final class KVTransferServer: Sendable {
             identity: identity, capabilities: configuration.capabilities, policy: configuration.policy,
             connectionIsTLS: configuration.tls != nil, maximumChunkBytes: configuration.chunkBytes,
             idleTimeout: configuration.idleTimeout, rdma: configuration.rdma)
-        let server = try await NodeServer.bind(
-            host: host, port: port, tls: configuration.tls, insecure: configuration.policy.insecure, routes: routes,
-            transfer: NodeServer.TransferRoute(settings: settings, receiver: receiver),
-            http2: configuration.http2Configuration(), idleTimeout: configuration.idleTimeout, logger: logger,
-            group: group)
+        var routes = routes
+        routes.onStream(BatonProtocol.transferPath) { io in
+            await KVReceiverSession(io: io, settings: settings, receiver: receiver, logger: logger).run()
+        }
+        let server: NodeServer
+        do {
+            server = try await NodeServer.bind(
+                host: host, port: port, tls: configuration.tls, insecure: configuration.policy.insecure, routes: routes,
+                http2: configuration.http2Configuration(), idleTimeout: configuration.idleTimeout, logger: logger,
+                group: group)
+        } catch {
+            throw KVTransportError(rpc: error)
+        }
         return KVTransferServer(server: server)
     }
 
@@ -59,7 +68,8 @@ public final class KVTransferServer: Sendable {
 }
 
 extension KVTransportConfiguration {
-    func http2Configuration() -> NIOHTTP2Handler.Configuration {
+    /// HTTP/2 settings for KV streams: windows and frames sized to the chunks.
+    public func http2Configuration() -> NIOHTTP2Handler.Configuration {
         var http2 = NIOHTTP2Handler.Configuration()
         http2.connection.targetWindowSize = targetWindowBytes
         http2.stream.targetWindowSize = targetWindowBytes

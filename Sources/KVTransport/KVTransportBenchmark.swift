@@ -1,4 +1,5 @@
 import Logging
+import RPC
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -58,9 +59,14 @@ public enum KVTransportBenchmark {
         }
         var logger = Logger(label: "baton.bench-kv")
         logger.logLevel = .error
-        let authority = try ClusterCertificates.makeAuthority(name: "Baton benchmark CA")
-        let serverNode = try ClusterCertificates.issueNode("bench-decode", authority: authority)
-        let clientNode = try ClusterCertificates.issueNode("bench-prefill", authority: authority)
+        let authority: ClusterCertificates.Issued, serverNode: ClusterCertificates.Issued, clientNode: ClusterCertificates.Issued
+        do {
+            authority = try ClusterCertificates.makeAuthority(name: "Baton benchmark CA")
+            serverNode = try ClusterCertificates.issueNode("bench-decode", authority: authority)
+            clientNode = try ClusterCertificates.issueNode("bench-prefill", authority: authority)
+        } catch {
+            throw KVTransportError(rpc: error)
+        }
         let serverGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
@@ -73,9 +79,9 @@ public enum KVTransportBenchmark {
             return configuration
         }
         var setups: [(name: String, server: KVTransportConfiguration, client: KVTransportConfiguration)] = [
-            (KVTransportKind.tlsHTTP2.rawValue, configuration(serverNode, sharedMemory: false), configuration(clientNode, sharedMemory: false)),
-            (KVTransportKind.plaintextHTTP2.rawValue, configuration(nil, sharedMemory: false), configuration(nil, sharedMemory: false)),
-            (KVTransportKind.sharedMemory.rawValue, configuration(serverNode, sharedMemory: true), configuration(clientNode, sharedMemory: true)),
+            (KVTransportKind.tlsHTTP2.name, configuration(serverNode, sharedMemory: false), configuration(clientNode, sharedMemory: false)),
+            (KVTransportKind.plaintextHTTP2.name, configuration(nil, sharedMemory: false), configuration(nil, sharedMemory: false)),
+            (KVTransportKind.sharedMemory.name, configuration(serverNode, sharedMemory: true), configuration(clientNode, sharedMemory: true)),
         ]
 
         if let transports { setups.removeAll { !transports.contains($0.name) } }
@@ -140,14 +146,14 @@ public enum KVTransportBenchmark {
                             for layer in 0..<identity.layers {
                                 try await transfer.send(layer: layer, bytes: source.layer(layer))
                             }
-                            return KVTransferCompletion(firstToken: 0, tokenCount: tokens)
+                            return KVTransferCompletion(tokenCount: tokens, logits: [])
                         }
                         if index > 0 {
-                            times.append(seconds(ContinuousClock.now - started))
+                            times.append(((ContinuousClock.now - started) / .seconds(1)))
                             cpuSeconds += processCPUSeconds() - cpuStarted
                         }
-                        guard report.transport.rawValue == setup.name else {
-                            throw KVTransportError(.invalidArgument, "benchmark of \(setup.name) ran over \(report.transport.rawValue)")
+                        guard report.transport.name == setup.name else {
+                            throw KVTransportError(.invalidArgument, "benchmark of \(setup.name) ran over \(report.transport.name)")
                         }
                     }
                 } catch {
@@ -199,10 +205,6 @@ public enum KVTransportBenchmark {
         return value(usage.ru_utime) + value(usage.ru_stime)
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        let c = duration.components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
 }
 
 /// Pseudo-random KV bytes, one contiguous allocation for all layers (as a prefill worker holds them).
@@ -236,7 +238,7 @@ private final class LayerSource: @unchecked Sendable {
         let started = ContinuousClock.now
         var combined: UInt32 = 0
         for index in 0..<layers { combined ^= CRC32C.checksum(layer(index)) }
-        let elapsed = KVTransportBenchmark.seconds(ContinuousClock.now - started)
+        let elapsed = ((ContinuousClock.now - started) / .seconds(1))
         return combined == 0x1234_5678 ? elapsed * 1.0000001 : elapsed  // keeps the checksums alive
     }
 
@@ -244,7 +246,7 @@ private final class LayerSource: @unchecked Sendable {
     func timeMemcpy(into sink: PoolReceiver) -> Double {
         let started = ContinuousClock.now
         for index in 0..<layers { sink.store(layer: index, bytes: layer(index)) }
-        return KVTransportBenchmark.seconds(ContinuousClock.now - started)
+        return ((ContinuousClock.now - started) / .seconds(1))
     }
 }
 

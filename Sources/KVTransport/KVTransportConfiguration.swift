@@ -1,27 +1,15 @@
+import RPC
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// The certificates one node presents on the KV plane: its chain and key, and the cluster CA that every
-/// peer's certificate must chain to (PEM text, as `ClusterCertificates` writes them).
-public struct KVTransportTLS: Sendable, Equatable {
-    public var certificateAuthorityPEM: String
-    public var certificateChainPEM: String
-    public var privateKeyPEM: String
-
-    public init(certificateAuthorityPEM: String, certificateChainPEM: String, privateKeyPEM: String) {
-        self.certificateAuthorityPEM = certificateAuthorityPEM
-        self.certificateChainPEM = certificateChainPEM
-        self.privateKeyPEM = privateKeyPEM
-    }
-}
-
 /// Settings of the KV transport, for both the sending and the receiving side.
 public struct KVTransportConfiguration: Sendable {
     /// Mutual TLS. Required unless `policy.insecure`.
-    public var tls: KVTransportTLS?
+    public var tls: NodeTLS?
     public var policy: KVTransportPolicy
     /// Identifies this machine (default: host name and boot id); equal ids on both ends enable shared memory.
     public var hostID: String
@@ -43,7 +31,7 @@ public struct KVTransportConfiguration: Sendable {
     /// Which RDMA device and port transfers use when RDMA is chosen.
     public var rdma = RDMASettings()
 
-    public init(tls: KVTransportTLS?, policy: KVTransportPolicy = KVTransportPolicy(), hostID: String = KVTransportConfiguration.defaultHostID()) {
+    public init(tls: NodeTLS?, policy: KVTransportPolicy = KVTransportPolicy(), hostID: String = KVTransportConfiguration.defaultHostID()) {
         self.tls = tls
         self.policy = policy
         self.hostID = hostID
@@ -87,12 +75,5 @@ public struct KVTransportConfiguration: Sendable {
             fclose(file)
         }
         return bootID.isEmpty ? host : "\(host)/\(bootID)"
-    }
-}
-
-extension Duration {
-    var timeAmountNanoseconds: Int64 {
-        let c = components
-        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
     }
 }

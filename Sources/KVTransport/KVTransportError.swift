@@ -1,3 +1,5 @@
+import RPC
+
 /// The one error type of the KV transport: a code to match on, a message for people, and the cause.
 public struct KVTransportError: Error, CustomStringConvertible, Sendable {
     /// What went wrong, in a form callers can switch over. Extensible: new codes are static members.
@@ -45,5 +47,21 @@ public struct KVTransportError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         if let cause { return "\(code): \(message) (caused by: \(cause))" }
         return "\(code): \(message)"
+    }
+}
+
+extension KVTransportError {
+    /// The KV transport's view of a failure of the RPC layer beneath it.
+    public init(rpc error: RPCError) {
+        let code: Code = switch error.code {
+        case .connectionFailed: .connectionFailed
+        case .timeout: .timeout
+        case .truncated: .truncated
+        case .protocolViolation: .protocolViolation
+        case .cancelled: .cancelled
+        case .certificate: .certificate
+        default: .invalidArgument
+        }
+        self.init(code, error.message, cause: error)
     }
 }

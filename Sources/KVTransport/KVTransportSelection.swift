@@ -1,11 +1,15 @@
 import ClusterProtocol
 
 /// How a transfer's KV bytes travel.
-public enum KVTransportKind: String, Sendable, Equatable, CaseIterable, Codable {
+public enum KVTransportKind: Sendable, Equatable, CaseIterable {
     case rdma
-    case sharedMemory = "shared-memory"
-    case tlsHTTP2 = "tls-h2"
-    case plaintextHTTP2 = "plaintext-h2"
+    case sharedMemory
+    case tlsHTTP2
+    case plaintextHTTP2
+
+    /// The transport's one name (`tls-h2`, `plaintext-h2`, `shared-memory`, `rdma`), as metrics, cluster
+    /// status, logs and docs spell it.
+    public var name: String { proto.name }
 }
 
 /// What one end can do, exchanged at the handshake.

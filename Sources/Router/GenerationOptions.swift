@@ -1,17 +1,19 @@
-import Tokenization
+import Generation
 
 /// The validated settings shared by chat completions and completions: every out-of-range value is rejected
-/// here with a ``RouterError`` naming the parameter, so nothing downstream re-checks.
+/// here with a ``RouterError`` naming the parameter — the one validation of a request's settings before it
+/// reaches a backend.
 struct GenerationOptions: Sendable, Equatable {
     /// What the client asked for (`max_completion_tokens`, else `max_tokens`); nil means the configured default.
     var requestedMaxTokens: Int?
+    /// With a seed: the client's, or one drawn here, so that the generation can be continued anywhere.
     var sampling: SamplingParameters
     var stop: [String]
     var stream: Bool
     var includeUsage: Bool
 
     static let maxStopStrings = 4
-    static let maxTopLogprobs = 20
+    static let maxTopLogprobs = SamplingParameters.maximumLogprobs
 
     /// Validates the fields common to both generation endpoints against the served model and vocabulary.
     static func validate(
@@ -35,11 +37,6 @@ struct GenerationOptions: Sendable, Equatable {
                 throw RouterError(.invalidParameter, "\(key) must be at least 1, got \(value)", param: key)
             }
         }
-        try check(fields.temperature, in: 0...2, name: "temperature")
-        try check(fields.topP, in: 0...1, name: "top_p")
-        try check(fields.presencePenalty, in: -2...2, name: "presence_penalty")
-        try check(fields.frequencyPenalty, in: -2...2, name: "frequency_penalty")
-
         var logitBias: [Int32: Float] = [:]
         for (key, bias) in fields.logitBias ?? [:] {
             guard let id = Int32(key), id >= 0, Int(id) < vocabularySize else {
@@ -48,12 +45,19 @@ struct GenerationOptions: Sendable, Equatable {
                     "logit_bias key '\(key)' is not a token id of this model (0..<\(vocabularySize))",
                     param: "logit_bias")
             }
-            guard (-100...100).contains(bias) else {
-                throw RouterError(
-                    .invalidParameter, "logit_bias value for token \(key) must be in -100...100, got \(bias)",
-                    param: "logit_bias")
-            }
             logitBias[id] = Float(bias)
+        }
+        var system = SystemRandomNumberGenerator()
+        let sampling: SamplingParameters
+        do {
+            sampling = try SamplingParameters(
+                temperature: Float(fields.temperature ?? 1), topK: fields.topK ?? 0, topP: Float(fields.topP ?? 1),
+                minP: Float(fields.minP ?? 0), repetitionPenalty: Float(fields.repetitionPenalty ?? 1),
+                frequencyPenalty: Float(fields.frequencyPenalty ?? 0), presencePenalty: Float(fields.presencePenalty ?? 0),
+                logitBias: logitBias, seed: fields.seed.map { UInt64(bitPattern: $0) } ?? system.next()
+            ).validated(vocabularySize: vocabularySize)
+        } catch {
+            throw RouterError(error)
         }
 
         let stop = fields.stop?.values ?? []
@@ -72,47 +76,27 @@ struct GenerationOptions: Sendable, Equatable {
         }
 
         return GenerationOptions(
-            requestedMaxTokens: fields.maxCompletionTokens ?? fields.maxTokens,
-            sampling: SamplingParameters(
-                temperature: Float(fields.temperature ?? 1),
-                topP: Float(fields.topP ?? 1),
-                seed: fields.seed.map { UInt64(bitPattern: $0) },
-                presencePenalty: Float(fields.presencePenalty ?? 0),
-                frequencyPenalty: Float(fields.frequencyPenalty ?? 0),
-                logitBias: logitBias),
-            stop: stop,
-            stream: stream,
-            includeUsage: fields.streamOptions?.includeUsage ?? false)
+            requestedMaxTokens: fields.maxCompletionTokens ?? fields.maxTokens, sampling: sampling, stop: stop,
+            stream: stream, includeUsage: fields.streamOptions?.includeUsage ?? false)
     }
 
-    /// Checks the prompt fits and returns how many tokens may be generated: the requested (or default) count,
-    /// clamped so prompt plus output fit the context (the finish reason is then `length`).
-    func maxTokens(promptTokens: Int, contextLength: Int, defaultMaxTokens: Int) throws(RouterError) -> Int {
-        guard promptTokens < contextLength else {
-            throw RouterError(
-                .contextLengthExceeded,
-                "This model's maximum context length is \(contextLength) tokens. However, your prompt resulted in "
-                    + "\(promptTokens) tokens, which leaves no room for a completion. Please reduce the length "
-                    + "of the prompt.",
-                param: "messages")
+    /// The state a backend starts from. Without `max_tokens` the completion may run to the configured default or
+    /// the end of the context, whichever is less; a `max_tokens` that cannot fit beside the prompt is a 400
+    /// naming the limit (as OpenAI and vLLM answer), never silently clamped. `promptParameter` names the prompt in
+    /// errors (`messages` or `prompt`).
+    func state(
+        id: String, prompt: [Int32], promptParameter: String, logprobs: Int?, contextLength: Int, defaultMaxTokens: Int,
+        vocabularySize: Int
+    ) throws(RouterError) -> GenerationState {
+        var sampling = self.sampling
+        sampling.logprobs = logprobs
+        let maxTokens = requestedMaxTokens ?? max(1, min(defaultMaxTokens, contextLength - prompt.count))
+        do {
+            return GenerationState(
+                request: try GenerationRequest(id: id, prompt: prompt, maxNewTokens: maxTokens, sampling: sampling)
+                    .validated(vocabularySize: vocabularySize, contextLength: contextLength))
+        } catch {
+            throw RouterError(error, promptParameter: promptParameter)
         }
-        return min(requestedMaxTokens ?? defaultMaxTokens, contextLength - promptTokens)
-    }
-
-    private static func check(_ value: Double?, in range: ClosedRange<Double>, name: String) throws(RouterError) {
-        guard let value else { return }
-        guard range.contains(value) else {
-            throw RouterError(
-                .invalidParameter,
-                "\(name) must be in \(range.lowerBound.rangeText)...\(range.upperBound.rangeText), got \(value.rangeText)",
-                param: name)
-        }
-    }
-}
-
-extension Double {
-    /// `2` rather than `2.0`, as people write parameter ranges.
-    fileprivate var rangeText: String {
-        self == rounded() && abs(self) < 1e15 ? String(Int(self)) : String(self)
     }
 }

@@ -84,9 +84,16 @@ struct CommonGenerationFields: Decodable, Equatable {
     var logitBias: [String: Double]?
     var n: Int?
     var user: String?
+    /// vLLM's and llama-server's extra sampling parameters.
+    var topK: Int?
+    var minP: Double?
+    var repetitionPenalty: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, stream, temperature, seed, stop, n, user
+        case topK = "top_k"
+        case minP = "min_p"
+        case repetitionPenalty = "repetition_penalty"
         case streamOptions = "stream_options"
         case maxTokens = "max_tokens"
         case maxCompletionTokens = "max_completion_tokens"

@@ -1,4 +1,6 @@
 import ChatTemplates
+import Foundation
+import Generation
 import Hummingbird
 
 /// `POST /v1/chat/completions`.
@@ -32,15 +34,12 @@ extension OpenAIService {
                 cause: error)
         }
         let promptTokens = tokenizePrompt(prompt)
-        let maxTokens = try options.maxTokens(
-            promptTokens: promptTokens.count, contextLength: configuration.contextLength,
-            defaultMaxTokens: configuration.defaultMaxTokens)
-
         let id = Self.makeID(prefix: "chatcmpl-")
-        let generation = GenerationRequest(
-            id: id, promptTokens: promptTokens, maxTokens: maxTokens, sampling: options.sampling, stop: options.stop,
-            logprobs: wantsLogprobs, topLogprobs: topLogprobs)
-        let (stream, tracker) = try await start(generation)
+        let state = try options.state(
+            id: id, prompt: promptTokens, promptParameter: "messages", logprobs: wantsLogprobs ? topLogprobs : nil,
+            contextLength: configuration.contextLength, defaultMaxTokens: configuration.defaultMaxTokens,
+            vocabularySize: tokenizer.vocabularySize)
+        let (stream, tracker) = try await start(state, promptParameter: "messages")
         let transcript = GenerationTranscript(tokenizer: tokenizer, stop: options.stop, logprobs: wantsLogprobs)
         let created = Self.now
         logger.debug("chat completion started", metadata: ["id": "\(id)", "prompt_tokens": "\(promptTokens.count)"])
@@ -54,7 +53,7 @@ extension OpenAIService {
         var collector = ChatCollector(transcript: transcript, promptTokens: promptTokens.count)
         do {
             try await GenerationPump.run(stream, deadline: deadline) { event in
-                if case .token = event { tracker.tokenArrived() }
+                tracker.observe(event)
                 return collector.accept(event).decision
             }
         } catch {
@@ -73,26 +72,29 @@ extension OpenAIService {
     }
 
     private func streamChat(
-        _ stream: AsyncThrowingStream<GenerationEvent, any Error>, tracker: LatencyTracker,
+        _ stream: GenerationStream, tracker: LatencyTracker,
         transcript: GenerationTranscript, id: String, created: Int, includeUsage: Bool, promptTokens: Int,
         logprobs: Bool
     ) -> Response {
         let model = configuration.modelID
         let deadline = self.deadline
         let logger = self.logger
-        @Sendable func chunk(_ delta: ChatCompletionChunk.Delta, logprobs: ChatLogprobs? = nil, finishReason: String? = nil) -> ByteBuffer {
-            JSONBody.event(ChatCompletionChunk(
-                id: id, created: created, model: model,
-                choices: [.init(delta: delta, logprobs: logprobs, finishReason: finishReason)],
-                usage: nil, includeUsageField: includeUsage))
-        }
         let body = ResponseBody { writer in
+            let encoder = JSONBody.makeEncoder()
+            func chunk(_ delta: ChatCompletionChunk.Delta, logprobs: ChatLogprobs? = nil, finishReason: String? = nil) -> ByteBuffer {
+                JSONBody.event(
+                    ChatCompletionChunk(
+                        id: id, created: created, model: model,
+                        choices: [.init(delta: delta, logprobs: logprobs, finishReason: finishReason)],
+                        usage: nil, includeUsageField: includeUsage),
+                    encoder: encoder)
+            }
             var collector = ChatCollector(transcript: transcript, promptTokens: promptTokens)
             defer { tracker.finish(promptTokens: nil, completionTokens: nil) }
             try await writer.write(chunk(.init(role: "assistant", content: "")))
             do {
                 try await GenerationPump.run(stream, deadline: deadline) { event in
-                    if case .token = event { tracker.tokenArrived() }
+                    tracker.observe(event)
                     let added = collector.accept(event)
                     if !added.text.isEmpty || !added.logprobs.isEmpty {
                         try await writer.write(chunk(
@@ -115,7 +117,7 @@ extension OpenAIService {
             try await writer.write(chunk(.init(), finishReason: collector.finishReason))
             if includeUsage {
                 try await writer.write(JSONBody.event(ChatCompletionChunk(
-                    id: id, created: created, model: model, choices: [], usage: usage, includeUsageField: true)))
+                    id: id, created: created, model: model, choices: [], usage: usage, includeUsageField: true), encoder: encoder))
             }
             try await writer.write(JSONBody.doneEvent)
             try await writer.finish(nil)

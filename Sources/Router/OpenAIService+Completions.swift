@@ -1,3 +1,5 @@
+import Foundation
+import Generation
 import Hummingbird
 
 /// `POST /v1/completions` (the legacy text completion API).
@@ -47,15 +49,12 @@ extension OpenAIService {
         guard !promptTokens.isEmpty else {
             throw RouterError(.invalidParameter, "prompt must not be empty", param: "prompt")
         }
-        let maxTokens = try options.maxTokens(
-            promptTokens: promptTokens.count, contextLength: configuration.contextLength,
-            defaultMaxTokens: configuration.defaultMaxTokens)
-
         let id = Self.makeID(prefix: "cmpl-")
-        let generation = GenerationRequest(
-            id: id, promptTokens: promptTokens, maxTokens: maxTokens, sampling: options.sampling, stop: options.stop,
-            logprobs: topLogprobs != nil, topLogprobs: topLogprobs ?? 0)
-        let (stream, tracker) = try await start(generation)
+        let state = try options.state(
+            id: id, prompt: promptTokens, promptParameter: "prompt", logprobs: topLogprobs,
+            contextLength: configuration.contextLength, defaultMaxTokens: configuration.defaultMaxTokens,
+            vocabularySize: tokenizer.vocabularySize)
+        let (stream, tracker) = try await start(state, promptParameter: "prompt")
         let created = Self.now
         var collector = CompletionCollector(
             transcript: GenerationTranscript(tokenizer: tokenizer, stop: options.stop, logprobs: topLogprobs != nil),
@@ -66,19 +65,22 @@ extension OpenAIService {
             let deadline = self.deadline
             let includeUsage = options.includeUsage
             let logger = self.logger
-            @Sendable func chunk(_ text: String, logprobs: CompletionLogprobs?, finishReason: String?, usage: Usage? = nil) -> ByteBuffer {
-                JSONBody.event(CompletionResponse(
-                    id: id, created: created, model: model,
-                    choices: [.init(text: text, logprobs: logprobs, finishReason: finishReason)],
-                    usage: usage, includeUsageField: includeUsage))
-            }
             let responseBody = ResponseBody { [initial = collector] writer in
+                let encoder = JSONBody.makeEncoder()
+                func chunk(_ text: String, logprobs: CompletionLogprobs?, finishReason: String?) -> ByteBuffer {
+                    JSONBody.event(
+                        CompletionResponse(
+                            id: id, created: created, model: model,
+                            choices: [.init(text: text, logprobs: logprobs, finishReason: finishReason)],
+                            usage: nil, includeUsageField: includeUsage),
+                        encoder: encoder)
+                }
                 var collector = initial
                 defer { tracker.finish(promptTokens: nil, completionTokens: nil) }
                 do {
                     if echo { try await writer.write(chunk(promptText, logprobs: nil, finishReason: nil)) }
                     try await GenerationPump.run(stream, deadline: deadline) { event in
-                        if case .token = event { tracker.tokenArrived() }
+                        tracker.observe(event)
                         let added = collector.accept(event)
                         if !added.text.isEmpty || added.logprobs != nil {
                             try await writer.write(chunk(added.text, logprobs: added.logprobs, finishReason: nil))
@@ -97,7 +99,7 @@ extension OpenAIService {
                 try await writer.write(chunk("", logprobs: nil, finishReason: collector.finishReason))
                 if includeUsage {
                     try await writer.write(JSONBody.event(CompletionResponse(
-                        id: id, created: created, model: model, choices: [], usage: usage, includeUsageField: true)))
+                        id: id, created: created, model: model, choices: [], usage: usage, includeUsageField: true), encoder: encoder))
                 }
                 try await writer.write(JSONBody.doneEvent)
                 try await writer.finish(nil)
@@ -107,7 +109,7 @@ extension OpenAIService {
 
         do {
             try await GenerationPump.run(stream, deadline: deadline) { event in
-                if case .token = event { tracker.tokenArrived() }
+                tracker.observe(event)
                 return collector.accept(event).decision
             }
         } catch {

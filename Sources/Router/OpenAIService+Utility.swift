@@ -1,3 +1,4 @@
+import Generation
 import Hummingbird
 import Tokenization
 

@@ -1,5 +1,6 @@
 import ChatTemplates
 import Foundation
+import Generation
 import Hummingbird
 import Logging
 import Tokenization
@@ -21,20 +22,19 @@ struct OpenAIService: Sendable {
     /// Tokenizes a prompt as llama-server does (special tokens parsed), without doubling a BOS the template
     /// already wrote.
     func tokenizePrompt(_ text: String) -> [Int32] {
-        let templateWroteBOS = tokenizer.addBOS && !bosText.isEmpty && text.hasPrefix(bosText)
-        return tokenizer.encode(text, addSpecial: !templateWroteBOS, parseSpecial: true)
+        tokenizer.encodePrompt(text)
     }
 
     /// Starts a generation on the backend and updates the in-flight gauges; the returned tracker must be
-    /// finished exactly once.
-    func start(_ request: GenerationRequest) async throws -> (AsyncThrowingStream<GenerationEvent, any Error>, LatencyTracker) {
+    /// finished exactly once. The backend's refusals arrive as `RouterError`s.
+    func start(_ state: GenerationState, promptParameter: String) async throws(RouterError) -> (GenerationStream, LatencyTracker) {
         let tracker = LatencyTracker(metrics: metrics)
         do {
-            let stream = try await backend.generate(request)
+            let stream = try await backend.generate(state)
             return (stream, tracker)
         } catch {
             tracker.finish(promptTokens: nil, completionTokens: nil)
-            throw error
+            throw RouterError(error, promptParameter: promptParameter)
         }
     }
 
@@ -60,6 +60,18 @@ final class LatencyTracker: @unchecked Sendable {
         self.metrics = metrics
         metrics.inFlight.increment()
         metrics.waiting.increment()
+    }
+
+    /// Times a token, or records the KV hand-off a finished generation reports.
+    func observe(_ event: GenerationEvent) {
+        switch event {
+        case .token: tokenArrived()
+        case .finished(let summary):
+            if let handoff = summary.handoff {
+                metrics.recordKVTransfer(
+                    transport: handoff.transport, bytes: handoff.bytes, duration: .nanoseconds(Int64(handoff.seconds * 1e9)))
+            }
+        }
     }
 
     func tokenArrived() {

@@ -1,3 +1,4 @@
+import Generation
 import ChatTemplates
 import Foundation
 import Hummingbird

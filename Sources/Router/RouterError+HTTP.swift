@@ -47,10 +47,15 @@ extension RouterError: HTTPResponseError {
 
 /// JSON encoding and decoding with OpenAI-style errors.
 enum JSONBody {
-    /// Encodes a value; the response types here are always encodable, and a failure is reported as an error body.
-    static func data(_ value: some Encodable) -> Data {
+    /// An encoder with the router's settings. Streams make one per response and reuse it for every event.
+    static func makeEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }
+
+    /// Encodes a value; the response types here are always encodable, and a failure is reported as an error body.
+    static func data(_ value: some Encodable, encoder: JSONEncoder = makeEncoder()) -> Data {
         do {
             return try encoder.encode(value)
         } catch {
@@ -67,10 +72,10 @@ enum JSONBody {
         Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer(value)))
     }
 
-    /// One server-sent event carrying `value` as JSON.
-    static func event(_ value: some Encodable) -> ByteBuffer {
+    /// One server-sent event carrying `value` as JSON (with the stream's `encoder`).
+    static func event(_ value: some Encodable, encoder: JSONEncoder = makeEncoder()) -> ByteBuffer {
         var buffer = ByteBuffer(string: "data: ")
-        buffer.writeBytes(data(value))
+        buffer.writeBytes(data(value, encoder: encoder))
         buffer.writeString("\n\n")
         return buffer
     }

@@ -1,9 +1,11 @@
+import Generation
+
 /// The one error type of the router: a code to match on, a message for people, and the cause.
 ///
-/// Backends throw it too: ``Code/noWorkerAvailable`` becomes HTTP 503, ``Code/overloaded`` becomes 429 with a
-/// `Retry-After` header (``retryAfterSeconds``), and any error that is not a `RouterError` becomes a 500. Only the
-/// router turns errors into OpenAI error JSON (`{"error": {"message", "type", "param", "code"}}`); see
-/// `RouterError+HTTP.swift`.
+/// Backends throw `GenerationError`, which `init(_:)` maps here: `.unavailable` becomes HTTP 503, `.overloaded`
+/// 429 with a `Retry-After` header (``retryAfterSeconds``), `.invalidArgument` and `.contextLengthExceeded` 400,
+/// `.timeout` 504; any other error is a 500. Only the router turns errors into OpenAI error JSON (`{"error":
+/// {"message", "type", "param", "code"}}`); see `RouterError+HTTP.swift`.
 public struct RouterError: Error, CustomStringConvertible, Sendable {
     /// What went wrong, in a form callers can switch over, with the HTTP status and OpenAI `type` it maps to.
     /// Extensible: new codes are static members.
@@ -81,10 +83,27 @@ public struct RouterError: Error, CustomStringConvertible, Sendable {
         return text
     }
 
-    /// Maps any error to a `RouterError`: router errors pass through, everything else is an internal error
-    /// whose message does not leak internals beyond the error's description.
+    /// The HTTP form of a backend's error. `promptParameter` names the prompt (`messages` or `prompt`) where the
+    /// backend's error names the prompt.
+    public init(_ error: GenerationError, promptParameter: String = "messages") {
+        let code: Code = switch error.code {
+        case .invalidArgument: .invalidParameter
+        case .contextLengthExceeded: .contextLengthExceeded
+        case .overloaded: .overloaded
+        case .unavailable: .noWorkerAvailable
+        case .timeout: .timeout
+        default: .backendFailure
+        }
+        self.init(
+            code, error.message, param: error.param == "prompt" ? promptParameter : error.param,
+            retryAfterSeconds: error.retryAfterSeconds ?? (error.code == .overloaded ? 1 : nil), cause: error)
+    }
+
+    /// Maps any error to a `RouterError`: router errors pass through, generation errors map as `init(_:)` says,
+    /// everything else is an internal error whose message does not leak internals beyond the error's description.
     public static func wrapping(_ error: any Error) -> RouterError {
         if let error = error as? RouterError { return error }
+        if let error = error as? GenerationError { return RouterError(error) }
         return RouterError(.internalError, "internal error: \(error)", cause: error)
     }
 }

@@ -4,9 +4,9 @@ import Prometheus
 /// own); thread-safe.
 ///
 /// Besides what the router measures itself (latencies, requests by status, in-flight and waiting requests,
-/// token counts), it offers hooks the cluster calls: ``recordKVTransfer(transport:bytes:duration:)`` for each
-/// prefill→decode KV hand-off and ``setWorkerLoad(worker:role:queueDepth:activeSequences:freeKVBlocks:)`` for
-/// each worker heartbeat.
+/// token counts), it records each prefill→decode KV hand-off a finished generation reports
+/// (``recordKVTransfer(transport:bytes:duration:)``). Per-worker figures come from the cluster backend through
+/// swift-metrics, bootstrapped into this registry by `baton router`.
 public final class RouterMetrics: Sendable {
     /// The registry everything is registered in; other components may add their own metrics to it.
     public let registry: PrometheusCollectorRegistry
@@ -57,7 +57,7 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
-    /// Records one KV-cache hand-off between workers over `transport` (e.g. `"shm"`, `"tls"`, `"rdma"`).
+    /// Records one KV-cache hand-off between workers over `transport` (`tls-h2`, `shared-memory`, `rdma`, …).
     public func recordKVTransfer(transport: String, bytes: Int, duration: Duration) {
         registry.makeCounter(
             descriptor: Self.name("kv_transfer_bytes", "total", "KV cache bytes moved from prefill to decode workers, by transport."),
@@ -68,28 +68,6 @@ public final class RouterMetrics: Sendable {
             labels: [("transport", transport)],
             buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5].map(Self.seconds)
         ).record(duration)
-    }
-
-    /// Counts one request placed on `worker` for `role` ("prefill" or "decode").
-    public func countWorkerRequest(worker: String, role: String) {
-        registry.makeCounter(
-            descriptor: Self.name("worker_requests", "total", "Requests the router placed on each worker, by role."),
-            labels: [("worker", worker), ("role", role)]
-        ).increment()
-    }
-
-    /// Publishes a worker's load as reported in its heartbeat.
-    public func setWorkerLoad(worker: String, role: String, queueDepth: Int, activeSequences: Int, freeKVBlocks: Int) {
-        let labels = [("worker", worker), ("role", role)]
-        registry.makeGauge(
-            descriptor: Self.name("worker_queue_depth", "", "Requests queued on a worker."), labels: labels
-        ).set(Double(queueDepth))
-        registry.makeGauge(
-            descriptor: Self.name("worker_active_sequences", "", "Sequences a worker is running."), labels: labels
-        ).set(Double(activeSequences))
-        registry.makeGauge(
-            descriptor: Self.name("worker_free_kv_blocks", "", "Free KV cache blocks on a worker."), labels: labels
-        ).set(Double(freeKVBlocks))
     }
 
     /// The Prometheus text exposition of every registered metric.

@@ -1,4 +1,13 @@
 extension Tokenizer {
+    /// Tokens of a prompt the model will continue (a rendered chat or raw text): special tokens parsed, BOS added
+    /// when the model asks for it — unless the text already starts with it, as chat templates often write it. The
+    /// router, the CLI and the benchmarks all tokenize prompts through this, so one text gives one token list.
+    public func encodePrompt(_ text: String) -> [Int32] {
+        let bos = bosID.map { tokenText($0) } ?? ""
+        let textHasBOS = addBOS && !bos.isEmpty && text.hasPrefix(bos)
+        return encode(text, addSpecial: !textHasBOS, parseSpecial: true)
+    }
+
     /// Token ids of `text`, equal to llama.cpp's `llama_tokenize(text, add_special, parse_special)`.
     ///
     /// - Parameters:

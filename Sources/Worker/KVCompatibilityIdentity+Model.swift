@@ -12,6 +12,12 @@ extension KVCompatibilityIdentity {
             headDim: layout.headDim, elementType: layout.dataType == .f16 ? .f16 : .f32, blockSize: layout.blockSize)
     }
 
+    /// Whether KV of this identity fits a cache laid out as `layout` (shape and element width).
+    public func describes(_ layout: KVCacheLayout) -> Bool {
+        layers == layout.layers && kvHeads == layout.kvHeads && headDim == layout.headDim
+            && blockSize == layout.blockSize && elementType.byteWidth == layout.dataType.byteWidth
+    }
+
     /// FNV-1a (64-bit) over every vocabulary entry's bytes and the special ids, in hex: two tokenizers with the same
     /// hash map text to the same ids.
     public static func tokenizerHash(_ tokenizer: Tokenizer) -> String {

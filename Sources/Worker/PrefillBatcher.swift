@@ -12,13 +12,12 @@ import Synchronization
 /// they fit in `engine.chunkSize` rows; a prompt is split only when it alone is longer than a pass (it then opens
 /// passes of its own), so a short prompt never waits on a pass filled with the chunks of a long one behind it.
 ///
-/// Each prompt's finished layers and then its first token go to its `LayerQueue`; the shipment that submitted it
+/// Each prompt's finished layers and then its last position's logits go to its `LayerQueue`; the shipment that submitted it
 /// sends them. The sequence stays in the cache until the shipment calls `release`, because the sender reads
 /// layers in place; the lane frees it between passes (the cache is not thread-safe and only this thread touches it).
 final class PrefillBatcher: @unchecked Sendable {
     final class Job: @unchecked Sendable {
         let prompt: [Int32]
-        let parameters: SamplingParameters
         let queue: LayerQueue
         let started: ContinuousClock.Instant
         let blocks: Int
@@ -29,9 +28,8 @@ final class PrefillBatcher: @unchecked Sendable {
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
-        init(prompt: [Int32], parameters: SamplingParameters, queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int) {
+        init(prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int) {
             self.prompt = prompt
-            self.parameters = parameters
             self.queue = queue
             self.started = started
             self.blocks = blocks
@@ -142,6 +140,9 @@ final class PrefillBatcher: @unchecked Sendable {
                 }
                 held -= 1
                 reservedBlocks -= job.blocks
+                // Published before the shipment resumes, so whoever sees it return sees its blocks back.
+                admittedCount.store(held, ordering: .relaxed)
+                reservedCount.store(reservedBlocks, ordering: .relaxed)
                 condition.lock()
                 let waiter = job.releaseWaiter
                 job.releaseWaiter = nil
@@ -199,13 +200,7 @@ final class PrefillBatcher: @unchecked Sendable {
             for (job, chunk) in zip(members, chunks) { job.progress += chunk.tokens.count }
             for (position, index) in completing.enumerated() {
                 let job = members[index]
-                var row = logits[position]
-                let prefillSeconds = job.started.duration(to: .now).seconds
-                var sampler = SamplingHandoff.sampler(
-                    parameters: job.parameters, prompt: job.prompt, vocabularySize: engine.model.configuration.vocabularySize)
-                let first = sampler.sample(logits: &row)
-                let logprobs = first.logprob.map { KVFirstTokenLogprobs(logprob: $0, top: first.topLogprobs) }
-                finish(job, .done(first.id, seed: sampler.seed, prefillSeconds: prefillSeconds, logprobs: logprobs))
+                finish(job, .done(logits: logits[position], prefillSeconds: (job.started.duration(to: .now) / .seconds(1))))
             }
         } catch {
             for job in members {
@@ -251,7 +246,8 @@ final class LayerQueue: @unchecked Sendable {
 
     enum Item: Sendable {
         case layer(Int, Layer)
-        case done(Int32, seed: UInt64, prefillSeconds: Double, logprobs: KVFirstTokenLogprobs?)
+        /// The logits after the prompt's last token.
+        case done(logits: [Float], prefillSeconds: Double)
         case failed(WorkerError)
     }
 

@@ -6,10 +6,6 @@ import KVTransport
 /// What one shipment did.
 public struct KVShipmentReport: Sendable {
     public var transfer: KVTransferReport
-    /// The token prefill sampled after the prompt (sent in the completion).
-    public var firstToken: Int32
-    /// The seed the sampler used (reproduces the run when the request gave none).
-    public var seed: UInt64
     public var promptTokens: Int
     /// From the start of the call until prefill's logits were ready.
     public var prefillSeconds: Double
@@ -18,8 +14,8 @@ public struct KVShipmentReport: Sendable {
 }
 
 /// The prefill worker's half of a disaggregated request: runs the prompt through a `PrefillEngine` and streams its
-/// KV to a decode worker layer by layer — layer L goes on the wire while layer L+1 computes — then sends the first
-/// sampled token with the sampler's state.
+/// KV to a decode worker layer by layer — layer L goes on the wire while layer L+1 computes — then sends the logits
+/// after the prompt's last token. It never samples: the decode worker owns every draw of a generation.
 ///
 /// Shipments may run concurrently: their prompts are batched into shared forward passes by a `PrefillBatcher`,
 /// whose one thread owns the engine and its cache (prefill is CPU-bound and would otherwise block the async
@@ -39,10 +35,7 @@ public final class PrefillKVShipper: Sendable {
     ///   - identity: must describe `engine`'s model and cache (see `KVCompatibilityIdentity(model:tokenizer:layout:)`).
     ///   - maxBufferedLayers: layers queued for each sender, at most (bounds memory).
     public init(engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4) throws(WorkerError) {
-        let layout = engine.cache.layout
-        guard identity.layers == layout.layers, identity.kvHeads == layout.kvHeads, identity.headDim == layout.headDim,
-            identity.blockSize == layout.blockSize, identity.elementType.byteWidth == layout.dataType.byteWidth
-        else {
+        guard identity.describes(engine.cache.layout) else {
             throw WorkerError(.invalidArgument, "the KV identity does not describe the prefill engine's cache layout")
         }
         guard maxBufferedLayers >= 1 else {
@@ -70,20 +63,16 @@ public final class PrefillKVShipper: Sendable {
         return (p.count, p.rows)
     }
 
-    /// Prefills `prompt`, streams its KV through `sender` under `requestID`, and sends the first token drawn with
-    /// `parameters` (seeded: the decode side continues the same random stream).
+    /// Prefills `prompt` and streams its KV, then the logits after its last token, through `sender` under
+    /// `requestID`.
     ///
-    /// Throws `.invalidArgument` for an empty or out-of-vocabulary prompt, one longer than the engine's context or
-    /// its cache, or bad parameters; `.inference` when prefill fails, `.transfer` when the transport does (the
-    /// receiver has then freed what it had).
+    /// The prompt must have been validated by the caller's edge (ids in the vocabulary, fewer than the context).
+    /// Throws `.invalidArgument` for a prompt longer than this worker's context or cache; `.inference` when
+    /// prefill fails, `.transfer` when the transport does (the receiver has then freed what it had).
     public func ship(
-        requestID: String, prompt: [Int32], parameters: SamplingParameters, via sender: any KVTransferSender
+        requestID: String, prompt: [Int32], via sender: any KVTransferSender
     ) async throws(WorkerError) -> KVShipmentReport {
-        let vocabulary = engine.model.configuration.vocabularySize
-        guard !prompt.isEmpty else { throw WorkerError(.invalidArgument, "the prompt is empty") }
-        if let bad = prompt.first(where: { $0 < 0 || Int($0) >= vocabulary }) {
-            throw WorkerError(.invalidArgument, "token id \(bad) is outside the vocabulary (0..<\(vocabulary))")
-        }
+        precondition(!prompt.isEmpty, "PrefillKVShipper.ship needs a validated, non-empty prompt")
         guard prompt.count <= engine.maxContext else {
             throw WorkerError(
                 .invalidArgument, "the prompt has \(prompt.count) tokens; this prefill worker's context is \(engine.maxContext)")
@@ -94,14 +83,10 @@ public final class PrefillKVShipper: Sendable {
                 .invalidArgument,
                 "the prompt needs \(blocks) KV blocks; this prefill worker's cache has \(engine.cache.blockCount)")
         }
-        let validated: SamplingParameters
-        do { validated = try parameters.validated(vocabularySize: vocabulary) } catch {
-            throw WorkerError(.invalidArgument, error.message, cause: error)
-        }
 
         let started = ContinuousClock.now
         let queue = LayerQueue(capacity: maxBufferedLayers)
-        let job = PrefillBatcher.Job(prompt: prompt, parameters: validated, queue: queue, started: started, blocks: blocks)
+        let job = PrefillBatcher.Job(prompt: prompt, queue: queue, started: started, blocks: blocks)
         batcher.submit(job)
 
         let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count)
@@ -125,12 +110,9 @@ public final class PrefillKVShipper: Sendable {
                         case .layer(let layer, .copy(let bytes)):
                             queue.taken()
                             try await transfer.send(layer: layer, bytes: bytes)
-                        case .done(let first, let seed, let prefillSeconds, let logprobs):
-                            outcome.set(first: first, seed: seed, prefillSeconds: prefillSeconds)
-                            return KVTransferCompletion(
-                                firstToken: first,
-                                samplingState: try SamplingHandoff.state(parameters: validated, seed: seed, prompt: prompt),
-                                tokenCount: prompt.count, firstTokenLogprobs: logprobs)
+                        case .done(let logits, let prefillSeconds):
+                            outcome.set(prefillSeconds: prefillSeconds)
+                            return KVTransferCompletion(tokenCount: prompt.count, logits: logits)
                         case .failed(let error):
                             outcome.set(error: error)
                             throw error
@@ -147,12 +129,12 @@ public final class PrefillKVShipper: Sendable {
 
         switch result {
         case .success(let report):
-            guard let (first, seed, prefillSeconds) = outcome.result else {
-                throw WorkerError(.inference, "the transfer completed without a first token")
+            guard let prefillSeconds = outcome.prefillSeconds else {
+                throw WorkerError(.inference, "the transfer completed without the prompt's logits")
             }
             return KVShipmentReport(
-                transfer: report, firstToken: first, seed: seed, promptTokens: prompt.count,
-                prefillSeconds: prefillSeconds, totalSeconds: started.duration(to: .now).seconds)
+                transfer: report, promptTokens: prompt.count, prefillSeconds: prefillSeconds,
+                totalSeconds: (started.duration(to: .now) / .seconds(1)))
         case .failure(let error):
             // A failed prefill surfaces to the transport as a cancelled producer: report the real cause.
             if let computeError = outcome.error { throw computeError }
@@ -174,16 +156,9 @@ public final class PrefillKVShipper: Sendable {
 
 /// What the compute thread produced, read after the transfer.
 private final class Outcome: Sendable {
-    private let state = Mutex<(result: (Int32, UInt64, Double)?, error: WorkerError?)>((nil, nil))
-    func set(first: Int32, seed: UInt64, prefillSeconds: Double) { state.withLock { $0.result = (first, seed, prefillSeconds) } }
+    private let state = Mutex<(prefillSeconds: Double?, error: WorkerError?)>((nil, nil))
+    func set(prefillSeconds: Double) { state.withLock { $0.prefillSeconds = prefillSeconds } }
     func set(error: WorkerError) { state.withLock { $0.error = error } }
-    var result: (Int32, UInt64, Double)? { state.withLock { $0.result } }
+    var prefillSeconds: Double? { state.withLock { $0.prefillSeconds } }
     var error: WorkerError? { state.withLock { $0.error } }
-}
-
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) / 1e18
-    }
 }

@@ -8,10 +8,9 @@ import Synchronization
 public struct PrefillResult: Sendable {
     public var requestID: String
     public var promptTokens: Int
-    public var firstToken: Int32
     public var kvBytes: Int
     public var transport: KVTransportKind
-    /// From the request's arrival (queueing included) until its first token was sampled.
+    /// From the request's arrival (queueing included) until the prompt's logits were ready.
     public var prefillSeconds: Double
     /// The hand-off, from opening the transfer (at arrival: layers stream while the prompt computes) to the
     /// decode worker's confirmation.
@@ -58,16 +57,17 @@ public final class PrefillService: Sendable {
         return (max(total - shipper.reservedBlocks, 0), total)
     }
 
-    /// Queues `prompt`, prefills it when its turn comes and ships its KV to `host:port` under `requestID`.
+    /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV and last
+    /// logits to `host:port` under `requestID`.
     ///
-    /// Throws `WorkerError`: `.invalidArgument` (bad prompt or parameters), `.transfer` (the decode worker
+    /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold), `.transfer` (the decode worker
     /// refused or the transport failed), `.inference`, `.timeout` when `deadline` passed first, `.cancelled`.
     public func submit(
-        requestID: String, prompt: [Int32], parameters: SamplingParameters, host: String, port: Int, deadline: Duration
+        requestID: String, prompt: [Int32], host: String, port: Int, deadline: Duration
     ) async throws(WorkerError) -> PrefillResult {
         let expired = Atomic<Bool>(false)
         let task = Task { () async throws -> PrefillResult in
-            try await self.ship(requestID: requestID, prompt: prompt, parameters: parameters, host: host, port: port)
+            try await self.ship(requestID: requestID, prompt: prompt, host: host, port: port)
         }
         let registered = running.withLock { running -> Bool in
             guard running[requestID] == nil else { return false }
@@ -92,7 +92,7 @@ public final class PrefillService: Sendable {
             return value
         case .failure(let error):
             if expired.load(ordering: .relaxed) {
-                throw WorkerError(.timeout, "request \(requestID) did not finish within its deadline of \(deadline.seconds) s", cause: error as? WorkerError)
+                throw WorkerError(.timeout, "request \(requestID) did not finish within its deadline of \(deadline / .seconds(1)) s", cause: error as? WorkerError)
             }
             if task.isCancelled || error is CancellationError {
                 throw WorkerError(.cancelled, "request \(requestID) was cancelled", cause: error as? WorkerError)
@@ -122,7 +122,7 @@ public final class PrefillService: Sendable {
     /// Runs one shipment; reconnects and tries once more when the pooled connection turns out to be dead
     /// (the decode worker restarted): the prompt is then prefilled again.
     private func ship(
-        requestID: String, prompt: [Int32], parameters: SamplingParameters, host: String, port: Int
+        requestID: String, prompt: [Int32], host: String, port: Int
     ) async throws(WorkerError) -> PrefillResult {
         var attempt = 0
         while true {
@@ -130,9 +130,9 @@ public final class PrefillService: Sendable {
             try checkCancellation(requestID)
             let client = try await connection(host: host, port: port)
             do {
-                let report = try await shipper.ship(requestID: requestID, prompt: prompt, parameters: parameters, via: client)
+                let report = try await shipper.ship(requestID: requestID, prompt: prompt, via: client)
                 return PrefillResult(
-                    requestID: requestID, promptTokens: report.promptTokens, firstToken: report.firstToken,
+                    requestID: requestID, promptTokens: report.promptTokens,
                     kvBytes: report.transfer.bytes, transport: report.transfer.transport,
                     prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds,
                     totalSeconds: report.totalSeconds)

@@ -12,8 +12,8 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         public static let inference = Code("inference failed")
         /// The KV transfer failed (the transport's error is the cause).
         public static let transfer = Code("KV transfer failed")
-        /// The peer's completion or sampling state could not be used.
-        public static let badCompletion = Code("bad completion")
+        /// The machine's device profile could not be measured, read or cached.
+        public static let profiling = Code("device profiling failed")
         /// The work did not finish within its deadline.
         public static let timeout = Code("timeout")
         /// The work was cancelled (by its caller or a `Cancel` request).

@@ -1,21 +1,24 @@
 import ClusterProtocol
 import Foundation
+import Generation
 import Inference
 import KVTransport
+import RPC
 import Logging
 import Placement
 import Synchronization
 
 /// A worker's control plane: the `WorkerControl` routes (see `worker.proto`) served on the worker's node
-/// listener beside KV transfers (`KVTransferServer.bind(..., receiver: scheduler, routes: service.routes)`).
+/// listener beside KV transfers.
 ///
 /// Answers (bodies are protobuf unless said otherwise; every non-200 answer is JSON `{"code","message"}`):
-/// - `OpenDecode`: 200 and a stream of `DecodeEvent`: `opened`, `token`…, then exactly one `finished` or
-///   `failure` (`NO_ROOM`, `INVALID_ARGUMENT` for a request id already open, `TRANSFER_FAILED`, `TIMEOUT`,
-///   `INTERNAL`, `UNSPECIFIED` when a `Cancel` ended it); a keep-alive (empty message) every
-///   `keepAliveInterval`. Resetting the stream cancels the request and frees its KV.
-///   Refused before the stream: 400 `invalid_argument`, 404 `wrong_role`, 503 `draining`.
-/// - `SubmitPrefill`: 200 `SubmitPrefillResponse` once the decode worker confirmed the KV. 400
+/// - `OpenDecode`: the `GenerationState` is validated here (this worker's vocabulary and context), then 200 and a
+///   stream of `DecodeEvent`: `opened` once the decode scheduler holds room for it (it may wait in the
+///   scheduler's queue first), `token`…, then exactly one `finished` or `failure` (`NO_ROOM` when the queue is
+///   full, `TRANSFER_FAILED`, `TIMEOUT`, `CANCELLED`, `INTERNAL`, …); a keep-alive (empty message) every
+///   `keepAliveInterval` of silence. Resetting the stream cancels the generation and frees its KV. Refused before
+///   the stream: 400 `invalid_argument`, 404 `wrong_role`, 503 `draining`.
+/// - `SubmitPrefill`: 200 `SubmitPrefillResponse` once the decode worker confirmed the KV and logits. 400
 ///   `invalid_argument`, 404 `wrong_role`, 409 `cancelled` (a `Cancel` ended it), 502 `transfer_failed`
 ///   (the decode worker refused, e.g. no OpenDecode for that id, or the transport failed), 503 `draining`,
 ///   504 `timeout` (its deadline passed), 500 `internal`. Resetting the stream cancels the shipment.
@@ -33,6 +36,10 @@ public final class WorkerService: Sendable {
     public let keepAliveInterval: Duration
     /// A `SubmitPrefill` deadline when the request gives none (default 120 s).
     public let defaultPrefillDeadline: Duration
+    /// How long an `OpenDecode` waiting for KV keeps its room when the request names no bound (default 30 s),
+    /// and the most a request may ask for (default 10 min).
+    public let defaultTransferTimeout: Duration
+    public let maximumTransferTimeout: Duration
     private let vocabularySize: Int
     private let logger: Logger
     private let draining = Atomic<Bool>(false)
@@ -44,6 +51,7 @@ public final class WorkerService: Sendable {
     public init(
         name: String, decode: DecodeScheduler?, prefill: PrefillService?, vocabularySize: Int,
         keepAliveInterval: Duration = .seconds(1), defaultPrefillDeadline: Duration = .seconds(120),
+        defaultTransferTimeout: Duration = .seconds(30), maximumTransferTimeout: Duration = .seconds(600),
         logger: Logger = Logger(label: "baton.worker")
     ) {
         self.name = name
@@ -52,6 +60,8 @@ public final class WorkerService: Sendable {
         self.vocabularySize = vocabularySize
         self.keepAliveInterval = keepAliveInterval
         self.defaultPrefillDeadline = defaultPrefillDeadline
+        self.defaultTransferTimeout = defaultTransferTimeout
+        self.maximumTransferTimeout = maximumTransferTimeout
         self.logger = logger
     }
 
@@ -141,83 +151,88 @@ public final class WorkerService: Sendable {
         }
         guard let message = try await parse(request, writer, "an OpenDecodeRequest", { try Baton_V1_OpenDecodeRequest(serializedBytes: $0) })
         else { return }
-        let decodeRequest: DecodeRequest
-        do throws(WorkerError) {
-            try checkPrompt(message.requestID, message.promptTokens, context: decode.contextLength)
-            decodeRequest = DecodeRequest(
-                requestID: message.requestID, prompt: message.promptTokens,
-                maxNewTokens: message.maxNewTokens == 0 ? nil : Int(message.maxNewTokens),
-                parameters: try SamplingParameters(proto: message.sampling, vocabularySize: vocabularySize),
-                prefillHere: message.prefillHere,
-                transferTimeout: message.transferTimeoutMs == 0 ? nil : .milliseconds(Int(message.transferTimeoutMs)))
+        let state: GenerationState
+        let source: DecodeScheduler.PromptSource
+        do throws(GenerationError) {
+            state = try GenerationState(proto: message.state)
+                .validated(vocabularySize: vocabularySize, contextLength: decode.contextLength)
+            if message.prefillHere {
+                source = .computeHere
+            } else {
+                let timeout = message.transferTimeoutMs == 0 ? defaultTransferTimeout : .milliseconds(Int(message.transferTimeoutMs))
+                guard timeout <= maximumTransferTimeout else {
+                    throw GenerationError(
+                        .invalidArgument,
+                        "transfer_timeout_ms \(message.transferTimeoutMs) exceeds this worker's limit of \(Int(maximumTransferTimeout / .milliseconds(1)))",
+                        param: "transfer_timeout_ms")
+                }
+                source = .transfer(timeout: timeout)
+            }
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
         }
         guard enter() else { return try await refuse(writer, 503, "draining", "worker \(name) is draining") }
         defer { leave() }
 
-        let (updates, continuation) = AsyncStream<DecodeUpdate>.makeStream()
-        decode.open(decodeRequest, updates: continuation)
-        let interval = keepAliveInterval
-        let keepAlive = Task {
-            while !Task.isCancelled {
-                try await Task.sleep(for: interval)
-                continuation.yield(.keepAlive)
-            }
+        // The stream starts at once: a generation waiting for room sends keep-alives until `opened` (or a failure).
+        try await writer.startStream(keepAlive: keepAliveInterval)
+        var event = Baton_V1_DecodeEvent()
+        let stream: GenerationStream
+        do {
+            stream = try await decode.open(state, prompt: source)
+        } catch {
+            event.failure = Self.failure(error)
+            logger.info("OpenDecode \(state.request.id) refused: \(error)")
+            return try await writer.send(try event.serializedBytes())
         }
-        defer { keepAlive.cancel() }
-        var ended = false
-        defer {
-            if !ended { decode.cancel(requestID: message.requestID, reason: "the OpenDecode stream was reset") }
-        }
-        try await writer.startStream()
-        for await update in updates {
-            var event = Baton_V1_DecodeEvent()
-            switch update {
-            case .keepAlive:
-                try await writer.send([])
-                continue
-            case .opened:
-                var opened = Baton_V1_DecodeOpened()
-                opened.requestID = message.requestID
-                opened.worker = name
-                event.opened = opened
-            case .token(let sampled):
-                var token = Baton_V1_DecodeToken()
-                token.token = sampled.id
-                token.logprob = sampled.logprob ?? 0
-                token.topLogprobs = sampled.topLogprobs.map { id, logprob in
-                    var entry = Baton_V1_TokenLogprob()
-                    entry.token = id
-                    entry.logprob = logprob
-                    return entry
+        // A reset stream (or a handler that ends early) cancels the generation; after `finished` this is a no-op.
+        defer { stream.cancel(reason: "the OpenDecode stream was reset") }
+        event.opened.requestID = state.request.id
+        event.opened.worker = name
+        try await writer.send(try event.serializedBytes())
+        do {
+            for try await update in stream {
+                switch update {
+                case .token(let token):
+                    event.token = token.proto
+                case .finished(let summary):
+                    var finished = Baton_V1_DecodeFinished()
+                    finished.reason = summary.reason.proto
+                    finished.promptTokens = UInt32(clamping: summary.promptTokens)
+                    finished.completionTokens = UInt32(clamping: summary.completionTokens)
+                    if let handoff = summary.handoff {
+                        finished.transport = Baton_V1_TransportKind(name: handoff.transport)
+                        finished.kvBytes = UInt64(handoff.bytes)
+                        finished.kvTransferMs = UInt32(min(handoff.seconds * 1000, Double(UInt32.max)))
+                    }
+                    event.finished = finished
                 }
-                event.token = token
-            case .finished(let outcome):
-                ended = true
-                var finished = Baton_V1_DecodeFinished()
-                switch outcome.reason {
-                case .endOfGeneration: finished.reason = .endOfGeneration
-                case .maxTokens: finished.reason = .maxTokens
-                case .contextFull: finished.reason = .contextFull
-                }
-                finished.promptTokens = UInt32(outcome.promptTokens)
-                finished.completionTokens = UInt32(outcome.completionTokens)
-                finished.transport = outcome.transport?.workerProto ?? .unspecified
-                finished.kvBytes = UInt64(outcome.kvBytes)
-                finished.kvTransferMs = UInt32(min(outcome.kvTransferSeconds * 1000, Double(UInt32.max)))
-                event.finished = finished
-            case .failed(let kind, let text):
-                ended = true
-                var failure = Baton_V1_DecodeFailure()
-                failure.code = kind.proto
-                failure.message = text
-                event.failure = failure
-                logger.info("OpenDecode \(message.requestID) failed: \(kind.rawValue): \(text)")
+                try await writer.send(try event.serializedBytes())
             }
+            if case .finished = event.event {} else {
+                logger.warning("OpenDecode \(state.request.id) ended without finishing (cancelled: \(Task.isCancelled))")
+            }
+        } catch let error as GenerationError {
+            logger.info("OpenDecode \(state.request.id) failed: \(error)")
+            event.failure = Self.failure(error)
             try await writer.send(try event.serializedBytes())
-            if ended { break }
         }
+    }
+
+    /// The wire form of a generation's refusal or failure.
+    private static func failure(_ error: GenerationError) -> Baton_V1_DecodeFailure {
+        var failure = Baton_V1_DecodeFailure()
+        failure.code = switch error.code {
+        case .overloaded: .noRoom
+        case .unavailable: .draining
+        case .invalidArgument, .contextLengthExceeded: .invalidArgument
+        case .timeout: .timeout
+        case .cancelled: .cancelled
+        case .kvTransferFailed: .transferFailed
+        default: .internal
+        }
+        failure.message = error.message
+        return failure
     }
 
     private func submitPrefill(_ request: NodeRequest, _ writer: NodeResponseWriter) async throws {
@@ -226,13 +241,14 @@ public final class WorkerService: Sendable {
         }
         guard let message = try await parse(request, writer, "a SubmitPrefillRequest", { try Baton_V1_SubmitPrefillRequest(serializedBytes: $0) })
         else { return }
-        let parameters: SamplingParameters
-        do throws(WorkerError) {
-            try checkPrompt(message.requestID, message.promptTokens, context: prefill.contextLength)
-            parameters = try SamplingParameters(proto: message.sampling, vocabularySize: vocabularySize)
+        do throws(GenerationError) {
+            // The prompt as a request with one token to generate: the same checks as everywhere else.
+            _ = try GenerationRequest(
+                id: message.requestID, prompt: message.promptTokens, maxNewTokens: 1, sampling: .greedy
+            ).validated(vocabularySize: vocabularySize, contextLength: prefill.contextLength)
             let target = message.decodeWorker
             guard message.hasDecodeWorker, !target.host.isEmpty, (1...65535).contains(target.port) else {
-                throw WorkerError(.invalidArgument, "decode_worker needs a host and a port in 1...65535")
+                throw GenerationError(.invalidArgument, "decode_worker needs a host and a port in 1...65535")
             }
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
@@ -243,14 +259,14 @@ public final class WorkerService: Sendable {
         let result: PrefillResult
         do {
             result = try await prefill.submit(
-                requestID: message.requestID, prompt: message.promptTokens, parameters: parameters,
+                requestID: message.requestID, prompt: message.promptTokens,
                 host: message.decodeWorker.host, port: Int(message.decodeWorker.port), deadline: deadline)
         } catch {
             logger.info("SubmitPrefill \(message.requestID) failed: \(error)")
             let (status, code): (Int, String) = switch error.code {
             case .invalidArgument: (400, "invalid_argument")
             case .cancelled: (409, "cancelled")
-            case .transfer, .badCompletion: (502, "transfer_failed")
+            case .transfer: (502, "transfer_failed")
             case .timeout: (504, "timeout")
             default: (500, "internal")
             }
@@ -259,9 +275,8 @@ public final class WorkerService: Sendable {
         var response = Baton_V1_SubmitPrefillResponse()
         response.requestID = result.requestID
         response.promptTokens = UInt32(result.promptTokens)
-        response.firstToken = result.firstToken
         response.kvBytesSent = UInt64(result.kvBytes)
-        response.transport = result.transport.workerProto
+        response.transport = result.transport.proto
         response.prefillMs = UInt32(min(result.prefillSeconds * 1000, Double(UInt32.max)))
         response.transferMs = UInt32(min(result.transferSeconds * 1000, Double(UInt32.max)))
         try await writer.respond(status: 200, contentType: "application/x-protobuf", body: try response.serializedBytes())
@@ -289,17 +304,6 @@ public final class WorkerService: Sendable {
 
     private var roleNames: String { roles.isEmpty ? "none" : roles.map(\.rawValue).joined(separator: ", ") }
 
-    private func checkPrompt(_ requestID: String, _ prompt: [Int32], context: Int) throws(WorkerError) {
-        guard !requestID.isEmpty else { throw WorkerError(.invalidArgument, "request_id is empty") }
-        guard !prompt.isEmpty else { throw WorkerError(.invalidArgument, "prompt_tokens is empty") }
-        guard prompt.count < context else {
-            throw WorkerError(.invalidArgument, "the prompt has \(prompt.count) tokens; this worker's context holds \(context)")
-        }
-        if let bad = prompt.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
-            throw WorkerError(.invalidArgument, "prompt token \(bad) is outside the vocabulary (0..<\(vocabularySize))")
-        }
-    }
-
     /// The request's body decoded by `decode`, or nil once a 400 naming `what` (the expected message) was sent.
     private func parse<Message>(
         _ request: NodeRequest, _ writer: NodeResponseWriter, _ what: String, _ decode: ([UInt8]) throws -> Message
@@ -313,20 +317,5 @@ public final class WorkerService: Sendable {
     private func refuse(_ writer: NodeResponseWriter, _ status: Int, _ code: String, _ message: String) async throws {
         let body = try JSONSerialization.data(withJSONObject: ["code": code, "message": message], options: [.sortedKeys])
         try await writer.respond(status: status, body: Array(body))
-    }
-}
-
-extension DecodeFailureKind {
-    /// The wire code (`cancelled` has none of its own: `UNSPECIFIED`, with the reason in the message).
-    var proto: Baton_V1_DecodeFailure.Code {
-        switch self {
-        case .invalidArgument: .invalidArgument
-        case .noRoom: .noRoom
-        case .draining: .draining
-        case .transferFailed: .transferFailed
-        case .timeout: .timeout
-        case .cancelled: .unspecified
-        case .internal: .internal
-        }
     }
 }

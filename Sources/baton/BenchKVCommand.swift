@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Inference
 import KVTransport
-import Worker
+import Benchmarks
 
 /// `baton bench kv`: KV hand-off throughput over each transport that runs here, beside memcpy.
 struct BenchKVCommand: AsyncParsableCommand {
@@ -10,11 +10,14 @@ struct BenchKVCommand: AsyncParsableCommand {
         commandName: "kv",
         abstract: "Measure KV hand-off throughput (mutual-TLS HTTP/2, plaintext HTTP/2, shared memory, memcpy) and TTFT of disaggregated vs colocated generation.",
         discussion: """
-            TTFT: colocated = prefill and the first token in one engine; disaggregated = prefill streaming each finished
-            layer over mutual-TLS HTTP/2 on loopback to a decode engine in this process, until the decode side holds
-            every layer and the first token. "transfer alone" is the same hand-off with the KV computed beforehand:
-            the part of it missing from the TTFT difference is what layer streaming hides. The TTFT ratio is the median
-            of back-to-back pairs (alternating which runs first); the best-to-best ratio is the least disturbed.
+            TTFT, on the paths that serve users: colocated = the decode scheduler runs the prompt and samples the \
+            first token (as `baton serve`); disaggregated = a prefill worker's shipper streams each finished layer \
+            over mutual-TLS HTTP/2 on loopback into the blocks a decode-only scheduler reserved (a decode worker's \
+            receive path), which samples the first token from the shipped logits. "transfer alone" is the same \
+            hand-off with the KV computed beforehand: the part of it missing from the TTFT difference is what layer \
+            streaming hides. The TTFT ratio is the median of back-to-back pairs (alternating which runs first); the \
+            best-to-best ratio is the least disturbed. For the same comparison through real processes (`baton up` \
+            against `baton serve`), see Deploy/scripts/bench_ttft_e2e.py.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -66,8 +69,8 @@ struct BenchKVCommand: AsyncParsableCommand {
             object["ttft_extra_cpu_ms_\(suffix)"] = rounded(m.extraCPUMilliseconds, 10)
         }
         let keys: [(String, String)] = [
-            ("tls_h2_gbps", KVTransportKind.tlsHTTP2.rawValue), ("plain_h2_gbps", KVTransportKind.plaintextHTTP2.rawValue),
-            ("shm_gbps", KVTransportKind.sharedMemory.rawValue), ("memcpy_gbps", KVTransportBenchmark.memcpyName),
+            ("tls_h2_gbps", KVTransportKind.tlsHTTP2.name), ("plain_h2_gbps", KVTransportKind.plaintextHTTP2.name),
+            ("shm_gbps", KVTransportKind.sharedMemory.name), ("memcpy_gbps", KVTransportBenchmark.memcpyName),
         ]
         for (key, transport) in keys {
             if let value = results.gigabytesPerSecond(transport) { object[key] = (value * 1000).rounded() / 1000 }

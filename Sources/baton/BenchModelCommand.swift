@@ -175,8 +175,7 @@ struct BenchModelCommand: ParsableCommand {
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = start.duration(to: .now).components
-        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        start.duration(to: .now) / .seconds(1)
     }
 
     static func format(_ value: Double) -> String { String(format: "%.2f", value) }

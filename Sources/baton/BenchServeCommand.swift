@@ -1,5 +1,5 @@
 import ArgumentParser
-import Cluster
+import Benchmarks
 import Foundation
 
 /// `baton bench serve`: load against a running router (`baton up`, `baton router` or `baton serve`).

@@ -51,7 +51,7 @@ struct BenchTokenizeCommand: AsyncParsableCommand {
         let clock = ContinuousClock()
         let loadStart = clock.now
         let tokenizer = try TokenizeCommand.loadTokenizer(modelOptions, command: "bench tokenize")
-        let loadSeconds = Self.seconds(clock.now - loadStart)
+        let loadSeconds = ((clock.now - loadStart) / .seconds(1))
 
         let byteCount = text.utf8.count
         var tokenCount = tokenizer.encode(text, addSpecial: false).count
@@ -63,7 +63,7 @@ struct BenchTokenizeCommand: AsyncParsableCommand {
             let cpuStart = Self.threadCPUSeconds()
             tokenCount = tokenizer.encode(text, addSpecial: false).count
             cpuRates.append(megabytes / (Self.threadCPUSeconds() - cpuStart))
-            rates.append(megabytes / Self.seconds(clock.now - start))
+            rates.append(megabytes / ((clock.now - start) / .seconds(1)))
         }
         rates.sort()
         cpuRates.sort()
@@ -90,9 +90,6 @@ struct BenchTokenizeCommand: AsyncParsableCommand {
         }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 
     /// CPU time consumed by the calling thread, in seconds.
     static func threadCPUSeconds() -> Double {

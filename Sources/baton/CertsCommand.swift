@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import KVTransport
+import RPC
 
 /// `baton certs`: the cluster CA and one certificate per node, as PEM files for the mutual-TLS KV plane.
 struct CertsCommand: ParsableCommand {
@@ -78,9 +78,9 @@ struct CertsCommand: ParsableCommand {
     }
 }
 
-extension KVTransportTLS {
+extension NodeTLS {
     /// Node `node`'s certificate, key and the cluster CA from a directory written by `baton certs`.
-    static func load(directory: String, node: String) throws -> KVTransportTLS {
+    static func load(directory: String, node: String) throws -> NodeTLS {
         let base = URL(fileURLWithPath: directory, isDirectory: true)
         func read(_ name: String) throws -> String {
             let url = base.appendingPathComponent(name)
@@ -88,7 +88,7 @@ extension KVTransportTLS {
                 throw ValidationError("cannot read \(url.path) (create it with `baton certs --out \(directory) --nodes \(node)`)")
             }
         }
-        return KVTransportTLS(
+        return NodeTLS(
             certificateAuthorityPEM: try read("ca.pem"), certificateChainPEM: try read("\(node).pem"),
             privateKeyPEM: try read("\(node)-key.pem"))
     }

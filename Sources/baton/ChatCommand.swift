@@ -6,7 +6,7 @@ import Inference
 import Tokenization
 
 /// `baton chat`: an interactive conversation in the terminal, streaming each reply.
-struct ChatCommand: ParsableCommand {
+struct ChatCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
         abstract: "Chat with a model in the terminal (/exit or end of input to quit).",
@@ -20,14 +20,14 @@ struct ChatCommand: ParsableCommand {
     var context: Int = 4096
     @OptionGroup var sampling: GenerateCommand.SamplingOptions
 
-    func run() throws {
+    func run() async throws {
         let path = try modelOptions.resolvedPath()
-        // The prefill path pays off for a growing conversation, so load it from the start.
         let (file, tokenizer) = try GenerateCommand.open(path)
+        let prompt = try ChatPrompt(file: file, tokenizer: tokenizer)
         let local = try GenerateCommand.LocalModel(
-            file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: context,
-            promptTokens: GenerateCommand.LocalModel.prefillThreshold)
-        let prompt = try ChatPrompt(file: local.model.file, tokenizer: local.tokenizer)
+            file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: context)
+        defer { local.scheduler.shutdown() }
+        let contextLength = local.scheduler.contextLength
         var history: [ChatMessage] = system.map { [.system($0)] } ?? []
         let interactive = isatty(STDIN_FILENO) != 0
         while true {
@@ -43,17 +43,18 @@ struct ChatCommand: ParsableCommand {
                 history.removeLast()
                 continue
             }
-            var parameters = sampling.parameters
-            parameters.maxTokens = min(sampling.maxTokens, max(1, local.contextLength - tokens.count - 1))
-            guard tokens.count < local.contextLength - 1 else {
-                GenerateCommand.log("the conversation no longer fits in the context of \(local.contextLength) tokens; start a new chat")
+            guard tokens.count < contextLength - 1 else {
+                GenerateCommand.log("the conversation no longer fits in the context of \(contextLength) tokens; start a new chat")
                 break
             }
-            let result = try local.generator.generate(prompt: tokens, parameters: parameters) { piece in
+            let (reply, _) = try await local.complete(
+                prompt: tokens, maxTokens: min(sampling.maxTokens, contextLength - tokens.count),
+                sampling: sampling.parameters(), stop: sampling.stop
+            ) { piece in
                 FileHandle.standardOutput.write(Data(piece.utf8))
             }
             FileHandle.standardOutput.write(Data("\n".utf8))
-            history.append(.assistant(result.text))
+            history.append(.assistant(reply))
         }
     }
 }

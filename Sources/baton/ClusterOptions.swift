@@ -1,5 +1,5 @@
 import ArgumentParser
-import KVTransport
+import RPC
 
 /// How a cluster process proves who it is: `--certs DIR --node NAME` (mutual TLS with the cluster CA),
 /// or `--insecure` (plaintext, for throw-away experiments only).
@@ -23,9 +23,9 @@ struct NodeTLSOptions: ParsableArguments {
     }
 
     /// The node's TLS identity; nil in insecure mode.
-    func tls() throws -> KVTransportTLS? {
+    func tls() throws -> NodeTLS? {
         guard !insecure, let certs, let node else { return nil }
-        return try KVTransportTLS.load(directory: certs, node: node)
+        return try NodeTLS.load(directory: certs, node: node)
     }
 }
 

@@ -2,95 +2,131 @@ import ArgumentParser
 import ChatTemplates
 import Foundation
 import GGUF
+import Generation
 import Inference
 import Tokenization
 
 extension GenerateCommand {
-/// Sampling flags shared by `generate` and `chat` (defaults as llama.cpp's CLI).
-struct SamplingOptions: ParsableArguments {
-    @Option(name: .long, help: "Most tokens to generate.")
-    var maxTokens: Int = 256
-    @Option(name: .long, help: "Sampling temperature; 0 picks the most likely token (greedy).")
-    var temperature: Float = 0.8
-    @Option(name: .long, help: "Seed for the sampler (same seed, same tokens). Random if omitted.")
-    var seed: UInt64?
-    @Option(name: .long, help: "Keep only the K most likely tokens (0 = off).")
-    var topK: Int = 40
-    @Option(name: .long, help: "Keep the smallest set of tokens whose probability reaches P (1 = off).")
-    var topP: Float = 0.95
-    @Option(name: .long, help: "Drop tokens less likely than P times the most likely one (0 = off).")
-    var minP: Float = 0.05
-    @Option(name: .long, help: "Penalty for tokens among the last 64 (1 = off).")
-    var repeatPenalty: Float = 1.0
-    @Option(name: .long, help: "Stop before this text (repeatable).")
-    var stop: [String] = []
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Sampling flags shared by `generate`, `chat` and `kv-handoff prefill` (defaults as llama.cpp's CLI).
+    struct SamplingOptions: ParsableArguments {
+        @Option(name: .long, help: "Most tokens to generate.")
+        var maxTokens: Int = 256
+        @Option(name: .long, help: "Sampling temperature; 0 picks the most likely token (greedy).")
+        var temperature: Float = 0.8
+        @Option(name: .long, help: "Seed for the sampler (same seed, same tokens). Random if omitted (and printed).")
+        var seed: UInt64?
+        @Option(name: .long, help: "Keep only the K most likely tokens (0 = off).")
+        var topK: Int = 40
+        @Option(name: .long, help: "Keep the smallest set of tokens whose probability reaches P (1 = off).")
+        var topP: Float = 0.95
+        @Option(name: .long, help: "Drop tokens less likely than P times the most likely one (0 = off).")
+        var minP: Float = 0.05
+        @Option(name: .long, help: "Penalty for tokens among the last 64 (1 = off).")
+        var repeatPenalty: Float = 1.0
+        @Option(name: .long, help: "Stop before this text (repeatable).")
+        var stop: [String] = []
+        @Option(name: .long, help: "Worker threads (default: all cores).")
+        var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    var parameters: SamplingParameters {
-        SamplingParameters(
-            temperature: temperature, topK: topK, topP: topP, minP: minP, repetitionPenalty: repeatPenalty,
-            seed: seed, maxTokens: maxTokens, stopStrings: stop)
-    }
-
-    func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        do { _ = try parameters.validated() } catch { throw ValidationError(error.message) }
-    }
-}
-
-/// A loaded model with both engines on one cache: what a single-process `generate` or `chat` needs.
-struct LocalModel {
-    /// Prompts shorter than this are ingested by the decode path: dequantizing the weights for sgemm costs more
-    /// than it saves.
-    static let prefillThreshold = 48
-
-    let model: TransformerModel
-    let tokenizer: Tokenizer
-    let generator: Generator
-    let contextLength: Int
-
-    init(file: GGUFFile, tokenizer: Tokenizer, threads: Int, contextLength: Int, promptTokens: Int) throws {
-        let started = ContinuousClock.now
-        model = try TransformerModel(file: file)
-        self.tokenizer = tokenizer
-        self.contextLength = min(contextLength, model.configuration.contextLength)
-        let layout = model.kvCacheLayout()
-        let cache = try PagedKVCache(
-            layout: layout, blockCount: (self.contextLength + layout.blockSize - 1) / layout.blockSize + 1)
-        let decode = try DecodeEngine(model: model, cache: cache, threads: threads, maxBatch: 1, maxContext: self.contextLength)
-        var prefill: PrefillEngine?
-        if promptTokens >= Self.prefillThreshold {
-            prefill = try PrefillEngine(model: model, cache: cache, threads: threads, maxContext: self.contextLength)
+        /// The parameters with a seed: the one given, or one drawn now.
+        func parameters() -> SamplingParameters {
+            var system = SystemRandomNumberGenerator()
+            return SamplingParameters(
+                temperature: temperature, topK: topK, topP: topP, minP: minP, repetitionPenalty: repeatPenalty,
+                seed: seed ?? system.next())
         }
-        generator = try Generator(tokenizer: tokenizer, prefill: prefill, decode: decode)
-        let elapsed = started.duration(to: .now).components
-        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-        GenerateCommand.log(
-            "loaded \(file.name) in " + String(format: "%.2f s", seconds)
-                + " (\(threads) threads, context \(self.contextLength), prefill path \(prefill == nil ? "off" : "on"))")
-    }
-}
 
-/// Writes a line to standard error (standard output carries only generated text).
-static func log(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
-/// Opens the model file and its tokenizer.
-static func open(_ path: String) throws -> (GGUFFile, Tokenizer) {
-    do {
-        let file = try GGUFFile(path: path)
-        return (file, try Tokenizer(gguf: file))
-    } catch {
-        throw ValidationError("cannot load \(path): \(error)")
+        func validate() throws {
+            guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1") }
+            guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+            guard !stop.contains(where: \.isEmpty) else { throw ValidationError("--stop must not be empty") }
+            do { _ = try parameters().validated() } catch { throw ValidationError(error.message) }
+        }
     }
-}
+
+    /// A model served in this process by the one token loop (`DecodeScheduler`, prompts on the prefill path), as
+    /// `baton serve` serves it: what `generate` and `chat` run, so they give the API's tokens.
+    struct LocalModel {
+        let tokenizer: Tokenizer
+        let scheduler: DecodeScheduler
+
+        init(file: GGUFFile, tokenizer: Tokenizer, threads: Int, contextLength: Int) throws {
+            let started = ContinuousClock.now
+            let model = try TransformerModel(file: file)
+            self.tokenizer = tokenizer
+            let context = min(contextLength, model.configuration.contextLength)
+            scheduler = try DecodeScheduler(
+                model: model, tokenizer: tokenizer,
+                configuration: DecodeScheduler.Configuration(
+                    kvBlocks: model.kvCacheLayout().blocks(forTokens: context), maxBatch: 1, threads: threads,
+                    maxContext: context))
+            scheduler.start()
+            GenerateCommand.log(
+                "loaded \(file.name) in " + String(format: "%.2f s", (started.duration(to: .now) / .seconds(1)))
+                    + " (\(threads) threads, context \(scheduler.contextLength))")
+        }
+
+        /// Generates a completion of `prompt`, writing its text as it becomes final (stop strings cut it);
+        /// returns the whole text and the end.
+        func complete(
+            prompt: [Int32], maxTokens: Int, sampling: SamplingParameters, stop: [String], write: (String) -> Void
+        ) async throws -> (text: String, summary: GenerationSummary) {
+            let state: GenerationState
+            do {
+                state = GenerationState(
+                    request: try GenerationRequest(
+                        id: "cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))", prompt: prompt, maxNewTokens: maxTokens,
+                        sampling: sampling
+                    ).validated(vocabularySize: tokenizer.vocabularySize, contextLength: scheduler.contextLength))
+            } catch {
+                throw ValidationError(error.message)
+            }
+            let stream = try await scheduler.generate(state)
+            var text = CompletionText(tokenizer: tokenizer, stopStrings: stop)
+            var whole = ""
+            var received = 0
+            for try await event in stream {
+                switch event {
+                case .token(let token):
+                    received += 1
+                    let piece = text.append(token.id)
+                    whole += piece
+                    write(piece)
+                    if text.stopped {
+                        stream.cancel(reason: "a stop string matched")
+                        return (whole, GenerationSummary(
+                            reason: .stopString, promptTokens: prompt.count, completionTokens: received))
+                    }
+                case .finished(var summary):
+                    let piece = text.finish()
+                    whole += piece
+                    write(piece)
+                    if text.stopped { summary.reason = .stopString }
+                    return (whole, summary)
+                }
+            }
+            throw ValidationError("the generation ended without finishing")
+        }
+    }
+
+    /// Writes a line to standard error (standard output carries only generated text).
+    static func log(_ message: String) {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+    }
+
+    /// Opens the model file and its tokenizer; a file that is not a usable model is reported as such.
+    static func open(_ path: String) throws -> (GGUFFile, Tokenizer) {
+        do {
+            let file = try GGUFFile(path: path)
+            return (file, try Tokenizer(gguf: file))
+        } catch {
+            throw CommandFailure("cannot load \(path): \(error)")
+        }
+    }
 }
 
 /// `baton generate`: one completion, printed as it is generated; nothing but the text goes to stdout.
-struct GenerateCommand: ParsableCommand {
+struct GenerateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
         abstract: "Generate a completion of a prompt (raw) or a reply to chat messages (with the model's template).",
@@ -98,7 +134,8 @@ struct GenerateCommand: ParsableCommand {
             Examples:
               baton generate --prompt "The capital of France is" --max-tokens 16 --temperature 0
               baton generate --messages '[{"role":"user","content":"Hi!"}]'
-            Only the generated text is written to standard output; statistics go to standard error.
+            Only the generated text is written to standard output; statistics go to standard error. The tokens
+            are the ones `baton serve` and `baton up` give for the same request and seed.
             """
     )
 
@@ -115,13 +152,12 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let path = try modelOptions.resolvedPath()
-        // Tokenize first (cheap) so the engines are sized for the prompt.
         let (file, tokenizer) = try Self.open(path)
         let promptTokens: [Int32]
         if let prompt {
-            promptTokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
+            promptTokens = tokenizer.encodePrompt(prompt)
         } else {
             let decoded: [ChatMessage]
             do { decoded = try JSONDecoder().decode([ChatMessage].self, from: Data(messages!.utf8)) } catch {
@@ -131,18 +167,20 @@ struct GenerateCommand: ParsableCommand {
         }
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty") }
         let local = try LocalModel(
-            file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: promptTokens.count + sampling.maxTokens,
-            promptTokens: promptTokens.count)
+            file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: promptTokens.count + sampling.maxTokens)
+        defer { local.scheduler.shutdown() }
+        let parameters = sampling.parameters()
         let started = ContinuousClock.now
-        let result = try local.generator.generate(prompt: promptTokens, parameters: sampling.parameters) { text in
+        let (_, summary) = try await local.complete(
+            prompt: promptTokens, maxTokens: sampling.maxTokens, sampling: parameters, stop: sampling.stop
+        ) { text in
             FileHandle.standardOutput.write(Data(text.utf8))
         }
         // A terminal gets a final newline; a pipe gets exactly the generated text.
         if isatty(STDOUT_FILENO) != 0 { FileHandle.standardOutput.write(Data("\n".utf8)) }
-        let elapsed = started.duration(to: .now).components
-        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         Self.log(
-            "prompt \(result.usage.promptTokens) tokens, generated \(result.usage.completionTokens) tokens in "
-                + String(format: "%.2f s", seconds) + ", finish reason \(result.finishReason.openAIName), seed \(result.seed)")
+            "prompt \(summary.promptTokens) tokens, generated \(summary.completionTokens) tokens in "
+                + String(format: "%.2f s", (started.duration(to: .now) / .seconds(1)))
+                + ", finish reason \(summary.reason.openAIValue), seed \(parameters.seed ?? 0)")
     }
 }

@@ -1,28 +1,33 @@
 import ArgumentParser
+import ClusterProtocol
 import Dispatch
 import Foundation
 import GGUF
+import Generation
 import Inference
 import KVTransport
 import Logging
+import RPC
+import ServiceLifecycle
 import Tokenization
 import Worker
 
-/// `baton kv-handoff`: a two-process prefill → decode hand-off, for development and the integration tests.
-/// (The cluster's workers do this behind `baton worker`; these commands expose the bare mechanism.)
+/// `baton kv-handoff`: a two-process prefill → decode hand-off, for development and the integration tests, on the
+/// path a cluster takes: the decode side is a decode worker on its own (no placement), the prefill side does what a
+/// router and a prefill worker do together — opens the generation on the decode worker, prefills the prompt here
+/// and streams its KV and last logits there, then reads the decode worker's tokens.
 struct KVHandoffCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv-handoff",
-        abstract: "Development: prefill in one process, stream its KV layer by layer to another, decode there.",
+        abstract: "Development: prefill in one process, stream its KV layer by layer to a decode worker, decode there.",
         discussion: """
             Start the decode side, then one prefill per request:
               baton certs --out certs --nodes prefill,decode
               baton kv-handoff decode --listen 127.0.0.1:7450 --certs certs --node decode --requests 1
               baton kv-handoff prefill --connect 127.0.0.1:7450 --certs certs --node prefill \\
                   --prompt "Once upon a time" --max-tokens 32 --seed 1 --temperature 0
-            The decode side prints one JSON line per request with the tokens and text it generated: the same as
-            `baton generate` with the same prompt and sampling flags (for prompts long enough that generate takes
-            its prefill path, 48 tokens or more).
+            The prefill side prints one JSON line with the tokens and text the decode worker generated: the same as \
+            `baton generate` with the same prompt and sampling flags.
             """,
         shouldDisplay: false,
         subcommands: [Decode.self, Prefill.self])
@@ -66,23 +71,23 @@ struct KVHandoffCommand: AsyncParsableCommand {
 }
 
 extension KVHandoffCommand {
-    /// The decode side: listens for KV, decodes each received sequence, prints the result.
+    /// The decode side: a decode worker without placement.
     struct Decode: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "decode",
-            abstract: "Receive sequences' KV and decode them; one JSON line per request on standard output.")
+            abstract: "A decode worker on its own: takes OpenDecode requests and their KV; exits after --requests.")
 
         @OptionGroup var modelOptions: ModelOptions
         @OptionGroup var transport: TransportOptions
         @Option(name: .long, help: "HOST:PORT to listen on (port 0: any free port, printed first as {\"listening\": PORT}).")
         var listen: String
-        @Option(name: .long, help: "Exit after this many requests finished or failed (0: run until SIGTERM).")
+        @Option(name: .long, help: "Exit after this many generations ended (0: run until SIGTERM).")
         var requests: Int = 0
         @Option(name: .long, help: "Highest prompt + completion length.")
         var context: Int = 2048
         @Option(name: .long, help: "Worker threads (default: all cores).")
         var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-        @Option(name: .long, help: "Exit with an error when no request arrives for this many seconds (0: never).")
+        @Option(name: .long, help: "Exit with an error when no generation ends for this many seconds (0: never).")
         var idleExit: Double = 0
 
         func validate() throws {
@@ -96,63 +101,47 @@ extension KVHandoffCommand {
         func run() async throws {
             let (host, port) = try Endpoint.parse(listen, option: "--listen")
             let (model, tokenizer) = try KVHandoffCommand.loadModel(modelOptions)
-            let layout = model.kvCacheLayout()
-            let contextLength = min(context, model.configuration.contextLength)
-            let cache = try PagedKVCache(layout: layout, blockCount: 2 * ((contextLength + layout.blockSize - 1) / layout.blockSize))
-            let engine = try DecodeEngine(model: model, cache: cache, threads: threads, maxBatch: 1, maxContext: contextLength)
-            let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
-            let receiver = try DecodeKVReceiver(engine: engine, tokenizer: tokenizer, identity: identity)
             let logger = KVHandoffCommand.logger("baton.kv-handoff.decode")
-            let server = try await KVTransferServer.bind(
-                host: host, port: port, configuration: try transport.configuration(allowSharedMemory: true),
-                identity: identity, receiver: receiver, logger: logger)
-            KVHandoffCommand.emit(["listening": server.port])
-            logger.info("decode side listening on \(host):\(server.port) (\(transport.identity.insecure ? "plaintext, insecure" : "mutual TLS"))")
-
-            signal(SIGTERM, SIG_IGN)
-            let terminate = DispatchSource.makeSignalSource(signal: SIGTERM)
-            terminate.setEventHandler { receiver.finishEvents() }
-            terminate.resume()
-            let serving = Task { await server.run() }
-            var handled = 0
-            var failed = 0
-            let watchdog = IdleWatchdog(seconds: idleExit) { receiver.finishEvents() }
-            for await event in receiver.events {
-                watchdog.touch()
-                switch event {
-                case .firstToken:
-                    continue
-                case .finished(let result):
-                    KVHandoffCommand.emit([
-                        "request_id": result.requestID, "prompt_tokens": result.promptTokens,
-                        "tokens": result.tokens.map { Int($0) }, "text": result.text,
-                        "finish_reason": result.finishReason.openAIName, "seed": String(result.seed),
-                        "transport": result.transport.rawValue,
-                    ])
-                case .failed(let requestID, let error):
-                    failed += 1
-                    KVHandoffCommand.emit(["request_id": requestID, "error": error.description])
+            var settings = WorkerNode.Configuration(
+                name: transport.identity.node ?? "decode", roles: [.decode], threads: threads, context: context,
+                listenHost: host, listenPort: port, transport: try transport.configuration(allowSharedMemory: true))
+            settings.maxBatch = 2
+            let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
+            KVHandoffCommand.emit(["listening": node.port])
+            logger.info("decode worker listening on \(host):\(node.port) (\(transport.identity.insecure ? "plaintext, insecure" : "mutual TLS"))")
+            let group = ServiceGroup(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            let scheduler = node.scheduler!
+            let idleExit = self.idleExit, requests = self.requests
+            // Ends the group once `requests` generations ended, or when none ended for `idleExit` seconds.
+            let watcher = Task {
+                var last = ContinuousClock.now, seen = 0
+                while !Task.isCancelled {
+                    let load = scheduler.load
+                    let ended = load.finished + load.cancelled + load.failed
+                    if ended != seen { (seen, last) = (ended, .now) }
+                    if requests > 0 && ended >= requests { break }
+                    if idleExit > 0 && last.duration(to: .now) > .milliseconds(Int(idleExit * 1000)) { return true }
+                    try? await Task.sleep(for: .milliseconds(50))
                 }
-                handled += 1
-                if requests > 0 && handled >= requests { break }
+                await group.triggerGracefulShutdown()
+                return false
             }
-            terminate.cancel()
-            watchdog.cancel()
-            await server.close()
-            serving.cancel()
-            if watchdog.fired {
-                GenerateCommand.log("error: no request for \(idleExit) s; exiting")
+            try await group.run()
+            watcher.cancel()
+            if await watcher.value {
+                GenerateCommand.log("error: no generation ended for \(idleExit) s; exiting")
                 throw ExitCode(3)
             }
-            if failed > 0 { throw ExitCode(2) }
+            if scheduler.load.failed > 0 { throw ExitCode(2) }
         }
     }
 
-    /// The prefill side: prefills one prompt and streams its KV to the decode side.
+    /// The prefill side: opens the generation on the decode worker, prefills here and ships the KV, prints what the
+    /// decode worker generated.
     struct Prefill: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "prefill",
-            abstract: "Prefill a prompt and stream its KV to a decode process; prints a JSON report line.")
+            abstract: "Prefill a prompt, stream its KV to a decode worker and print what it generates (one JSON line).")
 
         enum TransportChoice: String, ExpressibleByArgument, CaseIterable {
             case auto, tls, shm
@@ -177,73 +166,86 @@ extension KVHandoffCommand {
         func run() async throws {
             let (host, port) = try Endpoint.parse(connect, option: "--connect")
             let (model, tokenizer) = try KVHandoffCommand.loadModel(modelOptions)
-            let tokens = tokenizer.encode(prompt, addSpecial: true, parseSpecial: false)
-            guard !tokens.isEmpty else { throw ValidationError("the prompt is empty") }
-            let layout = model.kvCacheLayout()
+            let tokens = tokenizer.encodePrompt(prompt)
             let contextLength = min(tokens.count + sampling.maxTokens, model.configuration.contextLength)
-            guard tokens.count < contextLength else {
-                throw ValidationError("the prompt has \(tokens.count) tokens; the model's context holds \(model.configuration.contextLength)")
+            let requestID = self.requestID ?? "prefill-\(getpid())"
+            let state: GenerationState
+            do {
+                state = GenerationState(
+                    request: try GenerationRequest(
+                        id: requestID, prompt: tokens, maxNewTokens: sampling.maxTokens, sampling: sampling.parameters()
+                    ).validated(vocabularySize: tokenizer.vocabularySize, contextLength: contextLength))
+            } catch {
+                throw ValidationError(error.message)
             }
-            let cache = try PagedKVCache(layout: layout, blockCount: (contextLength + layout.blockSize - 1) / layout.blockSize + 1)
-            let engine = try PrefillEngine(model: model, cache: cache, threads: sampling.threads, maxContext: contextLength)
-            let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
-            let shipper = try PrefillKVShipper(engine: engine, identity: identity)
+            let layout = model.kvCacheLayout()
+            let engine = try PrefillEngine(
+                model: model, cache: try PagedKVCache(layout: layout, blockCount: layout.blocks(forTokens: contextLength) + 1),
+                threads: sampling.threads, maxContext: contextLength)
+            let shipper = try PrefillKVShipper(
+                engine: engine, identity: KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout))
             let logger = KVHandoffCommand.logger("baton.kv-handoff.prefill")
             let configuration = try transport.configuration(allowSharedMemory: via != .tls)
+
+            // As a router: open the generation on the decode worker (it reserves room and answers `opened`).
+            let control = try await NodeClient.connect(
+                host: host, port: port, tls: configuration.tls, insecure: configuration.policy.insecure,
+                connectTimeout: configuration.connectTimeout)
+            var open = Baton_V1_OpenDecodeRequest()
+            open.state = state.proto
+            let opened = try await control.stream(
+                BatonProtocol.WorkerControl.openDecode, body: try open.serializedBytes(), idleTimeout: configuration.idleTimeout * 6)
+            guard opened.status == 200 else {
+                throw CommandFailure("the decode worker refused the generation: \(String(decoding: opened.body, as: UTF8.self))")
+            }
+            var events = opened.messages.makeAsyncIterator()
+            guard let first = try await events.next(), case .opened = try Baton_V1_DecodeEvent(serializedBytes: first).event else {
+                throw CommandFailure("the decode worker did not open the generation")
+            }
+            // As a prefill worker: prefill here, stream the KV and the last logits there.
             let client = try await KVTransferClient.connect(host: host, port: port, configuration: configuration, logger: logger)
-            let requestID = self.requestID ?? "prefill-\(getpid())"
             let report: KVShipmentReport
             do {
-                report = try await shipper.ship(requestID: requestID, prompt: tokens, parameters: sampling.parameters, via: client)
+                report = try await shipper.ship(requestID: requestID, prompt: tokens, via: client)
             } catch {
+                opened.cancel()
                 await client.close()
-                GenerateCommand.log("error: \(error)")
-                throw ExitCode(1)
+                throw CommandFailure("\(error)")
             }
             await client.close()
+            // And read what the decode worker generates.
+            var text = CompletionText(tokenizer: tokenizer, stopStrings: sampling.stop)
+            var generated: [Int32] = [], output = "", reason = "", failure: String?
+            while let bytes = try await events.next() {
+                switch try Baton_V1_DecodeEvent(serializedBytes: bytes).event {
+                case .token(let token):
+                    generated.append(token.token)
+                    output += text.append(token.token)
+                case .finished(let finished):
+                    output += text.finish()
+                    reason = try FinishReason(proto: finished.reason).openAIValue
+                case .failure(let error):
+                    failure = error.message
+                default:
+                    continue
+                }
+                if text.stopped {
+                    opened.cancel()
+                    reason = FinishReason.stopString.openAIValue
+                    break
+                }
+            }
+            await control.close()
+            if let failure { throw CommandFailure("the decode worker failed: \(failure)") }
             KVHandoffCommand.emit([
-                "request_id": requestID, "prompt_tokens": report.promptTokens, "first_token": Int(report.firstToken),
-                "seed": String(report.seed), "transport": report.transfer.transport.rawValue, "bytes": report.transfer.bytes,
+                "request_id": requestID, "prompt_tokens": report.promptTokens, "tokens": generated.map { Int($0) },
+                "text": output, "finish_reason": reason, "seed": String(state.request.sampling.seed ?? 0),
+                "transport": report.transfer.transport.name, "bytes": report.transfer.bytes,
                 "prefill_ms": report.prefillSeconds * 1000, "total_ms": report.totalSeconds * 1000,
             ])
             if via == .shm && report.transfer.transport != .sharedMemory {
-                GenerateCommand.log("error: --transport shm, but the transfer went over \(report.transfer.transport.rawValue)")
-                throw ExitCode(1)
+                throw CommandFailure("--transport shm, but the transfer went over \(report.transfer.transport.name)")
             }
         }
-    }
-}
-
-/// Calls `onFire` once when `touch` has not been called for `seconds` (never when `seconds` is 0).
-final class IdleWatchdog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var last = ContinuousClock.now
-    private var done = false
-    private(set) var fired = false
-    private var timer: DispatchSourceTimer?
-
-    init(seconds: Double, onFire: @escaping @Sendable () -> Void) {
-        guard seconds > 0 else { return }
-        let timer = DispatchSource.makeTimerSource()
-        timer.schedule(deadline: .now() + 0.25, repeating: 0.25)
-        timer.setEventHandler { [weak self] in
-            guard let self else { return }
-            let fire: Bool = self.lock.withLock {
-                guard !self.done, self.last.duration(to: .now) > .milliseconds(Int(seconds * 1000)) else { return false }
-                self.done = true
-                self.fired = true
-                return true
-            }
-            if fire { onFire() }
-        }
-        timer.resume()
-        self.timer = timer
-    }
-
-    func touch() { lock.withLock { last = .now } }
-
-    func cancel() {
-        lock.withLock { done = true }
-        timer?.cancel()
     }
 }

@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Logging
 import Placement
+import ServiceLifecycle
 
 /// `baton placement …`: the placement service (the default subcommand) and its tools.
 struct PlacementCommand: AsyncParsableCommand {
@@ -68,33 +69,16 @@ struct PlacementServeCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("baton placement: \(error.message)\n".utf8))
             throw ExitCode.failure
         }
-        // Signals are delivered to dispatch sources; the service's methods are safe to call from any task.
+        // SIGHUP reloads the policy; SIGTERM and SIGINT stop the service through its service group.
         signal(SIGHUP, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        var sources: [any DispatchSourceSignal] = []
         let hangup = DispatchSource.makeSignalSource(signal: SIGHUP)
         hangup.setEventHandler {
             logger.info("SIGHUP: reloading the policy")
             Task { await service.reloadPolicy() }
         }
-        sources.append(hangup)
-        for number in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler {
-                logger.info("signal \(number): stopping")
-                // Every membership change is already fsync'd: nothing to flush. Workers' open connections would
-                // keep `run` serving, so stop the process once the listener is closed.
-                Task {
-                    await service.close()
-                    Foundation.exit(0)
-                }
-            }
-            sources.append(source)
-        }
-        for source in sources { source.resume() }
-        await service.run()
-        for source in sources { source.cancel() }
+        hangup.resume()
+        defer { hangup.cancel() }
+        try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
     }
 }
 

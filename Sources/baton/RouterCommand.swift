@@ -4,9 +4,11 @@ import Foundation
 import GGUF
 import Hummingbird
 import Inference
-import KVTransport
 import Logging
+import Prometheus
+import RPC
 import Router
+import ServiceLifecycle
 import Tokenization
 
 /// `baton router`: the OpenAI-compatible API in front of a cluster. It tokenizes and renders the chat
@@ -53,8 +55,7 @@ struct RouterCommand: AsyncParsableCommand {
         var logger = Logger(label: "baton.router")
         logger.logLevel = .info
         let path = try modelOptions.resolvedPath()
-        let file = try GGUFFile(path: path)
-        let tokenizer = try Tokenizer(gguf: file)
+        let (file, tokenizer) = try GenerateCommand.open(path)
         let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
         let modelContext = try ModelConfiguration(gguf: file).contextLength
         let context = min(contextLength, modelContext)
@@ -66,8 +67,10 @@ struct RouterCommand: AsyncParsableCommand {
             host: placementHost, port: placementPort, tls: tls, insecure: tlsOptions.insecure, timeout: requestTimeout)
         let workers = NodeClientPool(tls: tls, insecure: tlsOptions.insecure, connectTimeout: requestTimeout)
         let metrics = RouterMetrics()
+        // The cluster backend reports per-worker figures through swift-metrics: into the same registry.
         let backend = ClusterGenerationBackend(
-            placement: placement, workers: workers, metrics: metrics, logger: Logger(label: "baton.router.cluster"))
+            placement: placement, workers: workers, metrics: PrometheusMetricsFactory(registry: metrics.registry),
+            logger: Logger(label: "baton.router.cluster"))
 
         let id = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let configuration = RouterConfiguration(
@@ -78,7 +81,7 @@ struct RouterCommand: AsyncParsableCommand {
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
         let refresher = Task { await backend.refreshPeriodically() }
         defer { refresher.cancel() }
-        try await app.runService()
+        try await ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         await workers.closeAll()
         await placement.close()
     }

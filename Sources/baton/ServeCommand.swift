@@ -6,12 +6,13 @@ import Hummingbird
 import Inference
 import Logging
 import Router
+import ServiceLifecycle
 import Tokenization
 import Worker
 
-/// `baton serve`: the OpenAI-compatible API and both engines in one process — the single-box mode, before
-/// any disaggregation. Prompts run on the prefill (sgemm) path; generation for all requests is batched on
-/// the decode (quantized) path.
+/// `baton serve`: the OpenAI-compatible API and the one token loop in one process — the single-box mode, before
+/// any disaggregation. Prompts run on the prefill (sgemm) path; generation for all requests is batched on the
+/// decode (quantized) path.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
@@ -19,60 +20,53 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
-
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
-
     @Option(help: "Port to listen on.")
     var port = 8080
-
     @Option(help: "Engine threads (default: all cores).")
     var threads = ProcessInfo.processInfo.activeProcessorCount
-
     @Option(name: .customLong("context"), help: "Tokens per request, prompt and reply (default: 4096, at most the model's).")
     var contextLength = 4096
-
     @Option(name: .customLong("max-batch"), help: "Most requests generating in one decode step.")
     var maxBatch = 8
-
     @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens shared by all requests (default: room for max-batch full contexts).")
     var kvBlocks: Int?
-
     @Option(name: [.customLong("served-model-name"), .customLong("model-id")], help: "Model id shown by /v1/models and accepted in requests, as vLLM's --served-model-name (default: the file name without .gguf).")
     var modelID: String?
-
     @Option(name: .customLong("api-keys"), help: "File of accepted bearer API keys, one per line ('#' comments). Without it no key is needed.")
     var apiKeysFile: String?
+
+    func validate() throws {
+        guard contextLength >= 16 else { throw ValidationError("--context must be at least 16, got \(contextLength)") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1, got \(maxBatch)") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1") }
+    }
 
     func run() async throws {
         var logger = Logger(label: "baton.serve")
         logger.logLevel = .info
         let path = try modelOptions.resolvedPath()
-        let file = try GGUFFile(path: path)
-        let tokenizer = try Tokenizer(gguf: file)
+        let (file, tokenizer) = try GenerateCommand.open(path)
         let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
         let model = try TransformerModel(file: file)
         let context = min(contextLength, model.configuration.contextLength)
-        guard context >= 16 else { throw ValidationError("--context must be at least 16, got \(contextLength)") }
-        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1, got \(maxBatch)") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
-        let blocks = kvBlocks ?? maxBatch * ((context + 15) / 16)
-        guard blocks >= (context + 15) / 16 else {
-            throw ValidationError("--kv-blocks \(blocks) cannot hold one full context of \(context) tokens (\((context + 15) / 16) blocks)")
+        let contextBlocks = model.kvCacheLayout().blocks(forTokens: context)
+        let blocks = kvBlocks ?? maxBatch * contextBlocks
+        guard blocks >= contextBlocks else {
+            throw ValidationError("--kv-blocks \(blocks) cannot hold one full context of \(context) tokens (\(contextBlocks) blocks)")
         }
-        let backend = try LocalGenerationBackend(
-            model: model, tokenizer: tokenizer, threads: threads, kvBlocks: blocks, maxBatch: maxBatch,
-            maxContext: context)
-        backend.start()
-        defer { backend.shutdown() }
-
+        let scheduler = try DecodeScheduler(
+            model: model, tokenizer: tokenizer,
+            configuration: DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: maxBatch, threads: threads, maxContext: context))
         let id = modelID ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let configuration = RouterConfiguration(
-            host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         let app = try makeRouterApplication(
-            configuration: configuration, tokenizer: tokenizer, template: chat.template, backend: backend,
-            logger: Logger(label: "baton.router"))
+            configuration: RouterConfiguration(host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile),
+            tokenizer: tokenizer, template: chat.template, backend: scheduler, logger: Logger(label: "baton.router"))
         logger.info("serving \(id) at http://\(host):\(port)/v1 (\(threads) threads, context \(context), \(blocks) KV blocks)")
-        try await app.runService()
+        try await ServiceGroup(
+            services: [SchedulerService(scheduler), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+        ).run()
     }
 }

@@ -1,22 +1,25 @@
 import ArgumentParser
 import Dispatch
 import Foundation
-import KVTransport
+import Logging
+import ServiceLifecycle
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
 
-/// `baton up`: the whole cluster on one box — placement service, one prefill worker, one decode worker and
-/// the router, each its own process, talking mutual TLS with certificates made on first use.
+/// `baton up`: the whole cluster on one box — placement service, prefill and decode workers and the router, each
+/// its own process, talking mutual TLS with certificates made on first use, supervised: a process that dies is
+/// restarted (with backoff) while the rest keeps serving.
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Run a whole cluster on this box: placement, a prefill worker, a decode worker and the router.",
+        abstract: "Run a whole cluster on this box: placement, prefill and decode workers and the router.",
         discussion: """
-            Prints the API's base URL once a request can be served, then runs until Ctrl-C, which stops every
-            process it started (workers finish what they are doing first). State lives in --state-dir:
-            certificates (certs/), the placement policy (policy.yaml, edit it to tune placement: it reloads on
-            save) and the membership log (placement/).
+            Prints the API's base URL once a request can be served, then runs until Ctrl-C, which stops every \
+            process it started (workers finish what they are doing first). A process that exits on its own is \
+            restarted after a backoff (0.5 s, doubling to 30 s; reset once it has run for a minute). State lives \
+            in --state-dir: certificates (certs/), the placement policy (policy.yaml, edit it to tune placement: it \
+            reloads on save) and the membership log (placement/).
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -36,6 +39,18 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Engine threads per worker (default: all cores).")
     var threads: Int?
 
+    @Option(name: .customLong("prefill-workers"), help: "Prefill worker processes.")
+    var prefillWorkers = 1
+
+    @Option(name: .customLong("decode-workers"), help: "Decode worker processes.")
+    var decodeWorkers = 1
+
+    @Option(name: .customLong("prefill-threads"), help: "Engine threads of each prefill worker (default: --threads).")
+    var prefillThreads: Int?
+
+    @Option(name: .customLong("decode-threads"), help: "Engine threads of each decode worker (default: --threads).")
+    var decodeThreads: Int?
+
     @Option(name: .customLong("context"), help: "Tokens per request, prompt and reply.")
     var contextLength = 4096
 
@@ -47,80 +62,84 @@ struct UpCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1...65535, got \(port)") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        for (flag, value) in [("--threads", threads), ("--prefill-threads", prefillThreads), ("--decode-threads", decodeThreads)] {
+            if let value, value < 1 { throw ValidationError("\(flag) must be at least 1") }
+        }
+        guard (0...16).contains(prefillWorkers) else { throw ValidationError("--prefill-workers must be in 0...16") }
+        guard (1...16).contains(decodeWorkers) else { throw ValidationError("--decode-workers must be in 1...16") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
     }
 
-    static let nodes = ["placement", "router", "prefill-0", "decode-0"]
+    /// Every process's node name (and certificate), placement first.
+    static func nodes(prefill: Int, decode: Int) -> [String] {
+        ["placement", "router"] + (0..<prefill).map { "prefill-\($0)" } + (0..<decode).map { "decode-\($0)" }
+    }
 
     func run() async throws {
         let model = try modelOptions.resolvedPath()
         let state = stateDirectory ?? (NSHomeDirectory() + "/.cache/baton/up")
         let certs = state + "/certs"
-        try Self.ensureCertificates(in: certs)
+        try Self.ensureCertificates(in: certs, nodes: Self.nodes(prefill: prefillWorkers, decode: decodeWorkers))
         let policyFile = try policy ?? Self.ensureDefaultPolicy(in: state)
         guard FileManager.default.fileExists(atPath: policyFile) else {
             throw ValidationError("--policy \(policyFile) does not exist")
         }
         let executable = try Self.executablePath()
         let placementAt = placementPort == 0 ? try Self.freePort() : placementPort
-        let prefillPort = try Self.freePort(), decodePort = try Self.freePort()
         let placement = "127.0.0.1:\(placementAt)"
         let common = ["--certs", certs]
-        let threadFlags = threads.map { ["--threads", String($0)] } ?? []
-        let specs: [ChildSpec] = [
+        func worker(_ role: String, _ index: Int, threads: Int?) throws -> ChildSpec {
+            let name = "\(role)-\(index)"
+            return ChildSpec(name: name, arguments: [
+                "worker", "--role", role, "--placement", placement, "--listen", "127.0.0.1:\(try Self.freePort())",
+                "--node", name, "--model", model, "--context", String(contextLength)]
+                + common + (threads.map { ["--threads", String($0)] } ?? []))
+        }
+        var specs: [ChildSpec] = [
             ChildSpec(name: "placement", arguments: [
                 "placement", "--config", policyFile, "--listen", placement, "--state-dir", state + "/placement",
-                "--node", "placement"] + common),
-            ChildSpec(name: "prefill-0", arguments: [
-                "worker", "--role", "prefill", "--placement", placement, "--listen", "127.0.0.1:\(prefillPort)",
-                "--node", "prefill-0", "--model", model, "--context", String(contextLength)] + common + threadFlags),
-            ChildSpec(name: "decode-0", arguments: [
-                "worker", "--role", "decode", "--placement", placement, "--listen", "127.0.0.1:\(decodePort)",
-                "--node", "decode-0", "--model", model, "--context", String(contextLength)] + common + threadFlags),
-            ChildSpec(name: "router", arguments: [
-                "router", "--placement", placement, "--host", host, "--port", String(port), "--node", "router",
-                "--model", model, "--context", String(contextLength)] + common),
+                "--node", "placement"] + common)
         ]
+        for index in 0..<prefillWorkers { specs.append(try worker("prefill", index, threads: prefillThreads ?? threads)) }
+        for index in 0..<decodeWorkers { specs.append(try worker("decode", index, threads: decodeThreads ?? threads)) }
+        specs.append(ChildSpec(name: "router", arguments: [
+            "router", "--placement", placement, "--host", host, "--port", String(port), "--node", "router",
+            "--model", model, "--context", String(contextLength)] + common))
 
-        let supervisor = Supervisor(executable: executable)
-        // Ctrl-C and SIGTERM stop the children in order; the handlers only set a flag the loop below reads.
-        for signalNumber in [SIGINT, SIGTERM, SIGHUP] { signal(signalNumber, SIG_IGN) }
-        let signalSources = [SIGINT, SIGTERM, SIGHUP].map { number -> any DispatchSourceSignal in
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { supervisor.requestStop(reason: "received signal \(number)") }
-            source.resume()
-            return source
-        }
-        defer { signalSources.forEach { $0.cancel() } }
-
-        for spec in specs {
-            try supervisor.start(spec)
-        }
+        var logger = Logger(label: "baton.up") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .warning
+        let supervisor = Supervisor(executable: executable, children: specs)
+        let group = ServiceGroup(services: [supervisor], gracefulShutdownSignals: [.sigterm, .sigint, .sighup], logger: logger)
         let baseURL = "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
-        let ready = await Self.waitForHealth(url: baseURL + "/health", timeout: timeout, supervisor: supervisor)
-        if ready {
+        let timeout = self.timeout
+        let announce = Task {
+            guard await Self.waitForHealth(url: baseURL + "/health", timeout: timeout) else {
+                Supervisor.say("the cluster did not become ready within \(timeout) s; stopping")
+                await group.triggerGracefulShutdown()
+                return false
+            }
             // One line on stdout, written at once (a pipe would otherwise hold it back).
             FileHandle.standardOutput.write(Data("\(baseURL)/v1\n".utf8))
+            let name = URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent
             FileHandle.standardError.write(Data("""
-                [up] Baton is up: \(baseURL)/v1 (model \(URL(fileURLWithPath: model).lastPathComponent))
+                [up] Baton is up: \(baseURL)/v1 (model \(name))
                 [up] try: curl \(baseURL)/v1/chat/completions -H 'Content-Type: application/json' \\
-                [up]        -d '{"model": "\(URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent)", "messages": [{"role": "user", "content": "Hello!"}]}'
+                [up]        -d '{"model": "\(name)", "messages": [{"role": "user", "content": "Hello!"}]}'
                 [up] cluster status: \(executable) cluster status --placement \(placement) --certs \(certs) --node router
                 [up] policy: \(policyFile) (reloads when saved) · Ctrl-C stops everything
 
                 """.utf8))
-        } else if !supervisor.stopping {
-            supervisor.requestStop(reason: "the cluster did not become ready within \(timeout) s")
+            return true
         }
-        let failed = await supervisor.waitUntilStopped()
-        if failed || !ready { throw ExitCode(1) }
+        try await group.run()
+        announce.cancel()
+        if !(await announce.value) { throw ExitCode(1) }
     }
 
     // MARK: - Set-up
 
-    /// Certificates for every node, made once (a CA and one certificate per process).
-    static func ensureCertificates(in directory: String) throws {
+    /// Certificates for every node, made once (a CA and one certificate per process; all again when one is missing).
+    static func ensureCertificates(in directory: String, nodes: [String]) throws {
         let manager = FileManager.default
         let complete = (["ca"] + nodes).allSatisfy { manager.fileExists(atPath: "\(directory)/\($0).pem") }
             && nodes.allSatisfy { manager.fileExists(atPath: "\(directory)/\($0)-key.pem") }
@@ -182,13 +201,13 @@ struct UpCommand: AsyncParsableCommand {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    /// Polls `url` until it answers 200, a child dies, a stop is requested, or `timeout` passes.
-    static func waitForHealth(url: String, timeout: Double, supervisor: Supervisor) async -> Bool {
+    /// Polls `url` until it answers 200 or `timeout` passes (or the task is cancelled).
+    static func waitForHealth(url: String, timeout: Double) async -> Bool {
         let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
         var request = URLRequest(url: URL(string: url)!)
         request.timeoutInterval = 2
         let session = URLSession(configuration: .ephemeral)
-        while ContinuousClock.now < deadline, !supervisor.stopping {
+        while ContinuousClock.now < deadline, !Task.isCancelled {
             if let (_, response) = try? await session.data(for: request), (response as? HTTPURLResponse)?.statusCode == 200 {
                 return true
             }
@@ -204,29 +223,70 @@ struct ChildSpec: Sendable {
     var arguments: [String]
 }
 
-/// Starts the children in their own process group (so Ctrl-C reaches only `baton up`, which then stops them
-/// in order), notices when one dies, and stops the rest.
-final class Supervisor: @unchecked Sendable {
+/// Runs `baton up`'s processes as a `Service`: starts each in its own process group (so Ctrl-C reaches only
+/// `baton up`, which then stops them in order), restarts one that exits on its own after a backoff, and at graceful
+/// shutdown stops them — routers first (no new requests), then workers (they drain), then placement.
+final class Supervisor: Service, @unchecked Sendable {
     private struct Child {
         var spec: ChildSpec
-        var pid: pid_t
-        var exited = false
-        var status: Int32 = 0
+        var pid: pid_t?
+        var restarts = 0
+        var backoff = 0.5
     }
 
     private let executable: String
     private let lock = NSLock()
-    private var children: [Child] = []
-    private var stopReason: String?
-    private var failed = false
+    private var children: [Child]
+    private var stopping = false
 
-    init(executable: String) {
+    init(executable: String, children: [ChildSpec]) {
         self.executable = executable
+        self.children = children.map { Child(spec: $0) }
     }
 
-    var stopping: Bool { lock.withLock { stopReason != nil } }
+    /// One "[up] …" line on standard error (standard output carries only the base URL).
+    static func say(_ message: String) {
+        FileHandle.standardError.write(Data("[up] \(message)\n".utf8))
+    }
 
-    func start(_ spec: ChildSpec) throws {
+    func run() async throws {
+        for index in lock.withLock({ children.indices }) { try launch(index) }
+        try? await gracefulShutdown()
+        lock.withLock { stopping = true }
+        Self.say("stopping every process")
+        await stopAll()
+    }
+
+    /// Starts child `index` and a thread that waits for it and restarts it unless `baton up` is stopping.
+    private func launch(_ index: Int) throws {
+        let spec = lock.withLock { children[index].spec }
+        let pid = try spawn(spec)
+        lock.withLock { children[index].pid = pid }
+        Self.say("started \(spec.name) (pid \(pid))")
+        let watcher = Thread { [self] in
+            let started = Date()
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            let (stop, delay): (Bool, Double) = lock.withLock {
+                children[index].pid = nil
+                if Date().timeIntervalSince(started) > 60 { children[index].backoff = 0.5 }
+                let delay = children[index].backoff
+                guard !stopping else { return (true, delay) }
+                children[index].backoff = min(delay * 2, 30)
+                children[index].restarts += 1
+                return (false, delay)
+            }
+            guard !stop else { return }
+            Self.say("\(spec.name) exited unexpectedly (\(Self.describe(status))); restarting it in \(delay) s")
+            Thread.sleep(forTimeInterval: delay)
+            guard !lock.withLock({ stopping }) else { return }
+            do { try launch(index) } catch { Self.say("could not restart \(spec.name): \(error)") }
+        }
+        watcher.name = "baton.up.\(spec.name)"
+        watcher.start()
+    }
+
+    private func spawn(_ spec: ChildSpec) throws -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -248,69 +308,31 @@ final class Supervisor: @unchecked Sendable {
             }
         }
         guard result == 0 else {
-            throw ValidationError("could not start \(spec.name): \(String(cString: strerror(result)))")
+            throw CommandFailure("could not start \(spec.name): \(String(cString: strerror(result)))")
         }
-        lock.withLock { children.append(Child(spec: spec, pid: pid)) }
-        FileHandle.standardError.write(Data("[up] started \(spec.name) (pid \(pid))\n".utf8))
-        let child = pid
-        let watcher = Thread { [self] in watch(pid: child, name: spec.name) }
-        watcher.name = "baton.up.\(spec.name)"
-        watcher.start()
+        return pid
     }
 
-    private func watch(pid: pid_t, name: String) {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        let unexpected: Bool = lock.withLock {
-            if let index = children.firstIndex(where: { $0.pid == pid }) {
-                children[index].exited = true
-                children[index].status = status
-            }
-            return stopReason == nil
-        }
-        if unexpected {
-            lock.withLock { failed = true }
-            requestStop(reason: "\(name) exited unexpectedly (\(Self.describe(status)))")
-        }
-    }
-
-    func requestStop(reason: String) {
-        let first: Bool = lock.withLock {
-            guard stopReason == nil else { return false }
-            stopReason = reason
-            return true
-        }
-        guard first else { return }
-        FileHandle.standardError.write(Data("[up] stopping: \(reason)\n".utf8))
-        // Router first (no new requests), then workers (they drain), then placement.
-        let order = ["router", "prefill-0", "decode-0", "placement"]
-        let thread = Thread { [self] in
-            for name in order {
-                guard let pid = lock.withLock({ children.first { $0.spec.name == name && !$0.exited }?.pid }) else { continue }
+    /// SIGTERM to each child in order, waiting up to 40 s for each before SIGKILL.
+    private func stopAll() async {
+        let order = ["router", "prefill", "decode", "placement"]
+        let specs = lock.withLock { children.map(\.spec.name) }
+        for prefix in order {
+            for name in specs where name.hasPrefix(prefix) {
+                guard let pid = lock.withLock({ children.first { $0.spec.name == name }?.pid }) else { continue }
                 kill(pid, SIGTERM)
-                let deadline = Date().addingTimeInterval(40)
-                while Date() < deadline, lock.withLock({ !(children.first { $0.pid == pid }?.exited ?? true) }) {
-                    Thread.sleep(forTimeInterval: 0.05)
+                let deadline = ContinuousClock.now + .seconds(40)
+                while ContinuousClock.now < deadline, lock.withLock({ children.first { $0.spec.name == name }?.pid != nil }) {
+                    try? await Task.sleep(for: .milliseconds(50))
                 }
-                if lock.withLock({ !(children.first { $0.pid == pid }?.exited ?? true) }) {
-                    FileHandle.standardError.write(Data("[up] \(name) did not stop within 40 s; killing it\n".utf8))
+                if lock.withLock({ children.first { $0.spec.name == name }?.pid != nil }) {
+                    Self.say("\(name) did not stop within 40 s; killing it")
                     kill(pid, SIGKILL)
                 }
             }
         }
-        thread.start()
-    }
-
-    /// Waits until a stop was requested and every child has exited; returns whether something failed.
-    func waitUntilStopped() async -> Bool {
-        while true {
-            let done: Bool = lock.withLock { stopReason != nil && children.allSatisfy(\.exited) }
-            if done { break }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        let summary = lock.withLock { children.map { "\($0.spec.name): \(Self.describe($0.status))" } }
-        FileHandle.standardError.write(Data("[up] stopped (\(summary.joined(separator: ", ")))\n".utf8))
-        return lock.withLock { failed }
+        let summary = lock.withLock { children.map { "\($0.spec.name): \($0.restarts) restart\($0.restarts == 1 ? "" : "s")" } }
+        Self.say("stopped (\(summary.joined(separator: ", ")))")
     }
 
     static func describe(_ status: Int32) -> String {

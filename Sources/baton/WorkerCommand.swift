@@ -7,6 +7,7 @@ import Inference
 import KVTransport
 import Logging
 import Placement
+import ServiceLifecycle
 import Tokenization
 import Worker
 
@@ -19,7 +20,7 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a prefill, decode or combined worker of a Baton cluster.",
         discussion: """
             Prints one JSON line {"listening": PORT, "name": NAME} on standard output once it serves.
-            SIGTERM (or SIGINT) drains: new requests are refused with 503, requests in flight finish (at most
+            SIGTERM (or SIGINT) drains: new requests are refused with 503, requests in flight finish (at most \
             --drain-timeout seconds), the worker leaves the placement service and exits 0.
               baton certs --out certs --nodes placement,prefill-0,decode-0
               baton worker --role decode --placement 127.0.0.1:7400 --listen 127.0.0.1:7411 \\
@@ -82,7 +83,7 @@ struct WorkerCommand: AsyncParsableCommand {
         ParentWatch.exitWithParentIfAsked()
         let logger = KVHandoffCommand.logger("baton.worker")
         let (listenHost, listenPort) = try Endpoint.parse(listen, option: "--listen")
-        let (placementHost, placementPort) = try Endpoint.parse(placement, option: "--placement")
+        let placementEndpoint = try Endpoint.parse(placement, option: "--placement")
         let workerConfig: WorkerConfig?
         do { workerConfig = try config.map { try WorkerConfig.load(path: $0) } } catch {
             throw ValidationError("\(error)")
@@ -103,113 +104,28 @@ struct WorkerCommand: AsyncParsableCommand {
         profileConfig.threads = threads
         let profiled: DeviceProfiler.Result
         do { profiled = try DeviceProfiler.profile(for: profileConfig) } catch {
-            throw ValidationError("cannot profile this machine: \(error)")
+            throw CommandFailure("cannot profile this machine: \(error)")
         }
         logger.info("device profile (\(profiled.source.rawValue)): \(Int(profiled.profile.sgemmGFLOPS)) GFLOP/s sgemm, \(String(format: "%.1f", profiled.profile.memoryReadGBps)) GB/s memory read")
 
         let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
         let model = try TransformerModel(file: file)
-        let layout = model.kvCacheLayout()
-        let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
-        let contextLength = min(context, model.configuration.contextLength)
-        let contextBlocks = layout.blocks(forTokens: contextLength)
-
         var transport = KVTransportConfiguration(
             tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
-        let rdma = RDMADiscovery.discover()
-        transport.rdmaAvailable = !rdma.devices.isEmpty
+        transport.rdmaAvailable = RDMADiscovery.discover(logger: logger).isAvailable
 
-        // Role both runs two prefill engines (local prompts in the decode loop, shipped ones on the prefill queue's
-        // thread): they share one copy of the f32 weights.
-        let prefillWeights = role != .decode ? PrefillWeights(model: model, threads: threads) : nil
-        var scheduler: DecodeScheduler?
-        if role != .prefill {
-            var settings = DecodeScheduler.Configuration(
-                kvBlocks: kvBlocks ?? maxBatch * contextBlocks, maxBatch: maxBatch, threads: threads,
-                maxContext: contextLength, prefillEngine: role == .both)
-            settings.defaultTransferTimeout = .seconds(30)
-            settings.prefillWeights = prefillWeights
-            let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, identity: identity, configuration: settings)
-            decode.start()
-            scheduler = decode
-        }
-        var prefill: PrefillService?
-        if role != .decode {
-            // Room for one full context, or for many shorter prompts batched into shared passes.
-            let cache = try PagedKVCache(layout: layout, blockCount: role == .prefill ? (kvBlocks ?? contextBlocks + 1) : contextBlocks + 1)
-            let engine = try PrefillEngine(
-                model: model, cache: cache, threads: threads, maxContext: contextLength, weights: prefillWeights)
-            prefill = PrefillService(
-                shipper: try PrefillKVShipper(engine: engine, identity: identity), transport: transport, logger: logger)
-        }
-        let service = WorkerService(
-            name: name, decode: scheduler, prefill: prefill, vocabularySize: model.configuration.vocabularySize,
-            logger: logger)
-        let receiver: any KVTransferReceiver = scheduler ?? RefuseTransfers(name: name)
-        let server = try await KVTransferServer.bind(
-            host: listenHost, port: listenPort, configuration: transport, identity: identity, receiver: receiver,
-            routes: service.routes, logger: logger)
-
-        let advertised: (host: String, port: Int)
-        if let advertise {
-            advertised = try Endpoint.parse(advertise, option: "--advertise")
-        } else if ["0.0.0.0", "::", ""].contains(listenHost) {
-            advertised = (ProcessInfo.processInfo.hostName, server.port)
-            logger.warning("listening on all interfaces; advertising \(advertised.host):\(advertised.port) (set --advertise to choose)")
-        } else {
-            advertised = (listenHost, server.port)
-        }
-        let registration = RegisterRequest(
-            profile: profiled.profile, roles: role.roles,
-            address: WorkerAddress(host: advertised.host, port: advertised.port, hostID: transport.hostID),
-            modelFingerprint: identity.modelFingerprint)
-        let client = PlacementClient(
-            host: placementHost, port: placementPort, tls: transport.tls, insecure: nodeTLS.insecure)
-        let agent = WorkerAgent(client: client, registration: registration, load: { service.load() }, logger: logger)
-
-        let serving = Task { await server.run() }
-        let heartbeats = Task { await agent.run() }
-        KVHandoffCommand.emit(["listening": server.port, "name": name])
-        logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(server.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")
-
-        let signal = await Self.waitForTermination()
-        logger.info("\(signal): draining (new requests refused; at most \(drainTimeout) s for \(service.requestsInFlight) in flight)")
-        service.startDraining()
-        agent.setDraining(true)
-        let idle = await service.waitUntilIdle(timeout: .milliseconds(Int(drainTimeout * 1000)))
-        if !idle { logger.warning("\(service.requestsInFlight) requests still in flight after \(drainTimeout) s; leaving anyway") }
-        heartbeats.cancel()
-        await agent.leave()
-        await client.close()
-        await server.close()
-        serving.cancel()
-        scheduler?.shutdown()
-        await prefill?.closeConnections()
-        logger.info("worker \(name) stopped")
-    }
-
-    /// Waits for SIGTERM or SIGINT; returns the signal's name.
-    static func waitForTermination() async -> String {
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        let (names, continuation) = AsyncStream<String>.makeStream()
-        let sources = [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")].map { number, name in
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { continuation.yield(name) }
-            source.resume()
-            return source
-        }
-        defer { sources.forEach { $0.cancel() } }
-        for await name in names { return name }
-        return "end"
-    }
-}
-
-/// A prefill-only worker's listener takes no KV: every transfer is refused.
-private struct RefuseTransfers: KVTransferReceiver {
-    let name: String
-
-    func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
-        throw KVTransportError(.refused, "worker \(name) is a prefill worker and takes no KV (request \(request.requestID))")
+        var settings = WorkerNode.Configuration(
+            name: name, roles: Set(role.roles), threads: threads, context: context, listenHost: listenHost,
+            listenPort: listenPort, transport: transport)
+        settings.maxBatch = maxBatch
+        settings.kvBlocks = kvBlocks
+        settings.advertise = try advertise.map { try Endpoint.parse($0, option: "--advertise") }
+        settings.placement = placementEndpoint
+        settings.profile = profiled.profile
+        settings.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
+        let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
+        KVHandoffCommand.emit(["listening": node.port, "name": name])
+        logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(node.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")
+        try await ServiceGroup(services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
     }
 }

@@ -1,8 +1,10 @@
 import ClusterProtocol
 import Foundation
-import KVTransport
+import Generation
+import Metrics
 import Placement
-import Router
+import Prometheus
+import RPC
 import Synchronization
 import Testing
 
@@ -16,16 +18,19 @@ struct ClusterGenerationBackendTests {
     func disaggregatedRequest() async throws {
         try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
             let request = GenerationRequest(
-                id: "req-1", promptTokens: [1, 2, 3, 4, 5], maxTokens: 3,
-                sampling: SamplingParameters(temperature: 0.7, topP: 0.9, seed: 42), logprobs: true, topLogprobs: 2)
-            let (tokens, summary) = try await collect(try await backend.generate(request))
+                id: "req-1", prompt: [1, 2, 3, 4, 5], maxNewTokens: 3,
+                sampling: SamplingParameters(temperature: 0.7, topP: 0.9, seed: 42, logprobs: 2))
+            let (tokens, summary) = try await collect(try await backend.generate(GenerationState(request: request)))
             #expect(tokens.map(\.id) == [105, 104, 103])
             #expect(tokens.first?.logprob == -0.5)
             #expect(tokens.first?.topLogprobs.count == 2)
-            #expect(summary == GenerationSummary(reason: .maxTokens, promptTokens: 5, completionTokens: 3))
+            #expect(tokens.first?.random == RandomState(9, 8, 7, 6), "the generator state reaches the router")
+            #expect(summary == GenerationSummary(
+                reason: .maxTokens, promptTokens: 5, completionTokens: 3,
+                handoff: KVHandoffSummary(transport: "tls-h2", bytes: 4096, seconds: 0.012)))
             let open = try #require(cluster.log.withLock { $0.opened.first })
-            #expect(open.requestID == "req-1" && !open.prefillHere && open.maxNewTokens == 3)
-            #expect(open.sampling.hasSeed_p && open.sampling.seed == 42 && open.sampling.topLogprobs == 2)
+            #expect(GenerationState(proto: open.state) == GenerationState(request: request))
+            #expect(!open.prefillHere)
             let submit = try #require(cluster.log.withLock { $0.submitted.first })
             #expect(submit.requestID == "req-1" && submit.promptTokens == [1, 2, 3, 4, 5])
             #expect(Int(submit.decodeWorker.port) == cluster.decodePort && submit.decodeWorker.hostID == "host-a")
@@ -36,7 +41,7 @@ struct ClusterGenerationBackendTests {
     func decodeOnlyRequest() async throws {
         try await FakeCluster.run(mode: .decodeOnly) { cluster, backend in
             let (tokens, summary) = try await collect(
-                try await backend.generate(GenerationRequest(id: "short", promptTokens: [7, 8], maxTokens: 5)))
+                try await backend.generate(Self.state("short", [7, 8], maxTokens: 5)))
             #expect(tokens.map(\.id) == [102, 101])
             #expect(summary.reason == .endOfGeneration && summary.completionTokens == 2)
             #expect(cluster.log.withLock { $0.opened.first?.prefillHere } == true)
@@ -47,16 +52,16 @@ struct ClusterGenerationBackendTests {
     @Test("placement's 429 becomes overloaded with its retry delay and 503 becomes no worker available")
     func placementRefusals() async throws {
         try await FakeCluster.run(mode: .refuse(429)) { _, backend in
-            let error = await #expect(throws: RouterError.self) {
-                _ = try await backend.generate(GenerationRequest(id: "x", promptTokens: [1], maxTokens: 1))
+            let error = await #expect(throws: GenerationError.self) {
+                _ = try await backend.generate(Self.state("x", [1], maxTokens: 1))
             }
             #expect(error?.code == .overloaded && error?.retryAfterSeconds == 3)
         }
         try await FakeCluster.run(mode: .refuse(503)) { _, backend in
-            let error = await #expect(throws: RouterError.self) {
-                _ = try await backend.generate(GenerationRequest(id: "x", promptTokens: [1], maxTokens: 1))
+            let error = await #expect(throws: GenerationError.self) {
+                _ = try await backend.generate(Self.state("x", [1], maxTokens: 1))
             }
-            #expect(error?.code == .noWorkerAvailable)
+            #expect(error?.code == .unavailable)
             #expect(await backend.health() != .ready)
         }
     }
@@ -65,7 +70,7 @@ struct ClusterGenerationBackendTests {
     func drainingWorkerIsRetried() async throws {
         try await FakeCluster.run(mode: .disaggregated, drainingRefusals: 1) { cluster, backend in
             let (tokens, _) = try await collect(
-                try await backend.generate(GenerationRequest(id: "retry", promptTokens: [1, 2], maxTokens: 2)))
+                try await backend.generate(Self.state("retry", [1, 2], maxTokens: 2)))
             #expect(tokens.map(\.id) == [102, 101])
             #expect(cluster.log.withLock { $0.chooseCalls } == 2)
         }
@@ -74,9 +79,9 @@ struct ClusterGenerationBackendTests {
     @Test("a decode worker's failure event ends the stream with a server error")
     func failureMidStream() async throws {
         try await FakeCluster.run(mode: .disaggregated, failAfterTokens: 1) { _, backend in
-            let stream = try await backend.generate(GenerationRequest(id: "fail", promptTokens: [1, 2, 3], maxTokens: 3))
-            let error = await #expect(throws: RouterError.self) { _ = try await collect(stream) }
-            #expect(error?.code == .backendFailure)
+            let stream = try await backend.generate(Self.state("fail", [1, 2, 3], maxTokens: 3))
+            let error = await #expect(throws: GenerationError.self) { _ = try await collect(stream) }
+            #expect(error?.code == .failed)
             #expect(error?.message.contains("decode worker decode-a: injected failure") == true)
         }
     }
@@ -84,7 +89,7 @@ struct ClusterGenerationBackendTests {
     @Test("cancelling the consumer resets the decode stream, and the worker sees it")
     func cancellationReachesTheWorker() async throws {
         try await FakeCluster.run(mode: .disaggregated, endless: true) { cluster, backend in
-            let stream = try await backend.generate(GenerationRequest(id: "cancel", promptTokens: [1, 2, 3], maxTokens: 1000))
+            let stream = try await backend.generate(Self.state("cancel", [1, 2, 3], maxTokens: 1000))
             let received = Atomic<Int>(0)
             // The router cancels the consuming task (client gone, stop string, timeout); so does this test.
             let consumer = Task {
@@ -107,10 +112,10 @@ struct ClusterGenerationBackendTests {
     func prefillFailureResetsDecode() async throws {
         try await FakeCluster.run(mode: .disaggregated, prefillStatus: 502) { cluster, backend in
             let started = ContinuousClock.now
-            let error = await #expect(throws: RouterError.self) {
-                _ = try await backend.generate(GenerationRequest(id: "p-fail", promptTokens: [1, 2, 3], maxTokens: 3))
+            let error = await #expect(throws: GenerationError.self) {
+                _ = try await backend.generate(Self.state("p-fail", [1, 2, 3], maxTokens: 3))
             }
-            #expect(error?.code == .backendFailure)
+            #expect(error?.code == .failed)
             #expect(error?.message.contains("worker prefill-a: no OpenDecode for p-fail") == true, "\(String(describing: error))")
             #expect(started.duration(to: .now) < .seconds(5))
             let deadline = ContinuousClock.now + .seconds(5)
@@ -118,6 +123,47 @@ struct ClusterGenerationBackendTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(cluster.log.withLock { $0.decodeCancelled })
+        }
+    }
+
+    @Test("a decode worker's refusal while waiting for room sends the request to another choice")
+    func noRoomIsRetried() async throws {
+        try await FakeCluster.run(mode: .disaggregated, noRoomRefusals: 1) { cluster, backend in
+            let (tokens, _) = try await collect(try await backend.generate(Self.state("room", [1, 2], maxTokens: 2)))
+            #expect(tokens.map(\.id) == [102, 101])
+            #expect(cluster.log.withLock { $0.chooseCalls } == 2)
+        }
+    }
+
+    @Test("a finish reason the router does not know is an error, never a silent stop")
+    func unknownFinishReason() async throws {
+        try await FakeCluster.run(mode: .decodeOnly, finishReason: .unspecified) { _, backend in
+            let error = await #expect(throws: GenerationError.self) {
+                _ = try await collect(try await backend.generate(Self.state("odd", [7], maxTokens: 1)))
+            }
+            #expect(error?.message.contains("unknown reason") == true)
+        }
+    }
+
+    static func state(_ id: String, _ prompt: [Int32], maxTokens: Int) -> GenerationState {
+        GenerationState(request: GenerationRequest(id: id, prompt: prompt, maxNewTokens: maxTokens, sampling: .greedy))
+    }
+
+    @Test("per-worker requests and load go to the metrics factory the router gives")
+    func workerMetrics() async throws {
+        let registry = PrometheusCollectorRegistry()
+        try await FakeCluster.run(mode: .disaggregated, metrics: PrometheusMetricsFactory(registry: registry)) { _, backend in
+            _ = try await collect(try await backend.generate(Self.state("m", [1, 2], maxTokens: 2)))
+            _ = await backend.health()
+        }
+        let text = registry.emitToString()
+        for expected in [
+            #"baton_router_worker_requests_total{worker="decode-a",role="decode"} 1"#,
+            #"baton_router_worker_requests_total{worker="prefill-a",role="prefill"} 1"#,
+            #"baton_router_worker_queue_depth{worker="decode-a",role="decode"}"#,
+            #"baton_router_worker_free_kv_blocks{worker="decode-a",role="decode"}"#,
+        ] {
+            #expect(text.contains(expected), "missing \(expected) in:\n\(text)")
         }
     }
 
@@ -129,15 +175,19 @@ struct ClusterGenerationBackendTests {
     }
 }
 
-private func collect(_ stream: AsyncThrowingStream<GenerationEvent, any Error>) async throws -> ([GeneratedToken], GenerationSummary) {
+/// Reads the stream to its end, as the router does: tokens, exactly one summary, then nothing.
+private func collect(_ stream: GenerationStream) async throws -> ([GeneratedToken], GenerationSummary) {
     var tokens: [GeneratedToken] = []
+    var summary: GenerationSummary?
     for try await event in stream {
+        #expect(summary == nil, "nothing follows the summary")
         switch event {
         case .token(let token): tokens.append(token)
-        case .finished(let summary): return (tokens, summary)
+        case .finished(let end): summary = end
         }
     }
-    throw ClusterError(.protocolViolation, "the stream ended without a summary")
+    guard let summary else { throw ClusterError(.protocolViolation, "the stream ended without a summary") }
+    return (tokens, summary)
 }
 
 /// A placement service and two workers, faked with routes on real mTLS listeners.
@@ -158,37 +208,48 @@ struct FakeCluster {
     let decodePort: Int
 
     static func run(
-        mode: Mode, drainingRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false, prefillStatus: Int? = nil,
+        mode: Mode, drainingRefusals: Int = 0, noRoomRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false,
+        prefillStatus: Int? = nil, finishReason: Baton_V1_DecodeFinished.Reason? = nil,
+        metrics: any MetricsFactory = MetricsSystem.factory,
         _ body: (FakeCluster, ClusterGenerationBackend) async throws -> Void
     ) async throws {
         let authority = try ClusterCertificates.makeAuthority()
-        func tls(_ node: String) throws -> KVTransportTLS {
+        func tls(_ node: String) throws -> NodeTLS {
             ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, authority: authority), authorityPEM: authority.certificatePEM)
         }
         let log = FakeLog()
         let refusalsLeft = Mutex(drainingRefusals)
+        let noRoomLeft = Mutex(noRoomRefusals)
         let prefillDone = AsyncStream<Void>.makeStream()
 
         var decodeRoutes = NodeRoutes()
         decodeRoutes.on(BatonProtocol.WorkerControl.openDecode) { request, response in
-            let open = try Baton_V1_OpenDecodeRequest(serializedBytes: request.body)
-            log.withLock { $0.opened.append(open) }
+            let message = try Baton_V1_OpenDecodeRequest(serializedBytes: request.body)
+            log.withLock { $0.opened.append(message) }
+            let prefillHere = message.prefillHere
             if refusalsLeft.withLock({ left in defer { left -= 1 }; return left > 0 }) {
                 try await response.respond(status: 503, body: Array(#"{"code":"draining","message":"draining"}"#.utf8))
                 return
             }
+            let open = GenerationState(proto: message.state)
             try await response.startStream()
+            if noRoomLeft.withLock({ left in defer { left -= 1 }; return left > 0 }) {
+                var refusal = Baton_V1_DecodeEvent()
+                refusal.failure = Baton_V1_DecodeFailure.with { $0.code = .noRoom; $0.message = "queue full" }
+                try await response.send(try refusal.serializedBytes())
+                return
+            }
             var opened = Baton_V1_DecodeEvent()
-            opened.opened = Baton_V1_DecodeOpened.with { $0.requestID = open.requestID; $0.worker = "decode-a" }
+            opened.opened = Baton_V1_DecodeOpened.with { $0.requestID = open.request.id; $0.worker = "decode-a" }
             try await response.send(try opened.serializedBytes())
             try await response.send([])  // a keep-alive, which the client must skip
-            if !open.prefillHere {
+            if !prefillHere {
                 var iterator = prefillDone.stream.makeAsyncIterator()
                 _ = await iterator.next()
             }
             do {
                 var sent = 0
-                let count = endless ? Int.max : min(Int(open.maxNewTokens), open.promptTokens.count)
+                let count = endless ? Int.max : min(open.request.maxNewTokens, open.request.prompt.count)
                 while sent < count {
                     if let failAfterTokens, sent == failAfterTokens {
                         var failure = Baton_V1_DecodeEvent()
@@ -197,22 +258,25 @@ struct FakeCluster {
                         return
                     }
                     var event = Baton_V1_DecodeEvent()
-                    event.token = Baton_V1_DecodeToken.with {
-                        $0.token = Int32(100 + open.promptTokens.count - sent)
-                        $0.logprob = -0.5
-                        $0.topLogprobs = (0..<Int(open.sampling.topLogprobs)).map { i in
-                            Baton_V1_TokenLogprob.with { $0.token = Int32(i); $0.logprob = -1 }
-                        }
-                    }
+                    event.token = GeneratedToken(
+                        id: Int32(100 + open.request.prompt.count - sent), logprob: -0.5,
+                        topLogprobs: (0..<(open.request.sampling.logprobs ?? 0)).map { TokenLogprob(id: Int32($0), logprob: -1) },
+                        random: RandomState(9, 8, 7, 6)
+                    ).proto
                     try await response.send(try event.serializedBytes())
                     sent += 1
                     if endless { try await Task.sleep(for: .milliseconds(10)) }
                 }
                 var finished = Baton_V1_DecodeEvent()
                 finished.finished = Baton_V1_DecodeFinished.with {
-                    $0.reason = sent == Int(open.maxNewTokens) ? .maxTokens : .endOfGeneration
-                    $0.promptTokens = UInt32(open.promptTokens.count)
+                    $0.reason = finishReason ?? (sent == open.request.maxNewTokens ? .maxTokens : .endOfGeneration)
+                    $0.promptTokens = UInt32(open.request.prompt.count)
                     $0.completionTokens = UInt32(sent)
+                    if !prefillHere {
+                        $0.transport = .tlsHTTP2
+                        $0.kvBytes = 4096
+                        $0.kvTransferMs = 12
+                    }
                 }
                 try await response.send(try finished.serializedBytes())
             } catch is CancellationError {
@@ -281,7 +345,7 @@ struct FakeCluster {
         let routerTLS = try tls("router")
         let client = PlacementClient(host: "127.0.0.1", port: placement.port, tls: routerTLS)
         let pool = NodeClientPool(tls: routerTLS)
-        let backend = ClusterGenerationBackend(placement: client, workers: pool)
+        let backend = ClusterGenerationBackend(placement: client, workers: pool, metrics: metrics)
         do {
             try await body(FakeCluster(log: log, decodePort: decodePort), backend)
         } catch {

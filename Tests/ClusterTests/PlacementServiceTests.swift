@@ -1,6 +1,6 @@
+import RPC
 import ClusterProtocol
 import Foundation
-import KVTransport
 import Placement
 import Synchronization
 import Testing

@@ -29,7 +29,7 @@ struct ClusterUpTests {
         let metrics = try await HTTP.get("http://127.0.0.1:\(port)/metrics")
         #expect(metrics.contains(#"baton_router_worker_requests_total{worker="prefill-0",role="prefill"}"#), "\(metrics)")
         #expect(metrics.contains(#"baton_router_worker_requests_total{worker="decode-0",role="decode"}"#))
-        #expect(metrics.contains(#"baton_router_kv_transfer_bytes_total{transport="shm"}"#))
+        #expect(metrics.contains(#"baton_router_kv_transfer_bytes_total{transport="shared-memory"}"#))
 
         // The cluster's own view, over mutual TLS with the router's certificate.
         let placement = try #require(Self.placementAddress(up.standardError))

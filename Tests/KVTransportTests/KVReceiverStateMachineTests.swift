@@ -1,5 +1,5 @@
 import ClusterProtocol
-import KVTransport
+@testable import KVTransport
 import Testing
 
 @Suite("Receiver state machine")
@@ -38,12 +38,15 @@ struct KVReceiverStateMachineTests {
         return message
     }
 
+    static let logits: [Float] = [0.5, -1, 2]
+
     func completion(tokens: Int, id: String = "req-1") -> Baton_V1_TransferCompletion {
-        var message = Baton_V1_TransferCompletion()
-        message.requestID = id
-        message.tokenCount = UInt32(tokens)
-        message.firstToken = 9
-        return message
+        KVTransferCompletion(tokenCount: tokens, logits: Self.logits).proto(requestID: id)
+    }
+
+    /// Feeds a completion and its logits payload.
+    func complete(_ m: inout KVReceiverStateMachine, _ message: Baton_V1_TransferCompletion, logits: [Float] = logits) -> KVReceiverStateMachine.Action {
+        logits.withUnsafeBytes { m.receiveCompletion(message, payload: $0) }
     }
 
     @Test("A transfer goes handshake → waiting → transferring → done, delivering each verified layer")
@@ -60,12 +63,12 @@ struct KVReceiverStateMachineTests {
             #expect(m.receiveChunk(chunk(layer: layer, offset: 4096, length: 2048, crc: 2), payloadLength: 2048) == .none)
             #expect(m.chunkEnded(crc32c: 2) == .deliverLayer(layer))
         }
-        let action = m.receiveCompletion(completion(tokens: 40))
+        let action = complete(&m, completion(tokens: 40))
         guard case .complete(let done) = action else {
             Issue.record("expected completion, got \(action)")
             return
         }
-        #expect(done.firstToken == 9)
+        #expect(done.logits == Self.logits)
         #expect(m.state == .done)
     }
 
@@ -88,7 +91,7 @@ struct KVReceiverStateMachineTests {
     func protocolVersion() {
         var m = machine()
         var other = Fixtures.identity
-        other.protocolVersion = 2
+        other.protocolVersion = BatonProtocol.version + 1
         guard case .fail(.incompatible, let message, _) = m.receiveHandshake(handshake(Fixtures.request(identity: other))) else {
             Issue.record("expected an incompatible failure")
             return
@@ -149,11 +152,37 @@ struct KVReceiverStateMachineTests {
     func earlyCompletion() {
         var m = machine()
         _ = m.receiveHandshake(handshake(Fixtures.request()))
-        guard case .fail(.protocolViolation, let message, _) = m.receiveCompletion(completion(tokens: 40)) else {
+        guard case .fail(.protocolViolation, let message, _) = complete(&m, completion(tokens: 40)) else {
             Issue.record("expected a protocol violation")
             return
         }
         #expect(message.contains("0 of 4 layers"))
+    }
+
+    @Test("A completion whose logits do not match their count or checksum fails the transfer")
+    func corruptLogits() {
+        func delivered() -> KVReceiverStateMachine {
+            var m = machine()
+            _ = m.receiveHandshake(handshake(Fixtures.request()))
+            for layer in 0..<4 {
+                _ = m.receiveChunk(chunk(layer: layer, offset: 0, length: 4096, crc: 1), payloadLength: 4096)
+                _ = m.chunkEnded(crc32c: 1)
+                _ = m.receiveChunk(chunk(layer: layer, offset: 4096, length: 2048, crc: 2), payloadLength: 2048)
+                _ = m.chunkEnded(crc32c: 2)
+            }
+            return m
+        }
+        var short = delivered()
+        guard case .fail(.protocolViolation, let message, _) = complete(&short, completion(tokens: 40), logits: [1]) else {
+            Issue.record("expected a protocol violation for a short payload")
+            return
+        }
+        #expect(message.contains("announces 3 logits"))
+        var flipped = delivered()
+        guard case .fail(.checksumMismatch, _, true) = complete(&flipped, completion(tokens: 40), logits: [0.5, -1, 2.5]) else {
+            Issue.record("expected a checksum mismatch, told to the sender")
+            return
+        }
     }
 
     @Test("The stream ending or going silent mid-transfer fails it")

@@ -5,30 +5,24 @@ import Testing
 
 @Suite("KV transfer completion")
 struct KVTransferCompletionTests {
-    @Test("the first token's log-probabilities travel with the completion")
-    func logprobsRoundTrip() throws {
-        let sent = KVTransferCompletion(
-            firstToken: 42, samplingState: KVSamplingState(rngState: [7], recentTokens: [1, 2], parameters: [9]),
-            tokenCount: 3, firstTokenLogprobs: KVFirstTokenLogprobs(logprob: -0.25, top: [(42, -0.25), (17, -1.5)]))
-        let received = try KVTransferCompletion(proto: sent.proto(requestID: "r"))
-        #expect(received.firstTokenLogprobs == sent.firstTokenLogprobs)
-        #expect(received.firstTokenLogprobs?.top.map(\.0) == [42, 17])
-        #expect(received.firstToken == 42 && received.tokenCount == 3)
+    @Test("the prompt's logits travel as the completion frame's payload, counted and checksummed")
+    func logitsRoundTrip() throws {
+        let sent = KVTransferCompletion(tokenCount: 3, logits: [0, -1.5, .infinity, -.infinity, 3.25e-8])
+        let header = sent.proto(requestID: "r")
+        #expect(header.logitsCount == 5 && header.tokenCount == 3)
+        let received = try sent.logits.withUnsafeBytes { try KVTransferCompletion(proto: header, payload: $0) }
+        #expect(received == sent)
     }
 
-    @Test("a completion without log-probabilities arrives without them")
-    func noLogprobs() throws {
-        let received = try KVTransferCompletion(proto: KVTransferCompletion(firstToken: 5, tokenCount: 1).proto(requestID: "r"))
-        #expect(received.firstTokenLogprobs == nil)
-    }
-
-    @Test("alternatives and log-probabilities of different lengths are a protocol violation")
-    func mismatchedLengths() {
-        var message = KVTransferCompletion(firstToken: 5, tokenCount: 1).proto(requestID: "r")
-        message.firstTokenLogprobs.logprob = -1
-        message.firstTokenLogprobs.topTokens = [5, 6]
-        message.firstTokenLogprobs.topLogprobs = [-1]
-        let error = #expect(throws: KVTransportError.self) { _ = try KVTransferCompletion(proto: message) }
+    @Test("an empty payload is a completion without logits only when it says so")
+    func emptyLogits() throws {
+        let header = KVTransferCompletion(tokenCount: 1, logits: []).proto(requestID: "r")
+        let received = try [UInt8]().withUnsafeBytes { try KVTransferCompletion(proto: header, payload: $0) }
+        #expect(received.logits.isEmpty)
+        let wrong = KVTransferCompletion(tokenCount: 1, logits: [1, 2]).proto(requestID: "r")
+        let error = #expect(throws: KVTransportError.self) {
+            _ = try [UInt8]().withUnsafeBytes { try KVTransferCompletion(proto: wrong, payload: $0) }
+        }
         #expect(error?.code == .protocolViolation)
     }
 }

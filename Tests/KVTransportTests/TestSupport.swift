@@ -1,3 +1,4 @@
+import RPC
 import KVTransport
 import Synchronization
 
@@ -118,10 +119,9 @@ enum Fixtures {
         }
     }
 
+    /// A completion whose logits are a recognisable pattern (a real vocabulary's worth: 49 152).
     static func completion(tokens: Int = 40) -> KVTransferCompletion {
-        KVTransferCompletion(
-            firstToken: 42, samplingState: KVSamplingState(rngState: [1, 2, 3, 4], recentTokens: [5, 6], parameters: [7]),
-            tokenCount: tokens)
+        KVTransferCompletion(tokenCount: tokens, logits: (0..<49_152).map { Float($0 % 97) - 48.5 })
     }
 
     /// Sends every layer of `request` as three unevenly sized regions (as a paged cache's blocks), then

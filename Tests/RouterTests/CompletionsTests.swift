@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Hummingbird
 import HummingbirdTesting
 import Router
@@ -23,9 +24,9 @@ struct CompletionsTests {
             #expect(choice["finish_reason"] as? String == "stop")
             #expect(choice["logprobs"] is NSNull)
             let request = try #require(fake.requests.first)
-            #expect(request.promptTokens == model.tokenizer.encode("Once upon a time", addSpecial: true, parseSpecial: true))
+            #expect(request.prompt == model.tokenizer.encode("Once upon a time", addSpecial: true, parseSpecial: true))
             let usage = try #require(object["usage"] as? [String: Any])
-            #expect(usage["prompt_tokens"] as? Int == request.promptTokens.count)
+            #expect(usage["prompt_tokens"] as? Int == request.prompt.count)
         }
     }
 
@@ -45,7 +46,7 @@ struct CompletionsTests {
             let expected = "Hello there" + model.tokenizer.decode(Array(fake.replyTokens.prefix(2)))
             #expect(choice["text"] as? String == expected)
             #expect(choice["finish_reason"] as? String == "length")
-            #expect(fake.requests.first?.promptTokens == tokens)
+            #expect(fake.requests.first?.prompt == tokens)
         }
     }
 
@@ -67,7 +68,7 @@ struct CompletionsTests {
             let offsets = try #require(logprobs["text_offset"] as? [Int])
             #expect(offsets.first == 0)
             #expect(offsets == offsets.sorted())
-            #expect(fake.requests.first?.topLogprobs == 1)
+            #expect(fake.requests.first?.sampling.logprobs == 1)
         }
     }
 

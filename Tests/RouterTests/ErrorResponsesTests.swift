@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Hummingbird
 import HummingbirdTesting
 import Router
@@ -61,6 +62,21 @@ struct ErrorResponsesTests {
         #expect(message.contains(#/resulted in \d{3} tokens/#))
     }
 
+    @Test("max_tokens that cannot fit beside the prompt is a 400 naming the limit, never clamped silently")
+    func maxTokensBeyondContext() async throws {
+        let response = try await Self.post(
+            try Self.chat(["max_tokens": 1_000_000_000_000]), configuration: Fixtures.configuration(contextLength: 64))
+        try expectOpenAIError(
+            response, status: .badRequest, code: "context_length_exceeded", param: "max_tokens",
+            messageContains: "maximum context length is 64 tokens")
+        let message = (try jsonObject(response.body)["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(message.contains("1000000000000 in the completion"))
+        #expect(message.contains(#/at most \d+ here/#))
+        // Without max_tokens the completion may run to the end of the context.
+        let fits = try await Self.post(try Self.chat([:]), configuration: Fixtures.configuration(contextLength: 64))
+        #expect(fits.status == .ok)
+    }
+
     @Test("out-of-range parameters are 400s naming the parameter", arguments: [
         ("temperature", "2.5"), ("top_p", "1.5"), ("presence_penalty", "-3"), ("frequency_penalty", "2.1"),
         ("max_tokens", "0"), ("max_completion_tokens", "-1"), ("top_logprobs", "21"), ("logit_bias", #"{"abc": 1}"#),
@@ -96,11 +112,11 @@ struct ErrorResponsesTests {
     @Test("no worker available is a 503 and overload is a 429 with Retry-After")
     func backendRefusals() async throws {
         let unavailable = try await Self.post(try Self.chat([:])) {
-            FakeBackend(tokenizer: $0, failure: RouterError(.noWorkerAvailable, "no decode worker is registered"))
+            FakeBackend(tokenizer: $0, failure: GenerationError(.unavailable, "no decode worker is registered"))
         }
         try expectOpenAIError(unavailable, status: .serviceUnavailable, code: "no_worker_available", param: nil)
         let overloaded = try await Self.post(try Self.chat([:])) {
-            FakeBackend(tokenizer: $0, failure: RouterError(.overloaded, "TTFT target exceeded", retryAfterSeconds: 2))
+            FakeBackend(tokenizer: $0, failure: GenerationError(.overloaded, "TTFT target exceeded", retryAfterSeconds: 2))
         }
         try expectOpenAIError(overloaded, status: .tooManyRequests, code: "rate_limit_exceeded", param: nil)
         #expect(overloaded.headers[.retryAfter] == "2")

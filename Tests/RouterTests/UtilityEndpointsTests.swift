@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Hummingbird
 import HummingbirdTesting
 import Router
@@ -42,12 +43,12 @@ struct UtilityEndpointsTests {
         }
     }
 
-    @Test("GET /metrics exposes latency histograms, request counts and the cluster hooks after a request")
+    @Test("GET /metrics exposes latency histograms, request counts and the KV hand-off a generation reported")
     func metrics() async throws {
         let metrics = RouterMetrics()
-        let (app, _, _) = try Fixtures.application(metrics: metrics)
-        metrics.recordKVTransfer(transport: "shm", bytes: 4096, duration: .milliseconds(3))
-        metrics.setWorkerLoad(worker: "decode-1", role: "decode", queueDepth: 2, activeSequences: 5, freeKVBlocks: 100)
+        let (app, _, _) = try Fixtures.application(
+            backend: { FakeBackend(tokenizer: $0, handoff: KVHandoffSummary(transport: "shared-memory", bytes: 4096, seconds: 0.003)) },
+            metrics: metrics)
         try await app.test(.router) { client in
             _ = try await client.execute(
                 uri: "/v1/chat/completions", method: .post, headers: jsonHeaders,
@@ -60,9 +61,8 @@ struct UtilityEndpointsTests {
                 "baton_router_inter_token_latency_seconds_bucket", "baton_router_request_duration_seconds_count 1",
                 #"baton_router_requests_total{endpoint="/v1/chat/completions",status="200"} 1"#,
                 "baton_router_requests_in_flight 0.0\n", "baton_router_requests_waiting 0.0\n",
-                #"baton_router_kv_transfer_bytes_total{transport="shm"} 4096"#, #"baton_router_kv_transfer_duration_seconds_count{transport="shm"} 1"#,
-                #"baton_router_worker_queue_depth{worker="decode-1",role="decode"} 2.0"#,
-                #"baton_router_worker_free_kv_blocks{worker="decode-1",role="decode"} 100.0"#,
+                #"baton_router_kv_transfer_bytes_total{transport="shared-memory"} 4096"#,
+                #"baton_router_kv_transfer_duration_seconds_count{transport="shared-memory"} 1"#,
                 "# TYPE baton_router_time_to_first_token_seconds histogram",
             ] {
                 #expect(text.contains(expected), "missing \(expected) in:\n\(text)")

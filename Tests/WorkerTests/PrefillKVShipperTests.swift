@@ -1,91 +1,95 @@
+import RPC
 import Foundation
+import Generation
 import Inference
 import KVTransport
 import Testing
 import Worker
 
 extension SharedFixtureSuites {
-    /// Prefill in one engine, layer-streamed over the in-memory transport twin, decode in another: the same tokens as
-    /// one process, and nothing left behind when a transfer fails.
-    @Suite("Prefill shipper and decode receiver in one process", .serialized)
+    /// Prefill in one engine, layer-streamed over the in-memory transport twin into a decode scheduler's reserved
+    /// blocks, decode there: the same tokens as one process, and nothing left behind when a transfer fails.
+    @Suite("Prefill shipper and decode receive path in one process", .serialized)
     struct PrefillKVShipperTests {
         static let parameterSets: [(String, SamplingParameters)] = [
-            ("greedy", SamplingParameters(temperature: 0, seed: 1, maxTokens: 12)),
-            ("seeded sampling", SamplingParameters(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 1234, maxTokens: 12)),
-            ("dense sampling", SamplingParameters(temperature: 1.2, topK: 0, topP: 1, minP: 0, seed: 99, maxTokens: 12)),
+            ("greedy", SamplingParameters(temperature: 0, seed: 1)),
+            ("seeded sampling", SamplingParameters(temperature: 0.9, topK: 40, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 1234)),
+            ("dense sampling", SamplingParameters(temperature: 1.2, topK: 0, topP: 1, minP: 0, seed: 99, logprobs: 2)),
         ]
+
+        /// Opens `state` on `decode` to wait for its KV, ships the prompt through `sender`, and collects the tokens.
+        static func splitRun(
+            _ state: GenerationState, decode: DecodeScheduler, shipper: PrefillKVShipper, via sender: any KVTransferSender
+        ) async throws -> (tokens: [GeneratedToken], summary: GenerationSummary, report: KVShipmentReport) {
+            let stream = try await decode.open(state, prompt: .transfer(timeout: .seconds(20)))
+            let report = try await shipper.ship(requestID: state.request.id, prompt: state.request.prompt, via: sender)
+            let (tokens, summary) = try await collect(stream)
+            return (tokens, summary, report)
+        }
 
         @Test("a shipped sequence decodes to the tokens of single-process generation", arguments: [0, 1, 2])
         func matchesSingleProcess(_ index: Int) async throws {
             let fixture = try HandoffFixture.get()
             let (name, parameters) = Self.parameterSets[index]
-            let expected = try fixture.reference.generate(prompt: fixture.prompt, parameters: parameters)
+            let state = HandoffFixture.state("r-\(name)", fixture.prompt, parameters, maxTokens: 12)
+            let expected = try await collect(try await fixture.reference.generate(state)).tokens
 
             let decode = try fixture.decodeWorker()
-            let fullPool = decode.engine.cache.freeBlockCount
+            defer { decode.scheduler.shutdown() }
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 2)
-            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
-            let report = try await shipper.ship(requestID: "r-\(name)", prompt: fixture.prompt, parameters: parameters, via: transport)
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode.receiver)
+            let (tokens, summary, report) = try await Self.splitRun(state, decode: decode.scheduler, shipper: shipper, via: transport)
             #expect(report.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
-            #expect(report.firstToken == expected.tokens.first)
-
-            guard case .firstToken(let id, let first) = try await nextEvent(decode) else {
-                Issue.record("expected the first-token event first")
-                return
-            }
-            #expect(id == "r-\(name)" && first == report.firstToken)
-            guard case .finished(let decoded) = try await nextEvent(decode) else {
-                Issue.record("expected the finished event")
-                return
-            }
-            #expect(decoded.tokens == expected.tokens, "\(name)")
-            #expect(decoded.text == expected.text)
-            #expect(decoded.finishReason == expected.finishReason)
-            #expect(decoded.seed == expected.seed)
-            #expect(decode.engine.cache.freeBlockCount == fullPool, "the decoded sequence is freed")
+            #expect(tokens == expected, "\(name): tokens, log-probabilities and generator states")
+            #expect(summary.reason == .maxTokens)
+            #expect(summary.handoff?.bytes == report.transfer.bytes)
+            #expect(try await allFree(decode.scheduler), "the decoded sequence is freed")
             #expect(fixture.prefillCache.sequenceCount == 0, "the prefill side frees its sequence")
         }
 
         @Test("shipments that arrive while a pass runs share the next pass, and each decodes as if alone")
         func concurrentShipmentsShareAPass() async throws {
             let fixture = try HandoffFixture.get()
-            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 6)
             let prompt = fixture.prompt
             let prompts = [prompt, Array(prompt[..<20]), Array(prompt.suffix(30)), Array(prompt[5..<12])]
-            let expected = try prompts.map { try fixture.reference.generate(prompt: $0, parameters: parameters) }
+            let states = prompts.enumerated().map { HandoffFixture.state("r\($0)", $1, .greedy, maxTokens: 6) }
+            var expected: [[Int32]] = []
+            for state in states { expected.append(try await fixture.referenceTokens(state)) }
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
             let workers = try prompts.map { _ in try fixture.decodeWorker() }
+            defer { for worker in workers { worker.scheduler.shutdown() } }
             // The first receiver takes 20 ms per layer; with one buffered layer the first pass lasts over half a
             // second, and the other three queue up behind it.
             let transports = workers.enumerated().map { i, worker in
                 InMemoryKVTransport(
                     receiverIdentity: fixture.identity,
-                    receiver: i == 0 ? TappedReceiver.slow(worker, delay: .milliseconds(20)) : worker)
+                    receiver: i == 0 ? TappedReceiver.slow(worker.receiver, delay: .milliseconds(20)) : worker.receiver)
             }
-            let reports = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
-                group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], parameters: parameters, via: transports[0])) }
+            let streams = try await withThrowingTaskGroup(of: (Int, GenerationStream).self) { group in
+                for i in prompts.indices {
+                    group.addTask { (i, try await workers[i].scheduler.open(states[i], prompt: .transfer(timeout: .seconds(20)))) }
+                }
+                var streams = [GenerationStream?](repeating: nil, count: prompts.count)
+                for try await (i, stream) in group { streams[i] = stream }
+                return streams.compactMap { $0 }
+            }
+            _ = try await withThrowingTaskGroup(of: (Int, KVShipmentReport).self) { group in
+                group.addTask { (0, try await shipper.ship(requestID: "r0", prompt: prompts[0], via: transports[0])) }
                 while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
                 for i in 1..<prompts.count {
-                    group.addTask {
-                        (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], parameters: parameters, via: transports[i]))
-                    }
+                    group.addTask { (i, try await shipper.ship(requestID: "r\(i)", prompt: prompts[i], via: transports[i])) }
                 }
                 let deadline = ContinuousClock.now + .seconds(2)
                 while shipper.waiting < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
                 #expect(shipper.waiting == 3 && shipper.computing == 1 && shipper.admitted == 1, "three wait behind the first")
-                var reports = [KVShipmentReport?](repeating: nil, count: prompts.count)
-                for try await (i, report) in group { reports[i] = report }
-                return reports.compactMap { $0 }
+                var reports: [KVShipmentReport] = []
+                for try await (_, report) in group { reports.append(report) }
+                return reports
             }
             #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
             #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count })
-            for (i, worker) in workers.enumerated() {
-                #expect(reports[i].firstToken == expected[i].tokens.first, "prompt \(i)")
-                guard case .firstToken = try await nextEvent(worker), case .finished(let decoded) = try await nextEvent(worker) else {
-                    Issue.record("prompt \(i): expected the first token, then the end")
-                    continue
-                }
-                #expect(decoded.tokens == expected[i].tokens, "prompt \(i)")
+            for (i, stream) in streams.enumerated() {
+                #expect(try await collect(stream).tokens.map(\.id) == expected[i], "prompt \(i)")
             }
             #expect(fixture.prefillCache.sequenceCount == 0, "every batched sequence is freed")
             #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
@@ -94,19 +98,28 @@ extension SharedFixtureSuites {
         @Test("a shipment cancelled while it waits behind another leaves the lane and frees nothing twice")
         func cancelledWhileQueued() async throws {
             let fixture = try HandoffFixture.get()
-            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
+            let slowWorker = try fixture.decodeWorker(), otherWorker = try fixture.decodeWorker()
+            defer {
+                slowWorker.scheduler.shutdown()
+                otherWorker.scheduler.shutdown()
+            }
             let slow = InMemoryKVTransport(
-                receiverIdentity: fixture.identity, receiver: TappedReceiver.slow(try fixture.decodeWorker(), delay: .milliseconds(20)))
-            let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker())
-            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
+                receiverIdentity: fixture.identity, receiver: TappedReceiver.slow(slowWorker.receiver, delay: .milliseconds(20)))
+            let other = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: otherWorker.receiver)
+            let firstStream = try await slowWorker.scheduler.open(
+                HandoffFixture.state("first", fixture.prompt, .greedy, maxTokens: 2), prompt: .transfer(timeout: .seconds(20)))
+            _ = try await otherWorker.scheduler.open(
+                HandoffFixture.state("queued", fixture.prompt, .greedy, maxTokens: 2), prompt: .transfer(timeout: .seconds(20)))
+            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, via: slow) }
             while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
-            let queued = Task { try await shipper.ship(requestID: "queued", prompt: fixture.prompt, parameters: parameters, via: other) }
+            let queued = Task { try await shipper.ship(requestID: "queued", prompt: fixture.prompt, via: other) }
             while shipper.waiting == 0 { try await Task.sleep(for: .milliseconds(2)) }
             queued.cancel()
             await #expect(throws: WorkerError.self) { _ = try await queued.value }
             #expect(shipper.waiting == 0)
             _ = try await first.value
+            #expect(try await collect(firstStream).tokens.count == 2)
             #expect(shipper.passes.count == 1, "the cancelled prompt never ran")
             #expect(fixture.prefillCache.sequenceCount == 0)
         }
@@ -114,14 +127,18 @@ extension SharedFixtureSuites {
         @Test("over mutual TLS, a prompt that waits longer than the receiver's idle timeout for its layers still arrives")
         func queuedLongerThanIdleTimeout() async throws {
             let fixture = try HandoffFixture.get()
-            let parameters = SamplingParameters(temperature: 0, seed: 1, maxTokens: 2)
             let authority = try ClusterCertificates.makeAuthority(name: "Baton test CA")
             func configuration(_ node: String) throws -> KVTransportConfiguration {
-                try ClusterCertificates.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .milliseconds(300))
+                try KVTransportConfiguration.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .milliseconds(300))
+            }
+            let tlsWorker = try fixture.decodeWorker(), slowWorker = try fixture.decodeWorker()
+            defer {
+                tlsWorker.scheduler.shutdown()
+                slowWorker.scheduler.shutdown()
             }
             let server = try await KVTransferServer.bind(
                 host: "127.0.0.1", port: 0, configuration: try configuration("decode"), identity: fixture.identity,
-                receiver: try fixture.decodeWorker())
+                receiver: tlsWorker.receiver)
             let serving = Task { await server.run() }
             let client = try await KVTransferClient.connect(
                 host: "127.0.0.1", port: server.port, configuration: try configuration("prefill"))
@@ -129,56 +146,60 @@ extension SharedFixtureSuites {
             // The first prompt's link takes a second to accept: with one layer buffered, the compute thread waits
             // for it, and the second prompt's layers come a second after it arrived.
             let slow = StallingSender(
-                inner: InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: try fixture.decodeWorker()),
-                delay: .seconds(1))
-            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, parameters: parameters, via: slow) }
+                inner: InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: slowWorker.receiver), delay: .seconds(1))
+            let firstStream = try await slowWorker.scheduler.open(
+                HandoffFixture.state("first", fixture.prompt, .greedy, maxTokens: 2), prompt: .transfer(timeout: .seconds(20)))
+            let secondStream = try await tlsWorker.scheduler.open(
+                HandoffFixture.state("second", fixture.prompt, .greedy, maxTokens: 2), prompt: .transfer(timeout: .seconds(20)))
+            let first = Task { try await shipper.ship(requestID: "first", prompt: fixture.prompt, via: slow) }
             while shipper.admitted == 0 { try await Task.sleep(for: .milliseconds(2)) }
             let started = ContinuousClock.now
-            let second = try await shipper.ship(requestID: "second", prompt: fixture.prompt, parameters: parameters, via: client)
+            let second = try await shipper.ship(requestID: "second", prompt: fixture.prompt, via: client)
             #expect(started.duration(to: .now) > .milliseconds(900), "it waited three idle timeouts")
             #expect(second.transfer.bytes == fixture.identity.layerByteCount(tokenCount: fixture.prompt.count) * fixture.identity.layers)
+            #expect(second.transfer.transport == .tlsHTTP2)
             _ = try await first.value
+            #expect(try await collect(firstStream).tokens.count == 2)
+            #expect(try await collect(secondStream).tokens.count == 2)
             await client.close()
             await server.close()
             serving.cancel()
         }
 
-        @Test("a flipped bit mid-transfer fails the shipment and frees the blocks on both sides")
+        @Test("a flipped bit mid-transfer fails the shipment and the generation, and frees the blocks on both sides")
         func faultFreesBlocks() async throws {
             let fixture = try HandoffFixture.get()
             let decode = try fixture.decodeWorker()
-            let fullPool = decode.engine.cache.freeBlockCount
+            defer { decode.scheduler.shutdown() }
             let prefillPool = fixture.prefillCache.freeBlockCount
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
             let transport = InMemoryKVTransport(
-                receiverIdentity: fixture.identity, receiver: decode, faults: KVTransferFaults(flipBit: (layer: 7, byteOffset: 100)))
+                receiverIdentity: fixture.identity, receiver: decode.receiver, faults: KVTransferFaults(flipBit: (layer: 7, byteOffset: 100)))
+            let stream = try await decode.scheduler.open(
+                HandoffFixture.state("bad", fixture.prompt, .greedy, maxTokens: 4), prompt: .transfer(timeout: .seconds(20)))
             let error = await #expect(throws: WorkerError.self) {
-                _ = try await shipper.ship(requestID: "bad", prompt: fixture.prompt, parameters: .greedy, via: transport)
+                _ = try await shipper.ship(requestID: "bad", prompt: fixture.prompt, via: transport)
             }
             #expect(error?.code == .transfer)
             #expect((error?.cause as? KVTransportError)?.code == .checksumMismatch)
-            guard case .failed(let id, let failure) = try await nextEvent(decode) else {
-                Issue.record("expected a failure event")
-                return
-            }
-            #expect(id == "bad")
-            #expect(failure.code == .transfer)
-            #expect(decode.engine.cache.freeBlockCount == fullPool)
-            #expect(decode.engine.cache.sequenceCount == 0)
+            let failure = await #expect(throws: GenerationError.self) { _ = try await collect(stream) }
+            #expect(failure?.code == .kvTransferFailed)
+            #expect(try await allFree(decode.scheduler))
             #expect(fixture.prefillCache.freeBlockCount == prefillPool)
         }
 
-        @Test("a decode worker without room refuses and the prefill side frees its sequence")
-        func noRoomIsRefused() async throws {
+        @Test("a transfer for a generation nobody opened is refused and the prefill side frees its sequence")
+        func unopenedIsRefused() async throws {
             let fixture = try HandoffFixture.get()
             let decode = try fixture.decodeWorker(blocks: 2)
+            defer { decode.scheduler.shutdown() }
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
-            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode)
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode.receiver)
             let error = await #expect(throws: WorkerError.self) {
-                _ = try await shipper.ship(requestID: "big", prompt: fixture.prompt, parameters: .greedy, via: transport)
+                _ = try await shipper.ship(requestID: "big", prompt: fixture.prompt, via: transport)
             }
             #expect((error?.cause as? KVTransportError)?.code == .refused)
-            #expect(decode.engine.cache.freeBlockCount == 2)
+            #expect(decode.scheduler.load.freeBlocks == 2)
             #expect(fixture.prefillCache.sequenceCount == 0)
         }
 
@@ -186,15 +207,16 @@ extension SharedFixtureSuites {
         func incompatibleIdentity() async throws {
             let fixture = try HandoffFixture.get()
             let decode = try fixture.decodeWorker()
+            defer { decode.scheduler.shutdown() }
             var other = fixture.identity
             other.tokenizerHash = "fnv1a64-0"
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity)
-            let transport = InMemoryKVTransport(receiverIdentity: other, receiver: decode)
+            let transport = InMemoryKVTransport(receiverIdentity: other, receiver: decode.receiver)
             let error = await #expect(throws: WorkerError.self) {
-                _ = try await shipper.ship(requestID: "x", prompt: fixture.prompt, parameters: .greedy, via: transport)
+                _ = try await shipper.ship(requestID: "x", prompt: fixture.prompt, via: transport)
             }
             #expect((error?.cause as? KVTransportError)?.code == .incompatible)
-            #expect(decode.engine.cache.sequenceCount == 0)
+            #expect(decode.scheduler.load.freeBlocks == decode.scheduler.load.totalBlocks)
         }
 
         @Test("prefill reports each layer once, in order, after the whole prompt's K/V is stored")
@@ -250,10 +272,14 @@ extension SharedFixtureSuites {
 
             // Shipping through a one-layer buffer (compute waits for the sender at every layer) lands the same KV.
             let decode = try fixture.decodeWorker()
+            defer { decode.scheduler.shutdown() }
             let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity, maxBufferedLayers: 1)
             let recorder = LayerRecorder()
-            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder.wrapping(decode), chunkBytes: 4096)
-            _ = try await shipper.ship(requestID: "chunked", prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 1), via: transport)
+            let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: recorder.wrapping(decode.receiver), chunkBytes: 4096)
+            let stream = try await decode.scheduler.open(
+                HandoffFixture.state("chunked", prompt, .greedy, maxTokens: 1), prompt: .transfer(timeout: .seconds(20)))
+            _ = try await shipper.ship(requestID: "chunked", prompt: prompt, via: transport)
+            #expect(try await collect(stream).tokens.count == 1)
             let layout = cache.layout
             let received = recorder.layers
             #expect(received.count == streamed.count)

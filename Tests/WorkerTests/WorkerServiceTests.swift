@@ -1,7 +1,10 @@
 import ClusterProtocol
 import Foundation
+import Generation
 import Inference
 import KVTransport
+import Placement
+import RPC
 import Synchronization
 import Testing
 import Worker
@@ -11,21 +14,15 @@ extension SharedFixtureSuites {
     struct WorkerServiceTests {
         static let seeded = SamplingParameters(temperature: 0.8, topK: 40, topP: 0.95, seed: 1234)
 
-        /// Single-process generation of `prompt` (prefill path), the reference the cluster must equal.
-        func reference(_ fixture: HandoffFixture, _ prompt: [Int32], _ parameters: SamplingParameters, maxTokens: Int) throws -> [Int32] {
-            var parameters = parameters
-            parameters.maxTokens = maxTokens
-            return try fixture.reference.generate(prompt: prompt, parameters: parameters).tokens
-        }
-
         @Test("a disaggregated request yields the tokens of single-process generation, greedy and seeded")
-        func disaggregatedEqualsGenerator() async throws {
+        func disaggregatedEqualsSingleProcess() async throws {
             let pair = try await WorkerPair()
             defer { Task { await pair.close() } }
             let prompt = pair.fixture.prompt
             for (name, parameters) in [("greedy", SamplingParameters.greedy), ("seeded", Self.seeded)] {
-                let expected = try reference(pair.fixture, prompt, parameters, maxTokens: 16)
-                let outcome = try await pair.run("solo-\(name)", prompt: prompt, parameters: parameters, maxNewTokens: 16)
+                let state = HandoffFixture.state("solo-\(name)", prompt, parameters, maxTokens: 16)
+                let expected = try await pair.fixture.referenceTokens(state)
+                let outcome = try await pair.run(state)
                 #expect(outcome.opened)
                 #expect(outcome.failure == nil, "\(outcome.failure.map { "\($0.code): \($0.message)" } ?? "")")
                 #expect(outcome.tokens == expected, "\(name)")
@@ -34,11 +31,10 @@ extension SharedFixtureSuites {
                 #expect(finished.transport == .sharedMemory)
                 #expect(finished.kvBytes > 0)
                 let prefill = try #require(outcome.prefill)
-                #expect(prefill.firstToken == expected.first)
                 #expect(prefill.transport == .sharedMemory)
                 #expect(prefill.kvBytesSent == finished.kvBytes)
             }
-            #expect(pair.scheduler.load.freeBlocks == pair.scheduler.load.totalBlocks)
+            #expect(try await allFree(pair.scheduler))
         }
 
         @Test("two concurrent requests are batched together and each equals its solo run")
@@ -47,10 +43,12 @@ extension SharedFixtureSuites {
             defer { Task { await pair.close() } }
             let fixture = pair.fixture
             let other = fixture.tokenizer.encode("The three rules of the old lighthouse keeper were simple, and every child knew them by heart:")
-            let expectedA = try reference(fixture, fixture.prompt, .greedy, maxTokens: 40)
-            let expectedB = try reference(fixture, other, Self.seeded, maxTokens: 40)
-            async let a = pair.run("batch-a", prompt: fixture.prompt, parameters: .greedy, maxNewTokens: 40)
-            async let b = pair.run("batch-b", prompt: other, parameters: Self.seeded, maxNewTokens: 40)
+            let stateA = HandoffFixture.state("batch-a", fixture.prompt, .greedy, maxTokens: 40)
+            let stateB = HandoffFixture.state("batch-b", other, Self.seeded, maxTokens: 40)
+            let expectedA = try await fixture.referenceTokens(stateA)
+            let expectedB = try await fixture.referenceTokens(stateB)
+            async let a = pair.run(stateA)
+            async let b = pair.run(stateB)
             let (outcomeA, outcomeB) = try await (a, b)
             #expect(outcomeA.tokens == expectedA)
             #expect(outcomeB.tokens == expectedB)
@@ -59,112 +57,84 @@ extension SharedFixtureSuites {
         }
 
         @Test("a decode worker running the prompt itself equals single-process generation on either path")
-        func prefillHereEqualsGenerator() async throws {
+        func prefillHereEqualsSingleProcess() async throws {
             let fixture = try HandoffFixture.get()
-            // Decode-only: the prompt goes through the decode engine, as `Generator` without a prefill engine does.
-            let cache = try PagedKVCache(layout: fixture.model.kvCacheLayout(), blockCount: 32)
-            let engine = try DecodeEngine(model: fixture.model, cache: cache, threads: 2, maxBatch: 8, maxContext: HandoffFixture.context)
-            let ingestReference = try Generator(tokenizer: fixture.tokenizer, prefill: nil, decode: engine)
-            var parameters = Self.seeded
-            parameters.maxTokens = 12
-            let expectedIngest = try ingestReference.generate(prompt: fixture.prompt, parameters: parameters).tokens
+            let state = HandoffFixture.state("here", fixture.prompt, Self.seeded, maxTokens: 12)
+            // Decode-only: the prompt goes through decode steps, as a scheduler without a prefill engine runs it.
+            let ingestReference = try fixture.decodeWorker()
+            let expectedIngest = try await collect(try await ingestReference.scheduler.generate(state)).tokens.map(\.id)
+            ingestReference.scheduler.shutdown()
 
             let decodeOnly = try await WorkerPair()
-            let ingested = try await decodeOnly.run("here-decode", prompt: fixture.prompt, parameters: Self.seeded, maxNewTokens: 12, prefillHere: true)
+            let ingested = try await decodeOnly.run(state, prefillHere: true)
             await decodeOnly.close()
             #expect(ingested.tokens == expectedIngest)
             #expect(ingested.finished?.reason == .maxTokens)
             #expect(ingested.finished?.transport == .unspecified)
 
-            let both = try await WorkerPair(prefillEngine: true)
-            let prefilled = try await both.run("here-both", prompt: fixture.prompt, parameters: Self.seeded, maxNewTokens: 12, prefillHere: true)
+            let both = try await WorkerPair(decodeRoles: [.decode, .prefill])
+            let prefilled = try await both.run(state, prefillHere: true)
             await both.close()
-            #expect(prefilled.tokens == (try reference(fixture, fixture.prompt, Self.seeded, maxTokens: 12)))
+            #expect(prefilled.tokens == (try await fixture.referenceTokens(state)))
         }
 
         @Test("cancelling the OpenDecode stream frees every block on both workers")
         func cancellingFreesBothSides() async throws {
             let pair = try await WorkerPair()
             defer { Task { await pair.close() } }
-            let prompt = pair.fixture.prompt
-            let stream = try await pair.openDecode(pair.openRequest("cancel-me", prompt: prompt, parameters: .greedy, maxNewTokens: 200))
-            #expect(stream.status == 200)
-            let tokens = Mutex(0)
-            let consumer = Task {
-                for try await bytes in stream.messages {
-                    let event = try Baton_V1_DecodeEvent(serializedBytes: bytes)
-                    if case .opened = event.event {
-                        let response = try await pair.submitPrefill(pair.prefillRequest("cancel-me", prompt: prompt, parameters: .greedy))
-                        #expect(response.status == 200)
-                    }
-                    if case .token = event.event { tokens.withLock { $0 += 1 } }
-                }
-            }
-            try await pair.eventually("three tokens arrive") { tokens.withLock { $0 } >= 3 }
-            // The router's way to give up: cancel the task reading the stream, which resets it.
-            consumer.cancel()
-            _ = await consumer.result
-            try await pair.eventually("the decode worker frees the request") {
+            let state = HandoffFixture.state("cancel-me", pair.fixture.prompt, .greedy, maxTokens: 200)
+            let outcome = try await pair.run(state, stopAfter: 3)
+            #expect(outcome.tokens.count == 3)
+            try await eventually("the decode worker frees the request") {
                 let load = pair.scheduler.load
                 return load.freeBlocks == load.totalBlocks && load.uncommittedBlocks == load.totalBlocks && load.active == 0
             }
             let load = pair.scheduler.load
             #expect(load.cancelled == 1 && load.finished == 0, "the request ended by cancellation, not by itself")
-            #expect(tokens.withLock { $0 } < 200)
-            let prefillCache = pair.fixture.prefillCache
-            #expect(prefillCache.freeBlockCount == prefillCache.blockCount)
+            let blocks = pair.prefill.kvBlocks
+            #expect(blocks.free == blocks.total)
             // The id is free again: a new request under it runs.
-            let again = try await pair.run("cancel-me", prompt: prompt, parameters: .greedy, maxNewTokens: 2)
+            let again = try await pair.run(HandoffFixture.state("cancel-me", pair.fixture.prompt, .greedy, maxTokens: 2))
             #expect(again.tokens.count == 2)
         }
 
-        @Test("a transfer for a request nobody opened is refused")
+        @Test("a transfer for a request nobody opened, or with another prompt length, is refused")
         func unknownTransferIsRefused() async throws {
             let pair = try await WorkerPair()
             defer { Task { await pair.close() } }
-            let response = try await pair.submitPrefill(pair.prefillRequest("ghost", prompt: pair.fixture.prompt, parameters: .greedy))
+            let prompt = pair.fixture.prompt
+            let response = try await pair.submitPrefill(pair.prefillRequest("ghost", prompt: prompt))
             #expect(response.status == 502)
             #expect(errorCode(response.body) == "transfer_failed")
-            #expect(response.bodyText.contains("no OpenDecode is waiting for request ghost"))
-            let prefillCache = pair.fixture.prefillCache
-            #expect(prefillCache.freeBlockCount == prefillCache.blockCount)
-            #expect(pair.scheduler.load.freeBlocks == pair.scheduler.load.totalBlocks)
-        }
+            #expect(response.bodyText.contains("no generation here waits for the KV of request ghost"))
 
-        @Test("a prefill that sampled with other parameters than OpenDecode gave fails the request and frees it")
-        func mismatchedParametersFail() async throws {
-            let pair = try await WorkerPair()
-            defer { Task { await pair.close() } }
-            let prompt = pair.fixture.prompt
-            let stream = try await pair.openDecode(pair.openRequest("mismatch", prompt: prompt, parameters: .greedy, maxNewTokens: 8))
+            let stream = try await pair.openDecode(pair.openRequest(HandoffFixture.state("short", prompt, .greedy, maxTokens: 8)))
             var events = stream.messages.makeAsyncIterator()
             let opened = try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next()))
-            #expect(opened.opened.requestID == "mismatch")
-            let response = try await pair.submitPrefill(pair.prefillRequest("mismatch", prompt: prompt, parameters: Self.seeded))
-            #expect(response.status == 502)
-            let last = try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next()))
-            #expect(last.failure.code == .transferFailed)
-            #expect(last.failure.message.contains("other parameters"))
-            try await pair.eventually("the reservation is freed") {
-                let load = pair.scheduler.load
-                return load.freeBlocks == load.totalBlocks && load.uncommittedBlocks == load.totalBlocks
-            }
+            #expect(opened.opened.requestID == "short")
+            let shorter = try await pair.submitPrefill(pair.prefillRequest("short", prompt: Array(prompt.dropLast())))
+            #expect(shorter.status == 502)
+            #expect(shorter.bodyText.contains("was opened with \(prompt.count) prompt tokens"))
+            stream.cancel()
+            let blocks = pair.prefill.kvBlocks
+            #expect(blocks.free == blocks.total)
+            #expect(try await allFree(pair.scheduler))
         }
 
-        @Test("a missing transfer times out and frees its reservation; a request that cannot fit is refused with NO_ROOM")
+        @Test("a missing transfer times out and frees its reservation; with the queue full a request gets NO_ROOM")
         func missingTransferTimesOut() async throws {
-            // 24 blocks of 16 tokens: one request of prompt + 150 tokens (13 blocks) fits, two do not.
-            let pair = try await WorkerPair(kvBlocks: 24)
+            // 24 blocks of 16 tokens: one request of prompt + 150 tokens (13 blocks) fits, two do not; none may wait.
+            let pair = try await WorkerPair(kvBlocks: 24, maxQueued: 0)
             defer { Task { await pair.close() } }
             let prompt = pair.fixture.prompt
             let waiting = try await pair.openDecode(
-                pair.openRequest("late", prompt: prompt, parameters: .greedy, maxNewTokens: 150, transferTimeoutMs: 400))
+                pair.openRequest(HandoffFixture.state("late", prompt, .greedy, maxTokens: 150), transferTimeoutMs: 400))
             var events = waiting.messages.makeAsyncIterator()
             let opened = try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next()))
             #expect(opened.opened.requestID == "late")
             #expect(pair.scheduler.load.uncommittedBlocks == 24 - 13)
 
-            let crowded = try await pair.run("crowded", prompt: prompt, parameters: .greedy, maxNewTokens: 150)
+            let crowded = try await pair.run(HandoffFixture.state("crowded", prompt, .greedy, maxTokens: 150))
             #expect(!crowded.opened)
             #expect(crowded.failure?.code == .noRoom)
 
@@ -175,25 +145,43 @@ extension SharedFixtureSuites {
             #expect(load.freeBlocks == 24 && load.uncommittedBlocks == 24 && load.waiting == 0)
         }
 
+        @Test("a request that does not fit yet waits for room, with keep-alives, and then runs")
+        func waitsForRoom() async throws {
+            let pair = try await WorkerPair(kvBlocks: 24)
+            defer { Task { await pair.close() } }
+            let prompt = pair.fixture.prompt
+            let firstState = HandoffFixture.state("first", prompt, .greedy, maxTokens: 150)
+            let secondState = HandoffFixture.state("second", prompt, .greedy, maxTokens: 150)
+            async let first = pair.run(firstState)
+            try await eventually("the first holds its room") { pair.scheduler.load.uncommittedBlocks == 24 - 13 }
+            async let second = pair.run(secondState)
+            try await eventually("the second waits") { pair.scheduler.load.waiting >= 1 }
+            let (a, b) = try await (first, second)
+            #expect(a.tokens == (try await pair.fixture.referenceTokens(firstState)))
+            #expect(b.opened && b.failure == nil)
+            #expect(b.tokens == a.tokens, "the same prompt, greedy")
+        }
+
         @Test("a draining worker refuses new work and finishes what it started")
         func drainingFinishesOldWork() async throws {
             let pair = try await WorkerPair()
             defer { Task { await pair.close() } }
             let prompt = pair.fixture.prompt
-            let expected = try reference(pair.fixture, prompt, .greedy, maxTokens: 24)
-            let stream = try await pair.openDecode(pair.openRequest("old", prompt: prompt, parameters: .greedy, maxNewTokens: 24))
+            let state = HandoffFixture.state("old", prompt, .greedy, maxTokens: 24)
+            let expected = try await pair.fixture.referenceTokens(state)
+            let stream = try await pair.openDecode(pair.openRequest(state))
             var events = stream.messages.makeAsyncIterator()
             let opened = try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next()))
             #expect(opened.opened.worker == "decode-0")
-            let prefill = Task { try await pair.submitPrefill(pair.prefillRequest("old", prompt: prompt, parameters: .greedy)) }
+            let prefill = Task { try await pair.submitPrefill(pair.prefillRequest("old", prompt: prompt)) }
             #expect(try await prefill.value.status == 200)
 
             pair.decodeService.startDraining()
             pair.prefillService.startDraining()
-            let refused = try await pair.openDecode(pair.openRequest("new", prompt: prompt, parameters: .greedy, maxNewTokens: 4))
+            let refused = try await pair.openDecode(pair.openRequest(HandoffFixture.state("new", prompt, .greedy, maxTokens: 4)))
             #expect(refused.status == 503)
             #expect(errorCode(refused.body) == "draining")
-            let refusedPrefill = try await pair.submitPrefill(pair.prefillRequest("new", prompt: prompt, parameters: .greedy))
+            let refusedPrefill = try await pair.submitPrefill(pair.prefillRequest("new", prompt: prompt))
             #expect(refusedPrefill.status == 503)
             let health = try await pair.decodeClient.call(BatonProtocol.WorkerControl.health, method: "GET", timeout: .seconds(5))
             #expect(health.status == 503)
@@ -210,41 +198,96 @@ extension SharedFixtureSuites {
             #expect(await pair.decodeService.waitUntilIdle(timeout: .seconds(5)))
         }
 
-        @Test("bad requests are refused before any work with a JSON code")
+        @Test("bad requests are refused before any work with a JSON code naming the field")
         func invalidRequestsAreRefused() async throws {
             let pair = try await WorkerPair()
             defer { Task { await pair.close() } }
-            var tooHot = SamplingParameters.greedy
-            tooHot.temperature = 3
-            let hot = try await pair.openDecode(pair.openRequest("hot", prompt: pair.fixture.prompt, parameters: tooHot, maxNewTokens: 4))
+            var tooHot = HandoffFixture.state("hot", pair.fixture.prompt, .greedy, maxTokens: 4)
+            tooHot.request.sampling.temperature = 3
+            let hot = try await pair.openDecode(pair.openRequest(tooHot))
             #expect(hot.status == 400)
             #expect(errorCode(hot.body) == "invalid_argument")
             #expect(String(decoding: hot.body, as: UTF8.self).contains("temperature"))
+            var unseeded = HandoffFixture.state("seedless", pair.fixture.prompt, .greedy, maxTokens: 4)
+            unseeded.request.sampling.seed = nil
+            let seedless = try await pair.openDecode(pair.openRequest(unseeded))
+            #expect(seedless.status == 400)
+            let hoard = try await pair.openDecode(
+                pair.openRequest(HandoffFixture.state("hoard", pair.fixture.prompt, .greedy, maxTokens: 4), transferTimeoutMs: .max))
+            #expect(hoard.status == 400)
+            #expect(String(decoding: hoard.body, as: UTF8.self).contains("transfer_timeout_ms"))
+            let overflow = try await pair.openDecode(
+                pair.openRequest(HandoffFixture.state("overflow", pair.fixture.prompt, .greedy, maxTokens: HandoffFixture.context)))
+            #expect(overflow.status == 400)
+            #expect(String(decoding: overflow.body, as: UTF8.self).contains("maximum context length"))
             let long = [Int32](repeating: 1, count: HandoffFixture.context)
-            let tooLong = try await pair.submitPrefill(pair.prefillRequest("long", prompt: long, parameters: .greedy))
+            let tooLong = try await pair.submitPrefill(pair.prefillRequest("long", prompt: long))
             #expect(tooLong.status == 400)
             let wrongRole = try await pair.prefillClient.stream(
                 BatonProtocol.WorkerControl.openDecode,
-                body: try pair.openRequest("x", prompt: [1], parameters: .greedy, maxNewTokens: 1).serializedBytes(),
+                body: try pair.openRequest(HandoffFixture.state("x", [1], .greedy, maxTokens: 1)).serializedBytes(),
                 idleTimeout: .seconds(5))
             #expect(wrongRole.status == 404)
             #expect(errorCode(wrongRole.body) == "wrong_role")
         }
 
-        @Test("sampling parameters survive the wire and zero means off where zero is not a value")
-        func samplingParametersRoundTrip() throws {
-            var parameters = SamplingParameters(
+        @Test(
+            "a generation's state taken after k tokens continues on another decode worker with exactly the undisturbed tokens",
+            arguments: [(Float(0), 3), (0.8, 1), (0.8, 7)])
+        func resumeOnAnotherWorker(temperature: Float, k: Int) async throws {
+            let first = try await WorkerPair(sharedMemory: false)
+            defer { Task { await first.close() } }
+            let prompt = first.fixture.prompt
+            var sampling = Self.seeded
+            sampling.temperature = temperature
+            let state = HandoffFixture.state("moving", prompt, sampling, maxTokens: 20)
+            let undisturbed = try await first.fixture.referenceTokens(state)
+
+            // k tokens on the first decode worker, then its stream breaks: the router keeps the state.
+            let partial = try await first.run(state, stopAfter: k)
+            var taken = state
+            for token in partial.generated { taken.append(token) }
+            #expect(taken.generated == Array(undisturbed.prefix(k)))
+            // The state crosses the wire as one message.
+            let wire: [UInt8] = try taken.proto.serializedBytes()
+            let carried = GenerationState(proto: try Baton_V1_GenerationState(serializedBytes: wire))
+            #expect(carried == taken)
+
+            // A second pair: its prefill worker ships the prompt's KV, its decode worker replays the generated tokens.
+            let second = try await WorkerPair(sharedMemory: false)
+            defer { Task { await second.close() } }
+            let rest = try await second.run(carried)
+            #expect(rest.failure == nil)
+            #expect(taken.generated + rest.tokens == undisturbed)
+            #expect(rest.finished?.completionTokens == 20)
+            // And with the prompt run on the decode worker itself (role both).
+            let here = try await WorkerPair(decodeRoles: [.decode, .prefill])
+            defer { Task { await here.close() } }
+            #expect(taken.generated + (try await here.run(carried, prefillHere: true)).tokens == undisturbed)
+        }
+
+        @Test("a generation state and its sampling parameters survive the wire; unset fields mean their defaults")
+        func stateRoundTrip() throws {
+            let parameters = SamplingParameters(
                 temperature: 0.7, topK: 20, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0.5,
-                presencePenalty: -0.5, logitBias: [5: -3], seed: 99, logprobs: 3)
-            #expect(try SamplingParameters(proto: parameters.proto, vocabularySize: 100) == parameters)
-            parameters.seed = nil
-            parameters.logprobs = nil
-            #expect(try SamplingParameters(proto: parameters.proto, vocabularySize: 100) == parameters)
-            let empty = try SamplingParameters(proto: Baton_V1_SamplingParameters(), vocabularySize: 100)
-            #expect(empty.topP == 1 && empty.repetitionPenalty == 1 && empty.temperature == 0 && empty.seed == nil)
+                presencePenalty: -0.5, penaltyLastN: 0, logitBias: [5: -3], seed: 99, logprobs: 0)
+            #expect(SamplingParameters(proto: parameters.proto) == parameters)
+            var plain = SamplingParameters()
+            #expect(SamplingParameters(proto: plain.proto) == plain)
+            plain.seed = 0
+            #expect(SamplingParameters(proto: plain.proto).seed == 0, "a zero seed is a seed")
+            let empty = SamplingParameters(proto: Baton_V1_SamplingParameters())
+            #expect(empty.topP == 1 && empty.repetitionPenalty == 1 && empty.penaltyLastN == 64 && empty.seed == nil && empty.logprobs == nil)
+            let state = GenerationState(
+                request: GenerationRequest(id: "r", prompt: [1, 2, 3], maxNewTokens: 9, sampling: parameters, stopTokenIDs: [7, 4]),
+                generated: [5, 6], random: RandomState(1, 2, 3, 4))
+            #expect(GenerationState(proto: state.proto) == state)
             var bad = Baton_V1_SamplingParameters()
             bad.logitBias = [500: 1]
-            #expect(throws: WorkerError.self) { try SamplingParameters(proto: bad, vocabularySize: 100) }
+            bad.seed = 1
+            let invalid = GenerationState(
+                request: GenerationRequest(id: "r", prompt: [1], maxNewTokens: 1, sampling: SamplingParameters(proto: bad)))
+            #expect(throws: GenerationError.self) { _ = try invalid.validated(vocabularySize: 100, contextLength: 16) }
         }
     }
 }

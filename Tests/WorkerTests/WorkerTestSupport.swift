@@ -1,25 +1,28 @@
 import GGUF
+import Generation
 import Inference
 import KVTransport
-import Tokenization
 import Testing
+import Tokenization
 import Worker
 
-/// The suites that use `HandoffFixture` nest here and run one test at a time: its prefill engine (and the
-/// reference generator on it) has one owner at a time, and each test's shipper runs it on its own thread.
+/// The suites that use `HandoffFixture` nest here and run one test at a time: its prefill engine has one owner at
+/// a time, and each test's shipper runs it on its own thread.
 @Suite("Suites sharing the hand-off fixture's engine", .serialized)
 struct SharedFixtureSuites {}
 
-/// The default model loaded once, with both halves of a disaggregated pair and a single-process reference.
-/// Missing model: every test using it fails with the fetch command.
+/// The default model loaded once, with a prefill worker's engine and a single-process reference (a decode
+/// scheduler running prompts itself, as `baton serve`). Missing model: every test using it fails with the fetch
+/// command.
 final class HandoffFixture: @unchecked Sendable {
     let model: TransformerModel
     let tokenizer: Tokenizer
     let identity: KVCompatibilityIdentity
-    /// The prefill worker's cache and engine (shared with `reference` as in `baton generate`).
+    /// The prefill worker's cache and engine.
     let prefillCache: PagedKVCache
     let prefill: PrefillEngine
-    let reference: Generator
+    /// What `baton serve` runs: the reference every split generation must equal.
+    let reference: DecodeScheduler
     static let context = 256
 
     static let shared: Result<HandoffFixture, any Error> = Result { try HandoffFixture() }
@@ -35,15 +38,20 @@ final class HandoffFixture: @unchecked Sendable {
         identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
         prefillCache = try PagedKVCache(layout: layout, blockCount: 2 * Self.context / layout.blockSize)
         prefill = try PrefillEngine(model: model, cache: prefillCache, threads: 2, maxContext: Self.context)
-        let decode = try DecodeEngine(model: model, cache: prefillCache, threads: 2, maxBatch: 1, maxContext: Self.context)
-        reference = try Generator(tokenizer: tokenizer, prefill: prefill, decode: decode)
+        var settings = DecodeScheduler.Configuration(kvBlocks: 64, maxBatch: 8, threads: 2, maxContext: Self.context)
+        settings.prefillWeights = prefill.weights
+        reference = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: settings)
+        reference.start()
     }
 
-    /// A fresh decode worker: its own cache of `blocks` blocks.
-    func decodeWorker(blocks: Int = 32) throws -> DecodeKVReceiver {
-        let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: blocks)
-        let engine = try DecodeEngine(model: model, cache: cache, threads: 2, maxBatch: 1, maxContext: Self.context)
-        return try DecodeKVReceiver(engine: engine, tokenizer: tokenizer, identity: identity)
+    /// A fresh decode worker's scheduler (decode-only, `blocks` blocks) and its KV receive path.
+    func decodeWorker(blocks: Int = 32) throws -> (scheduler: DecodeScheduler, receiver: SchedulerKVReceiver) {
+        let scheduler = try DecodeScheduler(
+            model: model, tokenizer: tokenizer,
+            configuration: DecodeScheduler.Configuration(
+                kvBlocks: blocks, maxBatch: 8, threads: 2, maxContext: Self.context, prefillEngine: false))
+        scheduler.start()
+        return (scheduler, try SchedulerKVReceiver(scheduler: scheduler, identity: identity))
     }
 
     var prompt: [Int32] {
@@ -51,23 +59,52 @@ final class HandoffFixture: @unchecked Sendable {
             "Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker. "
                 + "Every morning he opened his shop and wound every clock on the wall, and the children came to listen.")
     }
+
+    /// A generation of `prompt` with `sampling`, seeded (greedy when the sampling is).
+    static func state(
+        _ id: String, _ prompt: [Int32], _ sampling: SamplingParameters, maxTokens: Int
+    ) -> GenerationState {
+        var sampling = sampling
+        if sampling.seed == nil { sampling.seed = 1 }
+        return GenerationState(request: GenerationRequest(id: id, prompt: prompt, maxNewTokens: maxTokens, sampling: sampling))
+    }
+
+    /// The reference's tokens for `state` (what one process generates).
+    func referenceTokens(_ state: GenerationState) async throws -> [Int32] {
+        try await collect(try await reference.generate(state)).tokens.map(\.id)
+    }
 }
 
-/// The next event of `receiver` (fails the test on none within 20 s).
-func nextEvent(_ receiver: DecodeKVReceiver) async throws -> DecodeEvent {
-    try await withThrowingTaskGroup(of: DecodeEvent?.self) { group in
-        group.addTask {
-            var iterator = receiver.events.makeAsyncIterator()
-            return await iterator.next()
+/// Every token and the summary of a stream.
+func collect(_ stream: GenerationStream) async throws -> (tokens: [GeneratedToken], summary: GenerationSummary) {
+    var tokens: [GeneratedToken] = []
+    for try await event in stream {
+        switch event {
+        case .token(let token): tokens.append(token)
+        case .finished(let summary): return (tokens, summary)
         }
-        group.addTask {
-            try await Task.sleep(for: .seconds(20))
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let event = first else {
-            throw WorkerError(.invalidArgument, "no decode event within 20 s")
-        }
-        return event
     }
+    throw WorkerError(.invalidArgument, "the stream ended without finishing")
+}
+
+/// Waits (at most 10 s) until `condition` holds.
+func eventually(_ what: String, _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("not within 10 s: \(what)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+/// Whether every block of `scheduler` is free and uncommitted (within 10 s).
+func allFree(_ scheduler: DecodeScheduler) async throws -> Bool {
+    try await eventually("every block is free") {
+        let load = scheduler.load
+        return load.freeBlocks == load.totalBlocks && load.uncommittedBlocks == load.totalBlocks
+    }
+    let load = scheduler.load
+    return load.freeBlocks == load.totalBlocks && load.uncommittedBlocks == load.totalBlocks
 }

@@ -15,10 +15,11 @@
 ///
 ///     kind: uint8 | header_length: uint32 big-endian | payload_length: uint32 big-endian | header | payload
 ///
-/// where `header` is one protobuf message chosen by `kind` (see FrameKind) and `payload` is raw bytes that
-/// only KVChunk frames use: the chunk's KV bytes travel beside the protobuf header rather than inside it,
-/// so neither side copies them through a protobuf `bytes` field. `KVChunk.data` exists for transports that
-/// want a self-contained message (and for tests); when the payload is non-empty, `data` is empty.
+/// where `header` is one protobuf message chosen by `kind` (see FrameKind) and `payload` is raw bytes that only
+/// KVChunk frames (the chunk's KV bytes) and the TransferCompletion frame (the prompt's last logits) carry: they
+/// travel beside the protobuf header rather than inside it, so neither side copies them through a protobuf
+/// `bytes` field. `KVChunk.data` exists for transports that want a self-contained message (and for tests);
+/// when the payload is non-empty, `data` is empty.
 ///
 /// Sender → receiver: TransferHandshake, then KVChunk… (TLS/plaintext HTTP/2) or LayerReady… (shared memory,
 /// RDMA), then TransferCompletion; or TransferError at any point.
@@ -229,7 +230,7 @@ public nonisolated struct Baton_V1_CompatibilityIdentity: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// this file: 1
+  /// this file: 2
   public var protocolVersion: UInt32 = 0
 
   /// computed by the engine from the model's weights and hyper-parameters
@@ -446,51 +447,9 @@ public nonisolated struct Baton_V1_LayerReady: Sendable {
   public init() {}
 }
 
-/// The sampling state a decode worker needs to continue exactly where prefill stopped.
-public nonisolated struct Baton_V1_SamplingState: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var rngState0: UInt64 = 0
-
-  public var rngState1: UInt64 = 0
-
-  public var rngState2: UInt64 = 0
-
-  public var rngState3: UInt64 = 0
-
-  /// penalty history (last N)
-  public var recentTokens: [Int32] = []
-
-  /// encoded sampling parameters (engine-defined)
-  public var parameters: Data = Data()
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-/// Log-probabilities of the first token, when the request asked for them (only prefill saw its logits).
-public nonisolated struct Baton_V1_FirstTokenLogprobs: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var logprob: Float = 0
-
-  /// most likely first
-  public var topTokens: [Int32] = []
-
-  /// same order and length as top_tokens
-  public var topLogprobs: [Float] = []
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-/// Last frame from the sender.
+/// Last frame from the sender. Its frame payload holds the logits after the prompt's last token, `logits_count`
+/// little-endian IEEE floats (the decode worker samples the first token from them), checksummed by
+/// `logits_crc32c`. The decode worker owns all sampling: nothing of a sampler crosses here.
 public nonisolated struct Baton_V1_TransferCompletion: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -498,37 +457,16 @@ public nonisolated struct Baton_V1_TransferCompletion: Sendable {
 
   public var requestID: String = String()
 
-  /// sampled by prefill
-  public var firstToken: Int32 = 0
-
-  public var samplingState: Baton_V1_SamplingState {
-    get {_samplingState ?? Baton_V1_SamplingState()}
-    set {_samplingState = newValue}
-  }
-  /// Returns true if `samplingState` has been explicitly set.
-  public var hasSamplingState: Bool {self._samplingState != nil}
-  /// Clears the value of `samplingState`. Subsequent reads from it will return its default value.
-  public mutating func clearSamplingState() {self._samplingState = nil}
-
   /// tokens whose KV was sent (must equal the handshake's)
   public var tokenCount: UInt32 = 0
 
-  /// set when the sampling parameters ask for logprobs
-  public var firstTokenLogprobs: Baton_V1_FirstTokenLogprobs {
-    get {_firstTokenLogprobs ?? Baton_V1_FirstTokenLogprobs()}
-    set {_firstTokenLogprobs = newValue}
-  }
-  /// Returns true if `firstTokenLogprobs` has been explicitly set.
-  public var hasFirstTokenLogprobs: Bool {self._firstTokenLogprobs != nil}
-  /// Clears the value of `firstTokenLogprobs`. Subsequent reads from it will return its default value.
-  public mutating func clearFirstTokenLogprobs() {self._firstTokenLogprobs = nil}
+  public var logitsCount: UInt32 = 0
+
+  public var logitsCrc32C: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
-
-  fileprivate var _samplingState: Baton_V1_SamplingState? = nil
-  fileprivate var _firstTokenLogprobs: Baton_V1_FirstTokenLogprobs? = nil
 }
 
 /// Last frame from the receiver when all went well.
@@ -1108,104 +1046,9 @@ nonisolated extension Baton_V1_LayerReady: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
-nonisolated extension Baton_V1_SamplingState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SamplingState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rng_state_0\0\u{3}rng_state_1\0\u{3}rng_state_2\0\u{3}rng_state_3\0\u{3}recent_tokens\0\u{1}parameters\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.rngState0) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.rngState1) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.rngState2) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.rngState3) }()
-      case 5: try { try decoder.decodeRepeatedInt32Field(value: &self.recentTokens) }()
-      case 6: try { try decoder.decodeSingularBytesField(value: &self.parameters) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.rngState0 != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rngState0, fieldNumber: 1)
-    }
-    if self.rngState1 != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rngState1, fieldNumber: 2)
-    }
-    if self.rngState2 != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rngState2, fieldNumber: 3)
-    }
-    if self.rngState3 != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rngState3, fieldNumber: 4)
-    }
-    if !self.recentTokens.isEmpty {
-      try visitor.visitPackedInt32Field(value: self.recentTokens, fieldNumber: 5)
-    }
-    if !self.parameters.isEmpty {
-      try visitor.visitSingularBytesField(value: self.parameters, fieldNumber: 6)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Baton_V1_SamplingState, rhs: Baton_V1_SamplingState) -> Bool {
-    if lhs.rngState0 != rhs.rngState0 {return false}
-    if lhs.rngState1 != rhs.rngState1 {return false}
-    if lhs.rngState2 != rhs.rngState2 {return false}
-    if lhs.rngState3 != rhs.rngState3 {return false}
-    if lhs.recentTokens != rhs.recentTokens {return false}
-    if lhs.parameters != rhs.parameters {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Baton_V1_FirstTokenLogprobs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".FirstTokenLogprobs"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}logprob\0\u{3}top_tokens\0\u{3}top_logprobs\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
-      case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.topTokens) }()
-      case 3: try { try decoder.decodeRepeatedFloatField(value: &self.topLogprobs) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.logprob.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 1)
-    }
-    if !self.topTokens.isEmpty {
-      try visitor.visitPackedInt32Field(value: self.topTokens, fieldNumber: 2)
-    }
-    if !self.topLogprobs.isEmpty {
-      try visitor.visitPackedFloatField(value: self.topLogprobs, fieldNumber: 3)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Baton_V1_FirstTokenLogprobs, rhs: Baton_V1_FirstTokenLogprobs) -> Bool {
-    if lhs.logprob != rhs.logprob {return false}
-    if lhs.topTokens != rhs.topTokens {return false}
-    if lhs.topLogprobs != rhs.topLogprobs {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
 nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransferCompletion"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}first_token\0\u{3}sampling_state\0\u{3}token_count\0\u{3}first_token_logprobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{4}\u{3}token_count\0\u{4}\u{2}logits_count\0\u{3}logits_crc32c\0\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{5}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1214,44 +1057,35 @@ nonisolated extension Baton_V1_TransferCompletion: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularInt32Field(value: &self.firstToken) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._samplingState) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.tokenCount) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._firstTokenLogprobs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.logitsCount) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.logitsCrc32C) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.requestID.isEmpty {
       try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
     }
-    if self.firstToken != 0 {
-      try visitor.visitSingularInt32Field(value: self.firstToken, fieldNumber: 2)
-    }
-    try { if let v = self._samplingState {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
     if self.tokenCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.tokenCount, fieldNumber: 4)
     }
-    try { if let v = self._firstTokenLogprobs {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
+    if self.logitsCount != 0 {
+      try visitor.visitSingularUInt32Field(value: self.logitsCount, fieldNumber: 6)
+    }
+    if self.logitsCrc32C != 0 {
+      try visitor.visitSingularUInt32Field(value: self.logitsCrc32C, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Baton_V1_TransferCompletion, rhs: Baton_V1_TransferCompletion) -> Bool {
     if lhs.requestID != rhs.requestID {return false}
-    if lhs.firstToken != rhs.firstToken {return false}
-    if lhs._samplingState != rhs._samplingState {return false}
     if lhs.tokenCount != rhs.tokenCount {return false}
-    if lhs._firstTokenLogprobs != rhs._firstTokenLogprobs {return false}
+    if lhs.logitsCount != rhs.logitsCount {return false}
+    if lhs.logitsCrc32C != rhs.logitsCrc32C {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

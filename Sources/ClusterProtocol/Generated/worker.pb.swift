@@ -40,7 +40,8 @@ public nonisolated struct Baton_V1_WorkerAddress: Sendable {
   public init() {}
 }
 
-/// How to draw tokens. Ranges as in OpenAI's API; the worker validates them again.
+/// How to draw tokens. Ranges as in OpenAI's API; the receiving worker validates them. Fields whose zero is a
+/// legal value other than their default are `optional`: unset means the default.
 public nonisolated struct Baton_V1_SamplingParameters: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -49,8 +50,15 @@ public nonisolated struct Baton_V1_SamplingParameters: Sendable {
   /// 0 = greedy
   public var temperature: Float = 0
 
-  /// 1 = off
-  public var topP: Float = 0
+  /// unset: 1 (off)
+  public var topP: Float {
+    get {_topP ?? 0}
+    set {_topP = newValue}
+  }
+  /// Returns true if `topP` has been explicitly set.
+  public var hasTopP: Bool {self._topP != nil}
+  /// Clears the value of `topP`. Subsequent reads from it will return its default value.
+  public mutating func clearTopP() {self._topP = nil}
 
   /// 0 = off
   public var topK: UInt32 = 0
@@ -58,34 +66,86 @@ public nonisolated struct Baton_V1_SamplingParameters: Sendable {
   /// 0 = off
   public var minP: Float = 0
 
-  public var hasSeed_p: Bool = false
-
-  /// used when has_seed
-  public var seed: UInt64 = 0
+  /// always set on a generation in flight
+  public var seed: UInt64 {
+    get {_seed ?? 0}
+    set {_seed = newValue}
+  }
+  /// Returns true if `seed` has been explicitly set.
+  public var hasSeed: Bool {self._seed != nil}
+  /// Clears the value of `seed`. Subsequent reads from it will return its default value.
+  public mutating func clearSeed() {self._seed = nil}
 
   public var presencePenalty: Float = 0
 
   public var frequencyPenalty: Float = 0
 
-  /// 0 or 1 = off
-  public var repetitionPenalty: Float = 0
+  /// unset: 1 (off)
+  public var repetitionPenalty: Float {
+    get {_repetitionPenalty ?? 0}
+    set {_repetitionPenalty = newValue}
+  }
+  /// Returns true if `repetitionPenalty` has been explicitly set.
+  public var hasRepetitionPenalty: Bool {self._repetitionPenalty != nil}
+  /// Clears the value of `repetitionPenalty`. Subsequent reads from it will return its default value.
+  public mutating func clearRepetitionPenalty() {self._repetitionPenalty = nil}
 
   public var logitBias: Dictionary<Int32,Float> = [:]
 
-  /// report each chosen token's log-probability
-  public var logprobs: Bool = false
+  /// unset: none; N: the chosen token's and N alternatives (0...20)
+  public var logprobs: UInt32 {
+    get {_logprobs ?? 0}
+    set {_logprobs = newValue}
+  }
+  /// Returns true if `logprobs` has been explicitly set.
+  public var hasLogprobs: Bool {self._logprobs != nil}
+  /// Clears the value of `logprobs`. Subsequent reads from it will return its default value.
+  public mutating func clearLogprobs() {self._logprobs = nil}
 
-  /// and this many alternatives (0...20)
-  public var topLogprobs: UInt32 = 0
+  /// unset: 64; 0 = penalties off; -1 = every token
+  public var penaltyLastN: Int32 {
+    get {_penaltyLastN ?? 0}
+    set {_penaltyLastN = newValue}
+  }
+  /// Returns true if `penaltyLastN` has been explicitly set.
+  public var hasPenaltyLastN: Bool {self._penaltyLastN != nil}
+  /// Clears the value of `penaltyLastN`. Subsequent reads from it will return its default value.
+  public mutating func clearPenaltyLastN() {self._penaltyLastN = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _topP: Float? = nil
+  fileprivate var _seed: UInt64? = nil
+  fileprivate var _repetitionPenalty: Float? = nil
+  fileprivate var _logprobs: UInt32? = nil
+  fileprivate var _penaltyLastN: Int32? = nil
+}
+
+/// The state of the sampler's random generator (xoshiro256**) after a draw: its four state words.
+public nonisolated struct Baton_V1_RandomState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var s0: UInt64 = 0
+
+  public var s1: UInt64 = 0
+
+  public var s2: UInt64 = 0
+
+  public var s3: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-/// Ask a prefill worker to run a prompt and hand its KV to a decode worker (which must already have
-/// answered OpenDecode for the same request_id).
-public nonisolated struct Baton_V1_SubmitPrefillRequest: @unchecked Sendable {
+/// A generation in flight: everything a decode worker needs to start it, or to continue it where another
+/// worker left off (the tokens generated so far and the generator state after the last of them). The same
+/// tokens follow as from an undisturbed run.
+public nonisolated struct Baton_V1_GenerationState: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -100,79 +160,7 @@ public nonisolated struct Baton_V1_SubmitPrefillRequest: @unchecked Sendable {
     set {_uniqueStorage()._promptTokens = newValue}
   }
 
-  public var sampling: Baton_V1_SamplingParameters {
-    get {_storage._sampling ?? Baton_V1_SamplingParameters()}
-    set {_uniqueStorage()._sampling = newValue}
-  }
-  /// Returns true if `sampling` has been explicitly set.
-  public var hasSampling: Bool {_storage._sampling != nil}
-  /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
-  public mutating func clearSampling() {_uniqueStorage()._sampling = nil}
-
-  public var decodeWorker: Baton_V1_WorkerAddress {
-    get {_storage._decodeWorker ?? Baton_V1_WorkerAddress()}
-    set {_uniqueStorage()._decodeWorker = newValue}
-  }
-  /// Returns true if `decodeWorker` has been explicitly set.
-  public var hasDecodeWorker: Bool {_storage._decodeWorker != nil}
-  /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
-  public mutating func clearDecodeWorker() {_uniqueStorage()._decodeWorker = nil}
-
-  /// 0 = worker default
-  public var deadlineMs: UInt32 {
-    get {_storage._deadlineMs}
-    set {_uniqueStorage()._deadlineMs = newValue}
-  }
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-
-  fileprivate var _storage = _StorageClass.defaultInstance
-}
-
-public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var requestID: String = String()
-
-  public var promptTokens: UInt32 = 0
-
-  public var firstToken: Int32 = 0
-
-  public var kvBytesSent: UInt64 = 0
-
-  public var transport: Baton_V1_TransportKind = .unspecified
-
-  public var prefillMs: UInt32 = 0
-
-  public var transferMs: UInt32 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-/// Open a generation on a decode worker. Without prefill_here, the worker reserves KV room for
-/// prompt_tokens and waits for a prefill worker's transfer with this request_id; with it, the worker runs
-/// the prompt itself (short prompts: disaggregation would cost more than it saves).
-public nonisolated struct Baton_V1_OpenDecodeRequest: @unchecked Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var requestID: String {
-    get {_storage._requestID}
-    set {_uniqueStorage()._requestID = newValue}
-  }
-
-  public var promptTokens: [Int32] {
-    get {_storage._promptTokens}
-    set {_uniqueStorage()._promptTokens = newValue}
-  }
-
+  /// the end-of-generation token included; >= 1
   public var maxNewTokens: UInt32 {
     get {_storage._maxNewTokens}
     set {_uniqueStorage()._maxNewTokens = newValue}
@@ -187,22 +175,112 @@ public nonisolated struct Baton_V1_OpenDecodeRequest: @unchecked Sendable {
   /// Clears the value of `sampling`. Subsequent reads from it will return its default value.
   public mutating func clearSampling() {_uniqueStorage()._sampling = nil}
 
-  public var prefillHere: Bool {
-    get {_storage._prefillHere}
-    set {_uniqueStorage()._prefillHere = newValue}
+  public var stopTokenIds: [Int32] {
+    get {_storage._stopTokenIds}
+    set {_uniqueStorage()._stopTokenIds = newValue}
   }
 
-  /// longest wait for the KV transfer to complete; 0 = worker default
-  public var transferTimeoutMs: UInt32 {
-    get {_storage._transferTimeoutMs}
-    set {_uniqueStorage()._transferTimeoutMs = newValue}
+  public var generatedTokens: [Int32] {
+    get {_storage._generatedTokens}
+    set {_uniqueStorage()._generatedTokens = newValue}
   }
+
+  /// unset before the first draw (and always for greedy sampling)
+  public var random: Baton_V1_RandomState {
+    get {_storage._random ?? Baton_V1_RandomState()}
+    set {_uniqueStorage()._random = newValue}
+  }
+  /// Returns true if `random` has been explicitly set.
+  public var hasRandom: Bool {_storage._random != nil}
+  /// Clears the value of `random`. Subsequent reads from it will return its default value.
+  public mutating func clearRandom() {_uniqueStorage()._random = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Ask a prefill worker to run a prompt and hand its KV (and the logits after its last token) to a decode
+/// worker, which must already have answered OpenDecode for the same request_id. Prefill workers do not sample.
+public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var promptTokens: [Int32] = []
+
+  public var decodeWorker: Baton_V1_WorkerAddress {
+    get {_decodeWorker ?? Baton_V1_WorkerAddress()}
+    set {_decodeWorker = newValue}
+  }
+  /// Returns true if `decodeWorker` has been explicitly set.
+  public var hasDecodeWorker: Bool {self._decodeWorker != nil}
+  /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
+  public mutating func clearDecodeWorker() {self._decodeWorker = nil}
+
+  /// 0 = worker default
+  public var deadlineMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _decodeWorker: Baton_V1_WorkerAddress? = nil
+}
+
+public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var promptTokens: UInt32 = 0
+
+  public var kvBytesSent: UInt64 = 0
+
+  public var transport: Baton_V1_TransportKind = .unspecified
+
+  public var prefillMs: UInt32 = 0
+
+  public var transferMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Open a generation on a decode worker. Without prefill_here, the worker reserves KV room for the prompt and
+/// waits for a prefill worker's transfer with this request_id; with it, the worker runs the prompt itself.
+/// Either way a state holding generated tokens continues after them.
+public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var prefillHere: Bool = false
+
+  /// longest wait for the KV transfer to complete; 0 = worker default
+  public var transferTimeoutMs: UInt32 = 0
+
+  public var state: Baton_V1_GenerationState {
+    get {_state ?? Baton_V1_GenerationState()}
+    set {_state = newValue}
+  }
+  /// Returns true if `state` has been explicitly set.
+  public var hasState: Bool {self._state != nil}
+  /// Clears the value of `state`. Subsequent reads from it will return its default value.
+  public mutating func clearState() {self._state = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _state: Baton_V1_GenerationState? = nil
 }
 
 /// The decode worker is ready: room is reserved (or the prompt is being run here).
@@ -243,14 +321,34 @@ public nonisolated struct Baton_V1_DecodeToken: Sendable {
   public var token: Int32 = 0
 
   /// when requested
-  public var logprob: Float = 0
+  public var logprob: Float {
+    get {_logprob ?? 0}
+    set {_logprob = newValue}
+  }
+  /// Returns true if `logprob` has been explicitly set.
+  public var hasLogprob: Bool {self._logprob != nil}
+  /// Clears the value of `logprob`. Subsequent reads from it will return its default value.
+  public mutating func clearLogprob() {self._logprob = nil}
 
   /// when requested, best first
   public var topLogprobs: [Baton_V1_TokenLogprob] = []
 
+  /// the generator's state after drawing it; unset for greedy sampling
+  public var random: Baton_V1_RandomState {
+    get {_random ?? Baton_V1_RandomState()}
+    set {_random = newValue}
+  }
+  /// Returns true if `random` has been explicitly set.
+  public var hasRandom: Bool {self._random != nil}
+  /// Clears the value of `random`. Subsequent reads from it will return its default value.
+  public mutating func clearRandom() {self._random = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _logprob: Float? = nil
+  fileprivate var _random: Baton_V1_RandomState? = nil
 }
 
 /// The generation ended normally.
@@ -281,6 +379,7 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
     case endOfGeneration // = 1
     case maxTokens // = 2
     case contextFull // = 3
+    case stopToken // = 4
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -293,6 +392,7 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
       case 1: self = .endOfGeneration
       case 2: self = .maxTokens
       case 3: self = .contextFull
+      case 4: self = .stopToken
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -303,6 +403,7 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
       case .endOfGeneration: return 1
       case .maxTokens: return 2
       case .contextFull: return 3
+      case .stopToken: return 4
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -313,6 +414,7 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
       .endOfGeneration,
       .maxTokens,
       .contextFull,
+      .stopToken,
     ]
 
   }
@@ -351,6 +453,9 @@ public nonisolated struct Baton_V1_DecodeFailure: Sendable {
     /// the KV did not arrive in time
     case timeout // = 5
     case `internal` // = 6
+
+    /// a Cancel request (or the worker) cancelled it
+    case cancelled // = 7
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -366,6 +471,7 @@ public nonisolated struct Baton_V1_DecodeFailure: Sendable {
       case 4: self = .transferFailed
       case 5: self = .timeout
       case 6: self = .internal
+      case 7: self = .cancelled
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -379,6 +485,7 @@ public nonisolated struct Baton_V1_DecodeFailure: Sendable {
       case .transferFailed: return 4
       case .timeout: return 5
       case .internal: return 6
+      case .cancelled: return 7
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -392,6 +499,7 @@ public nonisolated struct Baton_V1_DecodeFailure: Sendable {
       .transferFailed,
       .timeout,
       .internal,
+      .cancelled,
     ]
 
   }
@@ -526,7 +634,7 @@ nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Baton_V1_SamplingParameters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SamplingParameters"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_p\0\u{3}top_k\0\u{3}min_p\0\u{3}has_seed\0\u{1}seed\0\u{3}presence_penalty\0\u{3}frequency_penalty\0\u{3}repetition_penalty\0\u{3}logit_bias\0\u{1}logprobs\0\u{3}top_logprobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}temperature\0\u{3}top_p\0\u{3}top_k\0\u{3}min_p\0\u{2}\u{2}seed\0\u{3}presence_penalty\0\u{3}frequency_penalty\0\u{3}repetition_penalty\0\u{3}logit_bias\0\u{2}\u{3}logprobs\0\u{3}penalty_last_n\0\u{c}\u{5}\u{1}\u{c}\u{b}\u{1}\u{c}\u{c}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -535,181 +643,82 @@ nonisolated extension Baton_V1_SamplingParameters: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularFloatField(value: &self.temperature) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.topP) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._topP) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.topK) }()
       case 4: try { try decoder.decodeSingularFloatField(value: &self.minP) }()
-      case 5: try { try decoder.decodeSingularBoolField(value: &self.hasSeed_p) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self._seed) }()
       case 7: try { try decoder.decodeSingularFloatField(value: &self.presencePenalty) }()
       case 8: try { try decoder.decodeSingularFloatField(value: &self.frequencyPenalty) }()
-      case 9: try { try decoder.decodeSingularFloatField(value: &self.repetitionPenalty) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self._repetitionPenalty) }()
       case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: &self.logitBias) }()
-      case 11: try { try decoder.decodeSingularBoolField(value: &self.logprobs) }()
-      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.topLogprobs) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self._logprobs) }()
+      case 14: try { try decoder.decodeSingularInt32Field(value: &self._penaltyLastN) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.temperature.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.temperature, fieldNumber: 1)
     }
-    if self.topP.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.topP, fieldNumber: 2)
-    }
+    try { if let v = self._topP {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
     if self.topK != 0 {
       try visitor.visitSingularUInt32Field(value: self.topK, fieldNumber: 3)
     }
     if self.minP.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.minP, fieldNumber: 4)
     }
-    if self.hasSeed_p != false {
-      try visitor.visitSingularBoolField(value: self.hasSeed_p, fieldNumber: 5)
-    }
-    if self.seed != 0 {
-      try visitor.visitSingularUInt64Field(value: self.seed, fieldNumber: 6)
-    }
+    try { if let v = self._seed {
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 6)
+    } }()
     if self.presencePenalty.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.presencePenalty, fieldNumber: 7)
     }
     if self.frequencyPenalty.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.frequencyPenalty, fieldNumber: 8)
     }
-    if self.repetitionPenalty.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.repetitionPenalty, fieldNumber: 9)
-    }
+    try { if let v = self._repetitionPenalty {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 9)
+    } }()
     if !self.logitBias.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufInt32,SwiftProtobuf.ProtobufFloat>.self, value: self.logitBias, fieldNumber: 10)
     }
-    if self.logprobs != false {
-      try visitor.visitSingularBoolField(value: self.logprobs, fieldNumber: 11)
-    }
-    if self.topLogprobs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.topLogprobs, fieldNumber: 12)
-    }
+    try { if let v = self._logprobs {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 13)
+    } }()
+    try { if let v = self._penaltyLastN {
+      try visitor.visitSingularInt32Field(value: v, fieldNumber: 14)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Baton_V1_SamplingParameters, rhs: Baton_V1_SamplingParameters) -> Bool {
     if lhs.temperature != rhs.temperature {return false}
-    if lhs.topP != rhs.topP {return false}
+    if lhs._topP != rhs._topP {return false}
     if lhs.topK != rhs.topK {return false}
     if lhs.minP != rhs.minP {return false}
-    if lhs.hasSeed_p != rhs.hasSeed_p {return false}
-    if lhs.seed != rhs.seed {return false}
+    if lhs._seed != rhs._seed {return false}
     if lhs.presencePenalty != rhs.presencePenalty {return false}
     if lhs.frequencyPenalty != rhs.frequencyPenalty {return false}
-    if lhs.repetitionPenalty != rhs.repetitionPenalty {return false}
+    if lhs._repetitionPenalty != rhs._repetitionPenalty {return false}
     if lhs.logitBias != rhs.logitBias {return false}
-    if lhs.logprobs != rhs.logprobs {return false}
-    if lhs.topLogprobs != rhs.topLogprobs {return false}
+    if lhs._logprobs != rhs._logprobs {return false}
+    if lhs._penaltyLastN != rhs._penaltyLastN {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{1}sampling\0\u{3}decode_worker\0\u{3}deadline_ms\0")
-
-  fileprivate class _StorageClass {
-    var _requestID: String = String()
-    var _promptTokens: [Int32] = []
-    var _sampling: Baton_V1_SamplingParameters? = nil
-    var _decodeWorker: Baton_V1_WorkerAddress? = nil
-    var _deadlineMs: UInt32 = 0
-
-      // This property is used as the initial default value for new instances of the type.
-      // The type itself is protecting the reference to its storage via CoW semantics.
-      // This will force a copy to be made of this reference when the first mutation occurs;
-      // hence, it is safe to mark this as `nonisolated(unsafe)`.
-      static nonisolated(unsafe) let defaultInstance = _StorageClass()
-
-    private init() {}
-
-    init(copying source: _StorageClass) {
-      _requestID = source._requestID
-      _promptTokens = source._promptTokens
-      _sampling = source._sampling
-      _decodeWorker = source._decodeWorker
-      _deadlineMs = source._deadlineMs
-    }
-  }
-
-  fileprivate mutating func _uniqueStorage() -> _StorageClass {
-    if !isKnownUniquelyReferenced(&_storage) {
-      _storage = _StorageClass(copying: _storage)
-    }
-    return _storage
-  }
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    _ = _uniqueStorage()
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      while let fieldNumber = try decoder.nextFieldNumber() {
-        // The use of inline closures is to circumvent an issue where the compiler
-        // allocates stack space for every case branch when no optimizations are
-        // enabled. https://github.com/apple/swift-protobuf/issues/1034
-        switch fieldNumber {
-        case 1: try { try decoder.decodeSingularStringField(value: &_storage._requestID) }()
-        case 2: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
-        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._sampling) }()
-        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._decodeWorker) }()
-        case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._deadlineMs) }()
-        default: break
-        }
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every if/case branch local when no optimizations
-      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-      // https://github.com/apple/swift-protobuf/issues/1182
-      if !_storage._requestID.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._requestID, fieldNumber: 1)
-      }
-      if !_storage._promptTokens.isEmpty {
-        try visitor.visitPackedInt32Field(value: _storage._promptTokens, fieldNumber: 2)
-      }
-      try { if let v = _storage._sampling {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-      } }()
-      try { if let v = _storage._decodeWorker {
-        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-      } }()
-      if _storage._deadlineMs != 0 {
-        try visitor.visitSingularUInt32Field(value: _storage._deadlineMs, fieldNumber: 5)
-      }
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Baton_V1_SubmitPrefillRequest, rhs: Baton_V1_SubmitPrefillRequest) -> Bool {
-    if lhs._storage !== rhs._storage {
-      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
-        let _storage = _args.0
-        let rhs_storage = _args.1
-        if _storage._requestID != rhs_storage._requestID {return false}
-        if _storage._promptTokens != rhs_storage._promptTokens {return false}
-        if _storage._sampling != rhs_storage._sampling {return false}
-        if _storage._decodeWorker != rhs_storage._decodeWorker {return false}
-        if _storage._deadlineMs != rhs_storage._deadlineMs {return false}
-        return true
-      }
-      if !storagesAreEqual {return false}
-    }
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}first_token\0\u{3}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0")
+nonisolated extension Baton_V1_RandomState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RandomState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}s0\0\u{1}s1\0\u{1}s2\0\u{1}s3\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -717,67 +726,53 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.firstToken) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesSent) }()
-      case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.prefillMs) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      case 1: try { try decoder.decodeSingularFixed64Field(value: &self.s0) }()
+      case 2: try { try decoder.decodeSingularFixed64Field(value: &self.s1) }()
+      case 3: try { try decoder.decodeSingularFixed64Field(value: &self.s2) }()
+      case 4: try { try decoder.decodeSingularFixed64Field(value: &self.s3) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.requestID.isEmpty {
-      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    if self.s0 != 0 {
+      try visitor.visitSingularFixed64Field(value: self.s0, fieldNumber: 1)
     }
-    if self.promptTokens != 0 {
-      try visitor.visitSingularUInt32Field(value: self.promptTokens, fieldNumber: 2)
+    if self.s1 != 0 {
+      try visitor.visitSingularFixed64Field(value: self.s1, fieldNumber: 2)
     }
-    if self.firstToken != 0 {
-      try visitor.visitSingularInt32Field(value: self.firstToken, fieldNumber: 3)
+    if self.s2 != 0 {
+      try visitor.visitSingularFixed64Field(value: self.s2, fieldNumber: 3)
     }
-    if self.kvBytesSent != 0 {
-      try visitor.visitSingularUInt64Field(value: self.kvBytesSent, fieldNumber: 4)
-    }
-    if self.transport != .unspecified {
-      try visitor.visitSingularEnumField(value: self.transport, fieldNumber: 5)
-    }
-    if self.prefillMs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.prefillMs, fieldNumber: 6)
-    }
-    if self.transferMs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 7)
+    if self.s3 != 0 {
+      try visitor.visitSingularFixed64Field(value: self.s3, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Baton_V1_SubmitPrefillResponse, rhs: Baton_V1_SubmitPrefillResponse) -> Bool {
-    if lhs.requestID != rhs.requestID {return false}
-    if lhs.promptTokens != rhs.promptTokens {return false}
-    if lhs.firstToken != rhs.firstToken {return false}
-    if lhs.kvBytesSent != rhs.kvBytesSent {return false}
-    if lhs.transport != rhs.transport {return false}
-    if lhs.prefillMs != rhs.prefillMs {return false}
-    if lhs.transferMs != rhs.transferMs {return false}
+  public static func ==(lhs: Baton_V1_RandomState, rhs: Baton_V1_RandomState) -> Bool {
+    if lhs.s0 != rhs.s0 {return false}
+    if lhs.s1 != rhs.s1 {return false}
+    if lhs.s2 != rhs.s2 {return false}
+    if lhs.s3 != rhs.s3 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0\u{1}sampling\0\u{3}prefill_here\0\u{3}transfer_timeout_ms\0")
+nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GenerationState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0\u{1}sampling\0\u{3}stop_token_ids\0\u{3}generated_tokens\0\u{1}random\0")
 
   fileprivate class _StorageClass {
     var _requestID: String = String()
     var _promptTokens: [Int32] = []
     var _maxNewTokens: UInt32 = 0
     var _sampling: Baton_V1_SamplingParameters? = nil
-    var _prefillHere: Bool = false
-    var _transferTimeoutMs: UInt32 = 0
+    var _stopTokenIds: [Int32] = []
+    var _generatedTokens: [Int32] = []
+    var _random: Baton_V1_RandomState? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -792,8 +787,9 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       _promptTokens = source._promptTokens
       _maxNewTokens = source._maxNewTokens
       _sampling = source._sampling
-      _prefillHere = source._prefillHere
-      _transferTimeoutMs = source._transferTimeoutMs
+      _stopTokenIds = source._stopTokenIds
+      _generatedTokens = source._generatedTokens
+      _random = source._random
     }
   }
 
@@ -816,8 +812,9 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
         case 2: try { try decoder.decodeRepeatedInt32Field(value: &_storage._promptTokens) }()
         case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxNewTokens) }()
         case 4: try { try decoder.decodeSingularMessageField(value: &_storage._sampling) }()
-        case 5: try { try decoder.decodeSingularBoolField(value: &_storage._prefillHere) }()
-        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._transferTimeoutMs) }()
+        case 5: try { try decoder.decodeRepeatedInt32Field(value: &_storage._stopTokenIds) }()
+        case 6: try { try decoder.decodeRepeatedInt32Field(value: &_storage._generatedTokens) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._random) }()
         default: break
         }
       }
@@ -842,17 +839,20 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       try { if let v = _storage._sampling {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
       } }()
-      if _storage._prefillHere != false {
-        try visitor.visitSingularBoolField(value: _storage._prefillHere, fieldNumber: 5)
+      if !_storage._stopTokenIds.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._stopTokenIds, fieldNumber: 5)
       }
-      if _storage._transferTimeoutMs != 0 {
-        try visitor.visitSingularUInt32Field(value: _storage._transferTimeoutMs, fieldNumber: 6)
+      if !_storage._generatedTokens.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._generatedTokens, fieldNumber: 6)
       }
+      try { if let v = _storage._random {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Baton_V1_OpenDecodeRequest, rhs: Baton_V1_OpenDecodeRequest) -> Bool {
+  public static func ==(lhs: Baton_V1_GenerationState, rhs: Baton_V1_GenerationState) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -861,12 +861,161 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
         if _storage._promptTokens != rhs_storage._promptTokens {return false}
         if _storage._maxNewTokens != rhs_storage._maxNewTokens {return false}
         if _storage._sampling != rhs_storage._sampling {return false}
-        if _storage._prefillHere != rhs_storage._prefillHere {return false}
-        if _storage._transferTimeoutMs != rhs_storage._transferTimeoutMs {return false}
+        if _storage._stopTokenIds != rhs_storage._stopTokenIds {return false}
+        if _storage._generatedTokens != rhs_storage._generatedTokens {return false}
+        if _storage._random != rhs_storage._random {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{c}\u{3}\u{1}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.promptTokens) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.promptTokens.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.promptTokens, fieldNumber: 2)
+    }
+    try { if let v = self._decodeWorker {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    if self.deadlineMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_SubmitPrefillRequest, rhs: Baton_V1_SubmitPrefillRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.promptTokens != rhs.promptTokens {return false}
+    if lhs._decodeWorker != rhs._decodeWorker {return false}
+    if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{c}\u{3}\u{1}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.promptTokens) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesSent) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.prefillMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if self.promptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.promptTokens, fieldNumber: 2)
+    }
+    if self.kvBytesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesSent, fieldNumber: 4)
+    }
+    if self.transport != .unspecified {
+      try visitor.visitSingularEnumField(value: self.transport, fieldNumber: 5)
+    }
+    if self.prefillMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.prefillMs, fieldNumber: 6)
+    }
+    if self.transferMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_SubmitPrefillResponse, rhs: Baton_V1_SubmitPrefillResponse) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.promptTokens != rhs.promptTokens {return false}
+    if lhs.kvBytesSent != rhs.kvBytesSent {return false}
+    if lhs.transport != rhs.transport {return false}
+    if lhs.prefillMs != rhs.prefillMs {return false}
+    if lhs.transferMs != rhs.transferMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.prefillHere) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.transferTimeoutMs) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._state) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.prefillHere != false {
+      try visitor.visitSingularBoolField(value: self.prefillHere, fieldNumber: 5)
+    }
+    if self.transferTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.transferTimeoutMs, fieldNumber: 6)
+    }
+    try { if let v = self._state {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_OpenDecodeRequest, rhs: Baton_V1_OpenDecodeRequest) -> Bool {
+    if lhs.prefillHere != rhs.prefillHere {return false}
+    if lhs.transferTimeoutMs != rhs.transferTimeoutMs {return false}
+    if lhs._state != rhs._state {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -944,7 +1093,7 @@ nonisolated extension Baton_V1_TokenLogprob: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeToken"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}token\0\u{1}logprob\0\u{3}top_logprobs\0\u{1}random\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -953,30 +1102,39 @@ nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.token) }()
-      case 2: try { try decoder.decodeSingularFloatField(value: &self.logprob) }()
+      case 2: try { try decoder.decodeSingularFloatField(value: &self._logprob) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.topLogprobs) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._random) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.token != 0 {
       try visitor.visitSingularInt32Field(value: self.token, fieldNumber: 1)
     }
-    if self.logprob.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.logprob, fieldNumber: 2)
-    }
+    try { if let v = self._logprob {
+      try visitor.visitSingularFloatField(value: v, fieldNumber: 2)
+    } }()
     if !self.topLogprobs.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.topLogprobs, fieldNumber: 3)
     }
+    try { if let v = self._random {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Baton_V1_DecodeToken, rhs: Baton_V1_DecodeToken) -> Bool {
     if lhs.token != rhs.token {return false}
-    if lhs.logprob != rhs.logprob {return false}
+    if lhs._logprob != rhs._logprob {return false}
     if lhs.topLogprobs != rhs.topLogprobs {return false}
+    if lhs._random != rhs._random {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1038,7 +1196,7 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Baton_V1_DecodeFinished.Reason: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_END_OF_GENERATION\0\u{1}REASON_MAX_TOKENS\0\u{1}REASON_CONTEXT_FULL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REASON_UNSPECIFIED\0\u{1}REASON_END_OF_GENERATION\0\u{1}REASON_MAX_TOKENS\0\u{1}REASON_CONTEXT_FULL\0\u{1}REASON_STOP_TOKEN\0")
 }
 
 nonisolated extension Baton_V1_DecodeFailure: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1077,7 +1235,7 @@ nonisolated extension Baton_V1_DecodeFailure: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Baton_V1_DecodeFailure.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_NO_ROOM\0\u{1}CODE_DRAINING\0\u{1}CODE_TRANSFER_FAILED\0\u{1}CODE_TIMEOUT\0\u{1}CODE_INTERNAL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_NO_ROOM\0\u{1}CODE_DRAINING\0\u{1}CODE_TRANSFER_FAILED\0\u{1}CODE_TIMEOUT\0\u{1}CODE_INTERNAL\0\u{1}CODE_CANCELLED\0")
 }
 
 nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -35,8 +35,8 @@ public struct ChatPrompt: Sendable {
         }
     }
 
-    /// Prompt tokens for the conversation (BOS added only if the model asks for it).
+    /// Prompt tokens for the conversation, as the router tokenizes them (`Tokenizer.encodePrompt`).
     public func tokens(_ messages: [ChatMessage]) throws(InferenceError) -> [Int32] {
-        tokenizer.encode(try render(messages), addSpecial: true, parseSpecial: true)
+        tokenizer.encodePrompt(try render(messages))
     }
 }

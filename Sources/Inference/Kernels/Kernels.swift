@@ -36,8 +36,7 @@ public enum Kernels {
                 let done = bk_int8_dot_burn(isa, iterations, &sink)
                 total.withLock { $0 += done }
             }
-            let elapsed = started.duration(to: .now)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+            let seconds = started.duration(to: .now) / .seconds(1)
             best = max(best, Double(total.withLock { $0 }) / seconds)
         }
         return best

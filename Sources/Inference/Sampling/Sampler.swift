@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 
 /// Picks the next token from logits. Owns the PRNG state and the penalty history: one per sequence.
 ///
@@ -47,13 +48,41 @@ public struct Sampler: Sendable {
         }
     }
 
-    /// `parameters` should be `validated()`; out-of-vocabulary bias or history token ids are ignored.
+    /// `parameters` should be `validated()`; out-of-vocabulary bias or history token ids are ignored. Without a
+    /// seed one is drawn from the system (`seed` tells which).
     public init(parameters: SamplingParameters, vocabularySize: Int) {
+        var system = SystemRandomNumberGenerator()
+        let seed = parameters.seed ?? system.next()
+        self.init(parameters: parameters, vocabularySize: vocabularySize, seed: seed, random: Xoshiro256StarStar(seed: seed))
+    }
+
+    /// The sampler of `state`'s generation as it stands after its generated tokens: the generator continues from
+    /// `state.random` (or starts from the seed), and the penalty history holds the last tokens of prompt +
+    /// generated, as an undisturbed run's does (the prompt is accepted first, then each draw records its token).
+    public init(continuing state: GenerationState, vocabularySize: Int) {
+        let parameters = state.request.sampling
+        let seed = parameters.seed ?? 0
+        self.init(
+            parameters: parameters, vocabularySize: vocabularySize, seed: seed,
+            random: state.random.map(Xoshiro256StarStar.init(state:)) ?? Xoshiro256StarStar(seed: seed))
+        let history = parameters.penaltyLastN
+        let prompt = state.request.prompt, generated = state.generated
+        if history < 0 || history >= prompt.count + generated.count {
+            accept(contentsOf: prompt)
+            accept(contentsOf: generated)
+        } else if history > generated.count {
+            accept(contentsOf: prompt.suffix(history - generated.count))
+            accept(contentsOf: generated)
+        } else if history > 0 {
+            accept(contentsOf: generated.suffix(history))
+        }
+    }
+
+    private init(parameters: SamplingParameters, vocabularySize: Int, seed: UInt64, random: Xoshiro256StarStar) {
         self.parameters = parameters
         self.vocabularySize = max(vocabularySize, 1)
-        var system = SystemRandomNumberGenerator()
-        self.seed = parameters.seed ?? system.next()
-        self.rng = Xoshiro256StarStar(seed: seed)
+        self.seed = seed
+        self.rng = random
         self.window = PenaltyWindow(length: parameters.penaltyLastN)
         self.bias = parameters.logitBias.sorted { $0.key < $1.key }.map { (token: $0.key, value: $0.value) }
         candidates.reserveCapacity(self.vocabularySize)
@@ -72,10 +101,14 @@ public struct Sampler: Sendable {
         for token in tokens { window.record(token) }
     }
 
+    /// The generator's state now (what `GeneratedToken.random` carries after a draw).
+    public var randomState: RandomState { rng.state }
+
     /// Chooses the next token from `logits` (one per vocabulary entry; `logits` must not be empty) and records
     /// it in the penalty history. Modifies `logits` in place: bias and penalties are applied to them.
-    /// NaN logits are treated as -infinity.
-    public mutating func sample(logits: UnsafeMutableBufferPointer<Float>) -> SampledToken {
+    /// NaN logits are treated as -infinity. The result carries the generator's state after the draw (nil at
+    /// temperature 0, which draws nothing).
+    public mutating func sample(logits: UnsafeMutableBufferPointer<Float>) -> GeneratedToken {
         precondition(!logits.isEmpty, "Sampler.sample needs at least one logit")
         for (token, value) in bias where token >= 0 && Int(token) < logits.count {
             logits[Int(token)] += value
@@ -84,14 +117,15 @@ public struct Sampler: Sendable {
             to: logits, repetition: parameters.repetitionPenalty, frequency: parameters.frequencyPenalty,
             presence: parameters.presencePenalty)
 
-        let chosen = parameters.temperature <= 0 ? Self.argmax(logits) : draw(logits)
-        var result = SampledToken(id: chosen)
+        let greedy = parameters.temperature <= 0
+        let chosen = greedy ? Self.argmax(logits) : draw(logits)
+        var result = GeneratedToken(id: chosen, random: greedy ? nil : rng.state)
         if let count = parameters.logprobs {
             if weights.count < logits.count { weights = [Float](repeating: 0, count: logits.count) }
             let normaliser = weights.withUnsafeMutableBufferPointer { Self.logSumExp(logits, scratch: $0) }
             result.logprob = logits[Int(chosen)] - normaliser
             if count > 0 {
-                result.topLogprobs = topTokens(logits, count: count).map { ($0.id, $0.value - normaliser) }
+                result.topLogprobs = topTokens(logits, count: count).map { TokenLogprob(id: $0.id, logprob: $0.value - normaliser) }
             }
         }
         window.record(chosen)
@@ -99,7 +133,7 @@ public struct Sampler: Sendable {
     }
 
     /// `sample(logits:)` over an array (modified in place in the same way).
-    public mutating func sample(logits: inout [Float]) -> SampledToken {
+    public mutating func sample(logits: inout [Float]) -> GeneratedToken {
         logits.withUnsafeMutableBufferPointer { sample(logits: $0) }
     }
 

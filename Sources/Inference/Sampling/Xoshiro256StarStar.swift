@@ -1,3 +1,5 @@
+import Generation
+
 /// The xoshiro256** generator (Blackman & Vigna), seeded through splitmix64: the same seed gives the same
 /// sequence on every machine and Swift version, which `SystemRandomNumberGenerator` cannot promise.
 /// Not cryptographically secure.
@@ -20,6 +22,14 @@ public struct Xoshiro256StarStar: RandomNumberGenerator, Sendable, Equatable {
         s2 = splitmix()
         s3 = splitmix()
     }
+
+    /// Continues from a state another generator reached (`state`).
+    public init(state: RandomState) {
+        (s0, s1, s2, s3) = (state.s0, state.s1, state.s2, state.s3)
+    }
+
+    /// The generator's whole state: a generator made from it draws what this one would draw next.
+    public var state: RandomState { RandomState(s0, s1, s2, s3) }
 
     public mutating func next() -> UInt64 {
         let result = rotateLeft(s1 &* 5, 7) &* 9

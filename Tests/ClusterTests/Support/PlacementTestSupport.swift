@@ -1,16 +1,16 @@
+import RPC
 import Cluster
 import Foundation
-import KVTransport
 import Logging
 import Placement
 import Synchronization
 import Testing
 
 /// The test cluster's CA, made in memory once per test process.
-private let testAuthority = Result { () throws(KVTransportError) in try ClusterCertificates.makeAuthority(name: "Baton test CA") }
+private let testAuthority = Result { () throws(RPCError) in try ClusterCertificates.makeAuthority(name: "Baton test CA") }
 
 /// TLS settings for `node` in the test cluster (certificate issued by the shared in-memory CA).
-func clusterTLS(_ node: String) throws -> KVTransportTLS {
+func clusterTLS(_ node: String) throws -> NodeTLS {
     let authority = try testAuthority.get()
     return ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, authority: authority),
                                    authorityPEM: authority.certificatePEM)
@@ -59,7 +59,7 @@ final class PlacementHarness: Sendable {
         self.service = service
         self.stateDirectory = stateDirectory
         self.policyFile = policyFile
-        runner = Task { await service.run() }
+        runner = Task { await service.serve() }
     }
 
     /// A client holding a certificate of the test cluster.

@@ -1,3 +1,4 @@
+import Generation
 import Foundation
 import Testing
 @testable import Inference
@@ -170,8 +171,9 @@ struct SamplerTests {
         let normaliser = maximum + log(processed.reduce(0) { $0 + exp($1 - maximum) })
         let expected = processed.enumerated().sorted { $0.element > $1.element }.prefix(5)
         #expect(token.topLogprobs.count == 5)
-        #expect(token.topLogprobs[0].0 == 17)
-        for ((id, logprob), (expectedID, expectedLogit)) in zip(token.topLogprobs, expected) {
+        #expect(token.topLogprobs[0].id == 17)
+        for (alternative, (expectedID, expectedLogit)) in zip(token.topLogprobs, expected) {
+            let (id, logprob) = (alternative.id, alternative.logprob)
             #expect(Int(id) == expectedID)
             #expect(abs(Double(logprob) - (expectedLogit - normaliser)) < 1e-4)
         }
@@ -182,9 +184,9 @@ struct SamplerTests {
         var small: [Float] = [0.5, -1, 2, 0]
         var all = Sampler(parameters: SamplingParameters(temperature: 0, logprobs: 4), vocabularySize: 4)
         let result = all.sample(logits: &small)
-        #expect(abs(result.topLogprobs.map { exp(Double($0.1)) }.reduce(0, +) - 1) < 1e-6)
-        #expect(result.topLogprobs.map(\.0) == [2, 0, 3, 1])
-        #expect(result.logprob == result.topLogprobs[0].1)
+        #expect(abs(result.topLogprobs.map { exp(Double($0.logprob)) }.reduce(0, +) - 1) < 1e-6)
+        #expect(result.topLogprobs.map(\.id) == [2, 0, 3, 1])
+        #expect(result.logprob == result.topLogprobs[0].logprob)
 
         var chosenOnly = Sampler(parameters: SamplingParameters(temperature: 0, logprobs: 0), vocabularySize: 4)
         var four: [Float] = [0, 0, 0, 0]

@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Router
 import Synchronization
 import Tokenization
@@ -7,7 +8,7 @@ import Tokenization
 /// the router produces is real. It records what it was asked and whether each stream was cancelled.
 final class FakeBackend: GenerationBackend {
     struct Record: Sendable {
-        var requests: [GenerationRequest] = []
+        var requests: [GenerationState] = []
         var cancelled: Set<String> = []
         var finished: Set<String> = []
         var tokensSent: [String: Int] = [:]
@@ -19,14 +20,17 @@ final class FakeBackend: GenerationBackend {
     let delay: Duration?
     /// Repeat the reply until cancelled or `maxTokens` is reached, instead of ending with end-of-generation.
     let endless: Bool
-    let failure: RouterError?
+    let failure: GenerationError?
     let healthState: BackendHealth
+    /// Reported in every summary, as a cluster reports the KV hand-off.
+    let handoff: KVHandoffSummary?
     let record = Mutex(Record())
 
     init(
         tokenizer: Tokenizer, reply: String = FakeBackend.defaultReply, delay: Duration? = nil, endless: Bool = false,
-        failure: RouterError? = nil, health: BackendHealth = .ready
+        failure: GenerationError? = nil, health: BackendHealth = .ready, handoff: KVHandoffSummary? = nil
     ) {
+        self.handoff = handoff
         self.tokenizer = tokenizer
         self.replyTokens = tokenizer.encode(reply, addSpecial: false)
         self.delay = delay
@@ -37,7 +41,8 @@ final class FakeBackend: GenerationBackend {
 
     static let defaultReply = "The quick brown fox jumps over the lazy dog. Ünïcödé ✓"
 
-    var requests: [GenerationRequest] { record.withLock { $0.requests } }
+    /// The requests it was asked to start (the states' requests).
+    var requests: [GenerationRequest] { record.withLock { $0.requests.map(\.request) } }
     func wasCancelled(_ id: String) -> Bool { record.withLock { $0.cancelled.contains(id) } }
     func tokensSent(_ id: String) -> Int { record.withLock { $0.tokensSent[id] ?? 0 } }
 
@@ -46,19 +51,21 @@ final class FakeBackend: GenerationBackend {
 
     func health() async -> BackendHealth { healthState }
 
-    func generate(_ request: GenerationRequest) async throws -> AsyncThrowingStream<GenerationEvent, any Error> {
+    func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream {
         if let failure { throw failure }
-        record.withLock { $0.requests.append(request) }
+        let request = state.request
+        record.withLock { $0.requests.append(state) }
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
         let producer = Task { [self] in
             var sent = 0
+            let alternatives = request.sampling.logprobs
             func token(_ id: Int32) -> GeneratedToken {
-                guard request.logprobs else { return GeneratedToken(id: id) }
-                let top = (0..<request.topLogprobs).map { TokenLogprob(id: (id + Int32($0)) % 1000, logprob: Self.logprob(index: sent) - Float($0)) }
+                guard let alternatives else { return GeneratedToken(id: id) }
+                let top = (0..<alternatives).map { TokenLogprob(id: (id + Int32($0)) % 1000, logprob: Self.logprob(index: sent) - Float($0)) }
                 return GeneratedToken(id: id, logprob: Self.logprob(index: sent), topLogprobs: top)
             }
             var index = 0
-            while sent < request.maxTokens {
+            while sent < request.maxNewTokens {
                 if !self.endless && index == self.replyTokens.count { break }
                 if let delay = self.delay {
                     do { try await Task.sleep(for: delay) } catch { return }
@@ -69,27 +76,21 @@ final class FakeBackend: GenerationBackend {
                 index += 1
                 self.record.withLock { $0.tokensSent[request.id] = sent }
             }
-            var reason = GenerationFinishReason.maxTokens
-            if sent < request.maxTokens, let eos = self.tokenizer.eosID {
-                continuation.yield(.token(token(eos)))
+            // End of generation: counted, never emitted (as a scheduler does).
+            var reason = FinishReason.maxTokens
+            if sent < request.maxNewTokens {
                 sent += 1
                 reason = .endOfGeneration
             }
             continuation.yield(.finished(GenerationSummary(
-                reason: reason, promptTokens: request.promptTokens.count, completionTokens: sent)))
+                reason: reason, promptTokens: request.prompt.count, completionTokens: sent, handoff: self.handoff)))
             continuation.finish()
+            self.record.withLock { _ = $0.finished.insert(request.id) }
         }
-        continuation.onTermination = { [self] termination in
-            switch termination {
-            case .cancelled:
-                producer.cancel()
-                self.record.withLock { _ = $0.cancelled.insert(request.id) }
-            case .finished:
-                self.record.withLock { _ = $0.finished.insert(request.id) }
-            @unknown default:
-                break
-            }
+        return GenerationStream(stream) { [self] _ in
+            producer.cancel()
+            continuation.finish(throwing: GenerationError(.cancelled, "cancelled"))
+            self.record.withLock { _ = $0.cancelled.insert(request.id) }
         }
-        return stream
     }
 }

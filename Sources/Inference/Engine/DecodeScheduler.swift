@@ -1,0 +1,827 @@
+import Foundation
+import Generation
+import Synchronization
+import Tokenization
+
+/// The one token loop: every token Baton generates — `baton generate` and `chat`, `baton serve`, a decode worker,
+/// the benchmarks — is sampled here.
+///
+/// One thread owns the `DecodeEngine` (and, unless this is a decode-only worker, a `PrefillEngine`) and the
+/// `PagedKVCache`, and runs continuous batching over every active generation: generations join and leave
+/// between steps, `maxBatch` rows per step.
+///
+/// A generation starts from a `GenerationState` — from its first token, or continuing after the tokens it holds —
+/// and its prompt's KV comes from one of two places (`PromptSource`):
+/// - **here**: the prompt runs on the prefill path (or through decode steps without a prefill engine);
+/// - **a transfer**: the scheduler reserves the prompt's blocks at admission and a transport lands the prompt's
+///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token.
+/// Either way the generated tokens of a continued state then run through decode steps — as the undisturbed run
+/// computed them — and sampling resumes from the state's random-generator state, so a continued generation
+/// yields exactly the tokens the undisturbed one would have.
+///
+/// **Room.** A generation is admitted only when the blocks for prompt + `maxNewTokens` fit beside the budgets of
+/// those already admitted, so no running generation ever runs out of KV and no transfer fails for space. Those
+/// that do not fit yet wait in arrival order (`open` suspends meanwhile), up to `maxQueued`; the newest beyond that
+/// are refused with `.overloaded`. One that could never fit is refused at once.
+///
+/// Each generation's events go to its own `AsyncThrowingStream`, yielded from the scheduler thread: the only hop
+/// a token makes in this process. Cancelling (`GenerationStream.cancel`, `cancel(requestID:)`) frees the KV
+/// before the next step — once a transfer landing in it has stopped writing.
+public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
+    /// Sizes, with the defaults a worker uses.
+    public struct Configuration: Sendable {
+        /// KV cache blocks shared by all generations.
+        public var kvBlocks: Int
+        /// Most generations in one decode step; more active ones take turns.
+        public var maxBatch: Int = 8
+        /// Compute threads of each engine.
+        public var threads: Int = 1
+        /// Tokens a generation may hold (prompt and completion); nil: the model's trained context.
+        public var maxContext: Int?
+        /// Run local prompts on the prefill (sgemm) path; false (a decode-only worker): through decode steps.
+        public var prefillEngine: Bool = true
+        /// The prefill engine's f32 weights when another engine of this process holds them already; nil: its own.
+        public var prefillWeights: PrefillWeights?
+        /// Generations that may wait for room; beyond them `open` refuses with `.overloaded`.
+        public var maxQueued: Int = 256
+
+        public init(
+            kvBlocks: Int, maxBatch: Int = 8, threads: Int = 1, maxContext: Int? = nil, prefillEngine: Bool = true
+        ) {
+            self.kvBlocks = kvBlocks
+            self.maxBatch = maxBatch
+            self.threads = threads
+            self.maxContext = maxContext
+            self.prefillEngine = prefillEngine
+        }
+    }
+
+    /// Where a generation's prompt KV comes from.
+    public enum PromptSource: Sendable, Equatable {
+        /// Computed here.
+        case computeHere
+        /// Landed by a transport through `beginArrival`, complete within `timeout` of the admission (else the
+        /// generation fails with `.timeout` and its room is freed).
+        case transfer(timeout: Duration)
+    }
+
+    /// Counters for load reports; read from any thread.
+    public struct Load: Sendable, Equatable {
+        /// Generations waiting for room, or admitted and waiting for their KV transfer.
+        public var waiting: Int
+        /// Generations sampling tokens.
+        public var active: Int
+        /// Blocks not committed to any admitted generation (reservations count as used).
+        public var uncommittedBlocks: Int
+        /// Blocks not held by any sequence right now.
+        public var freeBlocks: Int
+        public var totalBlocks: Int
+        /// The most rows one decode step has run since the start.
+        public var largestBatch: Int
+        /// Generations that ended since the start: finished normally, cancelled, or failed otherwise.
+        public var finished: Int
+        public var cancelled: Int
+        public var failed: Int
+    }
+
+    public let tokenizer: Tokenizer
+    /// Tokens a generation may hold.
+    public let contextLength: Int
+    public let configuration: Configuration
+    public let vocabularySize: Int
+    /// The cache's layout (what a KV transfer must match).
+    public var layout: KVCacheLayout { cache.layout }
+    /// Time from `open` to the first token, recent generations (seconds).
+    public let timeToFirstToken = LatencyWindow()
+    /// Mean time between tokens of recent finished generations (seconds).
+    public let timePerOutputToken = LatencyWindow()
+
+    private let decode: DecodeEngine
+    private let prefill: PrefillEngine?
+    private let cache: PagedKVCache
+    /// Every live generation by request id: for duplicates, arrivals and cancellation. Removed when it ends.
+    private let registry = Mutex<[String: Job]>([:])
+    private let inbox = Mutex(Inbox())
+    /// Signalled when work arrives, a transfer progresses, a generation is cancelled, or on shutdown.
+    private let wake = NSCondition()
+    private let counters = Mutex(Counters())
+
+    // Scheduler thread only.
+    private var queued: [Job] = []
+    private var waiting: [Job] = []
+    private var active: [Job] = []
+    private var committedBlocks = 0
+    /// Jobs per stage, kept apart from the arrays so the counters can be published while those are filtered.
+    private var waitingCount = 0
+    private var activeCount = 0
+    private var stepInputs: [DecodeInput] = []
+    private var largestBatch = 0
+
+    private struct Counters {
+        var queued = 0
+        var waitingTransfers = 0
+        var active = 0
+        var free = 0
+        var total = 0
+        var uncommitted = 0
+        var largestBatch = 0
+        var finished = 0
+        var cancelled = 0
+        var failed = 0
+    }
+
+    private struct Inbox {
+        var opens: [Job] = []
+        var running = false
+        var stopped = false
+    }
+
+    public init(model: TransformerModel, tokenizer: Tokenizer, configuration: Configuration) throws(InferenceError) {
+        guard configuration.kvBlocks >= 1 else {
+            throw InferenceError(.invalidArgument, "the KV cache needs at least one block, got \(configuration.kvBlocks)")
+        }
+        guard configuration.maxQueued >= 0 else {
+            throw InferenceError(.invalidArgument, "maxQueued must be 0 or more, got \(configuration.maxQueued)")
+        }
+        cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: configuration.kvBlocks)
+        decode = try DecodeEngine(
+            model: model, cache: cache, threads: configuration.threads, maxBatch: configuration.maxBatch,
+            maxContext: configuration.maxContext)
+        prefill = configuration.prefillEngine
+            ? try PrefillEngine(
+                model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
+                weights: configuration.prefillWeights)
+            : nil
+        self.tokenizer = tokenizer
+        self.configuration = configuration
+        contextLength = min(decode.maxContext, prefill?.maxContext ?? Int.max)
+        vocabularySize = model.configuration.vocabularySize
+        publishCounters()
+    }
+
+    /// Whether local prompts take the prefill (sgemm) path.
+    public var hasPrefillEngine: Bool { prefill != nil }
+
+    public var load: Load {
+        counters.withLock { c in
+            Load(
+                waiting: c.queued + c.waitingTransfers, active: c.active, uncommittedBlocks: c.uncommitted,
+                freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, finished: c.finished,
+                cancelled: c.cancelled, failed: c.failed)
+        }
+    }
+
+    /// Starts the scheduler thread (idempotent).
+    public func start() {
+        let started = inbox.withLock { inbox -> Bool in
+            if inbox.running || inbox.stopped { return false }
+            inbox.running = true
+            return true
+        }
+        guard started else { return }
+        let thread = Thread { [self] in run() }
+        thread.name = "baton.decode-scheduler"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Stops the scheduler; generations left fail with `.unavailable`.
+    public func shutdown() {
+        inbox.withLock { $0.stopped = true }
+        signal()
+    }
+
+    // MARK: - Opening generations
+
+    public func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream {
+        try await open(state, prompt: .computeHere)
+    }
+
+    public func health() async -> BackendHealth {
+        let (running, stopped) = inbox.withLock { ($0.running, $0.stopped) }
+        if stopped { return .unavailable(reason: "the decode scheduler is shutting down") }
+        if !running { return .unavailable(reason: "the decode scheduler has not started") }
+        return .ready
+    }
+
+    /// Admits the generation `state` describes and returns its events once it holds room (for a transfer: once
+    /// its blocks are reserved and `beginArrival` accepts its KV). Suspends while it waits for room.
+    ///
+    /// `state` must be valid for this scheduler (`GenerationState.validated(vocabularySize:contextLength:)`, done
+    /// at the edge). Throws `.invalidArgument` for a request id already live here, `.contextLengthExceeded` for
+    /// one that can never fit the cache, `.overloaded` when it cannot fit now and `maxQueued` generations wait already,
+    /// `.unavailable` when the scheduler is not running, `.cancelled` when the calling task is cancelled first.
+    public func open(_ state: GenerationState, prompt source: PromptSource) async throws(GenerationError) -> GenerationStream {
+        let request = state.request
+        precondition(
+            !request.prompt.isEmpty && request.prompt.count + request.maxNewTokens <= contextLength
+                && state.generated.count < request.maxNewTokens,
+            "DecodeScheduler.open needs a state validated for this scheduler's context of \(contextLength)")
+        let budget = cache.layout.blocks(forTokens: request.prompt.count + request.maxNewTokens)
+        guard budget <= cache.blockCount else {
+            throw GenerationError(
+                .contextLengthExceeded,
+                "\(request.prompt.count) prompt tokens + max_tokens \(request.maxNewTokens) need \(budget) KV blocks; this cache has \(cache.blockCount)",
+                param: "max_tokens")
+        }
+        let (events, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+        let job = Job(state: state, source: source, events: continuation, budgetBlocks: budget)
+        let fresh = registry.withLock { jobs -> Bool in
+            guard jobs[request.id] == nil else { return false }
+            jobs[request.id] = job
+            return true
+        }
+        guard fresh else {
+            throw GenerationError(.invalidArgument, "request \(request.id) is already open here", param: "id")
+        }
+        let admission: Result<Void, GenerationError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Result<Void, GenerationError>, Never>) in
+                job.admissionWaiter = waiter
+                let refusal: GenerationError? = inbox.withLock { inbox in
+                    guard inbox.running && !inbox.stopped else {
+                        return GenerationError(.unavailable, "the decode scheduler is not running")
+                    }
+                    inbox.opens.append(job)
+                    return nil
+                }
+                if let refusal {
+                    job.admissionWaiter = nil
+                    waiter.resume(returning: .failure(refusal))
+                } else {
+                    signal()
+                }
+            }
+        } onCancel: {
+            job.cancel(reason: "the caller went away before the generation was admitted")
+            signal()
+        }
+        if case .failure(let error) = admission {
+            registry.withLock { jobs in
+                if jobs[request.id] === job { jobs[request.id] = nil }
+            }
+            throw error
+        }
+        let requestID = request.id
+        return GenerationStream(events) { [weak self] reason in self?.cancel(requestID: requestID, reason: reason) }
+    }
+
+    /// Cancels a live generation: its KV is freed before the next step (once a transfer landing in it has stopped
+    /// writing), and its stream ends with `.cancelled`. Returns whether it was live.
+    @discardableResult
+    public func cancel(requestID: String, reason: String = "cancelled") -> Bool {
+        guard let job = registry.withLock({ $0[requestID] }) else { return false }
+        job.cancel(reason: reason)
+        signal()
+        return true
+    }
+
+    private func signal() {
+        wake.lock()
+        wake.signal()
+        wake.unlock()
+    }
+
+    // MARK: - KV arrivals (transport threads)
+
+    /// The KV of `requestID`'s prompt (`tokenCount` tokens) starts arriving over `transport` (its name as logs and
+    /// metrics show it). Throws `.invalidArgument` when no admitted generation here waits for it, or it has another
+    /// prompt length.
+    public func beginArrival(requestID: String, tokenCount: Int, transport: String) throws(InferenceError) -> KVArrival {
+        guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else {
+            throw InferenceError(.invalidArgument, "no generation here waits for the KV of request \(requestID)")
+        }
+        let prompt = job.promptCount
+        guard tokenCount == prompt else {
+            throw InferenceError(
+                .invalidArgument, "request \(requestID) was opened with \(prompt) prompt tokens; its KV has \(tokenCount)")
+        }
+        try job.transfer.withLock { state throws(InferenceError) in
+            guard case .awaiting(let targets) = state else {
+                throw InferenceError(.invalidArgument, "request \(requestID) is \(state.name), not waiting for its KV")
+            }
+            state = .receiving(targets, transport: transport, started: .now)
+        }
+        return KVArrival(job: job, scheduler: self)
+    }
+
+    /// One prompt's KV landing in the blocks its generation reserved. Used by one transport task. The blocks stay
+    /// reserved until the transport calls `complete` or `fail`, even if the generation is cancelled meanwhile
+    /// (the scheduler frees them only after that), so writing into `landingRegions` is always safe in between.
+    public final class KVArrival: @unchecked Sendable {
+        fileprivate let job: Job
+        private let scheduler: DecodeScheduler
+        private let landed = Mutex<Set<Int>>([])
+        private let bytes = Atomic<Int>(0)
+
+        fileprivate init(job: Job, scheduler: DecodeScheduler) {
+            self.job = job
+            self.scheduler = scheduler
+        }
+
+        public var requestID: String { job.id }
+
+        /// The memory `layer`'s bytes go to: the reserved blocks, in export order (their sizes add up to the
+        /// layer's byte count). Nil when the arrival was cancelled or the layer is out of range.
+        public func landingRegions(layer: Int) -> [UnsafeMutableRawBufferPointer]? {
+            job.transfer.withLock { state in
+                guard case .receiving(let targets, _, _) = state, job.cancellation == nil, layer >= 0,
+                    layer < targets.count
+                else { return nil }
+                return targets[layer].map { UnsafeMutableRawBufferPointer(start: $0.pointer, count: $0.byteCount) }
+            }
+        }
+
+        /// Every byte of `layer` is in its regions and matched its checksum. Throws when the generation was cancelled
+        /// or timed out meanwhile (the transport then stops and calls `fail`).
+        public func layerLanded(_ layer: Int) throws(InferenceError) {
+            let count = try job.transfer.withLock { state throws(InferenceError) -> Int in
+                guard case .receiving(let targets, _, _) = state, layer >= 0, layer < targets.count else {
+                    throw InferenceError(.invalidArgument, "layer \(layer) of request \(job.id) is unexpected (\(state.name))")
+                }
+                return targets[layer].reduce(0) { $0 + $1.byteCount }
+            }
+            if let reason = job.cancellation { throw InferenceError(.invalidArgument, "request \(job.id) was cancelled: \(reason)") }
+            landed.withLock { _ = $0.insert(layer) }
+            bytes.add(count, ordering: .relaxed)
+        }
+
+        /// `layer`'s verified bytes from a buffer (transports that cannot land in place): copies them into the
+        /// blocks. Same conditions as `layerLanded`.
+        public func receiveLayer(_ layer: Int, bytes source: UnsafeRawBufferPointer) throws(InferenceError) {
+            try job.transfer.withLock { state throws(InferenceError) in
+                guard case .receiving(let targets, _, _) = state, layer >= 0, layer < targets.count else {
+                    throw InferenceError(.invalidArgument, "layer \(layer) of request \(job.id) is unexpected (\(state.name))")
+                }
+                let expected = targets[layer].reduce(0) { $0 + $1.byteCount }
+                guard source.count == expected, let base = source.baseAddress else {
+                    throw InferenceError(
+                        .invalidArgument, "layer \(layer) of request \(job.id) has \(source.count) bytes, expected \(expected)")
+                }
+                for target in targets[layer] { target.pointer.copyMemory(from: base + target.byteOffset, byteCount: target.byteCount) }
+            }
+            try layerLanded(layer)
+        }
+
+        /// Every layer arrived; `logits` are the prompt's last position's (`vocabularySize` floats), from which the
+        /// first token is sampled. Throws when a layer is missing or the logits have the wrong size.
+        public func complete(logits: [Float]) throws(InferenceError) {
+            let layers = scheduler.cache.layout.layers
+            let missing = landed.withLock { landed in (0..<layers).filter { !landed.contains($0) } }
+            guard missing.isEmpty else {
+                throw InferenceError(.invalidArgument, "request \(job.id): layers \(missing) never arrived")
+            }
+            guard logits.count == scheduler.vocabularySize else {
+                throw InferenceError(
+                    .invalidArgument, "request \(job.id): \(logits.count) logits, the vocabulary has \(scheduler.vocabularySize)")
+            }
+            let total = bytes.load(ordering: .relaxed)
+            try job.transfer.withLock { state throws(InferenceError) in
+                guard case .receiving(_, let transport, let started) = state else {
+                    throw InferenceError(.invalidArgument, "request \(job.id) is \(state.name)")
+                }
+                state = .arrived(
+                    logits: logits,
+                    handoff: KVHandoffSummary(transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1))))
+            }
+            scheduler.signal()
+        }
+
+        /// The transport gave up (and writes nothing more): the generation fails unless it already arrived.
+        public func fail(_ message: String) {
+            let changed = job.transfer.withLock { state -> Bool in
+                switch state {
+                case .awaiting, .receiving:
+                    state = .failed(message)
+                    return true
+                default:
+                    return false
+                }
+            }
+            if changed { scheduler.signal() }
+        }
+    }
+
+    // MARK: - The scheduler thread (owns the engines and the cache)
+
+    private func run() {
+        while true {
+            let (opens, stopped) = inbox.withLock { inbox -> ([Job], Bool) in
+                defer { inbox.opens.removeAll() }
+                return (inbox.opens, inbox.stopped)
+            }
+            queued += opens
+            if stopped {
+                let error = GenerationError(.unavailable, "the decode scheduler shut down")
+                for job in queued { resolveAdmission(job, .failure(error)) }
+                for job in waiting + active + queued { end(job, failing: error) }
+                queued.removeAll()
+                waiting.removeAll()
+                active.removeAll()
+                publishCounters()
+                return
+            }
+            admitQueued()
+            sweepWaiting()
+            active.removeAll { job in
+                guard let reason = job.cancellation else { return false }
+                end(job, failing: GenerationError(.cancelled, reason))
+                return true
+            }
+            publishCounters()
+            if active.isEmpty {
+                sleepUntilWork()
+                continue
+            }
+            step()
+            active.removeAll { $0.done }
+        }
+    }
+
+    private func sleepUntilWork() {
+        wake.lock()
+        defer { wake.unlock() }
+        let idle = inbox.withLock { $0.opens.isEmpty && !$0.stopped }
+            && !waiting.contains { $0.needsAttention } && !queued.contains { $0.cancellation != nil }
+        guard idle else { return }
+        // A late transfer still writing has been told to stop (its `fail` will signal): no deadline to wait for.
+        if let deadline = waiting.filter({ !$0.timedOut }).compactMap(\.deadline).min() {
+            let seconds = max(ContinuousClock.now.duration(to: deadline) / .seconds(1), 0) + 0.001
+            _ = wake.wait(until: Date(timeIntervalSinceNow: seconds))
+        } else {
+            wake.wait()
+        }
+    }
+
+    /// Admits queued generations in arrival order while their budgets fit, drops cancelled ones, and refuses the
+    /// newest of those left beyond `maxQueued` (`.overloaded`).
+    private func admitQueued() {
+        queued.removeAll { job in
+            guard let reason = job.cancellation else { return false }
+            let error = GenerationError(.cancelled, reason)
+            resolveAdmission(job, .failure(error))
+            end(job, failing: error)
+            return true
+        }
+        while let job = queued.first, committedBlocks + job.budgetBlocks <= cache.blockCount {
+            queued.removeFirst()
+            admit(job)
+        }
+        while queued.count > configuration.maxQueued, let job = queued.popLast() {
+            let error = GenerationError(
+                .overloaded, "\(configuration.maxQueued) generations wait for room already", retryAfterSeconds: 1)
+            resolveAdmission(job, .failure(error))
+            end(job, failing: error)
+        }
+        let waitingForRoom = queued.count
+        counters.withLock { $0.queued = waitingForRoom }
+    }
+
+    /// Commits `job`'s room, then runs its prompt or reserves the blocks its transfer lands in.
+    private func admit(_ job: Job) {
+        committedBlocks += job.budgetBlocks
+        job.committed = true
+        publishCounters()
+        switch job.source {
+        case .computeHere:
+            resolveAdmission(job, .success(()))
+            runPrompt(job)
+        case .transfer(let timeout):
+            do {
+                let sequence = try cache.importSequence(
+                    KVSequenceDescriptor(layout: cache.layout, tokenCount: job.promptCount))
+                job.sequence = sequence
+                let targets = try (0..<cache.layout.layers).map { layer throws(InferenceError) in
+                    try cache.importTarget(sequence, layer: layer)
+                }
+                job.transfer.withLock { $0 = .awaiting(targets) }
+            } catch {
+                let failure = GenerationError(
+                    .failed, "cannot reserve KV for request \(job.id): \(error.message)", cause: error)
+                resolveAdmission(job, .failure(failure))
+                return end(job, failing: failure)
+            }
+            job.deadline = .now + timeout
+            waiting.append(job)
+            move(job, to: .waiting)
+            resolveAdmission(job, .success(()))
+        }
+    }
+
+    private func resolveAdmission(_ job: Job, _ result: Result<Void, GenerationError>) {
+        let waiter = job.admissionWaiter
+        job.admissionWaiter = nil
+        waiter?.resume(returning: result)
+    }
+
+    /// Runs a local prompt (and the generated tokens of a continued state), then samples.
+    private func runPrompt(_ job: Job) {
+        let sequence = cache.createSequence()
+        job.sequence = sequence
+        let prompt = job.state.request.prompt
+        var logits: [Float]
+        do throws(InferenceError) {
+            if let prefill {
+                logits = try prefill.prefill(prompt, sequence: sequence)
+            } else {
+                logits = try decode.ingest(prompt, sequence: sequence)
+            }
+        } catch {
+            return end(job, failing: GenerationError(.failed, "running the prompt of \(job.id) failed: \(error.message)", cause: error))
+        }
+        startSampling(job, promptLogits: &logits)
+    }
+
+    /// From the prompt's logits: runs a continued state's generated tokens through decode steps (their logits
+    /// replace the prompt's), rebuilds the sampler and samples the next token.
+    private func startSampling(_ job: Job, promptLogits logits: inout [Float]) {
+        if let reason = job.cancellation { return end(job, failing: GenerationError(.cancelled, reason)) }
+        let generated = job.state.generated
+        if !generated.isEmpty {
+            do { logits = try decode.ingest(generated, sequence: job.sequence!) } catch {
+                return end(job, failing: GenerationError(.failed, "replaying the tokens of \(job.id) failed: \(error.message)", cause: error))
+            }
+        }
+        var sampler = Sampler(continuing: job.state, vocabularySize: vocabularySize)
+        let next = sampler.sample(logits: &logits)
+        job.sampler = sampler
+        if accept(next, for: job) {
+            active.append(job)
+            move(job, to: .active)
+        }
+    }
+
+    /// Starts generations whose KV arrived; fails cancelled, broken and late ones (a cancelled or late one whose
+    /// transfer still writes waits until it stops).
+    private func sweepWaiting() {
+        guard !waiting.isEmpty else { return }
+        let now = ContinuousClock.now
+        waiting.removeAll { job in
+            let state = job.transfer.withLock { $0 }
+            switch state {
+            case .arrived(var logits, let handoff):
+                job.handoff = handoff
+                if let reason = job.cancellation {
+                    end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
+                    return true
+                }
+                startSampling(job, promptLogits: &logits)
+                return true
+            case .failed(let message):
+                if let reason = job.cancellation {
+                    end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
+                } else {
+                    end(job, failing: GenerationError(.kvTransferFailed, "the KV transfer of \(job.id) failed: \(message)"))
+                }
+                return true
+            case .receiving:
+                // The transport writes into the blocks until it calls `fail` (which `layerLanded` provokes once the
+                // job is cancelled or late): wait for that.
+                if let deadline = job.deadline, now >= deadline, !job.timedOut {
+                    job.timedOut = true
+                    job.cancel(reason: "the KV of \(job.id) did not arrive within \(job.timeoutSeconds) s")
+                }
+                return false
+            default:
+                if let reason = job.cancellation {
+                    job.transfer.withLock { $0 = .closed }
+                    end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
+                    return true
+                }
+                if let deadline = job.deadline, now >= deadline {
+                    job.transfer.withLock { $0 = .closed }
+                    end(job, failing: GenerationError(.timeout, "the KV of \(job.id) did not arrive within \(job.timeoutSeconds) s"))
+                    return true
+                }
+                return false
+            }
+        }
+    }
+
+    /// One decode step over every active generation, `maxBatch` rows at a time.
+    private func step() {
+        var start = 0
+        while start < active.count {
+            let batch = active[start..<min(start + decode.maxBatch, active.count)]
+            start += batch.count
+            stepInputs.removeAll(keepingCapacity: true)
+            for job in batch { stepInputs.append(DecodeInput(sequence: job.sequence!, token: job.lastToken)) }
+            if batch.count > largestBatch {
+                largestBatch = batch.count
+                counters.withLock { $0.largestBatch = batch.count }
+            }
+            do {
+                try decode.step(stepInputs)
+            } catch {
+                for job in batch {
+                    end(job, failing: GenerationError(.failed, "decoding \(job.id) failed: \(error.message)", cause: error))
+                    job.done = true
+                }
+                continue
+            }
+            for (row, job) in batch.enumerated() {
+                let sampled = decode.withLogits(row: row) { job.sampler!.sample(logits: $0) }
+                if !accept(sampled, for: job) { job.done = true }
+            }
+        }
+    }
+
+    /// Emits `token` or ends the generation; returns whether it goes on.
+    private func accept(_ token: GeneratedToken, for job: Job) -> Bool {
+        job.sampledHere += 1
+        if job.firstTokenAt == nil {
+            job.firstTokenAt = .now
+            timeToFirstToken.record((job.opened.duration(to: .now) / .seconds(1)))
+        }
+        if tokenizer.isEndOfGeneration(token.id) {
+            finish(job, .endOfGeneration, extraToken: true)
+            return false
+        }
+        if job.state.request.stopTokenIDs.contains(token.id) {
+            finish(job, .stopToken, extraToken: true)
+            return false
+        }
+        job.state.append(token)
+        job.lastToken = token.id
+        job.events.yield(.token(token))
+        if job.state.remainingTokens <= 0 {
+            finish(job, .maxTokens, extraToken: false)
+            return false
+        }
+        if job.promptCount + job.state.generated.count >= contextLength {
+            finish(job, .contextFull, extraToken: false)
+            return false
+        }
+        return true
+    }
+
+    private func finish(_ job: Job, _ reason: FinishReason, extraToken: Bool) {
+        if let first = job.firstTokenAt, job.sampledHere > 1 {
+            timePerOutputToken.record((first.duration(to: .now) / .seconds(1)) / Double(job.sampledHere - 1))
+        }
+        counters.withLock { $0.finished += 1 }
+        release(job)
+        job.events.yield(
+            .finished(
+                GenerationSummary(
+                    reason: reason, promptTokens: job.promptCount,
+                    completionTokens: job.state.generated.count + (extraToken ? 1 : 0), handoff: job.handoff)))
+        job.events.finish()
+    }
+
+    private func end(_ job: Job, failing error: GenerationError) {
+        counters.withLock { counters in
+            if error.code == .cancelled { counters.cancelled += 1 } else { counters.failed += 1 }
+        }
+        release(job)
+        job.events.finish(throwing: error)
+    }
+
+    /// Closes the job's transfer, frees its blocks and budget, forgets its id, and publishes the counters — all
+    /// before the consumer can see the generation end (its outcome is counted before, so whoever sees the blocks
+    /// free sees the outcome too).
+    private func release(_ job: Job) {
+        move(job, to: .ended)
+        job.transfer.withLock { $0 = .closed }
+        if let sequence = job.sequence { cache.free(sequence) }
+        job.sequence = nil
+        if job.committed {
+            committedBlocks -= job.budgetBlocks
+            job.committed = false
+        }
+        registry.withLock { jobs in
+            if jobs[job.id] === job { jobs[job.id] = nil }
+        }
+        publishCounters()
+    }
+
+    /// Moves `job` to `stage`, keeping the stage counts, and publishes them.
+    private func move(_ job: Job, to stage: Job.Stage) {
+        switch job.stage {
+        case .waiting: waitingCount -= 1
+        case .active: activeCount -= 1
+        case .queued, .ended: break
+        }
+        job.stage = stage
+        switch stage {
+        case .waiting: waitingCount += 1
+        case .active: activeCount += 1
+        case .queued, .ended: break
+        }
+        publishCounters()
+    }
+
+    /// Makes the counters visible to other threads. Reads no job array: it runs while those are filtered.
+    private func publishCounters() {
+        let free = cache.freeBlockCount, total = cache.blockCount, uncommitted = cache.blockCount - committedBlocks
+        let waitingCount = self.waitingCount, activeCount = self.activeCount
+        counters.withLock { counters in
+            counters.free = free
+            counters.total = total
+            counters.uncommitted = uncommitted
+            counters.active = activeCount
+            counters.waitingTransfers = waitingCount
+        }
+    }
+}
+
+extension DecodeScheduler {
+    /// Where a transfer into a generation's reserved blocks stands. Guarded by the job's lock.
+    enum TransferState: Sendable {
+        /// Not admitted yet (or computed here).
+        case pending
+        /// Blocks reserved: where each layer's bytes go (per layer, per block).
+        case awaiting([[KVImportSlice]])
+        /// A transport writes into the blocks.
+        case receiving([[KVImportSlice]], transport: String, started: ContinuousClock.Instant)
+        /// Every layer and the prompt's logits arrived; the scheduler takes it from here.
+        case arrived(logits: [Float], handoff: KVHandoffSummary)
+        /// The transport gave up and writes nothing more (its error in words).
+        case failed(String)
+        /// The generation ended: arrivals are refused and the blocks may be reused.
+        case closed
+
+        var name: String {
+            switch self {
+            case .pending: "not admitted yet"
+            case .awaiting: "waiting for its KV"
+            case .receiving: "already receiving its KV"
+            case .arrived: "already received"
+            case .failed: "failed"
+            case .closed: "closed"
+            }
+        }
+    }
+
+    /// One generation from `open` until its stream ends. The scheduler thread alone touches the unguarded state.
+    final class Job: @unchecked Sendable {
+        let id: String
+        let source: PromptSource
+        let events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        /// Blocks for prompt + max new tokens: committed while the generation is admitted.
+        let budgetBlocks: Int
+        let promptCount: Int
+        let opened = ContinuousClock.now
+        let transfer = Mutex<TransferState>(.pending)
+        private let cancelled = Mutex<String?>(nil)
+        /// Resumed once the scheduler admitted or refused the generation (set before it can see the job).
+        var admissionWaiter: CheckedContinuation<Result<Void, GenerationError>, Never>?
+
+        enum Stage { case queued, waiting, active, ended }
+
+        var state: GenerationState
+        var stage = Stage.queued
+        var committed = false
+        var sequence: SequenceID?
+        var sampler: Sampler?
+        var lastToken: Int32 = 0
+        /// Tokens sampled by this run (a continued state's earlier ones not included).
+        var sampledHere = 0
+        var done = false
+        var deadline: ContinuousClock.Instant?
+        var timedOut = false
+        var firstTokenAt: ContinuousClock.Instant?
+        var handoff: KVHandoffSummary?
+
+        init(state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, budgetBlocks: Int) {
+            id = state.request.id
+            promptCount = state.request.prompt.count
+            self.state = state
+            self.source = source
+            self.events = events
+            self.budgetBlocks = budgetBlocks
+        }
+
+        var timeoutSeconds: Double {
+            if case .transfer(let timeout) = source { return timeout / .seconds(1) }
+            return 0
+        }
+
+        /// Marks the job cancelled (the first reason wins). A transfer not yet writing is refused from now on; one
+        /// writing stops at its next layer.
+        func cancel(reason: String) {
+            cancelled.withLock { if $0 == nil { $0 = reason } }
+            transfer.withLock { state in
+                switch state {
+                case .pending, .awaiting: state = .failed("cancelled: \(reason)")
+                default: break
+                }
+            }
+        }
+
+        var cancellation: String? { cancelled.withLock { $0 } }
+
+        /// Whether the scheduler can act on it now (a cancelled job whose transfer still writes must wait for the
+        /// transport's `fail`, which signals).
+        var needsAttention: Bool {
+            let cancelled = cancellation != nil
+            return transfer.withLock { state in
+                switch state {
+                case .arrived, .failed: true
+                case .receiving: false
+                default: cancelled
+                }
+            }
+        }
+    }
+}
+
