@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian machine: set-up (packages, model), build, test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash Deploy/setup.sh
+bash Deploy/setup.sh --test-models
 # The committed protobuf code must match Protos/ (builds protoc-gen-swift once, ~75 s).
 bash Deploy/scripts/generate-protos.sh --check
 swift build --build-tests

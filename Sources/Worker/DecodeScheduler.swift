@@ -127,7 +127,7 @@ public final class DecodeScheduler: KVTransferReceiver, @unchecked Sendable {
     /// - Parameters:
     ///   - identity: must describe `model`, `tokenizer` and the cache layout (`KVCompatibilityIdentity(model:tokenizer:layout:)`).
     public init(
-        model: LlamaModel, tokenizer: Tokenizer, identity: KVCompatibilityIdentity, configuration: Configuration
+        model: TransformerModel, tokenizer: Tokenizer, identity: KVCompatibilityIdentity, configuration: Configuration
     ) throws(WorkerError) {
         guard configuration.kvBlocks >= 1 else {
             throw WorkerError(.invalidArgument, "the KV cache needs at least one block, got \(configuration.kvBlocks)")

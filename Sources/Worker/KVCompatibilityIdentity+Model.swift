@@ -5,7 +5,7 @@ import Tokenization
 extension KVCompatibilityIdentity {
     /// The identity of a worker serving `model` with `tokenizer` and a KV cache laid out as `layout`: two
     /// workers may exchange KV only when these agree.
-    public init(model: LlamaModel, tokenizer: Tokenizer, layout: KVCacheLayout) {
+    public init(model: TransformerModel, tokenizer: Tokenizer, layout: KVCacheLayout) {
         self.init(
             modelFingerprint: layout.modelFingerprint.isEmpty ? model.fingerprint : layout.modelFingerprint,
             tokenizerHash: Self.tokenizerHash(tokenizer), layers: layout.layers, kvHeads: layout.kvHeads,

@@ -58,7 +58,7 @@ public final class LocalGenerationBackend: GenerationBackend, @unchecked Sendabl
     ///   - kvBlocks: KV cache blocks shared by all requests (16 tokens each by default).
     ///   - maxBatch: most sequences in one decode step; more active requests take turns.
     public init(
-        model: LlamaModel, tokenizer: Tokenizer, threads: Int, kvBlocks: Int, maxBatch: Int = 8,
+        model: TransformerModel, tokenizer: Tokenizer, threads: Int, kvBlocks: Int, maxBatch: Int = 8,
         maxContext: Int? = nil
     ) throws(InferenceError) {
         cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: kvBlocks)

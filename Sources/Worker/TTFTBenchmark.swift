@@ -44,7 +44,7 @@ public enum TTFTBenchmark {
     /// Measures each prompt length `repetitions` times and reports medians. Each repetition is a colocated and a
     /// disaggregated run back to back, in alternating order (a drift in machine speed favours neither).
     public static func run(
-        model: LlamaModel, tokenizer: Tokenizer, tokenCounts: [Int] = [512, 2048], repetitions: Int = 3, threads: Int = 2,
+        model: TransformerModel, tokenizer: Tokenizer, tokenCounts: [Int] = [512, 2048], repetitions: Int = 3, threads: Int = 2,
         progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> [Measurement] {
         guard repetitions > 0, let longest = tokenCounts.max(), tokenCounts.allSatisfy({ $0 > 0 }) else {

@@ -56,7 +56,7 @@ struct ActivationsCommand: AsyncParsableCommand {
         }
         guard !ids.isEmpty else { throw ValidationError("no tokens to run") }
         do {
-            let model = try LlamaModel(file: GGUFFile(path: modelPath))
+            let model = try TransformerModel(file: GGUFFile(path: modelPath))
             let layout = model.kvCacheLayout()
             let cache = try PagedKVCache(layout: layout, blockCount: (ids.count + layout.blockSize - 1) / layout.blockSize + 1)
             let sequence = cache.createSequence()

@@ -47,7 +47,7 @@ struct BenchKVCommand: AsyncParsableCommand {
         var ttft: [TTFTBenchmark.Measurement] = []
         if !noTTFT {
             let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
-            let model = try LlamaModel(file: file)
+            let model = try TransformerModel(file: file)
             ttft = try await TTFTBenchmark.run(
                 model: model, tokenizer: tokenizer, tokenCounts: ttftTokens, repetitions: ttftRepetitions, threads: threads
             ) { line in print(line) }

@@ -45,7 +45,7 @@ struct BenchModelCommand: ParsableCommand {
 
     func run() throws {
         let path = try modelOptions.resolvedPath()
-        let model = try LlamaModel(path: path)
+        let model = try TransformerModel(path: path)
         let c = model.configuration
         // Deterministic pseudo-random prompt ids (as llama-bench uses random tokens): no tokenizer effects.
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15

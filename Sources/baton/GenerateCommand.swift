@@ -46,14 +46,14 @@ struct LocalModel {
     /// than it saves.
     static let prefillThreshold = 48
 
-    let model: LlamaModel
+    let model: TransformerModel
     let tokenizer: Tokenizer
     let generator: Generator
     let contextLength: Int
 
     init(file: GGUFFile, tokenizer: Tokenizer, threads: Int, contextLength: Int, promptTokens: Int) throws {
         let started = ContinuousClock.now
-        model = try LlamaModel(file: file)
+        model = try TransformerModel(file: file)
         self.tokenizer = tokenizer
         self.contextLength = min(contextLength, model.configuration.contextLength)
         let layout = model.kvCacheLayout()

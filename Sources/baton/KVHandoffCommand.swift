@@ -59,9 +59,9 @@ struct KVHandoffCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 
-    static func loadModel(_ options: ModelOptions) throws -> (LlamaModel, Tokenizer) {
+    static func loadModel(_ options: ModelOptions) throws -> (TransformerModel, Tokenizer) {
         let (file, tokenizer) = try GenerateCommand.open(try options.resolvedPath())
-        return (try LlamaModel(file: file), tokenizer)
+        return (try TransformerModel(file: file), tokenizer)
     }
 }
 

@@ -56,7 +56,7 @@ struct RouterCommand: AsyncParsableCommand {
         let file = try GGUFFile(path: path)
         let tokenizer = try Tokenizer(gguf: file)
         let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
-        let modelContext = try LlamaConfiguration(gguf: file).contextLength
+        let modelContext = try ModelConfiguration(gguf: file).contextLength
         let context = min(contextLength, modelContext)
 
         let tls = try tlsOptions.tls()

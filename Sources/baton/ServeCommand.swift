@@ -51,7 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
         let file = try GGUFFile(path: path)
         let tokenizer = try Tokenizer(gguf: file)
         let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
-        let model = try LlamaModel(file: file)
+        let model = try TransformerModel(file: file)
         let context = min(contextLength, model.configuration.contextLength)
         guard context >= 16 else { throw ValidationError("--context must be at least 16, got \(contextLength)") }
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1, got \(maxBatch)") }

@@ -108,7 +108,7 @@ struct WorkerCommand: AsyncParsableCommand {
         logger.info("device profile (\(profiled.source.rawValue)): \(Int(profiled.profile.sgemmGFLOPS)) GFLOP/s sgemm, \(String(format: "%.1f", profiled.profile.memoryReadGBps)) GB/s memory read")
 
         let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
-        let model = try LlamaModel(file: file)
+        let model = try TransformerModel(file: file)
         let layout = model.kvCacheLayout()
         let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
         let contextLength = min(context, model.configuration.contextLength)

@@ -10,14 +10,14 @@ import Worker
 @Suite("Local generation backend", .serialized)
 struct LocalGenerationBackendTests {
     struct Loaded: Sendable {
-        let model: LlamaModel
+        let model: TransformerModel
         let tokenizer: Tokenizer
     }
 
     static let loaded: Result<Loaded, InferenceError> = {
         do {
             let file = try GGUFFile(path: try DefaultModel.resolve(nil))
-            return .success(Loaded(model: try LlamaModel(file: file), tokenizer: try Tokenizer(gguf: file)))
+            return .success(Loaded(model: try TransformerModel(file: file), tokenizer: try Tokenizer(gguf: file)))
         } catch let error as InferenceError {
             return .failure(error)
         } catch {

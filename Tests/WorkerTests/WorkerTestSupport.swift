@@ -13,7 +13,7 @@ struct SharedFixtureSuites {}
 /// The default model loaded once, with both halves of a disaggregated pair and a single-process reference.
 /// Missing model: every test using it fails with the fetch command.
 final class HandoffFixture: @unchecked Sendable {
-    let model: LlamaModel
+    let model: TransformerModel
     let tokenizer: Tokenizer
     let identity: KVCompatibilityIdentity
     /// The prefill worker's cache and engine (shared with `reference` as in `baton generate`).
@@ -29,7 +29,7 @@ final class HandoffFixture: @unchecked Sendable {
     private init() throws {
         let path = try DefaultModel.resolve(nil)
         let file = try GGUFFile(path: path)
-        model = try LlamaModel(file: file)
+        model = try TransformerModel(file: file)
         tokenizer = try Tokenizer(gguf: file)
         let layout = model.kvCacheLayout()
         identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)

@@ -13,7 +13,7 @@ public final class PrefillEngine: @unchecked Sendable {
     /// only between passes, from the thread that runs them.
     public var activationObserver: ActivationObserver?
 
-    public let model: LlamaModel
+    public let model: TransformerModel
     public let cache: PagedKVCache
     /// Most tokens run per forward pass; longer prompts are split.
     public let chunkSize: Int
@@ -59,7 +59,7 @@ public final class PrefillEngine: @unchecked Sendable {
     ///   - weights: f32 projections made for `model` by another engine (two engines on one model, e.g. one per
     ///     thread, then hold them once); by default this engine dequantizes its own.
     public init(
-        model: LlamaModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
+        model: TransformerModel, cache: PagedKVCache, threads: Int = 1, chunkSize: Int = 512, maxContext: Int? = nil,
         roundsActivations: Bool = true, weights: PrefillWeights? = nil
     ) throws(InferenceError) {
         let context = try Self.validate(
@@ -205,7 +205,7 @@ public final class PrefillEngine: @unchecked Sendable {
             positions.withUnsafeBufferPointer { p in
                 logitRows.withUnsafeBufferPointer { r in
                     logits.withUnsafeMutableBufferPointer { out in
-                        Llama.forward(
+                        runForward(
                             model: model, backend: self, scratch: scratch, tokens: t.baseAddress!,
                             positions: p.baseAddress!, rows: rows, logitRows: r.baseAddress!,
                             logitRowCount: logitRowCount, logits: out.baseAddress!)
@@ -225,7 +225,7 @@ public final class PrefillEngine: @unchecked Sendable {
 
     /// The checks both engines make at construction; returns the context length to use.
     static func validate(
-        model: LlamaModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
+        model: TransformerModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
     ) throws(InferenceError) -> Int {
         try check(cache: cache, model: model)
         guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
@@ -238,7 +238,7 @@ public final class PrefillEngine: @unchecked Sendable {
         return context
     }
 
-    static func check(cache: PagedKVCache, model: LlamaModel) throws(InferenceError) {
+    static func check(cache: PagedKVCache, model: TransformerModel) throws(InferenceError) {
         let l = cache.layout, c = model.configuration
         guard l.modelFingerprint == model.fingerprint, l.layers == c.layerCount, l.kvHeads == c.kvHeadCount,
             l.headDim == c.headDimension
@@ -293,7 +293,7 @@ extension PrefillEngine: TransformerBackend {
     }
 
     /// Stores every sequence's rows of K/V, then per sequence gathers each KV head's history to f32 and, per
-    /// (head, block of rows): S = Q·Kᵀ/√hd (sgemm), causal softmax, O = S·V (sgemm).
+    /// (head, block of rows): S = scale · Q·Kᵀ (sgemm), causal (and sliding-window) softmax, O = S·V (sgemm).
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
@@ -333,7 +333,7 @@ extension PrefillEngine: TransformerBackend {
         let blocks = (n + rowBlock - 1) / rowBlock
         let units = c.headCount * blocks
         let group = c.headCount / c.kvHeadCount
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = c.attentionScale
         let threads = pool.threadCount
         pool.parallelFor(threads) { thread in
             let s = scores + thread * rowBlock * context
@@ -341,15 +341,21 @@ extension PrefillEngine: TransformerBackend {
             for unit in stride(from: thread, to: units, by: threads) {
                 let h = unit % c.headCount, block = unit / c.headCount
                 let r0 = block * rowBlock, rb = min(rowBlock, n - r0)
-                let visible = first + r0 + rb  // keys the block's last row may see
-                let kh = keys + (h / group) * context * hd, vh = values + (h / group) * context * hd
+                // Keys the block's rows may see: from the first row's first visible position (0 unless the
+                // layer has a sliding window) to the last row's position.
+                let low = c.firstVisiblePosition(layer: layer, position: first + r0)
+                let visible = first + r0 + rb - low
+                let kh = keys + (h / group) * context * hd + low * hd, vh = values + (h / group) * context * hd + low * hd
                 cblas_sgemm(
                     CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rb), Int32(visible), Int32(hd),
                     scale, q + r0 * qd + h * hd, Int32(qd), kh, Int32(hd), 0, s, Int32(visible))
                 for i in 0..<rb {
                     let row = s + i * visible
-                    let last = first + r0 + i  // causal: position p sees keys 0...p
-                    VectorMath.softmax(row, count: last + 1)
+                    let position = first + r0 + i  // causal: position p sees keys lo...p
+                    let lo = c.firstVisiblePosition(layer: layer, position: position) - low
+                    let last = position - low
+                    VectorMath.softmax(row + lo, count: last - lo + 1)
+                    if lo > 0 { row.update(repeating: 0, count: lo) }
                     if last + 1 < visible { (row + last + 1).update(repeating: 0, count: visible - last - 1) }
                 }
                 cblas_sgemm(
@@ -401,11 +407,11 @@ public final class PrefillWeights: @unchecked Sendable {
     let projections: [[UnsafeMutablePointer<Float>]]
 
     /// Dequantizes every layer projection of `model` (the slow part of loading: ~1 s for a 135M model).
-    public convenience init(model: LlamaModel, threads: Int = 1) {
+    public convenience init(model: TransformerModel, threads: Int = 1) {
         self.init(model: model, pool: ThreadPool(threads: threads))
     }
 
-    init(model: LlamaModel, pool: ThreadPool) {
+    init(model: TransformerModel, pool: ThreadPool) {
         modelFingerprint = model.fingerprint
         var projections: [[UnsafeMutablePointer<Float>]] = []
         for layer in model.weights.layers {

@@ -56,7 +56,7 @@ public struct InterleavedWeights: Sendable {
     public let output: InterleavedMatrix?
 
     /// `fileMapped`: the weights point into a read-only file mapping, so the copied pages may be released.
-    init(_ weights: LlamaWeights, fileMapped: Bool) {
+    init(_ weights: ModelWeights, fileMapped: Bool) {
         layers = weights.layers.map { layer in layer.projections.map { InterleavedMatrix($0) } }
         output = InterleavedMatrix(weights.output)
         guard fileMapped else { return }

@@ -12,7 +12,7 @@ struct DecodeBatchingTests {
     ]
 
     /// Greedy tokens and per-step logits of one sequence run alone for `steps` steps.
-    static func alone(_ model: LlamaModel, prompt: [Int32], steps: Int) throws -> (tokens: [Int32], logits: [[Float]]) {
+    static func alone(_ model: TransformerModel, prompt: [Int32], steps: Int) throws -> (tokens: [Int32], logits: [[Float]]) {
         let cache = try EngineTestModel.cache(model)
         let engine = try DecodeEngine(model: model, cache: cache, threads: 2, maxBatch: 8, maxContext: 128)
         let sequence = cache.createSequence()

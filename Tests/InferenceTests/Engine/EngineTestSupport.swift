@@ -7,20 +7,20 @@ import Testing
 /// The default model, loaded once for all engine tests (immutable, so shareable). Tests that need it fail with
 /// the fetch instructions when it is missing.
 enum EngineTestModel {
-    static let loaded: Result<LlamaModel, InferenceError> = {
+    static let loaded: Result<TransformerModel, InferenceError> = {
         let path: String
         do { path = try DefaultModel.resolve(nil) } catch {
             return .failure(InferenceError(.invalidModel, "\(error)"))
         }
-        do { return .success(try LlamaModel(path: path)) } catch let error as InferenceError { return .failure(error) } catch { return .failure(InferenceError(.invalidModel, "\(error)")) }
+        do { return .success(try TransformerModel(path: path)) } catch let error as InferenceError { return .failure(error) } catch { return .failure(InferenceError(.invalidModel, "\(error)")) }
     }()
 
-    static func model() throws -> LlamaModel {
+    static func model() throws -> TransformerModel {
         try loaded.get()
     }
 
     /// A cache sized for a few short sequences.
-    static func cache(_ model: LlamaModel, blocks: Int = 64) throws -> PagedKVCache {
+    static func cache(_ model: TransformerModel, blocks: Int = 64) throws -> PagedKVCache {
         try PagedKVCache(layout: model.kvCacheLayout(), blockCount: blocks)
     }
 

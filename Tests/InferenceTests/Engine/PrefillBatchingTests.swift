@@ -13,7 +13,7 @@ struct PrefillBatchingTests {
     ]
 
     /// Each prompt alone on a fresh engine, as the reference.
-    static func alone(_ model: LlamaModel, _ prompt: [Int32], roundsActivations: Bool) throws -> [Float] {
+    static func alone(_ model: TransformerModel, _ prompt: [Int32], roundsActivations: Bool) throws -> [Float] {
         let cache = try EngineTestModel.cache(model)
         let engine = try PrefillEngine(model: model, cache: cache, threads: 2, maxContext: 256, roundsActivations: roundsActivations)
         return try engine.prefill(prompt, sequence: cache.createSequence())

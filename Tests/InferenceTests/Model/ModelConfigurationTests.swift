@@ -5,7 +5,7 @@ import Testing
 @testable import Inference
 
 @Suite("Llama configuration")
-struct LlamaConfigurationTests {
+struct ModelConfigurationTests {
     @Test("the default model's hyperparameters are read from its metadata")
     func readsDefaultModel() throws {
         let c = try EngineTestModel.model().configuration
@@ -28,7 +28,7 @@ struct LlamaConfigurationTests {
     func refusesInconsistentValues() {
         func attempt(headCount: Int = 9, kvHeads: Int = 3, rope: Int? = nil, epsilon: Float = 1e-5) -> InferenceError? {
             do {
-                _ = try LlamaConfiguration(
+                _ = try ModelConfiguration(
                     architecture: "llama", layerCount: 2, embeddingLength: 576, feedForwardLength: 1536,
                     headCount: headCount, kvHeadCount: kvHeads, ropeDimensionCount: rope, rmsNormEpsilon: epsilon,
                     contextLength: 128, vocabularySize: 100)
@@ -58,7 +58,7 @@ struct LlamaConfigurationTests {
             ("llama.context_length", .uint32(128)),
             ("llama.vocab_size", .uint32(10)),
         ]), name: "test.gguf")
-        let error = #expect(throws: InferenceError.self) { _ = try LlamaConfiguration(gguf: file) }
+        let error = #expect(throws: InferenceError.self) { _ = try ModelConfiguration(gguf: file) }
         #expect(error?.code == .invalidModel)
         #expect(error?.message.contains("llama.feed_forward_length") == true)
     }
@@ -76,7 +76,7 @@ struct LlamaConfigurationTests {
             ("llama.rope.scaling.type", .string("yarn")),
         ]
         let yarn = try GGUFFile(bytes: GGUFBytes.metadataOnly(keys), name: "yarn.gguf")
-        let scaling = #expect(throws: InferenceError.self) { _ = try LlamaConfiguration(gguf: yarn) }
+        let scaling = #expect(throws: InferenceError.self) { _ = try ModelConfiguration(gguf: yarn) }
         #expect(scaling?.code == .unsupportedModel)
         #expect(scaling?.message.contains("yarn") == true)
 
@@ -84,7 +84,7 @@ struct LlamaConfigurationTests {
         keys = keys.map { ($0.0.replacingOccurrences(of: "llama.", with: "mamba."), $0.1) }
         keys.removeLast()
         let mamba = try GGUFFile(bytes: GGUFBytes.metadataOnly(keys), name: "mamba.gguf")
-        let architecture = #expect(throws: InferenceError.self) { _ = try LlamaModel(file: mamba) }
+        let architecture = #expect(throws: InferenceError.self) { _ = try TransformerModel(file: mamba) }
         #expect(architecture?.code == .unsupportedModel)
         #expect(architecture?.message.contains("mamba") == true)
     }
