@@ -20,9 +20,8 @@ struct QuantizedKernelTests {
         return (qs, Float(Float16(d)), Float(Float16(d * Float(sum))), sum)
     }
 
-    @Test("activation quantization rounds exactly as llama.cpp on every ISA", arguments: [BK_ISA_SCALAR, BK_ISA_AVX2, BK_ISA_AVX512])
+    @Test("activation quantization rounds exactly as llama.cpp on every ISA", arguments: kernelISAs)
     func quantizationMatchesLlamaCpp(isa: bk_isa) throws {
-        try #require(bk_isa_supported(isa) != 0, "CPU lacks ISA \(isa.rawValue)")
         var random = KernelTestRandom(seed: 1)
         let columns = 160
         var x = random.floats(columns * 3, scale: 3)
