@@ -24,6 +24,22 @@ public enum DefaultModel {
     /// The command that fetches the default model.
     public static let fetchCommand = "bash Deploy/setup.sh"
 
+    /// Where the models only the test suite runs live: `<directory>/test`.
+    public static var testDirectory: String { directory + "/test" }
+
+    /// The command that fetches and writes the test models (Gemma 3 270M, the random-weight models).
+    public static let testModelsFetchCommand = "bash Deploy/setup.sh --test-models"
+
+    /// Full path of test model `name` (e.g. `gemma-3-270m-q4_k_m.gguf`); throws, naming the command that makes
+    /// it, when it is missing.
+    public static func testModel(_ name: String) throws(GGUFError) -> String {
+        let path = testDirectory + "/" + name
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw GGUFError(.fileNotFound, "test model not found at \(path); make it with `\(testModelsFetchCommand)`")
+        }
+        return path
+    }
+
     /// Returns `explicit` if given, else the default model's path; throws if that file does not exist.
     public static func resolve(_ explicit: String?) throws(GGUFError) -> String {
         let candidate = explicit ?? path

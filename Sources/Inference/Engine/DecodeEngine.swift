@@ -162,7 +162,7 @@ public final class DecodeEngine: @unchecked Sendable {
             for (j, block) in table.enumerated() { tables[i * maxBlocks + j] = block }
         }
         rowCount = n
-        Llama.forward(
+        runForward(
             model: model, backend: self, scratch: scratch, tokens: tokens, positions: positions, rows: n,
             logitRows: logitRows, logitRowCount: logitRowCount, logits: logitBuffer)
     }
@@ -183,14 +183,14 @@ extension DecodeEngine: TransformerBackend {
         project(layer: layer, x, rows: rows, (.query, q), (.key, k), (.value, v))
     }
 
-    /// Gate and up in one fork/join, each task applying SwiGLU to the rows it just computed.
+    /// Gate and up in one fork/join, each task applying the activation to the rows it just computed.
     func gatedProjections(
         layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, ff: Int, gate: UnsafeMutablePointer<Float>,
-        up: UnsafeMutablePointer<Float>
+        up: UnsafeMutablePointer<Float>, activation: GatedActivation
     ) {
         project(layer: layer, x, rows: rows, (.gate, gate), (.up, up)) { range in
             for i in 0..<rows {
-                VectorMath.swiglu(gate + i * ff + range.lowerBound, up + i * ff + range.lowerBound, count: range.count)
+                activation.apply(gate + i * ff + range.lowerBound, up + i * ff + range.lowerBound, count: range.count)
             }
         }
     }
@@ -211,7 +211,8 @@ extension DecodeEngine: TransformerBackend {
     }
 
     /// Stores every row's K/V, then per (row, KV head) computes, for the query heads sharing that KV head,
-    /// S = Q·Kᵀ/√hd, softmax, O = S·V, reading the sequence's keys and values from the cache in place.
+    /// S = scale · Q·Kᵀ, softmax, O = S·V over the positions the layer lets the row see, reading the sequence's
+    /// keys and values from the cache in place.
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
@@ -226,7 +227,7 @@ extension DecodeEngine: TransformerBackend {
                 layer: layer, table: tables + i * maxBlocks, position: Int(positions[i]), key: k + i * kvd,
                 value: v + i * kvd)
         }
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = c.attentionScale
         let units = n * kvHeads
         let threads = min(pool.threadCount, units)
         pool.parallelFor(threads) { thread in
@@ -235,8 +236,10 @@ extension DecodeEngine: TransformerBackend {
                 let i = unit / kvHeads, g = unit % kvHeads
                 // The group's query heads are adjacent, and so are their outputs.
                 let heads = i * qd + g * group * hd
+                let position = Int(positions[i])
                 access.attend(
-                    layer: layer, table: tables + i * maxBlocks, head: g, count: Int(positions[i]) + 1,
+                    layer: layer, table: tables + i * maxBlocks, head: g,
+                    first: c.firstVisiblePosition(layer: layer, position: position), count: position + 1,
                     queries: q + heads, group: group, scale: scale, scores: scores, output: output + heads)
             }
         }

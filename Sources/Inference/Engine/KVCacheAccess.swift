@@ -48,23 +48,32 @@ struct KVCacheAccess {
     }
 
     /// Attention of one query group — `group` adjacent heads of `headDim` floats at `queries`, sharing KV head
-    /// `head` — over positions `0..<count`, reading the cache in place: `output[group × headDim]` =
-    /// softmax(scale · q·Kᵀ)·V. `scores` is scratch of `group × count` floats.
+    /// `head` — over positions `first..<count`, reading the cache in place: `output[group × headDim]` =
+    /// softmax(scale · q·Kᵀ)·V. `scores` is scratch of `group × (count - first + blockSize)` floats.
+    ///
+    /// The kernels walk whole blocks, so a window that starts inside a block is scored from the block's start
+    /// and the positions before `first` get probability 0.
     func attend(
-        layer: Int, table: UnsafePointer<Int32>, head: Int, count: Int, queries: UnsafePointer<Float>, group: Int,
-        scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
+        layer: Int, table: UnsafePointer<Int32>, head: Int, first: Int = 0, count: Int, queries: UnsafePointer<Float>,
+        group: Int, scale: Float, scores: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
     ) {
         let base = UnsafeRawPointer(cache.layerBase(layer))
         let width = isF16 ? 2 : 4, f16: Int32 = isF16 ? 1 : 0
         let keys = offset(head: head, slot: 0) * width, values = keys + valueOffset * width
         let blockBytes = cache.layout.layerBlockBytes
+        let firstBlock = first / blockSize, skipped = first - firstBlock * blockSize
+        let table = table + firstBlock, n = count - firstBlock * blockSize
         bk_attn_scores(
             Kernels.isa, f16, queries, Int32(group), Int32(headDim), scale, base, blockBytes, table, Int32(blockSize),
-            keys, Int32(count), scores)
-        for h in 0..<group { VectorMath.softmax(scores + h * count, count: count) }
+            keys, Int32(n), scores)
+        for h in 0..<group {
+            let row = scores + h * n
+            VectorMath.softmax(row + skipped, count: n - skipped)
+            if skipped > 0 { row.update(repeating: 0, count: skipped) }
+        }
         bk_attn_values(
             Kernels.isa, f16, scores, Int32(group), Int32(headDim), base, blockBytes, table, Int32(blockSize), values,
-            Int32(count), output)
+            Int32(n), output)
     }
 
     /// Copies positions `0..<count` of KV head `head` to f32: `keys[count × headDim]`, `values[count × headDim]`.

@@ -205,7 +205,7 @@ public final class PrefillEngine: @unchecked Sendable {
             positions.withUnsafeBufferPointer { p in
                 logitRows.withUnsafeBufferPointer { r in
                     logits.withUnsafeMutableBufferPointer { out in
-                        Llama.forward(
+                        runForward(
                             model: model, backend: self, scratch: scratch, tokens: t.baseAddress!,
                             positions: p.baseAddress!, rows: rows, logitRows: r.baseAddress!,
                             logitRowCount: logitRowCount, logits: out.baseAddress!)
@@ -227,6 +227,7 @@ public final class PrefillEngine: @unchecked Sendable {
     static func validate(
         model: TransformerModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
     ) throws(InferenceError) -> Int {
+        try Kernels.checkSelection()
         try check(cache: cache, model: model)
         guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
         guard rows >= 1 else { throw InferenceError(.invalidArgument, "\(rowsName) must be at least 1, got \(rows)") }
@@ -249,15 +250,6 @@ public final class PrefillEngine: @unchecked Sendable {
                     + "does not fit model \(model.fingerprint)")
         }
     }
-
-    /// Tells the kernel it may drop the (file-backed, read-only) pages of `base..<base+byteCount`.
-    static func releasePages(_ base: UnsafeRawPointer, byteCount: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: base) + page - 1) / page * page
-        let end = (Int(bitPattern: base) + byteCount) / page * page
-        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
-    }
 }
 
 extension PrefillEngine: TransformerBackend {
@@ -268,14 +260,14 @@ extension PrefillEngine: TransformerBackend {
         let out = w.rows, inner = w.columns
         let source = x
         var x = UnsafePointer(x)
-        if roundsActivations && w.type.blockElements == 32 {
+        if roundsActivations && w.isQuantized {
             let rounded = roundedInput
             let sharesInput = p == .key || p == .value || p == .up
             if !sharesInput || roundedSource?.pointer != source || roundedSource?.rows != rows {
                 let parts = min(pool.threadCount, rows)
                 pool.parallelFor(parts) { part in
                     let begin = rows * part / parts, end = rows * (part + 1) / parts
-                    bk_q8_roundtrip(Kernels.isa, x + begin * inner, rounded + begin * inner, Int32(inner), Int32(end - begin))
+                    Kernels.roundActivations(for: w, x + begin * inner, rounded + begin * inner, rows: end - begin)
                 }
                 roundedSource = (source, rows)
             }
@@ -293,7 +285,7 @@ extension PrefillEngine: TransformerBackend {
     }
 
     /// Stores every sequence's rows of K/V, then per sequence gathers each KV head's history to f32 and, per
-    /// (head, block of rows): S = Q·Kᵀ/√hd (sgemm), causal softmax, O = S·V (sgemm).
+    /// (head, block of rows): S = scale · Q·Kᵀ (sgemm), causal (and sliding-window) softmax, O = S·V (sgemm).
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
@@ -333,7 +325,7 @@ extension PrefillEngine: TransformerBackend {
         let blocks = (n + rowBlock - 1) / rowBlock
         let units = c.headCount * blocks
         let group = c.headCount / c.kvHeadCount
-        let scale = 1 / Float(hd).squareRoot()
+        let scale = c.attentionScale
         let threads = pool.threadCount
         pool.parallelFor(threads) { thread in
             let s = scores + thread * rowBlock * context
@@ -341,15 +333,21 @@ extension PrefillEngine: TransformerBackend {
             for unit in stride(from: thread, to: units, by: threads) {
                 let h = unit % c.headCount, block = unit / c.headCount
                 let r0 = block * rowBlock, rb = min(rowBlock, n - r0)
-                let visible = first + r0 + rb  // keys the block's last row may see
-                let kh = keys + (h / group) * context * hd, vh = values + (h / group) * context * hd
+                // Keys the block's rows may see: from the first row's first visible position (0 unless the
+                // layer has a sliding window) to the last row's position.
+                let low = c.firstVisiblePosition(layer: layer, position: first + r0)
+                let visible = first + r0 + rb - low
+                let kh = keys + (h / group) * context * hd + low * hd, vh = values + (h / group) * context * hd + low * hd
                 cblas_sgemm(
                     CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rb), Int32(visible), Int32(hd),
                     scale, q + r0 * qd + h * hd, Int32(qd), kh, Int32(hd), 0, s, Int32(visible))
                 for i in 0..<rb {
                     let row = s + i * visible
-                    let last = first + r0 + i  // causal: position p sees keys 0...p
-                    VectorMath.softmax(row, count: last + 1)
+                    let position = first + r0 + i  // causal: position p sees keys lo...p
+                    let lo = c.firstVisiblePosition(layer: layer, position: position) - low
+                    let last = position - low
+                    VectorMath.softmax(row + lo, count: last - lo + 1)
+                    if lo > 0 { row.update(repeating: 0, count: lo) }
                     if last + 1 < visible { (row + last + 1).update(repeating: 0, count: visible - last - 1) }
                 }
                 cblas_sgemm(
@@ -417,7 +415,7 @@ public final class PrefillWeights: @unchecked Sendable {
                 dense.append(buffer)
                 // The quantized bytes are not needed again on this path: drop them from RSS (a decode engine
                 // sharing the mapping faults them back in from the page cache).
-                PrefillEngine.releasePages(w.base, byteCount: w.rows * w.rowBytes)
+                PageMemory.releaseFilePages(w.base, byteCount: w.byteCount)
             }
             projections.append(dense)
         }

@@ -1,24 +1,60 @@
+import CBLAS
 import CKernels
 import Dispatch
+import Foundation
 import GGUF
 import Synchronization
 
 /// The decode-path compute kernels: quantized mat-vec read straight from GGUF blocks, dequantization and
 /// the f16 / f32 vector helpers of attention.
 ///
-/// The C kernels (target `CKernels`) pick AVX-512 VNNI, AVX2+FMA or portable scalar code at run time;
-/// ``instructionSet`` names the one in use. Pointers passed here are only used during the call.
+/// The C kernels (target `CKernels`) run the best instruction-set level the CPU has — AVX-512 VNNI, AVX2+FMA or
+/// scalar on x86-64; NEON with or without `sdot`, or scalar, on AArch64 — unless the environment variable
+/// `BATON_ISA` caps it (see ``Selection``). Every kernel call of the engines passes ``isa``. Pointers passed here
+/// are only used during the call.
 public enum Kernels {
-    /// The kernel variant this CPU runs, chosen once.
+    /// The kernel level every engine runs, chosen once: the CPU's best, capped by `BATON_ISA` (scalar while
+    /// `BATON_ISA` is unusable, which ``checkSelection()`` reports).
     static let isa: bk_isa = bk_best_isa()
 
-    /// Human-readable name of the kernel variant in use ("AVX-512 VNNI", "AVX2", "scalar").
-    public static var instructionSet: String {
-        switch isa {
-        case BK_ISA_AVX512: "AVX-512 VNNI"
-        case BK_ISA_AVX2: "AVX2"
-        default: "scalar"
+    /// What runs the arithmetic, for reports (`baton inspect`, `bench model`).
+    public struct Selection: Sendable, Equatable, CustomStringConvertible {
+        /// The kernels' level, as `BATON_ISA` spells it: "avx512", "avx2", "neon-dotprod", "neon", "scalar".
+        public let isa: String
+        /// The best level this CPU runs.
+        public let cpu: String
+        /// True when `BATON_ISA` chose the level (any value but unset, empty or `auto`).
+        public let forced: Bool
+        /// The CPU kernels OpenBLAS (the prefill path's sgemm) picked, e.g. "Cooperlake" or "Haswell", which
+        /// `BATON_ISA` does not change: `OPENBLAS_CORETYPE=Haswell` goes with `BATON_ISA=avx2` to emulate an
+        /// AVX2-only CPU fully. Nil if the library does not say.
+        public let blasCore: String?
+
+        /// "avx2 (forced by BATON_ISA; the CPU runs up to avx512), OpenBLAS core Haswell".
+        public var description: String {
+            let how = forced ? "forced by BATON_ISA; the CPU runs up to \(cpu)" : "the CPU's best"
+            return "\(isa) (\(how)), OpenBLAS core \(blasCore ?? "unknown")"
         }
+    }
+
+    /// The selection in force (the same for the whole process).
+    public static var selection: Selection {
+        Selection(
+            isa: String(cString: bk_isa_name(isa)), cpu: String(cString: bk_isa_name(bk_cpu_isa())),
+            forced: bk_isa_forced() != 0, blasCore: blasCoreName())
+    }
+
+    /// Throws `.invalidArgument` if `BATON_ISA` names no level of this architecture or one the CPU lacks; the
+    /// message names the variable, its value, the allowed values and what the CPU runs. The engines call it
+    /// before they run anything, and `baton` before any command.
+    public static func checkSelection() throws(InferenceError) {
+        if let error = bk_isa_error() { throw InferenceError(.invalidArgument, String(cString: error)) }
+    }
+
+    private static func blasCoreName() -> String? {
+        guard let name = openblas_get_corename() else { return nil }
+        let text = String(cString: name).trimmingCharacters(in: .whitespaces)
+        return text.isEmpty ? nil : text
     }
 
     /// Peak int8 multiply-accumulates per second of the instructions the quantized kernels are built on, on
@@ -48,8 +84,8 @@ public enum Kernels {
     /// Batched mat-vec: for b in 0..<batch, `output[b*rows + r] = Σ_c W[r, c] * input[b*columns + c]`.
     ///
     /// `input` holds `batch` vectors of `w.columns` floats; `output` receives `batch` vectors of `w.rows`.
-    /// For quantized weights the input is first quantized to int8 blocks of 32 (exactly as llama.cpp's
-    /// `quantize_row_q8_0` / `q8_1`), once per call; the weight rows are streamed once for all vectors.
+    /// For quantized weights the input is first quantized to int8 blocks (exactly as llama.cpp's `quantize_row_q8_0`
+    /// / `q8_1`, or `q8_K` for the K-quants), once per call; the weight rows are streamed once for all vectors.
     /// Rows are split over `pool`'s threads in contiguous ranges. Each vector's result is the same
     /// whatever `batch` is. Does not allocate once the pool's scratch has grown to the largest call;
     /// uses `pool`, so it must not run concurrently with another call on the same pool.
@@ -103,12 +139,13 @@ public enum Kernels {
 
     /// Several products of one input in a single fork/join, for the decode path where a step's fork/joins
     /// cost as much as its smaller products: `parts[i].output = input · parts[i].weightsᵀ`, each exactly as
-    /// `matmul` computes it. The input is quantized once when the parts share a weight type (else each part
-    /// runs as its own `matmul`).
+    /// `matmul` computes it. The input is quantized once per distinct weight type (llama.cpp's Q4_K_M files
+    /// mix Q5_0 and Q8_0 in Q/K/V), side by side in the pool's scratch; parts of different row lengths run as
+    /// their own `matmul`.
     ///
     /// With `epilogue`, every part must have the same rows: each task covers one row range in all parts and
-    /// then calls `epilogue(range)` (SwiGLU right after gate and up, while those rows are in cache); without
-    /// a shared quantization the epilogue runs once over all rows at the end.
+    /// then calls `epilogue(range)` (SwiGLU right after gate and up, while those rows are in cache); when the
+    /// parts cannot share a fork/join the epilogue runs once over all rows at the end.
     static func matmul(
         group parts: UnsafeBufferPointer<Projection>, input: UnsafePointer<Float>, batch: Int, pool: ThreadPool,
         epilogue: ((Range<Int>) -> Void)? = nil
@@ -117,8 +154,7 @@ public enum Kernels {
         precondition(
             epilogue == nil || parts.allSatisfy { $0.weights.rows == first.rows },
             "matmul(group:): an epilogue needs parts of equal rows")
-        guard parts.allSatisfy({ $0.weights.kernelType == first.kernelType && $0.weights.columns == first.columns })
-        else {
+        guard parts.allSatisfy({ $0.weights.columns == first.columns }) else {
             for (i, part) in parts.enumerated() {
                 matmul(part.weights, interleaved: part.interleaved, input: input, batch: batch, output: part.output,
                        pool: pool, sameInput: i > 0)
@@ -126,30 +162,53 @@ public enum Kernels {
             epilogue?(0..<first.rows)
             return
         }
-        let act = activations(for: first, input: input, batch: batch, pool: pool, sameInput: false)
+        // acts[i]: what part i's kernel reads.
+        var acts = [UnsafeRawPointer](repeating: UnsafeRawPointer(input), count: parts.count)
+        if parts.allSatisfy({ $0.weights.kernelType == first.kernelType }) {
+            let act = activations(for: first, input: input, batch: batch, pool: pool, sameInput: false)
+            for i in acts.indices { acts[i] = act }
+        } else {
+            var kinds: [bk_type] = []
+            for part in parts where part.weights.isQuantized && !kinds.contains(part.weights.kernelType) {
+                kinds.append(part.weights.kernelType)
+            }
+            let stride = bk_act_bytes(Int32(first.columns), Int32(batch)).kernelRoundedUp(to: 64)
+            let scratch = pool.scratchBuffer(bytes: max(1, kinds.count) * stride)
+            pool.quantizedInput = nil
+            for (k, kind) in kinds.enumerated() {
+                bk_quantize_act(isa, kind, input, Int32(first.columns), Int32(batch), scratch + k * stride)
+            }
+            for (i, part) in parts.enumerated() where part.weights.isQuantized {
+                acts[i] = UnsafeRawPointer(scratch + kinds.firstIndex(of: part.weights.kernelType)! * stride)
+            }
+        }
         let threads = pool.threadCount
         if let epilogue {
             let rows = first.rows
             let tasks = taskCount(rows: rows, threads: threads, batch: batch * parts.count)
-            pool.parallelFor(tasks) { task in
-                let range = rowRange(task: task, of: tasks, rows: rows)
-                for part in parts { part.multiply(range, act: act, batch: batch) }
-                epilogue(range)
+            acts.withUnsafeBufferPointer { acts in
+                pool.parallelFor(tasks) { task in
+                    let range = rowRange(task: task, of: tasks, rows: rows)
+                    for (i, part) in parts.enumerated() { part.multiply(range, act: acts[i], batch: batch) }
+                    epilogue(range)
+                }
             }
             return
         }
         var total = 0
         for part in parts { total += taskCount(rows: part.weights.rows, threads: threads, batch: batch) }
-        pool.parallelFor(total) { task in
-            var task = task
-            for part in parts {
-                let rows = part.weights.rows
-                let tasks = taskCount(rows: rows, threads: threads, batch: batch)
-                if task < tasks {
-                    part.multiply(rowRange(task: task, of: tasks, rows: rows), act: act, batch: batch)
-                    return
+        acts.withUnsafeBufferPointer { acts in
+            pool.parallelFor(total) { task in
+                var task = task
+                for (i, part) in parts.enumerated() {
+                    let rows = part.weights.rows
+                    let tasks = taskCount(rows: rows, threads: threads, batch: batch)
+                    if task < tasks {
+                        part.multiply(rowRange(task: task, of: tasks, rows: rows), act: acts[i], batch: batch)
+                        return
+                    }
+                    task -= tasks
                 }
-                task -= tasks
             }
         }
     }
@@ -184,6 +243,17 @@ public enum Kernels {
         let start = task == 0 ? 0 : min(rows, (rows * task / tasks).kernelRoundedUp(to: 16))
         let end = task == tasks - 1 ? rows : min(rows, (rows * (task + 1) / tasks).kernelRoundedUp(to: 16))
         return start..<end
+    }
+
+    /// Rounds `rows` vectors of `w.columns` floats through the int8 blocks the decode kernels quantize them to for
+    /// `w` (q8_K for the K-quants, else q8_0) and back, so the f32 prefill path sees the activations the integer
+    /// kernels see. `x` and `y` may be the same buffer.
+    static func roundActivations(for w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int) {
+        if w.type.blockElements == 256 {
+            bk_q8k_roundtrip(x, y, Int32(w.columns), Int32(rows))
+        } else {
+            bk_q8_roundtrip(isa, x, y, Int32(w.columns), Int32(rows))
+        }
     }
 
     /// Dequantizes row `row` (`w.columns` floats) into `into`. `row` must be in `0..<w.rows`.

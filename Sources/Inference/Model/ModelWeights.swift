@@ -27,10 +27,17 @@ public struct LayerWeights: @unchecked Sendable {
     /// Projections indexed by `LayerProjection.rawValue`. Shapes (rows × columns = out × in):
     /// query `[q × d]`, key/value `[kv × d]`, output `[d × q]`, gate/up `[ff × d]`, down `[d × ff]`.
     public let projections: [WeightMatrix]
-    /// Query/key/value biases (Qwen2-style architectures); nil for Llama.
+    /// Query/key/value biases (`blk.N.attn_q.bias`, ...: Qwen2), each nil when the file has none.
     public let queryBias: [Float]?
     public let keyBias: [Float]?
     public let valueBias: [Float]?
+    /// RMSNorm gains applied to every query / key head before RoPE, `[headDimension]` (Qwen3, Gemma 3).
+    public let queryNorm: [Float]?
+    public let keyNorm: [Float]?
+    /// RMSNorm gains of the attention output and of the feed-forward output before each joins the residual
+    /// stream, `[embeddingLength]` (Gemma 3's `post_attention_norm`, `post_ffw_norm`).
+    public let postAttentionNorm: [Float]?
+    public let postFeedForwardNorm: [Float]?
 
     public subscript(_ projection: LayerProjection) -> WeightMatrix { projections[projection.rawValue] }
 }
@@ -38,7 +45,8 @@ public struct LayerWeights: @unchecked Sendable {
 /// Every tensor the forward pass uses, mapped from GGUF names once at load and checked against the configuration.
 ///
 /// Matrices point into `gguf`'s mapping: the `ModelWeights` value must not outlive the file, which the owning
-/// `TransformerModel` guarantees by holding both.
+/// `TransformerModel` guarantees by holding both. A file with a tensor the architecture's graph does not use is
+/// refused rather than run without it.
 public struct ModelWeights: @unchecked Sendable {
     /// `[vocab × d]`: row t is token t's embedding.
     public let tokenEmbedding: WeightMatrix
@@ -49,6 +57,9 @@ public struct ModelWeights: @unchecked Sendable {
     public let output: WeightMatrix
     /// Whether `output` is the tied token embedding.
     public let outputIsTied: Bool
+    /// Llama 3 RoPE frequency factors (`rope_freqs.weight`, `[ropeDimensionCount / 2]`): pair i rotates by
+    /// θ_i / factor_i. Nil when the file has none.
+    public let ropeFrequencyFactors: [Float]?
 
     /// Multiply-accumulates of the weight products for one decode token: every layer projection and the output
     /// matrix (attention over the cache comes on top and grows with the context).
@@ -58,12 +69,14 @@ public struct ModelWeights: @unchecked Sendable {
         }
     }
 
-    /// Maps and checks the tensors. `biases` says whether Q/K/V biases are expected (`blk.N.attn_q.bias`, ...).
-    public init(gguf: GGUFFile, configuration c: ModelConfiguration, biases: Bool = false) throws(InferenceError) {
+    /// Maps and checks the tensors the graph of `c.family` reads.
+    public init(gguf: GGUFFile, configuration c: ModelConfiguration) throws(InferenceError) {
+        var used = Set<String>()
         func tensor(_ name: String) throws(InferenceError) -> GGUFTensorInfo {
             guard let info = gguf.tensor(named: name) else {
                 throw InferenceError(.invalidModel, "\(gguf.name): tensor \(name) is missing")
             }
+            used.insert(name)
             return info
         }
         func matrix(_ name: String, rows: Int, columns: Int) throws(InferenceError) -> WeightMatrix {
@@ -79,7 +92,13 @@ public struct ModelWeights: @unchecked Sendable {
             values.withUnsafeMutableBufferPointer { Kernels.dequantizeRow(view, row: 0, into: $0.baseAddress!) }
             return values
         }
+        func optionalVector(_ name: String, count: Int) throws(InferenceError) -> [Float]? {
+            gguf.tensor(named: name) == nil ? nil : try vector(name, count: count)
+        }
         let d = c.embeddingLength, q = c.queryDimension, kv = c.kvDimension, ff = c.feedForwardLength
+        let hd = c.headDimension
+        let headNorms = c.family == .qwen3 || c.family == .gemma3
+        let postNorms = c.family == .gemma3
         tokenEmbedding = try matrix("token_embd.weight", rows: c.vocabularySize, columns: d)
         var layers: [LayerWeights] = []
         layers.reserveCapacity(c.layerCount)
@@ -96,9 +115,13 @@ public struct ModelWeights: @unchecked Sendable {
                     attentionNorm: try vector("blk.\(l).attn_norm.weight", count: d),
                     feedForwardNorm: try vector("blk.\(l).ffn_norm.weight", count: d),
                     projections: projections,
-                    queryBias: biases ? try vector("blk.\(l).attn_q.bias", count: q) : nil,
-                    keyBias: biases ? try vector("blk.\(l).attn_k.bias", count: kv) : nil,
-                    valueBias: biases ? try vector("blk.\(l).attn_v.bias", count: kv) : nil
+                    queryBias: try optionalVector("blk.\(l).attn_q.bias", count: q),
+                    keyBias: try optionalVector("blk.\(l).attn_k.bias", count: kv),
+                    valueBias: try optionalVector("blk.\(l).attn_v.bias", count: kv),
+                    queryNorm: headNorms ? try vector("blk.\(l).attn_q_norm.weight", count: hd) : nil,
+                    keyNorm: headNorms ? try vector("blk.\(l).attn_k_norm.weight", count: hd) : nil,
+                    postAttentionNorm: postNorms ? try vector("blk.\(l).post_attention_norm.weight", count: d) : nil,
+                    postFeedForwardNorm: postNorms ? try vector("blk.\(l).post_ffw_norm.weight", count: d) : nil
                 ))
         }
         self.layers = layers
@@ -110,8 +133,15 @@ public struct ModelWeights: @unchecked Sendable {
             output = tokenEmbedding
             outputIsTied = true
         }
+        ropeFrequencyFactors =
+            c.family == .llama ? try optionalVector("rope_freqs.weight", count: c.ropeDimensionCount / 2) : nil
+        if let unused = gguf.tensors.first(where: { !used.contains($0.name) }) {
+            throw InferenceError(
+                .unsupportedModel,
+                "\(gguf.name): tensor \(unused.name) is not part of the \(c.architecture) graph Baton runs; "
+                    + "running without it would give wrong output")
+        }
     }
-
     private static func matrix(gguf: GGUFFile, info: GGUFTensorInfo, rows: Int, columns: Int) throws(InferenceError) -> WeightMatrix {
         guard info.rowLength == columns, info.rowCount == rows, info.dimensions.count <= 2 else {
             throw InferenceError(

@@ -1,13 +1,14 @@
 import GGUF
 import Synchronization
 
-/// A loaded Llama-family model: the mapped file, its validated configuration, its tensor views and a fingerprint.
+/// A loaded decoder-only transformer of one of the architectures in `ModelConfiguration.Architecture`: the
+/// mapped file, its validated configuration, its tensor views and a fingerprint.
 ///
 /// Immutable and shareable between engines. The weight views point into `file`, which lives exactly as long as
 /// this object.
 public final class TransformerModel: Sendable {
-    /// Architectures this build can run (`general.architecture`), each with whether Q/K/V carry biases.
-    public static let supportedArchitectures: [String: Bool] = ["llama": false]
+    /// Architectures this build can run (`general.architecture` values).
+    public static var supportedArchitectures: [String] { ModelConfiguration.Architecture.allCases.map(\.rawValue) }
 
     public let file: GGUFFile
     public let configuration: ModelConfiguration
@@ -31,15 +32,9 @@ public final class TransformerModel: Sendable {
     /// Validates the metadata and maps every tensor; no weight data is copied.
     public init(file: GGUFFile) throws(InferenceError) {
         let configuration = try ModelConfiguration(gguf: file)
-        guard let biases = Self.supportedArchitectures[configuration.architecture] else {
-            throw InferenceError(
-                .unsupportedModel,
-                "\(file.name): architecture '\(configuration.architecture)' is not supported "
-                    + "(supported: \(Self.supportedArchitectures.keys.sorted().joined(separator: ", ")))")
-        }
         self.file = file
         self.configuration = configuration
-        self.weights = try ModelWeights(gguf: file, configuration: configuration, biases: biases)
+        self.weights = try ModelWeights(gguf: file, configuration: configuration)
         self.fingerprint = Self.fingerprint(file: file, configuration: configuration)
     }
 
@@ -76,6 +71,12 @@ public final class TransformerModel: Sendable {
         mix(
             "\(c.kvHeadCount)|\(c.ropeDimensionCount)|\(c.ropeFrequencyBase)|\(c.ropeScaling)|\(c.rmsNormEpsilon)|\(c.vocabularySize)"
                 .utf8)
+        // Only for the architectures that have them, so a Llama model keeps the fingerprint it always had.
+        if c.headDimension * c.headCount != c.embeddingLength { mix("|hd\(c.headDimension)".utf8) }
+        if let window = c.slidingWindow {
+            mix("|swa\(window):\(c.slidingWindowLayers.map { $0 ? "1" : "0" }.joined()):\(c.slidingWindowRopeBase)".utf8)
+        }
+        if let cap = c.finalLogitSoftcapping { mix("|softcap\(cap)".utf8) }
         for tensor in file.tensors {
             mix("|\(tensor.name):\(tensor.type.name):\(tensor.dimensions)".utf8)
             file.withTensorData(tensor) { bytes in

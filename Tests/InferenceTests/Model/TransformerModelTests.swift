@@ -38,17 +38,35 @@ struct TransformerModelTests {
 
     @Test("RoPE rotates adjacent pairs by position times base^(-2i/d)")
     func ropeRotatesAdjacentPairs() throws {
-        let c = try ModelConfiguration(
-            architecture: "llama", layerCount: 1, embeddingLength: 8, feedForwardLength: 8, headCount: 1,
-            kvHeadCount: 1, ropeFrequencyBase: 10_000, contextLength: 16, vocabularySize: 4)
         var angles = [Float](repeating: 0, count: 8)
         var x: [Float] = [1, 0, 1, 0, 0, 1, 0, 1]
-        angles.withUnsafeMutableBufferPointer { Llama.ropeAngles(c, position: 3, into: $0.baseAddress!) }
-        x.withUnsafeMutableBufferPointer { p in angles.withUnsafeBufferPointer { Llama.rotate(p.baseAddress!, $0.baseAddress!, 8) } }
+        angles.withUnsafeMutableBufferPointer {
+            RowSteps.ropeAngles(dimensions: 8, position: 3, base: 10_000, scale: 1, factors: nil, into: $0.baseAddress!)
+        }
+        x.withUnsafeMutableBufferPointer { p in
+            angles.withUnsafeBufferPointer { RowSteps.rotateAdjacentPairs(p.baseAddress!, $0.baseAddress!, 8) }
+        }
         for i in 0..<4 {
             let theta = 3 * Float(pow(10_000.0, -2.0 * Double(i) / 8))
             let expected: (Float, Float) = i < 2 ? (cos(theta), sin(theta)) : (-sin(theta), cos(theta))
             #expect(abs(x[2 * i] - expected.0) < 1e-5 && abs(x[2 * i + 1] - expected.1) < 1e-5, "pair \(i)")
+        }
+    }
+
+    @Test("RoPE on halves rotates x[i] with x[i + d/2], each pair's angle divided by its frequency factor")
+    func ropeRotatesHalvesWithFactors() {
+        var angles = [Float](repeating: 0, count: 8)
+        let factors: [Float] = [1, 2, 4, 8]
+        angles.withUnsafeMutableBufferPointer {
+            RowSteps.ropeAngles(dimensions: 8, position: 5, base: 500, scale: 0.5, factors: factors, into: $0.baseAddress!)
+        }
+        var x: [Float] = [1, 1, 1, 1, 0, 0, 0, 0]
+        x.withUnsafeMutableBufferPointer { p in
+            angles.withUnsafeBufferPointer { RowSteps.rotateHalves(p.baseAddress!, $0.baseAddress!, 8) }
+        }
+        for i in 0..<4 {
+            let theta = 0.5 * 5 * Float(pow(500.0, -2.0 * Double(i) / 8)) / factors[i]
+            #expect(abs(x[i] - cos(theta)) < 1e-5 && abs(x[i + 4] - sin(theta)) < 1e-5, "pair \(i)")
         }
     }
 }
