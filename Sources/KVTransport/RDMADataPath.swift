@@ -1,15 +1,34 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where RDMA transfers open their device.
 public struct RDMASettings: Sendable, Equatable {
+    /// The verbs library to load (default `defaultLibrary`).
+    public var library: String
     /// Device name (nil = the first one found).
     public var device: String?
     public var port: UInt8
     /// GID index for RoCE (0 or 1, see `ibv_devinfo -v`); -1 for InfiniBand LID routing.
     public var gidIndex: Int32
 
-    public init(device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0) {
+    public init(library: String = RDMASettings.defaultLibrary, device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0) {
+        self.library = library
         self.device = device
         self.port = port
         self.gidIndex = gidIndex
+    }
+
+    /// The system's verbs library, loaded unless `libraryVariable` names another.
+    public static let standardLibrary = "libibverbs.so.1"
+    /// The environment variable naming a verbs library to load instead of `standardLibrary`: for tests, Baton's
+    /// emulated provider (`libBatonFakeVerbs.so`, built with the tests; see Deploy/docs/rdma.md).
+    public static let libraryVariable = "BATON_IBVERBS_LIBRARY"
+
+    /// `libraryVariable`'s value when set and not empty, else `standardLibrary`.
+    public static var defaultLibrary: String {
+        guard let value = getenv(libraryVariable).map({ String(cString: $0) }), !value.isEmpty else { return standardLibrary }
+        return value
     }
 }
 
@@ -25,7 +44,8 @@ final class RDMAReceiveEndpoint {
     let local: RDMAEndpoint
 
     init(settings: RDMASettings, peer: RDMAEndpoint, layers: Int, layerBytes: Int) throws(KVTransportError) {
-        let context = try RDMAContext(device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
+        let context = try RDMAContext(
+            library: settings.library, device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
         let byteCount = layers * layerBytes
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: byteCount, alignment: 4096)
         do {
@@ -89,7 +109,8 @@ final class RDMASendEndpoint {
     let local: RDMAEndpoint
 
     init(settings: RDMASettings, layerBytes: Int) throws(KVTransportError) {
-        let context = try RDMAContext(device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
+        let context = try RDMAContext(
+            library: settings.library, device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
         let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: layerBytes, alignment: 4096)
         do {
             region = try context.register(staging.baseAddress!, length: layerBytes, allowRemoteWrite: false)
