@@ -40,6 +40,8 @@ final class RDMAReceiveEndpoint {
     private var region: RDMAMemoryRegion?
     private let buffer: UnsafeMutableRawBufferPointer
     private let layerBytes: Int
+    /// Layers whose WRITE has landed (0..<layersLanded), counted from their immediates.
+    private var layersLanded = 0
     /// This end's queue pair and buffer, for the `HandshakeAccept`.
     let local: RDMAEndpoint
 
@@ -67,17 +69,20 @@ final class RDMAReceiveEndpoint {
         self.layerBytes = layerBytes
     }
 
-    /// Polls until the WRITE of `layer` has landed (its immediate arrived), yielding between polls.
+    /// Polls until the WRITE of `layer` has landed (its immediate arrived), yielding between polls. Layers
+    /// land in order (a reliable connection keeps it); one poll may also bring the next layers' immediates,
+    /// as the sender WRITEs layer n + 1 as soon as it has sent `LayerReady` for n: they are counted, not lost.
     func waitForLayer(_ layer: Int, timeout: Duration) async throws(KVTransportError) {
         let deadline = ContinuousClock.now + timeout
-        while true {
+        while layersLanded <= layer {
             for completion in try context.poll() {
                 guard let immediate = completion.immediate else { continue }
-                guard Int(immediate) == layer else {
-                    throw KVTransportError(.protocolViolation, "RDMA immediate for layer \(immediate) where layer \(layer) was due")
+                guard Int(immediate) == layersLanded else {
+                    throw KVTransportError(.protocolViolation, "RDMA immediate for layer \(immediate) where layer \(layersLanded) was due")
                 }
-                return
+                layersLanded += 1
             }
+            if layersLanded > layer { return }
             if ContinuousClock.now > deadline {
                 throw KVTransportError(.timeout, "RDMA WRITE of layer \(layer) did not arrive within the timeout")
             }
