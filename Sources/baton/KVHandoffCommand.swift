@@ -37,12 +37,14 @@ struct KVHandoffCommand: AsyncParsableCommand {
             guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         }
 
-        func configuration(allowSharedMemory: Bool) throws -> KVTransportConfiguration {
+        /// The transport settings, with RDMA devices discovered (and the result logged).
+        func configuration(allowSharedMemory: Bool, allowRDMA: Bool = true, logger: Logger) throws -> KVTransportConfiguration {
             var configuration = KVTransportConfiguration(
                 tls: try identity.tls(),
-                policy: KVTransportPolicy(allowRDMA: true, allowSharedMemory: allowSharedMemory, insecure: identity.insecure))
+                policy: KVTransportPolicy(allowRDMA: allowRDMA, allowSharedMemory: allowSharedMemory, insecure: identity.insecure))
             configuration.idleTimeout = .milliseconds(Int(timeout * 1000))
             configuration.connectTimeout = .milliseconds(Int(timeout * 1000))
+            configuration.discoverRDMA(logger: logger)
             return configuration
         }
     }
@@ -104,7 +106,7 @@ extension KVHandoffCommand {
             let receiver = try DecodeKVReceiver(engine: engine, tokenizer: tokenizer, identity: identity)
             let logger = KVHandoffCommand.logger("baton.kv-handoff.decode")
             let server = try await KVTransferServer.bind(
-                host: host, port: port, configuration: try transport.configuration(allowSharedMemory: true),
+                host: host, port: port, configuration: try transport.configuration(allowSharedMemory: true, logger: logger),
                 identity: identity, receiver: receiver, logger: logger)
             KVHandoffCommand.emit(["listening": server.port])
             logger.info("decode side listening on \(host):\(server.port) (\(transport.identity.insecure ? "plaintext, insecure" : "mutual TLS"))")
@@ -155,7 +157,7 @@ extension KVHandoffCommand {
             abstract: "Prefill a prompt and stream its KV to a decode process; prints a JSON report line.")
 
         enum TransportChoice: String, ExpressibleByArgument, CaseIterable {
-            case auto, tls, shm
+            case auto, tls, shm, rdma
         }
 
         @OptionGroup var modelOptions: ModelOptions
@@ -164,7 +166,9 @@ extension KVHandoffCommand {
         var connect: String
         @Option(name: .long, help: "Raw prompt, completed as is (no chat template).")
         var prompt: String
-        @Option(name: .customLong("transport"), help: "Transport: auto (shared memory on one host, else TLS), tls, or shm (must be shared memory).")
+        @Option(
+            name: .customLong("transport"),
+            help: "Transport: auto (shared memory on one host, else RDMA where both ends have a device, else TLS), tls, shm (must be shared memory) or rdma (must be RDMA).")
         var via: TransportChoice = .auto
         @Option(name: .long, help: "Request id (default: prefill-PID).")
         var requestID: String?
@@ -189,7 +193,8 @@ extension KVHandoffCommand {
             let identity = KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout)
             let shipper = try PrefillKVShipper(engine: engine, identity: identity)
             let logger = KVHandoffCommand.logger("baton.kv-handoff.prefill")
-            let configuration = try transport.configuration(allowSharedMemory: via != .tls)
+            let configuration = try transport.configuration(
+                allowSharedMemory: via == .auto || via == .shm, allowRDMA: via == .auto || via == .rdma, logger: logger)
             let client = try await KVTransferClient.connect(host: host, port: port, configuration: configuration, logger: logger)
             let requestID = self.requestID ?? "prefill-\(getpid())"
             let report: KVShipmentReport
@@ -206,8 +211,8 @@ extension KVHandoffCommand {
                 "seed": String(report.seed), "transport": report.transfer.transport.rawValue, "bytes": report.transfer.bytes,
                 "prefill_ms": report.prefillSeconds * 1000, "total_ms": report.totalSeconds * 1000,
             ])
-            if via == .shm && report.transfer.transport != .sharedMemory {
-                GenerateCommand.log("error: --transport shm, but the transfer went over \(report.transfer.transport.rawValue)")
+            if (via == .shm && report.transfer.transport != .sharedMemory) || (via == .rdma && report.transfer.transport != .rdma) {
+                GenerateCommand.log("error: --transport \(via.rawValue), but the transfer went over \(report.transfer.transport.rawValue)")
                 throw ExitCode(1)
             }
         }

@@ -116,8 +116,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
         var transport = KVTransportConfiguration(
             tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
-        let rdma = RDMADiscovery.discover()
-        transport.rdmaAvailable = !rdma.devices.isEmpty
+        transport.discoverRDMA(logger: logger)
 
         // Role both runs two prefill engines (local prompts in the decode loop, shipped ones on the prefill queue's
         // thread): they share one copy of the f32 weights.
