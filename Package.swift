@@ -139,7 +139,10 @@ let package = Package(
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "KVTransport", "ClusterProtocol", "GGUF", "Router", "Tokenization"]),
         // Real processes: spawns the built `baton` executable.
         .testTarget(name: "IntegrationTests", dependencies: ["KVTransport"], exclude: ["Scripts"]),
-        .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "ClusterProtocol"]),
+        .testTarget(
+            name: "KVTransportTests",
+            dependencies: ["KVTransport", "ClusterProtocol", .product(name: "Logging", package: "swift-log")]
+        ),
         // Deploy/ artefacts checked with real validators (systemd-analyze, check-jsonschema, kubernetes-validate).
         .testTarget(name: "DeployTests"),
         .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Placement", "KVTransport", "ClusterProtocol", "Router"]),
