@@ -9,8 +9,8 @@ final class BatonProcess: @unchecked Sendable {
     private let stdoutURL: URL
     private let stderrURL: URL
 
-    /// Starts `baton arguments…`.
-    init(_ arguments: [String]) throws {
+    /// Starts `baton arguments…`, with `environment` added to this process's.
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
         self.arguments = arguments
         let directory = FileManager.default.temporaryDirectory
         let id = UUID().uuidString
@@ -20,6 +20,9 @@ final class BatonProcess: @unchecked Sendable {
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = try Self.executable()
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
         process.standardError = try FileHandle(forWritingTo: stderrURL)
         try process.run()
@@ -67,31 +70,40 @@ final class BatonProcess: @unchecked Sendable {
     }
 
     /// Runs `baton arguments…` to completion; returns (status, stdout, stderr).
-    static func run(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String, error: String) {
-        let child = try BatonProcess(arguments)
+    static func run(
+        _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, output: String, error: String) {
+        let child = try BatonProcess(arguments, environment: environment)
         let status = try await child.exitStatus(timeout: timeout)
         return (status, child.standardOutput, child.standardError)
     }
 
     /// The `baton` executable built next to the test bundle (`.build/<config>/baton`).
-    static func executable() throws -> URL {
+    static func executable() throws -> URL { try builtProduct("baton") }
+
+    /// A product built next to the test bundle (`.build/<config>/<name>`): the `baton` executable, or
+    /// `libBatonFakeVerbs.so`, the emulated verbs provider.
+    static func builtProduct(_ name: String) throws -> URL {
         var candidates: [URL] = []
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<4 {
-            candidates.append(directory.appendingPathComponent("baton"))
+            candidates.append(directory.appendingPathComponent(name))
             directory = directory.deletingLastPathComponent()
         }
-        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("baton"))
+        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent(name))
         // This file is <package>/Tests/IntegrationTests/BatonProcess.swift.
         let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         for configuration in ["debug", "release"] {
-            candidates.append(package.appendingPathComponent(".build/\(configuration)/baton"))
+            candidates.append(package.appendingPathComponent(".build/\(configuration)/\(name)"))
         }
-        for candidate in candidates where FileManager.default.isExecutableFile(atPath: candidate.path) {
-            return candidate
+        for candidate in candidates {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                return candidate
+            }
         }
         throw ProcessFailure(
-            "the `baton` executable was not found (looked at \(candidates.map(\.path).joined(separator: ", "))); "
+            "`\(name)` was not found (looked at \(candidates.map(\.path).joined(separator: ", "))); "
                 + "build it first: swift build --build-tests")
     }
 }

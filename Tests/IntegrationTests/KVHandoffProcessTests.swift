@@ -25,8 +25,9 @@ struct KVHandoffProcessTests {
     }
 
     /// Starts a decode process and returns it with its port.
-    static func startDecode(_ extra: [String]) async throws -> (BatonProcess, Int) {
-        let decode = try BatonProcess(["kv-handoff", "decode", "--listen", "127.0.0.1:0", "--idle-exit", "40"] + extra)
+    static func startDecode(_ extra: [String], environment: [String: String] = [:]) async throws -> (BatonProcess, Int) {
+        let decode = try BatonProcess(
+            ["kv-handoff", "decode", "--listen", "127.0.0.1:0", "--idle-exit", "40"] + extra, environment: environment)
         try await decode.wait(for: "the listening port") { $0.jsonLines.first?["listening"] != nil }
         let port = decode.jsonLines.first?["listening"] as? Int ?? 0
         return (decode, port)
@@ -39,11 +40,14 @@ struct KVHandoffProcessTests {
     }
 
     /// Runs each case through the decode process and compares with `baton generate`.
-    static func expectMatchesGenerate(decode: BatonProcess, port: Int, security: [String], cases: [Case]) async throws {
+    static func expectMatchesGenerate(
+        decode: BatonProcess, port: Int, security: [String], cases: [Case], environment: [String: String] = [:]
+    ) async throws {
         for (index, c) in cases.enumerated() {
             let prefill = try await BatonProcess.run(
                 ["kv-handoff", "prefill", "--connect", "127.0.0.1:\(port)", "--prompt", prompt, "--transport", c.transport,
-                 "--request-id", "case-\(index)"] + security + c.sampling)
+                 "--request-id", "case-\(index)"] + security + c.sampling,
+                environment: environment)
             #expect(prefill.status == 0, "prefill failed: \(prefill.error)")
             try await decode.wait(for: "the result of case \(index)") { process in
                 process.jsonLines.contains { $0["request_id"] as? String == "case-\(index)" }
