@@ -10,6 +10,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "baton", targets: ["baton"]),
+        // Tests only: an emulated libibverbs provider that the RDMA tests load in place of the real one
+        // (BATON_IBVERBS_LIBRARY). A dynamic library so that `swift build --build-tests` builds it next to
+        // the test bundle and the baton executable, with no compiler needed at test time.
+        .library(name: "BatonFakeVerbs", type: .dynamic, targets: ["FakeVerbs"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,6 +39,8 @@ let package = Package(
             cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
         ),
         .target(name: "CIBVerbs", path: "Sources/CIBVerbs", linkerSettings: [.linkedLibrary("dl")]),
+        // The emulated verbs provider (tests only, see the product above): no Swift target depends on it.
+        .target(name: "FakeVerbs", path: "Tests/FakeVerbs"),
 
         // Model files: GGUF, tokenizer, chat templates.
         .target(name: "GGUF", swiftSettings: optimized),
@@ -178,7 +184,10 @@ let package = Package(
         // Real processes: spawns the built `baton` executable.
         .testTarget(name: "IntegrationTests", dependencies: ["KVTransport", "RPC"], exclude: ["Scripts"]),
         .testTarget(name: "RPCTests", dependencies: ["RPC", .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "KVTransportTests", dependencies: ["KVTransport", "RPC", "ClusterProtocol"]),
+        .testTarget(
+            name: "KVTransportTests",
+            dependencies: ["KVTransport", "RPC", "ClusterProtocol", .product(name: "Logging", package: "swift-log")]
+        ),
         // Deploy/ artefacts checked with real validators (systemd-analyze, check-jsonschema, kubernetes-validate).
         .testTarget(name: "DeployTests"),
         .testTarget(

@@ -10,11 +10,13 @@
 #include <arpa/inet.h>
 #include <infiniband/verbs.h>
 
-/* Resolved with dlsym: the names are string literals, so verbs.h's macros of the same names do not apply. */
-static struct {
-    int loaded;
-    char load_error[256];
+/* One loaded verbs library: libibverbs.so.1, or another provider named by the caller (Baton's tests load
+ * an emulated one). The functions are resolved with dlsym: the names are string literals, so verbs.h's
+ * macros of the same names do not apply. */
+struct cib_provider {
+    char *library;
     void *handle;
+    const char *emulated; /* the test provider's self-description, NULL for a real libibverbs */
     struct ibv_device **(*get_device_list)(int *);
     void (*free_device_list)(struct ibv_device **);
     const char *(*get_device_name)(struct ibv_device *);
@@ -32,9 +34,11 @@ static struct {
     struct ibv_mr *(*reg_mr)(struct ibv_pd *, void *, size_t, int);
     int (*dereg_mr)(struct ibv_mr *);
     const char *(*wc_status_str)(enum ibv_wc_status);
-} verbs;
+};
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+/* Loaded providers are never unloaded: contexts and regions point into them. A process uses one or two. */
+static cib_provider *providers[8];
+static pthread_mutex_t providers_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void set_error(char *error, size_t length, const char *call, int code) {
     if (error && length) snprintf(error, length, "%s: %s (errno %d)", call, strerror(code), code);
@@ -44,24 +48,29 @@ static void set_message(char *error, size_t length, const char *message) {
     if (error && length) snprintf(error, length, "%s", message);
 }
 
-#define RESOLVE(field, name)                                                                   \
-    do {                                                                                       \
-        *(void **)(&verbs.field) = dlsym(verbs.handle, name);                                  \
-        if (!verbs.field) {                                                                    \
-            snprintf(verbs.load_error, sizeof verbs.load_error, "dlsym(%s): %s", name, dlerror()); \
-            dlclose(verbs.handle);                                                             \
-            verbs.handle = NULL;                                                               \
-            return;                                                                            \
-        }                                                                                      \
+#define RESOLVE(field, name)                                                                          \
+    do {                                                                                              \
+        *(void **)(&p->field) = dlsym(p->handle, name);                                               \
+        if (!p->field) {                                                                              \
+            if (error && error_length) snprintf(error, error_length, "dlsym(%s): %s", name, dlerror()); \
+            dlclose(p->handle);                                                                       \
+            free(p);                                                                                  \
+            return NULL;                                                                              \
+        }                                                                                             \
     } while (0)
 
-static void load(void) {
-    verbs.handle = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!verbs.handle) {
+static cib_provider *load(const char *library, char *error, size_t error_length) {
+    cib_provider *p = calloc(1, sizeof *p);
+    if (!p) {
+        set_error(error, error_length, "calloc", ENOMEM);
+        return NULL;
+    }
+    p->handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    if (!p->handle) {
         const char *reason = dlerror();
-        snprintf(verbs.load_error, sizeof verbs.load_error, "dlopen(libibverbs.so.1): %s",
-                 reason ? reason : "not found");
-        return;
+        if (error && error_length) snprintf(error, error_length, "dlopen(%s): %s", library, reason ? reason : "not found");
+        free(p);
+        return NULL;
     }
     RESOLVE(get_device_list, "ibv_get_device_list");
     RESOLVE(free_device_list, "ibv_free_device_list");
@@ -80,37 +89,62 @@ static void load(void) {
     RESOLVE(reg_mr, "ibv_reg_mr");
     RESOLVE(dereg_mr, "ibv_dereg_mr");
     RESOLVE(wc_status_str, "ibv_wc_status_str");
-    verbs.loaded = 1;
-}
-
-int cib_load(char *error, size_t error_length) {
-    pthread_once(&load_once, load);
-    if (!verbs.loaded) {
-        set_message(error, error_length, verbs.load_error);
-        return -1;
+    p->emulated = dlsym(p->handle, "baton_fakeverbs_emulated");
+    p->library = strdup(library);
+    if (!p->library) {
+        dlclose(p->handle);
+        free(p);
+        set_error(error, error_length, "strdup", ENOMEM);
+        return NULL;
     }
-    return 0;
+    return p;
 }
 
-int cib_list_devices(int *count, char *names, int max_names, char *error, size_t error_length) {
-    if (cib_load(error, error_length) != 0) return -1;
+cib_provider *cib_load(const char *library, char *error, size_t error_length) {
+    if (!library) library = CIB_DEFAULT_LIBRARY;
+    pthread_mutex_lock(&providers_lock);
+    cib_provider *found = NULL;
+    size_t free_index = sizeof providers / sizeof providers[0];
+    for (size_t i = 0; i < sizeof providers / sizeof providers[0]; i++) {
+        if (providers[i] && strcmp(providers[i]->library, library) == 0) {
+            found = providers[i];
+            break;
+        }
+        if (!providers[i] && free_index == sizeof providers / sizeof providers[0]) free_index = i;
+    }
+    if (!found) {
+        if (free_index == sizeof providers / sizeof providers[0]) {
+            set_message(error, error_length, "cib_load: too many verbs libraries loaded");
+        } else {
+            found = load(library, error, error_length);
+            providers[free_index] = found;
+        }
+    }
+    pthread_mutex_unlock(&providers_lock);
+    return found;
+}
+
+const char *cib_provider_emulated(const cib_provider *provider) { return provider->emulated; }
+
+int cib_list_devices(cib_provider *verbs, int *count, char *names, int max_names, char *error, size_t error_length) {
     int n = 0;
     errno = 0;
-    struct ibv_device **list = verbs.get_device_list(&n);
+    struct ibv_device **list = verbs->get_device_list(&n);
     if (!list) {
         set_error(error, error_length, "ibv_get_device_list", errno ? errno : ENODEV);
         return -1;
     }
     for (int i = 0; i < n && i < max_names && names; i++) {
-        const char *name = verbs.get_device_name(list[i]);
+        const char *name = verbs->get_device_name(list[i]);
         snprintf(names + 64 * i, 64, "%s", name ? name : "");
     }
     *count = n;
-    verbs.free_device_list(list);
+    verbs->free_device_list(list);
     return 0;
 }
 
 struct cib_context {
+    cib_provider *verbs;
     struct ibv_context *device;
     struct ibv_pd *pd;
     struct ibv_cq *cq;
@@ -122,6 +156,7 @@ struct cib_context {
 };
 
 struct cib_memory_region {
+    cib_provider *verbs;
     struct ibv_mr *mr;
 };
 
@@ -130,31 +165,30 @@ static int query_port(cib_context *c, struct ibv_port_attr *attr) {
     struct verbs_context *vctx = verbs_get_ctx_op(c->device, query_port);
     memset(attr, 0, sizeof *attr);
     if (vctx) return vctx->query_port(c->device, c->port, attr, sizeof *attr);
-    return verbs.query_port(c->device, c->port, (struct _compat_ibv_port_attr *)attr);
+    return c->verbs->query_port(c->device, c->port, (struct _compat_ibv_port_attr *)attr);
 }
 
 void cib_close(cib_context *c) {
     if (!c) return;
-    if (c->qp) verbs.destroy_qp(c->qp);
-    if (c->cq) verbs.destroy_cq(c->cq);
-    if (c->pd) verbs.dealloc_pd(c->pd);
-    if (c->device) verbs.close_device(c->device);
+    if (c->qp) c->verbs->destroy_qp(c->qp);
+    if (c->cq) c->verbs->destroy_cq(c->cq);
+    if (c->pd) c->verbs->dealloc_pd(c->pd);
+    if (c->device) c->verbs->close_device(c->device);
     free(c);
 }
 
-cib_context *cib_open(const char *device_name, uint8_t port, int gid_index, int cq_entries, char *error,
-                      size_t error_length) {
-    if (cib_load(error, error_length) != 0) return NULL;
+cib_context *cib_open(cib_provider *verbs, const char *device_name, uint8_t port, int gid_index, int cq_entries,
+                      char *error, size_t error_length) {
     int n = 0;
     errno = 0;
-    struct ibv_device **list = verbs.get_device_list(&n);
+    struct ibv_device **list = verbs->get_device_list(&n);
     if (!list) {
         set_error(error, error_length, "ibv_get_device_list", errno ? errno : ENODEV);
         return NULL;
     }
     struct ibv_device *chosen = NULL;
     for (int i = 0; i < n; i++) {
-        if (!device_name || strcmp(verbs.get_device_name(list[i]), device_name) == 0) {
+        if (!device_name || strcmp(verbs->get_device_name(list[i]), device_name) == 0) {
             chosen = list[i];
             break;
         }
@@ -163,20 +197,21 @@ cib_context *cib_open(const char *device_name, uint8_t port, int gid_index, int 
         if (error && error_length)
             snprintf(error, error_length, "ibv_get_device_list: no RDMA device%s%s", device_name ? " named " : "",
                      device_name ? device_name : "");
-        verbs.free_device_list(list);
+        verbs->free_device_list(list);
         return NULL;
     }
     cib_context *c = calloc(1, sizeof *c);
     if (!c) {
-        verbs.free_device_list(list);
+        verbs->free_device_list(list);
         set_error(error, error_length, "calloc", ENOMEM);
         return NULL;
     }
+    c->verbs = verbs;
     c->port = port;
     c->gid_index = gid_index;
     errno = 0;
-    c->device = verbs.open_device(chosen);
-    verbs.free_device_list(list);
+    c->device = verbs->open_device(chosen);
+    verbs->free_device_list(list);
     if (!c->device) {
         set_error(error, error_length, "ibv_open_device", errno ? errno : ENODEV);
         cib_close(c);
@@ -196,14 +231,14 @@ cib_context *cib_open(const char *device_name, uint8_t port, int gid_index, int 
         return NULL;
     }
     errno = 0;
-    c->pd = verbs.alloc_pd(c->device);
+    c->pd = c->verbs->alloc_pd(c->device);
     if (!c->pd) {
         set_error(error, error_length, "ibv_alloc_pd", errno ? errno : ENOMEM);
         cib_close(c);
         return NULL;
     }
     errno = 0;
-    c->cq = verbs.create_cq(c->device, cq_entries, NULL, NULL, 0);
+    c->cq = c->verbs->create_cq(c->device, cq_entries, NULL, NULL, 0);
     if (!c->cq) {
         set_error(error, error_length, "ibv_create_cq", errno ? errno : ENOMEM);
         cib_close(c);
@@ -222,7 +257,8 @@ cib_memory_region *cib_register(cib_context *c, void *address, size_t length, in
     int access = IBV_ACCESS_LOCAL_WRITE;
     if (allow_remote_write) access |= IBV_ACCESS_REMOTE_WRITE;
     errno = 0;
-    r->mr = verbs.reg_mr(c->pd, address, length, access);
+    r->verbs = c->verbs;
+    r->mr = c->verbs->reg_mr(c->pd, address, length, access);
     if (!r->mr) {
         set_error(error, error_length, "ibv_reg_mr", errno ? errno : ENOMEM);
         free(r);
@@ -236,7 +272,7 @@ uint32_t cib_memory_region_rkey(const cib_memory_region *r) { return r->mr->rkey
 
 void cib_deregister(cib_memory_region *r) {
     if (!r) return;
-    if (r->mr) verbs.dereg_mr(r->mr);
+    if (r->mr) r->verbs->dereg_mr(r->mr);
     free(r);
 }
 
@@ -255,7 +291,7 @@ int cib_create_queue_pair(cib_context *c, int max_send, int max_recv, cib_endpoi
     init.cap.max_send_sge = 1;
     init.cap.max_recv_sge = 1;
     errno = 0;
-    c->qp = verbs.create_qp(c->pd, &init);
+    c->qp = c->verbs->create_qp(c->pd, &init);
     if (!c->qp) {
         set_error(error, error_length, "ibv_create_qp", errno ? errno : ENOMEM);
         return -1;
@@ -265,7 +301,7 @@ int cib_create_queue_pair(cib_context *c, int max_send, int max_recv, cib_endpoi
     attr.pkey_index = 0;
     attr.port_num = c->port;
     attr.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
-    int rc = verbs.modify_qp(c->qp, &attr, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+    int rc = c->verbs->modify_qp(c->qp, &attr, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
     if (rc != 0) {
         set_error(error, error_length, "ibv_modify_qp(INIT)", rc);
         return -1;
@@ -273,7 +309,7 @@ int cib_create_queue_pair(cib_context *c, int max_send, int max_recv, cib_endpoi
     union ibv_gid gid;
     memset(&gid, 0, sizeof gid);
     if (c->gid_index >= 0) {
-        rc = verbs.query_gid(c->device, c->port, c->gid_index, &gid);
+        rc = c->verbs->query_gid(c->device, c->port, c->gid_index, &gid);
         if (rc != 0) {
             set_error(error, error_length, "ibv_query_gid", rc > 0 ? rc : errno);
             return -1;
@@ -311,7 +347,7 @@ int cib_connect_queue_pair(cib_context *c, const cib_endpoint *remote, char *err
         attr.ah_attr.grh.sgid_index = (uint8_t)c->gid_index;
         attr.ah_attr.grh.hop_limit = 1;
     }
-    int rc = verbs.modify_qp(c->qp, &attr,
+    int rc = c->verbs->modify_qp(c->qp, &attr,
                              IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                                  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     if (rc != 0) {
@@ -325,7 +361,7 @@ int cib_connect_queue_pair(cib_context *c, const cib_endpoint *remote, char *err
     rts.rnr_retry = 7;
     rts.sq_psn = c->local_psn; /* chosen at creation and told to the peer */
     rts.max_rd_atomic = 1;
-    rc = verbs.modify_qp(c->qp, &rts,
+    rc = c->verbs->modify_qp(c->qp, &rts,
                          IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
                              IBV_QP_MAX_QP_RD_ATOMIC);
     if (rc != 0) {
@@ -387,7 +423,7 @@ int cib_poll(cib_context *c, cib_completion *out, int max, char *error, size_t e
         out[i].byte_len = wc[i].byte_len;
         out[i].has_imm = (wc[i].wc_flags & IBV_WC_WITH_IMM) != 0;
         out[i].imm_data = out[i].has_imm ? ntohl(wc[i].imm_data) : 0;
-        snprintf(out[i].status_text, sizeof out[i].status_text, "%s", verbs.wc_status_str(wc[i].status));
+        snprintf(out[i].status_text, sizeof out[i].status_text, "%s", c->verbs->wc_status_str(wc[i].status));
     }
     return n;
 }

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 
 /// The in-process twin of the network transports, for unit tests: the same frames, state machines and
-/// checks as HTTP/2 (and shared memory, when both capabilities say so), carried by in-memory pipes.
+/// checks as HTTP/2 (and shared memory or RDMA, when both capabilities say so), carried by in-memory pipes.
 public struct InMemoryKVTransport: KVTransferSender {
     public var receiverIdentity: KVCompatibilityIdentity
     public var receiver: any KVTransferReceiver
@@ -12,6 +12,8 @@ public struct InMemoryKVTransport: KVTransferSender {
     public var chunkBytes: Int
     public var idleTimeout: Duration
     public var faults: KVTransferFaults
+    /// The device both ends open when both capabilities offer RDMA (tests load the emulated provider).
+    public var rdma: RDMASettings
     public var logger: Logger
 
     public init(
@@ -19,7 +21,7 @@ public struct InMemoryKVTransport: KVTransferSender {
         senderCapabilities: KVTransportCapabilities = KVTransportCapabilities(hostID: "", sharedMemory: false, rdma: false),
         receiverCapabilities: KVTransportCapabilities = KVTransportCapabilities(hostID: "", sharedMemory: false, rdma: false),
         policy: KVTransportPolicy = KVTransportPolicy(), chunkBytes: Int = 256 * 1024,
-        idleTimeout: Duration = .seconds(10), faults: KVTransferFaults = .none,
+        idleTimeout: Duration = .seconds(10), faults: KVTransferFaults = .none, rdma: RDMASettings = RDMASettings(),
         logger: Logger = Logger(label: "baton.kv-transport.in-memory")
     ) {
         self.receiverIdentity = receiverIdentity
@@ -30,6 +32,7 @@ public struct InMemoryKVTransport: KVTransferSender {
         self.chunkBytes = chunkBytes
         self.idleTimeout = idleTimeout
         self.faults = faults
+        self.rdma = rdma
         self.logger = logger
     }
 
@@ -39,7 +42,7 @@ public struct InMemoryKVTransport: KVTransferSender {
         let (senderIO, receiverIO) = InMemoryStreamIO.pair()
         let settings = KVReceiverSession.Settings(
             identity: receiverIdentity, capabilities: receiverCapabilities, policy: policy, connectionIsTLS: true,
-            maximumChunkBytes: chunkBytes, idleTimeout: idleTimeout)
+            maximumChunkBytes: chunkBytes, idleTimeout: idleTimeout, rdma: rdma)
         let receiver = self.receiver
         let logger = self.logger
         let receiving = Task {
@@ -50,7 +53,7 @@ public struct InMemoryKVTransport: KVTransferSender {
         }
         let sender = KVSenderSession(
             io: senderIO, request: request, capabilities: senderCapabilities, chunkBytes: chunkBytes,
-            idleTimeout: idleTimeout, faults: faults, logger: logger)
+            idleTimeout: idleTimeout, faults: faults, logger: logger, rdma: rdma)
         do {
             let report = try await sender.run(produce: produce)
             _ = await receiving.value

@@ -249,9 +249,31 @@ final class KVReceiverSession {
         }
     }
 
-    private func accept(_ request: KVTransferRequest, _ transport: KVTransportKind) async {
+    private func accept(_ request: KVTransferRequest, _ chosen: KVTransportKind) async {
         watchdog.pause()
         defer { watchdog.touch() }
+        var transport = chosen
+        if transport == .rdma {
+            // Before the decode side is told the transport: a device that refuses means TLS after all.
+            do throws(KVTransportError) {
+                guard let senderEndpoint else {
+                    throw KVTransportError(.protocolViolation, "RDMA chosen but the sender's handshake has no queue pair")
+                }
+                let peer = try RDMAEndpoint(proto: senderEndpoint)
+                do throws(KVTransportError) {
+                    rdma = try RDMAReceiveEndpoint(
+                        settings: settings.rdma, peer: peer, layers: request.identity.layers,
+                        layerBytes: request.layerByteCount)
+                } catch {
+                    guard case .accept(_, let fallback) = machine.rdmaUnavailable() else { throw error }
+                    logger.warning("RDMA unavailable for request \(request.requestID), using the \(fallback == .tlsHTTP2 ? "TLS" : "plaintext") stream: \(error)")
+                    transport = fallback
+                }
+            } catch {
+                await perform(machine.abort(error.code, error.message))
+                return
+            }
+        }
         do {
             inbound = try await receiver.beginTransfer(request, transport: transport)
         } catch {
@@ -270,14 +292,7 @@ final class KVReceiverSession {
             case .tlsHTTP2, .plaintextHTTP2:
                 break  // each layer's destination is chosen at its first chunk
             case .rdma:
-                guard let senderEndpoint else {
-                    throw KVTransportError(.protocolViolation, "RDMA chosen but the sender's handshake has no queue pair")
-                }
-                let endpoint = try RDMAReceiveEndpoint(
-                    settings: settings.rdma, peer: try RDMAEndpoint(proto: senderEndpoint),
-                    layers: request.identity.layers, layerBytes: request.layerByteCount)
-                rdma = endpoint
-                accept.rdmaEndpoint = endpoint.local.proto
+                accept.rdmaEndpoint = rdma!.local.proto
             }
             var buffer = io.allocator.buffer(capacity: 128)
             try KVFrame.write(.accept, accept, into: &buffer)

@@ -138,6 +138,17 @@ public struct KVReceiverStateMachine: Sendable {
         return .none
     }
 
+    /// RDMA was chosen but this side could not set it up (its device refused: no port, no memory to
+    /// register): the transfer goes on over the stream it arrived on, as if RDMA had not been offered.
+    public mutating func rdmaUnavailable() -> Action {
+        guard case .waiting = state, transport == .rdma, let request else {
+            return violation("an RDMA fallback outside an RDMA handshake")
+        }
+        let fallback: KVTransportKind = connectionIsTLS ? .tlsHTTP2 : .plaintextHTTP2
+        transport = fallback
+        return .accept(request, fallback)
+    }
+
     /// Shared memory / RDMA: the sender says `layer` is written; `crc32c` is what the receiver computed over it.
     public mutating func receiveLayerReady(_ ready: Baton_V1_LayerReady, computedCRC32C crc32c: UInt32) -> Action {
         guard let request, transport == .sharedMemory || transport == .rdma else {

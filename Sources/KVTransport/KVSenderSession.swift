@@ -135,13 +135,14 @@ final class KVSenderSession {
         }
         if let rdma {
             // The verbs write is asynchronous: an array's bytes are copied to memory that outlives it.
+            let flip = faults.flipBit.flatMap { $0.layer == layer && $0.byteOffset < bytes.count ? $0.byteOffset : nil }
             let held: UnsafeMutableRawBufferPointer?
             let source: UnsafeRawBufferPointer
             switch bytes {
-            case .pointer(let raw):
+            case .pointer(let raw) where flip == nil:
                 held = nil
                 source = raw
-            case .array, .regions:
+            default:
                 let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 64)
                 var unused = CRC32C()
                 bytes.copy(0..<bytes.count, to: copy, checksumming: &unused)
@@ -150,10 +151,11 @@ final class KVSenderSession {
             }
             defer { held?.deallocate() }
             let crc = CRC32C.checksum(source)
+            if let flip, let held { held[flip] ^= 0x01 }  // after the checksum: the receiver must catch it
             do throws(KVTransportError) {
                 try await rdma.write(layer: layer, bytes: source, timeout: idleTimeout)
             } catch {
-                throw await failAndNotify(machine.abort(error.code, error.message))
+                throw await failAfterWriteError(error)
             }
             var ready = Baton_V1_LayerReady()
             ready.requestID = machine.request.requestID
@@ -308,6 +310,32 @@ final class KVSenderSession {
         }
         if case .fail(let code, let message, _) = action { return KVTransportError(code, message) }
         return machine.failure ?? KVTransportError(.protocolViolation, "unexpected frame")
+    }
+
+    /// An RDMA WRITE failed. The receiver may have given up first (a bad checksum, a rejected layer) and
+    /// released its queue pair and buffer as it ended, which is what failed the WRITE: its reason is then
+    /// already on the stream and is the one to report. So: tell it ours, which ends a receiver still
+    /// waiting, then read until its stream ends for a reason it sent (bounded by the watchdog).
+    private func failAfterWriteError(_ error: KVTransportError) async -> KVTransportError {
+        var buffer = io.allocator.buffer(capacity: 128)
+        if !peerEnded, (try? KVFrame.write(.error, error.proto(requestID: machine.request.requestID), into: &buffer)) != nil {
+            try? await io.write(buffer, endStream: true)
+        }
+        while !peerEnded {
+            while let event = try? decoder.next(&input) {
+                guard case .frame(.error, let header, _) = event,
+                    let reason = try? KVFrame.decode(Baton_V1_TransferError.self, from: header)
+                else { continue }
+                return await failAndNotify(machine.receivePeerError(reason))
+            }
+            let next = try? await io.read()
+            guard let next else {
+                peerEnded = true
+                break
+            }
+            input = next
+        }
+        return await failAndNotify(machine.abort(error.code, error.message), notify: false)
     }
 
     /// Performs a failing action: tells the receiver (best effort) and returns the error to throw.

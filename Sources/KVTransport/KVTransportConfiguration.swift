@@ -26,9 +26,9 @@ public struct KVTransportConfiguration: Sendable {
     public var idleTimeout: Duration = .seconds(10)
     /// Longest wait for a TCP connection.
     public var connectTimeout: Duration = .seconds(5)
-    /// Whether this node found a usable RDMA device: set from `RDMADiscovery.discover(logger:)`.
+    /// Whether this node found a usable RDMA device: set by `discoverRDMA(logger:)`.
     public var rdmaAvailable: Bool = false
-    /// Which RDMA device and port transfers use when RDMA is chosen.
+    /// Which verbs library, RDMA device and port transfers use when RDMA is chosen.
     public var rdma = RDMASettings()
 
     public init(tls: NodeTLS?, policy: KVTransportPolicy = KVTransportPolicy(), hostID: String = KVTransportConfiguration.defaultHostID()) {

@@ -2,45 +2,78 @@ import CIBVerbs
 import ClusterProtocol
 import Logging
 
-/// What this machine offers for RDMA, found once at start-up through libibverbs (loaded with dlopen, so
-/// a machine without it still runs). Without a device the transport falls back to TLS HTTP/2.
+/// What this machine offers for RDMA, found once at start-up through the verbs library (libibverbs,
+/// loaded with dlopen, so a machine without it still runs). Without a device the transport falls back to
+/// TLS HTTP/2.
 public struct RDMADiscovery: Sendable, Equatable {
+    /// The verbs library asked (`RDMASettings.library`).
+    public var library: String
     /// Names of the RDMA devices found (e.g. "mlx5_0", "rxe0").
     public var devices: [String]
     /// Why RDMA is unusable, when `devices` is empty.
     public var unavailableReason: String?
+    /// The library's self-description when it is Baton's emulated test provider, not libibverbs.
+    public var emulated: String?
 
     public var isAvailable: Bool { !devices.isEmpty }
 
-    /// Lists devices; never throws: a missing library or kernel support is an `unavailableReason`.
-    public static func discover() -> RDMADiscovery {
+    /// Lists the devices `library` offers; never throws: a missing library or kernel support is an
+    /// `unavailableReason`.
+    public static func discover(library: String = RDMASettings.defaultLibrary) -> RDMADiscovery {
+        var discovery = RDMADiscovery(library: library, devices: [], unavailableReason: nil, emulated: nil)
+        var error = [CChar](repeating: 0, count: 256)
+        guard let provider = cib_load(library, &error, error.count) else {
+            discovery.unavailableReason = cString(error)
+            return discovery
+        }
+        discovery.emulated = cib_provider_emulated(provider).map { String(cString: $0) }
         var count: Int32 = 0
         let maxNames = 16
         var names = [CChar](repeating: 0, count: 64 * maxNames)
-        var error = [CChar](repeating: 0, count: 256)
-        let status = cib_list_devices(&count, &names, Int32(maxNames), &error, error.count)
-        guard status == 0 else {
-            return RDMADiscovery(devices: [], unavailableReason: cString(error))
+        guard cib_list_devices(provider, &count, &names, Int32(maxNames), &error, error.count) == 0 else {
+            discovery.unavailableReason = cString(error)
+            return discovery
         }
         guard count > 0 else {
-            return RDMADiscovery(devices: [], unavailableReason: "ibv_get_device_list: no RDMA device")
+            discovery.unavailableReason = "ibv_get_device_list: no RDMA device"
+            return discovery
         }
-        let devices = (0..<min(Int(count), maxNames)).map { index in
+        discovery.devices = (0..<min(Int(count), maxNames)).map { index in
             cString(Array(names[(index * 64)..<(index * 64 + 64)]))
         }
-        return RDMADiscovery(devices: devices, unavailableReason: nil)
+        return discovery
     }
 
     /// The one start-up log line.
     public var summary: String {
-        if isAvailable { return "RDMA: devices \(devices.joined(separator: ", ")); KV transfers may use RDMA WRITE" }
-        return "RDMA unavailable (\(unavailableReason ?? "unknown reason")); KV transfers use TLS HTTP/2"
+        let source = library == RDMASettings.standardLibrary ? "" : " from \(library)"
+        if let emulated {
+            let found = isAvailable ? "devices \(devices.joined(separator: ", ")); KV transfers may use RDMA WRITE" :
+                "unavailable (\(unavailableReason ?? "unknown reason")); KV transfers use TLS HTTP/2"
+            return "RDMA EMULATED\(source): \(emulated); \(found)"
+        }
+        if isAvailable { return "RDMA\(source): devices \(devices.joined(separator: ", ")); KV transfers may use RDMA WRITE" }
+        return "RDMA unavailable\(source) (\(unavailableReason ?? "unknown reason")); KV transfers use TLS HTTP/2"
     }
 
-    /// Discovers and logs the result in one line.
-    public static func discover(logger: Logger) -> RDMADiscovery {
-        let discovery = discover()
-        logger.info("\(discovery.summary)")
+    /// Discovers and logs the result in one line (a warning when the provider is emulated: never in production).
+    public static func discover(library: String = RDMASettings.defaultLibrary, logger: Logger) -> RDMADiscovery {
+        let discovery = discover(library: library)
+        if discovery.emulated != nil {
+            logger.warning("\(discovery.summary)")
+        } else {
+            logger.info("\(discovery.summary)")
+        }
+        return discovery
+    }
+}
+
+extension KVTransportConfiguration {
+    /// Finds the RDMA devices of `rdma.library`, logs the start-up line and sets `rdmaAvailable`.
+    @discardableResult
+    public mutating func discoverRDMA(logger: Logger) -> RDMADiscovery {
+        let discovery = RDMADiscovery.discover(library: rdma.library, logger: logger)
+        rdmaAvailable = discovery.isAvailable
         return discovery
     }
 }
@@ -138,13 +171,17 @@ public struct RDMAEndpoint: Sendable, Equatable {
 public final class RDMAContext {
     private let context: OpaquePointer
 
-    /// Opens `device` (nil = the first one) on `port`, with GID index `gidIndex` (RoCE needs one; -1 for
-    /// InfiniBand LID routing).
-    public init(device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0, completionQueueEntries: Int32 = 256) throws(KVTransportError) {
+    /// Opens `device` (nil = the first one) of the verbs `library` on `port`, with GID index `gidIndex`
+    /// (RoCE needs one; -1 for InfiniBand LID routing).
+    public init(
+        library: String = RDMASettings.defaultLibrary, device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0,
+        completionQueueEntries: Int32 = 256
+    ) throws(KVTransportError) {
         var error = [CChar](repeating: 0, count: 256)
+        guard let provider = cib_load(library, &error, error.count) else { throw KVTransportError(.rdma, cString(error)) }
         let opened: OpaquePointer? =
-            if let device { cib_open(device, port, gidIndex, completionQueueEntries, &error, error.count) } else {
-                cib_open(nil, port, gidIndex, completionQueueEntries, &error, error.count)
+            if let device { cib_open(provider, device, port, gidIndex, completionQueueEntries, &error, error.count) } else {
+                cib_open(provider, nil, port, gidIndex, completionQueueEntries, &error, error.count)
             }
         guard let opened else { throw KVTransportError(.rdma, cString(error)) }
         context = opened

@@ -1,15 +1,34 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where RDMA transfers open their device.
 public struct RDMASettings: Sendable, Equatable {
+    /// The verbs library to load (default `defaultLibrary`).
+    public var library: String
     /// Device name (nil = the first one found).
     public var device: String?
     public var port: UInt8
     /// GID index for RoCE (0 or 1, see `ibv_devinfo -v`); -1 for InfiniBand LID routing.
     public var gidIndex: Int32
 
-    public init(device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0) {
+    public init(library: String = RDMASettings.defaultLibrary, device: String? = nil, port: UInt8 = 1, gidIndex: Int32 = 0) {
+        self.library = library
         self.device = device
         self.port = port
         self.gidIndex = gidIndex
+    }
+
+    /// The system's verbs library, loaded unless `libraryVariable` names another.
+    public static let standardLibrary = "libibverbs.so.1"
+    /// The environment variable naming a verbs library to load instead of `standardLibrary`: for tests, Baton's
+    /// emulated provider (`libBatonFakeVerbs.so`, built with the tests; see Deploy/docs/rdma.md).
+    public static let libraryVariable = "BATON_IBVERBS_LIBRARY"
+
+    /// `libraryVariable`'s value when set and not empty, else `standardLibrary`.
+    public static var defaultLibrary: String {
+        guard let value = getenv(libraryVariable).map({ String(cString: $0) }), !value.isEmpty else { return standardLibrary }
+        return value
     }
 }
 
@@ -21,11 +40,14 @@ final class RDMAReceiveEndpoint {
     private var region: RDMAMemoryRegion?
     private let buffer: UnsafeMutableRawBufferPointer
     private let layerBytes: Int
+    /// Layers whose WRITE has landed (0..<layersLanded), counted from their immediates.
+    private var layersLanded = 0
     /// This end's queue pair and buffer, for the `HandshakeAccept`.
     let local: RDMAEndpoint
 
     init(settings: RDMASettings, peer: RDMAEndpoint, layers: Int, layerBytes: Int) throws(KVTransportError) {
-        let context = try RDMAContext(device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
+        let context = try RDMAContext(
+            library: settings.library, device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
         let byteCount = layers * layerBytes
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: byteCount, alignment: 4096)
         do {
@@ -47,17 +69,20 @@ final class RDMAReceiveEndpoint {
         self.layerBytes = layerBytes
     }
 
-    /// Polls until the WRITE of `layer` has landed (its immediate arrived), yielding between polls.
+    /// Polls until the WRITE of `layer` has landed (its immediate arrived), yielding between polls. Layers
+    /// land in order (a reliable connection keeps it); one poll may also bring the next layers' immediates,
+    /// as the sender WRITEs layer n + 1 as soon as it has sent `LayerReady` for n: they are counted, not lost.
     func waitForLayer(_ layer: Int, timeout: Duration) async throws(KVTransportError) {
         let deadline = ContinuousClock.now + timeout
-        while true {
+        while layersLanded <= layer {
             for completion in try context.poll() {
                 guard let immediate = completion.immediate else { continue }
-                guard Int(immediate) == layer else {
-                    throw KVTransportError(.protocolViolation, "RDMA immediate for layer \(immediate) where layer \(layer) was due")
+                guard Int(immediate) == layersLanded else {
+                    throw KVTransportError(.protocolViolation, "RDMA immediate for layer \(immediate) where layer \(layersLanded) was due")
                 }
-                return
+                layersLanded += 1
             }
+            if layersLanded > layer { return }
             if ContinuousClock.now > deadline {
                 throw KVTransportError(.timeout, "RDMA WRITE of layer \(layer) did not arrive within the timeout")
             }
@@ -89,7 +114,8 @@ final class RDMASendEndpoint {
     let local: RDMAEndpoint
 
     init(settings: RDMASettings, layerBytes: Int) throws(KVTransportError) {
-        let context = try RDMAContext(device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
+        let context = try RDMAContext(
+            library: settings.library, device: settings.device, port: settings.port, gidIndex: settings.gidIndex)
         let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: layerBytes, alignment: 4096)
         do {
             region = try context.register(staging.baseAddress!, length: layerBytes, allowRemoteWrite: false)

@@ -42,12 +42,14 @@ struct KVHandoffCommand: AsyncParsableCommand {
             guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         }
 
-        func configuration(allowSharedMemory: Bool) throws -> KVTransportConfiguration {
+        /// The transport settings, with RDMA devices discovered (and the result logged).
+        func configuration(allowSharedMemory: Bool, allowRDMA: Bool = true, logger: Logger) throws -> KVTransportConfiguration {
             var configuration = KVTransportConfiguration(
                 tls: try identity.tls(),
-                policy: KVTransportPolicy(allowRDMA: true, allowSharedMemory: allowSharedMemory, insecure: identity.insecure))
+                policy: KVTransportPolicy(allowRDMA: allowRDMA, allowSharedMemory: allowSharedMemory, insecure: identity.insecure))
             configuration.idleTimeout = .milliseconds(Int(timeout * 1000))
             configuration.connectTimeout = .milliseconds(Int(timeout * 1000))
+            configuration.discoverRDMA(logger: logger)
             return configuration
         }
     }
@@ -104,7 +106,7 @@ extension KVHandoffCommand {
             let logger = KVHandoffCommand.logger("baton.kv-handoff.decode")
             var settings = WorkerNode.Configuration(
                 name: transport.identity.node ?? "decode", roles: [.decode], threads: threads, context: context,
-                listenHost: host, listenPort: port, transport: try transport.configuration(allowSharedMemory: true))
+                listenHost: host, listenPort: port, transport: try transport.configuration(allowSharedMemory: true, logger: logger))
             settings.maxBatch = 2
             let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
             KVHandoffCommand.emit(["listening": node.port])
@@ -144,7 +146,7 @@ extension KVHandoffCommand {
             abstract: "Prefill a prompt, stream its KV to a decode worker and print what it generates (one JSON line).")
 
         enum TransportChoice: String, ExpressibleByArgument, CaseIterable {
-            case auto, tls, shm
+            case auto, tls, shm, rdma
         }
 
         @OptionGroup var modelOptions: ModelOptions
@@ -153,7 +155,9 @@ extension KVHandoffCommand {
         var connect: String
         @Option(name: .long, help: "Raw prompt, completed as is (no chat template).")
         var prompt: String
-        @Option(name: .customLong("transport"), help: "Transport: auto (shared memory on one host, else TLS), tls, or shm (must be shared memory).")
+        @Option(
+            name: .customLong("transport"),
+            help: "Transport: auto (shared memory on one host, else RDMA where both ends have a device, else TLS), tls, shm (must be shared memory) or rdma (must be RDMA).")
         var via: TransportChoice = .auto
         @Option(name: .long, help: "Request id (default: prefill-PID).")
         var requestID: String?
@@ -185,7 +189,8 @@ extension KVHandoffCommand {
             let shipper = try PrefillKVShipper(
                 engine: engine, identity: KVCompatibilityIdentity(model: model, tokenizer: tokenizer, layout: layout))
             let logger = KVHandoffCommand.logger("baton.kv-handoff.prefill")
-            let configuration = try transport.configuration(allowSharedMemory: via != .tls)
+            let configuration = try transport.configuration(
+                allowSharedMemory: via == .auto || via == .shm, allowRDMA: via == .auto || via == .rdma, logger: logger)
 
             // As a router: open the generation on the decode worker (it reserves room and answers `opened`).
             let control = try await NodeClient.connect(
@@ -243,8 +248,8 @@ extension KVHandoffCommand {
                 "transport": report.transfer.transport.name, "bytes": report.transfer.bytes,
                 "prefill_ms": report.prefillSeconds * 1000, "total_ms": report.totalSeconds * 1000,
             ])
-            if via == .shm && report.transfer.transport != .sharedMemory {
-                throw CommandFailure("--transport shm, but the transfer went over \(report.transfer.transport.name)")
+            if (via == .shm && report.transfer.transport != .sharedMemory) || (via == .rdma && report.transfer.transport != .rdma) {
+                throw CommandFailure("--transport \(via.rawValue), but the transfer went over \(report.transfer.transport.name)")
             }
         }
     }

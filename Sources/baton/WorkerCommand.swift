@@ -112,7 +112,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let model = try TransformerModel(file: file)
         var transport = KVTransportConfiguration(
             tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
-        transport.rdmaAvailable = RDMADiscovery.discover(logger: logger).isAvailable
+        transport.discoverRDMA(logger: logger)
 
         var settings = WorkerNode.Configuration(
             name: name, roles: Set(role.roles), threads: threads, context: context, listenHost: listenHost,

@@ -79,24 +79,31 @@ final class BatonProcess: @unchecked Sendable {
     }
 
     /// The `baton` executable built next to the test bundle (`.build/<config>/baton`).
-    static func executable() throws -> URL {
+    static func executable() throws -> URL { try builtProduct("baton") }
+
+    /// A product built next to the test bundle (`.build/<config>/<name>`): the `baton` executable, or
+    /// `libBatonFakeVerbs.so`, the emulated verbs provider.
+    static func builtProduct(_ name: String) throws -> URL {
         var candidates: [URL] = []
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<4 {
-            candidates.append(directory.appendingPathComponent("baton"))
+            candidates.append(directory.appendingPathComponent(name))
             directory = directory.deletingLastPathComponent()
         }
-        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("baton"))
+        candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent(name))
         // This file is <package>/Tests/IntegrationTests/BatonProcess.swift.
         let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         for configuration in ["debug", "release"] {
-            candidates.append(package.appendingPathComponent(".build/\(configuration)/baton"))
+            candidates.append(package.appendingPathComponent(".build/\(configuration)/\(name)"))
         }
-        for candidate in candidates where FileManager.default.isExecutableFile(atPath: candidate.path) {
-            return candidate
+        for candidate in candidates {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                return candidate
+            }
         }
         throw ProcessFailure(
-            "the `baton` executable was not found (looked at \(candidates.map(\.path).joined(separator: ", "))); "
+            "`\(name)` was not found (looked at \(candidates.map(\.path).joined(separator: ", "))); "
                 + "build it first: swift build --build-tests")
     }
 }

@@ -25,8 +25,9 @@ struct KVHandoffProcessTests {
     }
 
     /// Starts a decode process and returns it with its port.
-    static func startDecode(_ extra: [String]) async throws -> (BatonProcess, Int) {
-        let decode = try BatonProcess(["kv-handoff", "decode", "--listen", "127.0.0.1:0", "--idle-exit", "40"] + extra)
+    static func startDecode(_ extra: [String], environment: [String: String] = [:]) async throws -> (BatonProcess, Int) {
+        let decode = try BatonProcess(
+            ["kv-handoff", "decode", "--listen", "127.0.0.1:0", "--idle-exit", "40"] + extra, environment: environment)
         try await decode.wait(for: "the listening port") { $0.jsonLines.first?["listening"] != nil }
         let port = decode.jsonLines.first?["listening"] as? Int ?? 0
         return (decode, port)
@@ -40,11 +41,14 @@ struct KVHandoffProcessTests {
 
     /// Runs each case through the decode process (the prefill side prints what it generated) and compares with
     /// `baton generate`.
-    static func expectMatchesGenerate(decode: BatonProcess, port: Int, security: [String], cases: [Case]) async throws {
+    static func expectMatchesGenerate(
+        decode: BatonProcess, port: Int, security: [String], cases: [Case], environment: [String: String] = [:]
+    ) async throws {
         for (index, c) in cases.enumerated() {
             let prefill = try await BatonProcess.run(
                 ["kv-handoff", "prefill", "--connect", "127.0.0.1:\(port)", "--prompt", prompt, "--transport", c.transport,
-                 "--request-id", "case-\(index)"] + security + c.sampling)
+                 "--request-id", "case-\(index)"] + security + c.sampling,
+                environment: environment)
             #expect(prefill.status == 0, "prefill failed: \(prefill.error)")
             let line = prefill.output.split(separator: "\n").compactMap {
                 try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]

@@ -3,7 +3,8 @@
 
 /* A thin C shim over libibverbs, loaded with dlopen("libibverbs.so.1") so that the binary has no hard
  * run-time dependency on it: on a machine without the library or without an RDMA device every call
- * fails cleanly with a message instead of the process failing to start.
+ * fails cleanly with a message instead of the process failing to start. Another verbs library with the
+ * same entry points can be loaded in its place (Baton's tests load an emulated provider).
  *
  * Every function that can fail returns 0 on success (or a handle) and otherwise -1 (or NULL) after
  * writing "<verbs call>: <reason>" into `error` (at most error_length bytes, NUL-terminated).
@@ -16,13 +17,24 @@
 extern "C" {
 #endif
 
-/* Loads libibverbs and resolves the symbols used here. Idempotent and thread-safe. */
-int cib_load(char *error, size_t error_length);
+#define CIB_DEFAULT_LIBRARY "libibverbs.so.1"
+
+/* A loaded verbs library. */
+typedef struct cib_provider cib_provider;
+
+/* Loads `library` (NULL: CIB_DEFAULT_LIBRARY) and resolves the symbols used here. Each library is loaded
+ * once per process and stays loaded; thread-safe. */
+cib_provider *cib_load(const char *library, char *error, size_t error_length);
+
+/* The self-description an emulated provider exports (symbol `baton_fakeverbs_emulated`); NULL for a real
+ * libibverbs. */
+const char *cib_provider_emulated(const cib_provider *provider);
 
 /* Lists RDMA devices. On success writes the count (possibly 0) and up to `max_names` names of at most
  * 64 bytes each into `names` (names + 64 * i). Fails with the errno of ibv_get_device_list (ENOSYS when
  * the kernel has no RDMA support). */
-int cib_list_devices(int *count, char *names, int max_names, char *error, size_t error_length);
+int cib_list_devices(cib_provider *provider, int *count, char *names, int max_names, char *error,
+                     size_t error_length);
 
 /* The local end of a reliable-connected queue pair, as the peer needs it. */
 typedef struct cib_endpoint {
@@ -50,8 +62,8 @@ typedef struct cib_memory_region cib_memory_region;
 
 /* Opens `device_name` (NULL = the first device), its protection domain and a completion queue of
  * `cq_entries`, and checks `port` is active. */
-cib_context *cib_open(const char *device_name, uint8_t port, int gid_index, int cq_entries,
-                      char *error, size_t error_length);
+cib_context *cib_open(cib_provider *provider, const char *device_name, uint8_t port, int gid_index,
+                      int cq_entries, char *error, size_t error_length);
 void cib_close(cib_context *context);
 
 /* Registers [address, address + length) for local use and, with allow_remote_write, remote RDMA WRITE. */
