@@ -14,6 +14,7 @@ struct ChatCommand: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
     @Option(name: .long, help: "An optional system message.")
     var system: String?
     @Option(name: .long, help: "Context size in tokens for the whole conversation.")
@@ -27,7 +28,8 @@ struct ChatCommand: ParsableCommand {
         let local = try GenerateCommand.LocalModel(
             file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: context,
             promptTokens: GenerateCommand.LocalModel.prefillThreshold)
-        let prompt = try ChatPrompt(file: local.model.file, tokenizer: local.tokenizer)
+        let prompt = try ChatPrompt(
+            file: local.model.file, tokenizer: local.tokenizer, templateFile: try chatTemplate.resolvedFile())
         var history: [ChatMessage] = system.map { [.system($0)] } ?? []
         let interactive = isatty(STDIN_FILENO) != 0
         while true {

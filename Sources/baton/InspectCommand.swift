@@ -175,7 +175,9 @@ struct InspectReport: Encodable {
             ("vocabulary", show(h.vocabularySize)),
             ("tensor types", types.isEmpty ? "-" : types),
             ("tokenizer", show(tokenizer)),
-            ("chat template", hasChatTemplate ? "present" : "absent"),
+            ("chat template", hasChatTemplate
+                ? "present"
+                : "absent (a base model: chat needs --chat-template FILE; raw prompts and /v1/completions work)"),
             ("size", "\(fileBytes) bytes (\(Self.megabytes(fileBytes)) MB), "
                 + "\(parameterCount) parameters (\(Self.millions(parameterCount)) M)"),
         ]

@@ -22,6 +22,7 @@ struct RouterCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
     @OptionGroup var tlsOptions: NodeTLSOptions
     @OptionGroup var placementOptions: PlacementAddressOptions
 
@@ -55,7 +56,7 @@ struct RouterCommand: AsyncParsableCommand {
         let path = try modelOptions.resolvedPath()
         let file = try GGUFFile(path: path)
         let tokenizer = try Tokenizer(gguf: file)
-        let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
+        let template = try ChatPrompt.template(file: file, templateFile: try chatTemplate.resolvedFile())
         let modelContext = try ModelConfiguration(gguf: file).contextLength
         let context = min(contextLength, modelContext)
 
@@ -73,7 +74,7 @@ struct RouterCommand: AsyncParsableCommand {
         let configuration = RouterConfiguration(
             host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         let app = try makeRouterApplication(
-            configuration: configuration, tokenizer: tokenizer, template: chat.template, backend: backend,
+            configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
             metrics: metrics, logger: logger)
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
         let refresher = Task { await backend.refreshPeriodically() }

@@ -19,6 +19,7 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
 
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
@@ -50,7 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
         let path = try modelOptions.resolvedPath()
         let file = try GGUFFile(path: path)
         let tokenizer = try Tokenizer(gguf: file)
-        let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
+        let template = try ChatPrompt.template(file: file, templateFile: try chatTemplate.resolvedFile())
         let model = try TransformerModel(file: file)
         let context = min(contextLength, model.configuration.contextLength)
         guard context >= 16 else { throw ValidationError("--context must be at least 16, got \(contextLength)") }
@@ -70,7 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration = RouterConfiguration(
             host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         let app = try makeRouterApplication(
-            configuration: configuration, tokenizer: tokenizer, template: chat.template, backend: backend,
+            configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
             logger: Logger(label: "baton.router"))
         logger.info("serving \(id) at http://\(host):\(port)/v1 (\(threads) threads, context \(context), \(blocks) KV blocks)")
         try await app.runService()

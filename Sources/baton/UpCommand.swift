@@ -20,6 +20,7 @@ struct UpCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
 
     @Option(help: "Port of the OpenAI API (http://127.0.0.1:PORT/v1).")
     var port = 8080
@@ -80,7 +81,8 @@ struct UpCommand: AsyncParsableCommand {
                 "--node", "decode-0", "--model", model, "--context", String(contextLength)] + common + threadFlags),
             ChildSpec(name: "router", arguments: [
                 "router", "--placement", placement, "--host", host, "--port", String(port), "--node", "router",
-                "--model", model, "--context", String(contextLength)] + common),
+                "--model", model, "--context", String(contextLength)] + common
+                + (try chatTemplate.resolvedFile().map { ["--chat-template", $0] } ?? [])),
         ]
 
         let supervisor = Supervisor(executable: executable)
