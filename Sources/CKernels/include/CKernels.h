@@ -32,7 +32,14 @@ typedef enum bk_type {
     BK_TYPE_F16 = 1,
     BK_TYPE_Q4_0 = 2,
     BK_TYPE_Q4_1 = 3,
+    BK_TYPE_Q5_0 = 6,
+    BK_TYPE_Q5_1 = 7,
     BK_TYPE_Q8_0 = 8,
+    BK_TYPE_Q2_K = 10,
+    BK_TYPE_Q3_K = 11,
+    BK_TYPE_Q4_K = 12,
+    BK_TYPE_Q5_K = 13,
+    BK_TYPE_Q6_K = 14,
     BK_TYPE_BF16 = 30,
 } bk_type;
 
@@ -124,11 +131,11 @@ void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows
 void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
                int columns, const void *act, int batch, float *out, size_t out_stride);
 
-/// Sixteen-row interleaved copies of quantized weights (Q4_0, Q4_1, Q8_0), for the compute-bound batched
+/// Sixteen-row interleaved copies of quantized weights (Q4_0, Q4_1, Q8_0; Q5_0, Q5_1, Q4_K, Q6_K in kquants_x16.c), for the compute-bound batched
 /// mat-vec: the same bytes as the GGUF blocks, reordered so one int32 lane holds one row (layout in matmul.c).
 /// Bytes of one group of 16 rows × one block of 32 columns (0 for other types).
 size_t bk_x16_group_block_bytes(bk_type wtype);
-/// Bytes of the copy of `rows` × `columns` weights; 0 unless rows is a multiple of 16 and columns of 32.
+/// Bytes of the copy of `rows` × `columns` weights; 0 unless rows is a multiple of 16 and columns of the block size.
 size_t bk_x16_bytes(bk_type wtype, int rows, int columns);
 /// Writes the copy of the weights at `w` (rows `row_bytes` apart) to `dst` (`bk_x16_bytes` bytes).
 /// Returns 0, or -1 for a type or shape it does not take.
@@ -152,6 +159,24 @@ float bk_q8_0_dot_scalar(const void *wrow, const void *act, int columns);
 
 /// Dequantizes `count` consecutive elements of one row (count a multiple of the type's block size).
 void bk_dequantize_row(bk_isa isa, bk_type wtype, const void *wrow, float *dst, int count);
+
+// MARK: - Q5_0, Q5_1 and K-quants (kquants.c; block layouts documented there)
+//
+// Q5_0 / Q5_1 take the q8_0 / q8_1 activations above. The K-quants (Q2_K ... Q6_K, rows of whole 256-element
+// super-blocks) take q8_K activations, which `bk_quantize_act` makes for those weight types in the same scratch
+// (`bk_act_bytes` covers both): per 256 elements d = 1 / (−127 / x_max) in f32, q = ggml's nearest_int(x · −127 /
+// x_max) (round half to even) capped at 127, and the sum of every 16 q, exactly ggml's quantize_row_q8_K.
+
+/// Reads back super-block `block` of vector `vector` from q8_K scratch (tests and tooling).
+void bk_act_k_block(const void *scratch, int columns, int vector, int block, int8_t qs[256], float *d,
+                    int16_t bsums[16]);
+/// Rounds `rows` vectors of `columns` (a multiple of 256) floats through q8_K and back (y = d · q), as the
+/// decode path's activations for K-quant weights are rounded; the prefill path applies it before products with
+/// K-quant weights. `x` and `y` may be the same buffer.
+void bk_q8k_roundtrip(const float *x, float *y, int columns, int rows);
+/// Scalar twin of one row × one quantized vector for Q5_0, Q5_1 or a K-quant: exact integer dots per block
+/// (per super-block for K-quants: S = Σ scale·(Σ q·y − offset·bsum), M = Σ min·bsum), scaled in f32 block by block.
+float bk_kq_dot_scalar(bk_type wtype, const void *wrow, const void *act, int columns);
 
 // MARK: - CRC32C (used by the KV transport; independent of the kernels above)
 

@@ -269,14 +269,14 @@ extension PrefillEngine: TransformerBackend {
         let out = w.rows, inner = w.columns
         let source = x
         var x = UnsafePointer(x)
-        if roundsActivations && w.type.blockElements == 32 {
+        if roundsActivations && w.isQuantized {
             let rounded = roundedInput
             let sharesInput = p == .key || p == .value || p == .up
             if !sharesInput || roundedSource?.pointer != source || roundedSource?.rows != rows {
                 let parts = min(pool.threadCount, rows)
                 pool.parallelFor(parts) { part in
                     let begin = rows * part / parts, end = rows * (part + 1) / parts
-                    bk_q8_roundtrip(Kernels.isa, x + begin * inner, rounded + begin * inner, Int32(inner), Int32(end - begin))
+                    Kernels.roundActivations(for: w, x + begin * inner, rounded + begin * inner, rows: end - begin)
                 }
                 roundedSource = (source, rows)
             }

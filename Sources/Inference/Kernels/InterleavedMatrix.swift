@@ -15,8 +15,9 @@ public final class InterleavedMatrix: @unchecked Sendable {
     let bytes: UnsafeMutableRawPointer
     let byteCount: Int
 
-    /// Nil where the interleaved kernel does not apply: a type other than Q4_0, Q4_1 or Q8_0, rows not a multiple
-    /// of 16, or a CPU without AVX-512 VNNI (there the in-place kernels are the fast ones).
+    /// Nil where the interleaved kernel does not apply: a type other than Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K or Q6_K (the
+    /// types of llama.cpp's Q4_K_M files), rows not a multiple of 16, or a CPU without AVX-512 VNNI (there the
+    /// in-place kernels are the fast ones).
     public init?(_ w: WeightMatrix) {
         guard Kernels.isa == BK_ISA_AVX512 else { return nil }
         let count = bk_x16_bytes(w.kernelType, Int32(w.rows), Int32(w.columns))

@@ -49,8 +49,8 @@ public enum Kernels {
     /// Batched mat-vec: for b in 0..<batch, `output[b*rows + r] = Σ_c W[r, c] * input[b*columns + c]`.
     ///
     /// `input` holds `batch` vectors of `w.columns` floats; `output` receives `batch` vectors of `w.rows`.
-    /// For quantized weights the input is first quantized to int8 blocks of 32 (exactly as llama.cpp's
-    /// `quantize_row_q8_0` / `q8_1`), once per call; the weight rows are streamed once for all vectors.
+    /// For quantized weights the input is first quantized to int8 blocks (exactly as llama.cpp's `quantize_row_q8_0`
+    /// / `q8_1`, or `q8_K` for the K-quants), once per call; the weight rows are streamed once for all vectors.
     /// Rows are split over `pool`'s threads in contiguous ranges. Each vector's result is the same
     /// whatever `batch` is. Does not allocate once the pool's scratch has grown to the largest call;
     /// uses `pool`, so it must not run concurrently with another call on the same pool.
@@ -104,12 +104,13 @@ public enum Kernels {
 
     /// Several products of one input in a single fork/join, for the decode path where a step's fork/joins
     /// cost as much as its smaller products: `parts[i].output = input · parts[i].weightsᵀ`, each exactly as
-    /// `matmul` computes it. The input is quantized once when the parts share a weight type (else each part
-    /// runs as its own `matmul`).
+    /// `matmul` computes it. The input is quantized once per distinct weight type (llama.cpp's Q4_K_M files
+    /// mix Q5_0 and Q8_0 in Q/K/V), side by side in the pool's scratch; parts of different row lengths run as
+    /// their own `matmul`.
     ///
     /// With `epilogue`, every part must have the same rows: each task covers one row range in all parts and
-    /// then calls `epilogue(range)` (SwiGLU right after gate and up, while those rows are in cache); without
-    /// a shared quantization the epilogue runs once over all rows at the end.
+    /// then calls `epilogue(range)` (SwiGLU right after gate and up, while those rows are in cache); when the
+    /// parts cannot share a fork/join the epilogue runs once over all rows at the end.
     static func matmul(
         group parts: UnsafeBufferPointer<Projection>, input: UnsafePointer<Float>, batch: Int, pool: ThreadPool,
         epilogue: ((Range<Int>) -> Void)? = nil
@@ -118,8 +119,7 @@ public enum Kernels {
         precondition(
             epilogue == nil || parts.allSatisfy { $0.weights.rows == first.rows },
             "matmul(group:): an epilogue needs parts of equal rows")
-        guard parts.allSatisfy({ $0.weights.kernelType == first.kernelType && $0.weights.columns == first.columns })
-        else {
+        guard parts.allSatisfy({ $0.weights.columns == first.columns }) else {
             for (i, part) in parts.enumerated() {
                 matmul(part.weights, interleaved: part.interleaved, input: input, batch: batch, output: part.output,
                        pool: pool, sameInput: i > 0)
@@ -127,30 +127,53 @@ public enum Kernels {
             epilogue?(0..<first.rows)
             return
         }
-        let act = activations(for: first, input: input, batch: batch, pool: pool, sameInput: false)
+        // acts[i]: what part i's kernel reads.
+        var acts = [UnsafeRawPointer](repeating: UnsafeRawPointer(input), count: parts.count)
+        if parts.allSatisfy({ $0.weights.kernelType == first.kernelType }) {
+            let act = activations(for: first, input: input, batch: batch, pool: pool, sameInput: false)
+            for i in acts.indices { acts[i] = act }
+        } else {
+            var kinds: [bk_type] = []
+            for part in parts where part.weights.isQuantized && !kinds.contains(part.weights.kernelType) {
+                kinds.append(part.weights.kernelType)
+            }
+            let stride = bk_act_bytes(Int32(first.columns), Int32(batch)).kernelRoundedUp(to: 64)
+            let scratch = pool.scratchBuffer(bytes: max(1, kinds.count) * stride)
+            pool.quantizedInput = nil
+            for (k, kind) in kinds.enumerated() {
+                bk_quantize_act(isa, kind, input, Int32(first.columns), Int32(batch), scratch + k * stride)
+            }
+            for (i, part) in parts.enumerated() where part.weights.isQuantized {
+                acts[i] = UnsafeRawPointer(scratch + kinds.firstIndex(of: part.weights.kernelType)! * stride)
+            }
+        }
         let threads = pool.threadCount
         if let epilogue {
             let rows = first.rows
             let tasks = taskCount(rows: rows, threads: threads, batch: batch * parts.count)
-            pool.parallelFor(tasks) { task in
-                let range = rowRange(task: task, of: tasks, rows: rows)
-                for part in parts { part.multiply(range, act: act, batch: batch) }
-                epilogue(range)
+            acts.withUnsafeBufferPointer { acts in
+                pool.parallelFor(tasks) { task in
+                    let range = rowRange(task: task, of: tasks, rows: rows)
+                    for (i, part) in parts.enumerated() { part.multiply(range, act: acts[i], batch: batch) }
+                    epilogue(range)
+                }
             }
             return
         }
         var total = 0
         for part in parts { total += taskCount(rows: part.weights.rows, threads: threads, batch: batch) }
-        pool.parallelFor(total) { task in
-            var task = task
-            for part in parts {
-                let rows = part.weights.rows
-                let tasks = taskCount(rows: rows, threads: threads, batch: batch)
-                if task < tasks {
-                    part.multiply(rowRange(task: task, of: tasks, rows: rows), act: act, batch: batch)
-                    return
+        acts.withUnsafeBufferPointer { acts in
+            pool.parallelFor(total) { task in
+                var task = task
+                for (i, part) in parts.enumerated() {
+                    let rows = part.weights.rows
+                    let tasks = taskCount(rows: rows, threads: threads, batch: batch)
+                    if task < tasks {
+                        part.multiply(rowRange(task: task, of: tasks, rows: rows), act: acts[i], batch: batch)
+                        return
+                    }
+                    task -= tasks
                 }
-                task -= tasks
             }
         }
     }
@@ -185,6 +208,17 @@ public enum Kernels {
         let start = task == 0 ? 0 : min(rows, (rows * task / tasks).kernelRoundedUp(to: 16))
         let end = task == tasks - 1 ? rows : min(rows, (rows * (task + 1) / tasks).kernelRoundedUp(to: 16))
         return start..<end
+    }
+
+    /// Rounds `rows` vectors of `w.columns` floats through the int8 blocks the decode kernels quantize them to for
+    /// `w` (q8_K for the K-quants, else q8_0) and back, so the f32 prefill path sees the activations the integer
+    /// kernels see. `x` and `y` may be the same buffer.
+    static func roundActivations(for w: WeightMatrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, rows: Int) {
+        if w.type.blockElements == 256 {
+            bk_q8k_roundtrip(x, y, Int32(w.columns), Int32(rows))
+        } else {
+            bk_q8_roundtrip(isa, x, y, Int32(w.columns), Int32(rows))
+        }
     }
 
     /// Dequantizes row `row` (`w.columns` floats) into `into`. `row` must be in `0..<w.rows`.

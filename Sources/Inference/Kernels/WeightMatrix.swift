@@ -7,10 +7,11 @@ import GGUF
 /// `base` usually points into the model's memory-mapped file; the view does not own it, so whoever created
 /// the view keeps the mapping alive while the view is in use. Decode kernels read the blocks in place.
 public struct WeightMatrix: @unchecked Sendable {
-    /// Element type: `.q4_0`, `.q4_1`, `.q8_0` (fast integer kernels), `.f16`, `.bf16`, `.f32`.
+    /// Element type: one of `GGMLType.supportedTypes` (quantized types run integer kernels on int8 activations;
+    /// `.f16`, `.bf16`, `.f32` run f32 kernels).
     public let type: GGMLType
     public let rows: Int
-    /// Elements per row; a multiple of 32 for the quantized types.
+    /// Elements per row; a multiple of the type's block size (32, or 256 for the K-quants).
     public let columns: Int
     /// Row 0; row `r` starts at `base + r * rowBytes`.
     public let base: UnsafeRawPointer
@@ -20,6 +21,12 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// Checks the shape against the type's block size; throws `.invalidArgument` naming the problem.
     public init(type: GGMLType, rows: Int, columns: Int, base: UnsafeRawPointer) throws(InferenceError) {
+        guard type.isSupported else {
+            throw InferenceError(
+                .unsupportedModel,
+                "tensor type \(type) has no kernels in Baton (supported: "
+                    + GGMLType.supportedTypes.map(\.name).joined(separator: ", ") + ")")
+        }
         guard rows > 0, rows <= Int(Int32.max) else {
             throw InferenceError(.invalidArgument, "weight matrix needs 1...\(Int32.max) rows, got \(rows)")
         }

@@ -39,6 +39,20 @@ func randomKernelWeights(_ type: GGMLType, rows: Int, columns: Int, random: inou
             putF16(random.float() * 0.02, at: offset)
             if type == .q4_1 { putF16(random.float() * 0.1, at: offset + 2) }
         }
+    case .q5_0, .q5_1, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+        // Every f16 field of the block (scale, and min or dmin), at the offsets kquants.c documents; the K-quants'
+        // super-scales multiply sub-block scales of up to 63 (127 for Q6_K), so they are smaller.
+        let fields: [Int] = switch type {
+        case .q5_0: [0]
+        case .q2_K: [80, 82]
+        case .q3_K: [108]
+        case .q6_K: [208]
+        default: [0, 2]
+        }
+        let scale: Float = type.blockElements == 256 ? 0.001 : 0.02
+        for block in 0..<(rows * columns / type.blockElements) {
+            for field in fields { putF16(random.float() * scale, at: block * type.blockBytes + field) }
+        }
     case .f32:
         for i in 0..<(rows * columns) {
             let bits = (random.float() * 0.5).bitPattern
@@ -52,6 +66,8 @@ func randomKernelWeights(_ type: GGMLType, rows: Int, columns: Int, random: inou
             bytes[2 * i] = UInt8(bits & 0xFF)
             bytes[2 * i + 1] = UInt8(bits >> 8)
         }
+    default:
+        preconditionFailure("no random weights for \(type)")
     }
     return bytes
 }
