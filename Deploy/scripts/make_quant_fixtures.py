@@ -5,8 +5,10 @@ package's `dequantize`:
 - Tests/InferenceTests/Fixtures/dequantize.json: raw blocks of every quantized type Baton supports and the values
   gguf-py gives for them (Tests/InferenceTests/Kernels/DequantizeReferenceTests.swift);
 - Tests/InferenceTests/Fixtures/requantized_tensors.json (with --models): for every tensor of every test model of
-  Deploy/scripts/make_requantized_models.py, a checksum of gguf-py's dequantized values, Σ bits_i·(2i + 1) mod 2^64 over
-  the f32 bit patterns (any single differing value changes it), for RequantizedModelTests.
+  Deploy/scripts/make_requantized_models.py, a checksum of gguf-py's dequantized values of its first 16 rows,
+  Σ bits_i·(2i + 1) mod 2^64 over the f32 bit patterns (any single differing value changes it), for
+  RequantizedModelTests (whole tensors would cost the debug-built test minutes; the random blocks of
+  dequantize.json cover every bit pattern).
 
     ~/.cache/baton/venv/bin/python Deploy/scripts/make_quant_fixtures.py [--models]
 
@@ -32,6 +34,7 @@ except ImportError:
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "Tests" / "InferenceTests" / "Fixtures" / "dequantize.json"
 MODELS_OUT = ROOT / "Tests" / "InferenceTests" / "Fixtures" / "requantized_tensors.json"
+ROWS = 16  # rows of each tensor checked
 
 T = gguf.GGMLQuantizationType
 # type -> (blocks to write, byte offsets of the f16 scale fields inside one block)
@@ -69,8 +72,9 @@ def model_checksums() -> None:
         reader = gguf.GGUFReader(str(path))
         tensors = {}
         for t in reader.tensors:
-            values = quants.dequantize(t.data, t.tensor_type)
-            tensors[t.name] = {"type": t.tensor_type.name, "checksum": checksum(values)}
+            row_length = int(t.shape[0])
+            values = quants.dequantize(t.data, t.tensor_type).reshape(-1, row_length)[:ROWS]
+            tensors[t.name] = {"type": t.tensor_type.name, "rows": int(values.shape[0]), "checksum": checksum(values)}
         out["models"][path.name] = {"sha256": requantized.sha256(path), "tensors": tensors}
         print(f"{path.name}: {len(tensors)} tensors", file=sys.stderr)
     MODELS_OUT.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")

@@ -24,7 +24,11 @@ OUT = requantized.ROOT / "Tests" / "InferenceTests" / "Fixtures" / "greedy_refer
 
 
 def main() -> None:
+    import argparse
     import jinja2
+    parser = argparse.ArgumentParser(description="llama.cpp's greedy continuations on the requantized test models")
+    parser.add_argument("--output", default=str(OUT))
+    args = parser.parse_args()
     from llama_cpp import Llama
     references.STEPS = STEPS
     document = {
@@ -51,8 +55,8 @@ def main() -> None:
             case.update({"tokens": out, "ended_with_eog": eog, "top2": top2, "top2_logit_gaps": gaps, "top5": top5})
         document["models"][path.name] = {"sha256": requantized.sha256(path), "cases": cases}
         print(f"{path.name}: {len(cases)} cases", file=sys.stderr)
-    OUT.write_text(json.dumps(document, separators=(",", ":")) + "\n")
-    print(f"wrote {OUT.relative_to(requantized.ROOT)}")
+    pathlib.Path(args.output).write_text(json.dumps(document, separators=(",", ":")) + "\n")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

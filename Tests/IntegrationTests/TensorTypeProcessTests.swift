@@ -42,14 +42,14 @@ struct TensorTypeProcessTests {
         defer { try? FileManager.default.removeItem(at: url) }
         let inspect = try await BatonProcess.run(["inspect", "--model", url.path])
         #expect(inspect.status == 0, "inspect failed: \(inspect.error)")
-        #expect(inspect.output.contains("IQ4_NL 1"), inspect.output)
-        #expect(inspect.output.contains("no kernels for IQ4_NL") && inspect.output.contains("generate"), inspect.output)
+        #expect(inspect.output.contains("IQ4_NL 1"), "\(inspect.output)")
+        #expect(inspect.output.contains("no kernels for IQ4_NL") && inspect.output.contains("generate"), "\(inspect.output)")
         let json = try await BatonProcess.run(["inspect", "--model", url.path, "--json"])
         let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
         #expect(object?["unsupported_tensor_types"] as? [String] == ["IQ4_NL"])
         let generate = try await BatonProcess.run(["generate", "--model", url.path, "--prompt", "Hi", "--max-tokens", "2"])
         #expect(generate.status != 0)
-        #expect(generate.error.contains("blk.0.attn_q.weight") && generate.error.contains("IQ4_NL"), generate.error)
+        #expect(generate.error.contains("blk.0.attn_q.weight") && generate.error.contains("IQ4_NL"), "\(generate.error)")
     }
 
     @Test("inspect, generate and serve work on the Q4_K_M requantization")
@@ -74,7 +74,7 @@ struct TensorTypeProcessTests {
             "http://127.0.0.1:\(port)/v1/completions",
             json: #"{"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}"#)
         #expect(reply.status == 200, "serve answered \(reply.status): \(reply.body)")
-        #expect(reply.body.contains("Paris"), reply.body)
+        #expect(reply.body.contains("Paris"), "\(reply.body)")
         kill(server.process.processIdentifier, SIGINT)
         #expect(try await server.exitStatus(timeout: .seconds(20)) == 0)
     }

@@ -59,7 +59,7 @@ struct KQuantKernelTests {
         let columns = 768, batch = 2
         var x = random.floats(columns * batch, scale: 3)
         for i in 256..<512 { x[i] = 0 }  // an all-zero super-block: d = 0, q = 0
-        x[5] = -7; x[9] = 7  // ties on magnitude: the first (negative) one sets the sign of iscale
+        x[5] = -7; x[9] = 7  // a tie on magnitude: the first one is x_max
         let scratch = KernelActivationScratch(columns: columns, batch: batch)
         bk_quantize_act(isa, BK_TYPE_Q4_K, x, Int32(columns), Int32(batch), scratch.pointer)
         for v in 0..<batch {
@@ -70,7 +70,9 @@ struct KQuantKernelTests {
                 #expect(got.qs == want.qs && got.d == want.d && got.bsums == want.bsums, "vector \(v) block \(b)")
             }
         }
-        #expect(Self.kBlock(scratch, vector: 0, block: 0).qs[5] == 127)
+        // x_max is −7 (the first of ±7), so iscale = −127/−7 > 0 and d > 0; +7 first would flip both signs.
+        let tie = Self.kBlock(scratch, vector: 0, block: 0)
+        #expect(tie.d > 0 && tie.qs[5] == -127 && tie.qs[9] == 127)
         // The prefill path's round trip rounds exactly as the decode path quantizes.
         var y = [Float](repeating: .nan, count: columns * batch)
         bk_q8k_roundtrip(x, &y, Int32(columns), Int32(batch))

@@ -25,6 +25,8 @@ struct RequantizedModelTests {
         }
         struct Tensor: Decodable {
             let type: String
+            /// Leading rows the checksum covers.
+            let rows: Int
             let checksum: String
         }
         let models: [String: Model]
@@ -37,7 +39,8 @@ struct RequantizedModelTests {
         return sum
     }
 
-    @Test("every tensor of every requantized model dequantizes to gguf-py's values", arguments: RequantizedModels.kinds)
+    @Test("the leading rows of every tensor of every requantized model dequantize to gguf-py's values",
+          arguments: RequantizedModels.kinds)
     func tensorsMatchGgufPy(kind: String) throws {
         let url = try #require(Bundle.module.url(forResource: "requantized_tensors", withExtension: "json", subdirectory: "Fixtures"))
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
@@ -45,23 +48,36 @@ struct RequantizedModelTests {
         let reference = try #require(fixture.models[name], "no checksums for \(name) in requantized_tensors.json")
         let file = try GGUFFile(path: try RequantizedModels.path(kind))
         #expect(file.tensors.count == reference.tensors.count)
-        let pool = ThreadPool(threads: 2)
         var types = Set<GGMLType>()
         for tensor in file.tensors {
             let want = try #require(reference.tensors[tensor.name], "\(name): tensor \(tensor.name) has no checksum")
             #expect(tensor.type.name == want.type, "\(name) \(tensor.name)")
             types.insert(tensor.type)
-            let values = UnsafeMutableBufferPointer<Float>.allocate(capacity: tensor.elementCount)
+            let rows = min(want.rows, tensor.rowCount)
+            #expect(rows == want.rows, "\(name) \(tensor.name)")
+            let values = UnsafeMutableBufferPointer<Float>.allocate(capacity: rows * tensor.rowLength)
             defer { values.deallocate() }
             let base = file.withTensorData(tensor) { $0.baseAddress! }
             let w = try WeightMatrix(type: tensor.type, rows: tensor.rowCount, columns: tensor.rowLength, base: base)
-            Kernels.dequantizeAll(w, into: values.baseAddress!, pool: pool)
+            for r in 0..<rows { Kernels.dequantizeRow(w, row: r, into: values.baseAddress! + r * tensor.rowLength) }
             let got = String(Self.checksum(UnsafeBufferPointer(values)), radix: 16)
             #expect(got == String(UInt64(want.checksum, radix: 16)!, radix: 16),
                     "\(name): \(tensor.name) (\(tensor.type)) dequantizes to other values than gguf-py's")
         }
         #expect(types.contains { $0.blockElements == 256 } || kind == "Q5_0" || kind == "Q5_1", "\(name) holds no K-quant tensor: \(types)")
     }
+
+    /// A mismatch (teacher-forced: Baton's own gap; free-running: llama.cpp's top-2 gap where Baton parts) is a
+    /// near-tie below this. Measured on these files: llama.cpp's own AVX-512 build parts from its AVX2 build (the
+    /// reference) at gaps up to 0.59 (Q2_K); Baton on AVX-512 parts from the reference at up to 0.89 (Q3_K_M) and
+    /// from the AVX-512 build at up to 0.62 (Q6_K), and picks another token teacher-forced at gaps up to 0.68. The
+    /// default model's tighter bounds (GreedyReferenceTests) come from a fixture made on the same ISA as Baton's
+    /// fast path; a wrong scale, layout or rounding moves logits by whole units.
+    static let nearTieGap = 1.0
+
+    /// Bound on the mean difference between Baton's and llama.cpp's logits over llama.cpp's top 5, per file:
+    /// measured 0.29 (Q5_0) to 0.50 (Q2_K pure) on AVX-512 against the AVX2-made reference; 1.5× the largest.
+    static let meanLogitNoise = 0.75
 
     struct GreedyFixture: Decodable {
         struct Model: Decodable {
@@ -88,7 +104,7 @@ struct RequantizedModelTests {
         let cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: 128)
         let prefill = try PrefillEngine(model: model, cache: cache, threads: 2, maxContext: 256)
         let decode = try DecodeEngine(model: model, cache: cache, threads: 2, maxBatch: 1, maxContext: 256)
-        var steps = 0, nearTies: [String] = [], identical = 0, partings: [String] = []
+        var steps = 0, nearTies: [String] = [], identical = 0, partings: [String] = [], deltas: [Double] = []
         for (index, c) in reference.cases.enumerated() {
             // Teacher-forced: the prompt on the prefill path, then llama.cpp's tokens on the decode path.
             let sequence = cache.createSequence()
@@ -99,11 +115,14 @@ struct RequantizedModelTests {
                     logits = decode.logits(row: 0)
                 }
                 steps += 1
+                deltas.append(stride(from: 0, to: c.top5[step].count, by: 2).map { i in
+                    abs(Double(logits[Int(c.top5[step][i])]) - c.top5[step][i + 1])
+                }.max() ?? 0)
                 let ours = argmax(logits)
                 guard ours != top2[0] else { continue }
                 let gap = Double(logits[Int(ours)] - logits[Int(top2[0])])
                 nearTies.append("case \(index) step \(step) gap \(GreedyReferenceTests.rounded(gap))")
-                #expect(gap < GreedyReferenceTests.nearTieGap,
+                #expect(gap < Self.nearTieGap,
                         "\(name) case \(index) (\(c.kind)) step \(step): Baton picks \(ours) over llama.cpp's \(top2[0]) by a clear \(gap)")
             }
             cache.free(sequence)
@@ -120,9 +139,12 @@ struct RequantizedModelTests {
             guard let step = parted else { identical += 1; continue }
             let gap = c.top2_logit_gaps[step]
             partings.append("case \(index) at step \(step), llama.cpp's gap \(gap)")
-            #expect(gap < GreedyReferenceTests.freeRunNearTie,
+            #expect(gap < Self.nearTieGap,
                     "\(name) case \(index) (\(c.kind)): Baton parts from llama.cpp at step \(step), where llama.cpp's top-2 gap is a clear \(gap)")
         }
-        print("\(name): \(steps - nearTies.count)/\(steps) teacher-forced steps pick llama.cpp's token; \(identical)/\(reference.cases.count) continuations identical; parts: \(partings); near-ties: \(nearTies)")
+        let sorted = deltas.sorted()
+        let mean = deltas.reduce(0, +) / Double(max(1, deltas.count)), p90 = sorted[sorted.count * 9 / 10]
+        #expect(mean < Self.meanLogitNoise, "\(name): Baton's logits sit \(mean) from llama.cpp's on average (p90 \(p90))")
+        print("\(name): \(steps - nearTies.count)/\(steps) teacher-forced steps pick llama.cpp's token; \(identical)/\(reference.cases.count) continuations identical; logits \(GreedyReferenceTests.rounded(mean)) from llama.cpp's on average (p90 \(GreedyReferenceTests.rounded(p90))); parts: \(partings); near-ties: \(nearTies)")
     }
 }
