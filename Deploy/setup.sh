@@ -26,8 +26,10 @@ model_sha256="$(awk '/SmolLM2-135M-Instruct.Q4_1.gguf/ {print $1}' "$here/models
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------------
+# gcc-aarch64-linux-gnu and qemu-user build and run the arm64 kernel twin tests (Deploy/scripts/test-kernels.sh).
 packages=(libopenblas-dev libibverbs-dev libnghttp2-dev nghttp2-client libssl-dev python3 python3-pip
-          ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv systemd)
+          ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv systemd
+          gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,3 +9,21 @@ swift build --build-tests
 # Serial: the model-heavy tests are synchronous and would starve the 2-core cooperative pool that the
 # transport tests' timeouts run on.
 swift test --skip-build --no-parallel
+
+# The numerics again on every lower ISA path this CPU has, since CI lands on AVX-512 and AVX2-only machines at random
+# and users' boxes may have neither: BATON_ISA caps the kernels, and OpenBLAS (prefill's sgemm) gets the core type of
+# a CPU of that kind (Deploy/scripts/isa_paths.py). InferenceTests holds what depends on the path: the kernels'
+# twin tests and the engine's agreement with llama.cpp.
+read -r -a paths <<<"$(python3 Deploy/scripts/isa_paths.py paths)"
+best="${paths[${#paths[@]}-1]}"
+echo "[test] the full suite ran on this CPU's best ISA path, $best"
+for isa in avx512 avx2 scalar; do
+    [ "$isa" = "$best" ] && continue
+    if [[ " ${paths[*]} " != *" $isa "* ]]; then
+        echo "[test] skipping the $isa path: this CPU does not have it"
+        continue
+    fi
+    mapfile -t forced < <(python3 Deploy/scripts/isa_paths.py env "$isa")
+    echo "[test] InferenceTests on the $isa path (${forced[*]})"
+    env "${forced[@]}" swift test --skip-build --no-parallel --filter InferenceTests
+done

@@ -46,17 +46,21 @@ static void values_scalar(int f16, const float *p, int group, int hd, const uint
     }
 }
 
-#if BK_X86
 /// How far ahead the walks over a sequence's blocks prefetch, and into which cache. Blocks are scattered (a
 /// layer's blocks sit 12 KB apart for SmolLM2), so the hardware prefetchers cannot see the next one coming.
 /// Measured with `bench model --context 2048` on 1 thread (AVX-512): into L2 and two blocks ahead gives batch 1
 /// 97–107 tokens/s against 76–90 for L1 and one ahead (whose fill buffers run out) and batch 8 212–223 against
 /// 187–192; one or three ahead into L2, or also fetching the values during the scores, measured the same.
+#ifndef KV_AHEAD
+#define KV_AHEAD 2
+#endif
+#if BK_X86
 #ifndef KV_HINT
 #define KV_HINT _MM_HINT_T1
 #endif
-#ifndef KV_AHEAD
-#define KV_AHEAD 2
+#define KV_PREFETCH(p) _mm_prefetch((const char *)(p), KV_HINT)
+#else
+#define KV_PREFETCH(p) __builtin_prefetch((p), 0, 2)  // read, into L2 (AArch64: prfm pldl2keep)
 #endif
 
 /// Starts fetching this head's rows of the block holding position `t` (if t < count).
@@ -65,7 +69,7 @@ BK_INLINE void prefetch_block(const uint8_t *base, size_t bb, const int32_t *tab
     if (t >= count) return;
     const uint8_t *p = base + (size_t)table[t / bs] * bb + off;
     const int rows = count - t < bs ? count - t : bs;
-    for (size_t line = 0; line < (size_t)rows * row_bytes; line += 64) _mm_prefetch((const char *)(p + line), KV_HINT);
+    for (size_t line = 0; line < (size_t)rows * row_bytes; line += 64) KV_PREFETCH(p + line);
 }
 
 /// Called at each block start `t0` of a walk over positions: keeps the blocks KV_AHEAD ahead on their way.
@@ -76,6 +80,7 @@ BK_INLINE void prefetch_ahead(const uint8_t *base, size_t bb, const int32_t *tab
     prefetch_block(base, bb, table, bs, off, row_bytes, t0 + KV_AHEAD * bs, count);
 }
 
+#if BK_X86
 /// Lane i = the sum of y[i]'s eight lanes.
 BK_AVX2 BK_INLINE __m256 sums8(const __m256 y[8]) {
     __m256 p[4];
@@ -256,15 +261,90 @@ BK_AVX512 static void values_avx512(int f16, const float *p, int group, int hd, 
 }
 #endif
 
+#if BK_ARM
+// MARK: - NEON
+
+/// Up to 8 consecutive rows of one block (`n` of them, `hd` elements each, hd a multiple of 4) as f32, into `dst`.
+BK_INLINE void rows_f32_neon(int f16, const uint8_t *src, int n, int hd, float *dst) {
+    const int total = n * hd;
+    if (!f16) {
+        memcpy(dst, src, (size_t)total * 4);
+        return;
+    }
+    for (int i = 0; i < total; i += 4)
+        vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(src + 2 * (size_t)i)))));
+}
+
+static void scores_neon(int f16, const float *q, int group, int hd, float scale, const uint8_t *base, size_t bb,
+                        const int32_t *table, int bs, size_t koff, int count, float *scores) {
+    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
+    float rows[8 * 256];
+    for (int t0 = 0; t0 < count; t0 += bs) {
+        const uint8_t *block = base + (size_t)table[t0 / bs] * bb + koff;
+        const int n = count - t0 < bs ? count - t0 : bs;
+        prefetch_ahead(base, bb, table, bs, koff, rowb, t0, count);
+        for (int j0 = 0; j0 < n; j0 += 8) {  // each key row converted once for all heads of the group
+            const int m = n - j0 < 8 ? n - j0 : 8;
+            rows_f32_neon(f16, block + (size_t)j0 * rowb, m, hd, rows);
+            for (int h = 0; h < group; h++) {
+                const float *qh = q + (size_t)h * hd;
+                for (int j = 0; j < m; j++) {
+                    float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0);
+                    int d = 0;
+                    for (; d + 8 <= hd; d += 8) {
+                        a0 = vfmaq_f32(a0, vld1q_f32(qh + d), vld1q_f32(rows + j * hd + d));
+                        a1 = vfmaq_f32(a1, vld1q_f32(qh + d + 4), vld1q_f32(rows + j * hd + d + 4));
+                    }
+                    if (d < hd) a0 = vfmaq_f32(a0, vld1q_f32(qh + d), vld1q_f32(rows + j * hd + d));
+                    scores[(size_t)h * count + t0 + j0 + j] = vaddvq_f32(vaddq_f32(a0, a1)) * scale;
+                }
+            }
+        }
+    }
+}
+
+static void values_neon(int f16, const float *p, int group, int hd, const uint8_t *base, size_t bb,
+                        const int32_t *table, int bs, size_t voff, int count, float *out) {
+    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
+    for (int h = 0; h < group; h++) {
+        const float *ph = p + (size_t)h * count;
+        float *oh = out + (size_t)h * hd;
+        for (int d0 = 0; d0 < hd; d0 += 16) {  // four registers of the output row at a time
+            const int nv = hd - d0 >= 16 ? 4 : (hd - d0) / 4;
+            float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+            for (int t0 = 0; t0 < count; t0 += bs) {
+                prefetch_ahead(base, bb, table, bs, voff, rowb, t0, count);
+                const uint8_t *block = base + (size_t)table[t0 / bs] * bb + voff;
+                const int n = count - t0 < bs ? count - t0 : bs;
+                for (int j = 0; j < n; j++) {
+                    const uint8_t *v = block + (size_t)j * rowb;
+                    const float w = ph[t0 + j];
+                    for (int k = 0; k < nv; k++) {
+                        const int d = d0 + 4 * k;
+                        const float32x4_t x = f16 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(v + 2 * (size_t)d))))
+                                                  : vld1q_f32((const float *)(v + 4 * (size_t)d));
+                        acc[k] = vfmaq_n_f32(acc[k], x, w);
+                    }
+                }
+            }
+            for (int k = 0; k < nv; k++) vst1q_f32(oh + d0 + 4 * k, acc[k]);
+        }
+    }
+}
+#endif
+
 // MARK: - Entry points
 
 /// The variant a call runs: the AVX-512 kernel where it takes the head size (`wide`), else AVX2 for head sizes
-/// in whole 8-float registers, else the scalar twin; heads over 256 floats (the row buffer) always run scalar.
+/// in whole 8-float registers (NEON: 4-float), else the scalar twin; heads over 256 floats (the row buffer) always
+/// run scalar.
 static bk_isa attention_isa(bk_isa isa, int hd, int wide) {
     bk_isa e = bk_effective_isa(isa);
     if (hd > 256) return BK_ISA_SCALAR;
     if (e == BK_ISA_AVX512 && !wide) e = BK_ISA_AVX2;
     if (e == BK_ISA_AVX2 && hd % 8 != 0) e = BK_ISA_SCALAR;
+    if (e == BK_ISA_NEON_DOTPROD) e = BK_ISA_NEON;  // float work: the dot-product extension changes nothing
+    if (e == BK_ISA_NEON && hd % 4 != 0) e = BK_ISA_SCALAR;
     return e;
 }
 
@@ -282,6 +362,11 @@ void bk_attn_scores(bk_isa isa, int is_f16, const float *q, int group, int hd, f
         scores_avx2(is_f16, q, group, hd, scale, base, block_bytes, table, block_size, k_offset, count, scores);
         return;
     default: break;
+    }
+#elif BK_ARM
+    if (attention_isa(isa, hd, 0) == BK_ISA_NEON) {
+        scores_neon(is_f16, q, group, hd, scale, base, block_bytes, table, block_size, k_offset, count, scores);
+        return;
     }
 #else
     (void)isa;
@@ -307,6 +392,11 @@ void bk_attn_values(bk_isa isa, int is_f16, const float *p, int group, int hd, c
         values_avx2(is_f16, p, group, hd, base, block_bytes, table, block_size, v_offset, count, out);
         return;
     default: break;
+    }
+#elif BK_ARM
+    if (attention_isa(isa, hd, 0) == BK_ISA_NEON) {
+        values_neon(is_f16, p, group, hd, base, block_bytes, table, block_size, v_offset, count, out);
+        return;
     }
 #else
     (void)isa;

@@ -15,9 +15,21 @@
 #define BK_X86 0
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define BK_ARM 1
+#include <arm_neon.h>
+// The NEON variants need nothing beyond the AArch64 baseline; the `sdot` ones are compiled for ARMv8.2's dot
+// product alone, so the rest of the binary runs on any ARMv8-A core.
+#define BK_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#define BK_NEON
+#else
+#define BK_ARM 0
+#endif
+
 #define BK_INLINE static inline __attribute__((always_inline))
 
-/// The ISA a request actually runs: the requested one if supported, else the best one below it.
+/// The ISA a request actually runs: the requested one if supported (of this architecture, at or below the
+/// BATON_ISA cap), else the best usable one below it; an ISA of another architecture runs scalar.
 bk_isa bk_effective_isa(bk_isa requested);
 
 // MARK: - Quantized activation scratch layout (per vector; nbp = block count rounded up to even,
@@ -77,6 +89,11 @@ void bk_kq_matmul_x16(bk_isa isa, bk_type t, const void *packed, int row_begin, 
                       const void *act, int batch, float *out, size_t out_stride);
 
 BK_INLINE uint16_t bk_load_u16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+#if BK_ARM
+/// An f16 at `p` (any alignment) as f32, by the AArch64 conversion instruction (exact, as bk_f16_to_f32).
+BK_INLINE float bk_load_f16(const void *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
+#endif
 
 /// The lanes of a 16-lane (or 8-lane) loop step at element i of n: all of them, or the n - i left at the tail.
 BK_INLINE uint16_t bk_tail16(size_t n, size_t i) { return n - i >= 16 ? (uint16_t)0xFFFF : (uint16_t)((1u << (n - i)) - 1); }

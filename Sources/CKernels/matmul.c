@@ -16,8 +16,6 @@ BK_INLINE int block_bytes(bk_type t) {
     }
 }
 
-BK_INLINE uint32_t load_u32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-
 // MARK: - Scalar twins
 
 float bk_q4_0_dot_scalar(const void *wrow, const void *act, int columns) {
@@ -115,8 +113,41 @@ static void fmm_scalar(bk_type type, const uint8_t *w, size_t rb, int r0, int r1
     }
 }
 
+// Instantiations with constant type and batch, so the per-vector accumulators live in registers.
+#define BK_Q_VARIANT(isa, impl, T, name)                                                                    \
+    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const uint8_t *act, \
+                         float *out, size_t os, float *dm) {                                                 \
+        switch (B) {                                                                                         \
+        case 1: impl(T, 1, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 2: impl(T, 2, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 3: impl(T, 3, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 4: impl(T, 4, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 5: impl(T, 5, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 6: impl(T, 6, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        case 7: impl(T, 7, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
+        default: impl(T, 8, w, rb, r0, r1, columns, act, out, os, dm); break;                                \
+        }                                                                                                    \
+    }
+
+#define BK_F_VARIANT(isa, impl, T, name)                                                                    \
+    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const float *x,   \
+                         float *out, size_t os) {                                                           \
+        switch (B) {                                                                                        \
+        case 1: impl(T, 1, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 2: impl(T, 2, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 3: impl(T, 3, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 4: impl(T, 4, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 5: impl(T, 5, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 6: impl(T, 6, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        case 7: impl(T, 7, w, rb, r0, r1, columns, x, out, os); break;                                      \
+        default: impl(T, 8, w, rb, r0, r1, columns, x, out, os); break;                                     \
+        }                                                                                                   \
+    }
+
 #if BK_X86
 // MARK: - AVX2 (one block per step: maddubs + madd, as ggml)
+
+BK_INLINE uint32_t load_u32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 BK_AVX2 BK_INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -516,43 +547,12 @@ BK_AVX512 BK_INLINE void fmm_avx512(const bk_type type, const int B, const uint8
     }
 }
 
-// Instantiations with constant type and batch, so the per-vector accumulators live in registers.
-#define BK_Q_VARIANT(isa, impl, T, name)                                                                    \
-    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const uint8_t *act, \
-                         float *out, size_t os, float *dm) {                                                 \
-        switch (B) {                                                                                         \
-        case 1: impl(T, 1, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 2: impl(T, 2, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 3: impl(T, 3, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 4: impl(T, 4, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 5: impl(T, 5, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 6: impl(T, 6, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        case 7: impl(T, 7, w, rb, r0, r1, columns, act, out, os, dm); break;                                 \
-        default: impl(T, 8, w, rb, r0, r1, columns, act, out, os, dm); break;                                \
-        }                                                                                                    \
-    }
-
 BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q4_0, q4_0_avx512)
 BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q4_1, q4_1_avx512)
 BK_Q_VARIANT(BK_AVX512, qmm_avx512, BK_TYPE_Q8_0, q8_0_avx512)
 BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q4_0, q4_0_avx2)
 BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q4_1, q4_1_avx2)
 BK_Q_VARIANT(BK_AVX2, qmm_avx2, BK_TYPE_Q8_0, q8_0_avx2)
-
-#define BK_F_VARIANT(isa, impl, T, name)                                                                    \
-    isa static void name(int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, const float *x,   \
-                         float *out, size_t os) {                                                           \
-        switch (B) {                                                                                        \
-        case 1: impl(T, 1, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 2: impl(T, 2, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 3: impl(T, 3, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 4: impl(T, 4, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 5: impl(T, 5, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 6: impl(T, 6, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        case 7: impl(T, 7, w, rb, r0, r1, columns, x, out, os); break;                                      \
-        default: impl(T, 8, w, rb, r0, r1, columns, x, out, os); break;                                     \
-        }                                                                                                   \
-    }
 
 BK_F_VARIANT(BK_AVX512, fmm_avx512, BK_TYPE_F32, f32_avx512)
 BK_F_VARIANT(BK_AVX512, fmm_avx512, BK_TYPE_F16, f16_avx512)
@@ -562,7 +562,201 @@ BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_F16, f16_avx2)
 BK_F_VARIANT(BK_AVX2, fmm_avx2, BK_TYPE_BF16, bf16_avx2)
 #endif
 
+#if BK_ARM
+// MARK: - NEON, one block per step (as ggml's ARM vec_dot kernels)
+//
+// Weights become signed bytes (Q4_0: nibble - 8, Q4_1: the nibble, Q8_0: as stored), so a block's dot with the
+// activation is one exact int32 with no correction term. With the dot-product extension two `sdot` per 32 elements
+// give it; without, `smull`/`smlal2` multiply into int16 (a product ≤ 128·127, a pair of them ≤ 32512) and
+// `saddlp`/`sadalp` widen the pairs. Each vector accumulates its blocks in its own registers, so the result never
+// depends on the batch.
+
+/// Block `blk` of `T` as 32 signed weights (w0: elements 0–15, w1: 16–31), its scale and (Q4_1) minimum.
+BK_INLINE void neon_weights(const bk_type T, const uint8_t *blk, int8x16_t *w0, int8x16_t *w1, float *dw, float *mw) {
+    *dw = bk_load_f16(blk);
+    *mw = 0;
+    if (T == BK_TYPE_Q8_0) {
+        *w0 = vld1q_s8((const int8_t *)(blk + 2));
+        *w1 = vld1q_s8((const int8_t *)(blk + 18));
+        return;
+    }
+    const uint8x16_t q = vld1q_u8(blk + (T == BK_TYPE_Q4_1 ? 4 : 2));
+    int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    if (T == BK_TYPE_Q4_0) {
+        lo = vsubq_s8(lo, vdupq_n_s8(8));
+        hi = vsubq_s8(hi, vdupq_n_s8(8));
+    } else {
+        *mw = bk_load_f16(blk + 2);
+    }
+    *w0 = lo;
+    *w1 = hi;
+}
+
+BK_INLINE int32x4_t dot32_neon(int8x16_t w0, int8x16_t w1, const int8_t *y) {
+    const int8x16_t y0 = vld1q_s8(y), y1 = vld1q_s8(y + 16);
+    const int16x8_t p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(y0)), w0, y0);
+    const int16x8_t p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(y1)), w1, y1);
+    return vpadalq_s16(vpaddlq_s16(p0), p1);
+}
+
+BK_DOTPROD BK_INLINE int32x4_t dot32_sdot(int8x16_t w0, int8x16_t w1, const int8_t *y) {
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, vld1q_s8(y)), w1, vld1q_s8(y + 16));
+}
+
+/// The row kernel for one block-dot instruction sequence (`DOT`), compiled with the ISA attribute `ATTR`: GCC and
+/// Clang refuse to inline an `sdot` helper into code built without the extension, so the sdot and plain variants
+/// are two instantiations of the same text. `dm` is unused (the m·s term is summed in a float per vector).
+#define BK_NEON_QMM(ATTR, NAME, DOT)                                                                              \
+    ATTR BK_INLINE void NAME(const bk_type T, const int B, const uint8_t *w, size_t rb, int r0, int r1, int columns, \
+                             const uint8_t *act, float *out, size_t os, float *dm) {                               \
+        (void)dm;                                                                                                  \
+        const bk_act_layout l = bk_layout(columns);                                                                \
+        const int bs = block_bytes(T);                                                                             \
+        for (int r = r0; r < r1; r++) {                                                                            \
+            const uint8_t *row = w + (size_t)r * rb;                                                               \
+            float32x4_t acc[8];                                                                                    \
+            float ms[8];                                                                                           \
+            for (int v = 0; v < B; v++) {                                                                          \
+                acc[v] = vdupq_n_f32(0);                                                                           \
+                ms[v] = 0;                                                                                         \
+            }                                                                                                      \
+            for (int b = 0; b < l.nb; b++) {                                                                       \
+                int8x16_t w0, w1;                                                                                  \
+                float dw, mw;                                                                                      \
+                neon_weights(T, row + (size_t)b * bs, &w0, &w1, &dw, &mw);                                         \
+                for (int v = 0; v < B; v++) {                                                                      \
+                    const uint8_t *av = act + (size_t)v * l.stride;                                                \
+                    const int32x4_t p = DOT(w0, w1, (const int8_t *)(av + l.qs) + 32 * b);                        \
+                    acc[v] = vfmaq_n_f32(acc[v], vcvtq_f32_s32(p), dw * ((const float *)(av + l.d))[b]);           \
+                    if (T == BK_TYPE_Q4_1) ms[v] += mw * ((const float *)(av + l.s))[b];                           \
+                }                                                                                                  \
+            }                                                                                                      \
+            for (int v = 0; v < B; v++) out[(size_t)v * os + r] = vaddvq_f32(acc[v]) + ms[v];                      \
+        }                                                                                                          \
+    }
+
+BK_NEON_QMM(BK_NEON, qmm_neon, dot32_neon)
+BK_NEON_QMM(BK_DOTPROD, qmm_sdot, dot32_sdot)
+
+BK_INLINE float32x4_t load_weights4(const bk_type t, const uint8_t *row, int c) {
+    switch (t) {
+    case BK_TYPE_F16: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(row + 2 * (size_t)c))));
+    case BK_TYPE_BF16: return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)(row + 2 * (size_t)c)), 16));
+    default: return vld1q_f32((const float *)(row + 4 * (size_t)c));
+    }
+}
+
+BK_INLINE void fmm_neon(const bk_type type, const int B, const uint8_t *w, size_t rb, int r0, int r1, int columns,
+                        const float *x, float *out, size_t os) {
+    const int main = columns & ~3;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        float32x4_t acc[8];
+        for (int v = 0; v < B; v++) acc[v] = vdupq_n_f32(0);
+        for (int c = 0; c < main; c += 4) {
+            const float32x4_t wv = load_weights4(type, row, c);
+            for (int v = 0; v < B; v++) acc[v] = vfmaq_f32(acc[v], wv, vld1q_f32(x + (size_t)v * columns + c));
+        }
+        for (int v = 0; v < B; v++) {
+            float s = vaddvq_f32(acc[v]);
+            for (int c = main; c < columns; c++) s += load_weight_scalar(type, row, c) * x[(size_t)v * columns + c];
+            out[(size_t)v * os + r] = s;
+        }
+    }
+}
+
+BK_Q_VARIANT(BK_NEON, qmm_neon, BK_TYPE_Q4_0, q4_0_neon)
+BK_Q_VARIANT(BK_NEON, qmm_neon, BK_TYPE_Q4_1, q4_1_neon)
+BK_Q_VARIANT(BK_NEON, qmm_neon, BK_TYPE_Q8_0, q8_0_neon)
+BK_Q_VARIANT(BK_DOTPROD, qmm_sdot, BK_TYPE_Q4_0, q4_0_sdot)
+BK_Q_VARIANT(BK_DOTPROD, qmm_sdot, BK_TYPE_Q4_1, q4_1_sdot)
+BK_Q_VARIANT(BK_DOTPROD, qmm_sdot, BK_TYPE_Q8_0, q8_0_sdot)
+BK_F_VARIANT(BK_NEON, fmm_neon, BK_TYPE_F32, f32_neon)
+BK_F_VARIANT(BK_NEON, fmm_neon, BK_TYPE_F16, f16_neon)
+BK_F_VARIANT(BK_NEON, fmm_neon, BK_TYPE_BF16, bf16_neon)
+#endif
+
 // MARK: - Entry points
+//
+// Each pass of up to 8 vectors goes to the kernel of (ISA, type): qmm_simd for the quantized types, fmm_simd for the
+// float ones. Where an ISA has no kernel for a type they return 0 and the scalar twin runs. A new weight type adds a
+// case to the switch of every ISA it has a kernel for (and its block layout to block_bytes and the scalar twins).
+
+/// One pass of the in-place quantized kernel of ISA `e` (already effective) for `wtype`; 0 if there is none.
+static int qmm_simd(bk_isa e, bk_type wtype, int B, const uint8_t *w, size_t rb, int r0, int r1, int columns,
+                    const uint8_t *a, float *o, size_t os, float *dm) {
+    switch (e) {
+#if BK_X86
+    case BK_ISA_AVX512:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: q4_0_avx512(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q4_1: q4_1_avx512(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q8_0: q8_0_avx512(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        default: return 0;
+        }
+    case BK_ISA_AVX2:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: q4_0_avx2(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q4_1: q4_1_avx2(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q8_0: q8_0_avx2(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        default: return 0;
+        }
+#elif BK_ARM
+    case BK_ISA_NEON_DOTPROD:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: q4_0_sdot(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q4_1: q4_1_sdot(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q8_0: q8_0_sdot(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        default: return 0;
+        }
+    case BK_ISA_NEON:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: q4_0_neon(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q4_1: q4_1_neon(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        case BK_TYPE_Q8_0: q8_0_neon(B, w, rb, r0, r1, columns, a, o, os, dm); return 1;
+        default: return 0;
+        }
+#endif
+    default:
+        (void)wtype, (void)B, (void)w, (void)rb, (void)r0, (void)r1, (void)columns, (void)a, (void)o, (void)os, (void)dm;
+        return 0;
+    }
+}
+
+/// One pass of the float-weight kernel of ISA `e` (already effective) for `wtype`; 0 if there is none.
+static int fmm_simd(bk_isa e, bk_type wtype, int B, const uint8_t *w, size_t rb, int r0, int r1, int columns,
+                    const float *x, float *o, size_t os) {
+    switch (e) {
+#if BK_X86
+    case BK_ISA_AVX512:
+        switch (wtype) {
+        case BK_TYPE_F16: f16_avx512(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_BF16: bf16_avx512(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_F32: f32_avx512(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        default: return 0;
+        }
+    case BK_ISA_AVX2:
+        switch (wtype) {
+        case BK_TYPE_F16: f16_avx2(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_BF16: bf16_avx2(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_F32: f32_avx2(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        default: return 0;
+        }
+#elif BK_ARM
+    case BK_ISA_NEON_DOTPROD:
+    case BK_ISA_NEON:
+        switch (wtype) {
+        case BK_TYPE_F16: f16_neon(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_BF16: bf16_neon(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        case BK_TYPE_F32: f32_neon(B, w, rb, r0, r1, columns, x, o, os); return 1;
+        default: return 0;
+        }
+#endif
+    default:
+        (void)wtype, (void)B, (void)w, (void)rb, (void)r0, (void)r1, (void)columns, (void)x, (void)o, (void)os;
+        return 0;
+    }
+}
 
 void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int row_begin, int row_end,
                int columns, const void *act, int batch, float *out, size_t out_stride) {
@@ -587,20 +781,7 @@ void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int r
             int B = batch - v0 < 8 ? batch - v0 : 8;
             const uint8_t *a = (const uint8_t *)act + (size_t)v0 * l.stride;
             float *o = out + (size_t)v0 * out_stride;
-#if BK_X86
-            if (e == BK_ISA_AVX512) {
-                if (wtype == BK_TYPE_Q4_0) q4_0_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                else if (wtype == BK_TYPE_Q4_1) q4_1_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                else q8_0_avx512(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                continue;
-            }
-            if (e == BK_ISA_AVX2) {
-                if (wtype == BK_TYPE_Q4_0) q4_0_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                else if (wtype == BK_TYPE_Q4_1) q4_1_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                else q8_0_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm);
-                continue;
-            }
-#endif
+            if (qmm_simd(e, wtype, B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride, dm)) continue;
             qmm_scalar(wtype, wb, row_bytes, row_begin, row_end, columns, a, B, o, out_stride);
         }
         if (dm != dmStack) free(dm);
@@ -610,20 +791,7 @@ void bk_matmul(bk_isa isa, bk_type wtype, const void *w, size_t row_bytes, int r
         int B = batch - v0 < 8 ? batch - v0 : 8;
         const float *x = (const float *)act + (size_t)v0 * columns;
         float *o = out + (size_t)v0 * out_stride;
-#if BK_X86
-        if (e == BK_ISA_AVX512) {
-            if (wtype == BK_TYPE_F16) f16_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            else if (wtype == BK_TYPE_BF16) bf16_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            else f32_avx512(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            continue;
-        }
-        if (e == BK_ISA_AVX2) {
-            if (wtype == BK_TYPE_F16) f16_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            else if (wtype == BK_TYPE_BF16) bf16_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            else f32_avx2(B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride);
-            continue;
-        }
-#endif
+        if (fmm_simd(e, wtype, B, wb, row_bytes, row_begin, row_end, columns, x, o, out_stride)) continue;
         fmm_scalar(wtype, wb, row_bytes, row_begin, row_end, columns, x, B, o, out_stride);
     }
 }
@@ -702,6 +870,35 @@ BK_AVX2 static uint64_t burn_avx2(uint64_t iterations, int32_t *sink) {
     *sink = t[0] + t[7];
     return iterations * 12 * 32;
 }
+#elif BK_ARM
+/// The NEON mat-vec's dot without `sdot`: smull + smlal2 + sadalp per 16 multiply-accumulates.
+static uint64_t burn_neon(uint64_t iterations, int32_t *sink) {
+    int32x4_t acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = vdupq_n_s32(i);
+    int8x16_t w = vdupq_n_s8(3), x = vdupq_n_s8(5);
+    for (uint64_t n = 0; n < iterations; n++) {
+        for (int i = 0; i < 12; i++) acc[i] = vpadalq_s16(acc[i], vmlal_high_s8(vmull_s8(vget_low_s8(w), vget_low_s8(x)), w, x));
+        __asm__ volatile("" : "+w"(w), "+w"(x));
+    }
+    int32x4_t s = acc[0];
+    for (int i = 1; i < 12; i++) s = vaddq_s32(s, acc[i]);
+    *sink = vgetq_lane_s32(s, 0) + vgetq_lane_s32(s, 3);
+    return iterations * 12 * 16;
+}
+
+BK_DOTPROD static uint64_t burn_sdot(uint64_t iterations, int32_t *sink) {
+    int32x4_t acc[24];
+    for (int i = 0; i < 24; i++) acc[i] = vdupq_n_s32(i);
+    int8x16_t w = vdupq_n_s8(3), x = vdupq_n_s8(5);
+    for (uint64_t n = 0; n < iterations; n++) {
+        for (int i = 0; i < 24; i++) acc[i] = vdotq_s32(acc[i], w, x);
+        __asm__ volatile("" : "+w"(w), "+w"(x));
+    }
+    int32x4_t s = acc[0];
+    for (int i = 1; i < 24; i++) s = vaddq_s32(s, acc[i]);
+    *sink = vgetq_lane_s32(s, 0) + vgetq_lane_s32(s, 3);
+    return iterations * 24 * 16;
+}
 #endif
 
 uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink) {
@@ -710,6 +907,12 @@ uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink) {
     switch (bk_effective_isa(isa)) {
     case BK_ISA_AVX512: return burn_avx512(iterations, sink);
     case BK_ISA_AVX2: return burn_avx2(iterations, sink);
+    default: break;
+    }
+#elif BK_ARM
+    switch (bk_effective_isa(isa)) {
+    case BK_ISA_NEON_DOTPROD: return burn_sdot(iterations, sink);
+    case BK_ISA_NEON: return burn_neon(iterations, sink);
     default: break;
     }
 #else
@@ -896,7 +1099,132 @@ BK_AVX512 BK_INLINE void x16_avx512(const bk_type T, const int B, const uint8_t 
 BK_X16_VARIANT(BK_TYPE_Q4_0, x16_q4_0_avx512)
 BK_X16_VARIANT(BK_TYPE_Q4_1, x16_q4_1_avx512)
 BK_X16_VARIANT(BK_TYPE_Q8_0, x16_q8_0_avx512)
+
+/// The same copy read with AVX2 (no VNNI): each 64-byte word's 32-byte halves hold rows 0–7 and 8–15 of the group,
+/// so a half is eight rows with one int32 lane each, walked in its own pass over the group's blocks (the second
+/// pass reads the group from L1). vpmaddubsw multiplies unsigned weight bytes by signed activation bytes into int16
+/// pairs. A Q4 nibble (≤ 15) times |q| ≤ 127 keeps a pair ≤ 3810, so a block's eight products add up in int16
+/// (≤ 30480) before one vpmaddwd widens them. Q8_0's pairs would overflow int16 (the copy holds x ^ 0x80, up to 255),
+/// so its bytes are turned back to signed and multiplied as |w| · sign(y, w), as qmm_avx2 does, each product widened
+/// on its own. Per (row, vector) the f32 steps are those of x16_group, so each result is the same whatever B.
+BK_AVX2 BK_INLINE void x16_half_avx2(const bk_type T, const int B, const uint8_t *g, int nb, int half,
+                                     const uint8_t *act, const bk_act_layout *l, float *out, size_t os, int r) {
+    const size_t gbb = bk_x16_group_block_bytes(T), qb = x16_qbytes(T);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    for (int v = 0; v < B; v++) acc[v] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *p = g + (size_t)b * gbb;
+        if (half == 0)
+            for (size_t line = 0; line < gbb; line += 64) _mm_prefetch((const char *)(p + X16_AHEAD * gbb + line), X16_HINT);
+        __m256i w[8];    // unsigned operands (Q4 nibbles, Q8_0 |w|)
+        __m256i sgn[8];  // Q8_0: the signed weights, whose signs move onto the activations
+        if (T == BK_TYPE_Q8_0) {
+            const __m256i flip = _mm256_set1_epi8((char)0x80);
+            for (int k = 0; k < 8; k++) {
+                sgn[k] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 64 * k + 32 * half)), flip);
+                w[k] = _mm256_abs_epi8(sgn[k]);
+            }
+        } else {
+            for (int j = 0; j < 4; j++) {
+                const __m256i z = _mm256_loadu_si256((const __m256i *)(p + 64 * j + 32 * half));
+                w[j] = _mm256_and_si256(z, low4);
+                w[j + 4] = _mm256_and_si256(_mm256_srli_epi16(z, 4), low4);
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + qb + 16 * half)));
+        const __m256 mw = T == BK_TYPE_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + qb + 32 + 16 * half)))
+                                            : _mm256_setzero_ps();
+        for (int v = 0; v < B; v++) {
+            const uint8_t *av = act + (size_t)v * l->stride;
+            const int32_t *q = (const int32_t *)(av + l->qs + 32 * (size_t)b);
+            __m256i ai;
+            if (T == BK_TYPE_Q8_0) {
+                ai = _mm256_setzero_si256();
+                for (int k = 0; k < 8; k++) {
+                    const __m256i y = _mm256_sign_epi8(_mm256_set1_epi32(q[k]), sgn[k]);
+                    ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], y), ones));
+                }
+            } else {
+                __m256i s16 = _mm256_maddubs_epi16(w[0], _mm256_set1_epi32(q[0]));
+                for (int k = 1; k < 8; k++) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(q[k])));
+                ai = _mm256_madd_epi16(s16, ones);
+                if (T == BK_TYPE_Q4_0) ai = _mm256_add_epi32(ai, _mm256_set1_epi32(((const int32_t *)(av + l->bias))[8 * b]));
+            }
+            const float dl = ((const float *)(av + l->d))[b];
+            acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ai), _mm256_mul_ps(dw, _mm256_set1_ps(dl)), acc[v]);
+            if (T == BK_TYPE_Q4_1) acc[v] = _mm256_fmadd_ps(mw, _mm256_set1_ps(((const float *)(av + l->s))[b]), acc[v]);
+        }
+    }
+    for (int v = 0; v < B; v++) _mm256_storeu_ps(out + (size_t)v * os + r + 8 * half, acc[v]);
+}
+
+/// Up to four vectors per pass over a group: eight weight operands and four accumulators fill AVX2's sixteen
+/// registers, so a batch of eight walks each (L1-resident) group twice.
+BK_AVX2 BK_INLINE void x16_avx2(const bk_type T, const int B, const uint8_t *packed, int r0, int r1, int columns,
+                                const uint8_t *act, float *out, size_t os) {
+    const bk_act_layout l = bk_layout(columns);
+    const size_t gbb = bk_x16_group_block_bytes(T);
+    for (int r = r0; r < r1; r += 16) {
+        const uint8_t *g = packed + (size_t)(r / 16) * l.nb * gbb;
+        for (int half = 0; half < 2; half++) {
+            for (int v0 = 0; v0 < B; v0 += 4) {
+                const uint8_t *a = act + (size_t)v0 * l.stride;
+                float *o = out + (size_t)v0 * os;
+                switch (B - v0 < 4 ? B - v0 : 4) {
+                case 1: x16_half_avx2(T, 1, g, l.nb, half, a, &l, o, os, r); break;
+                case 2: x16_half_avx2(T, 2, g, l.nb, half, a, &l, o, os, r); break;
+                case 3: x16_half_avx2(T, 3, g, l.nb, half, a, &l, o, os, r); break;
+                default: x16_half_avx2(T, 4, g, l.nb, half, a, &l, o, os, r); break;
+                }
+            }
+        }
+    }
+}
+
+BK_AVX2 static void x16_q4_0_avx2(int B, const uint8_t *p, int r0, int r1, int columns, const uint8_t *act, float *out,
+                                  size_t os) { x16_avx2(BK_TYPE_Q4_0, B, p, r0, r1, columns, act, out, os); }
+BK_AVX2 static void x16_q4_1_avx2(int B, const uint8_t *p, int r0, int r1, int columns, const uint8_t *act, float *out,
+                                  size_t os) { x16_avx2(BK_TYPE_Q4_1, B, p, r0, r1, columns, act, out, os); }
+BK_AVX2 static void x16_q8_0_avx2(int B, const uint8_t *p, int r0, int r1, int columns, const uint8_t *act, float *out,
+                                  size_t os) { x16_avx2(BK_TYPE_Q8_0, B, p, r0, r1, columns, act, out, os); }
 #endif
+
+/// One pass (B ≤ 8 vectors) of `isa`'s interleaved kernel for `wtype`; 0 where there is none (the caller runs the
+/// scalar reading). A new type or ISA adds its case here and its entry in bk_x16_preferred.
+static int x16_simd(bk_isa isa, bk_type wtype, int B, const uint8_t *p, int r0, int r1, int columns,
+                    const uint8_t *a, float *o, size_t os) {
+    switch (bk_effective_isa(isa)) {
+#if BK_X86
+    case BK_ISA_AVX512:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: x16_q4_0_avx512(B, p, r0, r1, columns, a, o, os); return 1;
+        case BK_TYPE_Q4_1: x16_q4_1_avx512(B, p, r0, r1, columns, a, o, os); return 1;
+        case BK_TYPE_Q8_0: x16_q8_0_avx512(B, p, r0, r1, columns, a, o, os); return 1;
+        default: return 0;
+        }
+    case BK_ISA_AVX2:
+        switch (wtype) {
+        case BK_TYPE_Q4_0: x16_q4_0_avx2(B, p, r0, r1, columns, a, o, os); return 1;
+        case BK_TYPE_Q4_1: x16_q4_1_avx2(B, p, r0, r1, columns, a, o, os); return 1;
+        case BK_TYPE_Q8_0: x16_q8_0_avx2(B, p, r0, r1, columns, a, o, os); return 1;
+        default: return 0;
+        }
+#endif
+    default:
+        (void)wtype, (void)B, (void)p, (void)r0, (void)r1, (void)columns, (void)a, (void)o, (void)os;
+        return 0;
+    }
+}
+
+int bk_x16_preferred(bk_isa isa, bk_type wtype) {
+    if (bk_x16_group_block_bytes(wtype) == 0) return 0;
+    switch (bk_effective_isa(isa)) {
+    case BK_ISA_AVX512: return 1;
+    case BK_ISA_AVX2: return 1;
+    default: return 0;
+    }
+}
 
 void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin, int row_end, int columns,
                    const void *act, int batch, float *out, size_t out_stride) {
@@ -911,16 +1239,7 @@ void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin,
         const int B = batch - v0 < 8 ? batch - v0 : 8;
         const uint8_t *a = (const uint8_t *)act + (size_t)v0 * l.stride;
         float *o = out + (size_t)v0 * out_stride;
-#if BK_X86
-        if (bk_effective_isa(isa) == BK_ISA_AVX512) {
-            if (wtype == BK_TYPE_Q4_0) x16_q4_0_avx512(B, p, row_begin, row_end, columns, a, o, out_stride);
-            else if (wtype == BK_TYPE_Q4_1) x16_q4_1_avx512(B, p, row_begin, row_end, columns, a, o, out_stride);
-            else x16_q8_0_avx512(B, p, row_begin, row_end, columns, a, o, out_stride);
-            continue;
-        }
-#else
-        (void)isa;
-#endif
-        x16_scalar(wtype, p, row_begin, row_end, columns, a, B, o, out_stride);
+        if (!x16_simd(isa, wtype, B, p, row_begin, row_end, columns, a, o, out_stride))
+            x16_scalar(wtype, p, row_begin, row_end, columns, a, B, o, out_stride);
     }
 }

@@ -175,6 +175,64 @@ BK_AVX512 static void quantize_avx512(bk_type wtype, const float *x, int columns
 }
 #endif
 
+#if BK_ARM
+/// FCVTNS rounds half to even like the scalar nearbyintf, but turns NaN into 0 where x86 gives INT_MIN (saturated
+/// to -128, which the scalar twin copies): NaN lanes are set to -128 so every ISA stores the same bytes.
+BK_INLINE int32x4_t round_q_neon(float32x4_t x, float32x4_t id) {
+    const int32x4_t q = vcvtnq_s32_f32(vmulq_f32(x, id));
+    return vbslq_s32(vceqq_f32(x, x), q, vdupq_n_s32(-128));
+}
+
+static void quantize_neon(bk_type wtype, const float *x, int columns, int batch, void *scratch) {
+    bk_act_layout l = bk_layout(columns);
+    int32_t mult = bias_multiplier(wtype);
+    for (int v = 0; v < batch; v++) {
+        uint8_t *base = (uint8_t *)scratch + (size_t)v * l.stride;
+        const float *xv = x + (size_t)v * columns;
+        for (int b = 0; b < l.nb; b++) {
+            const float *xb = xv + 32 * b;
+            float32x4_t f[8];
+            float32x4_t m = vdupq_n_f32(0);
+            for (int k = 0; k < 8; k++) {
+                f[k] = vld1q_f32(xb + 4 * k);
+                m = vmaxnmq_f32(m, vabsq_f32(f[k]));  // skips NaNs, as fmaxf does
+            }
+            const float amax = vmaxnmvq_f32(m);
+            const float32x4_t id = vdupq_n_f32(amax != 0.0f ? 127.f / amax : 0.0f);
+            int32x4_t sum = vdupq_n_s32(0);
+            int8_t *qs = (int8_t *)(base + l.qs) + 32 * b;
+            for (int k = 0; k < 8; k += 2) {
+                const int32x4_t q0 = round_q_neon(f[k], id), q1 = round_q_neon(f[k + 1], id);
+                sum = vaddq_s32(sum, vaddq_s32(q0, q1));
+                vst1_s8(qs + 4 * k, vqmovn_s16(vcombine_s16(vqmovn_s32(q0), vqmovn_s32(q1))));
+            }
+            store_block_meta(base, &l, b, amax, vaddvq_s32(sum), mult);
+        }
+        store_padding(base, &l, 0);
+    }
+}
+
+static void q8_roundtrip_neon(const float *x, float *y, int columns, int rows) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * columns;
+        float *yr = y + (size_t)r * columns;
+        for (int b = 0; b < columns / 32; b++) {
+            const float *xb = xr + 32 * b;
+            float32x4_t f[8];
+            float32x4_t m = vdupq_n_f32(0);
+            for (int k = 0; k < 8; k++) {
+                f[k] = vld1q_f32(xb + 4 * k);
+                m = vmaxnmq_f32(m, vabsq_f32(f[k]));
+            }
+            const float amax = vmaxnmvq_f32(m);
+            const float32x4_t id = vdupq_n_f32(amax != 0.0f ? 127.f / amax : 0.0f);
+            const float dq = bk_f16_to_f32(bk_f32_to_f16(amax / 127.f));
+            for (int k = 0; k < 8; k++) vst1q_f32(yr + 32 * b + 4 * k, vmulq_n_f32(vrndnq_f32(vmulq_f32(f[k], id)), dq));
+        }
+    }
+}
+#endif
+
 size_t bk_act_bytes(int columns, int batch) {
     if (columns <= 0 || batch <= 0) return 0;
     return bk_layout(columns).stride * (size_t)batch;
@@ -188,6 +246,8 @@ void bk_quantize_act(bk_isa isa, bk_type wtype, const float *x, int columns, int
     case BK_ISA_AVX2: quantize_avx2(wtype, x, columns, batch, scratch); return;
     default: break;
     }
+#elif BK_ARM
+    if (bk_effective_isa(isa) != BK_ISA_SCALAR) { quantize_neon(wtype, x, columns, batch, scratch); return; }
 #else
     (void)isa;
 #endif
@@ -252,6 +312,10 @@ BK_AVX2 static void q8_roundtrip_avx2(const float *x, float *y, int columns, int
 void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows) {
 #if BK_X86
     if (bk_effective_isa(isa) != BK_ISA_SCALAR) { q8_roundtrip_avx2(x, y, columns, rows); return; }
+#elif BK_ARM
+    if (bk_effective_isa(isa) != BK_ISA_SCALAR) { q8_roundtrip_neon(x, y, columns, rows); return; }
+#else
+    (void)isa;
 #endif
     q8_roundtrip_scalar(x, y, columns, rows);
 }

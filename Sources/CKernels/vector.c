@@ -199,6 +199,58 @@ BK_AVX512 static void axpy_f32_avx512(float alpha, const float *x, float *y, siz
 }
 #endif
 
+#if BK_ARM
+// MARK: - NEON (FCVTL/FCVTN convert f16 as F16C does: round to nearest even, NaNs quieted with their payload)
+
+BK_INLINE float32x4_t load_f16x4(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+static void cvt_to_f16_neon(const float *src, uint16_t *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vcvt_high_f16_f32(vcvt_f16_f32(vld1q_f32(src + i)), vld1q_f32(src + i + 4));
+        vst1q_u16(dst + i, vreinterpretq_u16_f16(h));
+    }
+    for (; i < n; i++) dst[i] = bk_f32_to_f16(src[i]);
+}
+static void cvt_from_f16_neon(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, load_f16x4(src + i));
+    for (; i < n; i++) dst[i] = bk_f16_to_f32(src[i]);
+}
+static float dot_f16_neon(const float *a, const uint16_t *b, size_t n) {
+    float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), load_f16x4(b + i));
+        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), load_f16x4(b + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; i < n; i++) s += a[i] * bk_f16_to_f32(b[i]);
+    return s;
+}
+static void axpy_f16_neon(float alpha, const uint16_t *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), load_f16x4(x + i), alpha));
+    for (; i < n; i++) y[i] += alpha * bk_f16_to_f32(x[i]);
+}
+static float dot_f32_neon(const float *a, const float *b, size_t n) {
+    float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+        acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+    }
+    float s = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+static void axpy_f32_neon(float alpha, const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), alpha));
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+#endif
+
 // MARK: - exp, softmax, SwiGLU and argmax (the forward pass's element-wise steps)
 //
 // e^x by Cephes' polynomial after range reduction by ln 2, clamped and branch-free, with the multiply-adds
@@ -273,6 +325,18 @@ static double sumsq_scalar(const float *x, size_t n) {
     return sumsq_combine(l);
 }
 
+/// Merges per-lane maxima (value, first index) — the largest value, ties to the lower index — then scans the
+/// elements from `from` on, which the lanes did not cover.
+static size_t argmax_merge(const float *bv, const int32_t *bi, int lanes, const float *x, size_t from, size_t n) {
+    size_t result = 0;
+    float value = -INFINITY;
+    for (int k = 0; k < lanes; k++)
+        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
+    for (size_t i = from; i < n; i++)
+        if (x[i] > value) { value = x[i]; result = i; }
+    return result;
+}
+
 #if BK_X86
 #define BK_EXP_BODY(W, cast_i, cast_f)                                                            \
     x = _mm##W##_min_ps(_mm##W##_max_ps(x, _mm##W##_set1_ps(BK_EXP_LOW)), _mm##W##_set1_ps(BK_EXP_HIGH));   \
@@ -342,17 +406,6 @@ BK_AVX512 static double sumsq_avx512(const float *x, size_t n) {
     return sumsq_combine(l);
 }
 
-/// Merges per-lane maxima (value, first index) — the largest value, ties to the lower index — then scans the
-/// elements from `from` on, which the lanes did not cover.
-static size_t argmax_merge(const float *bv, const int32_t *bi, int lanes, const float *x, size_t from, size_t n) {
-    size_t result = 0;
-    float value = -INFINITY;
-    for (int k = 0; k < lanes; k++)
-        if (bv[k] > value || (bv[k] == value && value > -INFINITY && (size_t)bi[k] < result)) { value = bv[k]; result = (size_t)bi[k]; }
-    for (size_t i = from; i < n; i++)
-        if (x[i] > value) { value = x[i]; result = i; }
-    return result;
-}
 
 BK_AVX2 static void exp_avx2(const float *x, float *y, size_t n) {
     size_t i = 0;
@@ -458,6 +511,112 @@ BK_AVX512 static size_t argmax_avx512(const float *x, size_t n) {
 }
 #endif
 
+#if BK_ARM
+/// exp1's steps on four lanes, each multiply-add fused as there (vfmaq_f32(c, a, b) = a·b + c), so the lanes give
+/// exp1's bits.
+BK_INLINE float32x4_t exp4(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(BK_EXP_LOW)), vdupq_n_f32(BK_EXP_HIGH));
+    const float32x4_t magic = vdupq_n_f32(BK_EXP_MAGIC);
+    const float32x4_t shifted = vfmaq_f32(magic, x, vdupq_n_f32(1.44269504f));
+    const float32x4_t n = vsubq_f32(shifted, magic);
+    float32x4_t r = vfmaq_f32(x, n, vdupq_n_f32(-0.693359375f));
+    r = vfmaq_f32(r, n, vdupq_n_f32(2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3344519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+    const uint32x4_t e = vshlq_n_u32(
+        vaddq_u32(vsubq_u32(vreinterpretq_u32_f32(shifted), vreinterpretq_u32_f32(magic)), vdupq_n_u32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_u32(e));
+}
+
+static void swiglu_neon(float *gate, const float *up, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t z = vld1q_f32(gate + i);
+        const float32x4_t e = vaddq_f32(exp4(vnegq_f32(z)), vdupq_n_f32(1.0f));
+        vst1q_f32(gate + i, vmulq_f32(vdivq_f32(z, e), vld1q_f32(up + i)));
+    }
+    swiglu_scalar(gate + i, up + i, n - i);
+}
+
+static void exp_neon(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, exp4(vld1q_f32(x + i)));
+    exp_scalar(x + i, y + i, n - i);
+}
+
+static void softmax_neon(float *x, size_t n) {
+    if (n < 4) { softmax_scalar(x, n); return; }
+    float32x4_t mv = vdupq_n_f32(-INFINITY);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {  // a NaN in x never replaces the max (the comparison is false)
+        const float32x4_t v = vld1q_f32(x + i);
+        mv = vbslq_f32(vcgtq_f32(v, mv), v, mv);
+    }
+    float maximum = vmaxvq_f32(mv);
+    for (size_t j = i; j < n; j++) maximum = x[j] > maximum ? x[j] : maximum;
+    const float32x4_t vmax = vdupq_n_f32(maximum);
+    float32x4_t sv = vdupq_n_f32(0);
+    for (i = 0; i + 4 <= n; i += 4) {
+        const float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), vmax));
+        vst1q_f32(x + i, e);
+        sv = vaddq_f32(sv, e);
+    }
+    float sum = vaddvq_f32(sv);
+    for (; i < n; i++) {
+        x[i] = exp1(x[i] - maximum);
+        sum += x[i];
+    }
+    const float inverse = 1.0f / sum;
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inverse));
+    for (; i < n; i++) x[i] *= inverse;
+}
+
+/// Eight lanes of doubles in four pairs, element i into lane i % 8, as sumsq_scalar adds them.
+static double sumsq_neon(const float *x, size_t n) {
+    float64x2_t l01 = vdupq_n_f64(0), l23 = l01, l45 = l01, l67 = l01;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float32x4_t a = vld1q_f32(x + i), b = vld1q_f32(x + i + 4);
+        const float32x4_t sa = vmulq_f32(a, a), sb = vmulq_f32(b, b);
+        l01 = vaddq_f64(l01, vcvt_f64_f32(vget_low_f32(sa)));
+        l23 = vaddq_f64(l23, vcvt_high_f64_f32(sa));
+        l45 = vaddq_f64(l45, vcvt_f64_f32(vget_low_f32(sb)));
+        l67 = vaddq_f64(l67, vcvt_high_f64_f32(sb));
+    }
+    double l[8];
+    vst1q_f64(l, l01);
+    vst1q_f64(l + 2, l23);
+    vst1q_f64(l + 4, l45);
+    vst1q_f64(l + 6, l67);
+    for (size_t k = 0; i < n; i++, k++) l[k] += (double)(x[i] * x[i]);
+    return sumsq_combine(l);
+}
+
+static size_t argmax_neon(const float *x, size_t n) {
+    if (n < 4 || n > (size_t)INT32_MAX) return argmax_scalar(x, n);
+    float32x4_t best = vdupq_n_f32(-INFINITY);
+    uint32x4_t index = vdupq_n_u32(0);
+    const uint32x4_t lanes = {0, 1, 2, 3};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const uint32x4_t greater = vcgtq_f32(v, best);
+        best = vbslq_f32(greater, v, best);
+        index = vbslq_u32(greater, vaddq_u32(lanes, vdupq_n_u32((uint32_t)i)), index);
+    }
+    float bv[4];
+    int32_t bi[4];
+    vst1q_f32(bv, best);
+    vst1q_s32(bi, vreinterpretq_s32_u32(index));
+    return argmax_merge(bv, bi, 4, x, i, n);
+}
+#endif
+
 // MARK: - Dispatch
 
 #if BK_X86
@@ -465,6 +624,13 @@ BK_AVX512 static size_t argmax_avx512(const float *x, size_t n) {
     switch (bk_effective_isa(isa)) {                                           \
     case BK_ISA_AVX512: return name##_avx512(__VA_ARGS__);                     \
     case BK_ISA_AVX2: return name##_avx2(__VA_ARGS__);                         \
+    default: return name##_scalar(__VA_ARGS__);                                \
+    }
+#elif BK_ARM
+#define BK_DISPATCH(isa, name, ...)                                            \
+    switch (bk_effective_isa(isa)) {                                           \
+    case BK_ISA_NEON_DOTPROD:                                                  \
+    case BK_ISA_NEON: return name##_neon(__VA_ARGS__);                         \
     default: return name##_scalar(__VA_ARGS__);                                \
     }
 #else

@@ -67,12 +67,12 @@ struct TensorTypeProcessTests {
         #expect(generate.output.contains("Paris"), "generate wrote: \(generate.output)")
 
         let port = try OpenAIClientTests.freePort()
-        let server = try BatonProcess(["serve", "--model", model, "--port", "\(port)", "--context", "512"])
+        let server = try BatonProcess(["serve", "--model", model, "--port", "\(port)", "--context", "512", "--served-model-name", "q4km"])
         defer { server.process.terminate() }
         try await server.wait(for: "the server to listen", timeout: .seconds(60)) { $0.standardError.contains("Server started") }
         let reply = try await HTTP.post(
             "http://127.0.0.1:\(port)/v1/completions",
-            json: #"{"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}"#)
+            json: #"{"model": "q4km", "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0}"#)
         #expect(reply.status == 200, "serve answered \(reply.status): \(reply.body)")
         #expect(reply.body.contains("Paris"), "\(reply.body)")
         kill(server.process.processIdentifier, SIGINT)

@@ -1,10 +1,11 @@
 // CKernels: the decode-path compute kernels (quantized mat-vec, f16 helpers) in C with intrinsics.
 //
-// Every SIMD kernel exists in three variants selected at run time — AVX-512 VNNI, AVX2+FMA+F16C and
-// portable scalar — so one binary runs on any x86-64 (and builds scalar-only elsewhere). Functions taking
-// a `bk_isa` run exactly that variant (tests use it to compare each one with its scalar twin); pass
-// `bk_best_isa()` in production. Asking for an ISA the CPU lacks silently runs the best supported one
-// below it, so a call never faults; check `bk_isa_supported` first when it matters.
+// Every SIMD kernel has variants selected at run time — on x86-64 AVX-512 VNNI, AVX2+FMA+F16C and portable
+// scalar; on AArch64 NEON with the dot-product extension (`sdot`), plain NEON and scalar — so one binary runs on
+// any CPU of its architecture (other architectures build scalar-only). Functions taking a `bk_isa` run exactly
+// that variant (tests use it to compare each one with its scalar twin); pass `bk_best_isa()` in production.
+// Asking for an ISA the CPU lacks, or one above the `BATON_ISA` cap, runs the best usable one below it (an ISA
+// of another architecture runs scalar), so a call never faults; check `bk_isa_supported` first when it matters.
 //
 // Quantized mat-vec follows llama.cpp: activations are quantized to int8 blocks of 32 with one scale
 // (`bk_quantize_act`, bit-identical to ggml's AVX2 `quantize_row_q8_0` / `quantize_row_q8_1`), then each
@@ -19,11 +20,14 @@
 extern "C" {
 #endif
 
-/// Instruction-set level of a kernel variant, lowest first.
+/// Instruction-set level of a kernel variant. Each architecture has three levels — scalar, then x86-64's AVX2 and
+/// AVX-512 or AArch64's NEON and NEON with `sdot` — and a level includes the ones below it of its architecture.
 typedef enum bk_isa {
-    BK_ISA_SCALAR = 0,      ///< portable C
-    BK_ISA_AVX2 = 1,        ///< AVX2 + FMA + F16C
-    BK_ISA_AVX512 = 2,      ///< AVX-512 F/BW/VL/DQ + VNNI + VBMI + F16C (Ice Lake, Zen 4 and later)
+    BK_ISA_SCALAR = 0,        ///< portable C (any architecture)
+    BK_ISA_AVX2 = 1,          ///< AVX2 + FMA + F16C (Haswell, Zen and later)
+    BK_ISA_AVX512 = 2,        ///< AVX-512 F/BW/VL/DQ + VNNI + VBMI + F16C (Ice Lake, Zen 4 and later)
+    BK_ISA_NEON = 3,          ///< AArch64 Advanced SIMD (every ARMv8-A core)
+    BK_ISA_NEON_DOTPROD = 4,  ///< NEON + the int8 dot product `sdot` (ARMv8.2 FEAT_DotProd: Cortex-A55/A76, Apple M1 and later)
 } bk_isa;
 
 /// Weight element types, numbered as ggml's `enum ggml_type`.
@@ -43,17 +47,40 @@ typedef enum bk_type {
     BK_TYPE_BF16 = 30,
 } bk_type;
 
-/// Spin-wait hint (`pause` on x86) for busy-waiting threads.
+/// Spin-wait hint (`pause` on x86, `yield` on AArch64) for busy-waiting threads.
 static inline void bk_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #endif
 }
 
-/// The best variant this CPU runs (detected once).
+// MARK: - Choosing the ISA
+//
+// The kernels run the best level the CPU has, unless the environment variable `BATON_ISA` caps it (read once, at
+// the first call of any function below): `auto` (or unset, or empty) for the CPU's best, else a level name of this
+// architecture (`bk_isa_name`): x86-64 `scalar`, `avx2`, `avx512`; AArch64 `scalar`, `neon`, `neon-dotprod`.
+// A value that names no level, or a level the CPU lacks, is an error (`bk_isa_error`): callers must refuse to
+// run, and until they do every kernel runs scalar (never a variant the user did not ask for).
+
+/// The best level this CPU (and build) runs, whatever `BATON_ISA` says (detected once).
+bk_isa bk_cpu_isa(void);
+/// The level the kernels run: the CPU's best, capped by `BATON_ISA`; scalar while `bk_isa_error` is set.
 bk_isa bk_best_isa(void);
-/// 1 if this CPU (and build) can run `isa`'s variant, else 0.
+/// 1 if `BATON_ISA` chose the level (anything but unset, empty or `auto`), else 0.
+int bk_isa_forced(void);
+/// NULL if `BATON_ISA` is usable, else why not: a message naming the variable, its value, the values allowed on
+/// this architecture and the level this CPU runs. Static storage; the same pointer on every call.
+const char *bk_isa_error(void);
+/// 1 if `isa` is of this architecture and at or below `bk_best_isa()`, else 0.
 int bk_isa_supported(bk_isa isa);
+/// The level's `BATON_ISA` spelling: "scalar", "avx2", "avx512", "neon", "neon-dotprod" ("unknown" otherwise).
+const char *bk_isa_name(bk_isa isa);
+/// Parses a `BATON_ISA` value against a CPU whose best level is `cpu` (what `bk_best_isa` does with the
+/// environment; separate so tests can try any value): 0 and the level in *isa (`cpu` itself for unset/""/"auto"),
+/// or -1 with the reason in `message` (always NUL-terminated, truncated to `size`).
+int bk_isa_parse(const char *value, bk_isa cpu, bk_isa *isa, char *message, size_t size);
 
 // MARK: - f16 helpers (IEEE binary16; round-to-nearest-even; NaN stays NaN, quieted)
 
@@ -117,7 +144,7 @@ void bk_act_block(const void *scratch, int columns, int vector, int block,
 /// `bk_quantize_act` rounds them: y = f16(amax/127) · round-half-even(x · 127/amax). The f32 prefill path
 /// applies it before each product with quantized weights, so its products see the activations that
 /// llama.cpp's (and Baton's decode path's) integer kernels see. `x` and `y` may be the same buffer.
-/// AVX2 (used for AVX2 and AVX-512) and scalar variants give bit-identical results.
+/// AVX2 (used for AVX2 and AVX-512), NEON and scalar variants give bit-identical results.
 void bk_q8_roundtrip(bk_isa isa, const float *x, float *y, int columns, int rows);
 
 // MARK: - Mat-vec
@@ -141,15 +168,20 @@ size_t bk_x16_bytes(bk_type wtype, int rows, int columns);
 /// Returns 0, or -1 for a type or shape it does not take.
 int bk_x16_pack(bk_type wtype, const void *w, size_t row_bytes, int rows, int columns, void *dst);
 /// `bk_matmul` over a copy made by `bk_x16_pack`: row_begin and row_end multiples of 16, `act` from
-/// `bk_quantize_act` for `wtype`. Each vector's result is bit-identical whatever the batch; AVX-512 runs the
-/// interleaved kernel, other ISAs the scalar twins' arithmetic.
+/// `bk_quantize_act` for `wtype`. Each vector's result is bit-identical whatever the batch; AVX-512 and AVX2 run
+/// interleaved kernels (the same f32 steps, so the same results), other ISAs the scalar twins' arithmetic.
 void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin, int row_end, int columns,
                    const void *act, int batch, float *out, size_t out_stride);
 
+/// 1 where `isa`'s interleaved kernel for `wtype` beats the in-place one (measured with `baton bench model`), so an
+/// engine should make copies; 0 elsewhere (types without a layout, ISAs that read the copy with scalar code).
+int bk_x16_preferred(bk_isa isa, bk_type wtype);
+
 /// The ceiling of the quantized kernels: runs `iterations` rounds of independent, register-only int8
 /// dot-product instructions as `isa`'s mat-vec uses them (AVX-512: vpdpbusd, 64 multiply-accumulates each;
-/// AVX2: vpmaddubsw + vpmaddwd + vpaddd, 32) and returns how many multiply-accumulates it did (0 on the scalar
-/// ISA, which has no such instruction). Timing a call gives the machine's peak; `sink` defeats dead-code removal.
+/// AVX2: vpmaddubsw + vpmaddwd + vpaddd, 32; NEON with sdot: sdot, 16; NEON: smull + smlal2 + sadalp, 16) and
+/// returns how many multiply-accumulates it did (0 on the scalar ISA, which has no such instruction). Timing a
+/// call gives the machine's peak; `sink` defeats dead-code removal.
 uint64_t bk_int8_dot_burn(bk_isa isa, uint64_t iterations, int32_t *sink);
 
 /// Scalar twins of one row × one quantized vector (vector 0 of `act`), as llama.cpp's `ggml_vec_dot_*`.
@@ -181,8 +213,8 @@ float bk_kq_dot_scalar(bk_type wtype, const void *wrow, const void *act, int col
 // MARK: - CRC32C (used by the KV transport; independent of the kernels above)
 
 /// CRC32C (Castagnoli) of `len` bytes at `data` (any alignment), continuing from `crc`: pass 0 to start,
-/// and the previous result to checksum a buffer in pieces. Uses SSE4.2 `crc32` when the CPU has it
-/// (detected once at load), else `bk_crc32c_portable`.
+/// and the previous result to checksum a buffer in pieces. Uses SSE4.2 `crc32` (x86-64) or the ARMv8 CRC
+/// extension (AArch64) when the CPU has it (detected once at load), else `bk_crc32c_portable`.
 uint32_t bk_crc32c(uint32_t crc, const void *data, size_t len);
 /// The same checksum with portable C (slicing-by-8), whatever the CPU.
 uint32_t bk_crc32c_portable(uint32_t crc, const void *data, size_t len);
@@ -191,7 +223,7 @@ uint32_t bk_crc32c_portable(uint32_t crc, const void *data, size_t len);
 uint32_t bk_crc32c_copy(uint32_t crc, void *dst, const void *src, size_t len);
 /// The same with portable C, whatever the CPU.
 uint32_t bk_crc32c_copy_portable(uint32_t crc, void *dst, const void *src, size_t len);
-/// 1 if `bk_crc32c` uses the SSE4.2 instruction on this CPU, else 0.
+/// 1 if `bk_crc32c` uses the CPU's CRC32C instruction (SSE4.2 or ARMv8 CRC), else 0.
 int bk_crc32c_hardware(void);
 
 #ifdef __cplusplus
