@@ -19,12 +19,17 @@ import Tokenization
 /// where it picks another token, it must score llama.cpp's within `nearTieGap` of its own.
 @Suite("Every architecture against llama.cpp")
 struct ArchitectureReferenceTests {
-    /// Largest llama.cpp top-2 gap at which Baton may pick differently.
-    static let partingGap = 0.5
-    /// Largest gap, in Baton's logits, between Baton's pick and llama.cpp's.
-    static let nearTieGap: Float = 0.5
-    /// Bound on the mean |Baton − llama.cpp| over llama.cpp's top 5 logits, per model.
-    static let meanLogitNoise = 0.3
+    /// Largest llama.cpp top-2 gap at which Baton may pick differently: llama.cpp's own builds (scalar, AVX2,
+    /// AVX-512; n_batch 512 and 1) part from one another at gaps up to 0.67 on the default model
+    /// (GreedyReferenceTests' spread). Measured here, over the AVX-512, AVX2 and scalar paths: 0.29 at most
+    /// (Gemma 3 270M on AVX2), 0.25 on the random models.
+    static let partingGap = 0.7
+    /// Largest gap, in Baton's logits, between Baton's pick and llama.cpp's. Measured: 0.27 at most (Gemma 3 270M
+    /// on the scalar path).
+    static let nearTieGap: Float = 0.7
+    /// Bound on the mean |Baton − llama.cpp| over llama.cpp's top 5 logits, per model: llama.cpp's own builds
+    /// differ by 0.28 on the default model. Measured: 0.20–0.23 on Gemma 3 270M, ≤ 0.053 on the random models.
+    static let meanLogitNoise = 0.4
 
     struct Fixture: Decodable {
         let models: [Model]
