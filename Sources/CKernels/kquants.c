@@ -618,7 +618,8 @@ void bk_kq_matmul(bk_isa isa, bk_type t, const void *w, size_t row_bytes, int ro
         float *o = out + (size_t)v0 * out_stride;
 #if BK_X86
         // AVX-512 machines run these in-place kernels too; their fast path is the interleaved copy (kquants_x16.c).
-        if (bk_effective_isa(isa) >= BK_ISA_AVX2) {
+        const bk_isa e = bk_effective_isa(isa);
+        if (e == BK_ISA_AVX2 || e == BK_ISA_AVX512) {
             switch (t) {
             case BK_TYPE_Q5_0: q5_0_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride); continue;
             case BK_TYPE_Q5_1: q5_1_avx2(B, wb, row_bytes, row_begin, row_end, columns, a, o, out_stride); continue;

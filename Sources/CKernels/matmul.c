@@ -1219,6 +1219,7 @@ static int x16_simd(bk_isa isa, bk_type wtype, int B, const uint8_t *p, int r0, 
 
 int bk_x16_preferred(bk_isa isa, bk_type wtype) {
     if (bk_x16_group_block_bytes(wtype) == 0) return 0;
+    if (bk_kq_block_bytes(wtype)) return bk_effective_isa(isa) == BK_ISA_AVX512;  // kquants_x16.c: AVX-512 only
     switch (bk_effective_isa(isa)) {
     case BK_ISA_AVX512: return 1;
     case BK_ISA_AVX2: return 1;

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Inference
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,6 +33,8 @@ struct Baton: AsyncParsableCommand {
         keepFreedMemory()
         do {
             var command = try parseAsRoot()
+            // A BATON_ISA the CPU cannot honour stops every command, rather than quietly running other kernels.
+            try Kernels.checkSelection()
             if var asynchronous = command as? AsyncParsableCommand {
                 try await asynchronous.run()
             } else {

@@ -11,7 +11,9 @@ struct BenchModelCommand: ParsableCommand {
         discussion: """
             The decode path runs first, so its resident memory is measured before the prefill path's f32 \
             weights exist; with --only each path runs alone in this process. With --json the last line of \
-            standard output is one JSON object.
+            standard output is one JSON object. The report names the kernels' instruction-set level (BATON_ISA \
+            caps it: BATON_ISA=avx2 runs the AVX2 kernels on an AVX-512 machine) and OpenBLAS's CPU kernels \
+            (OPENBLAS_CORETYPE=Haswell makes prefill's sgemm AVX2-only too).
             """
     )
 
@@ -53,8 +55,13 @@ struct BenchModelCommand: ParsableCommand {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
             return Int32((state >> 33) % UInt64(c.vocabularySize))
         }
-        var report: [(String, String)] = [("model", "\"\(model.file.name)\""), ("threads", "\(threads)")]
-        var lines: [String] = []
+        let kernels = Kernels.selection
+        var report: [(String, String)] = [
+            ("model", "\"\(model.file.name)\""), ("threads", "\(threads)"), ("isa", "\"\(kernels.isa)\""),
+            ("isa_forced", "\(kernels.forced)"), ("cpu_isa", "\"\(kernels.cpu)\""),
+            ("blas_core", kernels.blasCore.map { "\"\($0)\"" } ?? "null"),
+        ]
+        var lines = ["kernels \(kernels)"]
 
         if only != .prefill {
             let positions = context + decodeTokens + 1
@@ -86,7 +93,7 @@ struct BenchModelCommand: ParsableCommand {
                     ("decode_ceiling_tokens_per_second", Self.format(ceiling)),
                 ]
                 lines.append(
-                    "decode  \(Kernels.instructionSet) int8 dot-product peak: \(Self.format(peak / 1e9)) GMAC/s; batch 8 runs "
+                    "decode  \(kernels.isa) int8 dot-product peak: \(Self.format(peak / 1e9)) GMAC/s; batch 8 runs "
                         + "the weight products (\(Self.format(perToken / 1e6)) M MACs per token) at \(Self.format(used / 1e9)) GMAC/s "
                         + "(\(Self.format(100 * used / peak)) % of peak); at the peak any batch tops out at "
                         + "\(Self.format(ceiling)) tokens/s (\(Self.format(ceiling / single))× batch 1)")

@@ -1,12 +1,19 @@
 import ArgumentParser
 import Foundation
 import GGUF
+import Inference
 
-/// `baton inspect`: what a GGUF model is — architecture, hyperparameters, tensor types, tokenizer, size.
+/// `baton inspect`: what a GGUF model is — architecture, hyperparameters, tensor types, tokenizer, size — and which
+/// kernels this machine would run it with.
 struct InspectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Show a model's architecture, hyperparameters, tensor types, tokenizer and size."
+        abstract: "Show a model's architecture, hyperparameters, tensor types, tokenizer and size, and the kernels in use.",
+        discussion: """
+            The kernels line says which instruction-set level the compute kernels run (the CPU's best, or the one \
+            the BATON_ISA environment variable forces: auto, scalar, avx2, avx512 on x86-64; auto, scalar, neon, \
+            neon-dotprod on arm64) and which CPU kernels OpenBLAS picked for prefill (OPENBLAS_CORETYPE sets those).
+            """
     )
 
     @OptionGroup var modelOptions: ModelOptions
@@ -18,7 +25,7 @@ struct InspectCommand: AsyncParsableCommand {
         let path = try modelOptions.resolvedPath()
         let report: InspectReport
         do {
-            report = try InspectReport(file: GGUFFile(path: path))
+            report = try InspectReport(file: GGUFFile(path: path), kernels: Kernels.selection)
         } catch {
             FileHandle.standardError.write(Data("baton inspect: \(error)\n".utf8))
             throw ExitCode.failure
@@ -83,16 +90,33 @@ struct InspectReport: Encodable {
     var fileBytes: Int
     var tensorBytes: Int
     var parameterCount: Int
+    var kernels: KernelsReport
 
     enum CodingKeys: String, CodingKey {
         case file, ggufVersion = "gguf_version", name, architecture, hyperparameters
         case tensorCount = "tensor_count", tensorTypes = "tensor_types", tokenizerModel = "tokenizer_model"
         case unsupportedTensorTypes = "unsupported_tensor_types"
         case preTokenizer = "pre_tokenizer", hasChatTemplate = "has_chat_template", fileBytes = "file_bytes"
-        case tensorBytes = "tensor_bytes", parameterCount = "parameter_count"
+        case tensorBytes = "tensor_bytes", parameterCount = "parameter_count", kernels
     }
 
-    init(file: GGUFFile) throws(GGUFError) {
+    /// The compute path this machine runs (``Kernels/Selection``), encoded with snake_case keys.
+    struct KernelsReport: Encodable {
+        let selection: Kernels.Selection
+
+        enum CodingKeys: String, CodingKey { case isa, cpuISA = "cpu_isa", forced, blasCore = "blas_core" }
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(selection.isa, forKey: .isa)
+            try c.encode(selection.cpu, forKey: .cpuISA)
+            try c.encode(selection.forced, forKey: .forced)
+            try c.encode(selection.blasCore, forKey: .blasCore)
+        }
+    }
+
+    init(file: GGUFFile, kernels: Kernels.Selection) throws(GGUFError) {
+        self.kernels = KernelsReport(selection: kernels)
         self.file = file.name
         ggufVersion = file.version
         name = try file.optionalString("general.name")
@@ -155,6 +179,7 @@ struct InspectReport: Encodable {
         try c.encode(fileBytes, forKey: .fileBytes)
         try c.encode(tensorBytes, forKey: .tensorBytes)
         try c.encode(parameterCount, forKey: .parameterCount)
+        try c.encode(kernels, forKey: .kernels)
     }
 
     /// The human-readable report: one "label  value" line per fact.
@@ -186,6 +211,7 @@ struct InspectReport: Encodable {
                 : "absent (a base model: chat needs --chat-template FILE; raw prompts and /v1/completions work)"),
             ("size", "\(fileBytes) bytes (\(Self.megabytes(fileBytes)) MB), "
                 + "\(parameterCount) parameters (\(Self.millions(parameterCount)) M)"),
+            ("kernels", "\(kernels.selection)"),
         ]
         let width = rows.map(\.0.count).max() ?? 0
         return rows.map { $0.0.padding(toLength: width + 2, withPad: " ", startingAt: 0) + $0.1 }

@@ -9,8 +9,8 @@ final class BatonProcess: @unchecked Sendable {
     private let stdoutURL: URL
     private let stderrURL: URL
 
-    /// Starts `baton arguments…`.
-    init(_ arguments: [String]) throws {
+    /// Starts `baton arguments…`, with this process's environment plus `environment`.
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
         self.arguments = arguments
         let directory = FileManager.default.temporaryDirectory
         let id = UUID().uuidString
@@ -20,6 +20,9 @@ final class BatonProcess: @unchecked Sendable {
         FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         process.executableURL = try Self.executable()
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = try FileHandle(forWritingTo: stdoutURL)
         process.standardError = try FileHandle(forWritingTo: stderrURL)
         try process.run()
@@ -67,8 +70,10 @@ final class BatonProcess: @unchecked Sendable {
     }
 
     /// Runs `baton arguments…` to completion; returns (status, stdout, stderr).
-    static func run(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (status: Int32, output: String, error: String) {
-        let child = try BatonProcess(arguments)
+    static func run(
+        _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, output: String, error: String) {
+        let child = try BatonProcess(arguments, environment: environment)
         let status = try await child.exitStatus(timeout: timeout)
         return (status, child.standardOutput, child.standardError)
     }

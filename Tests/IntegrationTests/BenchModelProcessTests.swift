@@ -18,6 +18,9 @@ struct BenchModelProcessTests {
             #expect((number(key) ?? 0) > 0, "\(key) missing or not positive in \(last)")
         }
         #expect(number("threads") == 1)
+        // The kernels' level and OpenBLAS's core, as `baton inspect` reports them.
+        #expect(["scalar", "avx2", "avx512", "neon", "neon-dotprod"].contains(object["isa"] as? String ?? ""), "\(last)")
+        #expect(object["isa_forced"] is Bool && object["cpu_isa"] is String && object.keys.contains("blas_core"), "\(last)")
         // Present wherever the kernels use an int8 dot-product instruction (AVX2 or AVX-512 here).
         guard let peak = number("int8_peak_macs_per_second"), let used = number("decode_batch8_weight_macs_per_second"),
               let ceiling = number("decode_ceiling_tokens_per_second"), let batched = number("decode_batch8_tokens_per_second")

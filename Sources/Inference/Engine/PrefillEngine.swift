@@ -228,6 +228,7 @@ public final class PrefillEngine: @unchecked Sendable {
     static func validate(
         model: TransformerModel, cache: PagedKVCache, threads: Int, rows: Int, rowsName: String, maxContext: Int?
     ) throws(InferenceError) -> Int {
+        try Kernels.checkSelection()
         try check(cache: cache, model: model)
         guard threads >= 1 else { throw InferenceError(.invalidArgument, "threads must be at least 1, got \(threads)") }
         guard rows >= 1 else { throw InferenceError(.invalidArgument, "\(rowsName) must be at least 1, got \(rows)") }
@@ -249,15 +250,6 @@ public final class PrefillEngine: @unchecked Sendable {
                 "KV cache layout (\(l.layers) layers, \(l.kvHeads) KV heads, head dim \(l.headDim), model \(l.modelFingerprint)) "
                     + "does not fit model \(model.fingerprint)")
         }
-    }
-
-    /// Tells the kernel it may drop the (file-backed, read-only) pages of `base..<base+byteCount`.
-    static func releasePages(_ base: UnsafeRawPointer, byteCount: Int) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: base) + page - 1) / page * page
-        let end = (Int(bitPattern: base) + byteCount) / page * page
-        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
     }
 }
 
@@ -424,7 +416,7 @@ public final class PrefillWeights: @unchecked Sendable {
                 dense.append(buffer)
                 // The quantized bytes are not needed again on this path: drop them from RSS (a decode engine
                 // sharing the mapping faults them back in from the page cache).
-                PrefillEngine.releasePages(w.base, byteCount: w.rows * w.rowBytes)
+                PageMemory.releaseFilePages(w.base, byteCount: w.byteCount)
             }
             projections.append(dense)
         }

@@ -51,18 +51,15 @@ public final class PagedKVCache: @unchecked Sendable {
         self.blockCount = blockCount
         var regions: [UnsafeMutableRawPointer] = []
         for layer in 0..<layout.layers {
-            // Anonymous mappings are zero-filled and committed lazily, page by page.
-            let address = mmap(nil, layerBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | Self.anonymous, -1, 0)
-            guard let address, address != MAP_FAILED else {
+            // Zero-filled and committed lazily, page by page; huge pages where Linux allows them, as a decode
+            // step reads scattered few-KiB blocks of every sequence in every layer.
+            guard let address = PageMemory.mapAnonymous(bytes: layerBytes) else {
                 let code = errno
                 for region in regions { munmap(region, layerBytes) }
                 throw InferenceError(
                     .invalidArgument,
                     "cannot map \(layerBytes) bytes for KV layer \(layer) of \(layout.layers) (\(String(cString: strerror(code)))); use fewer blocks")
             }
-            // Huge pages where the kernel allows them (THP in "madvise" mode): a decode step reads scattered
-            // few-KiB blocks of every sequence in every layer, and with 4 KiB pages nearly each one costs a TLB miss.
-            _ = madvise(address, layerBytes, MADV_HUGEPAGE)
             regions.append(address)
         }
         self.storage = regions
@@ -75,12 +72,6 @@ public final class PagedKVCache: @unchecked Sendable {
     deinit {
         for region in storage { munmap(region, layerByteCount) }
     }
-
-    #if canImport(Darwin)
-    private static let anonymous = MAP_ANON
-    #else
-    private static let anonymous = MAP_ANONYMOUS
-    #endif
 
     /// Blocks not referenced by any sequence.
     public var freeBlockCount: Int { freeList.count }

@@ -1,24 +1,60 @@
+import CBLAS
 import CKernels
 import Dispatch
+import Foundation
 import GGUF
 import Synchronization
 
 /// The decode-path compute kernels: quantized mat-vec read straight from GGUF blocks, dequantization and
 /// the f16 / f32 vector helpers of attention.
 ///
-/// The C kernels (target `CKernels`) pick AVX-512 VNNI, AVX2+FMA or portable scalar code at run time;
-/// ``instructionSet`` names the one in use. Pointers passed here are only used during the call.
+/// The C kernels (target `CKernels`) run the best instruction-set level the CPU has — AVX-512 VNNI, AVX2+FMA or
+/// scalar on x86-64; NEON with or without `sdot`, or scalar, on AArch64 — unless the environment variable
+/// `BATON_ISA` caps it (see ``Selection``). Every kernel call of the engines passes ``isa``. Pointers passed here
+/// are only used during the call.
 public enum Kernels {
-    /// The kernel variant this CPU runs, chosen once.
+    /// The kernel level every engine runs, chosen once: the CPU's best, capped by `BATON_ISA` (scalar while
+    /// `BATON_ISA` is unusable, which ``checkSelection()`` reports).
     static let isa: bk_isa = bk_best_isa()
 
-    /// Human-readable name of the kernel variant in use ("AVX-512 VNNI", "AVX2", "scalar").
-    public static var instructionSet: String {
-        switch isa {
-        case BK_ISA_AVX512: "AVX-512 VNNI"
-        case BK_ISA_AVX2: "AVX2"
-        default: "scalar"
+    /// What runs the arithmetic, for reports (`baton inspect`, `bench model`).
+    public struct Selection: Sendable, Equatable, CustomStringConvertible {
+        /// The kernels' level, as `BATON_ISA` spells it: "avx512", "avx2", "neon-dotprod", "neon", "scalar".
+        public let isa: String
+        /// The best level this CPU runs.
+        public let cpu: String
+        /// True when `BATON_ISA` chose the level (any value but unset, empty or `auto`).
+        public let forced: Bool
+        /// The CPU kernels OpenBLAS (the prefill path's sgemm) picked, e.g. "Cooperlake" or "Haswell", which
+        /// `BATON_ISA` does not change: `OPENBLAS_CORETYPE=Haswell` goes with `BATON_ISA=avx2` to emulate an
+        /// AVX2-only CPU fully. Nil if the library does not say.
+        public let blasCore: String?
+
+        /// "avx2 (forced by BATON_ISA; the CPU runs up to avx512), OpenBLAS core Haswell".
+        public var description: String {
+            let how = forced ? "forced by BATON_ISA; the CPU runs up to \(cpu)" : "the CPU's best"
+            return "\(isa) (\(how)), OpenBLAS core \(blasCore ?? "unknown")"
         }
+    }
+
+    /// The selection in force (the same for the whole process).
+    public static var selection: Selection {
+        Selection(
+            isa: String(cString: bk_isa_name(isa)), cpu: String(cString: bk_isa_name(bk_cpu_isa())),
+            forced: bk_isa_forced() != 0, blasCore: blasCoreName())
+    }
+
+    /// Throws `.invalidArgument` if `BATON_ISA` names no level of this architecture or one the CPU lacks; the
+    /// message names the variable, its value, the allowed values and what the CPU runs. The engines call it
+    /// before they run anything, and `baton` before any command.
+    public static func checkSelection() throws(InferenceError) {
+        if let error = bk_isa_error() { throw InferenceError(.invalidArgument, String(cString: error)) }
+    }
+
+    private static func blasCoreName() -> String? {
+        guard let name = openblas_get_corename() else { return nil }
+        let text = String(cString: name).trimmingCharacters(in: .whitespaces)
+        return text.isEmpty ? nil : text
     }
 
     /// Peak int8 multiply-accumulates per second of the instructions the quantized kernels are built on, on

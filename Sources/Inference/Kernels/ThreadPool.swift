@@ -46,14 +46,19 @@ public final class ThreadPool: @unchecked Sendable {
         var workers: [pthread_t] = []
         for _ in 1..<requested {
             let context = Unmanaged.passRetained(shared).toOpaque()
+            // pthread_t is an integer on Linux and a non-null pointer on Darwin, which also passes the start
+            // routine's argument as non-optional.
+            #if canImport(Darwin)
+            var thread: pthread_t?
+            let status = pthread_create(&thread, nil, { poolWorkerMain($0) }, context)
+            let started = status == 0 ? thread : nil
+            #else
             var thread = pthread_t()
-            let status = pthread_create(&thread, nil, { raw in
-                let shared = Unmanaged<PoolShared>.fromOpaque(raw!).takeRetainedValue()
-                shared.workerLoop()
-                return nil
-            }, context)
-            if status == 0 {
-                workers.append(thread)
+            let status = pthread_create(&thread, nil, { poolWorkerMain($0) }, context)
+            let started: pthread_t? = status == 0 ? thread : nil
+            #endif
+            if let started {
+                workers.append(started)
             } else {
                 // Could not start a thread (resource limits): run with the ones we have.
                 Unmanaged<PoolShared>.fromOpaque(context).release()
@@ -231,6 +236,12 @@ private final class PoolShared: @unchecked Sendable {
         pthread_cond_broadcast(condition)
         pthread_mutex_unlock(mutex)
     }
+}
+
+/// A worker thread's start routine: takes over the pool state retained for it and runs the worker loop.
+private func poolWorkerMain(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    Unmanaged<PoolShared>.fromOpaque(context!).takeRetainedValue().workerLoop()
+    return nil
 }
 
 @inline(__always)

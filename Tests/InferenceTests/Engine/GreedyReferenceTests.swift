@@ -131,7 +131,7 @@ struct GreedyReferenceTests {
 
     /// The path these figures are for: Baton's kernels (BATON_ISA caps them) and OpenBLAS's sgemm core (prefill).
     static var path: String {
-        "\(Kernels.instructionSet) kernels, OpenBLAS core \(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "of this CPU")"
+        "\(Kernels.selection)"
     }
 
     /// llama.cpp's builds, as one line for the test output.

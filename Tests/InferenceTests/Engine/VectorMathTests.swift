@@ -9,15 +9,16 @@ import Testing
 struct VectorMathTests {
     @Test("exp is within 2 ulp of expf over the range softmax and SiLU use, on every ISA")
     func expMatchesLibm() {
+        let isas = coveredISAs()
         var generator = SystemRandomNumberGenerator()
         var x = (0..<100_000).map { _ in Float.random(in: -87...88, using: &generator) }
         x += [0, -200, 200]
-        for isa in kernelISAs {
+        for isa in isas {
             var y = [Float](repeating: .nan, count: x.count)
             bk_exp(isa, x, &y, x.count)
             for i in 0..<100_000 {
                 let expected = expf(x[i])
-                #expect(abs(y[i] - expected) <= 2 * expected.ulp, "ISA \(isa.rawValue) x = \(x[i])")
+                #expect(abs(y[i] - expected) <= 2 * expected.ulp, "ISA \(isaName(isa)) x = \(x[i])")
             }
             #expect(y[100_000] == 1)
             #expect(y[100_001] < 1e-37)
@@ -27,7 +28,8 @@ struct VectorMathTests {
 
     @Test("softmax matches the scalar definition for lengths around the vector width, on every ISA")
     func softmaxMatchesScalar() {
-        for isa in kernelISAs {
+        let isas = coveredISAs()
+        for isa in isas {
         for count in [1, 2, 7, 8, 9, 15, 16, 17, 33, 100, 1000] {
             let input = (0..<count).map { _ in Float.random(in: -30...30) }
             var ours = input

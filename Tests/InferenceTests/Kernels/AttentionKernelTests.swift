@@ -105,11 +105,12 @@ struct AttentionKernelTests {
 
     @Test("scores equal scale · q·K for every position and head, on every ISA, f16 and f32 caches")
     func scores() {
+        let isas = coveredISAs()
         Self.forEachCase(seed: 41, kvHeads: 2) { f16, shape, layer, random in
             let q = random.floats(shape.group * shape.hd)
             let scale: Float = 0.125
             let scalar = layer.scores(BK_ISA_SCALAR, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
-            for isa in kernelISAs {
+            for isa in isas {
                 let got = layer.scores(isa, q: q, group: shape.group, head: 1, scale: scale, count: shape.count)
                 for h in 0..<shape.group {
                     for t in 0..<shape.count {
@@ -118,7 +119,7 @@ struct AttentionKernelTests {
                         }
                         let index = h * shape.count + t
                         Self.expectSum(got[index], scalar: scalar[index], of: terms,
-                                       "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) position \(t)")
+                                       "ISA \(isaName(isa)) f16 \(f16) \(shape) head \(h) position \(t)")
                     }
                 }
             }
@@ -127,10 +128,11 @@ struct AttentionKernelTests {
 
     @Test("values equal Σ p·V over the positions, on every ISA, f16 and f32 caches")
     func values() {
+        let isas = coveredISAs()
         Self.forEachCase(seed: 42, kvHeads: 3) { f16, shape, layer, random in
             let p = (0..<(shape.group * shape.count)).map { _ in abs(random.float()) }
             let scalar = layer.values(BK_ISA_SCALAR, p: p, group: shape.group, head: 2, count: shape.count)
-            for isa in kernelISAs {
+            for isa in isas {
                 let got = layer.values(isa, p: p, group: shape.group, head: 2, count: shape.count)
                 for h in 0..<shape.group {
                     for d in 0..<shape.hd {
@@ -139,7 +141,7 @@ struct AttentionKernelTests {
                         }
                         let index = h * shape.hd + d
                         Self.expectSum(got[index], scalar: scalar[index], of: terms,
-                                       "ISA \(isa.rawValue) f16 \(f16) \(shape) head \(h) element \(d)")
+                                       "ISA \(isaName(isa)) f16 \(f16) \(shape) head \(h) element \(d)")
                     }
                 }
             }
@@ -148,9 +150,10 @@ struct AttentionKernelTests {
 
     @Test("no positions give zero output and leave the scores untouched")
     func emptyHistory() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 43)
         let layer = Layer(f16: true, kvHeads: 1, blockSize: 16, hd: 64, blocks: 2, random: &random)
-        for isa in kernelISAs {
+        for isa in isas {
             #expect(layer.values(isa, p: [], group: 3, head: 0, count: 0) == [Float](repeating: 0, count: 192))
             #expect(layer.scores(isa, q: random.floats(192), group: 3, head: 0, scale: 1, count: 0).isEmpty)
         }

@@ -34,6 +34,7 @@ struct InterleavedKernelTests {
     @Test("the interleaved kernel matches the scalar twins on the original blocks, on every ISA",
           arguments: [GGMLType.q4_0, .q4_1, .q8_0])
     func matchesScalarTwins(type: GGMLType) throws {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 21)
         for (rows, columns) in Self.shapes {
             let batch = 8
@@ -47,7 +48,7 @@ struct InterleavedKernelTests {
                     bk_matmul(BK_ISA_SCALAR, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(columns),
                               scratch.pointer, Int32(batch), $0.baseAddress, rows)
                 }
-                for isa in kernelISAs {
+                for isa in isas {
                     let got = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: scratch,
                                                       batch: batch, isa: isa)
                     QuantizedKernelTests.expectNearScalar(got, scalar, w, scratch: scratch, batch: batch, isa: isa)
@@ -58,12 +59,13 @@ struct InterleavedKernelTests {
 
     @Test("batch size and row range never change a result", arguments: [GGMLType.q4_0, .q4_1, .q8_0])
     func batchAndRangeInvariance(type: GGMLType) {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 22)
         let rows = 48, columns = 576, batch = 11
         let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
         let x = random.floats(columns * batch)
         let all = KernelActivationScratch(quantizing: x, for: type, columns: columns, batch: batch)
-        for isa in kernelISAs {
+        for isa in isas {
             let together = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: all,
                                                    batch: batch, isa: isa)
             for v in 0..<batch {
@@ -71,7 +73,7 @@ struct InterleavedKernelTests {
                     quantizing: Array(x[(v * columns)..<((v + 1) * columns)]), for: type, columns: columns, batch: 1)
                 let alone = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: one,
                                                     batch: 1, isa: isa)
-                #expect(alone == Array(together[(v * rows)..<((v + 1) * rows)]), "\(type) ISA \(isa.rawValue) vector \(v)")
+                #expect(alone == Array(together[(v * rows)..<((v + 1) * rows)]), "\(type) ISA \(isaName(isa)) vector \(v)")
             }
             // Rows 16..<32 alone equal the same rows of the full product; the rest of the output is untouched.
             let middle = Self.interleavedProduct(type, bytes: bytes, rows: rows, columns: columns, scratch: all,
@@ -109,8 +111,8 @@ struct InterleavedKernelTests {
         try bytes.withUnsafeBytes { raw in
             let w = try WeightMatrix(type: .q4_1, rows: rows, columns: columns, base: raw.baseAddress!)
             guard let interleaved = InterleavedMatrix(w) else {
-                // Only CPUs with AVX-512 VNNI get copies; elsewhere the in-place kernels run.
-                #expect(Kernels.isa != BK_ISA_AVX512)
+                // Only kernels with a SIMD interleaved variant get copies; elsewhere the in-place kernels run.
+                #expect(bk_x16_preferred(Kernels.isa, BK_TYPE_Q4_1) == 0)
                 return
             }
             let pool = ThreadPool(threads: 2)
@@ -200,7 +202,7 @@ struct InterleavedKernelTests {
         let embedding = kernelDequantizedRow(model.weights.tokenEmbedding, 1234)
         let copies = model.interleavedWeights
         #expect(copies.layers.count == model.weights.layers.count)
-        if Kernels.isa == BK_ISA_AVX512 {
+        if bk_x16_preferred(Kernels.isa, BK_TYPE_Q4_1) != 0 && bk_x16_preferred(Kernels.isa, BK_TYPE_Q8_0) != 0 {
             #expect(copies.layers.allSatisfy { $0.allSatisfy { $0 != nil } })
             #expect(copies.output != nil)
         }

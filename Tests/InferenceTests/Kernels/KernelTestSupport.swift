@@ -1,5 +1,6 @@
 import CKernels
 import GGUF
+import Testing
 @testable import Inference
 
 /// SplitMix64: a tiny seeded generator so every run tests the same inputs.
@@ -19,8 +20,37 @@ struct KernelTestRandom {
     mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
 }
 
-/// All kernel ISAs this CPU runs, lowest first.
-let kernelISAs: [bk_isa] = [BK_ISA_SCALAR, BK_ISA_AVX2, BK_ISA_AVX512].filter { bk_isa_supported($0) != 0 }
+/// This architecture's kernel levels, lowest first (what `BATON_ISA` may name here).
+#if arch(x86_64)
+let architectureISAs: [bk_isa] = [BK_ISA_SCALAR, BK_ISA_AVX2, BK_ISA_AVX512]
+#elseif arch(arm64)
+let architectureISAs: [bk_isa] = [BK_ISA_SCALAR, BK_ISA_NEON, BK_ISA_NEON_DOTPROD]
+#else
+let architectureISAs: [bk_isa] = [BK_ISA_SCALAR]
+#endif
+
+/// Why the kernels of `isa` (one of ``architectureISAs``) do not run here, or nil when they do.
+func kernelSkipReason(_ isa: bk_isa) -> String? {
+    guard bk_isa_supported(isa) == 0 else { return nil }
+    let cpu = bk_cpu_isa()
+    if let wanted = architectureISAs.firstIndex(of: isa), let has = architectureISAs.firstIndex(of: cpu), wanted <= has {
+        return "BATON_ISA caps the kernels at \(isaName(bk_best_isa())) (the CPU runs up to \(isaName(cpu)))"
+    }
+    return "this CPU runs only up to \(isaName(cpu))"
+}
+
+/// The ISAs a kernel test covers: this architecture's levels that run here (all the CPU has, or under `BATON_ISA`
+/// those at or below the level it forces), lowest first. Prints each level left out and why, so a run on a
+/// smaller CPU (or a forced one) says what it did not test; a kernel test calls it once.
+func coveredISAs(_ function: String = #function) -> [bk_isa] {
+    let test = Test.current?.displayName ?? function
+    for isa in architectureISAs {
+        if let reason = kernelSkipReason(isa) {
+            print("◇ \"\(test)\" skips the \(isaName(isa)) kernels: \(reason)")
+        }
+    }
+    return architectureISAs.filter { bk_isa_supported($0) != 0 }
+}
 
 /// Random weights of `type` in GGUF block layout with realistic scales (|d| ≤ 0.02, |m| ≤ 0.1); the
 /// quants themselves are random bytes (all nibble values, Q8_0 including -128).
@@ -116,3 +146,6 @@ func kernelDequantizedRow(_ w: WeightMatrix, _ row: Int) -> [Float] {
     out.withUnsafeMutableBufferPointer { Kernels.dequantizeRow(w, row: row, into: $0.baseAddress!) }
     return out
 }
+
+/// The level's `BATON_ISA` spelling, for test messages.
+func isaName(_ isa: bk_isa) -> String { String(cString: bk_isa_name(isa)) }

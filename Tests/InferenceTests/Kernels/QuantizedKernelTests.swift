@@ -20,9 +20,12 @@ struct QuantizedKernelTests {
         return (qs, Float(Float16(d)), Float(Float16(d * Float(sum))), sum)
     }
 
-    @Test("activation quantization rounds exactly as llama.cpp on every ISA", arguments: [BK_ISA_SCALAR, BK_ISA_AVX2, BK_ISA_AVX512])
-    func quantizationMatchesLlamaCpp(isa: bk_isa) throws {
-        try #require(bk_isa_supported(isa) != 0, "CPU lacks ISA \(isa.rawValue)")
+    @Test("activation quantization rounds exactly as llama.cpp on every ISA")
+    func quantizationMatchesLlamaCpp() throws {
+        for isa in coveredISAs() { quantizationMatchesLlamaCpp(isa: isa) }
+    }
+
+    func quantizationMatchesLlamaCpp(isa: bk_isa) {
         var random = KernelTestRandom(seed: 1)
         let columns = 160
         var x = random.floats(columns * 3, scale: 3)
@@ -37,16 +40,17 @@ struct QuantizedKernelTests {
                 let start = v * columns + b * 32
                 let want = Self.referenceQuantize(x[start..<(start + 32)])
                 let got = scratch.block(vector: v, block: b)
-                #expect(got.qs == want.qs, "vector \(v) block \(b)")
-                #expect(got.d == want.d && got.s == want.s && got.sum == want.sum, "vector \(v) block \(b)")
+                #expect(got.qs == want.qs, "ISA \(isaName(isa)) vector \(v) block \(b)")
+                #expect(got.d == want.d && got.s == want.s && got.sum == want.sum, "ISA \(isaName(isa)) vector \(v) block \(b)")
             }
         }
         let tie = scratch.block(vector: 0, block: 0)
-        #expect(Array(tie.qs[0..<6]) == [127, 2, 4, -2, 0, 0])
+        #expect(Array(tie.qs[0..<6]) == [127, 2, 4, -2, 0, 0], "ISA \(isaName(isa))")
     }
 
     @Test("quantized activation scratch is byte-identical on every ISA", arguments: [GGMLType.q4_0, .q4_1, .q8_0])
     func quantizationIdenticalAcrossISAs(type: GGMLType) {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 8)
         for columns in [32, 64, 96, 224, 576, 800, 1536] {
             let batch = 3
@@ -60,8 +64,8 @@ struct QuantizedKernelTests {
                 return out
             }
             let scalar = quantize(BK_ISA_SCALAR)
-            for isa in kernelISAs where isa != BK_ISA_SCALAR {
-                #expect(quantize(isa) == scalar, "\(type) \(columns) columns, ISA \(isa.rawValue)")
+            for isa in isas where isa != BK_ISA_SCALAR {
+                #expect(quantize(isa) == scalar, "\(type) \(columns) columns, ISA \(isaName(isa))")
             }
         }
     }
@@ -147,13 +151,14 @@ struct QuantizedKernelTests {
                 let tolerance = 2 * (nb + 16) * Float.ulpOfOne * bound
                 let i = v * w.rows + r
                 #expect(abs(got[i] - scalar[i]) <= tolerance,
-                        "\(w.type) \(w.rows)×\(w.columns) ISA \(isa.rawValue) vector \(v) row \(r): \(got[i]) vs \(scalar[i])")
+                        "\(w.type) \(w.rows)×\(w.columns) ISA \(isaName(isa)) vector \(v) row \(r): \(got[i]) vs \(scalar[i])")
             }
         }
     }
 
     @Test("every SIMD mat-vec variant matches its scalar twin", arguments: [GGMLType.q4_0, .q4_1, .q8_0])
     func simdMatchesScalar(type: GGMLType) throws {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 3)
         for (rows, columns) in Self.shapes {
             let batch = rows * columns > 100_000 ? 3 : 8
@@ -171,7 +176,7 @@ struct QuantizedKernelTests {
                     return out
                 }
                 let scalar = run(BK_ISA_SCALAR)
-                for isa in kernelISAs where isa != BK_ISA_SCALAR {
+                for isa in isas where isa != BK_ISA_SCALAR {
                     Self.expectNearScalar(run(isa), scalar, w, scratch: scratch, batch: batch, isa: isa)
                 }
             }
@@ -180,6 +185,7 @@ struct QuantizedKernelTests {
 
     @Test("batching never changes a vector's result, on any ISA", arguments: [GGMLType.q4_0, .q4_1, .q8_0, .f16, .f32, .bf16])
     func batchInvariance(type: GGMLType) throws {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 4)
         let rows = 45, columns = 160, batch = 11
         let bytes = randomKernelWeights(type, rows: rows, columns: columns, random: &random)
@@ -191,7 +197,7 @@ struct QuantizedKernelTests {
         }
         try bytes.withUnsafeBytes { raw in
             let w = try WeightMatrix(type: type, rows: rows, columns: columns, base: raw.baseAddress!)
-            for isa in kernelISAs {
+            for isa in isas {
                 x.withUnsafeBufferPointer { xp in
                     func act(_ v: Int) -> UnsafeRawPointer {
                         quantized ? UnsafeRawPointer(scratch.pointer + v * scratch.vectorStride)
@@ -208,7 +214,7 @@ struct QuantizedKernelTests {
                             bk_matmul(isa, w.kernelType, w.base, w.rowBytes, 0, Int32(rows), Int32(columns), act(v),
                                       1, $0.baseAddress, rows)
                         }
-                        #expect(Array(all[(v * rows)..<((v + 1) * rows)]) == one, "\(type) ISA \(isa.rawValue) vector \(v)")
+                        #expect(Array(all[(v * rows)..<((v + 1) * rows)]) == one, "\(type) ISA \(isaName(isa)) vector \(v)")
                     }
                 }
             }
@@ -355,7 +361,8 @@ struct WeightMatrixTests {
 
     @Test("the int8 peak probe runs the dot-product instructions it counts, on every ISA")
     func int8PeakProbe() {
-        for isa in kernelISAs {
+        let isas = coveredISAs()
+        for isa in isas {
             var sink: Int32 = 0
             let macs = bk_int8_dot_burn(isa, 1000, &sink)
             switch isa {

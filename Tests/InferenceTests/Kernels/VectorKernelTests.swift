@@ -9,16 +9,17 @@ struct VectorKernelTests {
 
     @Test("f16 → f32 is exact for every bit pattern, on every ISA")
     func f16ToF32Exact() {
-        for isa in kernelISAs {
+        let isas = coveredISAs()
+        for isa in isas {
             var out = [Float](repeating: 0, count: 65536)
             bk_convert_f16_to_f32(isa, Self.allHalfPatterns, &out, 65536)
             for h in Self.allHalfPatterns {
                 let want = Float(Float16(bitPattern: h))
                 let got = out[Int(h)]
                 if want.isNaN {
-                    #expect(got.isNaN, "pattern \(h) ISA \(isa.rawValue)")
+                    #expect(got.isNaN, "pattern \(h) ISA \(isaName(isa))")
                 } else {
-                    #expect(got.bitPattern == want.bitPattern, "pattern \(h) ISA \(isa.rawValue)")
+                    #expect(got.bitPattern == want.bitPattern, "pattern \(h) ISA \(isaName(isa))")
                 }
             }
         }
@@ -26,7 +27,8 @@ struct VectorKernelTests {
 
     @Test("f16 → f32 → f16 round-trips every pattern; NaNs stay NaN and come back quiet")
     func roundTrip() {
-        for isa in kernelISAs {
+        let isas = coveredISAs()
+        for isa in isas {
             var floats = [Float](repeating: 0, count: 65536)
             var back = [UInt16](repeating: 0, count: 65536)
             bk_convert_f16_to_f32(isa, Self.allHalfPatterns, &floats, 65536)
@@ -34,9 +36,9 @@ struct VectorKernelTests {
             for h in Self.allHalfPatterns {
                 let isNaN = h & 0x7C00 == 0x7C00 && h & 0x03FF != 0
                 if isNaN {
-                    #expect(back[Int(h)] == h | 0x0200, "NaN pattern \(h) ISA \(isa.rawValue)")
+                    #expect(back[Int(h)] == h | 0x0200, "NaN pattern \(h) ISA \(isaName(isa))")
                 } else {
-                    #expect(back[Int(h)] == h, "pattern \(h) ISA \(isa.rawValue)")
+                    #expect(back[Int(h)] == h, "pattern \(h) ISA \(isaName(isa))")
                 }
             }
         }
@@ -44,6 +46,7 @@ struct VectorKernelTests {
 
     @Test("f32 → f16 rounds to nearest even like Float16, including subnormals, overflow and NaN")
     func f32ToF16Rounding() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 11)
         var inputs: [Float] = [0, -0, 1, -1, 65504, 65519.99, 65520, -65520, 1e9, .infinity, -.infinity, .nan,
                                5.96e-8, 2.98e-8, 2.9802326e-8, 2.9802328e-8, 6.1e-5, 6.097e-5, 1e-10, -3e-6,
@@ -58,16 +61,16 @@ struct VectorKernelTests {
             let a = Float(Float16(bitPattern: h)), b = Float(Float16(bitPattern: h + 1))
             inputs.append((a + b) / 2)
         }
-        for isa in kernelISAs {
+        for isa in isas {
             var out = [UInt16](repeating: 0, count: inputs.count)
             bk_convert_f32_to_f16(isa, inputs, &out, inputs.count)
             for (i, x) in inputs.enumerated() {
                 if x.isNaN {
-                    #expect(Float16(bitPattern: out[i]).isNaN, "NaN ISA \(isa.rawValue)")
+                    #expect(Float16(bitPattern: out[i]).isNaN, "NaN ISA \(isaName(isa))")
                 } else {
-                    #expect(out[i] == Float16(x).bitPattern, "\(x) ISA \(isa.rawValue): \(out[i]) vs \(Float16(x).bitPattern)")
+                    #expect(out[i] == Float16(x).bitPattern, "\(x) ISA \(isaName(isa)): \(out[i]) vs \(Float16(x).bitPattern)")
                 }
-                #expect(out[i] == bk_f32_to_f16(x), "SIMD vs scalar twin, \(x) ISA \(isa.rawValue)")
+                #expect(out[i] == bk_f32_to_f16(x), "SIMD vs scalar twin, \(x) ISA \(isaName(isa))")
             }
         }
     }
@@ -76,6 +79,7 @@ struct VectorKernelTests {
 
     @Test("dot and axpy (f32 and f16) match their scalar twins on every ISA")
     func vectorOpsMatchScalar() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 12)
         for n in Self.counts {
             let a = random.floats(n), b = random.floats(n)
@@ -89,16 +93,16 @@ struct VectorKernelTests {
             var axpy = y0, axpyH = y0
             bk_axpy_f32(BK_ISA_SCALAR, 0.75, a, &axpy, n)
             bk_axpy_f16(BK_ISA_SCALAR, 0.75, bh, &axpyH, n)
-            for isa in kernelISAs where isa != BK_ISA_SCALAR {
-                #expect(abs(bk_dot_f32(isa, a, b, n) - dot) <= tolerance, "dot n \(n) ISA \(isa.rawValue)")
-                #expect(abs(bk_dot_f16(isa, a, bh, n) - dotH) <= tolerance + Float(n) * 1e-3 * Float.ulpOfOne, "dotF16 n \(n) ISA \(isa.rawValue)")
+            for isa in isas where isa != BK_ISA_SCALAR {
+                #expect(abs(bk_dot_f32(isa, a, b, n) - dot) <= tolerance, "dot n \(n) ISA \(isaName(isa))")
+                #expect(abs(bk_dot_f16(isa, a, bh, n) - dotH) <= tolerance + Float(n) * 1e-3 * Float.ulpOfOne, "dotF16 n \(n) ISA \(isaName(isa))")
                 var y = y0, yh = y0
                 bk_axpy_f32(isa, 0.75, a, &y, n)
                 bk_axpy_f16(isa, 0.75, bh, &yh, n)
                 for i in 0..<n {
                     // Fused multiply-add vs separate rounding: within one ulp-ish of the operands.
-                    #expect(abs(y[i] - axpy[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpy n \(n) i \(i) ISA \(isa.rawValue)")
-                    #expect(abs(yh[i] - axpyH[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpyF16 n \(n) i \(i) ISA \(isa.rawValue)")
+                    #expect(abs(y[i] - axpy[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpy n \(n) i \(i) ISA \(isaName(isa))")
+                    #expect(abs(yh[i] - axpyH[i]) <= 2 * Float.ulpOfOne * (abs(y0[i]) + 1), "axpyF16 n \(n) i \(i) ISA \(isaName(isa))")
                 }
             }
             // And the public wrappers agree with an exact reference.
@@ -130,6 +134,7 @@ struct VectorKernelTests {
 
     @Test("SwiGLU matches its scalar twin on every ISA and silu·up in double precision")
     func swiglu() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 31)
         for n in [0, 1, 7, 8, 15, 16, 17, 100, 1536] {
             var gate = random.floats(n, scale: 12)
@@ -142,11 +147,11 @@ struct VectorKernelTests {
                 let want = z / (1 + Foundation.exp(-z)) * Double(up[i])
                 #expect(abs(Double(scalar[i]) - want) <= 1e-6 * max(1, abs(want)), "n \(n) element \(i): \(scalar[i]) vs \(want)")
             }
-            for isa in kernelISAs {
+            for isa in isas {
                 var got = gate
                 bk_swiglu(isa, &got, up, n)
                 for i in 0..<n {
-                    #expect(abs(got[i] - scalar[i]) <= 4 * scalar[i].ulp, "ISA \(isa.rawValue) n \(n) element \(i): \(got[i]) vs \(scalar[i])")
+                    #expect(abs(got[i] - scalar[i]) <= 4 * scalar[i].ulp, "ISA \(isaName(isa)) n \(n) element \(i): \(got[i]) vs \(scalar[i])")
                 }
             }
         }
@@ -154,6 +159,7 @@ struct VectorKernelTests {
 
     @Test("RMSNorm gives the same bits on every ISA and matches a double-precision norm")
     func rmsNorm() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 33)
         for n in [1, 7, 8, 9, 16, 17, 576, 2048] {
             let x = random.floats(n, scale: 40), gain = random.floats(n, scale: 2)
@@ -165,14 +171,14 @@ struct VectorKernelTests {
                 let want = Double(x[i]) * inverse * Double(gain[i])
                 #expect(abs(Double(scalar[i]) - want) <= 1e-6 * max(1, abs(want)), "n \(n) element \(i): \(scalar[i]) vs \(want)")
             }
-            for isa in kernelISAs {
+            for isa in isas {
                 var got = [Float](repeating: .nan, count: n)
                 bk_rms_norm(isa, x, gain, 1e-5, &got, n)
-                #expect(got.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isa.rawValue) n \(n)")
+                #expect(got.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isaName(isa)) n \(n)")
                 // In place (y = x) gives the same.
                 var inPlace = x
                 inPlace.withUnsafeMutableBufferPointer { bk_rms_norm(isa, $0.baseAddress!, gain, 1e-5, $0.baseAddress!, n) }
-                #expect(inPlace.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isa.rawValue) n \(n) in place")
+                #expect(inPlace.map(\.bitPattern) == scalar.map(\.bitPattern), "ISA \(isaName(isa)) n \(n) in place")
             }
         }
         // All zeros: the epsilon keeps it finite.
@@ -183,6 +189,7 @@ struct VectorKernelTests {
 
     @Test("argmax finds the first largest element on every ISA, skipping NaNs")
     func argmax() {
+        let isas = coveredISAs()
         var random = KernelTestRandom(seed: 32)
         var cases: [[Float]] = [[], [3], [.nan, .nan], [-.infinity, -.infinity, -.infinity], [1, 5, 5, 2]]
         for n in [15, 16, 17, 31, 100, 49_152] { cases.append(random.floats(n)) }
@@ -202,8 +209,8 @@ struct VectorKernelTests {
             var want = 0
             var value = -Float.infinity
             for (i, v) in x.enumerated() where v > value { want = i; value = v }
-            for isa in kernelISAs {
-                #expect(bk_argmax(isa, x, x.count) == want, "ISA \(isa.rawValue), \(x.count) elements")
+            for isa in isas {
+                #expect(bk_argmax(isa, x, x.count) == want, "ISA \(isaName(isa)), \(x.count) elements")
             }
         }
     }
