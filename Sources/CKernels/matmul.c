@@ -1217,6 +1217,9 @@ static int x16_simd(bk_isa isa, bk_type wtype, int B, const uint8_t *p, int r0, 
     }
 }
 
+/// Measured per call on one Zen 4 core (thread CPU time, the model's shapes, weights in cache except the 30 MB
+/// Q8_0 output matrix): AVX2 interleaved over in place 2.6–3.1× at batch 1 and 2.0–2.2× at batch 8 for Q4_0/Q4_1,
+/// 1.0× and 1.3× for that Q8_0 matrix (batch 1 streams it from DRAM either way); AVX-512 2.6–4.0× and 1.8–2.9×.
 int bk_x16_preferred(bk_isa isa, bk_type wtype) {
     if (bk_x16_group_block_bytes(wtype) == 0) return 0;
     if (bk_kq_block_bytes(wtype)) return bk_effective_isa(isa) == BK_ISA_AVX512;  // kquants_x16.c: AVX-512 only

@@ -173,8 +173,8 @@ int bk_x16_pack(bk_type wtype, const void *w, size_t row_bytes, int rows, int co
 void bk_matmul_x16(bk_isa isa, bk_type wtype, const void *packed, int row_begin, int row_end, int columns,
                    const void *act, int batch, float *out, size_t out_stride);
 
-/// 1 where `isa`'s interleaved kernel for `wtype` beats the in-place one (measured with `baton bench model`), so an
-/// engine should make copies; 0 elsewhere (types without a layout, ISAs that read the copy with scalar code).
+/// 1 where `isa`'s interleaved kernel for `wtype` beats the in-place one (measurements in matmul.c), so an engine
+/// should make copies; 0 elsewhere (types without a layout, ISAs that read the copy with scalar code).
 int bk_x16_preferred(bk_isa isa, bk_type wtype);
 
 /// The ceiling of the quantized kernels: runs `iterations` rounds of independent, register-only int8
