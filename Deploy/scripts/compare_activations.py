@@ -36,8 +36,6 @@ import numpy as np
 import isa_paths
 
 DEFAULT_MODEL = os.path.expanduser("~/.cache/baton/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-OPS = ["attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "ffn_inp", "ffn_norm", "ffn_swiglu", "ffn_out",
-       "l_out"]
 
 
 class GGMLTensor(ctypes.Structure):
@@ -134,6 +132,8 @@ def main():
             document = json.load(f)
         tokens = document["tokens"]
         ours = {name: np.array(values, dtype=np.float32) for name, values in document["tensors"].items()}
+        # The per-layer tensors of the model's architecture, in graph order (Qcur and Kcur after RoPE).
+        ops = [name[:-2] for name in document["names"] if name.endswith("-0")]
         theirs = llama_cpp_tensors(args.model, tokens, 1 if args.path == "decode" else len(tokens))
     if "attn_norm-0" not in theirs or "result_output" not in theirs:
         sys.exit("llama.cpp's eval callback gave no attn_norm-0 or result_output: this llama-cpp-python's ggml_tensor "
@@ -142,19 +142,20 @@ def main():
     layers = 1 + max(int(name.rsplit("-", 1)[1]) for name in ours if name.startswith("l_out-"))
     print(f"tokens {tokens}, Baton's {args.path} path against llama.cpp with n_batch "
           f"{1 if args.path == 'decode' else len(tokens)}: max |difference| / max |value| of the last token's row")
-    print("layer " + " ".join(f"{op:>10s}" for op in OPS))
+    width = max(10, max(len(op) for op in ops))
+    print("layer " + " ".join(f"{op:>{width}s}" for op in ops))
     first = None
     for layer in range(layers):
         cells = []
-        for op in OPS:
+        for op in ops:
             name = f"{op}-{layer}"
             if name in ours and name in theirs and theirs[name].size >= ours[name].size:
                 r = relative(theirs[name][-ours[name].size:], ours[name])
-                cells.append(f"{r:10.1e}")
+                cells.append(f"{r:{width}.1e}")
                 if first is None and r > args.threshold:
                     first = name
             else:
-                cells.append(f"{'-':>10s}")
+                cells.append(f"{'-':>{width}s}")
         print(f"{layer:5d} " + " ".join(cells))
     a, b = theirs.get("result_output"), ours.get("result_output")
     if a is not None and b is not None and a.size >= b.size:

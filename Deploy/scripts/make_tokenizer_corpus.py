@@ -14,11 +14,17 @@ tokenizer_pretokenizers.json holds llama.cpp's ids for the same strings under th
 Baton implements (gpt-2, llama-bpe, qwen2): the script writes temporary copies of the GGUF whose only
 change is `tokenizer.ggml.pre`, so llama.cpp applies that pre-tokenizer to SmolLM2's vocabulary and merges.
 
+With the test models present (`bash Deploy/setup.sh --test-models`), it also writes the same corpus, plus
+Gemma's own special-token texts, for the SentencePiece vocabularies: tokenizer_corpus_gemma3.json (Gemma 3
+270M: add_space_prefix false, BOS added) and tokenizer_corpus_mistral_spm.json (mistral-spm-random.gguf:
+the first 32768 entries of Gemma's vocabulary with add_space_prefix true, as Llama 2 and Mistral files).
+
 The strings are fixed in this file (no randomness), so the output only changes when the strings, the
 model or llama.cpp change.
 """
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -270,7 +276,28 @@ OTHER = [
 ]
 
 
-def build_cases():
+GEMMA_SPECIAL_TEXT = [
+    "<start_of_turn>user\nWhy is the sky blue?<end_of_turn>\n<start_of_turn>model\n",
+    "<bos><start_of_turn>user\nhi<end_of_turn>",
+    "<eos>",
+    "<pad><unk><mask>",
+    "<unused0> <unused42>",
+    "text<end_of_turn>more",
+    "<start_of_image>",
+    "[multimodal]",
+    "<div>html</div> and <span>tags</span>",
+    "<table><tr><td>1</td></tr></table>",
+    "\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t",
+    "  two leading spaces",
+    "trailing\u2581block\u2581chars\u2581",
+    "\u2581 the escape character itself",
+    "<start_of_turn> spaced <end_of_turn>",
+    "<end_of_turn",
+]
+
+
+def build_cases(special_text=SPECIAL_TEXT):
     """(text, add_special, parse_special) triples, each distinct."""
     cases = []
     seen = set()
@@ -284,11 +311,11 @@ def build_cases():
     for group in (PROSE, CONTRACTIONS, NUMBERS, CODE, MULTILINGUAL, EMOJI, OTHER):
         for text in group:
             add(text)
-    for text in SPECIAL_TEXT:
+    for text in special_text:
         add(text, parse_special=False)
         add(text, parse_special=True)
     # add_special (BOS) on a few strings: SmolLM2 sets add_bos_token = false, so ids must not change.
-    for text in ["Hello, world!", "", "<|im_start|>user\nhi<|im_end|>"]:
+    for text in ["Hello, world!", "", "<|im_start|>user\nhi<|im_end|>", "<start_of_turn>user\nhi<end_of_turn>\n"]:
         add(text, add_special=True, parse_special=True)
         add(text, add_special=True, parse_special=False)
     # Every ASCII byte on its own, and a paragraph of all printable ASCII.
@@ -330,6 +357,48 @@ def write_with_pre(source: str, pre: str, destination: str) -> None:
     writer.close()
 
 
+def detokenize(llama_cpp, llm, ids, special):
+    """llama.cpp's `llama_detokenize(remove_special = false, unparse_special = special)`."""
+    tokens = (llama_cpp.llama_token * max(len(ids), 1))(*ids)
+    size = 16 * len(ids) + 64
+    buffer = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_detokenize(llm._model.vocab, tokens, len(ids), buffer, size, False, special)
+    assert 0 <= n <= size, n
+    return buffer.raw[:n]
+
+
+def reference_corpus(llama_cpp, model: str, strings: list):
+    """llama.cpp's ids for every (text, add_special, parse_special) with the vocabulary of `model`."""
+    with open(model, "rb") as handle:
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    llm = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
+    cases = []
+    for text, add_special, parse_special in strings:
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
+        # Bytes whose GPT-2 character is missing from the vocabulary are dropped by llama.cpp, so not every
+        # string survives encode + decode; record which do. llama_detokenize itself (not llama-cpp-python's
+        # per-token detokenize), which drops the space add_space_prefix put before the first piece.
+        round_trips = detokenize(llama_cpp, llm, ids, parse_special) == text.encode("utf-8")
+        cases.append(
+            {
+                "text": text,
+                "add_special": add_special,
+                "parse_special": parse_special,
+                "round_trips": round_trips,
+                "ids": ids,
+            }
+        )
+    header = {
+        "generator": "Deploy/scripts/make_tokenizer_corpus.py",
+        "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp tokenizer, vocab_only)",
+        "model": os.path.basename(model),
+        "model_sha256": digest.hexdigest(),
+    }
+    return header, cases
+
+
 def write_json(path: str, header: dict, key: str, items: list) -> None:
     """One item per line keeps diffs readable when llama.cpp or the strings change."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -358,36 +427,21 @@ def main():
     except ImportError:
         sys.exit("llama-cpp-python is not installed: pip install llama-cpp-python")
 
-    with open(args.model, "rb") as handle:
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-
-    llm = llama_cpp.Llama(model_path=args.model, vocab_only=True, verbose=False)
-    cases = []
-    for text, add_special, parse_special in build_cases():
-        ids = llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
-        # Bytes whose GPT-2 character is missing from the vocabulary are dropped by llama.cpp, so not every
-        # string survives encode + decode; record which do.
-        round_trips = llm.detokenize(ids, special=parse_special) == text.encode("utf-8")
-        cases.append(
-            {
-                "text": text,
-                "add_special": add_special,
-                "parse_special": parse_special,
-                "round_trips": round_trips,
-                "ids": ids,
-            }
-        )
-
-    header = {
-        "generator": "Deploy/scripts/make_tokenizer_corpus.py",
-        "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp tokenizer, vocab_only)",
-        "model": os.path.basename(args.model),
-        "model_sha256": digest.hexdigest(),
-    }
+    header, cases = reference_corpus(llama_cpp, args.model, build_cases())
     write_json(args.out, header, "cases", cases)
     print(f"wrote {len(cases)} cases to {os.path.relpath(args.out)}")
+
+    test_dir = os.path.join(os.path.dirname(default_model_path()), "test")
+    for name, out in [("gemma-3-270m-q4_k_m.gguf", "tokenizer_corpus_gemma3.json"),
+                      ("mistral-spm-random.gguf", "tokenizer_corpus_mistral_spm.json")]:
+        path = os.path.join(test_dir, name)
+        if not os.path.exists(path):
+            print(f"skipping {out}: {path} is missing (bash Deploy/setup.sh --test-models)")
+            continue
+        spm_header, spm_cases = reference_corpus(llama_cpp, path, build_cases(SPECIAL_TEXT + GEMMA_SPECIAL_TEXT))
+        target = os.path.join(os.path.dirname(os.path.abspath(args.out)), out)
+        write_json(target, spm_header, "cases", spm_cases)
+        print(f"wrote {len(spm_cases)} cases to {os.path.relpath(target)}")
 
     texts = [case["text"] for case in cases if not case["add_special"] and not case["parse_special"]]
     results = []

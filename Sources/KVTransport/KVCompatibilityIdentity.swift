@@ -7,10 +7,13 @@ public enum KVElementType: String, Sendable, Equatable, Codable {
     public var byteWidth: Int { self == .f16 ? 2 : 4 }
 }
 
-/// What makes one worker's KV usable by another: the same model, tokenizer, KV layout and protocol.
-/// Checked at the handshake, before a byte of KV moves.
+/// What makes one worker's KV usable by another: the same architecture, model, tokenizer, KV layout and
+/// protocol. Checked at the handshake, before a byte of KV moves.
 public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
     public var protocolVersion: UInt32
+    /// The model's graph (`general.architecture`: llama, qwen2, qwen3, gemma3): KV written by one graph means
+    /// nothing to another even where the shapes agree.
+    public var architecture: String
     /// The engine's fingerprint of the model weights and hyper-parameters.
     public var modelFingerprint: String
     public var tokenizerHash: String
@@ -22,10 +25,11 @@ public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
     public var blockSize: Int
 
     public init(
-        protocolVersion: UInt32 = BatonProtocol.version, modelFingerprint: String, tokenizerHash: String,
-        layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, blockSize: Int
+        protocolVersion: UInt32 = BatonProtocol.version, architecture: String = "", modelFingerprint: String,
+        tokenizerHash: String, layers: Int, kvHeads: Int, headDim: Int, elementType: KVElementType, blockSize: Int
     ) {
         self.protocolVersion = protocolVersion
+        self.architecture = architecture
         self.modelFingerprint = modelFingerprint
         self.tokenizerHash = tokenizerHash
         self.layers = layers
@@ -48,6 +52,7 @@ public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
             if mine != theirs { differences.append("\(name): local \(mine), peer \(theirs)") }
         }
         check("protocol version", protocolVersion, peer.protocolVersion)
+        check("architecture", architecture, peer.architecture)
         check("model fingerprint", modelFingerprint, peer.modelFingerprint)
         check("tokenizer hash", tokenizerHash, peer.tokenizerHash)
         check("layers", layers, peer.layers)

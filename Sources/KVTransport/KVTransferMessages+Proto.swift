@@ -9,6 +9,7 @@ extension KVCompatibilityIdentity {
         message.protocolVersion = protocolVersion
         message.modelFingerprint = modelFingerprint
         message.tokenizerHash = tokenizerHash
+        message.architecture = architecture
         message.layout.layers = UInt32(clamping: layers)
         message.layout.kvHeads = UInt32(clamping: kvHeads)
         message.layout.headDim = UInt32(clamping: headDim)
@@ -26,8 +27,8 @@ extension KVCompatibilityIdentity {
             throw KVTransportError(.protocolViolation, "handshake names an unknown KV data type (\(message.layout.dataType.rawValue))")
         }
         self.init(
-            protocolVersion: message.protocolVersion, modelFingerprint: message.modelFingerprint,
-            tokenizerHash: message.tokenizerHash, layers: Int(message.layout.layers),
+            protocolVersion: message.protocolVersion, architecture: message.architecture,
+            modelFingerprint: message.modelFingerprint, tokenizerHash: message.tokenizerHash, layers: Int(message.layout.layers),
             kvHeads: Int(message.layout.kvHeads), headDim: Int(message.layout.headDim),
             elementType: elementType, blockSize: Int(message.layout.blockSize))
     }

@@ -23,6 +23,14 @@ extension OpenAIService {
                 param: "top_logprobs")
         }
 
+        guard let template else {
+            throw RouterError(
+                .noChatTemplate,
+                "model '\(configuration.modelID)' has no chat template (its GGUF file has no tokenizer.chat_template; "
+                    + "base models do not), so messages cannot be turned into a prompt: send a raw prompt to "
+                    + "/v1/completions, or start the server with --chat-template FILE (a Jinja chat template)",
+                param: "messages")
+        }
         let prompt: String
         do {
             prompt = try template.render(

@@ -9,7 +9,8 @@ import Tokenization
 struct OpenAIService: Sendable {
     let configuration: RouterConfiguration
     let tokenizer: Tokenizer
-    let template: ChatTemplate
+    /// Nil when the model has no chat template and none was given: chat completions then answer 400.
+    let template: ChatTemplate?
     let backend: any GenerationBackend
     let metrics: RouterMetrics
     let logger: Logger

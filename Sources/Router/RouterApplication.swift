@@ -10,7 +10,8 @@ import Tokenization
 /// - Parameters:
 ///   - configuration: validated here; an invalid value or an unreadable API key file throws.
 ///   - tokenizer: the served model's tokenizer; prompts are tokenized here, backends see token ids only.
-///   - template: the model's chat template, rendered with the tokenizer's BOS/EOS texts.
+///   - template: the model's chat template, rendered with the tokenizer's BOS/EOS texts; nil for a model
+///     without one (`/v1/chat/completions` then answers 400, saying how to give one; `/v1/completions` works).
 ///   - backend: where generation happens (see ``GenerationBackend`` for its cancellation contract).
 ///   - apiKeys: overrides `configuration.apiKeysFile` when given (tests); nil loads the file, if any.
 ///   - metrics: the registry `GET /metrics` serves; pass one to add cluster metrics through its hooks.
@@ -18,7 +19,7 @@ import Tokenization
 public func makeRouterApplication(
     configuration: RouterConfiguration,
     tokenizer: Tokenizer,
-    template: ChatTemplate,
+    template: ChatTemplate?,
     backend: any GenerationBackend,
     apiKeys: APIKeySet? = nil,
     metrics: RouterMetrics = RouterMetrics(),

@@ -53,6 +53,8 @@ public struct RouterError: Error, CustomStringConvertible, Sendable {
         public static let backendFailure = Code("backend_failure", httpStatus: 500, type: "server_error")
         /// Anything else: a bug or an unexpected failure.
         public static let internalError = Code("internal_error", httpStatus: 500, type: "server_error")
+        /// A chat completion for a model that has no chat template (a base model) and was given none.
+        public static let noChatTemplate = Code("chat_template_missing", httpStatus: 400, type: "invalid_request_error")
         /// The router could not be configured (bad API key file, bad settings).
         public static let invalidConfiguration = Code("invalid_configuration", httpStatus: 500, type: "server_error")
     }

@@ -1,6 +1,6 @@
 extension Tokenizer {
     /// The text of `ids`, as llama.cpp's `llama_detokenize(remove_special: false, unparse_special:
-    /// renderSpecial)` produces it.
+    /// renderSpecial)` produces it (with `add_space_prefix`, the first piece loses one leading space).
     ///
     /// Control tokens render as "" unless `renderSpecial`; user-defined tokens always render. Ids
     /// outside the vocabulary contribute nothing: check untrusted ids with `validate(_:)` first. Bytes
@@ -13,8 +13,14 @@ extension Tokenizer {
     public func decodeBytes(_ ids: [Int32], renderSpecial: Bool = false) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(ids.count * 4)
-        for id in ids { appendPiece(id, renderSpecial: renderSpecial, to: &bytes) }
-        if configuration.cleanSpaces { Self.cleanSpaces(&bytes) }
+        for (index, id) in ids.enumerated() {
+            let start = bytes.count
+            appendPiece(id, renderSpecial: renderSpecial, to: &bytes)
+            if index == 0 && addSpacePrefix && bytes.count > start && bytes[start] == UInt8(ascii: " ") {
+                bytes.remove(at: start)
+            }
+        }
+        if cleanSpaces { Self.cleanSpaces(&bytes) }
         return bytes
     }
 

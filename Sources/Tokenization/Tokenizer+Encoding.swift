@@ -21,12 +21,16 @@ extension Tokenizer {
         if addSpecial && addBOS, let bosID { output.append(bosID) }
         let bytes = Array(text.utf8)
         var state = EncodingState()
+        // SentencePiece prefixes a space to text that starts the input or follows a special token.
+        var afterSpecial = true
         for fragment in partition(bytes, parseSpecial: parseSpecial) {
             switch fragment {
             case .token(let id):
                 output.append(id)
+                afterSpecial = true
             case .text(let range):
-                encodeFragment(bytes, range, into: &output, state: &state)
+                encodeFragment(bytes, range, spacePrefix: addSpacePrefix && afterSpecial, into: &output, state: &state)
+                afterSpecial = false
             }
         }
         if addSpecial && addEOS, let eosID { output.append(eosID) }
@@ -96,25 +100,40 @@ extension Tokenizer {
     struct EncodingState {
         var words = PreTokenizer.Workspace()
         var bpe = BytePairModel.Scratch()
+        var sentencePiece = SentencePieceModel.Scratch()
+        var escaped: [UInt8] = []
     }
 
-    /// Pre-tokenizes the text fragment `bytes[fragment]` and merges each word.
+    /// Tokenizes the text fragment `bytes[fragment]`: BPE pre-tokenizes it and merges each word; SentencePiece
+    /// escapes its spaces as "▁" (after a space of its own when `spacePrefix`) and merges it whole.
     func encodeFragment(
         _ bytes: [UInt8],
         _ fragment: Range<Int>,
+        spacePrefix: Bool = false,
         into output: inout [Int32],
         state: inout EncodingState
     ) {
-        preTokenizer.split(bytes, fragment, &state.words)
-        var wordStart = fragment.lowerBound
-        for wordEnd in state.words.wordEnds {
-            let word = wordStart..<wordEnd
-            wordStart = wordEnd
-            if configuration.ignoreMerges, let id = tokenIDs[ByteString(ByteEncoding.encode(bytes[word]))] {
-                output.append(id)
-                continue
+        switch segmentation {
+        case .bytePair(let bpe, let preTokenizer, let ignoreMerges):
+            preTokenizer.split(bytes, fragment, &state.words)
+            var wordStart = fragment.lowerBound
+            for wordEnd in state.words.wordEnds {
+                let word = wordStart..<wordEnd
+                wordStart = wordEnd
+                if ignoreMerges, let id = tokenIDs[ByteString(ByteEncoding.encode(bytes[word]))] {
+                    output.append(id)
+                    continue
+                }
+                bpe.encodeWord(bytes, word, into: &output, scratch: &state.bpe)
             }
-            bpe.encodeWord(bytes, word, into: &output, scratch: &state.bpe)
+        case .sentencePiece(let model):
+            state.escaped.removeAll(keepingCapacity: true)
+            let space = UInt8(ascii: " "), escapedSpace: [UInt8] = [0xE2, 0x96, 0x81]
+            if spacePrefix { state.escaped += escapedSpace }
+            for byte in bytes[fragment] {
+                if byte == space { state.escaped += escapedSpace } else { state.escaped.append(byte) }
+            }
+            model.encode(state.escaped, into: &output, scratch: &state.sentencePiece)
         }
     }
 }

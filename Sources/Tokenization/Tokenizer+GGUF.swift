@@ -3,8 +3,9 @@ import GGUF
 extension Tokenizer {
     /// Builds the tokenizer of a GGUF model from its `tokenizer.ggml.*` metadata.
     ///
-    /// Reads `model`, `pre`, `tokens`, `token_type`, `merges`, the special-token ids (`bos`, `eos`, `eot`,
-    /// `eom`, `fim_pad`, `fim_rep`, `fim_sep` `_token_id`) and `add_bos_token` / `add_eos_token`.
+    /// Reads `model`, `pre`, `tokens`, `token_type`, `merges` (BPE) or `scores` (SentencePiece), the
+    /// special-token ids (`bos`, `eos`, `unknown`, `eot`, `eom`, `fim_pad`, `fim_rep`, `fim_sep` `_token_id`),
+    /// `add_bos_token` / `add_eos_token` and `add_space_prefix`.
     /// Throws `.unsupportedModel` / `.unsupportedPreTokenizer` for tokenizers this module does not
     /// reproduce, and `.invalidVocabulary` (with the GGUF error as cause) for missing or mistyped keys.
     public convenience init(gguf: GGUFFile) throws(TokenizationError) {
@@ -30,13 +31,14 @@ extension Tokenizer {
         let pre = try read("tokenizer.ggml.pre") { () throws(GGUFError) in
             try gguf.optionalString("tokenizer.ggml.pre")
         }
-        guard model == "gpt2" else {
+        guard model == "gpt2" || model == "llama" else {
             throw TokenizationError(
                 .unsupportedModel,
-                "\(gguf.name): tokenizer model '\(model)' is not supported; only byte-level BPE ('gpt2') is implemented"
+                "\(gguf.name): tokenizer model '\(model)' is not supported; byte-level BPE ('gpt2') and "
+                    + "SentencePiece ('llama') are"
             )
         }
-        guard let pre else {
+        if model == "gpt2" && pre == nil {
             throw TokenizationError(
                 .unsupportedPreTokenizer,
                 "\(gguf.name): no tokenizer.ggml.pre; llama.cpp would fall back to its degraded 'default' "
@@ -46,8 +48,16 @@ extension Tokenizer {
         let tokens = try read("tokenizer.ggml.tokens") { () throws(GGUFError) in
             try gguf.stringArray("tokenizer.ggml.tokens")
         }
-        let merges = try read("tokenizer.ggml.merges") { () throws(GGUFError) in
-            try gguf.stringArray("tokenizer.ggml.merges")
+        var merges: [String] = []
+        var scores: [Float]?
+        if model == "gpt2" {
+            merges = try read("tokenizer.ggml.merges") { () throws(GGUFError) in
+                try gguf.stringArray("tokenizer.ggml.merges")
+            }
+        } else if gguf.contains("tokenizer.ggml.scores") {
+            scores = try read("tokenizer.ggml.scores") { () throws(GGUFError) in
+                try gguf.floatArray("tokenizer.ggml.scores")
+            }
         }
         var tokenTypes: [Int32]?
         if gguf.contains("tokenizer.ggml.token_type") {
@@ -62,13 +72,19 @@ extension Tokenizer {
         let addEOS = try read("tokenizer.ggml.add_eos_token") { () throws(GGUFError) in
             try gguf.optionalBool("tokenizer.ggml.add_eos_token")
         }
+        let addSpacePrefix = try read("tokenizer.ggml.add_space_prefix") { () throws(GGUFError) in
+            try gguf.optionalBool("tokenizer.ggml.add_space_prefix")
+        }
         do {
             try self.init(
                 tokens: tokens,
                 tokenTypes: tokenTypes,
                 merges: merges,
+                scores: scores,
                 model: model,
-                pre: pre,
+                pre: pre ?? "default",
+                addSpacePrefix: addSpacePrefix,
+                unknownID: try tokenID("tokenizer.ggml.unknown_token_id"),
                 bosID: try tokenID("tokenizer.ggml.bos_token_id"),
                 eosID: try tokenID("tokenizer.ggml.eos_token_id"),
                 eotID: try tokenID("tokenizer.ggml.eot_token_id"),

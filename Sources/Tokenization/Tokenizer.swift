@@ -1,18 +1,22 @@
-/// A byte-level BPE tokenizer that produces exactly llama.cpp's token ids for the same vocabulary.
+/// A tokenizer that produces exactly llama.cpp's token ids for the same vocabulary: byte-level BPE
+/// (`tokenizer.ggml.model` = `gpt2`: GPT-2, Llama 3, Qwen, SmolLM) or SentencePiece (`llama`: Llama 2, Mistral,
+/// Gemma).
 ///
 /// Built once from a model's vocabulary (`init(gguf:)`, or the plain-array initializer for tests and other
 /// sources), then immutable: every method may be called from any thread at the same time.
 ///
 /// Encoding follows llama.cpp's `llama_vocab::impl::tokenize`: special-token text is cut out first
-/// (`parseSpecial`), each remaining fragment is split into words by the pre-tokenizer named by
-/// `tokenizer.ggml.pre`, and each word's bytes are merged by rank. Decoding follows `token_to_piece` and
-/// `detokenize` (without removing BOS/EOS).
+/// (`parseSpecial`); for BPE each remaining fragment is split into words by the pre-tokenizer named by
+/// `tokenizer.ggml.pre` and each word's bytes are merged by rank; for SentencePiece each fragment's spaces become
+/// "▁" (with one prepended after a special token when `add_space_prefix`) and its characters are merged by score
+/// (`SentencePieceModel`). Decoding follows `token_to_piece` and `detokenize` (without removing BOS/EOS).
 public final class Tokenizer: Sendable {
     /// Number of entries in the vocabulary; valid ids are `0..<vocabularySize`.
     public let vocabularySize: Int
-    /// The beginning-of-sequence token. As in llama.cpp, a BPE model that names none gets id 11.
+    /// The beginning-of-sequence token. As in llama.cpp, a model that names none gets id 11 (BPE) or 1
+    /// (SentencePiece).
     public let bosID: Int32?
-    /// The end-of-sequence token. As in llama.cpp, a BPE model that names none gets id 11.
+    /// The end-of-sequence token. As in llama.cpp, a model that names none gets id 11 (BPE) or 2 (SentencePiece).
     public let eosID: Int32?
     /// The end-of-turn token: `tokenizer.ggml.eot_token_id`, else the first of llama.cpp's known
     /// end-of-turn texts (`<|eot_id|>`, `<|im_end|>`, `<|endoftext|>`...) in the vocabulary.
@@ -22,10 +26,13 @@ public final class Tokenizer: Sendable {
     public let addBOS: Bool
     /// Whether `encode(_:addSpecial: true)` appends EOS (`tokenizer.ggml.add_eos_token`, default false).
     public let addEOS: Bool
-    /// `tokenizer.ggml.model` (always `gpt2` today).
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
     public let model: String
-    /// `tokenizer.ggml.pre`.
+    /// `tokenizer.ggml.pre` (`default` for SentencePiece, which has no pre-tokenizer).
     public let pre: String
+    /// SentencePiece only: whether a fragment that starts the text or follows a special token gets a leading
+    /// space (`tokenizer.ggml.add_space_prefix`, default true), which `decode` then drops from the first piece.
+    public let addSpacePrefix: Bool
 
     let tokenTexts: [String]
     let attributes: [TokenAttributes]
@@ -35,19 +42,33 @@ public final class Tokenizer: Sendable {
     /// Tokens cut out of text before BPE, longest text first (llama.cpp's `cache_special_tokens`).
     let specialTokens: [Int32]
     let endOfGenerationIDs: Set<Int32>
-    let configuration: PreTokenizer.Configuration
-    let preTokenizer: PreTokenizer
-    let bpe: BytePairModel
+    /// Tidy spaces before punctuation when decoding (llama.cpp's `clean_spaces`; never for SentencePiece).
+    let cleanSpaces: Bool
+    let segmentation: Segmentation
+
+    /// How text between special tokens becomes ids.
+    enum Segmentation: Sendable {
+        /// Words from the pre-tokenizer, merged by rank; `ignoreMerges`: a word that is itself a token is taken
+        /// whole.
+        case bytePair(BytePairModel, PreTokenizer, ignoreMerges: Bool)
+        case sentencePiece(SentencePieceModel)
+    }
 
     /// Builds a tokenizer from the raw vocabulary arrays of a model file.
     ///
     /// - Parameters:
-    ///   - tokens: `tokenizer.ggml.tokens`, the vocabulary in id order (GPT-2 byte-encoded spellings).
+    ///   - tokens: `tokenizer.ggml.tokens`, the vocabulary in id order (GPT-2 byte-encoded spellings for BPE,
+    ///     "▁" for spaces for SentencePiece).
     ///   - tokenTypes: `tokenizer.ggml.token_type`, one per token (1 normal, 3 control, 4 user-defined...);
     ///     nil makes every token normal.
-    ///   - merges: `tokenizer.ggml.merges`, `"left right"` in rank order.
-    ///   - model: `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is supported.
-    ///   - pre: `tokenizer.ggml.pre`; `smollm`, `gpt-2`, `llama-bpe`, `qwen2` and their llama.cpp aliases.
+    ///   - merges: `tokenizer.ggml.merges`, `"left right"` in rank order (BPE only).
+    ///   - scores: `tokenizer.ggml.scores`, one per token (SentencePiece only; nil scores every token 0).
+    ///   - model: `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
+    ///   - pre: `tokenizer.ggml.pre`; for BPE `smollm`, `gpt-2`, `llama-bpe`, `qwen2` and their llama.cpp
+    ///     aliases; ignored for SentencePiece.
+    ///   - addSpacePrefix: `tokenizer.ggml.add_space_prefix` (SentencePiece only); nil when absent.
+    ///   - unknownID: `tokenizer.ggml.unknown_token_id`; SentencePiece falls back to it for a byte without a
+    ///     byte token.
     ///   - bosID, eosID, eotID, eomID: the special-token ids from the file; nil when the file has none.
     ///   - fimPadID, fimRepID, fimSepID: fill-in-the-middle ids from the file, which llama.cpp counts as
     ///     end of generation; nil when absent (they are then found by their usual texts).
@@ -55,9 +76,12 @@ public final class Tokenizer: Sendable {
     public init(
         tokens: [String],
         tokenTypes: [Int32]? = nil,
-        merges: [String],
+        merges: [String] = [],
+        scores: [Float]? = nil,
         model: String = "gpt2",
         pre: String,
+        addSpacePrefix: Bool? = nil,
+        unknownID: Int32? = nil,
         bosID: Int32? = nil,
         eosID: Int32? = nil,
         eotID: Int32? = nil,
@@ -68,17 +92,25 @@ public final class Tokenizer: Sendable {
         addBOS: Bool? = nil,
         addEOS: Bool? = nil
     ) throws(TokenizationError) {
-        guard model == "gpt2" else {
+        let isSentencePiece: Bool
+        var configuration: PreTokenizer.Configuration?
+        switch model {
+        case "gpt2":
+            isSentencePiece = false
+            configuration = PreTokenizer.configuration(forPre: pre)
+            guard configuration != nil else {
+                throw TokenizationError(
+                    .unsupportedPreTokenizer,
+                    "pre-tokenizer '\(pre)' is not supported; supported: smollm, gpt-2, llama-bpe, qwen2 "
+                        + "and their llama.cpp aliases"
+                )
+            }
+        case "llama":
+            isSentencePiece = true
+        default:
             throw TokenizationError(
                 .unsupportedModel,
-                "tokenizer model '\(model)' is not supported; only byte-level BPE ('gpt2') is implemented"
-            )
-        }
-        guard let configuration = PreTokenizer.configuration(forPre: pre) else {
-            throw TokenizationError(
-                .unsupportedPreTokenizer,
-                "pre-tokenizer '\(pre)' is not supported; supported: smollm, gpt-2, llama-bpe, qwen2 "
-                    + "and their llama.cpp aliases"
+                "tokenizer model '\(model)' is not supported; byte-level BPE ('gpt2') and SentencePiece ('llama') are"
             )
         }
         guard !tokens.isEmpty else {
@@ -90,12 +122,15 @@ public final class Tokenizer: Sendable {
                 "token_type has \(tokenTypes.count) entries for \(tokens.count) tokens"
             )
         }
+        if let scores, scores.count < tokens.count {
+            throw TokenizationError(.invalidVocabulary, "scores has \(scores.count) entries for \(tokens.count) tokens")
+        }
         let count = tokens.count
         self.vocabularySize = count
         self.model = model
         self.pre = pre
-        self.configuration = configuration
-        self.preTokenizer = PreTokenizer(kind: configuration.kind)
+        self.addSpacePrefix = isSentencePiece && (addSpacePrefix ?? true)
+        self.cleanSpaces = configuration?.cleanSpaces ?? false
 
         var texts = tokens
         var tokenIDs: [ByteString: Int32] = [:]
@@ -117,21 +152,22 @@ public final class Tokenizer: Sendable {
             tokenTypes.map { TokenAttributes(ggufTokenType: $0[index]) } ?? .normal
         }
 
-        // Special ids: the file's value when in range, else llama.cpp's BPE default (11) when in range.
+        // Special ids: the file's value when in range, else llama.cpp's default for the model when in range.
         func resolve(_ fromFile: Int32?, default defaultID: Int32?) -> Int32? {
             if let fromFile, fromFile >= 0, Int(fromFile) < count { return fromFile }
             if let defaultID, Int(defaultID) < count { return defaultID }
             return nil
         }
-        let bos = resolve(bosID, default: 11)
-        let eos = resolve(eosID, default: 11)
+        let bos = resolve(bosID, default: isSentencePiece ? 1 : 11)
+        let eos = resolve(eosID, default: isSentencePiece ? 2 : 11)
+        let unknown = resolve(unknownID, default: isSentencePiece ? 0 : nil)
         var eot = resolve(eotID, default: nil)
         var eom = resolve(eomID, default: nil)
         var fimPad = resolve(fimPadID, default: nil)
         var fimRep = resolve(fimRepID, default: nil)
         var fimSep = resolve(fimSepID, default: nil)
 
-        let addBOS = addBOS ?? configuration.addBOSDefault
+        let addBOS = addBOS ?? configuration?.addBOSDefault ?? true
         let addEOS = addEOS ?? false
         if addBOS && bos == nil {
             throw TokenizationError(.invalidVocabulary, "add_bos_token is true, but bos_token_id is not set")
@@ -208,18 +244,28 @@ public final class Tokenizer: Sendable {
             .map { Int32($0) }
 
         self.pieces = (0..<count).map { index in
-            Self.renderPiece(text: texts[index], attributes: attributes[index])
+            Self.renderPiece(text: texts[index], attributes: attributes[index], sentencePiece: isSentencePiece)
         }
-        self.bpe = BytePairModel(vocabularySize: count, tokenID: tokenIDs, merges: merges)
+        if let configuration {
+            self.segmentation = .bytePair(
+                BytePairModel(vocabularySize: count, tokenID: tokenIDs, merges: merges),
+                PreTokenizer(kind: configuration.kind), ignoreMerges: configuration.ignoreMerges)
+        } else {
+            self.segmentation = .sentencePiece(
+                SentencePieceModel(
+                    scores: scores.map { Array($0.prefix(count)) } ?? [Float](repeating: 0, count: count),
+                    tokenIDs: tokenIDs, unknownID: unknown))
+        }
     }
 
-    /// llama.cpp's `token_to_piece(special: true)` for a BPE vocabulary.
-    private static func renderPiece(text: String, attributes: TokenAttributes) -> [UInt8] {
+    /// llama.cpp's `token_to_piece(special: true)`: a normal token is its GPT-2-decoded bytes (BPE) or its
+    /// text with "▁" as space (SentencePiece).
+    private static func renderPiece(text: String, attributes: TokenAttributes, sentencePiece: Bool) -> [UInt8] {
         if !attributes.isDisjoint(with: [.unknown, .control, .userDefined]) {
             return Array(text.utf8)
         }
         if attributes.contains(.normal) {
-            return ByteEncoding.decode(text)
+            return sentencePiece ? unescapeWhitespace(Array(text.utf8)) : ByteEncoding.decode(text)
         }
         if attributes.contains(.byte) {
             // "<0xAB>": the byte is the two hex digits at offset 3.
@@ -229,6 +275,23 @@ public final class Tokenizer: Sendable {
             return [value]
         }
         return []
+    }
+
+    /// "▁" (U+2581) back to " ", as llama.cpp's `llama_unescape_whitespace`.
+    static func unescapeWhitespace(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            if i + 2 < bytes.count && bytes[i] == 0xE2 && bytes[i + 1] == 0x96 && bytes[i + 2] == 0x81 {
+                out.append(UInt8(ascii: " "))
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return out
     }
 
     // MARK: - Queries

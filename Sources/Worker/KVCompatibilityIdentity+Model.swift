@@ -7,6 +7,7 @@ extension KVCompatibilityIdentity {
     /// workers may exchange KV only when these agree.
     public init(model: TransformerModel, tokenizer: Tokenizer, layout: KVCacheLayout) {
         self.init(
+            architecture: model.configuration.architecture,
             modelFingerprint: layout.modelFingerprint.isEmpty ? model.fingerprint : layout.modelFingerprint,
             tokenizerHash: Self.tokenizerHash(tokenizer), layers: layout.layers, kvHeads: layout.kvHeads,
             headDim: layout.headDim, elementType: layout.dataType == .f16 ? .f16 : .f32, blockSize: layout.blockSize)

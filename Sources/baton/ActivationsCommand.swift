@@ -10,10 +10,12 @@ struct ActivationsCommand: AsyncParsableCommand {
         commandName: "activations",
         abstract: "Write the intermediate tensors of a forward pass over some tokens to a JSON file.",
         discussion: """
-            Tensors are named as in llama.cpp's graph: inp_embd, then per layer L attn_norm-L, Qcur-L and Kcur-L \
-            (after RoPE), Vcur-L, kqv_out-L, attn_out-L, ffn_inp-L, ffn_norm-L, ffn_swiglu-L, ffn_out-L, l_out-L, \
-            then result_norm and result_output (the logits). Each holds the last token's row. The file is \
-            {"tokens": [...], "path": "decode", "tensors": {"name": [floats], ...}}. \
+            Tensors are named as in llama.cpp's graph of the model's architecture: for llama inp_embd, then per \
+            layer L attn_norm-L, Qcur-L and Kcur-L (after RoPE), Vcur-L, kqv_out-L, attn_out-L, ffn_inp-L, \
+            ffn_norm-L, ffn_swiglu-L, ffn_out-L, l_out-L, then result_norm and result_output (the logits); qwen3 \
+            adds Qcur_normed-L and Kcur_normed-L, gemma3 has inp_scaled, attn_post_norm-L, sa_out-L, ffn_geglu-L \
+            and ffn_post_norm-L. Each holds the last token's row. The file is {"tokens": [...], "path": "decode", \
+            "names": [graph order], "tensors": {"name": [floats], ...}}. \
             Deploy/scripts/compare_activations.py runs this and llama.cpp on the same tokens and shows where \
             the two part.
             """
@@ -61,8 +63,11 @@ struct ActivationsCommand: AsyncParsableCommand {
             let cache = try PagedKVCache(layout: layout, blockCount: (ids.count + layout.blockSize - 1) / layout.blockSize + 1)
             let sequence = cache.createSequence()
             var tensors: [String: [Double]] = [:]
+            var names: [String] = []
             // Every pass overwrites the previous one's tensors: the file holds the last token's.
-            let observer: ActivationObserver = { tensors[$0.name] = $0.row($0.rows - 1).map(Double.init) }
+            let observer: ActivationObserver = {
+                if tensors.updateValue($0.row($0.rows - 1).map(Double.init), forKey: $0.name) == nil { names.append($0.name) }
+            }
             switch path {
             case .decode:
                 let engine = try DecodeEngine(model: model, cache: cache, threads: threads, maxBatch: 1, maxContext: ids.count)
@@ -73,7 +78,9 @@ struct ActivationsCommand: AsyncParsableCommand {
                 engine.activationObserver = observer
                 _ = try engine.prefill(ids, sequence: sequence)
             }
-            let document: [String: Any] = ["tokens": ids.map(Int.init), "path": path.rawValue, "tensors": tensors]
+            let document: [String: Any] = [
+                "tokens": ids.map(Int.init), "path": path.rawValue, "names": names, "tensors": tensors,
+            ]
             try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys]).write(to: URL(fileURLWithPath: output))
             GenerateCommand.log("wrote \(tensors.count) tensors of the last of \(ids.count) tokens to \(output)")
         } catch {

@@ -14,6 +14,7 @@ struct ChatCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
     @Option(name: .long, help: "An optional system message.")
     var system: String?
     @Option(name: .long, help: "Context size in tokens for the whole conversation.")
@@ -23,7 +24,7 @@ struct ChatCommand: AsyncParsableCommand {
     func run() async throws {
         let path = try modelOptions.resolvedPath()
         let (file, tokenizer) = try GenerateCommand.open(path)
-        let prompt = try ChatPrompt(file: file, tokenizer: tokenizer)
+        let prompt = try ChatPrompt(file: file, tokenizer: tokenizer, templateFile: try chatTemplate.resolvedFile())
         let local = try GenerateCommand.LocalModel(
             file: file, tokenizer: tokenizer, threads: sampling.threads, contextLength: context)
         defer { local.scheduler.shutdown() }

@@ -140,6 +140,7 @@ struct GenerateCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
     @Option(name: .long, help: "Raw prompt: completed as is, no chat template.")
     var prompt: String?
     @Option(name: .long, help: "Chat messages as OpenAI-style JSON: [{\"role\":\"user\",\"content\":\"...\"}].")
@@ -163,7 +164,8 @@ struct GenerateCommand: AsyncParsableCommand {
             do { decoded = try JSONDecoder().decode([ChatMessage].self, from: Data(messages!.utf8)) } catch {
                 throw ValidationError("--messages is not a JSON array of {\"role\", \"content\"} objects: \(error)")
             }
-            promptTokens = try ChatPrompt(file: file, tokenizer: tokenizer).tokens(decoded)
+            promptTokens = try ChatPrompt(file: file, tokenizer: tokenizer, templateFile: try chatTemplate.resolvedFile())
+                .tokens(decoded)
         }
         guard !promptTokens.isEmpty else { throw ValidationError("the prompt is empty") }
         let local = try LocalModel(

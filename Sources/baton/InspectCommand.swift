@@ -206,7 +206,9 @@ struct InspectReport: Encodable {
             ("tensor types", types.isEmpty ? "-" : types),
             ("kernels", unsupportedTensorTypes.isEmpty ? "every tensor type supported" : Self.unsupportedNote(unsupportedTensorTypes)),
             ("tokenizer", show(tokenizer)),
-            ("chat template", hasChatTemplate ? "present" : "absent"),
+            ("chat template", hasChatTemplate
+                ? "present"
+                : "absent (a base model: chat needs --chat-template FILE; raw prompts and /v1/completions work)"),
             ("size", "\(fileBytes) bytes (\(Self.megabytes(fileBytes)) MB), "
                 + "\(parameterCount) parameters (\(Self.millions(parameterCount)) M)"),
             ("kernels", "\(kernels.selection)"),

@@ -24,6 +24,7 @@ struct RouterCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
     @OptionGroup var tlsOptions: NodeTLSOptions
     @OptionGroup var placementOptions: PlacementAddressOptions
 
@@ -56,7 +57,7 @@ struct RouterCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let path = try modelOptions.resolvedPath()
         let (file, tokenizer) = try GenerateCommand.open(path)
-        let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
+        let template = try ChatPrompt.template(file: file, templateFile: try chatTemplate.resolvedFile())
         let modelContext = try ModelConfiguration(gguf: file).contextLength
         let context = min(contextLength, modelContext)
 
@@ -76,7 +77,7 @@ struct RouterCommand: AsyncParsableCommand {
         let configuration = RouterConfiguration(
             host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         let app = try makeRouterApplication(
-            configuration: configuration, tokenizer: tokenizer, template: chat.template, backend: backend,
+            configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
             metrics: metrics, logger: logger)
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
         let refresher = Task { await backend.refreshPeriodically() }

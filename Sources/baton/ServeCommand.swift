@@ -20,6 +20,8 @@ struct ServeCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
+
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
     @Option(help: "Port to listen on.")
@@ -49,7 +51,7 @@ struct ServeCommand: AsyncParsableCommand {
         logger.logLevel = .info
         let path = try modelOptions.resolvedPath()
         let (file, tokenizer) = try GenerateCommand.open(path)
-        let chat = try ChatPrompt(file: file, tokenizer: tokenizer)
+        let template = try ChatPrompt.template(file: file, templateFile: try chatTemplate.resolvedFile())
         let model = try TransformerModel(file: file)
         let context = min(contextLength, model.configuration.contextLength)
         let contextBlocks = model.kvCacheLayout().blocks(forTokens: context)
@@ -63,7 +65,7 @@ struct ServeCommand: AsyncParsableCommand {
         let id = modelID ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let app = try makeRouterApplication(
             configuration: RouterConfiguration(host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile),
-            tokenizer: tokenizer, template: chat.template, backend: scheduler, logger: Logger(label: "baton.router"))
+            tokenizer: tokenizer, template: template, backend: scheduler, logger: Logger(label: "baton.router"))
         logger.info("serving \(id) at http://\(host):\(port)/v1 (\(threads) threads, context \(context), \(blocks) KV blocks)")
         try await ServiceGroup(
             services: [SchedulerService(scheduler), app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger

@@ -23,6 +23,7 @@ struct UpCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var chatTemplate: ChatTemplateOptions
 
     @Option(help: "Port of the OpenAI API (http://127.0.0.1:PORT/v1).")
     var port = 8080
@@ -104,7 +105,8 @@ struct UpCommand: AsyncParsableCommand {
         for index in 0..<decodeWorkers { specs.append(try worker("decode", index, threads: decodeThreads ?? threads)) }
         specs.append(ChildSpec(name: "router", arguments: [
             "router", "--placement", placement, "--host", host, "--port", String(port), "--node", "router",
-            "--model", model, "--context", String(contextLength)] + common))
+            "--model", model, "--context", String(contextLength)] + common
+            + (try chatTemplate.resolvedFile().map { ["--chat-template", $0] } ?? [])))
 
         var logger = Logger(label: "baton.up") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .warning

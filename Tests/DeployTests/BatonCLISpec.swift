@@ -29,9 +29,9 @@ struct BatonCLISpec: Sendable {
             choices: ["--role": ["prefill", "decode", "both"]]),
         "router": Subcommand(
             valueFlags: identityFlags.union(["--placement", "--host", "--port", "--model", "--api-keys",
-                                             "--served-model-name", "--model-id"]),
+                                             "--served-model-name", "--model-id", "--chat-template"]),
             booleanFlags: ["--insecure"], required: ["--placement"], needsIdentity: true),
-        "up": Subcommand(valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads"]),
+        "up": Subcommand(valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads", "--chat-template"]),
         "bench serve": Subcommand(
             valueFlags: ["--url", "--concurrency", "--requests", "--prompt-tokens", "--max-tokens"],
             booleanFlags: ["--json"], required: ["--url"]),

@@ -18,6 +18,7 @@ struct KVReceiverStateMachineTests {
         message.identity.protocolVersion = request.identity.protocolVersion
         message.identity.modelFingerprint = request.identity.modelFingerprint
         message.identity.tokenizerHash = request.identity.tokenizerHash
+        message.identity.architecture = request.identity.architecture
         message.identity.layout.layers = UInt32(request.identity.layers)
         message.identity.layout.kvHeads = UInt32(request.identity.kvHeads)
         message.identity.layout.headDim = UInt32(request.identity.headDim)
@@ -85,6 +86,19 @@ struct KVReceiverStateMachineTests {
         #expect(code == .incompatible)
         #expect(message.contains("model fingerprint: local model-abc, peer model-xyz"))
         #expect(notify)
+    }
+
+    @Test("KV of another architecture is refused at the handshake, naming both")
+    func architectureMismatch() {
+        var m = machine()
+        var other = Fixtures.identity
+        other.architecture = "gemma3"
+        let request = Fixtures.request(identity: other)
+        guard case .fail(.incompatible, let message, _) = m.receiveHandshake(handshake(request)) else {
+            Issue.record("expected an incompatible failure")
+            return
+        }
+        #expect(message.contains("architecture: local llama, peer gemma3"))
     }
 
     @Test("A protocol version from the future is refused")

@@ -100,7 +100,7 @@ final class RecordingReceiver: KVTransferReceiver, Sendable {
 
 enum Fixtures {
     static let identity = KVCompatibilityIdentity(
-        modelFingerprint: "model-abc", tokenizerHash: "tok-123", layers: 4, kvHeads: 2, headDim: 16,
+        architecture: "llama", modelFingerprint: "model-abc", tokenizerHash: "tok-123", layers: 4, kvHeads: 2, headDim: 16,
         elementType: .f16, blockSize: 16)
 
     /// 40 tokens → 3 blocks → 6144 bytes per layer.

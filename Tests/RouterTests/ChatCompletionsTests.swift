@@ -55,6 +55,29 @@ struct ChatCompletionsTests {
         }
     }
 
+    @Test("a model without a chat template answers chat with a 400 that says how to give one, and completions still work")
+    func noChatTemplate() async throws {
+        let (app, backend, _) = try Fixtures.application(withoutTemplate: true)
+        let fake = try #require(backend as? FakeBackend)
+        try await app.test(.router) { client in
+            let chat = try await client.execute(
+                uri: "/v1/chat/completions", method: .post, headers: jsonHeaders, body: try jsonBody(Self.chatBody()))
+            #expect(chat.status == .badRequest)
+            let error = try #require(try jsonObject(chat.body)["error"] as? [String: Any])
+            #expect(error["code"] as? String == "chat_template_missing")
+            #expect(error["type"] as? String == "invalid_request_error")
+            let message = try #require(error["message"] as? String)
+            #expect(message.contains("--chat-template FILE") && message.contains("/v1/completions"))
+            #expect(fake.requests.isEmpty)
+
+            let completion = try await client.execute(
+                uri: "/v1/completions", method: .post, headers: jsonHeaders,
+                body: try jsonBody(["model": Fixtures.modelID, "prompt": "Once upon a time"]))
+            #expect(completion.status == .ok)
+            #expect(fake.requests.count == 1)
+        }
+    }
+
     @Test("max_completion_tokens caps the output and finish_reason becomes length")
     func maxTokensGivesLength() async throws {
         let (app, backend, model) = try Fixtures.application()

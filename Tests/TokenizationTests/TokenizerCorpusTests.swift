@@ -1,3 +1,4 @@
+import GGUF
 import Testing
 import Tokenization
 
@@ -108,5 +109,42 @@ struct TokenizerCorpusTests {
         }
         #expect(Set(tokenizers.keys) == ["gpt-2", "llama-bpe", "qwen2"])
         #expect(mismatches == 0)
+    }
+
+    /// The SentencePiece corpora and the test model whose vocabulary each was made with.
+    static let sentencePieceCorpora: [(fixture: String, model: String)] = [
+        ("tokenizer_corpus_gemma3", "gemma-3-270m-q4_k_m.gguf"),
+        ("tokenizer_corpus_mistral_spm", "mistral-spm-random.gguf"),
+    ]
+
+    @Test(
+        "SentencePiece vocabularies (Gemma 3's, and a Mistral-style one with add_space_prefix) encode and decode every corpus string as llama.cpp does",
+        arguments: sentencePieceCorpora.indices)
+    func sentencePieceMatchesLlamaCpp(_ index: Int) throws {
+        let (fixture, model) = Self.sentencePieceCorpora[index]
+        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: try DefaultModel.testModel(model)))
+        #expect(tokenizer.model == "llama")
+        let corpus = try loadFixture(fixture, as: TokenizerCorpus.self)
+        #expect(corpus.cases.count >= 300)
+        var mismatches = 0, roundTrips = 0
+        for item in corpus.cases {
+            let ids = tokenizer.encode(item.text, addSpecial: item.addSpecial, parseSpecial: item.parseSpecial)
+            if ids != item.ids {
+                mismatches += 1
+                Issue.record("""
+                    \(model): mismatch for \(item.text.debugDescription) \
+                    (add_special \(item.addSpecial), parse_special \(item.parseSpecial))
+                      ours:      \(ids)
+                      llama.cpp: \(item.ids)
+                    """)
+            }
+            if item.roundTrips && !item.addSpecial {
+                let text = tokenizer.decode(ids, renderSpecial: item.parseSpecial)
+                #expect(text == item.text, "\(model): round trip of \(item.text.debugDescription) gave \(text.debugDescription)")
+                roundTrips += 1
+            }
+        }
+        #expect(mismatches == 0, "\(mismatches) of \(corpus.cases.count) cases differ from \(corpus.reference)")
+        #expect(roundTrips >= 150)
     }
 }

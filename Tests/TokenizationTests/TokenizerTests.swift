@@ -104,11 +104,11 @@ struct DefaultModelTokenizerTests {
 
 @Suite("Tokenizer construction and llama.cpp's load-time rules")
 struct TokenizerConstructionTests {
-    @Test("only byte-level BPE is accepted")
+    @Test("only byte-level BPE and SentencePiece are accepted")
     func unsupportedModel() {
         let vocabulary = TinyVocabulary()
         #expect {
-            try Tokenizer(tokens: vocabulary.tokens, merges: [], model: "llama", pre: "smollm")
+            try Tokenizer(tokens: vocabulary.tokens, merges: [], model: "t5", pre: "smollm")
         } throws: { error in
             (error as? TokenizationError)?.code == .unsupportedModel
         }

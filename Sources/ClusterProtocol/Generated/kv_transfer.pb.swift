@@ -247,6 +247,9 @@ public nonisolated struct Baton_V1_CompatibilityIdentity: Sendable {
   /// Clears the value of `layout`. Subsequent reads from it will return its default value.
   public mutating func clearLayout() {self._layout = nil}
 
+  /// general.architecture of the model (llama, qwen2, qwen3, gemma3)
+  public var architecture: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -631,7 +634,7 @@ nonisolated extension Baton_V1_KVLayout: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Baton_V1_CompatibilityIdentity: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompatibilityIdentity"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}model_fingerprint\0\u{3}tokenizer_hash\0\u{1}layout\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}model_fingerprint\0\u{3}tokenizer_hash\0\u{1}layout\0\u{1}architecture\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -643,6 +646,7 @@ nonisolated extension Baton_V1_CompatibilityIdentity: SwiftProtobuf.Message, Swi
       case 2: try { try decoder.decodeSingularStringField(value: &self.modelFingerprint) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tokenizerHash) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._layout) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.architecture) }()
       default: break
       }
     }
@@ -665,6 +669,9 @@ nonisolated extension Baton_V1_CompatibilityIdentity: SwiftProtobuf.Message, Swi
     try { if let v = self._layout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.architecture.isEmpty {
+      try visitor.visitSingularStringField(value: self.architecture, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -673,6 +680,7 @@ nonisolated extension Baton_V1_CompatibilityIdentity: SwiftProtobuf.Message, Swi
     if lhs.modelFingerprint != rhs.modelFingerprint {return false}
     if lhs.tokenizerHash != rhs.tokenizerHash {return false}
     if lhs._layout != rhs._layout {return false}
+    if lhs.architecture != rhs.architecture {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -87,7 +87,8 @@ public final class PrefillEngine: @unchecked Sendable {
         values = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
         scores = .allocate(capacity: threads * rowBlock * context)
         self.roundsActivations = roundsActivations
-        roundedInput = .allocate(capacity: roundsActivations ? chunkSize * max(c.embeddingLength, c.feedForwardLength) : 1)
+        roundedInput = .allocate(
+            capacity: roundsActivations ? chunkSize * max(c.embeddingLength, c.feedForwardLength, c.queryDimension) : 1)
     }
 
     deinit {

@@ -43,12 +43,14 @@ enum Fixtures {
         backend: (Tokenizer) -> any GenerationBackend = { FakeBackend(tokenizer: $0) },
         configuration: RouterConfiguration = configuration(),
         apiKeys: APIKeySet? = nil,
-        metrics: RouterMetrics = RouterMetrics()
+        metrics: RouterMetrics = RouterMetrics(),
+        withoutTemplate: Bool = false
     ) throws -> (some ApplicationProtocol, any GenerationBackend, Model) {
         let model = try loadModel()
         let backend = backend(model.tokenizer)
         let app = try makeRouterApplication(
-            configuration: configuration, tokenizer: model.tokenizer, template: model.template, backend: backend,
+            configuration: configuration, tokenizer: model.tokenizer, template: withoutTemplate ? nil : model.template,
+            backend: backend,
             apiKeys: apiKeys, metrics: metrics)
         return (app, backend, model)
     }
