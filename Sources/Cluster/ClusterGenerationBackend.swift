@@ -406,7 +406,7 @@ private final class ResumableGeneration: @unchecked Sendable {
         case .fail(let error):
             throw error
         case .resume(let state, let excluding):
-            backend.recordMigration(failure, state: state, number: migration.migrations, of: migration.maxMigrations)
+            backend.recordMigration(failure, state: migration.state, number: migration.migrations, of: migration.maxMigrations)
             let (next, _) = try await backend.place(state, excluding: excluding)
             migration.opened(promptPath: next.promptPath)
             current.withLock { $0 = next }

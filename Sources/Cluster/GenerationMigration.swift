@@ -28,7 +28,9 @@ struct GenerationMigration: Sendable {
     }
 
     enum Action: Sendable {
-        /// Continue `state` elsewhere, leaving out `excluding`.
+        /// Continue `state` elsewhere, leaving out `excluding`. The state runs on the workers under its own id
+        /// (`<request id>/<migration>`): a worker still releasing the failed attempt (a reset stream, a cancelled
+        /// shipment) never takes the new one for it.
         case resume(GenerationState, excluding: [String])
         /// Give the client `error`: the generation ends.
         case fail(GenerationError)
@@ -79,7 +81,9 @@ struct GenerationMigration: Sendable {
         migrations += 1
         if !excluded.contains(failure.worker) { excluded.append(failure.worker) }
         recomputedTokens += state.request.prompt.count + state.generated.count
-        return .resume(state, excluding: excluded)
+        var attempt = state
+        attempt.request.id = "\(state.request.id.prefix(GenerationRequest.maximumIDLength - 4))/\(migrations)"
+        return .resume(attempt, excluding: excluded)
     }
 
     /// Errors another worker may get past: a worker lost, silent, failing or shutting down, a broken or late KV

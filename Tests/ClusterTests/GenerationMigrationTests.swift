@@ -28,6 +28,8 @@ struct GenerationMigrationTests {
             return
         }
         #expect(state.generated == [10, 11])
+        #expect(state.request.id == "r/1", "each attempt has its own id on the workers")
+        #expect(migration.state.request.id == "r")
         #expect(state.random == RandomState(5, 6, 7, 8))
         #expect(state.promptPath == .prefill)
         #expect(excluding == ["decode-0"])
