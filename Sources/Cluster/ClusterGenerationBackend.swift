@@ -205,8 +205,9 @@ public final class ClusterGenerationBackend: GenerationBackend {
             default: throw GenerationError(.failed, "decode worker \(decode.name) answered out of order")
             }
         } catch {
+            // Full, draining, failing or gone before it took the request: another decode worker may take it.
             generation.cancel(reason: "the decode worker did not open the request")
-            throw AttemptFailure(error: error, retryable: Self.isTransient(error))
+            throw AttemptFailure(error: error, retryable: GenerationMigration.isResumable(error), leaveOut: decode.name)
         }
         countWorkerRequest(worker: decode.name, role: "decode")
         if let prefill {
@@ -278,11 +279,6 @@ public final class ClusterGenerationBackend: GenerationBackend {
     }
 
     // MARK: - Mapping
-
-    /// Whether another choice of workers may succeed after `error` on this one.
-    private static func isTransient(_ error: GenerationError) -> Bool {
-        error.code == .overloaded || error.code == .unavailable
-    }
 
     /// A worker's non-200 answer (JSON `{"code", "message"}`).
     private static func refusal(status: Int, body: [UInt8], worker: String) -> AttemptFailure {
