@@ -3,7 +3,7 @@
 
 Starts a loopback cluster of real `baton` processes (placement, one prefill worker, two decode workers, the
 router; mutual TLS; --threads per worker), runs --streams concurrent chat streams (greedy and seeded, short
-prompts run decode-only and long ones split), and --kills times: as soon as a stream is under way, SIGKILLs the
+prompts run decode-only and long ones split), and --kills times: once every stream is under way, SIGKILLs the
 decode worker that took the most of them, waits for every stream to end, checks each text against an undisturbed
 run of the same requests, and restarts the killed worker.
 
@@ -12,7 +12,7 @@ spans the kill (or from the kill to its next delta). Over all kills: p50 / p99 /
 longest per kill, and the migration cost from the router's metrics (prompt + generated tokens recomputed per
 migration, i.e. extra prefill tokens).
 
-Usage: python3 Deploy/scripts/migration_pause.py [--baton PATH] [--kills 10] [--streams 4] [--max-tokens 48]
+Usage: python3 Deploy/scripts/migration_pause.py [--baton PATH] [--kills 10] [--streams 4] [--max-tokens 128]
            [--threads 1] [--json]
 """
 import argparse
@@ -209,7 +209,7 @@ def main():
     parser.add_argument("--baton")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--streams", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (their folder is printed)")
@@ -232,7 +232,8 @@ def main():
             before = decode_counts(before_metrics)
             streams = [Stream(cluster.router_port, p, t, s, args.max_tokens) for p, t, s in requests]
             deadline = time.monotonic() + 120
-            while not any(len(s.deltas) >= 2 for s in streams) and time.monotonic() < deadline:
+            # Every stream under way (mid-stream, not waiting for its first token) before the kill.
+            while not all(len(s.deltas) >= 2 or not s.is_alive() for s in streams) and time.monotonic() < deadline:
                 time.sleep(0.005)
             after = decode_counts(cluster.metrics())
             victim = max(("decode-0", "decode-1"), key=lambda n: after.get(n, 0) - before.get(n, 0))
