@@ -11,20 +11,40 @@ import Synchronization
 /// logits to it, and hands the decode worker's tokens to the router. Short prompts (placement's `decode_only`
 /// mode) run entirely on the decode worker.
 ///
-/// `generate` returns once the first token (or the end) is known, so that every failure before it — no worker,
-/// overload, a worker that went away — reaches the client as a proper HTTP error rather than a broken stream.
-/// A worker that refuses for a transient reason (draining, out of KV room, unreachable) is retried on another
-/// choice, up to `attempts` times, before the request fails.
+/// `generate` returns once the first token (or the end) is known, so that every failure before it that no other
+/// worker can get past (an invalid request, every worker overloaded) reaches the client as a proper HTTP error
+/// rather than a broken stream. A worker that refuses for a transient reason (draining, out of KV room,
+/// unreachable) is retried on another choice, up to `attempts` times.
+///
+/// **Requests resume anywhere.** The router keeps each generation's `GenerationState` as the client received it
+/// (every token handed on, and the generator's state after the last of them). When its decode worker's stream
+/// breaks, stays silent past `decodeIdleTimeout` or reports a failure, or its prefill worker or KV transfer fails,
+/// the state is opened on other workers (those that failed it left out of placement's choice), which rebuild the KV
+/// of prompt + generated tokens on the path the first run used and sample on: the client's stream continues with
+/// exactly the tokens an undisturbed run would have produced. At most the policy's `resume.max_migrations` times
+/// per request; each migration is one warning log line and counts in `baton_router_migrations_total{reason}`.
 ///
 /// The stream it returns decodes the decode worker's messages as the consumer asks for them (no task between the
 /// two). Cancelling it resets the decode stream and the prefill request; each worker then frees the KV.
 public final class ClusterGenerationBackend: GenerationBackend {
     /// Settings with documented defaults.
     public struct Configuration: Sendable {
-        /// Choices tried per request when workers refuse for transient reasons. Default 3.
+        /// Choices tried per placement when workers refuse for transient reasons. Default 3.
         public var attempts = 3
-        /// Longest silence on a decode stream (the worker sends keep-alives while it waits). Default 60 s.
-        public var decodeIdleTimeout: Duration = .seconds(60)
+        /// Migrations per request when placement's answer names none (the policy's `resume.max_migrations`
+        /// normally does). Default 3.
+        public var maxMigrations = 3
+        /// Longest silence on a decode stream; past it the worker counts as failed and the request moves. The
+        /// worker sends a keep-alive every second while it has nothing else to say. Default 10 s.
+        public var decodeIdleTimeout: Duration = .seconds(10)
+        /// Once a prompt's KV transfer started, the decode worker's longest wait for each next layer: this, plus
+        /// `kvProgressPerTokenTimeout` per prompt token. Defaults 10 s and 5 ms.
+        public var kvProgressBaseTimeout: Duration = .seconds(10)
+        public var kvProgressPerTokenTimeout: Duration = .milliseconds(5)
+        /// Longest wait for each next token once the first arrived; a decode worker that keeps its stream alive
+        /// but makes no progress past it counts as failed. (The first token's bound is the prefill's plus the KV
+        /// progress bound.) Default 30 s.
+        public var tokenTimeout: Duration = .seconds(30)
         /// Prefill deadline: this much, plus `prefillPerTokenTimeout` per prompt token. Default 30 s.
         public var prefillBaseTimeout: Duration = .seconds(30)
         /// Default 20 ms per token (a slow core prefills 50 tokens/s).
@@ -90,20 +110,41 @@ public final class ClusterGenerationBackend: GenerationBackend {
     }
 
     public func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream {
+        let (first, maxMigrations) = try await place(state, excluding: [])
+        let generation = ResumableGeneration(
+            backend: self, state: state, maxMigrations: maxMigrations, first: first)
+        // Wait for the first token (or the end) before answering, so early failures get a proper status.
+        do {
+            try await generation.readHead()
+        } catch {
+            generation.cancel(reason: "the generation failed before its first token")
+            throw error
+        }
+        return GenerationStream(
+            next: { try await generation.next() }, cancel: { reason in generation.cancel(reason: reason) })
+    }
+
+    /// Chooses workers for `state` (never those in `excluding`) and opens it there; a transient refusal is tried
+    /// on another choice, up to `attempts` choices. Returns the opened generation and the policy's migration budget.
+    fileprivate func place(
+        _ state: GenerationState, excluding: [String]
+    ) async throws(GenerationError) -> (RemoteGeneration, maxMigrations: Int) {
+        var excluded = excluding
         var lastError: GenerationError?
         for attempt in 1...max(1, configuration.attempts) {
             if Task.isCancelled { throw GenerationError(.cancelled, "the request was cancelled before it was placed") }
             let choice: ChooseResponse
             do {
-                choice = try await placement.choose(promptTokens: state.request.prompt.count)
+                choice = try await placement.choose(promptTokens: state.request.prompt.count, excluding: excluded)
             } catch {
                 throw Self.generationError(error)
             }
             do {
-                return try await start(state, on: choice)
+                return (try await start(state, on: choice), choice.maxMigrations ?? configuration.maxMigrations)
             } catch {
                 lastError = error.error
                 guard error.retryable, attempt < configuration.attempts else { throw error.error }
+                if let worker = error.leaveOut, !excluded.contains(worker) { excluded.append(worker) }
                 logger.info("request \(state.request.id): \(error.error.message); choosing again (attempt \(attempt + 1))")
             }
         }
@@ -115,14 +156,23 @@ public final class ClusterGenerationBackend: GenerationBackend {
         var error: GenerationError
         /// Another choice of workers may succeed.
         var retryable: Bool
+        /// The worker to leave out of the next choice (unreachable or draining).
+        var leaveOut: String?
     }
 
-    /// Opens `state` on the chosen decode worker, starts the prefill, and waits for the first output.
-    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> GenerationStream {
+    /// Opens `state` on the chosen decode worker and, once it answered `opened`, starts the prefill. A state whose
+    /// prompt ran through decode steps before is continued the same way (prompt run on the decode worker).
+    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> RemoteGeneration {
         let request = state.request
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
-        open.prefillHere = choice.mode == .decodeOnly || choice.prefill == nil
+        open.prefillHere = choice.mode == .decodeOnly || choice.prefill == nil || state.promptPath == .decode
+        if !open.prefillHere {
+            // The reservation waits for the prefill to start as long as the prefill worker may take (its queue
+            // included), then for each layer within a bound that grows with the prompt.
+            open.transferTimeoutMs = Self.milliseconds(prefillTimeout(request))
+            open.kvProgressTimeoutMs = Self.milliseconds(kvProgressTimeout(request))
+        }
         let decode = choice.decode
         let opened: NodeStreamResponse
         do {
@@ -133,41 +183,65 @@ public final class ClusterGenerationBackend: GenerationBackend {
         } catch {
             throw AttemptFailure(
                 error: GenerationError(.unavailable, "decode worker \(decode.name) is unreachable: \(error)", cause: error),
-                retryable: true)
+                retryable: true, leaveOut: decode.name)
         }
         guard opened.status == 200 else {
             throw Self.refusal(status: opened.status, body: opened.body, worker: decode.name)
         }
 
+        let prefill = open.prefillHere ? nil : choice.prefill
         let generation = RemoteGeneration(
-            requestID: request.id, decodeWorker: decode.name, messages: opened.messages, cancelDecode: opened.cancel)
+            requestID: request.id, decodeWorker: decode.name, prefillWorker: prefill?.name, messages: opened.messages,
+            cancelDecode: opened.cancel, tokenTimeout: configuration.tokenTimeout)
         // The first event tells whether the worker took the request (it may wait for room first).
         do throws(GenerationError) {
             switch try await generation.nextMessage()?.event {
-            case .opened: break
+            case .opened(let event):
+                // Waiting for room was waiting; from here on the work must progress.
+                generation.opened(
+                    promptPath: PromptPath(proto: event.promptPath),
+                    firstTokenWithin: prefillTimeout(request) + kvProgressTimeout(request))
             case .failure(let failure): throw RemoteGeneration.error(failure, worker: decode.name)
             default: throw GenerationError(.failed, "decode worker \(decode.name) answered out of order")
             }
         } catch {
+            // Full, draining, failing or gone before it took the request: another decode worker may take it.
             generation.cancel(reason: "the decode worker did not open the request")
-            throw AttemptFailure(error: error, retryable: Self.isTransient(error))
+            throw AttemptFailure(error: error, retryable: GenerationMigration.isResumable(error), leaveOut: decode.name)
         }
         countWorkerRequest(worker: decode.name, role: "decode")
-        if !open.prefillHere, let prefill = choice.prefill {
+        if let prefill {
             countWorkerRequest(worker: prefill.name, role: "prefill")
             generation.startPrefill {
                 await self.submitPrefill(request, to: prefill, decode: decode)
             }
         }
-        // Wait for the first token (or the end) before answering, so early failures get a proper status.
-        do {
-            try await generation.readHead()
-        } catch {
-            generation.cancel(reason: "the generation failed before its first token")
-            throw AttemptFailure(error: error, retryable: false)
-        }
-        return GenerationStream(
-            next: { try await generation.next() }, cancel: { reason in generation.cancel(reason: reason) })
+        return generation
+    }
+
+    private func prefillTimeout(_ request: GenerationRequest) -> Duration {
+        configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
+    }
+
+    private func kvProgressTimeout(_ request: GenerationRequest) -> Duration {
+        configuration.kvProgressBaseTimeout + configuration.kvProgressPerTokenTimeout * request.prompt.count
+    }
+
+    private static func milliseconds(_ duration: Duration) -> UInt32 {
+        UInt32(clamping: Int(duration / .milliseconds(1)))
+    }
+
+    /// Logs and counts one migration: one line per migration, naming the request and what failed.
+    fileprivate func recordMigration(
+        _ failure: GenerationMigration.Failure, state: GenerationState, number: Int, of budget: Int
+    ) {
+        logger.warning(
+            "request \(state.request.id): \(failure.reason.rawValue): \(failure.error.message); resuming after \(state.generated.count) tokens on other workers (migration \(number) of \(budget), leaving out \(failure.worker))")
+        Counter(label: "baton_router_migrations_total", dimensions: [("reason", failure.reason.rawValue)], factory: metrics)
+            .increment()
+        // What the move costs: the new workers run the prompt and every generated token again.
+        Counter(label: "baton_router_migration_recomputed_tokens_total", factory: metrics)
+            .increment(by: state.request.prompt.count + state.generated.count)
     }
 
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
@@ -183,8 +257,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         address.port = UInt32(clamping: decode.address.port)
         address.hostID = decode.address.hostID
         submit.decodeWorker = address
-        let timeout = configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
-        submit.deadlineMs = UInt32(clamping: Int(timeout.components.seconds) * 1000)
+        let timeout = prefillTimeout(request)
+        submit.deadlineMs = Self.milliseconds(timeout)
         do {
             let client = try await workers.client(host: prefill.address.host, port: prefill.address.port)
             let response = try await client.call(
@@ -206,11 +280,6 @@ public final class ClusterGenerationBackend: GenerationBackend {
 
     // MARK: - Mapping
 
-    /// Whether another choice of workers may succeed after `error` on this one.
-    private static func isTransient(_ error: GenerationError) -> Bool {
-        error.code == .overloaded || error.code == .unavailable
-    }
-
     /// A worker's non-200 answer (JSON `{"code", "message"}`).
     private static func refusal(status: Int, body: [UInt8], worker: String) -> AttemptFailure {
         struct Body: Decodable {
@@ -222,7 +291,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         let message = "worker \(worker): " + (parsed?.message ?? (text.isEmpty ? "HTTP \(status)" : text))
         switch (status, parsed?.code ?? "") {
         case (_, "draining"), (503, _):
-            return AttemptFailure(error: GenerationError(.unavailable, message), retryable: true)
+            return AttemptFailure(error: GenerationError(.unavailable, message), retryable: true, leaveOut: worker)
         case (_, "no_room"), (429, _):
             return AttemptFailure(error: GenerationError(.overloaded, message, retryAfterSeconds: 1), retryable: true)
         case (400..<500, _):
@@ -263,55 +332,29 @@ public final class ClusterGenerationBackend: GenerationBackend {
     }
 }
 
-/// One generation running on a decode worker, read by one consumer: decodes the worker's messages on demand.
-private final class RemoteGeneration: @unchecked Sendable {
-    let requestID: String
-    let decodeWorker: String
-    private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
-    private let cancelDecode: @Sendable () -> Void
-    /// The first output, read before `generate` returned.
+/// One generation the client sees as one stream, whichever workers serve it: reads the current decode worker's
+/// events, records every token it hands on in its `GenerationMigration`, and when the workers fail, continues the
+/// state on others (as the migration decides) without the consumer noticing anything but a pause.
+private final class ResumableGeneration: @unchecked Sendable {
+    private let backend: ClusterGenerationBackend
+    /// Touched only by the consumer's task (one `next` at a time).
+    private var migration: GenerationMigration
     private var head: GenerationEvent?
     private var finished = false
-    /// Why the prefill failed: it resets the decode stream, and this is what the consumer hears.
-    private let prefillFailure = Mutex<GenerationError?>(nil)
-    private let prefill = Mutex<Task<Void, Never>?>(nil)
+    /// The workers serving it now; swapped by the consumer's task, read by `cancel` from any task.
+    private let current: Mutex<RemoteGeneration>
+    private let cancellation = Mutex<String?>(nil)
 
-    init(
-        requestID: String, decodeWorker: String, messages: AsyncThrowingStream<[UInt8], any Error>,
-        cancelDecode: @escaping @Sendable () -> Void
-    ) {
-        self.requestID = requestID
-        self.decodeWorker = decodeWorker
-        self.messages = messages.makeAsyncIterator()
-        self.cancelDecode = cancelDecode
-    }
-
-    /// Runs the prefill; a failure ends the decode stream at once (its worker would otherwise wait for a
-    /// transfer that never comes) and is what the consumer hears.
-    func startPrefill(_ run: @escaping @Sendable () async -> GenerationError?) {
-        let task = Task { [self] in
-            guard let failure = await run() else { return }
-            prefillFailure.withLock { $0 = failure }
-            cancelDecode()
-        }
-        prefill.withLock { $0 = task }
+    init(backend: ClusterGenerationBackend, state: GenerationState, maxMigrations: Int, first: RemoteGeneration) {
+        self.backend = backend
+        migration = GenerationMigration(state: state, maxMigrations: maxMigrations)
+        migration.opened(promptPath: first.promptPath)
+        current = Mutex(first)
     }
 
     func cancel(reason: String) {
-        cancelDecode()
-        prefill.withLock { $0 }?.cancel()
-    }
-
-    /// The next worker message (keep-alives are skipped by the client), or nil at the end of the stream.
-    func nextMessage() async throws(GenerationError) -> Baton_V1_DecodeEvent? {
-        let bytes: [UInt8]?
-        do { bytes = try await messages.next() } catch {
-            throw failure(GenerationError(.failed, "decode worker \(decodeWorker): \(error)", cause: error))
-        }
-        guard let bytes else { return nil }
-        do { return try Baton_V1_DecodeEvent(serializedBytes: bytes) } catch {
-            throw GenerationError(.failed, "decode worker \(decodeWorker) sent an unreadable event", cause: error)
-        }
+        cancellation.withLock { if $0 == nil { $0 = reason } }
+        current.withLock { $0 }.cancel(reason: reason)
     }
 
     /// Reads up to the first output (a token or the end) and keeps it for `next`.
@@ -335,13 +378,168 @@ private final class RemoteGeneration: @unchecked Sendable {
 
     private func nextOutput() async throws(GenerationError) -> GenerationEvent {
         while true {
+            let remote = current.withLock { $0 }
+            do {
+                let event = try await remote.nextOutput()
+                if case .token(let token) = event { migration.delivered(token) }
+                return event
+            } catch {
+                try await resume(after: remote.whatFailed(error))
+            }
+        }
+    }
+
+    /// Moves the generation to other workers after `failure`, or throws what the client gets.
+    private func resume(after failure: GenerationMigration.Failure) async throws(GenerationError) {
+        current.withLock { $0 }.cancel(reason: "its workers failed")
+        // A consumer that went away ends the worker's stream too: that is no failure to move away from.
+        if Task.isCancelled { cancellation.withLock { if $0 == nil { $0 = "the consumer went away" } } }
+        if let reason = cancellation.withLock({ $0 }) {
+            migration.cancel()
+            throw GenerationError(.cancelled, reason)
+        }
+        switch migration.failed(failure) {
+        case .fail(let error):
+            throw error
+        case .resume(let state, let excluding):
+            backend.recordMigration(failure, state: migration.state, number: migration.migrations, of: migration.maxMigrations)
+            let (next, _) = try await backend.place(state, excluding: excluding)
+            migration.opened(promptPath: next.promptPath)
+            current.withLock { $0 = next }
+            if let reason = cancellation.withLock({ $0 }) {
+                next.cancel(reason: reason)
+                throw GenerationError(.cancelled, reason)
+            }
+        }
+    }
+}
+
+/// One generation running on a decode worker (and its prefill worker, if any), read by one consumer: decodes the
+/// worker's messages on demand and, when they stop, tells which worker failed.
+private final class RemoteGeneration: @unchecked Sendable {
+    let requestID: String
+    let decodeWorker: String
+    let prefillWorker: String?
+    /// How the decode worker said it computes or takes the prompt (from `opened`).
+    private(set) var promptPath: PromptPath?
+    private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
+    private let cancelDecode: @Sendable () -> Void
+    private var sawToken = false
+    /// How the decode stream stopped, when it did not finish.
+    private var fault: Fault?
+    /// Why the prefill failed: it resets the decode stream, and this is what the consumer hears.
+    private let prefillFailure = Mutex<GenerationError?>(nil)
+    private let prefill = Mutex<Task<Void, Never>?>(nil)
+    /// When the next token is due; keep-alives prove the connection, not the work.
+    private let clock: TokenClock
+    private let tokenTimeout: Duration
+    private let monitor = Mutex<Task<Void, Never>?>(nil)
+
+    private enum Fault {
+        /// The stream broke or ended early (the process or its connection is gone).
+        case lost
+        /// Silent past the idle bound.
+        case silent
+        /// We reset it (a failed prefill, or the consumer).
+        case reset
+        /// The worker sent a failure.
+        case reported(Baton_V1_DecodeFailure.Code)
+    }
+
+    init(
+        requestID: String, decodeWorker: String, prefillWorker: String?,
+        messages: AsyncThrowingStream<[UInt8], any Error>, cancelDecode: @escaping @Sendable () -> Void,
+        tokenTimeout: Duration
+    ) {
+        self.requestID = requestID
+        self.decodeWorker = decodeWorker
+        self.prefillWorker = prefillWorker
+        self.messages = messages.makeAsyncIterator()
+        self.cancelDecode = cancelDecode
+        clock = TokenClock()
+        self.tokenTimeout = tokenTimeout
+    }
+
+    /// The worker took the generation: the first token is due within `firstTokenWithin`, each next one within
+    /// `tokenTimeout` of the one before, else the stream is reset and the worker counts as failed.
+    func opened(promptPath: PromptPath?, firstTokenWithin bound: Duration) {
+        self.promptPath = promptPath
+        clock.due(in: bound)
+        let task = Task { [clock, cancelDecode] in await clock.run(onStall: cancelDecode) }
+        monitor.withLock { $0 = task }
+    }
+
+    /// Runs the prefill; a failure ends the decode stream at once (its worker would otherwise wait for a
+    /// transfer that never comes) and is what the consumer hears.
+    func startPrefill(_ run: @escaping @Sendable () async -> GenerationError?) {
+        let task = Task { [self] in
+            guard let failure = await run() else { return }
+            prefillFailure.withLock { $0 = failure }
+            cancelDecode()
+        }
+        prefill.withLock { $0 = task }
+    }
+
+    func cancel(reason: String) {
+        cancelDecode()
+        prefill.withLock { $0 }?.cancel()
+        monitor.withLock { $0 }?.cancel()
+    }
+
+    /// Which worker failed, and how, given the error the stream ended with.
+    func whatFailed(_ error: GenerationError) -> GenerationMigration.Failure {
+        let prefillFailed = prefillFailure.withLock { $0 } != nil
+        switch fault {
+        case .silent:
+            return .init(reason: .decodeSilent, worker: decodeWorker, error: error)
+        case .lost:
+            return .init(reason: .decodeLost, worker: decodeWorker, error: error)
+        case .reported(let code):
+            // A transfer that broke or stalled before the first token: the prefill side failed.
+            if let prefillWorker, !sawToken, prefillFailed || code == .transferFailed || code == .timeout {
+                return .init(reason: .prefillFailed, worker: prefillWorker, error: error)
+            }
+            return .init(reason: .decodeFailed, worker: decodeWorker, error: error)
+        case .reset, nil:
+            if let prefillWorker, prefillFailed { return .init(reason: .prefillFailed, worker: prefillWorker, error: error) }
+            return .init(reason: .decodeLost, worker: decodeWorker, error: error)
+        }
+    }
+
+    /// The next worker message (keep-alives are skipped by the client), or nil at the end of the stream.
+    func nextMessage() async throws(GenerationError) -> Baton_V1_DecodeEvent? {
+        let bytes: [UInt8]?
+        do { bytes = try await messages.next() } catch {
+            if clock.stalled {
+                fault = .silent
+                throw GenerationError(.timeout, "decode worker \(decodeWorker) made no progress (no token within its bound)")
+            }
+            switch (error as? RPCError)?.code {
+            case .timeout?: fault = .silent
+            case .cancelled?: fault = .reset
+            default: fault = prefillFailure.withLock { $0 } != nil ? .reset : .lost
+            }
+            throw failure(GenerationError(.failed, "decode worker \(decodeWorker): \(error)", cause: error))
+        }
+        guard let bytes else { return nil }
+        do { return try Baton_V1_DecodeEvent(serializedBytes: bytes) } catch {
+            throw GenerationError(.failed, "decode worker \(decodeWorker) sent an unreadable event", cause: error)
+        }
+    }
+
+    func nextOutput() async throws(GenerationError) -> GenerationEvent {
+        while true {
             guard let message = try await nextMessage() else {
+                fault = clock.stalled ? .silent : .lost
                 throw failure(GenerationError(.failed, "decode worker \(decodeWorker) ended the generation without finishing it"))
             }
             switch message.event {
             case .token(let token):
+                sawToken = true
+                clock.due(in: tokenTimeout)
                 return .token(GeneratedToken(proto: token))
             case .finished(let finished):
+                monitor.withLock { $0 }?.cancel()
                 var handoff: KVHandoffSummary?
                 if finished.transport != .unspecified {
                     handoff = KVHandoffSummary(
@@ -353,6 +551,7 @@ private final class RemoteGeneration: @unchecked Sendable {
                         reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
                         completionTokens: Int(finished.completionTokens), handoff: handoff))
             case .failure(let failure):
+                fault = .reported(failure.code)
                 throw self.failure(Self.error(failure, worker: decodeWorker))
             case .opened:
                 continue
@@ -377,6 +576,28 @@ private final class RemoteGeneration: @unchecked Sendable {
         case .cancelled: GenerationError(.cancelled, message)
         case .transferFailed: GenerationError(.kvTransferFailed, message)
         default: GenerationError(.failed, message)
+        }
+    }
+}
+
+/// When a generation's next token is due. `run` resets the stream (through `onStall`) once it is late.
+private final class TokenClock: Sendable {
+    private let state = Mutex<(due: ContinuousClock.Instant, stalled: Bool)>((.now, false))
+
+    var stalled: Bool { state.withLock { $0.stalled } }
+
+    func due(in bound: Duration) {
+        state.withLock { $0.due = .now + bound }
+    }
+
+    func run(onStall: @Sendable () -> Void) async {
+        while !Task.isCancelled {
+            let due = state.withLock { $0.due }
+            if due <= .now {
+                state.withLock { $0.stalled = true }
+                return onStall()
+            }
+            do { try await Task.sleep(until: due, clock: .continuous) } catch { return }
         }
     }
 }

@@ -37,10 +37,11 @@ public final class PlacementClient: Sendable {
         guard response.status == 200 || response.status == 404 else { throw refusal(response, doing: "leaving as \(name)") }
     }
 
-    /// Where a prompt of `promptTokens` tokens should run. A refusal throws `.overloaded` (with its retry
-    /// delay) or `.unavailable`.
-    public func choose(promptTokens: Int) async throws(ClusterError) -> ChooseResponse {
-        let response = try await call(BatonProtocol.Placement.choose, body: ChooseRequest(promptTokens: promptTokens))
+    /// Where a prompt of `promptTokens` tokens should run, leaving out the workers in `excluding`. A refusal
+    /// throws `.overloaded` (with its retry delay) or `.unavailable`.
+    public func choose(promptTokens: Int, excluding: [String] = []) async throws(ClusterError) -> ChooseResponse {
+        let response = try await call(
+            BatonProtocol.Placement.choose, body: ChooseRequest(promptTokens: promptTokens, exclude: excluding))
         guard response.status == 200 else { throw refusal(response, doing: "choosing workers") }
         return try decode(ChooseResponse.self, response)
     }

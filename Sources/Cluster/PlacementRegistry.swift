@@ -146,8 +146,13 @@ public actor PlacementRegistry {
     /// Picks the workers for a prompt of `promptTokens` tokens with the current policy, and counts the
     /// request against them until their next heartbeat. Throws `.overloaded` (429) or `.unavailable` (503)
     /// with the policy's reason when the request cannot be placed now.
-    public func choose(promptTokens: Int) throws(ClusterError) -> ChooseResponse {
+    /// `excluding` names workers the caller saw fail this request: they are left out as if the policy's pools
+    /// excluded them.
+    public func choose(promptTokens: Int, excluding: [String] = []) throws(ClusterError) -> ChooseResponse {
         let decision: Decision
+        var policy = self.policy
+        policy.prefill.excludeWorkers += excluding
+        policy.decode.excludeWorkers += excluding
         do {
             decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &random)
         } catch {
@@ -163,7 +168,8 @@ public actor PlacementRegistry {
             let prefill = try pair.prefill.map { name throws(ClusterError) in try endpoint(name) }
             state.recordPlacement(pair)
             return ChooseResponse(mode: prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill, decode: decode,
-                                  explanation: decision.explainText(policy: policy))
+                                  explanation: decision.explainText(policy: policy),
+                                  maxMigrations: policy.resume.maxMigrations)
         }
     }
 

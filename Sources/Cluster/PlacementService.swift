@@ -197,7 +197,8 @@ public final class PlacementService: Sendable {
         }
         routes.on(BatonProtocol.Placement.choose) { request, response in
             await answer(response, logger: logger) {
-                try await registry.choose(promptTokens: try decodeBody(ChooseRequest.self, request).promptTokens)
+                let ask = try decodeBody(ChooseRequest.self, request)
+                return try await registry.choose(promptTokens: ask.promptTokens, excluding: ask.exclude)
             }
         }
         routes.on(BatonProtocol.Placement.status) { _, response in

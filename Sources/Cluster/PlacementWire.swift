@@ -81,13 +81,23 @@ public struct LeaveRequest: Codable, Sendable, Equatable {
 /// POST /v1/placement/choose
 public struct ChooseRequest: Codable, Sendable, Equatable {
     public var promptTokens: Int
+    /// Workers not to choose (for this request only): the router's own view of workers that failed it.
+    public var exclude: [String]
 
-    public init(promptTokens: Int) {
+    public init(promptTokens: Int, exclude: [String] = []) {
         self.promptTokens = promptTokens
+        self.exclude = exclude
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        promptTokens = try container.decode(Int.self, forKey: .promptTokens)
+        exclude = try container.decodeIfPresent([String].self, forKey: .exclude) ?? []
     }
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens"
+        case exclude
     }
 }
 
@@ -103,12 +113,15 @@ public struct ChooseResponse: Codable, Sendable, Equatable {
     public var decode: WorkerEndpoint
     /// Why (scores), as `baton placement explain` prints it.
     public var explanation: String
+    /// The policy's `resume.max_migrations` (nil from a placement service that predates it).
+    public var maxMigrations: Int?
 
-    public init(mode: Mode, prefill: WorkerEndpoint?, decode: WorkerEndpoint, explanation: String) {
+    public init(mode: Mode, prefill: WorkerEndpoint?, decode: WorkerEndpoint, explanation: String, maxMigrations: Int? = nil) {
         self.mode = mode
         self.prefill = prefill
         self.decode = decode
         self.explanation = explanation
+        self.maxMigrations = maxMigrations
     }
 }
 

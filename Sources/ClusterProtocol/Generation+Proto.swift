@@ -48,7 +48,8 @@ extension GenerationState {
             request: GenerationRequest(
                 id: message.requestID, prompt: message.promptTokens, maxNewTokens: Int(message.maxNewTokens),
                 sampling: SamplingParameters(proto: message.sampling), stopTokenIDs: Set(message.stopTokenIds)),
-            generated: message.generatedTokens, random: message.hasRandom ? RandomState(proto: message.random) : nil)
+            generated: message.generatedTokens, random: message.hasRandom ? RandomState(proto: message.random) : nil,
+            promptPath: PromptPath(proto: message.promptPath))
     }
 
     public var proto: Baton_V1_GenerationState {
@@ -60,7 +61,29 @@ extension GenerationState {
         message.stopTokenIds = request.stopTokenIDs.sorted()
         message.generatedTokens = generated
         if let random { message.random = random.proto }
+        message.promptPath = promptPath.proto
         return message
+    }
+}
+
+extension PromptPath {
+    /// Nil for an unspecified (or unknown) path: the receiving worker chooses.
+    public init?(proto path: Baton_V1_PromptPath) {
+        switch path {
+        case .prefill: self = .prefill
+        case .decode: self = .decode
+        case .unspecified, .UNRECOGNIZED: return nil
+        }
+    }
+}
+
+extension Optional where Wrapped == PromptPath {
+    public var proto: Baton_V1_PromptPath {
+        switch self {
+        case .prefill: .prefill
+        case .decode: .decode
+        case nil: .unspecified
+        }
     }
 }
 

@@ -11,6 +11,15 @@ public struct RandomState: Sendable, Hashable {
     public var isValid: Bool { s0 | s1 | s2 | s3 != 0 }
 }
 
+/// Which arithmetic computed a prompt's KV. The prefill path (f32 sgemm) and decode steps (quantized kernels) round
+/// differently, so a generation continued elsewhere must rebuild its prompt on the path its first run used.
+public enum PromptPath: String, Sendable, Hashable {
+    /// The prefill path: a prefill worker, or a decode worker's prefill engine.
+    case prefill
+    /// Decode steps on a decode worker.
+    case decode
+}
+
 /// A generation in flight, everything needed to continue it anywhere: the request, the tokens generated so far
 /// and the sampler's random-generator state after the last of them. The rest of the sampler's state is a function
 /// of these (its penalty history is the last tokens of prompt + generated), as is the stop-string matching state
@@ -26,11 +35,16 @@ public struct GenerationState: Sendable, Equatable {
     /// The generator's state after drawing the last of `generated`; nil before the first draw (then it starts
     /// from `request.sampling.seed`). Greedy sampling draws nothing, so it stays nil.
     public var random: RandomState?
+    /// How the prompt's KV was computed; nil until a worker computed it (a continuation may then choose).
+    public var promptPath: PromptPath?
 
-    public init(request: GenerationRequest, generated: [Int32] = [], random: RandomState? = nil) {
+    public init(
+        request: GenerationRequest, generated: [Int32] = [], random: RandomState? = nil, promptPath: PromptPath? = nil
+    ) {
         self.request = request
         self.generated = generated
         self.random = random
+        self.promptPath = promptPath
     }
 
     /// Records one emitted token.

@@ -115,6 +115,15 @@ public struct PlacementPolicy: Sendable, Equatable {
         public init() {}
     }
 
+    /// What routers do when a request's worker fails mid-generation.
+    public struct Resume: Sendable, Equatable {
+        /// Times one request may move to other workers (decode worker lost, silent or failing; prefill worker
+        /// or KV transfer failing) before the client gets the error. Default 3; 0 turns resuming off.
+        public var maxMigrations: Int = 3
+
+        public init() {}
+    }
+
     public struct Membership: Sendable, Equatable {
         /// A worker with no heartbeat for this long is marked lost and gets no new requests. Default 10.
         public var heartbeatTimeoutSeconds: Double = 10
@@ -129,6 +138,7 @@ public struct PlacementPolicy: Sendable, Equatable {
     public var disaggregation = Disaggregation()
     public var slo = SLO()
     public var membership = Membership()
+    public var resume = Resume()
     /// The file the policy was read from, if any (for messages).
     public var source: String?
 
@@ -153,7 +163,8 @@ public struct PlacementPolicy: Sendable, Equatable {
 
     init(node: ConfigNode) throws(PlacementError) {
         self.init()
-        let map = try node.mapping(allowed: ["prefill", "decode", "scoring", "balancing", "disaggregation", "slo", "membership"])
+        let map = try node.mapping(
+            allowed: ["prefill", "decode", "scoring", "balancing", "disaggregation", "slo", "membership", "resume"])
         if let v = map["prefill"] { prefill = try Pool(node: v) }
         if let v = map["decode"] { decode = try Pool(node: v) }
         if let v = map["scoring"] { scoring = try Scoring(node: v) }
@@ -173,6 +184,10 @@ public struct PlacementPolicy: Sendable, Equatable {
             if let s = m["tpot_ms"], !s.isNull { slo.tpotMs = try s.double(in: 1...86_400_000) }
             if let s = m["max_queue_depth"], !s.isNull { slo.maxQueueDepth = try s.int(in: 1...1_000_000) }
             if let s = m["retry_after_seconds"], !s.isNull { slo.retryAfterSeconds = try s.double(in: 0...86_400) }
+        }
+        if let v = map["resume"] {
+            let m = try v.mapping(allowed: ["max_migrations"])
+            if let s = m["max_migrations"], !s.isNull { resume.maxMigrations = try s.int(in: 0...100) }
         }
         if let v = map["membership"] {
             let m = try v.mapping(allowed: ["heartbeat_timeout_seconds"])

@@ -36,10 +36,16 @@ public final class WorkerService: Sendable {
     public let keepAliveInterval: Duration
     /// A `SubmitPrefill` deadline when the request gives none (default 120 s).
     public let defaultPrefillDeadline: Duration
-    /// How long an `OpenDecode` waiting for KV keeps its room when the request names no bound (default 30 s),
-    /// and the most a request may ask for (default 10 min).
+    /// How long an `OpenDecode` waiting for its KV transfer to start keeps its room when the request names no
+    /// bound (default 30 s), and the most a request may ask for (default 10 min; also the most it may ask for
+    /// `kv_progress_timeout_ms`).
     public let defaultTransferTimeout: Duration
     public let maximumTransferTimeout: Duration
+    /// Once a transfer started, the longest wait for each next layer and the completion when the request names
+    /// no bound: this plus `defaultKVProgressPerToken` per prompt token (a layer of a long prompt takes longer to
+    /// compute). Defaults 10 s and 5 ms.
+    public let defaultKVProgressTimeout: Duration
+    public let defaultKVProgressPerToken: Duration
     private let vocabularySize: Int
     private let logger: Logger
     private let draining = Atomic<Bool>(false)
@@ -52,6 +58,7 @@ public final class WorkerService: Sendable {
         name: String, decode: DecodeScheduler?, prefill: PrefillService?, vocabularySize: Int,
         keepAliveInterval: Duration = .seconds(1), defaultPrefillDeadline: Duration = .seconds(120),
         defaultTransferTimeout: Duration = .seconds(30), maximumTransferTimeout: Duration = .seconds(600),
+        defaultKVProgressTimeout: Duration = .seconds(10), defaultKVProgressPerToken: Duration = .milliseconds(5),
         logger: Logger = Logger(label: "baton.worker")
     ) {
         self.name = name
@@ -62,6 +69,8 @@ public final class WorkerService: Sendable {
         self.defaultPrefillDeadline = defaultPrefillDeadline
         self.defaultTransferTimeout = defaultTransferTimeout
         self.maximumTransferTimeout = maximumTransferTimeout
+        self.defaultKVProgressTimeout = defaultKVProgressTimeout
+        self.defaultKVProgressPerToken = defaultKVProgressPerToken
         self.logger = logger
     }
 
@@ -160,13 +169,19 @@ public final class WorkerService: Sendable {
                 source = .computeHere
             } else {
                 let timeout = message.transferTimeoutMs == 0 ? defaultTransferTimeout : .milliseconds(Int(message.transferTimeoutMs))
-                guard timeout <= maximumTransferTimeout else {
+                let progress = message.kvProgressTimeoutMs == 0
+                    ? defaultKVProgressTimeout + defaultKVProgressPerToken * state.request.prompt.count
+                    : .milliseconds(Int(message.kvProgressTimeoutMs))
+                for (name, value, bound) in [
+                    ("transfer_timeout_ms", message.transferTimeoutMs, timeout),
+                    ("kv_progress_timeout_ms", message.kvProgressTimeoutMs, progress),
+                ] where bound > maximumTransferTimeout {
                     throw GenerationError(
                         .invalidArgument,
-                        "transfer_timeout_ms \(message.transferTimeoutMs) exceeds this worker's limit of \(Int(maximumTransferTimeout / .milliseconds(1)))",
-                        param: "transfer_timeout_ms")
+                        "\(name) \(value) exceeds this worker's limit of \(Int(maximumTransferTimeout / .milliseconds(1)))",
+                        param: name)
                 }
-                source = .transfer(timeout: timeout)
+                source = .transfer(timeout: timeout, progress: progress)
             }
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
@@ -189,6 +204,7 @@ public final class WorkerService: Sendable {
         defer { stream.cancel(reason: "the OpenDecode stream was reset") }
         event.opened.requestID = state.request.id
         event.opened.worker = name
+        event.opened.promptPath = Optional(decode.promptPath(for: state, source: source)).proto
         try await writer.send(try event.serializedBytes())
         do {
             for try await update in stream {

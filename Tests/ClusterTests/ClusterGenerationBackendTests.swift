@@ -76,14 +76,38 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("a decode worker's failure event ends the stream with a server error")
+    @Test("with resuming off, a decode worker's failure event ends the stream with a server error")
     func failureMidStream() async throws {
-        try await FakeCluster.run(mode: .disaggregated, failAfterTokens: 1) { _, backend in
+        try await FakeCluster.run(mode: .disaggregated, failAfterTokens: 1, maxMigrations: 0) { _, backend in
             let stream = try await backend.generate(Self.state("fail", [1, 2, 3], maxTokens: 3))
             let error = await #expect(throws: GenerationError.self) { _ = try await collect(stream) }
             #expect(error?.code == .failed)
             #expect(error?.message.contains("decode worker decode-a: injected failure") == true)
+            #expect(error?.message.contains("resume.max_migrations: 0") == true, "\(String(describing: error))")
         }
+    }
+
+    @Test("a decode worker failing mid-stream moves the request with its state, leaving that worker out, in one stream")
+    func failureMidStreamResumes() async throws {
+        let registry = PrometheusCollectorRegistry()
+        try await FakeCluster.run(
+            mode: .disaggregated, failAfterTokens: 1, failingOpens: 1, metrics: PrometheusMetricsFactory(registry: registry)
+        ) { cluster, backend in
+            let (tokens, summary) = try await collect(
+                try await backend.generate(Self.state("moved", [1, 2, 3], maxTokens: 3)))
+            #expect(tokens.map(\.id) == [103, 102, 101], "no token repeated or missing")
+            #expect(summary.completionTokens == 3)
+            let (opened, excludes) = cluster.log.withLock { ($0.opened, $0.excludes) }
+            #expect(opened.count == 2)
+            let resumed = GenerationState(proto: try #require(opened.last).state)
+            #expect(resumed.generated == [103])
+            #expect(resumed.random == RandomState(9, 8, 7, 6), "the generator state after the last delivered token")
+            #expect(excludes == [[], ["decode-a"]])
+        }
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        let text = String(decoding: buffer, as: UTF8.self)
+        #expect(text.contains(#"baton_router_migrations_total{reason="decode_failed"} 1"#), "\(text)")
     }
 
     @Test("cancelling the consumer resets the decode stream, and the worker sees it")
@@ -108,9 +132,9 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("a failed prefill answers the client at once and resets the decode worker's waiting stream")
+    @Test("with resuming off, a failed prefill answers the client at once and resets the decode worker's waiting stream")
     func prefillFailureResetsDecode() async throws {
-        try await FakeCluster.run(mode: .disaggregated, prefillStatus: 502) { cluster, backend in
+        try await FakeCluster.run(mode: .disaggregated, prefillStatus: 502, maxMigrations: 0) { cluster, backend in
             let started = ContinuousClock.now
             let error = await #expect(throws: GenerationError.self) {
                 _ = try await backend.generate(Self.state("p-fail", [1, 2, 3], maxTokens: 3))
@@ -201,6 +225,8 @@ struct FakeCluster {
         var opened: [Baton_V1_OpenDecodeRequest] = []
         var submitted: [Baton_V1_SubmitPrefillRequest] = []
         var chooseCalls = 0
+        /// The workers each choice was asked to leave out.
+        var excludes: [[String]] = []
         var decodeCancelled = false
     }
 
@@ -208,8 +234,9 @@ struct FakeCluster {
     let decodePort: Int
 
     static func run(
-        mode: Mode, drainingRefusals: Int = 0, noRoomRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false,
-        prefillStatus: Int? = nil, finishReason: Baton_V1_DecodeFinished.Reason? = nil,
+        mode: Mode, drainingRefusals: Int = 0, noRoomRefusals: Int = 0, failAfterTokens: Int? = nil,
+        failingOpens: Int = .max, endless: Bool = false, prefillStatus: Int? = nil,
+        finishReason: Baton_V1_DecodeFinished.Reason? = nil, maxMigrations: Int? = nil,
         metrics: any MetricsFactory = MetricsSystem.factory,
         _ body: (FakeCluster, ClusterGenerationBackend) async throws -> Void
     ) async throws {
@@ -220,6 +247,7 @@ struct FakeCluster {
         let log = FakeLog()
         let refusalsLeft = Mutex(drainingRefusals)
         let noRoomLeft = Mutex(noRoomRefusals)
+        let failuresLeft = Mutex(failingOpens)
         let prefillDone = AsyncStream<Void>.makeStream()
 
         var decodeRoutes = NodeRoutes()
@@ -247,11 +275,13 @@ struct FakeCluster {
                 var iterator = prefillDone.stream.makeAsyncIterator()
                 _ = await iterator.next()
             }
+            let failing = failuresLeft.withLock { left in defer { left -= 1 }; return left > 0 }
             do {
-                var sent = 0
+                // A continued state goes on after the tokens it holds.
+                var sent = open.generated.count
                 let count = endless ? Int.max : min(open.request.maxNewTokens, open.request.prompt.count)
                 while sent < count {
-                    if let failAfterTokens, sent == failAfterTokens {
+                    if failing, let failAfterTokens, sent == failAfterTokens {
                         var failure = Baton_V1_DecodeEvent()
                         failure.failure = Baton_V1_DecodeFailure.with { $0.code = .internal; $0.message = "injected failure" }
                         try await response.send(try failure.serializedBytes())
@@ -310,8 +340,11 @@ struct FakeCluster {
         let decodePort = decode.port, prefillPort = prefill.port
         var placementRoutes = NodeRoutes()
         placementRoutes.on(BatonProtocol.Placement.choose) { request, response in
-            log.withLock { $0.chooseCalls += 1 }
             let ask = try PlacementJSON.decode(ChooseRequest.self, from: request.body)
+            log.withLock {
+                $0.chooseCalls += 1
+                $0.excludes.append(ask.exclude)
+            }
             let decodeEndpoint = WorkerEndpoint(name: "decode-a", address: WorkerAddress(host: "127.0.0.1", port: decodePort, hostID: "host-a"))
             let prefillEndpoint = WorkerEndpoint(name: "prefill-a", address: WorkerAddress(host: "127.0.0.1", port: prefillPort, hostID: "host-a"))
             switch mode {
@@ -322,7 +355,7 @@ struct FakeCluster {
                 let split = if case .disaggregated = mode { true } else { false }
                 let answer = ChooseResponse(
                     mode: split ? .disaggregated : .decodeOnly, prefill: split ? prefillEndpoint : nil,
-                    decode: decodeEndpoint, explanation: "\(ask.promptTokens) tokens")
+                    decode: decodeEndpoint, explanation: "\(ask.promptTokens) tokens", maxMigrations: maxMigrations)
                 try await response.respond(status: 200, body: try PlacementJSON.encode(answer))
             }
         }

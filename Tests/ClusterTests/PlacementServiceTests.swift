@@ -205,6 +205,25 @@ struct PlacementServiceTests {
         await harness.stopAndRemove()
     }
 
+    @Test("a choice leaves out the workers the router names, falls back to decode-only without a prefill worker, and carries the migration budget")
+    func choiceExcludesWorkers() async throws {
+        let harness = try await PlacementHarness.start(policy: "resume: {max_migrations: 2}\n")
+        let client = try harness.client()
+        _ = try await client.register(registration("compute", roles: [.prefill], gflops: 400))
+        _ = try await client.register(registration("fast", roles: [.decode], gbps: 40))
+        _ = try await client.register(registration("slow", roles: [.decode], gbps: 10))
+        let usual = try await client.choose(promptTokens: 500)
+        #expect(usual.decode.name == "fast" && usual.prefill?.name == "compute" && usual.maxMigrations == 2)
+        let moved = try await client.choose(promptTokens: 500, excluding: ["fast"])
+        #expect(moved.decode.name == "slow" && moved.prefill?.name == "compute")
+        let local = try await client.choose(promptTokens: 500, excluding: ["fast", "compute"])
+        #expect(local.mode == .decodeOnly && local.decode.name == "slow")
+        let none = await #expect(throws: ClusterError.self) { try await client.choose(promptTokens: 5, excluding: ["fast", "slow"]) }
+        #expect(none?.code == .unavailable)
+        await client.close()
+        await harness.stopAndRemove()
+    }
+
     @Test("draining workers get no new requests")
     func drainingSkipped() async throws {
         let harness = try await PlacementHarness.start()

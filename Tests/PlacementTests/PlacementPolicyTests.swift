@@ -21,6 +21,7 @@ struct PlacementPolicyTests {
         #expect(policy.slo.tpotMs == 200)
         #expect(policy.slo.maxQueueDepth == 32)
         #expect(policy.membership.heartbeatTimeoutSeconds == 10)
+        #expect(policy.resume.maxMigrations == 3)
     }
 
     @Test("every key is read, byte sizes take units, and unset keys keep their defaults")
@@ -44,6 +45,7 @@ struct PlacementPolicyTests {
             disaggregation: {min_prompt_tokens: 300, fallback_to_decode_only: false}
             slo: {ttft_ms: 500, tpot_ms: 50, max_queue_depth: 4, retry_after_seconds: 3}
             membership: {heartbeat_timeout_seconds: 2.5}
+            resume: {max_migrations: 0}
             """
         let policy = try PlacementPolicy.parse(yaml: yaml, file: "full.yaml")
         #expect(policy.prefill.minGFLOPS == 150)
@@ -64,6 +66,7 @@ struct PlacementPolicyTests {
         #expect(policy.slo.ttftMs == 500 && policy.slo.tpotMs == 50)
         #expect(policy.slo.maxQueueDepth == 4 && policy.slo.retryAfterSeconds == 3)
         #expect(policy.membership.heartbeatTimeoutSeconds == 2.5)
+        #expect(policy.resume.maxMigrations == 0)
     }
 
     @Test("an unknown key names file, line, column and key, and suggests the close one")
@@ -104,6 +107,9 @@ struct PlacementPolicyTests {
         #expect(error?.location?.key == "slo.max_queue_depth")
         #expect(error?.location?.line == 2)
         #expect(error?.message == "0 is out of range 1...1000000")
+        let migrations = placementError { _ = try PlacementPolicy.parse(yaml: "resume:\n  max_migrations: 101\n", file: "p.yaml") }
+        #expect(migrations?.location?.key == "resume.max_migrations")
+        #expect(migrations?.message == "101 is out of range 0...100")
     }
 
     @Test("a misspelled strategy is refused with a suggestion")
@@ -162,6 +168,7 @@ struct PlacementPolicyTests {
         #expect(reference.prefill == PlacementPolicy().prefill)
         #expect(reference.scoring == PlacementPolicy().scoring)
         #expect(reference.slo == PlacementPolicy().slo)
+        #expect(reference.resume == PlacementPolicy().resume)
         let examples = config.appendingPathComponent("policy-examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 2)

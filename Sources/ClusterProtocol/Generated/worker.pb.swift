@@ -23,6 +23,52 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// Which arithmetic computed a prompt's KV. The two paths round differently, so a generation continued elsewhere
+/// rebuilds its prompt on the path its first run used, or its tokens may part from the undisturbed run's.
+public nonisolated enum Baton_V1_PromptPath: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// not computed yet: the worker chooses
+  case unspecified // = 0
+
+  /// the prefill path (f32 sgemm): a prefill worker, or a decode worker's prefill engine
+  case prefill // = 1
+
+  /// decode steps (quantized kernels) on a decode worker
+  case decode // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .prefill
+    case 2: self = .decode
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .prefill: return 1
+    case .decode: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Baton_V1_PromptPath] = [
+    .unspecified,
+    .prefill,
+    .decode,
+  ]
+
+}
+
 /// Where a worker serves its peers (control requests and, for decode workers, KV transfers).
 public nonisolated struct Baton_V1_WorkerAddress: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -195,6 +241,12 @@ public nonisolated struct Baton_V1_GenerationState: @unchecked Sendable {
   /// Clears the value of `random`. Subsequent reads from it will return its default value.
   public mutating func clearRandom() {_uniqueStorage()._random = nil}
 
+  /// how the prompt's KV was computed; unspecified before it was
+  public var promptPath: Baton_V1_PromptPath {
+    get {_storage._promptPath}
+    set {_uniqueStorage()._promptPath = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -264,9 +316,10 @@ public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
 
   public var prefillHere: Bool = false
 
-  /// longest wait for the KV transfer to complete; 0 = worker default
+  /// longest wait for the KV transfer to start (the prompt's prefill to start,
   public var transferTimeoutMs: UInt32 = 0
 
+  /// queueing at the prefill worker included); 0 = worker default
   public var state: Baton_V1_GenerationState {
     get {_state ?? Baton_V1_GenerationState()}
     set {_state = newValue}
@@ -275,6 +328,9 @@ public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
   public var hasState: Bool {self._state != nil}
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
   public mutating func clearState() {self._state = nil}
+
+  /// once the transfer started, longest wait for each next layer and for the
+  public var kvProgressTimeoutMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -292,6 +348,9 @@ public nonisolated struct Baton_V1_DecodeOpened: Sendable {
   public var requestID: String = String()
 
   public var worker: String = String()
+
+  /// how this worker computes (or takes) the prompt's KV
+  public var promptPath: Baton_V1_PromptPath = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -592,6 +651,10 @@ public nonisolated struct Baton_V1_CancelResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "baton.v1"
 
+nonisolated extension Baton_V1_PromptPath: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROMPT_PATH_UNSPECIFIED\0\u{1}PROMPT_PATH_PREFILL\0\u{1}PROMPT_PATH_DECODE\0")
+}
+
 nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerAddress"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}port\0\u{3}host_id\0")
@@ -763,7 +826,7 @@ nonisolated extension Baton_V1_RandomState: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerationState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0\u{1}sampling\0\u{3}stop_token_ids\0\u{3}generated_tokens\0\u{1}random\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{3}max_new_tokens\0\u{1}sampling\0\u{3}stop_token_ids\0\u{3}generated_tokens\0\u{1}random\0\u{3}prompt_path\0")
 
   fileprivate class _StorageClass {
     var _requestID: String = String()
@@ -773,6 +836,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
     var _stopTokenIds: [Int32] = []
     var _generatedTokens: [Int32] = []
     var _random: Baton_V1_RandomState? = nil
+    var _promptPath: Baton_V1_PromptPath = .unspecified
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -790,6 +854,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
       _stopTokenIds = source._stopTokenIds
       _generatedTokens = source._generatedTokens
       _random = source._random
+      _promptPath = source._promptPath
     }
   }
 
@@ -815,6 +880,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
         case 5: try { try decoder.decodeRepeatedInt32Field(value: &_storage._stopTokenIds) }()
         case 6: try { try decoder.decodeRepeatedInt32Field(value: &_storage._generatedTokens) }()
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._random) }()
+        case 8: try { try decoder.decodeSingularEnumField(value: &_storage._promptPath) }()
         default: break
         }
       }
@@ -848,6 +914,9 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
       try { if let v = _storage._random {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
       } }()
+      if _storage._promptPath != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._promptPath, fieldNumber: 8)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -864,6 +933,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
         if _storage._stopTokenIds != rhs_storage._stopTokenIds {return false}
         if _storage._generatedTokens != rhs_storage._generatedTokens {return false}
         if _storage._random != rhs_storage._random {return false}
+        if _storage._promptPath != rhs_storage._promptPath {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -979,7 +1049,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{3}kv_progress_timeout_ms\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -990,6 +1060,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeSingularBoolField(value: &self.prefillHere) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.transferTimeoutMs) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._state) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.kvProgressTimeoutMs) }()
       default: break
       }
     }
@@ -1009,6 +1080,9 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._state {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if self.kvProgressTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvProgressTimeoutMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1016,6 +1090,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.prefillHere != rhs.prefillHere {return false}
     if lhs.transferTimeoutMs != rhs.transferTimeoutMs {return false}
     if lhs._state != rhs._state {return false}
+    if lhs.kvProgressTimeoutMs != rhs.kvProgressTimeoutMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1023,7 +1098,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeOpened"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1033,6 +1108,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.worker) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.promptPath) }()
       default: break
       }
     }
@@ -1045,12 +1121,16 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if !self.worker.isEmpty {
       try visitor.visitSingularStringField(value: self.worker, fieldNumber: 2)
     }
+    if self.promptPath != .unspecified {
+      try visitor.visitSingularEnumField(value: self.promptPath, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Baton_V1_DecodeOpened, rhs: Baton_V1_DecodeOpened) -> Bool {
     if lhs.requestID != rhs.requestID {return false}
     if lhs.worker != rhs.worker {return false}
+    if lhs.promptPath != rhs.promptPath {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

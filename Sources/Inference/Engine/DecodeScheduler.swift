@@ -38,7 +38,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var threads: Int = 1
         /// Tokens a generation may hold (prompt and completion); nil: the model's trained context.
         public var maxContext: Int?
-        /// Run local prompts on the prefill (sgemm) path; false (a decode-only worker): through decode steps.
+        /// Run local prompts on the prefill (sgemm) path; false (a decode-only worker): through decode steps, except
+        /// a continued generation whose prompt first ran on the prefill path (an engine is then built on first use).
         public var prefillEngine: Bool = true
         /// The prefill engine's f32 weights when another engine of this process holds them already; nil: its own.
         public var prefillWeights: PrefillWeights?
@@ -60,9 +61,11 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     public enum PromptSource: Sendable, Equatable {
         /// Computed here.
         case computeHere
-        /// Landed by a transport through `beginArrival`, complete within `timeout` of the admission (else the
-        /// generation fails with `.timeout` and its room is freed).
-        case transfer(timeout: Duration)
+        /// Landed by a transport through `beginArrival`. The transfer must start within `timeout` of the admission
+        /// (a prefill worker opens it when the prompt's first layer is computed, so this covers its queue), then
+        /// make progress: every next layer, and the completion, within `progress` of the one before (of the start,
+        /// for the first); nil: `timeout`. Else the generation fails with `.timeout` and its room is freed.
+        case transfer(timeout: Duration, progress: Duration? = nil)
     }
 
     /// Counters for load reports; read from any thread.
@@ -97,7 +100,10 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     public let timePerOutputToken = LatencyWindow()
 
     private let decode: DecodeEngine
-    private let prefill: PrefillEngine?
+    /// Built at start when `configuration.prefillEngine`, else on the scheduler thread the first time a prompt
+    /// must run on the prefill path (a continued generation whose prompt first ran there). Scheduler thread only.
+    private var prefill: PrefillEngine?
+    private let model: TransformerModel
     private let cache: PagedKVCache
     /// Every live generation by request id: for duplicates, arrivals and cancellation. Removed when it ends.
     private let registry = Mutex<[String: Job]>([:])
@@ -152,6 +158,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                 model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
                 weights: configuration.prefillWeights)
             : nil
+        self.model = model
         self.tokenizer = tokenizer
         self.configuration = configuration
         contextLength = min(decode.maxContext, prefill?.maxContext ?? Int.max)
@@ -159,8 +166,16 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         publishCounters()
     }
 
-    /// Whether local prompts take the prefill (sgemm) path.
-    public var hasPrefillEngine: Bool { prefill != nil }
+    /// Whether local prompts take the prefill (sgemm) path unless their state says otherwise.
+    public var hasPrefillEngine: Bool { configuration.prefillEngine }
+
+    /// The path a generation's prompt KV takes here: a transfer is always the prefill path; a prompt computed
+    /// here takes the path its state names (a continuation rebuilds it as its first run did), else the prefill
+    /// path when this scheduler has a prefill engine and decode steps when not.
+    public func promptPath(for state: GenerationState, source: PromptSource) -> PromptPath {
+        if case .transfer = source { return .prefill }
+        return state.promptPath ?? (configuration.prefillEngine ? .prefill : .decode)
+    }
 
     public var load: Load {
         counters.withLock { c in
@@ -299,8 +314,10 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             guard case .awaiting(let targets) = state else {
                 throw InferenceError(.invalidArgument, "request \(requestID) is \(state.name), not waiting for its KV")
             }
-            state = .receiving(targets, transport: transport, started: .now)
+            state = .receiving(targets, transport: transport, started: .now, progressAt: .now)
         }
+        // Its deadline is now the progress bound's, which may come sooner than the start bound it sleeps on.
+        signal()
         return KVArrival(job: job, scheduler: self)
     }
 
@@ -324,7 +341,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// layer's byte count). Nil when the arrival was cancelled or the layer is out of range.
         public func landingRegions(layer: Int) -> [UnsafeMutableRawBufferPointer]? {
             job.transfer.withLock { state in
-                guard case .receiving(let targets, _, _) = state, job.cancellation == nil, layer >= 0,
+                guard case .receiving(let targets, _, _, _) = state, job.cancellation == nil, layer >= 0,
                     layer < targets.count
                 else { return nil }
                 return targets[layer].map { UnsafeMutableRawBufferPointer(start: $0.pointer, count: $0.byteCount) }
@@ -335,9 +352,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// or timed out meanwhile (the transport then stops and calls `fail`).
         public func layerLanded(_ layer: Int) throws(InferenceError) {
             let count = try job.transfer.withLock { state throws(InferenceError) -> Int in
-                guard case .receiving(let targets, _, _) = state, layer >= 0, layer < targets.count else {
+                guard case .receiving(let targets, let transport, let started, _) = state, layer >= 0, layer < targets.count
+                else {
                     throw InferenceError(.invalidArgument, "layer \(layer) of request \(job.id) is unexpected (\(state.name))")
                 }
+                // Progress: the next layer's bound counts from here.
+                state = .receiving(targets, transport: transport, started: started, progressAt: .now)
                 return targets[layer].reduce(0) { $0 + $1.byteCount }
             }
             if let reason = job.cancellation { throw InferenceError(.invalidArgument, "request \(job.id) was cancelled: \(reason)") }
@@ -349,7 +369,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// blocks. Same conditions as `layerLanded`.
         public func receiveLayer(_ layer: Int, bytes source: UnsafeRawBufferPointer) throws(InferenceError) {
             try job.transfer.withLock { state throws(InferenceError) in
-                guard case .receiving(let targets, _, _) = state, layer >= 0, layer < targets.count else {
+                guard case .receiving(let targets, _, _, _) = state, layer >= 0, layer < targets.count else {
                     throw InferenceError(.invalidArgument, "layer \(layer) of request \(job.id) is unexpected (\(state.name))")
                 }
                 let expected = targets[layer].reduce(0) { $0 + $1.byteCount }
@@ -376,7 +396,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             }
             let total = bytes.load(ordering: .relaxed)
             try job.transfer.withLock { state throws(InferenceError) in
-                guard case .receiving(_, let transport, let started) = state else {
+                guard case .receiving(_, let transport, let started, _) = state else {
                     throw InferenceError(.invalidArgument, "request \(job.id) is \(state.name)")
                 }
                 state = .arrived(
@@ -444,7 +464,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             && !waiting.contains { $0.needsAttention } && !queued.contains { $0.cancellation != nil }
         guard idle else { return }
         // A late transfer still writing has been told to stop (its `fail` will signal): no deadline to wait for.
-        if let deadline = waiting.filter({ !$0.timedOut }).compactMap(\.deadline).min() {
+        if let deadline = waiting.filter({ !$0.timedOut }).compactMap(\.transferDeadline).min() {
             let seconds = max(ContinuousClock.now.duration(to: deadline) / .seconds(1), 0) + 0.001
             _ = wake.wait(until: Date(timeIntervalSinceNow: seconds))
         } else {
@@ -485,7 +505,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         case .computeHere:
             resolveAdmission(job, .success(()))
             runPrompt(job)
-        case .transfer(let timeout):
+        case .transfer:
             do {
                 let sequence = try cache.importSequence(
                     KVSequenceDescriptor(layout: cache.layout, tokenCount: job.promptCount))
@@ -500,7 +520,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                 resolveAdmission(job, .failure(failure))
                 return end(job, failing: failure)
             }
-            job.deadline = .now + timeout
+            job.admittedAt = .now
             waiting.append(job)
             move(job, to: .waiting)
             resolveAdmission(job, .success(()))
@@ -520,15 +540,30 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         let prompt = job.state.request.prompt
         var logits: [Float]
         do throws(InferenceError) {
-            if let prefill {
-                logits = try prefill.prefill(prompt, sequence: sequence)
-            } else {
+            switch promptPath(for: job.state, source: job.source) {
+            case .prefill:
+                logits = try prefillEngine().prefill(prompt, sequence: sequence)
+            case .decode:
                 logits = try decode.ingest(prompt, sequence: sequence)
             }
         } catch {
             return end(job, failing: GenerationError(.failed, "running the prompt of \(job.id) failed: \(error.message)", cause: error))
         }
         startSampling(job, promptLogits: &logits)
+    }
+
+    /// The prefill engine, built on first use by a scheduler started without one (its f32 weights then stay).
+    private func prefillEngine() throws(InferenceError) -> PrefillEngine {
+        if let prefill { return prefill }
+        let engine = try PrefillEngine(
+            model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
+            weights: configuration.prefillWeights)
+        guard engine.maxContext >= contextLength else {
+            throw InferenceError(
+                .invalidArgument, "the prefill engine holds \(engine.maxContext) tokens, fewer than this scheduler's \(contextLength)")
+        }
+        prefill = engine
+        return engine
     }
 
     /// From the prompt's logits: runs a continued state's generated tokens through decode steps (their logits
@@ -576,9 +611,9 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             case .receiving:
                 // The transport writes into the blocks until it calls `fail` (which `layerLanded` provokes once the
                 // job is cancelled or late): wait for that.
-                if let deadline = job.deadline, now >= deadline, !job.timedOut {
+                if let deadline = job.transferDeadline, now >= deadline, !job.timedOut {
                     job.timedOut = true
-                    job.cancel(reason: "the KV of \(job.id) did not arrive within \(job.timeoutSeconds) s")
+                    job.cancel(reason: "the KV of \(job.id) made no progress for \(job.progressSeconds) s")
                 }
                 return false
             default:
@@ -587,9 +622,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                     end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
                     return true
                 }
-                if let deadline = job.deadline, now >= deadline {
+                if let deadline = job.transferDeadline, now >= deadline {
                     job.transfer.withLock { $0 = .closed }
-                    end(job, failing: GenerationError(.timeout, "the KV of \(job.id) did not arrive within \(job.timeoutSeconds) s"))
+                    end(
+                        job,
+                        failing: GenerationError(
+                            .timeout, "the KV transfer of \(job.id) did not start within \(job.timeoutSeconds) s"))
                     return true
                 }
                 return false
@@ -731,8 +769,9 @@ extension DecodeScheduler {
         case pending
         /// Blocks reserved: where each layer's bytes go (per layer, per block).
         case awaiting([[KVImportSlice]])
-        /// A transport writes into the blocks.
-        case receiving([[KVImportSlice]], transport: String, started: ContinuousClock.Instant)
+        /// A transport writes into the blocks; it last made progress (started, or landed a layer) at `progressAt`.
+        case receiving(
+            [[KVImportSlice]], transport: String, started: ContinuousClock.Instant, progressAt: ContinuousClock.Instant)
         /// Every layer and the prompt's logits arrived; the scheduler takes it from here.
         case arrived(logits: [Float], handoff: KVHandoffSummary)
         /// The transport gave up and writes nothing more (its error in words).
@@ -777,7 +816,8 @@ extension DecodeScheduler {
         /// Tokens sampled by this run (a continued state's earlier ones not included).
         var sampledHere = 0
         var done = false
-        var deadline: ContinuousClock.Instant?
+        /// When the scheduler reserved the blocks a transfer lands in.
+        var admittedAt: ContinuousClock.Instant?
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
@@ -792,8 +832,26 @@ extension DecodeScheduler {
         }
 
         var timeoutSeconds: Double {
-            if case .transfer(let timeout) = source { return timeout / .seconds(1) }
+            if case .transfer(let timeout, _) = source { return timeout / .seconds(1) }
             return 0
+        }
+
+        var progressSeconds: Double {
+            if case .transfer(let timeout, let progress) = source { return (progress ?? timeout) / .seconds(1) }
+            return 0
+        }
+
+        /// When an awaited transfer is late: `timeout` after the admission until it starts, then `progress` after
+        /// its last progress. Nil when nothing is awaited.
+        var transferDeadline: ContinuousClock.Instant? {
+            guard case .transfer(let timeout, let progress) = source, let admittedAt else { return nil }
+            return transfer.withLock { state in
+                switch state {
+                case .awaiting: admittedAt + timeout
+                case .receiving(_, _, _, let progressAt): progressAt + (progress ?? timeout)
+                default: nil
+                }
+            }
         }
 
         /// Marks the job cancelled (the first reason wins). A transfer not yet writing is refused from now on; one

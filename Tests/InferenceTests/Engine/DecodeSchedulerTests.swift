@@ -328,5 +328,53 @@ struct DecodeSchedulerTests {
         let (layers, logits) = try Self.prefilled(prompt)
         try Self.land(layers, logits: logits, in: try overTransfer.beginArrival(requestID: "resume", tokenCount: prompt.count, transport: "test"))
         #expect(taken.generated + (try await Self.collect(continued)).0.map(\.id) == undisturbed)
+
+        // Continued on a scheduler without a prefill engine, the prompt run here on the path the first run used:
+        // it builds a prefill engine rather than take decode steps, which round differently.
+        var onPrefillPath = taken
+        onPrefillPath.promptPath = .prefill
+        #expect(overTransfer.promptPath(for: onPrefillPath, source: .computeHere) == .prefill)
+        #expect(overTransfer.promptPath(for: taken, source: .computeHere) == .decode)
+        let local = try await Self.collect(try await overTransfer.generate(onPrefillPath))
+        #expect(taken.generated + local.0.map(\.id) == undisturbed)
+    }
+
+    @Test("a transfer's clock runs from its start: a prompt queued longer than the progress bound still lands")
+    func transferClockStartsWithThePrefill() async throws {
+        let scheduler = try Self.scheduler(prefill: false)
+        defer { scheduler.shutdown() }
+        let prompt = try Self.prompt("Once upon a time")
+        let state = Self.state(prompt, id: "queued", maxTokens: 4)
+        let stream = try await scheduler.open(state, prompt: .transfer(timeout: .seconds(20), progress: .milliseconds(300)))
+        // The prefill worker's queue: longer than the progress bound, well inside the start bound.
+        try await Task.sleep(for: .milliseconds(800))
+        let (layers, logits) = try Self.prefilled(prompt)
+        try Self.land(layers, logits: logits, in: try scheduler.beginArrival(requestID: "queued", tokenCount: prompt.count, transport: "test"))
+        let (tokens, _) = try await Self.collect(stream)
+        #expect(tokens.count == 4)
+        #expect(await Self.allFree(scheduler))
+    }
+
+    @Test("a transfer that stalls between layers past its progress bound fails as a timeout and frees its room")
+    func stalledTransferTimesOut() async throws {
+        let scheduler = try Self.scheduler(prefill: false)
+        defer { scheduler.shutdown() }
+        let prompt = try Self.prompt("Once upon a time")
+        let state = Self.state(prompt, id: "stalled", maxTokens: 4)
+        let stream = try await scheduler.open(state, prompt: .transfer(timeout: .seconds(20), progress: .milliseconds(300)))
+        let (layers, _) = try Self.prefilled(prompt)
+        let arrival = try scheduler.beginArrival(requestID: "stalled", tokenCount: prompt.count, transport: "test")
+        try layers[0].withUnsafeBytes { try arrival.receiveLayer(0, bytes: $0) }
+        // Then nothing: the scheduler gives up, so the transport's next layer is refused and it stops.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while arrival.landingRegions(layer: 1) != nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(throws: InferenceError.self) { try layers[1].withUnsafeBytes { try arrival.receiveLayer(1, bytes: $0) } }
+        arrival.fail("stopped")
+        let error = await #expect(throws: GenerationError.self) { _ = try await Self.collect(stream) }
+        #expect(error?.code == .timeout)
+        #expect(error?.message.contains("made no progress for 0.3 s") == true, "\(String(describing: error))")
+        #expect(await Self.allFree(scheduler))
     }
 }
