@@ -123,10 +123,13 @@ public final class ClusterGenerationBackend: GenerationBackend {
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
         open.prefillHere = choice.mode == .decodeOnly || choice.prefill == nil
+        // The decode worker takes this request's KV from that prefill worker only.
+        if !open.prefillHere, let prefill = choice.prefill { open.prefillWorker = prefill.name }
         let decode = choice.decode
         let opened: NodeStreamResponse
         do {
-            let client = try await workers.client(host: decode.address.host, port: decode.address.port)
+            let client = try await workers.client(
+                host: decode.address.host, port: decode.address.port, expecting: .node(decode.name, as: .decode))
             opened = try await client.stream(
                 BatonProtocol.WorkerControl.openDecode, body: try open.serializedBytes(),
                 idleTimeout: configuration.decodeIdleTimeout)
@@ -182,11 +185,13 @@ public final class ClusterGenerationBackend: GenerationBackend {
         address.host = decode.address.host
         address.port = UInt32(clamping: decode.address.port)
         address.hostID = decode.address.hostID
+        address.name = decode.name
         submit.decodeWorker = address
         let timeout = configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
         submit.deadlineMs = UInt32(clamping: Int(timeout.components.seconds) * 1000)
         do {
-            let client = try await workers.client(host: prefill.address.host, port: prefill.address.port)
+            let client = try await workers.client(
+                host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))
             let response = try await client.call(
                 BatonProtocol.WorkerControl.submitPrefill, body: try submit.serializedBytes(),
                 contentType: "application/x-protobuf", timeout: timeout)

@@ -26,16 +26,23 @@ public struct RegisterRequest: Codable, Sendable, Equatable {
     public var address: WorkerAddress
     /// The model the worker serves (its KV compatibility fingerprint); pairs must match.
     public var modelFingerprint: String
+    /// The longest sequence (prompt and completion, tokens) the worker holds; `choose` refuses longer prompts.
+    /// Optional on the wire (workers before it sent none).
+    public var contextLength: Int?
 
-    public init(profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String) {
+    public init(
+        profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String,
+        contextLength: Int? = nil
+    ) {
         self.profile = profile
         self.roles = roles
         self.address = address
         self.modelFingerprint = modelFingerprint
+        self.contextLength = contextLength
     }
 
     enum CodingKeys: String, CodingKey {
-        case profile, roles, address, modelFingerprint = "model_fingerprint"
+        case profile, roles, address, modelFingerprint = "model_fingerprint", contextLength = "context_length"
     }
 }
 
@@ -81,6 +88,9 @@ public struct LeaveRequest: Codable, Sendable, Equatable {
 /// POST /v1/placement/choose
 public struct ChooseRequest: Codable, Sendable, Equatable {
     public var promptTokens: Int
+
+    /// The most `prompt_tokens` may be whatever the workers say (16 Mi tokens).
+    public static let maximumPromptTokens = 1 << 24
 
     public init(promptTokens: Int) {
         self.promptTokens = promptTokens
