@@ -194,7 +194,8 @@ public final class WorkerService: Sendable {
                 return try await refuse(writer, 400, "invalid_argument", "prefill_worker is required when the KV is transferred")
             }
             let blocks = decode.layout.blocks(forTokens: state.request.prompt.count + state.request.maxNewTokens)
-            let limit = Int(Double(decode.load.totalBlocks) * peerKVShare)
+            // A share of 1 is no cap: requests beyond the cache wait in the scheduler's queue as before.
+            let limit = peerKVShare >= 1 ? Int.max : Int(Double(decode.load.totalBlocks) * peerKVShare)
             if let refusal = reservations.open(
                 state.request.id, opener: request.peer.name,
                 sender: message.prefillWorker.isEmpty ? nil : message.prefillWorker, blocks: blocks, peerLimit: limit)
