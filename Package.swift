@@ -96,7 +96,7 @@ let package = Package(
         // Device profiles, config-file placement policy, membership log: pure bookkeeping, no networking.
         .target(
             name: "Placement",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["CKernels", .product(name: "Yams", package: "Yams")],
             swiftSettings: optimized
         ),
 
@@ -182,8 +182,14 @@ let package = Package(
                 "Tokenization",
             ]),
         // Real processes: spawns the built `baton` executable.
-        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport", "RPC"], exclude: ["Scripts"]),
-        .testTarget(name: "RPCTests", dependencies: ["RPC", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "IntegrationTests", dependencies: ["KVTransport", "RPC", "ClusterProtocol"], exclude: ["Scripts"]),
+        .testTarget(
+            name: "RPCTests",
+            dependencies: [
+                "RPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"), .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
         .testTarget(
             name: "KVTransportTests",
             dependencies: ["KVTransport", "RPC", "ClusterProtocol", .product(name: "Logging", package: "swift-log")]

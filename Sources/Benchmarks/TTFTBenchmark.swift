@@ -85,15 +85,15 @@ public enum TTFTBenchmark {
         var logger = Logger(label: "baton.bench-ttft")
         logger.logLevel = .error
         let authority = try ClusterCertificates.makeAuthority(name: "Baton benchmark CA")
-        func configuration(_ node: String) throws -> KVTransportConfiguration {
-            try KVTransportConfiguration.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .seconds(30))
+        func configuration(_ node: String, _ role: NodeRole) throws -> KVTransportConfiguration {
+            try KVTransportConfiguration.tlsStreamConfiguration(node: node, role: role, authority: authority, idleTimeout: .seconds(30))
         }
         let server = try await KVTransferServer.bind(
-            host: "127.0.0.1", port: 0, configuration: try configuration("bench-decode"), identity: identity,
+            host: "127.0.0.1", port: 0, configuration: try configuration("bench-decode", .decode), identity: identity,
             receiver: try SchedulerKVReceiver(scheduler: decode, identity: identity), logger: logger)
         let serving = Task { await server.run() }
         let client = try await KVTransferClient.connect(
-            host: "127.0.0.1", port: server.port, configuration: try configuration("bench-prefill"), logger: logger)
+            host: "127.0.0.1", port: server.port, configuration: try configuration("bench-prefill", .prefill), logger: logger)
 
         var measurements: [Measurement] = []
         var failure: (any Error)?

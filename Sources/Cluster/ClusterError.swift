@@ -18,6 +18,9 @@ public struct ClusterError: Error, CustomStringConvertible, Sendable {
         public static let timeout = Code("timeout")
         /// A caller passed an invalid argument.
         public static let invalidArgument = Code("invalid argument")
+        /// The caller's certificate does not allow the request (HTTP 403): acting under another node's name, or
+        /// in a role the certificate does not list.
+        public static let forbidden = Code("forbidden")
         /// The peer failed while handling the request (HTTP 5xx other than 503).
         public static let internalError = Code("internal error")
     }

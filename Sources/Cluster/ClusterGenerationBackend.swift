@@ -173,10 +173,13 @@ public final class ClusterGenerationBackend: GenerationBackend {
             open.transferTimeoutMs = Self.milliseconds(prefillTimeout(request))
             open.kvProgressTimeoutMs = Self.milliseconds(kvProgressTimeout(request))
         }
+        // The decode worker takes this request's KV from that prefill worker only.
+        if !open.prefillHere, let prefill = choice.prefill { open.prefillWorker = prefill.name }
         let decode = choice.decode
         let opened: NodeStreamResponse
         do {
-            let client = try await workers.client(host: decode.address.host, port: decode.address.port)
+            let client = try await workers.client(
+                host: decode.address.host, port: decode.address.port, expecting: .node(decode.name, as: .decode))
             opened = try await client.stream(
                 BatonProtocol.WorkerControl.openDecode, body: try open.serializedBytes(),
                 idleTimeout: configuration.decodeIdleTimeout)
@@ -256,11 +259,13 @@ public final class ClusterGenerationBackend: GenerationBackend {
         address.host = decode.address.host
         address.port = UInt32(clamping: decode.address.port)
         address.hostID = decode.address.hostID
+        address.name = decode.name
         submit.decodeWorker = address
         let timeout = prefillTimeout(request)
         submit.deadlineMs = Self.milliseconds(timeout)
         do {
-            let client = try await workers.client(host: prefill.address.host, port: prefill.address.port)
+            let client = try await workers.client(
+                host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))
             let response = try await client.call(
                 BatonProtocol.WorkerControl.submitPrefill, body: try submit.serializedBytes(),
                 contentType: "application/x-protobuf", timeout: timeout)

@@ -66,10 +66,11 @@ public final class PlacementClient: Sendable {
 
     private func send(_ path: String, method: String, body: [UInt8]) async throws(ClusterError) -> NodeResponse {
         do {
-            let client = try await pool.client(host: host, port: port)
+            // Whatever answers at host:port must hold a placement certificate: a worker or router there is refused.
+            let client = try await pool.client(host: host, port: port, expecting: .role(.placement))
             return try await client.call(path, method: method, body: body, timeout: timeout)
         } catch {
-            let code: ClusterError.Code = error.code == .timeout ? .timeout : .unavailable
+            let code: ClusterError.Code = error.code == .timeout ? .timeout : error.code == .forbidden ? .forbidden : .unavailable
             throw ClusterError(code, "placement service at \(host):\(port) did not answer \(path): \(error.message)", cause: error)
         }
     }
@@ -85,6 +86,7 @@ public final class PlacementClient: Sendable {
         let message = body?.message ?? (response.bodyText.isEmpty ? "HTTP \(response.status)" : response.bodyText)
         let code: ClusterError.Code =
             switch response.status {
+            case 403: .forbidden
             case 429: .overloaded
             case 503: .unavailable
             case 400..<500: .rejected

@@ -21,9 +21,13 @@ public actor PlacementRegistry {
     private var policyError: String?
     private var random: SeededGenerator
     private let compactAfterEvents: Int
+    private let compactAfterBytes: Int
     private let heartbeatIntervalLimit: Duration
     private let clock: @Sendable () -> Date
     private let logger: Logger
+    /// Each worker's context length as it last registered (not logged: workers that do not register again
+    /// after a restart leave `choose` with only the absolute cap).
+    private var contextLengths: [String: Int] = [:]
 
     /// Opens (creating when missing) and replays the membership log at `logPath`, compacting it when it
     /// holds more than `compactAfterEvents` events. Replayed workers that were not lost count as seen now:
@@ -35,7 +39,8 @@ public actor PlacementRegistry {
     ///   - clock: the time source (tests may pass their own).
     public init(
         logPath: String, policy: PlacementPolicy, policyLoadedAt: Date, heartbeatInterval: Duration = .seconds(1),
-        compactAfterEvents: Int = 10_000, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }
+        compactAfterEvents: Int = 10_000, compactAfterBytes: Int = 16 << 20, logger: Logger,
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) throws(ClusterError) {
         let log: MembershipLog
         do {
@@ -44,7 +49,8 @@ public actor PlacementRegistry {
             throw ClusterError(.internalError, "cannot open the membership log: \(error)", cause: error)
         }
         for warning in log.warnings { logger.warning("\(warning)") }
-        if log.eventCount > compactAfterEvents {
+        // Damaged lines are rewritten away at once; otherwise the log is compacted past either bound.
+        if log.damagedRecords > 0 || log.eventCount > compactAfterEvents || log.byteCount > compactAfterBytes {
             do {
                 let before = log.eventCount
                 try log.compact()
@@ -61,6 +67,7 @@ public actor PlacementRegistry {
         self.policyLoadedAt = policyLoadedAt
         self.random = SeededGenerator(seed: policy.balancing.seed ?? UInt64(truncatingIfNeeded: Int64(clock().timeIntervalSince1970 * 1e6)))
         self.compactAfterEvents = compactAfterEvents
+        self.compactAfterBytes = compactAfterBytes
         self.heartbeatIntervalLimit = heartbeatInterval
         self.clock = clock
         self.logger = logger
@@ -94,12 +101,23 @@ public actor PlacementRegistry {
         guard !request.address.host.isEmpty, (1...65_535).contains(request.address.port) else {
             throw ClusterError(.invalidArgument, "worker \(name) gave an invalid address \(request.address.host):\(request.address.port)")
         }
-        guard !request.modelFingerprint.isEmpty else {
-            throw ClusterError(.invalidArgument, "worker \(name) gave no model fingerprint")
+        guard !request.modelFingerprint.isEmpty, request.modelFingerprint.utf8.count <= 256 else {
+            throw ClusterError(.invalidArgument, "worker \(name) gave no model fingerprint, or one over 256 bytes")
         }
+        guard request.address.host.utf8.count <= 255, request.address.hostID.utf8.count <= 128 else {
+            throw ClusterError(.invalidArgument, "worker \(name) gave a host name over 255 bytes or a host id over 128")
+        }
+        do { _ = try request.profile.validated() } catch {
+            throw ClusterError(.invalidArgument, error.message, cause: error)
+        }
+        if let context = request.contextLength, !(1...ChooseRequest.maximumPromptTokens).contains(context) {
+            throw ClusterError(
+                .invalidArgument, "worker \(name) gave context_length \(context), outside 1...\(ChooseRequest.maximumPromptTokens)")
+        }
+        // The cluster's fingerprint is not named: a caller who got it wrong learns nothing to retry with.
         if let cluster = state.modelFingerprint(excluding: name), cluster != request.modelFingerprint {
-            throw ClusterError(.conflict, "worker \(name) serves model \(request.modelFingerprint), but the cluster serves "
-                + "\(cluster): every worker must load the same model file")
+            throw ClusterError(.conflict, "worker \(name) serves model \(request.modelFingerprint), which is not the "
+                + "cluster's model: every worker must load the same model file")
         }
         let now = clock()
         let assignment = Placement.assignRoles(for: request.profile, offered: request.roles, policy: policy)
@@ -109,6 +127,7 @@ public actor PlacementRegistry {
                     modelFingerprint: request.modelFingerprint, at: now),
             .roleAssigned(worker: name, roles: assignment.roles, note: assignment.note, at: now),
         ])
+        contextLengths[name] = request.contextLength
         let roles = assignment.roles.map(\.rawValue).joined(separator: ", ")
         logger.info("\(name) joined from \(address), roles: \(roles.isEmpty ? "none" : roles)\(assignment.note.map { " (\($0))" } ?? "")")
         return RegisterResponse(name: name, assignedRoles: assignment.roles,
@@ -149,6 +168,15 @@ public actor PlacementRegistry {
     /// `excluding` names workers the caller saw fail this request: they are left out as if the policy's pools
     /// excluded them.
     public func choose(promptTokens: Int, excluding: [String] = []) throws(ClusterError) -> ChooseResponse {
+        guard promptTokens <= ChooseRequest.maximumPromptTokens else {
+            throw ClusterError(.invalidArgument, "prompt_tokens \(promptTokens) exceeds \(ChooseRequest.maximumPromptTokens)")
+        }
+        let longest = state.workers.keys.compactMap { contextLengths[$0] }.max()
+        if let longest, promptTokens >= longest {
+            throw ClusterError(
+                .invalidArgument,
+                "prompt_tokens \(promptTokens) leaves no room in the longest worker context (\(longest) tokens)")
+        }
         let decision: Decision
         var policy = self.policy
         policy.prefill.excludeWorkers += excluding
@@ -210,7 +238,7 @@ public actor PlacementRegistry {
                 logger.error("\(error)")
             }
         }
-        if log.eventCount > compactAfterEvents {
+        if log.eventCount > compactAfterEvents || log.byteCount > compactAfterBytes {
             do {
                 try log.compact()
             } catch {

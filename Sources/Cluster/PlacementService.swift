@@ -176,38 +176,57 @@ public final class PlacementService: Sendable {
 
     // MARK: Routes
 
+    /// Who may call what: workers register, heartbeat and leave only as the node their certificate names and
+    /// only in roles it lists; only routers choose; any cluster node may read the status.
     static func routes(_ registry: PlacementRegistry, logger: Logger) -> NodeRoutes {
         var routes = NodeRoutes()
-        routes.on(BatonProtocol.Placement.register) { request, response in
-            await answer(response, logger: logger) {
-                try await registry.register(try decodeBody(RegisterRequest.self, request))
+        let workers = NodeAccess.roles([.prefill, .decode])
+        routes.on(BatonProtocol.Placement.register, allow: workers) { request, response in
+            await answer(response, request, logger: logger) {
+                let registration = try decodeBody(RegisterRequest.self, request)
+                try authorize(request, actingAs: registration.profile.name, roles: registration.roles)
+                return try await registry.register(registration)
             }
         }
-        routes.on(BatonProtocol.Placement.heartbeat) { request, response in
-            await answer(response, logger: logger) {
-                try await registry.heartbeat(try decodeBody(HeartbeatRequest.self, request))
+        routes.on(BatonProtocol.Placement.heartbeat, allow: workers) { request, response in
+            await answer(response, request, logger: logger) {
+                let heartbeat = try decodeBody(HeartbeatRequest.self, request)
+                try authorize(request, actingAs: heartbeat.name, roles: [])
+                try await registry.heartbeat(heartbeat)
                 return EmptyBody()
             }
         }
-        routes.on(BatonProtocol.Placement.leave) { request, response in
-            await answer(response, logger: logger) {
-                try await registry.leave(try decodeBody(LeaveRequest.self, request))
+        routes.on(BatonProtocol.Placement.leave, allow: workers) { request, response in
+            await answer(response, request, logger: logger) {
+                let leave = try decodeBody(LeaveRequest.self, request)
+                try authorize(request, actingAs: leave.name, roles: [])
+                try await registry.leave(leave)
                 return EmptyBody()
             }
         }
-        routes.on(BatonProtocol.Placement.choose) { request, response in
-            await answer(response, logger: logger) {
+        routes.on(BatonProtocol.Placement.choose, allow: .roles([.router])) { request, response in
+            await answer(response, request, logger: logger) {
                 let ask = try decodeBody(ChooseRequest.self, request)
                 return try await registry.choose(promptTokens: ask.promptTokens, excluding: ask.exclude)
             }
         }
-        routes.on(BatonProtocol.Placement.status) { _, response in
-            await answer(response, logger: logger) { await registry.status() }
+        routes.on(BatonProtocol.Placement.status, allow: .anyNode) { request, response in
+            await answer(response, request, logger: logger) { await registry.status() }
         }
-        routes.on(BatonProtocol.Placement.health) { _, response in
-            await answer(response, logger: logger) { ["status": "ok"] }
+        routes.on(BatonProtocol.Placement.health, allow: .anyNode) { request, response in
+            await answer(response, request, logger: logger) { ["status": "ok"] }
         }
         return routes
+    }
+
+    /// Throws `.forbidden` unless the caller's certificate names worker `name` and lists every one of `roles`.
+    static func authorize(_ request: NodeRequest, actingAs name: String, roles: [WorkerRole]) throws(ClusterError) {
+        guard request.peer.isNode(name) else {
+            throw ClusterError(.forbidden, "the certificate of \(request.peer) may not act as worker \"\(name)\"")
+        }
+        for role in roles where !request.peer.holds(NodeRole(worker: role)) {
+            throw ClusterError(.forbidden, "the certificate of \(request.peer) does not allow the \(role.rawValue) role")
+        }
     }
 
     private struct EmptyBody: Encodable {}
@@ -220,9 +239,10 @@ public final class PlacementService: Sendable {
         }
     }
 
-    /// Runs `body` and writes its value as a 200 JSON answer, or its error as a `PlacementRefusal`.
+    /// Runs `body` and writes its value as a 200 JSON answer, or its error as a `PlacementRefusal` (a 403 is also
+    /// logged, naming both sides).
     private static func answer<T: Encodable>(
-        _ response: NodeResponseWriter, logger: Logger, _ body: () async throws -> T
+        _ response: NodeResponseWriter, _ request: NodeRequest, logger: Logger, _ body: () async throws -> T
     ) async {
         var status = 200
         var bytes: [UInt8]
@@ -234,6 +254,7 @@ public final class PlacementService: Sendable {
                                            retryAfterSeconds: error.retryAfterSeconds)
             bytes = (try? PlacementJSON.encode(refusal)) ?? Array(error.message.utf8)
             if status >= 500, status != 503 { logger.error("\(error)") }
+            if status == 403 { logger.warning("\(request.refusalLine(error.message))") }
         } catch {
             status = 500
             bytes = (try? PlacementJSON.encode(PlacementRefusal(code: "internal", message: "\(error)"))) ?? []
@@ -252,6 +273,7 @@ public final class PlacementService: Sendable {
         case .invalidArgument: 400
         case .notFound: 404
         case .conflict: 409
+        case .forbidden: 403
         case .overloaded: 429
         case .unavailable: 503
         default: 500
@@ -264,6 +286,7 @@ public final class PlacementService: Sendable {
         case .invalidArgument: "invalid_request"
         case .notFound: "unknown_worker"
         case .conflict: "conflict"
+        case .forbidden: "forbidden"
         case .overloaded: "overloaded"
         case .unavailable: "unavailable"
         default: "internal"

@@ -26,16 +26,23 @@ public struct RegisterRequest: Codable, Sendable, Equatable {
     public var address: WorkerAddress
     /// The model the worker serves (its KV compatibility fingerprint); pairs must match.
     public var modelFingerprint: String
+    /// The longest sequence (prompt and completion, tokens) the worker holds; `choose` refuses longer prompts.
+    /// Optional on the wire (workers before it sent none).
+    public var contextLength: Int?
 
-    public init(profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String) {
+    public init(
+        profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String,
+        contextLength: Int? = nil
+    ) {
         self.profile = profile
         self.roles = roles
         self.address = address
         self.modelFingerprint = modelFingerprint
+        self.contextLength = contextLength
     }
 
     enum CodingKeys: String, CodingKey {
-        case profile, roles, address, modelFingerprint = "model_fingerprint"
+        case profile, roles, address, modelFingerprint = "model_fingerprint", contextLength = "context_length"
     }
 }
 
@@ -83,6 +90,9 @@ public struct ChooseRequest: Codable, Sendable, Equatable {
     public var promptTokens: Int
     /// Workers not to choose (for this request only): the router's own view of workers that failed it.
     public var exclude: [String]
+
+    /// The most `prompt_tokens` may be whatever the workers say (16 Mi tokens).
+    public static let maximumPromptTokens = 1 << 24
 
     public init(promptTokens: Int, exclude: [String] = []) {
         self.promptTokens = promptTokens

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import RPC
 
 /// The in-process twin of the network transports, for unit tests: the same frames, state machines and
 /// checks as HTTP/2 (and shared memory or RDMA, when both capabilities say so), carried by in-memory pipes.
@@ -75,6 +76,8 @@ final class InMemoryStreamIO: KVStreamIO, @unchecked Sendable {
     private let outgoing: Pipe.Continuation
     private let incoming: Pipe.Continuation
     let allocator = ByteBufferAllocator()
+    /// In-process pipes carry no certificate.
+    let peer = NodePeer.unauthenticated
 
     private init(incoming: (Pipe, Pipe.Continuation), outgoing: Pipe.Continuation) {
         self.iterator = incoming.0.makeAsyncIterator()

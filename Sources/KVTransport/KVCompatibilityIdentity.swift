@@ -81,6 +81,9 @@ public struct KVTransferRequest: Sendable, Equatable {
     public var tokenCount: Int
     /// Bytes of each layer; must equal `identity.layerByteCount(tokenCount:)`.
     public var layerByteCount: Int
+    /// The sending node as its certificate names it (set by the receiving transport, never read from the wire);
+    /// nil in insecure mode and in-process transfers.
+    public var sender: String?
 
     public init(requestID: String, identity: KVCompatibilityIdentity, tokenCount: Int) {
         self.requestID = requestID

@@ -275,7 +275,9 @@ final class KVReceiverSession {
             }
         }
         do {
-            inbound = try await receiver.beginTransfer(request, transport: transport)
+            var offered = request
+            offered.sender = io.peer.name
+            inbound = try await receiver.beginTransfer(offered, transport: transport)
         } catch {
             await perform(machine.abort(.refused, "the decode side refused request \(request.requestID): \(error)"))
             return

@@ -16,6 +16,8 @@ protocol KVStreamIO: AnyObject {
     /// a timeout fires while this side is blocked reading).
     func abort(sendingFirst finalFrame: ByteBuffer) -> @Sendable () -> Void
     var allocator: ByteBufferAllocator { get }
+    /// The sending node as its certificate proves (`.unauthenticated` in insecure mode and in-memory pipes).
+    var peer: NodePeer { get }
 }
 
 extension KVStreamIO {

@@ -17,11 +17,13 @@ public final class KVTransferClient: KVTransferSender {
     private let configuration: KVTransportConfiguration
     private let authority: String
     private let faults: KVTransferFaults
+    private let failures: ConnectionFailures
     private let logger: Logger
 
-    /// Connects to `host:port`. `faults` deliberately breaks transfers (tests of the receiver only).
+    /// Connects to `host:port`, whose certificate must meet `expecting` (a decode node; name it when known).
+    /// `faults` deliberately breaks transfers (tests of the receiver only).
     public static func connect(
-        host: String, port: Int, configuration: KVTransportConfiguration,
+        host: String, port: Int, configuration: KVTransportConfiguration, expecting: PeerExpectation = .role(.decode),
         faults: KVTransferFaults = .none, logger: Logger = Logger(label: "baton.kv-transport"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(KVTransportError) -> KVTransferClient {
@@ -33,20 +35,22 @@ public final class KVTransferClient: KVTransferSender {
                 logger.critical("KV transport connecting to \(host):\(port) WITHOUT TLS: KV bytes are unencrypted and the peer unauthenticated (insecure mode)")
             }
             connected = try await NodeClient.connectHTTP2(
-                host: host, port: port, sslContext: sslContext, http2: configuration.http2Configuration(),
+                host: host, port: port, sslContext: sslContext, expecting: expecting,
+                http2: configuration.http2Configuration(),
                 connectTimeout: configuration.connectTimeout, group: group)
         } catch {
             throw KVTransportError(rpc: error)
         }
         return KVTransferClient(
             channel: connected.channel, multiplexer: connected.multiplexer, configuration: configuration,
-            authority: "\(host):\(port)", faults: faults, logger: logger)
+            authority: "\(host):\(port)", faults: faults, failures: connected.failures, logger: logger)
     }
 
     private init(
         channel: any Channel, multiplexer: Connection, configuration: KVTransportConfiguration, authority: String,
-        faults: KVTransferFaults, logger: Logger
+        faults: KVTransferFaults, failures: ConnectionFailures, logger: Logger
     ) {
+        self.failures = failures
         self.channel = channel
         self.multiplexer = multiplexer
         self.configuration = configuration
@@ -54,6 +58,9 @@ public final class KVTransferClient: KVTransferSender {
         self.faults = faults
         self.logger = logger
     }
+
+    /// Whether the connection is still open.
+    public var isActive: Bool { channel.isActive }
 
     public func close() async {
         try? await channel.close()
@@ -68,6 +75,7 @@ public final class KVTransferClient: KVTransferSender {
                 channel.eventLoop.makeCompletedFuture { try HTTP2StreamChannel(wrappingChannelSynchronously: channel) }
             }
         } catch {
+            try rethrowRefusal()
             throw KVTransportError(.connectionFailed, "could not open a stream to \(authority)", cause: error)
         }
         let headers = HTTP2Frame.FramePayload.Headers(headers: [
@@ -90,8 +98,17 @@ public final class KVTransferClient: KVTransferSender {
                 }
             }
         } catch {
+            try rethrowRefusal()
             throw KVTransportError(.connectionFailed, "stream to \(authority) failed", cause: error)
         }
+        if case .failure = result { try rethrowRefusal() }
         return try result.get()
+    }
+
+    /// The handshake refused the server's certificate (not the decode node meant): say so, not "stream broke".
+    private func rethrowRefusal() throws(KVTransportError) {
+        if let refusal = failures.first as? RPCError, refusal.code == .forbidden {
+            throw KVTransportError(.refused, refusal.message, cause: refusal)
+        }
     }
 }

@@ -37,7 +37,8 @@ public final class KVTransferServer: Sendable {
             connectionIsTLS: configuration.tls != nil, maximumChunkBytes: configuration.chunkBytes,
             idleTimeout: configuration.idleTimeout, rdma: configuration.rdma)
         var routes = routes
-        routes.onStream(BatonProtocol.transferPath) { io in
+        // Only prefill nodes send KV; the receiver then checks the request was opened for this sender.
+        routes.onStream(BatonProtocol.transferPath, allow: .roles([.prefill])) { io in
             await KVReceiverSession(io: io, settings: settings, receiver: receiver, logger: logger).run()
         }
         let server: NodeServer

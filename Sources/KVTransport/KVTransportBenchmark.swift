@@ -62,8 +62,8 @@ public enum KVTransportBenchmark {
         let authority: ClusterCertificates.Issued, serverNode: ClusterCertificates.Issued, clientNode: ClusterCertificates.Issued
         do {
             authority = try ClusterCertificates.makeAuthority(name: "Baton benchmark CA")
-            serverNode = try ClusterCertificates.issueNode("bench-decode", authority: authority)
-            clientNode = try ClusterCertificates.issueNode("bench-prefill", authority: authority)
+            serverNode = try ClusterCertificates.issueNode("bench-decode", roles: [.decode], authority: authority)
+            clientNode = try ClusterCertificates.issueNode("bench-prefill", roles: [.prefill], authority: authority)
         } catch {
             throw KVTransportError(rpc: error)
         }

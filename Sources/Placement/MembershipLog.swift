@@ -1,12 +1,18 @@
+internal import CKernels
 import Foundation
 
 /// The membership log on disk: JSON lines, one `MembershipEvent` per line, append-only, fsync'd after
 /// every append, replayed into a `ClusterState` when opened — so a restarted placement service knows
 /// its cluster again.
 ///
+/// Line format: `<event JSON>\tcrc32c:<8 lowercase hex digits>\n`, the CRC-32C of the JSON bytes. Lines
+/// without the tab (written before checksums) are read as plain JSON.
+///
 /// Recovery rules: a final line that does not decode is a write torn by a crash; it is dropped with a
-/// warning and cut off the file so later appends start on a clean line. A line that does not decode
-/// anywhere else is corruption, not a crash, and opening fails naming the line number.
+/// warning and cut off the file so later appends start on a clean line. A damaged line anywhere else (its
+/// checksum does not match, or it does not decode) is skipped with a warning naming its line: workers
+/// register again anyway, so a lost event costs less than a service that will not start. Opening then
+/// reports `damagedRecords`, and the owner compacts the log so the damage does not stay on disk.
 ///
 /// Not thread-safe: one owner (the registry actor) calls it.
 public final class MembershipLog {
@@ -17,6 +23,10 @@ public final class MembershipLog {
     public let warnings: [String]
     /// Events in the file.
     public private(set) var eventCount: Int
+    /// Bytes in the file.
+    public private(set) var byteCount: Int
+    /// Damaged lines skipped while opening.
+    public let damagedRecords: Int
     private var handle: FileHandle
 
     /// Opens the log at `path`, creating it (and its folder) when missing, and replays it.
@@ -65,6 +75,8 @@ public final class MembershipLog {
         self.state = replay.state
         self.warnings = replay.warnings
         self.eventCount = replay.events
+        self.damagedRecords = replay.damaged
+        self.byteCount = replay.validLength + (replay.needsNewline ? 1 : 0)
     }
 
     deinit {
@@ -91,6 +103,7 @@ public final class MembershipLog {
         }
         for event in events { state.apply(event) }
         eventCount += events.count
+        byteCount += bytes.count
     }
 
     /// Rewrites the log as the shortest event list that rebuilds the current state (written to a
@@ -117,6 +130,7 @@ public final class MembershipLog {
             try reopened.seekToEnd()
             try? handle.close()
             handle = reopened
+            byteCount = bytes.count
         } catch let error as PlacementError {
             throw error
         } catch {
@@ -137,6 +151,8 @@ public final class MembershipLog {
         public var validLength: Int
         /// The last event is complete but lacks its newline.
         public var needsNewline = false
+        /// Damaged lines skipped (not counting a torn last line).
+        public var damaged = 0
     }
 
     /// Replays log bytes; `file` names the log in errors and warnings.
@@ -157,8 +173,11 @@ public final class MembershipLog {
                 if newline != nil { result.validLength = next }
                 continue
             }
+            var checked = false
             do {
-                let event = try decoder.decode(MembershipEvent.self, from: Data(line))
+                let json = try Self.verifiedJSON(line)
+                checked = json.count < line.count
+                let event = try decoder.decode(MembershipEvent.self, from: Data(json))
                 result.state.apply(event)
                 result.events += 1
                 if newline != nil {
@@ -176,13 +195,22 @@ public final class MembershipLog {
                                         + "reads formats 1 to \(MembershipEvent.currentFormat); run a newer baton",
                                      location: .init(file: file, line: lineNumber))
             } catch {
+                // Intact bytes (the checksum matched) that do not decode were written by a build that knows
+                // events this one does not: skipping them would lose that build's state.
+                if checked {
+                    throw PlacementError(.corruptLog, "line \(lineNumber) is intact but not a membership event this build reads",
+                                         location: .init(file: file, line: lineNumber),
+                                         cause: UnderlyingError(description: "\(error)"))
+                }
                 let isLast = bytes[next...].allSatisfy {
                     $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r")
                 }
                 guard isLast else {
-                    throw PlacementError(.corruptLog, "line \(lineNumber) is not a valid membership event",
-                                         location: .init(file: file, line: lineNumber),
-                                         cause: UnderlyingError(description: "\(error)"))
+                    result.damaged += 1
+                    result.warnings.append(
+                        "\(file):\(lineNumber): skipping a damaged membership record (\(line.count) bytes): \(error)")
+                    if newline != nil { result.validLength = next }
+                    continue
                 }
                 result.warnings.append(
                     "\(file):\(lineNumber): ignoring torn last line (\(line.count) bytes), probably cut by a crash")
@@ -192,12 +220,45 @@ public final class MembershipLog {
         return result
     }
 
+    /// The JSON part of a log line, after checking its checksum when it carries one.
+    static func verifiedJSON(_ line: ArraySlice<UInt8>) throws(PlacementError) -> ArraySlice<UInt8> {
+        guard let tab = line.lastIndex(of: UInt8(ascii: "\t")) else { return line }
+        let json = line[line.startIndex..<tab]
+        let suffix = String(decoding: line[(tab + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        guard suffix.hasPrefix(checksumPrefix), let stored = UInt32(suffix.dropFirst(checksumPrefix.count), radix: 16)
+        else {
+            throw PlacementError(.corruptLog, "the checksum field \"\(suffix.prefix(40))\" is malformed")
+        }
+        let computed = checksum(json)
+        guard stored == computed else {
+            throw PlacementError(
+                .corruptLog, "checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
+        }
+        return json
+    }
+
+    static let checksumPrefix = "crc32c:"
+
+    /// CRC-32C of `bytes` (the KV transport's kernel).
+    static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
+        Array(bytes).withUnsafeBytes { raw in
+            guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
+            return bk_crc32c(0, base, raw.count)
+        }
+    }
+
+    static func hex(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 8 - digits.count) + digits
+    }
+
     static func encodeLine(_ event: MembershipEvent) throws(PlacementError) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         do {
             var data = try encoder.encode(event)
-            data.append(UInt8(ascii: "\n"))
+            let sum = checksum(data)
+            data.append(contentsOf: Array("\t\(checksumPrefix)\(hex(sum))\n".utf8))
             return data
         } catch {
             throw PlacementError(.invalidArgument, "cannot encode \(event.kind) event for \(event.worker)",

@@ -35,11 +35,15 @@ public enum ClusterCertificates {
         }
     }
 
-    /// A node certificate for `nodeName` (also its DNS subject alternative name) signed by `authority`,
-    /// usable as TLS server and client.
+    /// A node certificate for `nodeName` acting in `roles`, signed by `authority`, usable as TLS server and
+    /// client. The name and roles are encoded as `NodeIdentity` documents; peers authorize every request by them.
     public static func issueNode(
-        _ nodeName: String, authority: Issued, validDays: Int = 825
+        _ nodeName: String, roles: Set<NodeRole>, authority: Issued, validDays: Int = 825
     ) throws(RPCError) -> Issued {
+        guard !nodeName.isEmpty, !roles.isEmpty else {
+            throw RPCError(.invalidArgument, "a node certificate needs a name and at least one role (got \"\(nodeName)\", \(roles.count) roles)")
+        }
+        let identity = NodeIdentity(name: nodeName, roles: roles)
         do {
             let authorityCertificate = try Certificate(pemEncoded: authority.certificatePEM)
             let authorityKey = try P256.Signing.PrivateKey(pemRepresentation: authority.privateKeyPEM)
@@ -56,12 +60,12 @@ public enum ClusterCertificates {
                     Critical(BasicConstraints.notCertificateAuthority)
                     Critical(KeyUsage(digitalSignature: true))
                     try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                    SubjectAlternativeNames([.dnsName(nodeName)])
+                    identity.subjectAlternativeNames
                 },
                 issuerPrivateKey: Certificate.PrivateKey(authorityKey))
             return Issued(certificatePEM: try certificate.serializeAsPEM().pemString, privateKeyPEM: key.pemRepresentation)
         } catch {
-            throw RPCError(.certificate, "could not issue a certificate for node \(nodeName)", cause: error)
+            throw RPCError(.certificate, "could not issue a certificate for node \(identity)", cause: error)
         }
     }
 

@@ -15,6 +15,9 @@ public final class HTTP2StreamIO: @unchecked Sendable {
     private let headersSent = Atomic<Bool>(false)
     private let initialHeaders: HTTP2Frame.FramePayload.Headers
     private var ended = false
+    /// Who is on the other end, set by the listener before a stream route runs (a client's own streams keep
+    /// `.unauthenticated`: the client checked the server during the handshake instead).
+    public internal(set) var peer: NodePeer = .unauthenticated
     /// Headers the peer sent first (request or response).
     public private(set) var peerHeaders: HTTP2Frame.FramePayload.Headers?
 

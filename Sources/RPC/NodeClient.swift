@@ -39,9 +39,10 @@ public final class NodeClient: Sendable {
     private let authority: String
     private let scheme: String
 
-    /// Connects to `host:port`. `tls` nil means plaintext, allowed only with `insecure`.
+    /// Connects to `host:port`, which must be the node `expecting` describes (its certificate is checked during
+    /// the TLS handshake, before any request goes out). `tls` nil means plaintext, allowed only with `insecure`.
     public static func connect(
-        host: String, port: Int, tls: NodeTLS?, insecure: Bool = false,
+        host: String, port: Int, tls: NodeTLS?, expecting: PeerExpectation, insecure: Bool = false,
         connectTimeout: Duration = .seconds(5), logger: Logger = Logger(label: "baton.node"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(RPCError) -> NodeClient {
@@ -50,7 +51,7 @@ public final class NodeClient: Sendable {
         }
         let http2 = NodeServer.defaultHTTP2
         let connected = try await connectHTTP2(
-            host: host, port: port, sslContext: try tls?.makeClientContext(), http2: http2,
+            host: host, port: port, sslContext: try tls?.makeClientContext(), expecting: expecting, http2: http2,
             connectTimeout: connectTimeout, group: group)
         return NodeClient(
             channel: connected.channel, multiplexer: connected.multiplexer, failures: connected.failures,
@@ -60,9 +61,11 @@ public final class NodeClient: Sendable {
 
     /// A TCP connection (TLS when `sslContext` is given) with an HTTP/2 client pipeline: the transport both this
     /// client and `KVTransferClient` use. `failures` keeps the connection's own error (a TLS alert, say), which
-    /// its streams only see as an early end.
+    /// its streams only see as an early end. With TLS, the server's certificate must meet `expecting`, else the
+    /// handshake fails (`failures` then holds a `.forbidden` error) and nothing is sent.
     public static func connectHTTP2(
-        host: String, port: Int, sslContext: NIOSSLContext?, http2: NIOHTTP2Handler.Configuration,
+        host: String, port: Int, sslContext: NIOSSLContext?, expecting: PeerExpectation,
+        http2: NIOHTTP2Handler.Configuration,
         connectTimeout: Duration, group: any EventLoopGroup
     ) async throws(RPCError) -> (channel: any Channel, multiplexer: Connection, failures: ConnectionFailures) {
         do {
@@ -73,8 +76,18 @@ public final class NodeClient: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let failures = ConnectionFailures()
                         if let sslContext {
+                            let address = "\(host):\(port)"
                             try channel.pipeline.syncOperations.addHandler(
-                                try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+                                try NIOSSLClientHandler._makeSSLClientHandler(
+                                    context: sslContext, serverHostname: nil,
+                                    additionalPeerCertificateVerificationCallback: { certificate, channel in
+                                        do {
+                                            try expecting.check(try NodeIdentity(certificate: certificate), at: address)
+                                            return channel.eventLoop.makeSucceededVoidFuture()
+                                        } catch {
+                                            return channel.eventLoop.makeFailedFuture(error)
+                                        }
+                                    }))
                         }
                         try channel.pipeline.syncOperations.addHandler(ConnectionFailureRecorder(failures))
                         let multiplexer = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
@@ -146,6 +159,7 @@ public final class NodeClient: Sendable {
             if watchdog.fired {
                 throw RPCError(.timeout, "\(authority)\(path) did not answer within \(watchdog.seconds) s")
             }
+            if let cause = failures.first as? RPCError, cause.code == .forbidden { throw cause }
             if let cause = failures.first {
                 throw RPCError(.connectionFailed, "the connection to \(authority) failed during \(path)", cause: cause)
             }
@@ -218,6 +232,8 @@ public final class NodeClient: Sendable {
                     failure = RPCError(.timeout, "\(authority)\(path) was silent for \(watchdog.seconds) s")
                 } else if Task.isCancelled {
                     failure = RPCError(.cancelled, "\(path) to \(authority) was cancelled")
+                } else if let cause = failures.first as? RPCError, cause.code == .forbidden {
+                    failure = cause
                 } else if let cause = failures.first {
                     failure = RPCError(.connectionFailed, "the connection to \(authority) failed during \(path)", cause: cause)
                 } else if let error = error as? RPCError {
@@ -250,6 +266,7 @@ public final class NodeClient: Sendable {
                 channel.eventLoop.makeCompletedFuture { try HTTP2StreamChannel(wrappingChannelSynchronously: channel) }
             }
         } catch {
+            if let cause = failures.first as? RPCError, cause.code == .forbidden { throw cause }
             throw RPCError(.connectionFailed, "could not open a stream to \(authority)", cause: error)
         }
     }
@@ -329,12 +346,13 @@ public final class NodeClientPool: Sendable {
         self.connectTimeout = connectTimeout
     }
 
-    /// An open connection to `host:port`.
-    public func client(host: String, port: Int) async throws(RPCError) -> NodeClient {
-        let key = "\(host):\(port)"
+    /// An open connection to `host:port`, which must be the node `expecting` describes (a connection is kept
+    /// per address and expectation, so a worker replaced at the same address is checked afresh).
+    public func client(host: String, port: Int, expecting: PeerExpectation) async throws(RPCError) -> NodeClient {
+        let key = "\(host):\(port)|\(expecting.name ?? "*")|\(expecting.role?.rawValue ?? "*")"
         if let existing = clients.withLock({ $0[key] }), existing.isActive { return existing }
         let fresh = try await NodeClient.connect(
-            host: host, port: port, tls: tls, insecure: insecure, connectTimeout: connectTimeout)
+            host: host, port: port, tls: tls, expecting: expecting, insecure: insecure, connectTimeout: connectTimeout)
         let (kept, extra) = clients.withLock { clients -> (NodeClient, NodeClient?) in
             if let other = clients[key], other.isActive, other !== fresh { return (other, fresh) }
             clients[key] = fresh

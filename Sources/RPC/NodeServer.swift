@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP2
@@ -10,6 +11,42 @@ public struct NodeRequest: Sendable {
     public var method: String
     public var path: String
     public var body: [UInt8]
+    /// Who sent it, as the connection's certificate proves (`.unauthenticated` only in insecure mode).
+    public var peer: NodePeer
+    /// The peer's socket address, for log lines.
+    public var peerAddress: String
+    /// This node, for log lines ("placement (placement)").
+    public var server: String
+
+    public init(method: String, path: String, body: [UInt8], peer: NodePeer, peerAddress: String = "", server: String = "") {
+        self.method = method
+        self.path = path
+        self.body = body
+        self.peer = peer
+        self.peerAddress = peerAddress
+        self.server = server
+    }
+
+    /// The line a refusal is logged with: both sides, the path and why.
+    public func refusalLine(_ reason: String) -> String {
+        "\(server) refused \(path) from \(peer) at \(peerAddress): \(reason)"
+    }
+}
+
+/// Which peers may call a route. Every route states one: the listener answers 403 to anyone else, before
+/// the handler runs (the handler then checks what only it can: acting under one's own name, a request's owner).
+public enum NodeAccess: Sendable {
+    /// Any node with a certificate from the cluster CA (health, status).
+    case anyNode
+    /// Only nodes whose certificate allows one of these roles.
+    case roles(Set<NodeRole>)
+
+    /// Why `peer` may not call, or nil when it may.
+    func refusal(of peer: NodePeer) -> String? {
+        guard case .roles(let allowed) = self, case .node(let identity) = peer else { return nil }
+        if !identity.roles.isDisjoint(with: allowed) { return nil }
+        return "only \(allowed.sorted().map(\.rawValue).joined(separator: " or ")) nodes may call this; the certificate allows \(identity.roles.isEmpty ? "no role" : identity.roles.listed)"
+    }
 }
 
 /// How a route answers: once (`respond`) or with a stream of length-prefixed messages (`startStream`,
@@ -92,23 +129,25 @@ public typealias NodeHandler = @Sendable (NodeRequest, NodeResponseWriter) async
 
 /// A route that takes the raw stream both ways (a KV transfer): it reads and writes through the `HTTP2StreamIO`
 /// itself, with no idle timeout of the listener's (it keeps its own). The stream ends when it returns.
+/// `io.peer` says who sent it.
 public typealias NodeStreamHandler = @Sendable (HTTP2StreamIO) async -> Void
 
-/// The paths a node's listener answers.
+/// The paths a node's listener answers, each with who may call it.
 public struct NodeRoutes: Sendable {
-    var handlers: [String: NodeHandler] = [:]
-    var streamHandlers: [String: NodeStreamHandler] = [:]
+    var handlers: [String: (access: NodeAccess, handler: NodeHandler)] = [:]
+    var streamHandlers: [String: (access: NodeAccess, handler: NodeStreamHandler)] = [:]
 
     public init() {}
 
-    /// Serves `path` (exact match, any method) with `handler`: the request body is read in full first.
-    public mutating func on(_ path: String, _ handler: @escaping NodeHandler) {
-        handlers[path] = handler
+    /// Serves `path` (exact match, any method) to peers `access` admits, with `handler`: the request body is
+    /// read in full first.
+    public mutating func on(_ path: String, allow access: NodeAccess, _ handler: @escaping NodeHandler) {
+        handlers[path] = (access, handler)
     }
 
-    /// Serves `path` with `handler`, which gets the stream itself (see `NodeStreamHandler`).
-    public mutating func onStream(_ path: String, _ handler: @escaping NodeStreamHandler) {
-        streamHandlers[path] = handler
+    /// Serves `path` to peers `access` admits with `handler`, which gets the stream itself (see `NodeStreamHandler`).
+    public mutating func onStream(_ path: String, allow access: NodeAccess, _ handler: @escaping NodeStreamHandler) {
+        streamHandlers[path] = (access, handler)
     }
 
     public var paths: [String] { (Array(handlers.keys) + Array(streamHandlers.keys)).sorted() }
@@ -121,7 +160,7 @@ public struct NodeRoutes: Sendable {
 /// `bind`, then `run` until cancelled or `close`d.
 public final class NodeServer: Sendable {
     typealias Multiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<HTTP2StreamChannel>
-    typealias Connection = (channel: any Channel, streams: Multiplexer)
+    typealias Connection = (channel: any Channel, streams: Multiplexer, peer: PeerRecord, budget: ConnectionBudget)
 
     /// HTTP/2 settings for control traffic: 8 MiB windows (a KV listener passes its own, larger frames).
     public static var defaultHTTP2: NIOHTTP2Handler.Configuration {
@@ -140,34 +179,65 @@ public final class NodeServer: Sendable {
     private let listener: NIOAsyncChannel<Connection, Never>
     private let routes: NodeRoutes
     private let idleTimeout: Duration
+    private let minimumProgressBytes: Int
+    /// This node's identity, for log lines.
+    private let serverName: String
     private let logger: Logger
     /// Open connections, closed by `close` so that `run` returns even while peers stay connected.
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
 
     /// Listens on `host:port`. `tls` nil means plaintext, allowed only with `insecure`. `idleTimeout` bounds each
-    /// wait for a request's bytes (stream routes keep their own bounds).
+    /// wait for a request's head and each window in which its body must make `limits.minimumProgressBytes` of
+    /// progress (stream routes keep their own bounds); `limits` bounds connections (see `NodeServerLimits`).
     public static func bind(
         host: String, port: Int, tls: NodeTLS?, insecure: Bool = false, routes: NodeRoutes,
         http2: NIOHTTP2Handler.Configuration = NodeServer.defaultHTTP2, idleTimeout: Duration = .seconds(10),
+        limits: NodeServerLimits = NodeServerLimits(),
         logger: Logger = Logger(label: "baton.node"), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(RPCError) -> NodeServer {
         guard tls != nil || insecure else {
             throw RPCError(.invalidArgument, "no TLS certificates given and `insecure` not set for \(host):\(port)")
         }
         let sslContext = try tls?.makeServerContext()
+        let identity = try tls?.identity()
+        let serverName = identity.map { "\($0)" } ?? "this node (insecure)"
         if sslContext == nil {
             logger.critical("listening WITHOUT TLS on \(host):\(port): traffic is unencrypted and peers unauthenticated (insecure mode)")
         }
         let listener: NIOAsyncChannel<Connection, Never>
+        let counter = ConnectionCounter(limits: limits)
         do {
             listener = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        if let sslContext {
-                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                        let address = channel.remoteAddress?.ipAddress ?? "an unknown address"
+                        if let refusal = counter.admit(address) {
+                            logger.warning("\(serverName) refused a connection from \(address): \(refusal)")
+                            throw RPCError(.connectionFailed, refusal)
                         }
+                        channel.closeFuture.whenComplete { _ in counter.release(address) }
+                        let peer = PeerRecord(sslContext == nil ? .unauthenticated : nil)
+                        let budget = ConnectionBudget(limit: limits.maximumBufferedBytesPerConnection)
+                        if let sslContext {
+                            // The chain was verified against the cluster CA; this reads who it says the peer is and
+                            // fails the handshake when it says nobody.
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler._makeSSLServerHandler(
+                                context: sslContext,
+                                additionalPeerCertificateVerificationCallback: { certificate, channel in
+                                    do {
+                                        peer.set(.node(try NodeIdentity(certificate: certificate)))
+                                        return channel.eventLoop.makeSucceededVoidFuture()
+                                    } catch {
+                                        logger.warning("\(serverName) refused a connection from \(Self.peer(channel)): \((error as? RPCError)?.message ?? "\(error)")")
+                                        return channel.eventLoop.makeFailedFuture(error)
+                                    }
+                                }))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(ConnectionDeadlines(limits: limits) { reason in
+                            logger.warning("\(serverName) closed the connection from \(address): \(reason)")
+                        })
                         let streams = try channel.pipeline.syncOperations.configureAsyncHTTP2Pipeline(
                             mode: .server, configuration: http2
                         ) { stream in
@@ -175,7 +245,7 @@ public final class NodeServer: Sendable {
                                 try HTTP2StreamChannel(wrappingChannelSynchronously: stream)
                             }
                         }
-                        return (channel, streams)
+                        return (channel, streams, peer, budget)
                     }
                 }
         } catch {
@@ -183,13 +253,16 @@ public final class NodeServer: Sendable {
         }
         return NodeServer(
             port: listener.channel.localAddress?.port ?? port, isTLS: sslContext != nil, listener: listener,
-            routes: routes, idleTimeout: idleTimeout, logger: logger)
+            routes: routes, idleTimeout: idleTimeout, minimumProgressBytes: limits.minimumProgressBytes,
+            serverName: serverName, logger: logger)
     }
 
     private init(
         port: Int, isTLS: Bool, listener: NIOAsyncChannel<Connection, Never>, routes: NodeRoutes,
-        idleTimeout: Duration, logger: Logger
+        idleTimeout: Duration, minimumProgressBytes: Int, serverName: String, logger: Logger
     ) {
+        self.minimumProgressBytes = minimumProgressBytes
+        self.serverName = serverName
         self.port = port
         self.isTLS = isTLS
         self.listener = listener
@@ -248,7 +321,10 @@ public final class NodeServer: Sendable {
         await withDiscardingTaskGroup { group in
             do {
                 for try await stream in connection.streams.inbound {
-                    group.addTask { await self.handle(stream) }
+                    let peer = connection.peer.value
+                    let address = Self.peer(connection.channel)
+                    let budget = connection.budget
+                    group.addTask { await self.handle(stream, peer: peer, address: address, budget: budget) }
                 }
             } catch let error as NIOSSLError {
                 // A peer without a certificate from the cluster CA (or with none) ends up here.
@@ -259,11 +335,25 @@ public final class NodeServer: Sendable {
         }
     }
 
-    private static func peer(_ channel: any Channel) -> String {
+    /// Answers 403 and logs who refused whom, and why.
+    private func refuse(
+        _ writer: NodeResponseWriter, path: String, from peer: String, at address: String, _ reason: String
+    ) async throws {
+        logger.warning("\(serverName) refused \(path) from \(peer) at \(address): \(reason)")
+        try await writer.respond(status: 403, body: Self.forbiddenBody(reason))
+    }
+
+    /// The JSON body of a 403: `{"code":"forbidden","message":…}`, as every Baton refusal reads.
+    public static func forbiddenBody(_ message: String) -> [UInt8] {
+        let object = ["code": "forbidden", "message": message]
+        return Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
+    }
+
+    static func peer(_ channel: any Channel) -> String {
         channel.remoteAddress.map { "\($0)" } ?? "an unknown peer"
     }
 
-    private func handle(_ stream: HTTP2StreamChannel) async {
+    private func handle(_ stream: HTTP2StreamChannel, peer: NodePeer?, address: String, budget: ConnectionBudget) async {
         let streamHeaders = HTTP2Frame.FramePayload.Headers(headers: [
             ":status": "200", "content-type": "application/octet-stream",
         ])
@@ -276,27 +366,53 @@ public final class NodeServer: Sendable {
                 guard let headers = try await io.readHeaders() else { return }
                 let path = headers.headers.first(name: ":path") ?? ""
                 let method = headers.headers.first(name: ":method") ?? "GET"
-                if let streamHandler = routes.streamHandlers[path] {
-                    watch.cancel()
-                    await streamHandler(io)
-                    return
-                }
                 let writer = NodeResponseWriter(outbound: outbound, allocator: stream.channel.allocator)
-                guard let handler = routes.handlers[path] else {
+                let access = routes.streamHandlers[path]?.access ?? routes.handlers[path]?.access
+                guard let access else {
                     try await writer.respond(status: 404, body: Array(#"{"error":"no such path"}"#.utf8))
                     return
                 }
+                guard let peer else {
+                    // Unreachable: streams only arrive after the handshake recorded the peer. Refuse all the same.
+                    return try await refuse(writer, path: path, from: "a peer with no identity", at: address, "no identity was recorded")
+                }
+                if let reason = access.refusal(of: peer) {
+                    return try await refuse(writer, path: path, from: "\(peer)", at: address, reason)
+                }
+                if let streamHandler = routes.streamHandlers[path]?.handler {
+                    watch.cancel()
+                    io.peer = peer
+                    await streamHandler(io)
+                    return
+                }
+                guard let handler = routes.handlers[path]?.handler else { return }
                 var body: [UInt8] = []
+                // Bytes taken from the connection's budget, given back when the request is done.
+                var charged = 0
+                defer { budget.give(charged) }
+                // Progress is bytes, not any byte: each idle window must bring `minimumProgressBytes` (or the end).
+                var sinceProgress = 0
                 while let buffer = try await io.read() {
-                    watchdog.touch()
+                    sinceProgress += buffer.readableBytes
+                    if sinceProgress >= minimumProgressBytes {
+                        watchdog.touch()
+                        sinceProgress = 0
+                    }
                     guard body.count + buffer.readableBytes <= Self.maximumRequestBytes else {
                         try await writer.respond(status: 413, body: Array(#"{"error":"request body too large"}"#.utf8))
                         return
                     }
+                    guard budget.take(buffer.readableBytes) else {
+                        logger.warning("\(serverName) refused \(path) from \(address): the connection's request bodies passed \(budget.limit) bytes")
+                        try await writer.respond(status: 503, body: Array(#"{"error":"too many request bytes buffered on this connection"}"#.utf8))
+                        return
+                    }
+                    charged += buffer.readableBytes
                     body.append(contentsOf: buffer.readableBytesView)
                 }
                 watch.cancel()
-                let request = NodeRequest(method: method, path: path, body: body)
+                let request = NodeRequest(
+                    method: method, path: path, body: body, peer: peer, peerAddress: address, server: serverName)
                 let task = Task { try await handler(request, writer) }
                 // A reset or a vanished client closes the stream channel: stop the handler's work.
                 stream.channel.closeFuture.whenComplete { _ in task.cancel() }
@@ -317,4 +433,15 @@ public final class NodeServer: Sendable {
             logger.debug("stream ended: \(error)")
         }
     }
+}
+
+/// The identity a connection's handshake proved, read by the streams that follow it.
+final class PeerRecord: Sendable {
+    private let peer: Mutex<NodePeer?>
+
+    init(_ peer: NodePeer?) { self.peer = Mutex(peer) }
+
+    var value: NodePeer? { peer.withLock { $0 } }
+
+    func set(_ value: NodePeer) { peer.withLock { $0 = value } }
 }

@@ -16,6 +16,11 @@ public struct NodeTLS: Sendable, Equatable {
 
 
 extension NodeTLS {
+    /// The name and roles this node's own certificate carries.
+    public func identity() throws(RPCError) -> NodeIdentity {
+        try NodeIdentity(pem: certificateChainPEM)
+    }
+
     /// Server side of mutual TLS: presents this node's chain and requires a client certificate that
     /// chains to the cluster CA. Host names are not checked (nodes are identified by the CA, not DNS).
     public func makeServerContext() throws(RPCError) -> NIOSSLContext {

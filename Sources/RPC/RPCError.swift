@@ -20,6 +20,9 @@ public struct RPCError: Error, CustomStringConvertible, Sendable {
         public static let certificate = Code("certificate error")
         /// A caller passed an invalid argument or used an API out of order.
         public static let invalidArgument = Code("invalid argument")
+        /// The peer's certificate does not allow what was asked (a node acting outside its name or roles), or
+        /// the server reached is not the node the client meant.
+        public static let forbidden = Code("forbidden")
     }
 
     public let code: Code

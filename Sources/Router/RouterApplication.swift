@@ -52,8 +52,11 @@ public func makeRouterApplication(
     router.post("/tokenize") { request, _ in try await service.tokenize(request) }
     router.post("/detokenize") { request, _ in try await service.detokenize(request) }
 
+    let idle = configuration.idleConnectionTimeout.components
     return Application(
         router: router,
+        server: .http1(configuration: .init(
+            idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
         configuration: ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "baton-router"),
         logger: logger)

@@ -21,12 +21,16 @@ public struct RouterConfiguration: Sendable, Equatable {
     public var maxBodyBytes: Int
     /// `owned_by` in `GET /v1/models`. Default `"baton"`.
     public var ownedBy: String
+    /// A client connection with no request in progress (waiting for a request head, or kept alive between
+    /// requests) is closed after this long. Default 30 seconds.
+    public var idleConnectionTimeout: Duration
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, modelID: String = "baton", contextLength: Int = 2048,
         defaultMaxTokens: Int = 256, apiKeysFile: String? = nil, requestTimeout: Duration = .seconds(600),
-        maxBodyBytes: Int = 8 << 20, ownedBy: String = "baton"
+        maxBodyBytes: Int = 8 << 20, ownedBy: String = "baton", idleConnectionTimeout: Duration = .seconds(30)
     ) {
+        self.idleConnectionTimeout = idleConnectionTimeout
         self.host = host
         self.port = port
         self.modelID = modelID
@@ -49,5 +53,6 @@ public struct RouterConfiguration: Sendable, Equatable {
         guard defaultMaxTokens >= 1 else { throw fail("defaultMaxTokens", "must be at least 1, got \(defaultMaxTokens)") }
         guard requestTimeout > .zero else { throw fail("requestTimeout", "must be positive") }
         guard maxBodyBytes >= 1024 else { throw fail("maxBodyBytes", "must be at least 1024, got \(maxBodyBytes)") }
+        guard idleConnectionTimeout > .zero else { throw fail("idleConnectionTimeout", "must be positive") }
     }
 }

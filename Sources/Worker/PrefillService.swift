@@ -32,7 +32,7 @@ public final class PrefillService: Sendable {
     /// and the transfer's tail.
     public let shipmentTime = LatencyWindow()
     private let logger: Logger
-    private let clients = Mutex<[String: KVTransferClient]>([:])
+    private let clients = Mutex<[Endpoint: KVTransferClient]>([:])
     private let running = Mutex<[String: Task<PrefillResult, any Error>]>([:])
 
     public init(shipper: PrefillKVShipper, transport: KVTransportConfiguration, logger: Logger) {
@@ -58,16 +58,18 @@ public final class PrefillService: Sendable {
     }
 
     /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV and last
-    /// logits to `host:port` under `requestID`.
+    /// logits to decode node `decodeName` at `host:port` under `requestID` (the connection is refused unless the
+    /// certificate there names `decodeName` with the decode role).
     ///
     /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold), `.transfer` (the decode worker
     /// refused or the transport failed), `.inference`, `.timeout` when `deadline` passed first, `.cancelled`.
     public func submit(
-        requestID: String, prompt: [Int32], host: String, port: Int, deadline: Duration
+        requestID: String, prompt: [Int32], decodeName: String, host: String, port: Int, deadline: Duration
     ) async throws(WorkerError) -> PrefillResult {
         let expired = Atomic<Bool>(false)
+        let decode = Endpoint(name: decodeName, host: host, port: port)
         let task = Task { () async throws -> PrefillResult in
-            try await self.ship(requestID: requestID, prompt: prompt, host: host, port: port)
+            try await self.ship(requestID: requestID, prompt: prompt, to: decode)
         }
         let registered = running.withLock { running -> Bool in
             guard running[requestID] == nil else { return false }
@@ -121,14 +123,22 @@ public final class PrefillService: Sendable {
 
     /// Runs one shipment; reconnects and tries once more when the pooled connection turns out to be dead
     /// (the decode worker restarted): the prompt is then prefilled again.
+    /// A decode node to ship to; the key of a pooled connection.
+    private struct Endpoint: Hashable {
+        var name: String
+        var host: String
+        var port: Int
+        var description: String { "\(name) at \(host):\(port)" }
+    }
+
     private func ship(
-        requestID: String, prompt: [Int32], host: String, port: Int
+        requestID: String, prompt: [Int32], to decode: Endpoint
     ) async throws(WorkerError) -> PrefillResult {
         var attempt = 0
         while true {
             attempt += 1
             try checkCancellation(requestID)
-            let client = try await connection(host: host, port: port)
+            let client = try await connection(decode)
             do {
                 let report = try await shipper.ship(requestID: requestID, prompt: prompt, via: client)
                 return PrefillResult(
@@ -139,9 +149,10 @@ public final class PrefillService: Sendable {
             } catch {
                 try checkCancellation(requestID)
                 let connectionLost = (error.cause as? KVTransportError)?.code == .connectionFailed
-                if connectionLost { await evict(host: host, port: port, client) }
+                // A closed connection (lost, or refused at the handshake) is never reused.
+                if connectionLost || !client.isActive { await evict(decode, client) }
                 guard connectionLost, attempt == 1 else { throw error }
-                logger.info("connection to decode worker \(host):\(port) was lost; reconnecting for \(requestID)")
+                logger.info("connection to decode worker \(decode.description) was lost; reconnecting for \(requestID)")
             }
         }
     }
@@ -150,14 +161,16 @@ public final class PrefillService: Sendable {
         if Task.isCancelled { throw WorkerError(.cancelled, "request \(requestID) was cancelled") }
     }
 
-    private func connection(host: String, port: Int) async throws(WorkerError) -> KVTransferClient {
-        let key = "\(host):\(port)"
+    private func connection(_ decode: Endpoint) async throws(WorkerError) -> KVTransferClient {
+        let key = decode
         if let existing = clients.withLock({ $0[key] }) { return existing }
         let fresh: KVTransferClient
         do {
-            fresh = try await KVTransferClient.connect(host: host, port: port, configuration: transport, logger: logger)
+            fresh = try await KVTransferClient.connect(
+                host: decode.host, port: decode.port, configuration: transport,
+                expecting: .node(decode.name, as: .decode), logger: logger)
         } catch {
-            throw WorkerError(.transfer, "cannot reach decode worker \(key): \(error.message)", cause: error)
+            throw WorkerError(.transfer, "cannot reach decode worker \(decode.description): \(error.message)", cause: error)
         }
         let (kept, extra) = clients.withLock { clients -> (KVTransferClient, KVTransferClient?) in
             if let other = clients[key] { return (other, fresh) }
@@ -168,8 +181,8 @@ public final class PrefillService: Sendable {
         return kept
     }
 
-    private func evict(host: String, port: Int, _ client: KVTransferClient) async {
-        let key = "\(host):\(port)"
+    private func evict(_ decode: Endpoint, _ client: KVTransferClient) async {
+        let key = decode
         let removed = clients.withLock { clients -> Bool in
             guard clients[key] === client else { return false }
             clients.removeValue(forKey: key)

@@ -1,5 +1,6 @@
 import Inference
 import KVTransport
+import Logging
 
 /// A decode worker's side of the KV transport: takes the transfers that generations opened on its
 /// `DecodeScheduler` wait for, and lands each layer straight in the blocks the scheduler reserved (the HTTP/2
@@ -7,17 +8,31 @@ import KVTransport
 public struct SchedulerKVReceiver: KVTransferReceiver {
     public let scheduler: DecodeScheduler
     public let identity: KVCompatibilityIdentity
+    /// The `OpenDecode` reservations: which prefill node may send each request; nil takes KV for any request the
+    /// scheduler awaits, from any prefill node (a scheduler driven in-process, as benchmarks do).
+    public let reservations: KVReservations?
+    private let logger: Logger
 
     /// `identity` must describe the scheduler's model, tokenizer and cache layout.
-    public init(scheduler: DecodeScheduler, identity: KVCompatibilityIdentity) throws(WorkerError) {
+    public init(
+        scheduler: DecodeScheduler, identity: KVCompatibilityIdentity, reservations: KVReservations? = nil,
+        logger: Logger = Logger(label: "baton.worker")
+    ) throws(WorkerError) {
         guard identity.describes(scheduler.layout) else {
             throw WorkerError(.invalidArgument, "the KV identity does not describe the decode scheduler's cache layout")
         }
         self.scheduler = scheduler
         self.identity = identity
+        self.reservations = reservations
+        self.logger = logger
     }
 
     public func beginTransfer(_ request: KVTransferRequest, transport: KVTransportKind) async throws -> any KVInboundTransfer {
+        // The transport set `sender` from the certificate (nil only in insecure mode, where nothing is known).
+        if let reservations, let refusal = reservations.begin(request.requestID, from: request.sender) {
+            logger.warning("refused KV for request \(request.requestID) from \(request.sender ?? "an unauthenticated sender"): \(refusal)")
+            throw KVTransportError(.refused, refusal)
+        }
         let differences = identity.differences(from: request.identity)
         guard differences.isEmpty else {
             throw KVTransportError(.incompatible, "request \(request.requestID): " + differences.joined(separator: "; "))

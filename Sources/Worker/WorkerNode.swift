@@ -45,6 +45,12 @@ public final class WorkerNode: Service, Sendable {
         public var drainTimeout: Duration = .seconds(30)
         /// How long an `OpenDecode` waiting for KV keeps its room when the request names no bound.
         public var transferTimeout: Duration = .seconds(30)
+        /// The longest an `OpenDecode` may ask to wait for its KV (a request naming more is refused).
+        public var maximumTransferTimeout: Duration = .seconds(600)
+        /// An `OpenDecode` whose KV has not started arriving this long after it opened is freed.
+        public var kvStartTimeout: Duration = .seconds(60)
+        /// The share of the decode worker's KV blocks one peer's reservations may hold while waiting for KV.
+        public var peerKVShare = 1.0
         /// Generations that may wait for room on the decode scheduler before new ones are refused (`NO_ROOM`).
         public var maxQueued = 256
 
@@ -118,9 +124,13 @@ public final class WorkerNode: Service, Sendable {
         }
         service = WorkerService(
             name: configuration.name, decode: scheduler, prefill: prefill, vocabularySize: model.configuration.vocabularySize,
-            defaultTransferTimeout: configuration.transferTimeout, logger: logger)
+            defaultTransferTimeout: configuration.transferTimeout,
+            maximumTransferTimeout: configuration.maximumTransferTimeout, kvStartTimeout: configuration.kvStartTimeout,
+            peerKVShare: configuration.peerKVShare, logger: logger)
         let receiver: any KVTransferReceiver =
-            if let scheduler { try SchedulerKVReceiver(scheduler: scheduler, identity: identity) } else {
+            if let scheduler {
+                try SchedulerKVReceiver(scheduler: scheduler, identity: identity, reservations: service.reservations, logger: logger)
+            } else {
                 RefusingKVReceiver(name: configuration.name)
             }
         server = try await KVTransferServer.bind(
@@ -150,7 +160,7 @@ public final class WorkerNode: Service, Sendable {
                 registration: RegisterRequest(
                     profile: profile, roles: configuration.roles.sorted { $0.rawValue < $1.rawValue },
                     address: WorkerAddress(host: advertised.host, port: advertised.port, hostID: configuration.transport.hostID),
-                    modelFingerprint: identity.modelFingerprint),
+                    modelFingerprint: identity.modelFingerprint, contextLength: contextLength),
                 load: { service.load() }, logger: logger)
         } else {
             placementClient = nil

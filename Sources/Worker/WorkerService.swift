@@ -46,6 +46,15 @@ public final class WorkerService: Sendable {
     /// compute). Defaults 10 s and 5 ms.
     public let defaultKVProgressTimeout: Duration
     public let defaultKVProgressPerToken: Duration
+    /// `OpenDecode` reservations waiting for KV: who may send each, what each opener holds (read by the KV receiver).
+    public let reservations = KVReservations()
+    /// A reservation whose KV has not started arriving this long after `opened` is freed (default 60 s: a prompt
+    /// may first wait in a busy prefill worker's queue).
+    public let kvStartTimeout: Duration
+    /// The share of this worker's KV blocks that reservations opened by one peer may hold while they wait for
+    /// KV (default 1: no cap). With several routers, a share below 1 keeps one from starving the others by
+    /// opening and never sending; `kvStartTimeout` bounds how long it could anyway.
+    public let peerKVShare: Double
     private let vocabularySize: Int
     private let logger: Logger
     private let draining = Atomic<Bool>(false)
@@ -59,8 +68,11 @@ public final class WorkerService: Sendable {
         keepAliveInterval: Duration = .seconds(1), defaultPrefillDeadline: Duration = .seconds(120),
         defaultTransferTimeout: Duration = .seconds(30), maximumTransferTimeout: Duration = .seconds(600),
         defaultKVProgressTimeout: Duration = .seconds(10), defaultKVProgressPerToken: Duration = .milliseconds(5),
+        kvStartTimeout: Duration = .seconds(60), peerKVShare: Double = 1,
         logger: Logger = Logger(label: "baton.worker")
     ) {
+        self.kvStartTimeout = kvStartTimeout
+        self.peerKVShare = peerKVShare
         self.name = name
         self.decode = decode
         self.prefill = prefill
@@ -79,12 +91,15 @@ public final class WorkerService: Sendable {
         (decode != nil ? [WorkerRole.decode] : []) + (prefill != nil ? [WorkerRole.prefill] : [])
     }
 
+    /// Only routers open decodes, submit prefills and cancel; any cluster node may ask for health. (KV transfers,
+    /// on the same listener, are taken from prefill nodes only, for requests opened for them.)
     public var routes: NodeRoutes {
         var routes = NodeRoutes()
-        routes.on(BatonProtocol.WorkerControl.openDecode) { [self] request, writer in try await openDecode(request, writer) }
-        routes.on(BatonProtocol.WorkerControl.submitPrefill) { [self] request, writer in try await submitPrefill(request, writer) }
-        routes.on(BatonProtocol.WorkerControl.cancel) { [self] request, writer in try await cancel(request, writer) }
-        routes.on(BatonProtocol.WorkerControl.health) { [self] _, writer in try await health(writer) }
+        let routers = NodeAccess.roles([.router])
+        routes.on(BatonProtocol.WorkerControl.openDecode, allow: routers) { [self] request, writer in try await openDecode(request, writer) }
+        routes.on(BatonProtocol.WorkerControl.submitPrefill, allow: routers) { [self] request, writer in try await submitPrefill(request, writer) }
+        routes.on(BatonProtocol.WorkerControl.cancel, allow: routers) { [self] request, writer in try await cancel(request, writer) }
+        routes.on(BatonProtocol.WorkerControl.health, allow: .anyNode) { [self] _, writer in try await health(writer) }
         return routes
     }
 
@@ -186,6 +201,26 @@ public final class WorkerService: Sendable {
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
         }
+        // The KV may come only from the prefill node the router named (with certificates), and what one peer holds
+        // waiting for KV is bounded.
+        var reserved = false
+        if case .transfer = source {
+            if case .node = request.peer, message.prefillWorker.isEmpty {
+                return try await refuse(writer, 400, "invalid_argument", "prefill_worker is required when the KV is transferred")
+            }
+            let blocks = decode.layout.blocks(forTokens: state.request.prompt.count + state.request.maxNewTokens)
+            // A share of 1 is no cap: requests beyond the cache wait in the scheduler's queue as before.
+            let limit = peerKVShare >= 1 ? Int.max : Int(Double(decode.load.totalBlocks) * peerKVShare)
+            if let refusal = reservations.open(
+                state.request.id, opener: request.peer.name,
+                sender: message.prefillWorker.isEmpty ? nil : message.prefillWorker, blocks: blocks, peerLimit: limit)
+            {
+                logger.warning("\(request.refusalLine(refusal))")
+                return try await refuse(writer, 429, "no_room", refusal)
+            }
+            reserved = true
+        }
+        defer { if reserved { reservations.close(state.request.id) } }
         guard enter() else { return try await refuse(writer, 503, "draining", "worker \(name) is draining") }
         defer { leave() }
 
@@ -206,6 +241,15 @@ public final class WorkerService: Sendable {
         event.opened.worker = name
         event.opened.promptPath = Optional(decode.promptPath(for: state, source: source)).proto
         try await writer.send(try event.serializedBytes())
+        // A reservation whose KV never starts is freed well before the transfer deadline.
+        let startWatch: Task<Void, Never>? = reserved ? Task { [reservations, kvStartTimeout, logger] in
+            guard (try? await Task.sleep(for: kvStartTimeout)) != nil else { return }
+            guard !reservations.hasStarted(state.request.id) else { return }
+            let seconds = kvStartTimeout / .seconds(1)
+            logger.warning("OpenDecode \(state.request.id) from \(request.peer): no KV within \(seconds) s, freeing its room")
+            stream.cancel(reason: "the KV of \(state.request.id) did not start arriving within \(seconds) s")
+        } : nil
+        defer { startWatch?.cancel() }
         do {
             for try await update in stream {
                 switch update {
@@ -266,6 +310,10 @@ public final class WorkerService: Sendable {
             guard message.hasDecodeWorker, !target.host.isEmpty, (1...65535).contains(target.port) else {
                 throw GenerationError(.invalidArgument, "decode_worker needs a host and a port in 1...65535")
             }
+            // The KV connection checks the decode node's certificate against this name.
+            guard !target.name.isEmpty || request.peer == .unauthenticated else {
+                throw GenerationError(.invalidArgument, "decode_worker needs the decode node's name")
+            }
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
         }
@@ -275,7 +323,7 @@ public final class WorkerService: Sendable {
         let result: PrefillResult
         do {
             result = try await prefill.submit(
-                requestID: message.requestID, prompt: message.promptTokens,
+                requestID: message.requestID, prompt: message.promptTokens, decodeName: message.decodeWorker.name,
                 host: message.decodeWorker.host, port: Int(message.decodeWorker.port), deadline: deadline)
         } catch {
             logger.info("SubmitPrefill \(message.requestID) failed: \(error)")

@@ -2,6 +2,12 @@ import ArgumentParser
 import Foundation
 import RPC
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// `baton certs`: the cluster CA and one certificate per node, as PEM files for the mutual-TLS KV plane.
 struct CertsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -9,15 +15,18 @@ struct CertsCommand: ParsableCommand {
         abstract: "Create the cluster CA and per-node certificates for the mutual-TLS KV plane.",
         discussion: """
             Writes a new CA to DIR/ca.pem and DIR/ca-key.pem (refusing to replace one without --force), and for each
-            node DIR/NODE.pem and DIR/NODE-key.pem. Keys are written with mode 0600. Give every node its own
+            node DIR/NODE.pem and DIR/NODE-key.pem. Keys are created with mode 0600. Give every node its own
             certificate and key plus ca.pem; keep ca-key.pem off the nodes.
-            Example: baton certs --out /etc/baton/certs --nodes router,prefill-1,decode-1
+            Each certificate binds the node's name and the roles it may act in (placement, router, prefill,
+            decode; several joined with '+'): NAME:ROLES. The roles may be left out when the name is a role or
+            starts with ROLE- (decode-1 is a decode node). See Deploy/docs/security.md.
+            Example: baton certs --out /etc/baton/certs --nodes placement,router,prefill-1,gpu-a:decode,both:prefill+decode
             """)
 
     @Option(name: .long, help: "Directory to write the PEM files to (created if missing).")
     var out: String
 
-    @Option(name: .long, help: "Comma-separated node names (each becomes the certificate's name and DNS name).")
+    @Option(name: .long, help: "Comma-separated NAME[:ROLES] (roles: placement, router, prefill, decode, joined by '+').")
     var nodes: String = "prefill,decode"
 
     @Flag(name: .long, help: "Replace an existing CA in --out.")
@@ -26,14 +35,37 @@ struct CertsCommand: ParsableCommand {
     @Option(name: .long, help: "Common name of the cluster CA.")
     var authorityName: String = "Baton cluster CA"
 
-    var nodeNames: [String] {
-        nodes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    func validate() throws {
+        _ = try Self.parseNodes(nodes)
     }
 
-    func validate() throws {
-        guard !nodeNames.isEmpty else { throw ValidationError("--nodes names no node") }
-        for name in nodeNames where name == "ca" || !name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." }) {
-            throw ValidationError("node name \"\(name)\" must be letters, digits, '-' or '.', and not \"ca\"")
+    /// "decode-0:decode,router" → each node's identity. A name without roles must be a role or start with
+    /// "ROLE-" (the names `baton up`, the compose file and the Kubernetes manifests use).
+    static func parseNodes(_ text: String) throws -> [NodeIdentity] {
+        let entries = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !entries.isEmpty else { throw ValidationError("--nodes names no node") }
+        var seen: Set<String> = []
+        return try entries.map { entry in
+            let parts = entry.split(separator: ":", maxSplits: 1).map(String.init)
+            let name = parts[0]
+            guard name != "ca", !name.isEmpty, name.count <= 63,
+                name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") })
+            else {
+                throw ValidationError("node name \"\(name)\" must be 1-63 ASCII letters, digits, '-' or '.', and not \"ca\"")
+            }
+            guard seen.insert(name).inserted else { throw ValidationError("--nodes names \(name) twice") }
+            let roles: Set<NodeRole>
+            if parts.count == 2 {
+                do { roles = try NodeRole.parseList(parts[1]) } catch {
+                    throw ValidationError("--nodes \(entry): \((error as? RPCError)?.message ?? "\(error)")")
+                }
+            } else if let role = NodeRole.allCases.first(where: { name == $0.rawValue || name.hasPrefix($0.rawValue + "-") }) {
+                roles = [role]
+            } else {
+                throw ValidationError(
+                    "--nodes \(name): give its roles as \(name):ROLES (placement, router, prefill, decode; several joined by '+')")
+            }
+            return NodeIdentity(name: name, roles: roles)
         }
     }
 
@@ -48,32 +80,47 @@ struct CertsCommand: ParsableCommand {
         if !force && (FileManager.default.fileExists(atPath: caURL.path) || FileManager.default.fileExists(atPath: caKeyURL.path)) {
             throw ValidationError("\(out) already holds a cluster CA; pass --force to replace it (every node then needs new certificates)")
         }
-        for path in try Self.makeCluster(in: directory, authorityName: authorityName, nodes: nodeNames) { print(path) }
+        for path in try Self.makeCluster(in: directory, authorityName: authorityName, nodes: try Self.parseNodes(nodes)) {
+            print(path)
+        }
     }
 
     /// Writes a new CA and a certificate and key per node into `directory`; returns the certificate paths
     /// (the CA's first).
-    static func makeCluster(in directory: URL, authorityName: String, nodes: [String]) throws -> [String] {
+    static func makeCluster(in directory: URL, authorityName: String, nodes: [NodeIdentity]) throws -> [String] {
         let authority = try ClusterCertificates.makeAuthority(name: authorityName)
         let caURL = directory.appendingPathComponent("ca.pem")
         try write(authority.certificatePEM, to: caURL, private: false)
         try write(authority.privateKeyPEM, to: directory.appendingPathComponent("ca-key.pem"), private: true)
         var written = [caURL.path]
-        for name in nodes {
-            let issued = try ClusterCertificates.issueNode(name, authority: authority)
-            let certificate = directory.appendingPathComponent("\(name).pem")
+        for node in nodes {
+            let issued = try ClusterCertificates.issueNode(node.name, roles: node.roles, authority: authority)
+            let certificate = directory.appendingPathComponent("\(node.name).pem")
             try write(issued.certificatePEM, to: certificate, private: false)
-            try write(issued.privateKeyPEM, to: directory.appendingPathComponent("\(name)-key.pem"), private: true)
+            try write(issued.privateKeyPEM, to: directory.appendingPathComponent("\(node.name)-key.pem"), private: true)
             written.append(certificate.path)
         }
         return written
     }
 
+    /// Writes `text` to a new file at `url`, created with its final mode (0600 for keys): the file never exists
+    /// with wider permissions, not even for a moment. An existing file (or symlink) there is removed first.
     static func write(_ text: String, to url: URL, private isPrivate: Bool) throws {
-        let attributes: [FileAttributeKey: Any] = [.posixPermissions: isPrivate ? 0o600 : 0o644]
-        try? FileManager.default.removeItem(at: url)
-        guard FileManager.default.createFile(atPath: url.path, contents: Data(text.utf8), attributes: attributes) else {
-            throw ValidationError("cannot write \(url.path)")
+        let path = url.path
+        if unlink(path) != 0 && errno != ENOENT {
+            throw ValidationError("cannot replace \(path): \(String(cString: strerror(errno)))")
+        }
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, isPrivate ? 0o600 : 0o644)
+        guard descriptor >= 0 else { throw ValidationError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        // The umask may have narrowed a public file's mode; a key's 0600 is already the narrowest.
+        if !isPrivate { fchmod(descriptor, 0o644) }
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+            bytes = bytes.dropFirst(written)
         }
     }
 }

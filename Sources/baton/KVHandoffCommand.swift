@@ -22,7 +22,7 @@ struct KVHandoffCommand: AsyncParsableCommand {
         abstract: "Development: prefill in one process, stream its KV layer by layer to a decode worker, decode there.",
         discussion: """
             Start the decode side, then one prefill per request:
-              baton certs --out certs --nodes prefill,decode
+              baton certs --out certs --nodes prefill:prefill+router,decode
               baton kv-handoff decode --listen 127.0.0.1:7450 --certs certs --node decode --requests 1
               baton kv-handoff prefill --connect 127.0.0.1:7450 --certs certs --node prefill \\
                   --prompt "Once upon a time" --max-tokens 32 --seed 1 --temperature 0
@@ -193,11 +193,13 @@ extension KVHandoffCommand {
                 allowSharedMemory: via == .auto || via == .shm, allowRDMA: via == .auto || via == .rdma, logger: logger)
 
             // As a router: open the generation on the decode worker (it reserves room and answers `opened`).
+            // (so this node's certificate needs both the router and the prefill role).
             let control = try await NodeClient.connect(
-                host: host, port: port, tls: configuration.tls, insecure: configuration.policy.insecure,
-                connectTimeout: configuration.connectTimeout)
+                host: host, port: port, tls: configuration.tls, expecting: .role(.decode),
+                insecure: configuration.policy.insecure, connectTimeout: configuration.connectTimeout)
             var open = Baton_V1_OpenDecodeRequest()
             open.state = state.proto
+            if let tls = configuration.tls { open.prefillWorker = try tls.identity().name }
             let opened = try await control.stream(
                 BatonProtocol.WorkerControl.openDecode, body: try open.serializedBytes(), idleTimeout: configuration.idleTimeout * 6)
             guard opened.status == 200 else {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import RPC
 import ServiceLifecycle
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -140,14 +141,21 @@ struct UpCommand: AsyncParsableCommand {
 
     // MARK: - Set-up
 
-    /// Certificates for every node, made once (a CA and one certificate per process; all again when one is missing).
+    /// Role-bound certificates for every node, made once (a CA and one certificate per process, each naming its
+    /// node and role; all again when one is missing or was made before certificates carried roles).
     static func ensureCertificates(in directory: String, nodes: [String]) throws {
         let manager = FileManager.default
-        let complete = (["ca"] + nodes).allSatisfy { manager.fileExists(atPath: "\(directory)/\($0).pem") }
-            && nodes.allSatisfy { manager.fileExists(atPath: "\(directory)/\($0)-key.pem") }
+        let identities = try CertsCommand.parseNodes(nodes.joined(separator: ","))
+        let complete = manager.fileExists(atPath: "\(directory)/ca.pem")
+            && identities.allSatisfy { node in
+                manager.fileExists(atPath: "\(directory)/\(node.name)-key.pem")
+                    && (try? String(contentsOfFile: "\(directory)/\(node.name).pem", encoding: .utf8))
+                        .flatMap { try? NodeIdentity(pem: $0) } == node
+            }
         if complete { return }
         try manager.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        _ = try CertsCommand.makeCluster(in: URL(fileURLWithPath: directory, isDirectory: true), authorityName: "Baton up CA", nodes: nodes)
+        _ = try CertsCommand.makeCluster(
+            in: URL(fileURLWithPath: directory, isDirectory: true), authorityName: "Baton up CA", nodes: identities)
         FileHandle.standardError.write(Data("[up] made a cluster CA and certificates for \(nodes.joined(separator: ", ")) in \(directory)\n".utf8))
     }
 

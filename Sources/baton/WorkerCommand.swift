@@ -67,6 +67,10 @@ struct WorkerCommand: AsyncParsableCommand {
     var context: Int = 2048
     @Option(name: .long, help: "Seconds SIGTERM waits for requests in flight before leaving anyway.")
     var drainTimeout: Double = 30
+    @Option(name: .customLong("kv-start-timeout"), help: "Seconds an OpenDecode may wait for its KV to start arriving before its room is freed.")
+    var kvStartTimeout: Double = 60
+    @Option(name: .customLong("peer-kv-share"), help: "Share (0-1] of this decode worker's KV blocks one peer's reservations may hold while waiting for KV.")
+    var peerKVShare: Double = 1
 
     func validate() throws {
         _ = try Endpoint.parse(placement, option: "--placement")
@@ -77,6 +81,8 @@ struct WorkerCommand: AsyncParsableCommand {
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard context >= 2 else { throw ValidationError("--context must be at least 2") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more") }
+        guard kvStartTimeout > 0, kvStartTimeout <= 3600 else { throw ValidationError("--kv-start-timeout must be in (0, 3600] seconds") }
+        guard peerKVShare > 0, peerKVShare <= 1 else { throw ValidationError("--peer-kv-share must be in (0, 1]") }
     }
 
     func run() async throws {
@@ -123,6 +129,8 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.placement = placementEndpoint
         settings.profile = profiled.profile
         settings.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
+        settings.kvStartTimeout = .milliseconds(Int(kvStartTimeout * 1000))
+        settings.peerKVShare = peerKVShare
         let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
         KVHandoffCommand.emit(["listening": node.port, "name": name])
         logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(node.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")

@@ -241,8 +241,9 @@ struct FakeCluster {
         _ body: (FakeCluster, ClusterGenerationBackend) async throws -> Void
     ) async throws {
         let authority = try ClusterCertificates.makeAuthority()
-        func tls(_ node: String) throws -> NodeTLS {
-            ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, authority: authority), authorityPEM: authority.certificatePEM)
+        func tls(_ node: String, _ role: NodeRole) throws -> NodeTLS {
+            ClusterCertificates.tls(
+                node: try ClusterCertificates.issueNode(node, roles: [role], authority: authority), authorityPEM: authority.certificatePEM)
         }
         let log = FakeLog()
         let refusalsLeft = Mutex(drainingRefusals)
@@ -251,7 +252,7 @@ struct FakeCluster {
         let prefillDone = AsyncStream<Void>.makeStream()
 
         var decodeRoutes = NodeRoutes()
-        decodeRoutes.on(BatonProtocol.WorkerControl.openDecode) { request, response in
+        decodeRoutes.on(BatonProtocol.WorkerControl.openDecode, allow: .roles([.router])) { request, response in
             let message = try Baton_V1_OpenDecodeRequest(serializedBytes: request.body)
             log.withLock { $0.opened.append(message) }
             let prefillHere = message.prefillHere
@@ -317,10 +318,10 @@ struct FakeCluster {
                 throw error
             }
         }
-        let decode = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("decode-a"), routes: decodeRoutes)
+        let decode = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("decode-a", .decode), routes: decodeRoutes)
 
         var prefillRoutes = NodeRoutes()
-        prefillRoutes.on(BatonProtocol.WorkerControl.submitPrefill) { request, response in
+        prefillRoutes.on(BatonProtocol.WorkerControl.submitPrefill, allow: .roles([.router])) { request, response in
             let submit = try Baton_V1_SubmitPrefillRequest(serializedBytes: request.body)
             log.withLock { $0.submitted.append(submit) }
             if let prefillStatus {
@@ -335,11 +336,11 @@ struct FakeCluster {
             }
             try await response.respond(status: 200, contentType: "application/x-protobuf", body: try answer.serializedBytes())
         }
-        let prefill = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("prefill-a"), routes: prefillRoutes)
+        let prefill = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("prefill-a", .prefill), routes: prefillRoutes)
 
         let decodePort = decode.port, prefillPort = prefill.port
         var placementRoutes = NodeRoutes()
-        placementRoutes.on(BatonProtocol.Placement.choose) { request, response in
+        placementRoutes.on(BatonProtocol.Placement.choose, allow: .roles([.router])) { request, response in
             let ask = try PlacementJSON.decode(ChooseRequest.self, from: request.body)
             log.withLock {
                 $0.chooseCalls += 1
@@ -359,7 +360,7 @@ struct FakeCluster {
                 try await response.respond(status: 200, body: try PlacementJSON.encode(answer))
             }
         }
-        placementRoutes.on(BatonProtocol.Placement.status) { _, response in
+        placementRoutes.on(BatonProtocol.Placement.status, allow: .anyNode) { _, response in
             var workers: [ClusterStatus.Worker] = []
             if case .disaggregated = mode {
                 workers.append(ClusterStatus.Worker(
@@ -371,11 +372,11 @@ struct FakeCluster {
             let status = ClusterStatus(workers: workers, policyFile: "policy.yaml", policyLoadedAt: Date(), events: 0)
             try await response.respond(status: 200, body: try PlacementJSON.encode(status))
         }
-        let placement = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("placement"), routes: placementRoutes)
+        let placement = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("placement", .placement), routes: placementRoutes)
 
         let servers = [decode, prefill, placement]
         let serving = servers.map { server in Task { await server.run() } }
-        let routerTLS = try tls("router")
+        let routerTLS = try tls("router", .router)
         let client = PlacementClient(host: "127.0.0.1", port: placement.port, tls: routerTLS)
         let pool = NodeClientPool(tls: routerTLS)
         let backend = ClusterGenerationBackend(placement: client, workers: pool, metrics: metrics)

@@ -34,7 +34,7 @@ struct PlacementClusterTests {
         }
     }
 
-    func allActive(_ client: PlacementClient) async -> Bool {
+    func allActive(_ client: ClusterClients) async -> Bool {
         guard let status = try? await client.status() else { return false }
         return status.workers.map(\.name) == ["decode-0", "decode-1", "prefill-0", "prefill-1"]
             && status.workers.allSatisfy { $0.status == "active" }

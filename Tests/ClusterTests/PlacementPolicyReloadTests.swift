@@ -11,7 +11,7 @@ final class ChooseLoad: Sendable {
     private let failureList = Mutex<[String]>([])
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
-    init(client: PlacementClient, clients: Int = 4) {
+    init(client: ClusterClients, clients: Int = 4) {
         let started = (0..<clients).map { _ in
             Task { [self] in
                 while !Task.isCancelled {

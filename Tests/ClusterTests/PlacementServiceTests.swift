@@ -95,27 +95,30 @@ struct PlacementServiceTests {
 
         // Another model: 409.
         let other = try await rawCall(port: harness.port, path: BatonProtocol.Placement.register,
-                                      body: try PlacementJSON.encode(registration("stranger", fingerprint: "model-b")))
+                                      body: try PlacementJSON.encode(registration("stranger", fingerprint: "model-b")),
+                                      node: "stranger")
         #expect(other.status == 409)
         #expect(try PlacementJSON.decode(PlacementRefusal.self, from: other.body).message
-            == "worker stranger serves model model-b, but the cluster serves model-a: every worker must load the same model file")
+            == "worker stranger serves model model-b, which is not the cluster's model: every worker must load the same model file")
         let mismatch = await #expect(throws: ClusterError.self) {
             try await client.register(registration("stranger", fingerprint: "model-b"))
         }
         #expect(mismatch?.code == .rejected)
 
         // Bad bodies: 400; unknown worker: 404; negative prompt: 400.
-        let garbage = try await rawCall(port: harness.port, path: BatonProtocol.Placement.heartbeat, body: Array("{".utf8))
+        let garbage = try await rawCall(port: harness.port, path: BatonProtocol.Placement.heartbeat, body: Array("{".utf8), node: "ghost")
         #expect(garbage.status == 400)
         #expect(try PlacementJSON.decode(PlacementRefusal.self, from: garbage.body).code == "invalid_request")
         let unknown = try await rawCall(port: harness.port, path: BatonProtocol.Placement.heartbeat,
-                                        body: try PlacementJSON.encode(HeartbeatRequest(name: "ghost", load: WorkerLoad())))
+                                        body: try PlacementJSON.encode(HeartbeatRequest(name: "ghost", load: WorkerLoad())),
+                                        node: "ghost")
         #expect(unknown.status == 404)
         #expect(try PlacementJSON.decode(PlacementRefusal.self, from: unknown.body).code == "unknown_worker")
         let negative = try await rawCall(port: harness.port, path: BatonProtocol.Placement.choose, body: Array(#"{"prompt_tokens":-1}"#.utf8))
         #expect(negative.status == 400)
         let badName = try await rawCall(port: harness.port, path: BatonProtocol.Placement.register,
-                                        body: try PlacementJSON.encode(registration("no spaces please")))
+                                        body: try PlacementJSON.encode(registration("no spaces please")),
+                                        node: "no spaces please")
         #expect(badName.status == 400)
         await client.close()
         await harness.stopAndRemove()
@@ -261,7 +264,7 @@ struct PlacementServiceTests {
     func refusesForeignClients() async throws {
         let harness = try await PlacementHarness.start()
         let foreignAuthority = try ClusterCertificates.makeAuthority(name: "Some other CA")
-        let foreign = ClusterCertificates.tls(node: try ClusterCertificates.issueNode("router", authority: foreignAuthority),
+        let foreign = ClusterCertificates.tls(node: try ClusterCertificates.issueNode("router", roles: [.router], authority: foreignAuthority),
                                               authorityPEM: foreignAuthority.certificatePEM)
         let stranger = PlacementClient(host: "127.0.0.1", port: harness.port, tls: foreign, timeout: .seconds(2))
         let refused = await #expect(throws: ClusterError.self) { try await stranger.status() }

@@ -17,7 +17,7 @@ struct ClusterLoopbackTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let certs = directory.appendingPathComponent("certs").path
-        let nodes = ["placement", "router"] + Self.workers.map(\.name)
+        let nodes = ["placement", "router"] + Self.workers.map { "\($0.name):\($0.role)" }
         let made = try await BatonProcess.run(["certs", "--out", certs, "--nodes", nodes.joined(separator: ",")])
         #expect(made.status == 0, "\(made.error)")
 

@@ -66,7 +66,7 @@ struct KVHandoffProcessTests {
 
     @Test("over mutual TLS and shared memory the decode process generates what baton generate does")
     func mutualTLSAndSharedMemory() async throws {
-        let certificates = try await Self.makeCertificates(nodes: "prefill,decode")
+        let certificates = try await Self.makeCertificates(nodes: "prefill:prefill+router,decode")
         defer { try? FileManager.default.removeItem(atPath: certificates) }
         let (decode, port) = try await Self.startDecode(["--certs", certificates, "--node", "decode", "--requests", "3"])
         try await Self.expectMatchesGenerate(
@@ -109,7 +109,7 @@ struct KVHandoffProcessTests {
     @Test("a prefill process with a certificate from another CA is refused and the decode process reports it")
     func foreignCertificateIsRefused() async throws {
         let cluster = try await Self.makeCertificates(nodes: "decode")
-        let stranger = try await Self.makeCertificates(nodes: "prefill")
+        let stranger = try await Self.makeCertificates(nodes: "prefill:prefill+router")
         defer {
             try? FileManager.default.removeItem(atPath: cluster)
             try? FileManager.default.removeItem(atPath: stranger)

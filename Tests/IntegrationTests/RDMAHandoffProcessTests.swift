@@ -15,7 +15,7 @@ struct RDMAHandoffProcessTests {
 
     @Test("over RDMA the decode process generates what baton generate does, and both ends say RDMA")
     func rdmaMatchesGenerate() async throws {
-        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill,decode")
+        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill:prefill+router,decode")
         defer { try? FileManager.default.removeItem(atPath: certificates) }
         let environment = try Self.environment()
         let (decode, port) = try await KVHandoffProcessTests.startDecode(
@@ -35,7 +35,7 @@ struct RDMAHandoffProcessTests {
 
     @Test("a decode process whose device refuses falls back to TLS HTTP/2, says why, and still decodes exactly")
     func refusedDeviceFallsBack() async throws {
-        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill,decode")
+        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill:prefill+router,decode")
         defer { try? FileManager.default.removeItem(atPath: certificates) }
         let (decode, port) = try await KVHandoffProcessTests.startDecode(
             ["--certs", certificates, "--node", "decode", "--requests", "1"],
@@ -62,7 +62,7 @@ struct RDMAHandoffProcessTests {
 
     @Test("a decode process that dies mid-transfer fails the prefill promptly, not at its timeout")
     func peerDiesMidTransfer() async throws {
-        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill,decode")
+        let certificates = try await KVHandoffProcessTests.makeCertificates(nodes: "prefill:prefill+router,decode")
         defer { try? FileManager.default.removeItem(atPath: certificates) }
         // The decode process kills itself (SIGKILL) as layer 3's WRITE completes, its queue pair and registered
         // buffer left behind on the fabric; a longer prompt keeps the prefill computing layers meanwhile.

@@ -100,7 +100,7 @@ struct HTTP2KVTransportTests {
     @Test("A client whose certificate is from another CA is refused")
     func foreignClient() async throws {
         let stranger = try ClusterCertificates.makeAuthority(name: "Not the cluster")
-        let intruder = try ClusterCertificates.issueNode("intruder", authority: stranger)
+        let intruder = try ClusterCertificates.issueNode("intruder", roles: [.prefill], authority: stranger)
         var client = Fixtures.configuration(node: nil)
         client.tls = ClusterCertificates.tls(node: intruder, authorityPEM: Fixtures.certificates.authority.certificatePEM)
         client.policy.insecure = false
@@ -110,11 +110,25 @@ struct HTTP2KVTransportTests {
     @Test("A server whose certificate is from another CA is refused by the client")
     func foreignServer() async throws {
         let stranger = try ClusterCertificates.makeAuthority(name: "Not the cluster")
-        let impostor = try ClusterCertificates.issueNode("impostor", authority: stranger)
+        let impostor = try ClusterCertificates.issueNode("impostor", roles: [.decode], authority: stranger)
         var server = Fixtures.configuration(node: nil)
         server.tls = ClusterCertificates.tls(node: impostor, authorityPEM: Fixtures.certificates.authority.certificatePEM)
         server.policy.insecure = false
         try await expectRefused(server: server, client: Fixtures.configuration(node: Fixtures.certificates.b))
+    }
+
+    @Test("A cluster node without the prefill role cannot send KV (a router's certificate is refused)")
+    func routerCannotSendKV() async throws {
+        let router = try ClusterCertificates.issueNode("router", roles: [.router], authority: Fixtures.certificates.authority)
+        try await expectRefused(
+            server: Fixtures.configuration(node: Fixtures.certificates.a), client: Fixtures.configuration(node: router))
+    }
+
+    @Test("A prefill node refuses to send KV to a listener whose certificate lacks the decode role")
+    func senderChecksDecodeRole() async throws {
+        let router = try ClusterCertificates.issueNode("router", roles: [.router], authority: Fixtures.certificates.authority)
+        try await expectRefused(
+            server: Fixtures.configuration(node: router), client: Fixtures.configuration(node: Fixtures.certificates.b))
     }
 
     @Test("A plaintext client cannot talk to a TLS server")

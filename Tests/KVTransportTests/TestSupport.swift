@@ -153,8 +153,9 @@ enum Fixtures {
 
     static let certificates: (authority: ClusterCertificates.Issued, a: ClusterCertificates.Issued, b: ClusterCertificates.Issued) = {
         let authority = try! ClusterCertificates.makeAuthority()
-        return (authority, try! ClusterCertificates.issueNode("node-a", authority: authority),
-                try! ClusterCertificates.issueNode("node-b", authority: authority))
+        // Either node may be either end of a transfer.
+        return (authority, try! ClusterCertificates.issueNode("node-a", roles: [.prefill, .decode], authority: authority),
+                try! ClusterCertificates.issueNode("node-b", roles: [.prefill, .decode], authority: authority))
     }()
 
     static func configuration(node: ClusterCertificates.Issued?, hostID: String = "host-test", idleTimeout: Duration = .seconds(5)) -> KVTransportConfiguration {

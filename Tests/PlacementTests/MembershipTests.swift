@@ -144,7 +144,7 @@ struct MembershipLogTests {
         #expect(try MembershipLog(path: path).eventCount == 3)
     }
 
-    @Test("a corrupt line before the last is an error naming its line number")
+    @Test("a garbage line before the last is skipped with a warning naming its line, and the rest is replayed")
     func corruptMiddleLine() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
@@ -154,11 +154,30 @@ struct MembershipLogTests {
         data.append(Data("this is not json\n".utf8))
         data.append(try MembershipLog.encodeLine(events[1]))
         try data.write(to: URL(fileURLWithPath: path))
-        let error = placementError { _ = try MembershipLog(path: path) }
-        #expect(error?.code == .corruptLog)
-        #expect(error?.location == .init(file: path, line: 2))
-        #expect(error?.message == "line 2 is not a valid membership event")
-        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == data)  // left untouched for a human
+        let log = try MembershipLog(path: path)
+        #expect(log.damagedRecords == 1)
+        #expect(log.eventCount == 2)
+        #expect(log.warnings.count == 1)
+        #expect(log.warnings.first?.hasPrefix("\(path):2: skipping a damaged membership record (16 bytes)") == true)
+    }
+
+    @Test("every line carries the CRC-32C of its JSON, and one flipped byte makes the line skipped, not the log refused")
+    func flippedByte() throws {
+        let line = try MembershipLog.encodeLine(events[0])
+        let text = String(decoding: line, as: UTF8.self)
+        let tab = try #require(text.lastIndex(of: "\t"))
+        let json = Array(text[..<tab].utf8)
+        #expect(text[tab...] == "\tcrc32c:\(MembershipLog.hex(MembershipLog.checksum(json)))\n")
+
+        var data = Data()
+        for event in events.prefix(3) { data.append(try MembershipLog.encodeLine(event)) }
+        let middle = try MembershipLog.encodeLine(events[0]).count + 5
+        data[middle] ^= 0x01
+        let replay = try MembershipLog.replay(data, file: "membership.log")
+        #expect(replay.damaged == 1)
+        #expect(replay.events == 2)
+        #expect(replay.warnings.first?.hasPrefix("membership.log:2: skipping a damaged membership record") == true)
+        #expect(replay.warnings.first?.contains("checksum mismatch") == true)
     }
 
     @Test("compaction keeps the membership and shrinks the log")
@@ -182,9 +201,11 @@ struct MembershipLogTests {
         #expect(reopened.state == expected)
     }
 
-    @Test("unknown event kinds are corruption, not silently skipped")
+    @Test("an intact line with an unknown event kind (a newer build's) refuses the log, not silently skipped")
     func unknownEventKind() throws {
-        let data = Data("{\"event\":\"exploded\",\"time\":1,\"worker\":\"a\"}\n".utf8) + (try MembershipLog.encodeLine(events[0]))
+        let json = Array("{\"event\":\"exploded\",\"time\":1,\"worker\":\"a\"}".utf8)
+        let line = Data(json + Array("\tcrc32c:\(MembershipLog.hex(MembershipLog.checksum(json)))\n".utf8))
+        let data = line + (try MembershipLog.encodeLine(events[0]))
         let error = placementError { _ = try MembershipLog.replay(data, file: "log") }
         #expect(error?.location?.line == 1)
     }

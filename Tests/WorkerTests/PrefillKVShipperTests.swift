@@ -128,8 +128,9 @@ extension SharedFixtureSuites {
         func queuedLongerThanIdleTimeout() async throws {
             let fixture = try HandoffFixture.get()
             let authority = try ClusterCertificates.makeAuthority(name: "Baton test CA")
-            func configuration(_ node: String) throws -> KVTransportConfiguration {
-                try KVTransportConfiguration.tlsStreamConfiguration(node: node, authority: authority, idleTimeout: .milliseconds(300))
+            func configuration(_ node: String, _ role: NodeRole) throws -> KVTransportConfiguration {
+                try KVTransportConfiguration.tlsStreamConfiguration(
+                    node: node, role: role, authority: authority, idleTimeout: .milliseconds(300))
             }
             let tlsWorker = try fixture.decodeWorker(), slowWorker = try fixture.decodeWorker()
             defer {
@@ -137,11 +138,11 @@ extension SharedFixtureSuites {
                 slowWorker.scheduler.shutdown()
             }
             let server = try await KVTransferServer.bind(
-                host: "127.0.0.1", port: 0, configuration: try configuration("decode"), identity: fixture.identity,
+                host: "127.0.0.1", port: 0, configuration: try configuration("decode", .decode), identity: fixture.identity,
                 receiver: tlsWorker.receiver)
             let serving = Task { await server.run() }
             let client = try await KVTransferClient.connect(
-                host: "127.0.0.1", port: server.port, configuration: try configuration("prefill"))
+                host: "127.0.0.1", port: server.port, configuration: try configuration("prefill", .prefill))
             let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
             // The first prompt's link takes a second to accept: with one layer buffered, the compute thread waits
             // for it, and the second prompt's layers come a second after it arrived.

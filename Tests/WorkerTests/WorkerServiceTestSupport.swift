@@ -27,9 +27,10 @@ final class WorkerPair: @unchecked Sendable {
 
     static let authority = Result { try ClusterCertificates.makeAuthority() }
 
-    static func tls(_ node: String) throws -> NodeTLS {
+    static func tls(_ node: String, _ roles: Set<NodeRole>) throws -> NodeTLS {
         let authority = try authority.get()
-        return ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, authority: authority), authorityPEM: authority.certificatePEM)
+        return ClusterCertificates.tls(
+            node: try ClusterCertificates.issueNode(node, roles: roles, authority: authority), authorityPEM: authority.certificatePEM)
     }
 
     /// - Parameters:
@@ -39,22 +40,24 @@ final class WorkerPair: @unchecked Sendable {
     ///   - maxQueued: generations that may wait for room on the decode worker.
     init(
         kvBlocks: Int = 64, maxBatch: Int = 8, sharedMemory: Bool = true, decodeRoles: Set<WorkerRole> = [.decode],
-        maxQueued: Int = 256
+        maxQueued: Int = 256, kvStartTimeout: Duration = .seconds(60), peerKVShare: Double = 1
     ) async throws {
         fixture = try HandoffFixture.get()
         var logger = Logger(label: "test.worker")
         logger.logLevel = .warning
         var decodeSettings = WorkerNode.Configuration(
             name: "decode-0", roles: decodeRoles, threads: 2, context: HandoffFixture.context, listenHost: "127.0.0.1",
-            listenPort: 0, transport: KVTransportConfiguration(tls: try Self.tls("decode-0")))
+            listenPort: 0, transport: KVTransportConfiguration(tls: try Self.tls("decode-0", Set(decodeRoles.map(NodeRole.init(worker:))))))
         decodeSettings.kvBlocks = kvBlocks
         decodeSettings.maxBatch = maxBatch
         decodeSettings.maxQueued = maxQueued
         decodeSettings.transferTimeout = .seconds(20)
         decodeSettings.drainTimeout = .seconds(5)
+        decodeSettings.kvStartTimeout = kvStartTimeout
+        decodeSettings.peerKVShare = peerKVShare
         decodeNode = try await WorkerNode(model: fixture.model, tokenizer: fixture.tokenizer, configuration: decodeSettings, logger: logger)
 
-        var transport = KVTransportConfiguration(tls: try Self.tls("prefill-0"))
+        var transport = KVTransportConfiguration(tls: try Self.tls("prefill-0", [.prefill]))
         transport.policy.allowSharedMemory = sharedMemory
         var prefillSettings = WorkerNode.Configuration(
             name: "prefill-0", roles: [.prefill], threads: 2, context: HandoffFixture.context, listenHost: "127.0.0.1",
@@ -63,9 +66,11 @@ final class WorkerPair: @unchecked Sendable {
         prefillNode = try await WorkerNode(model: fixture.model, tokenizer: fixture.tokenizer, configuration: prefillSettings, logger: logger)
         running = [Task { [decodeNode] in try await decodeNode.run() }, Task { [prefillNode] in try await prefillNode.run() }]
 
-        let router = try Self.tls("router")
-        decodeClient = try await NodeClient.connect(host: "127.0.0.1", port: decodeNode.port, tls: router)
-        prefillClient = try await NodeClient.connect(host: "127.0.0.1", port: prefillNode.port, tls: router)
+        let router = try Self.tls("router", [.router])
+        decodeClient = try await NodeClient.connect(
+            host: "127.0.0.1", port: decodeNode.port, tls: router, expecting: .node("decode-0", as: .decode))
+        prefillClient = try await NodeClient.connect(
+            host: "127.0.0.1", port: prefillNode.port, tls: router, expecting: .node("prefill-0", as: .prefill))
     }
 
     /// Stops both workers as graceful shutdown would (outside a service group, cancelling `run` triggers it).
@@ -86,11 +91,14 @@ final class WorkerPair: @unchecked Sendable {
         var prefill: Baton_V1_SubmitPrefillResponse?
     }
 
-    func openRequest(_ state: GenerationState, prefillHere: Bool = false, transferTimeoutMs: UInt32 = 0) -> Baton_V1_OpenDecodeRequest {
+    func openRequest(
+        _ state: GenerationState, prefillHere: Bool = false, transferTimeoutMs: UInt32 = 0, prefillWorker: String = "prefill-0"
+    ) -> Baton_V1_OpenDecodeRequest {
         var request = Baton_V1_OpenDecodeRequest()
         request.state = state.proto
         request.prefillHere = prefillHere
         request.transferTimeoutMs = transferTimeoutMs
+        if !prefillHere { request.prefillWorker = prefillWorker }
         return request
     }
 
@@ -101,6 +109,7 @@ final class WorkerPair: @unchecked Sendable {
         var address = Baton_V1_WorkerAddress()
         address.host = "127.0.0.1"
         address.port = UInt32(decodeNode.port)
+        address.name = "decode-0"
         request.decodeWorker = address
         return request
     }

@@ -106,7 +106,7 @@ extension SharedFixtureSuites {
             let response = try await pair.submitPrefill(pair.prefillRequest("ghost", prompt: prompt))
             #expect(response.status == 502)
             #expect(errorCode(response.body) == "transfer_failed")
-            #expect(response.bodyText.contains("no generation here waits for the KV of request ghost"))
+            #expect(response.bodyText.contains("request ghost was not opened here for KV"))
 
             let stream = try await pair.openDecode(pair.openRequest(HandoffFixture.state("short", prompt, .greedy, maxTokens: 8)))
             var events = stream.messages.makeAsyncIterator()

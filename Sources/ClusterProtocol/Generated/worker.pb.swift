@@ -81,6 +81,9 @@ public nonisolated struct Baton_V1_WorkerAddress: Sendable {
 
   public var hostID: String = String()
 
+  /// the node name its certificate carries; clients check it (empty = not checked)
+  public var name: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -331,6 +334,9 @@ public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
 
   /// once the transfer started, longest wait for each next layer and for the
   public var kvProgressTimeoutMs: UInt32 = 0
+
+  /// completion (scale it with the prompt); 0 = worker default
+  public var prefillWorker: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -657,7 +663,7 @@ nonisolated extension Baton_V1_PromptPath: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerAddress"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}port\0\u{3}host_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}port\0\u{3}host_id\0\u{1}name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -668,6 +674,7 @@ nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtob
       case 1: try { try decoder.decodeSingularStringField(value: &self.host) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.port) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.name) }()
       default: break
       }
     }
@@ -683,6 +690,9 @@ nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtob
     if !self.hostID.isEmpty {
       try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 3)
     }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -690,6 +700,7 @@ nonisolated extension Baton_V1_WorkerAddress: SwiftProtobuf.Message, SwiftProtob
     if lhs.host != rhs.host {return false}
     if lhs.port != rhs.port {return false}
     if lhs.hostID != rhs.hostID {return false}
+    if lhs.name != rhs.name {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1049,7 +1060,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{3}kv_progress_timeout_ms\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{3}kv_progress_timeout_ms\0\u{3}prefill_worker\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1061,6 +1072,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.transferTimeoutMs) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._state) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.kvProgressTimeoutMs) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.prefillWorker) }()
       default: break
       }
     }
@@ -1083,6 +1095,9 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     if self.kvProgressTimeoutMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.kvProgressTimeoutMs, fieldNumber: 8)
     }
+    if !self.prefillWorker.isEmpty {
+      try visitor.visitSingularStringField(value: self.prefillWorker, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1091,6 +1106,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.transferTimeoutMs != rhs.transferTimeoutMs {return false}
     if lhs._state != rhs._state {return false}
     if lhs.kvProgressTimeoutMs != rhs.kvProgressTimeoutMs {return false}
+    if lhs.prefillWorker != rhs.prefillWorker {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -9,11 +9,60 @@ import Testing
 /// The test cluster's CA, made in memory once per test process.
 private let testAuthority = Result { () throws(RPCError) in try ClusterCertificates.makeAuthority(name: "Baton test CA") }
 
-/// TLS settings for `node` in the test cluster (certificate issued by the shared in-memory CA).
-func clusterTLS(_ node: String) throws -> NodeTLS {
+/// TLS settings for `node` acting in `roles` in the test cluster (certificate issued by the shared in-memory CA).
+/// Without roles: "router" and "placement" get their own role, any other name is a prefill and decode worker.
+func clusterTLS(_ node: String, roles: Set<NodeRole>? = nil) throws -> NodeTLS {
     let authority = try testAuthority.get()
-    return ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, authority: authority),
+    let roles = roles ?? (node == "router" ? [.router] : node == "placement" ? [.placement] : [.prefill, .decode])
+    return ClusterCertificates.tls(node: try ClusterCertificates.issueNode(node, roles: roles, authority: authority),
                                    authorityPEM: authority.certificatePEM)
+}
+
+/// The cluster as tests drive it: workers register, heartbeat and leave each with its own certificate (as the
+/// placement service demands), `choose` and `status` go out as the router.
+final class ClusterClients: Sendable {
+    let port: Int
+    let timeout: Duration
+    let router: PlacementClient
+    private let workers = Mutex<[String: PlacementClient]>([:])
+
+    init(port: Int, timeout: Duration) throws {
+        self.port = port
+        self.timeout = timeout
+        router = PlacementClient(host: "127.0.0.1", port: port, tls: try clusterTLS("router"), timeout: timeout)
+    }
+
+    private func worker(_ name: String) throws -> PlacementClient {
+        if let client = workers.withLock({ $0[name] }) { return client }
+        let client = PlacementClient(host: "127.0.0.1", port: port, tls: try clusterTLS(name), timeout: timeout)
+        workers.withLock { $0[name] = client }
+        return client
+    }
+
+    func register(_ request: RegisterRequest) async throws -> RegisterResponse {
+        try await worker(request.profile.name).register(request)
+    }
+
+    func heartbeat(_ request: HeartbeatRequest) async throws -> Bool {
+        try await worker(request.name).heartbeat(request)
+    }
+
+    func leave(name: String) async throws {
+        try await worker(name).leave(name: name)
+    }
+
+    func choose(promptTokens: Int, excluding: [String] = []) async throws -> ChooseResponse {
+        try await router.choose(promptTokens: promptTokens, excluding: excluding)
+    }
+
+    func status() async throws -> ClusterStatus {
+        try await router.status()
+    }
+
+    func close() async {
+        await router.close()
+        for client in workers.withLock({ Array($0.values) }) { await client.close() }
+    }
 }
 
 /// A logger that drops everything: services under test would otherwise fill the test output.
@@ -62,9 +111,14 @@ final class PlacementHarness: Sendable {
         runner = Task { await service.serve() }
     }
 
-    /// A client holding a certificate of the test cluster.
-    func client(node: String = "router", timeout: Duration = .seconds(5)) throws -> PlacementClient {
-        PlacementClient(host: "127.0.0.1", port: port, tls: try clusterTLS(node), timeout: timeout)
+    /// Clients for the router and for each worker a test registers.
+    func client(timeout: Duration = .seconds(5)) throws -> ClusterClients {
+        try ClusterClients(port: port, timeout: timeout)
+    }
+
+    /// A client holding node `node`'s certificate of the test cluster.
+    func client(node: String, roles: Set<NodeRole>? = nil, timeout: Duration = .seconds(5)) throws -> PlacementClient {
+        PlacementClient(host: "127.0.0.1", port: port, tls: try clusterTLS(node, roles: roles), timeout: timeout)
     }
 
     /// Stops the service: closes the listener, then `clients` (whose open connections would otherwise keep
@@ -113,7 +167,8 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () async throws ->
 /// Sends raw bytes to a placement path and returns the HTTP answer (for status codes and bodies the typed
 /// client hides).
 func rawCall(port: Int, path: String, method: String = "POST", body: [UInt8], node: String = "router") async throws -> NodeResponse {
-    let client = try await NodeClient.connect(host: "127.0.0.1", port: port, tls: try clusterTLS(node))
+    let client = try await NodeClient.connect(
+        host: "127.0.0.1", port: port, tls: try clusterTLS(node), expecting: .role(.placement))
     do {
         let response = try await client.call(path, method: method, body: body, timeout: .seconds(5))
         await client.close()
