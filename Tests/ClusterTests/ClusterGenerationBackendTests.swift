@@ -49,7 +49,7 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("placement's 429 becomes overloaded with its retry delay and 503 becomes no worker available")
+    @Test("under ttft_target a cluster at capacity is overloaded with the policy's retry delay; no worker is unavailable")
     func placementRefusals() async throws {
         try await FakeCluster.run(mode: .refuse(429)) { _, backend in
             let error = await #expect(throws: GenerationError.self) {
@@ -72,7 +72,7 @@ struct ClusterGenerationBackendTests {
             let (tokens, _) = try await collect(
                 try await backend.generate(Self.state("retry", [1, 2], maxTokens: 2)))
             #expect(tokens.map(\.id) == [102, 101])
-            #expect(cluster.log.withLock { $0.chooseCalls } == 2)
+            #expect(cluster.log.withLock { $0.opened.count } == 2, "the second choice opened it again")
         }
     }
 
@@ -131,7 +131,7 @@ struct ClusterGenerationBackendTests {
         try await FakeCluster.run(mode: .disaggregated, noRoomRefusals: 1) { cluster, backend in
             let (tokens, _) = try await collect(try await backend.generate(Self.state("room", [1, 2], maxTokens: 2)))
             #expect(tokens.map(\.id) == [102, 101])
-            #expect(cluster.log.withLock { $0.chooseCalls } == 2)
+            #expect(cluster.log.withLock { $0.opened.count } == 2)
         }
     }
 
@@ -142,6 +142,77 @@ struct ClusterGenerationBackendTests {
                 _ = try await collect(try await backend.generate(Self.state("odd", [7], maxTokens: 1)))
             }
             #expect(error?.message.contains("unknown reason") == true)
+        }
+    }
+
+    @Test("requests beyond the cluster's capacity wait in the router's queue and are answered once a worker has room")
+    func queueWaitsForRoom() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            let full = WorkerLoad(queueDepth: PlacementPolicy().slo.maxQueueDepth, freeKVBlocks: 100)
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .disaggregated, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort, decodeLoad: full))
+            try await Task.sleep(for: .milliseconds(200))
+            let waiting = (0..<3).map { index in
+                Task { try await collect(try await backend.generate(Self.state("q\(index)", [1, 2], maxTokens: 2))) }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(cluster.log.withLock { $0.opened.isEmpty }, "nothing is sent to a worker at capacity")
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .disaggregated, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort))
+            for task in waiting {
+                let (tokens, summary) = try await task.value
+                #expect(tokens.map(\.id) == [102, 101] && summary.completionTokens == 2)
+            }
+            #expect(cluster.log.withLock { $0.opened.count } == 3)
+        }
+    }
+
+    @Test("a full router queue answers overloaded with Retry-After, and a wait past the bound times out")
+    func fullQueueIsRefused() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            let full = WorkerLoad(queueDepth: PlacementPolicy().slo.maxQueueDepth, freeKVBlocks: 100)
+            cluster.snapshots.push(FakeCluster.snapshot(
+                mode: .disaggregated, decodePort: cluster.decodePort, prefillPort: cluster.prefillPort, decodeLoad: full
+            ) { policy in
+                policy.admission.maxWaiting = 1
+                policy.admission.maxWaitSeconds = 1.5
+                policy.slo.retryAfterSeconds = 4
+            })
+            try await Task.sleep(for: .milliseconds(200))
+            let started = ContinuousClock.now
+            let first = Task { try await backend.generate(Self.state("w1", [1, 2], maxTokens: 2)) }
+            try await Task.sleep(for: .milliseconds(300))
+            let refused = await #expect(throws: GenerationError.self) {
+                _ = try await backend.generate(Self.state("w2", [1, 2], maxTokens: 2))
+            }
+            #expect(refused?.code == .overloaded && refused?.retryAfterSeconds == 4)
+            #expect(refused?.message.contains("admission.max_waiting") == true, "\(String(describing: refused))")
+            let timedOut = await #expect(throws: GenerationError.self) { _ = try await first.value }
+            #expect(timedOut?.code == .timeout && timedOut?.message.contains("admission.max_wait_seconds") == true)
+            #expect(started.duration(to: .now) >= .seconds(1.4))
+            #expect(cluster.log.withLock { $0.opened.isEmpty })
+        }
+    }
+
+    @Test("with placement gone the router keeps choosing from its last snapshot and reports itself degraded")
+    func servesWithoutPlacement() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            #expect(await backend.health() == .ready)
+            await cluster.placement.close()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var health = await backend.health()
+            while health == .ready, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                health = await backend.health()
+            }
+            guard case .degraded(let reason, let since) = health else {
+                Issue.record("expected degraded, got \(health)")
+                return
+            }
+            #expect(reason.contains("unreachable") && reason.contains("snapshot version 1"), "\(reason)")
+            #expect(abs(Date().timeIntervalSince1970 - since) < 10)
+            let (tokens, _) = try await collect(try await backend.generate(Self.state("alone", [1, 2], maxTokens: 2)))
+            #expect(tokens.map(\.id) == [102, 101])
         }
     }
 
@@ -167,7 +238,7 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("health is ready once placement lists an active decode worker")
+    @Test("health is ready once the snapshot lists an active decode worker")
     func healthFollowsPlacement() async throws {
         try await FakeCluster.run(mode: .disaggregated) { _, backend in
             #expect(await backend.health() == .ready)
@@ -200,12 +271,50 @@ struct FakeCluster {
     struct Log {
         var opened: [Baton_V1_OpenDecodeRequest] = []
         var submitted: [Baton_V1_SubmitPrefillRequest] = []
-        var chooseCalls = 0
+        var watches = 0
         var decodeCancelled = false
     }
 
     let log: FakeLog
     let decodePort: Int
+    let prefillPort: Int
+    /// What the fake placement streams; `push` a new one and the backend hears it.
+    let snapshots: FakeSnapshots
+    let placement: NodeServer
+
+    /// The membership each mode describes: decode-a and prefill-a active (split at every prompt length), decode-a
+    /// alone behind a high split threshold, decode-a with a full queue under `ttft_target` (429), or nobody (503).
+    static func snapshot(mode: Mode, decodePort: Int, prefillPort: Int, decodeLoad: WorkerLoad = WorkerLoad(freeKVBlocks: 100),
+                         policy configure: (inout PlacementPolicy) -> Void = { _ in }) -> MembershipSnapshot {
+        var policy = PlacementPolicy()
+        var workers: [(String, WorkerRole, Int, WorkerLoad)] = []
+        switch mode {
+        case .disaggregated:
+            policy.disaggregation.minPromptTokens = 0
+            workers = [("decode-a", .decode, decodePort, decodeLoad), ("prefill-a", .prefill, prefillPort, WorkerLoad())]
+        case .decodeOnly:
+            policy.disaggregation.minPromptTokens = 1000
+            workers = [("decode-a", .decode, decodePort, decodeLoad)]
+        case .refuse(429):
+            policy.admission.policy = .ttftTarget
+            policy.slo.retryAfterSeconds = 2.5
+            workers = [("decode-a", .decode, decodePort, WorkerLoad(queueDepth: policy.slo.maxQueueDepth, freeKVBlocks: 100))]
+        case .refuse:
+            break
+        }
+        configure(&policy)
+        let at = Date()
+        var events: [MembershipEvent] = []
+        for (name, role, port, load) in workers {
+            let profile = DeviceProfile(name: name, sgemmGFLOPS: 1, memoryReadGBps: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, cores: 1)
+            events += [
+                .joined(profile: profile, roles: [role], address: WorkerAddress(host: "127.0.0.1", port: port, hostID: "host-a"),
+                        modelFingerprint: "m", incarnation: "1-0000000000000001", at: at),
+                .heartbeat(worker: name, load: load, at: at),
+            ]
+        }
+        return MembershipSnapshot(version: 1, placementIncarnation: "fake", policy: policy, events: events, sentAt: at)
+    }
 
     static func run(
         mode: Mode, drainingRefusals: Int = 0, noRoomRefusals: Int = 0, failAfterTokens: Int? = nil, endless: Bool = false,
@@ -308,35 +417,20 @@ struct FakeCluster {
         let prefill = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("prefill-a"), routes: prefillRoutes)
 
         let decodePort = decode.port, prefillPort = prefill.port
+        let snapshots = FakeSnapshots(FakeCluster.snapshot(mode: mode, decodePort: decodePort, prefillPort: prefillPort))
         var placementRoutes = NodeRoutes()
-        placementRoutes.on(BatonProtocol.Placement.choose) { request, response in
-            log.withLock { $0.chooseCalls += 1 }
-            let ask = try PlacementJSON.decode(ChooseRequest.self, from: request.body)
-            let decodeEndpoint = WorkerEndpoint(name: "decode-a", address: WorkerAddress(host: "127.0.0.1", port: decodePort, hostID: "host-a"))
-            let prefillEndpoint = WorkerEndpoint(name: "prefill-a", address: WorkerAddress(host: "127.0.0.1", port: prefillPort, hostID: "host-a"))
-            switch mode {
-            case .refuse(let status):
-                let refusal = PlacementRefusal(code: "busy", message: "every worker is busy", retryAfterSeconds: status == 429 ? 2.5 : nil)
-                try await response.respond(status: status, body: try PlacementJSON.encode(refusal))
-            case .disaggregated, .decodeOnly:
-                let split = if case .disaggregated = mode { true } else { false }
-                let answer = ChooseResponse(
-                    mode: split ? .disaggregated : .decodeOnly, prefill: split ? prefillEndpoint : nil,
-                    decode: decodeEndpoint, explanation: "\(ask.promptTokens) tokens")
-                try await response.respond(status: 200, body: try PlacementJSON.encode(answer))
+        placementRoutes.on(BatonProtocol.Placement.watch) { _, response in
+            log.withLock { $0.watches += 1 }
+            try await response.startStream(contentType: "application/json", keepAlive: .seconds(1))
+            var sent = 0
+            while !Task.isCancelled {
+                let (revision, snapshot) = snapshots.current
+                if revision != sent {
+                    try await response.send(try PlacementJSON.encode(snapshot))
+                    sent = revision
+                }
+                try await Task.sleep(for: .milliseconds(20))
             }
-        }
-        placementRoutes.on(BatonProtocol.Placement.status) { _, response in
-            var workers: [ClusterStatus.Worker] = []
-            if case .disaggregated = mode {
-                workers.append(ClusterStatus.Worker(
-                    name: "decode-a", status: "active", offeredRoles: [.decode], assignedRoles: [.decode],
-                    address: nil, profile: DeviceProfile(name: "decode-a", sgemmGFLOPS: 1, memoryReadGBps: 1,
-                                                         memoryTotalBytes: 1, memoryFreeBytes: 1, cores: 1),
-                    load: WorkerLoad(), lastSeen: Date(), transports: ["tls-h2"]))
-            }
-            let status = ClusterStatus(workers: workers, policyFile: "policy.yaml", policyLoadedAt: Date(), events: 0)
-            try await response.respond(status: 200, body: try PlacementJSON.encode(status))
         }
         let placement = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("placement"), routes: placementRoutes)
 
@@ -346,8 +440,14 @@ struct FakeCluster {
         let client = PlacementClient(host: "127.0.0.1", port: placement.port, tls: routerTLS)
         let pool = NodeClientPool(tls: routerTLS)
         let backend = ClusterGenerationBackend(placement: client, workers: pool, metrics: metrics)
+        let watching = Task { await backend.run() }
+        defer { watching.cancel() }
+        let cluster = FakeCluster(log: log, decodePort: decodePort, prefillPort: prefillPort, snapshots: snapshots,
+                                  placement: placement)
         do {
-            try await body(FakeCluster(log: log, decodePort: decodePort), backend)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !backend.hasSnapshot, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            try await body(cluster, backend)
         } catch {
             await pool.closeAll()
             await client.close()
@@ -359,6 +459,21 @@ struct FakeCluster {
         await client.close()
         for server in servers { await server.close() }
         serving.forEach { $0.cancel() }
+    }
+}
+
+/// The snapshot the fake placement streams, with a revision so each new one is sent once.
+final class FakeSnapshots: Sendable {
+    private let state: Mutex<(Int, MembershipSnapshot)>
+
+    init(_ first: MembershipSnapshot) {
+        state = Mutex((1, first))
+    }
+
+    var current: (Int, MembershipSnapshot) { state.withLock { $0 } }
+
+    func push(_ snapshot: MembershipSnapshot) {
+        state.withLock { $0 = ($0.0 + 1, snapshot) }
     }
 }
 
