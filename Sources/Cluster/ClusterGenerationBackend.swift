@@ -126,8 +126,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         decode: WorkerEndpoint(name: pair.decode, address: decodeAddress),
                         explanation: choice.decision.explainText(policy: choice.policy))
                     do {
-                        return try await start(state, on: response)
+                        let stream = try await start(state, on: response)
+                        watch.release(pair)
+                        return stream
                     } catch {
+                        watch.release(pair)
                         lastError = error.error
                         if let worker = error.unreachableWorker { watch.markFailed(worker, reason: error.error.message) }
                         if error.retryable, error.error.code == .overloaded, choice.policy.admission.policy == .queue {
@@ -192,6 +195,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
         open.prefillHere = choice.mode == .decodeOnly || choice.prefill == nil
+        if !open.prefillHere {
+            // The decode worker waits for the KV as long as this router waits for the prefill that sends it (the
+            // worker's own default, 30 s, fails long prompts queued behind others at a busy prefill worker).
+            open.transferTimeoutMs = UInt32(clamping: Int(prefillTimeout(promptTokens: request.prompt.count) / .milliseconds(1)))
+        }
         let decode = choice.decode
         let opened: NodeStreamResponse
         do {
@@ -252,7 +260,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         address.port = UInt32(clamping: decode.address.port)
         address.hostID = decode.address.hostID
         submit.decodeWorker = address
-        let timeout = configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
+        let timeout = prefillTimeout(promptTokens: request.prompt.count)
         submit.deadlineMs = UInt32(clamping: Int(timeout.components.seconds) * 1000)
         do {
             let client = try await workers.client(host: prefill.address.host, port: prefill.address.port)
@@ -271,6 +279,12 @@ public final class ClusterGenerationBackend: GenerationBackend {
             if Task.isCancelled { return nil }
             return GenerationError(.failed, "prefill worker \(prefill.name) failed: \(error)", cause: error)
         }
+    }
+
+    /// How long a prompt of `promptTokens` may take to prefill and ship: `prefillBaseTimeout` plus
+    /// `prefillPerTokenTimeout` per token.
+    private func prefillTimeout(promptTokens: Int) -> Duration {
+        configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * promptTokens
     }
 
     // MARK: - Mapping

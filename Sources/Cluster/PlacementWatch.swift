@@ -70,7 +70,7 @@ public final class PlacementWatch: Sendable {
         let (wasConnected, outage, previous) = state.withLock { state in
             let result = (state.connected, state.lostSince, state.view.version)
             state.view.install(snapshot.state, policy: snapshot.policy, version: snapshot.version,
-                               placementIncarnation: snapshot.placementIncarnation)
+                               placementIncarnation: snapshot.placementIncarnation, at: Date())
             state.connected = true
             state.lostSince = nil
             state.lostReason = nil
@@ -117,6 +117,12 @@ public final class PlacementWatch: Sendable {
     /// The policy in force (the built-in defaults before the first snapshot) and whether a snapshot arrived.
     var policy: (policy: PlacementPolicy, hasSnapshot: Bool) {
         state.withLock { ($0.view.policy, $0.view.hasSnapshot) }
+    }
+
+    /// Uncounts a request placed on `pair` that has its first token or ended, and lets the queue look again.
+    func release(_ pair: WorkerPair) {
+        state.withLock { $0.view.release(pair) }
+        onChange()
     }
 
     /// Records that this router could not use `worker` (see `MembershipView.markFailed`).

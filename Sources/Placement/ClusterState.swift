@@ -99,6 +99,21 @@ public struct ClusterState: Sendable, Equatable {
         }
     }
 
+    /// Uncounts a request placed on `pair` that has started (its first token is out) or ended: it no longer waits
+    /// in its workers' queues. Used by routers, which otherwise only learn of it from the next heartbeat. Clamped at
+    /// 0: when a heartbeat already reported the request, this may uncount a newer one for a moment.
+    public mutating func releasePlacement(_ pair: WorkerPair) {
+        for name in [pair.prefill, pair.decode].compactMap({ $0 }) where (workers[name]?.pending ?? 0) > 0 {
+            workers[name]?.pending -= 1
+        }
+    }
+
+    /// Forgets the reported queue depths (keeping what was placed since): what a router does when its snapshot's
+    /// loads are too old to describe the workers, so that its own placements are the whole queue it assumes.
+    public mutating func forgetReportedQueues() {
+        for name in Array(workers.keys) { workers[name]?.load.queueDepth = 0 }
+    }
+
     /// Keeps the requests `earlier` counted as placed on each worker (`Worker.pending`) when this state has
     /// no newer news of that worker: the same process, and no heartbeat after the one `earlier` knew. A router
     /// calls this on each snapshot from placement, so the work it has itself just assigned keeps counting

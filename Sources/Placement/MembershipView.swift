@@ -17,6 +17,11 @@ public struct MembershipView: Sendable {
     public private(set) var version: UInt64 = 0
     /// The placement process that sent the snapshot: a restarted placement starts its versions again.
     public private(set) var placementIncarnation = ""
+    /// When the snapshot arrived (the caller's clock).
+    public private(set) var receivedAt: Date?
+    /// Loads older than this (no snapshot for this long: placement unreachable) no longer describe the queues;
+    /// choices then count this router's own placements only. Three missed load pushes.
+    public static let staleLoadSeconds: TimeInterval = 3
     /// Workers this router saw fail (unreachable, reset), with the process it saw fail and when.
     public private(set) var failures: [String: (incarnation: String?, at: Date)] = [:]
 
@@ -29,7 +34,8 @@ public struct MembershipView: Sendable {
     /// counting (`ClusterState.carryPending`); a failure mark ends when the snapshot shows a heartbeat after it
     /// or a new process under that name.
     public mutating func install(_ newState: ClusterState, policy newPolicy: PlacementPolicy, version newVersion: UInt64,
-                                 placementIncarnation incarnation: String) {
+                                 placementIncarnation incarnation: String, at now: Date) {
+        receivedAt = now
         var next = newState
         next.carryPending(from: state)
         state = next
@@ -50,10 +56,17 @@ public struct MembershipView: Sendable {
         failures[worker] = (state.workers[worker]?.incarnation, now)
     }
 
+    /// Uncounts a request placed on `pair` once it has started or ended (see `ClusterState.releasePlacement`).
+    public mutating func release(_ pair: WorkerPair) {
+        state.releasePlacement(pair)
+    }
+
     /// The state choices are made on at `now`: the snapshot with this router's placements, and with the workers
-    /// it saw fail within the last heartbeat timeout counted as lost.
+    /// it saw fail within the last heartbeat timeout counted as lost. When the snapshot is older than
+    /// `staleLoadSeconds` its reported queues are dropped: only this router's own waiting requests count.
     public func effectiveState(at now: Date) -> ClusterState {
         var effective = state
+        if let receivedAt, now.timeIntervalSince(receivedAt) > Self.staleLoadSeconds { effective.forgetReportedQueues() }
         let hold = policy.membership.heartbeatTimeoutSeconds
         for (name, failure) in failures.sorted(by: { $0.key < $1.key }) where now.timeIntervalSince(failure.at) < hold {
             effective.apply(.heartbeatLost(worker: name, at: failure.at))

@@ -31,6 +31,7 @@ struct ClusterGenerationBackendTests {
             let open = try #require(cluster.log.withLock { $0.opened.first })
             #expect(GenerationState(proto: open.state) == GenerationState(request: request))
             #expect(!open.prefillHere)
+            #expect(open.transferTimeoutMs == 30_100, "the decode worker waits as long as the prefill may take (30 s + 20 ms × 5)")
             let submit = try #require(cluster.log.withLock { $0.submitted.first })
             #expect(submit.requestID == "req-1" && submit.promptTokens == [1, 2, 3, 4, 5])
             #expect(Int(submit.decodeWorker.port) == cluster.decodePort && submit.decodeWorker.hostID == "host-a")

@@ -27,18 +27,43 @@ struct MembershipViewTests {
     func ownPlacementsCount() throws {
         var view = MembershipView()
         var rng = SeededGenerator(seed: 1)
-        view.install(Self.snapshot(["a": WorkerLoad()]), policy: Self.policy, version: 5, placementIncarnation: "p1")
+        view.install(Self.snapshot(["a": WorkerLoad()]), policy: Self.policy, version: 5, placementIncarnation: "p1", at: epoch)
         #expect(view.version == 5 && view.hasSnapshot)
         for _ in 0..<2 { #expect(try view.choose(promptTokens: 10, at: epoch, rng: &rng).admission.httpStatus == 200) }
         #expect(try view.choose(promptTokens: 10, at: epoch, rng: &rng).admission.httpStatus == 429, "2 just placed fill a queue of 2")
         // The same heartbeat again (a push with nothing new about a) keeps the count.
-        view.install(Self.snapshot(["a": WorkerLoad()]), policy: Self.policy, version: 5, placementIncarnation: "p1")
+        view.install(Self.snapshot(["a": WorkerLoad()]), policy: Self.policy, version: 5, placementIncarnation: "p1", at: epoch)
         #expect(view.state.workers["a"]?.pending == 2)
         // A later heartbeat reports the real queue: one of the two already runs.
         view.install(Self.snapshot(["a": WorkerLoad(queueDepth: 1)], seenAt: epoch.addingTimeInterval(1)), policy: Self.policy,
-                     version: 5, placementIncarnation: "p1")
+                     version: 5, placementIncarnation: "p1", at: epoch)
         #expect(view.state.workers["a"]?.pending == 0)
         #expect(try view.choose(promptTokens: 10, at: epoch, rng: &rng).admission.httpStatus == 200)
+    }
+
+    @Test("a started request frees its place, and stale loads give way to the router's own count")
+    func releaseAndStaleLoads() throws {
+        var view = MembershipView()
+        var rng = SeededGenerator(seed: 1)
+        view.install(Self.snapshot(["a": WorkerLoad(queueDepth: 1)]), policy: Self.policy, version: 1,
+                     placementIncarnation: "p1", at: epoch)
+        let decision = try view.choose(promptTokens: 10, at: epoch, rng: &rng)
+        guard case .admit(let pair) = decision.admission else {
+            Issue.record("not admitted: \(decision.admission)")
+            return
+        }
+        #expect(try view.choose(promptTokens: 10, at: epoch, rng: &rng).admission.httpStatus == 429, "1 queued + 1 placed")
+        view.release(pair)
+        #expect(view.state.workers["a"]?.pending == 0)
+        view.release(pair)
+        #expect(view.state.workers["a"]?.pending == 0, "never below zero")
+        // Placement unreachable: no snapshot for longer than staleLoadSeconds, so the reported queue of 1 (frozen)
+        // no longer counts; this router's own placements do.
+        let later = epoch.addingTimeInterval(MembershipView.staleLoadSeconds + 1)
+        #expect(view.effectiveState(at: later).workers["a"]?.load.queueDepth == 0)
+        #expect(view.effectiveState(at: epoch).workers["a"]?.load.queueDepth == 1)
+        for _ in 0..<2 { #expect(try view.choose(promptTokens: 10, at: later, rng: &rng).admission.httpStatus == 200) }
+        #expect(try view.choose(promptTokens: 10, at: later, rng: &rng).admission.httpStatus == 429)
     }
 
     @Test("a worker the router saw fail is avoided until a heartbeat after the failure, a new process, or the timeout")
@@ -46,7 +71,7 @@ struct MembershipViewTests {
         var view = MembershipView()
         var rng = SeededGenerator(seed: 1)
         let loads = ["a": WorkerLoad(), "b": WorkerLoad(queueDepth: 1)]
-        view.install(Self.snapshot(loads), policy: Self.policy, version: 1, placementIncarnation: "p1")
+        view.install(Self.snapshot(loads), policy: Self.policy, version: 1, placementIncarnation: "p1", at: epoch)
         #expect(try view.choose(promptTokens: 10, at: epoch, rng: &rng).decode == "a")
         view.markFailed("a", at: epoch.addingTimeInterval(2))
         #expect(try view.choose(promptTokens: 10, at: epoch.addingTimeInterval(3), rng: &rng).decode == "b")
@@ -56,15 +81,15 @@ struct MembershipViewTests {
         #expect(view.effectiveState(at: epoch.addingTimeInterval(12.5)).workers["a"]?.status == .active)
         // News of the same process from before the failure keeps the mark; a heartbeat after it ends it.
         view.install(Self.snapshot(loads, seenAt: epoch.addingTimeInterval(1)), policy: Self.policy, version: 2,
-                     placementIncarnation: "p1")
+                     placementIncarnation: "p1", at: epoch)
         #expect(view.failures["a"] != nil)
         view.install(Self.snapshot(loads, seenAt: epoch.addingTimeInterval(4)), policy: Self.policy, version: 2,
-                     placementIncarnation: "p1")
+                     placementIncarnation: "p1", at: epoch)
         #expect(view.failures["a"] == nil)
         // A restarted worker (new incarnation) is a new process: the old mark does not apply to it.
         view.markFailed("b", at: epoch.addingTimeInterval(5))
         view.install(Self.snapshot(loads, seenAt: epoch.addingTimeInterval(4), incarnations: ["b": "9-0000000000000009"]),
-                     policy: Self.policy, version: 3, placementIncarnation: "p1")
+                     policy: Self.policy, version: 3, placementIncarnation: "p1", at: epoch)
         #expect(view.failures["b"] == nil)
     }
 
