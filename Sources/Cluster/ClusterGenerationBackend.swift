@@ -4,9 +4,12 @@ import Generation
 import RPC
 import Logging
 import Metrics
+import Placement
 import Synchronization
 
-/// The router's backend in a cluster: for each generation it asks placement for a prefill/decode pair, opens the
+/// The router's backend in a cluster: for each generation it chooses a prefill/decode pair from the membership
+/// snapshot placement pushes (`PlacementWatch`; placement is off the request path), waits in the router's queue
+/// when every worker is at capacity, opens the
 /// generation on the decode worker (which reserves room), has the prefill worker stream the prompt's KV and last
 /// logits to it, and hands the decode worker's tokens to the router. Short prompts (placement's `decode_only`
 /// mode) run entirely on the decode worker.
@@ -49,8 +52,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         public var prefillBaseTimeout: Duration = .seconds(30)
         /// Default 20 ms per token (a slow core prefills 50 tokens/s).
         public var prefillPerTokenTimeout: Duration = .milliseconds(20)
-        /// How long a health verdict is reused. Default 1 s.
-        public var healthCacheInterval: Duration = .seconds(1)
+        /// How long a request waits for the router's first membership snapshot (router start-up). Default 10 s.
+        public var firstSnapshotWait: Duration = .seconds(10)
 
         public init() {}
     }
@@ -60,11 +63,15 @@ public final class ClusterGenerationBackend: GenerationBackend {
     private let configuration: Configuration
     private let metrics: any MetricsFactory
     private let logger: Logger
-    private let healthCache = Mutex<(at: ContinuousClock.Instant, verdict: BackendHealth)?>(nil)
+    /// The cluster as placement last pushed it: requests are placed here, locally.
+    private let watch: PlacementWatch
+    /// Requests waiting for a worker with room (`admission.policy: queue`).
+    private let queue: AdmissionQueue
 
     /// - Parameters:
     ///   - workers: connections to workers (mutual TLS with the router's certificate).
     ///   - metrics: where the per-worker figures go (`baton router`: its Prometheus registry).
+    /// Call `run` to keep the membership snapshot current; requests wait (bounded) for the first one.
     public init(
         placement: PlacementClient, workers: NodeClientPool, configuration: Configuration = Configuration(),
         metrics: any MetricsFactory = MetricsSystem.factory, logger: Logger = Logger(label: "baton.router.cluster")
@@ -74,41 +81,39 @@ public final class ClusterGenerationBackend: GenerationBackend {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        let queue = AdmissionQueue()
+        self.queue = queue
+        self.watch = PlacementWatch(placement: placement, metrics: metrics, logger: logger, onChange: { queue.signal() })
+    }
+
+    /// Keeps the membership snapshot current (placement's watch stream, reconnecting while it is down) and the
+    /// snapshot-age gauge fresh, until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watch.run() }
+            group.addTask {
+                while !Task.isCancelled {
+                    self.watch.publishGauges()
+                    Gauge(label: "baton_router_queue_waiting", dimensions: [], factory: self.metrics).record(self.queue.count)
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            await group.waitForAll()
+        }
     }
 
     public func health() async -> BackendHealth {
-        if let cached = healthCache.withLock({ $0 }), cached.at.duration(to: .now) < configuration.healthCacheInterval {
-            return cached.verdict
-        }
-        let verdict: BackendHealth
-        do throws(ClusterError) {
-            let status = try await placement.status()
-            publishLoad(status)
-            let serving = status.workers.filter { $0.status == "active" }
-            if serving.contains(where: { $0.assignedRoles.contains(.decode) }) {
-                verdict = .ready
-            } else if serving.isEmpty {
-                verdict = .unavailable(reason: "no worker has registered with placement yet")
-            } else {
-                verdict = .unavailable(reason: "no active worker may decode")
-            }
-        } catch {
-            verdict = .unavailable(reason: error.message)
-        }
-        healthCache.withLock { $0 = (.now, verdict) }
-        return verdict
+        watch.health()
     }
 
-    /// Refreshes the health verdict and the workers' load gauges every `interval` until cancelled, so that
-    /// `/metrics` shows current per-worker load even when nobody polls `/health`.
-    public func refreshPeriodically(every interval: Duration = .seconds(5)) async {
-        while !Task.isCancelled {
-            healthCache.withLock { $0 = nil }
-            _ = await health()
-            try? await Task.sleep(for: interval)
-        }
-    }
+    /// Whether a membership snapshot has arrived (tests wait for it).
+    var hasSnapshot: Bool { watch.policy.hasSnapshot }
 
+    /// Places `state` on workers chosen locally from the membership snapshot. When every worker is at capacity
+    /// the request waits in the router's queue (first come, first served) under `admission.policy: queue`: 429
+    /// only when `admission.max_waiting` requests already wait, 504 after `admission.max_wait_seconds`. Under
+    /// `ttft_target` it is refused at once with 429. A worker that cannot be reached is avoided and another
+    /// choice tried, up to `attempts` times.
     public func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream {
         let (first, maxMigrations) = try await place(state, excluding: [])
         let generation = ResumableGeneration(
@@ -130,25 +135,94 @@ public final class ClusterGenerationBackend: GenerationBackend {
         _ state: GenerationState, excluding: [String]
     ) async throws(GenerationError) -> (RemoteGeneration, maxMigrations: Int) {
         var excluded = excluding
+        let arrived = ContinuousClock.now
+        var ticket: UInt64?
+        defer { if let ticket { queue.leave(ticket) } }
+        var attempt = 0
         var lastError: GenerationError?
-        for attempt in 1...max(1, configuration.attempts) {
+        while true {
             if Task.isCancelled { throw GenerationError(.cancelled, "the request was cancelled before it was placed") }
-            let choice: ChooseResponse
-            do {
-                choice = try await placement.choose(promptTokens: state.request.prompt.count, excluding: excluded)
-            } catch {
-                throw Self.generationError(error)
+            let epoch = queue.epoch
+            let (policy, hasSnapshot) = watch.policy
+            let deadline = arrived + (hasSnapshot ? .milliseconds(Int(policy.admission.maxWaitSeconds * 1000)) : configuration.firstSnapshotWait)
+            var waitReason: String?
+            if queue.mayChoose(ticket) {
+                let choice: (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress])
+                do {
+                    choice = try watch.choose(promptTokens: state.request.prompt.count, excluding: excluded)
+                } catch {
+                    throw GenerationError(.invalidArgument, error.message, cause: error)
+                }
+                switch choice.decision.admission {
+                case .admit(let pair):
+                    if let ticket { queue.leave(ticket) }
+                    ticket = nil
+                    guard let decodeAddress = choice.endpoints[pair.decode] else {
+                        throw GenerationError(.unavailable, "worker \(pair.decode) has no known address; it must register again")
+                    }
+                    let prefill = pair.prefill.flatMap { name in choice.endpoints[name].map { WorkerEndpoint(name: name, address: $0) } }
+                    let response = ChooseResponse(
+                        mode: pair.prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill,
+                        decode: WorkerEndpoint(name: pair.decode, address: decodeAddress),
+                        explanation: choice.decision.explainText(policy: choice.policy))
+                    do {
+                        let generation = try await start(state, on: response)
+                        watch.release(pair)
+                        return (generation, choice.policy.resume.maxMigrations)
+                    } catch {
+                        watch.release(pair)
+                        lastError = error.error
+                        if error.retryable, error.error.code == .overloaded, choice.policy.admission.policy == .queue {
+                            // The worker had no room after all: wait for one that has, like any request beyond capacity.
+                            waitReason = error.error.message
+                        } else {
+                            // Unreachable or draining: this router avoids it until placement reports it alive again,
+                            // and this request does not go back to it.
+                            if let worker = error.leaveOut {
+                                watch.markFailed(worker, reason: error.error.message)
+                                if !excluded.contains(worker) { excluded.append(worker) }
+                            }
+                            attempt += 1
+                            guard error.retryable, attempt < configuration.attempts else { throw error.error }
+                            logger.info("request \(state.request.id): \(error.error.message); choosing again (attempt \(attempt + 1))")
+                            continue
+                        }
+                    }
+                case .reject(let reason, let retryAfter):
+                    guard choice.policy.admission.policy == .queue else {
+                        throw GenerationError(.overloaded, reason, retryAfterSeconds: Int(retryAfter.rounded(.up)))
+                    }
+                    waitReason = reason
+                case .unavailable(let reason):
+                    // Before the first snapshot nothing is known yet: wait for it (bounded) rather than refuse.
+                    guard !hasSnapshot else { throw lastError ?? GenerationError(.unavailable, reason) }
+                    waitReason = reason
+                }
             }
-            do {
-                return (try await start(state, on: choice), choice.maxMigrations ?? configuration.maxMigrations)
-            } catch {
-                lastError = error.error
-                guard error.retryable, attempt < configuration.attempts else { throw error.error }
-                if let worker = error.leaveOut, !excluded.contains(worker) { excluded.append(worker) }
-                logger.info("request \(state.request.id): \(error.error.message); choosing again (attempt \(attempt + 1))")
+            if ticket == nil {
+                let limit = hasSnapshot ? policy.admission.maxWaiting : Int.max
+                guard let joined = queue.join(limit: limit) else {
+                    throw GenerationError(
+                        .overloaded,
+                        "every worker is at capacity and \(limit) requests already wait at this router (admission.max_waiting)"
+                            + (waitReason.map { ": \($0)" } ?? ""),
+                        retryAfterSeconds: max(1, Int(policy.slo.retryAfterSeconds.rounded(.up))))
+                }
+                ticket = joined
+                logger.debug("request \(state.request.id) waits for room: \(waitReason ?? "others are ahead")")
             }
+            guard ContinuousClock.now < deadline else {
+                let waited = arrived.duration(to: .now) / .seconds(1)
+                if !hasSnapshot {
+                    throw GenerationError(.unavailable, "no membership snapshot from placement at \(placement.host):\(placement.port) after \(String(format: "%.1f", waited)) s")
+                }
+                throw GenerationError(
+                    .timeout,
+                    "waited \(String(format: "%.1f", waited)) s for a worker with room (admission.max_wait_seconds \(ConfigNumber.text(policy.admission.maxWaitSeconds)))"
+                        + (waitReason.map { ": \($0)" } ?? ""))
+            }
+            await queue.sleep(after: epoch, until: deadline)
         }
-        throw lastError ?? GenerationError(.unavailable, "no worker could take the request")
     }
 
     /// A failed attempt on one choice of workers.
@@ -222,6 +296,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         return generation
     }
 
+    /// How long a prompt may take to prefill and ship: `prefillBaseTimeout` plus `prefillPerTokenTimeout` per token.
     private func prefillTimeout(_ request: GenerationRequest) -> Duration {
         configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
     }
@@ -283,6 +358,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         }
     }
 
+
     // MARK: - Mapping
 
     /// A worker's non-200 answer (JSON `{"code", "message"}`).
@@ -323,17 +399,6 @@ public final class ClusterGenerationBackend: GenerationBackend {
     private func countWorkerRequest(worker: String, role: String) {
         Counter(label: "baton_router_worker_requests_total", dimensions: [("worker", worker), ("role", role)], factory: metrics)
             .increment()
-    }
-
-    private func publishLoad(_ status: ClusterStatus) {
-        for worker in status.workers {
-            let dimensions = [("worker", worker.name), ("role", worker.assignedRoles.map(\.rawValue).joined(separator: "+"))]
-            Gauge(label: "baton_router_worker_queue_depth", dimensions: dimensions, factory: metrics).record(worker.load.queueDepth)
-            Gauge(label: "baton_router_worker_active_sequences", dimensions: dimensions, factory: metrics)
-                .record(worker.load.activeSequences)
-            Gauge(label: "baton_router_worker_free_kv_blocks", dimensions: dimensions, factory: metrics)
-                .record(worker.load.freeKVBlocks)
-        }
     }
 }
 

@@ -32,8 +32,8 @@ public final class PlacementClient: Sendable {
         return true
     }
 
-    public func leave(name: String) async throws(ClusterError) {
-        let response = try await call(BatonProtocol.Placement.leave, body: LeaveRequest(name: name))
+    public func leave(name: String, incarnation: String? = nil) async throws(ClusterError) {
+        let response = try await call(BatonProtocol.Placement.leave, body: LeaveRequest(name: name, incarnation: incarnation))
         guard response.status == 200 || response.status == 404 else { throw refusal(response, doing: "leaving as \(name)") }
     }
 
@@ -44,6 +44,25 @@ public final class PlacementClient: Sendable {
             BatonProtocol.Placement.choose, body: ChooseRequest(promptTokens: promptTokens, exclude: excluding))
         guard response.status == 200 else { throw refusal(response, doing: "choosing workers") }
         return try decode(ChooseResponse.self, response)
+    }
+
+    /// Opens the membership watch: snapshots arrive as placement sends them (the first at once). Reading
+    /// throws when the connection breaks or stays silent for `idleTimeout` (placement sends keep-alives every
+    /// `PlacementService.watchKeepAlive`).
+    public func watch(idleTimeout: Duration = .seconds(5)) async throws(ClusterError) -> MembershipWatchStream {
+        let opened: NodeStreamResponse
+        do {
+            let client = try await pool.client(host: host, port: port, expecting: .role(.placement))
+            opened = try await client.stream(BatonProtocol.Placement.watch, body: [], contentType: "application/json",
+                                             idleTimeout: idleTimeout)
+        } catch {
+            let code: ClusterError.Code = error.code == .timeout ? .timeout : error.code == .forbidden ? .forbidden : .unavailable
+            throw ClusterError(code, "placement service at \(host):\(port) did not answer the watch: \(error.message)", cause: error)
+        }
+        guard opened.status == 200 else {
+            throw refusal(status: opened.status, body: opened.body, doing: "watching the membership")
+        }
+        return MembershipWatchStream(source: "placement service at \(host):\(port)", response: opened)
     }
 
     public func status() async throws(ClusterError) -> ClusterStatus {
@@ -82,10 +101,15 @@ public final class PlacementClient: Sendable {
     }
 
     private func refusal(_ response: NodeResponse, doing what: String) -> ClusterError {
-        let body = try? PlacementJSON.decode(PlacementRefusal.self, from: response.body)
-        let message = body?.message ?? (response.bodyText.isEmpty ? "HTTP \(response.status)" : response.bodyText)
+        refusal(status: response.status, body: response.body, doing: what)
+    }
+
+    private func refusal(status: Int, body bytes: [UInt8], doing what: String) -> ClusterError {
+        let body = try? PlacementJSON.decode(PlacementRefusal.self, from: bytes)
+        let text = String(decoding: bytes, as: UTF8.self)
+        let message = body?.message ?? (text.isEmpty ? "HTTP \(status)" : text)
         let code: ClusterError.Code =
-            switch response.status {
+            switch status {
             case 403: .forbidden
             case 429: .overloaded
             case 503: .unavailable
@@ -94,4 +118,37 @@ public final class PlacementClient: Sendable {
             }
         return ClusterError(code, "\(what): \(message)", retryAfterSeconds: body?.retryAfterSeconds)
     }
+}
+
+/// An open membership watch, read by one task.
+public final class MembershipWatchStream {
+    private let source: String
+    private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
+    private let cancelStream: @Sendable () -> Void
+
+    init(source: String, response: NodeStreamResponse) {
+        self.source = source
+        self.messages = response.messages.makeAsyncIterator()
+        self.cancelStream = response.cancel
+    }
+
+    deinit { cancelStream() }
+
+    /// The next snapshot; nil when placement ended the stream. Throws `.unavailable` when the stream breaks or
+    /// stays silent too long, `.protocolViolation` for an unreadable snapshot.
+    public func next() async throws(ClusterError) -> MembershipSnapshot? {
+        let bytes: [UInt8]?
+        do { bytes = try await messages.next() } catch {
+            throw ClusterError(.unavailable, "the membership watch from \(source) broke: \(error)", cause: error)
+        }
+        guard let bytes else { return nil }
+        do {
+            return try PlacementJSON.decode(MembershipSnapshot.self, from: bytes)
+        } catch {
+            throw ClusterError(.protocolViolation, "\(source) sent an unreadable membership snapshot", cause: error)
+        }
+    }
+
+    /// Closes the stream (placement's handler ends).
+    public func cancel() { cancelStream() }
 }

@@ -28,6 +28,14 @@ public actor PlacementRegistry {
     /// Each worker's context length as it last registered (not logged: workers that do not register again
     /// after a restart leave `choose` with only the absolute cap).
     private var contextLengths: [String: Int] = [:]
+    /// Membership version pushed to routers: grows with every logged change and policy install. It starts at the
+    /// service's start time in milliseconds, so a restarted service continues above its former self's versions
+    /// (as long as the clock does not go back).
+    public private(set) var version: UInt64
+    /// Grows with every change routers should hear about, loads included.
+    public private(set) var revision: UInt64 = 1
+    /// This placement process, so routers can tell a restarted service (whose versions start again).
+    public nonisolated let incarnation = WorkerIncarnation.now().description
 
     /// Opens (creating when missing) and replays the membership log at `logPath`, compacting it when it
     /// holds more than `compactAfterEvents` events. Replayed workers that were not lost count as seen now:
@@ -68,6 +76,7 @@ public actor PlacementRegistry {
         self.random = SeededGenerator(seed: policy.balancing.seed ?? UInt64(truncatingIfNeeded: Int64(clock().timeIntervalSince1970 * 1e6)))
         self.compactAfterEvents = compactAfterEvents
         self.compactAfterBytes = compactAfterBytes
+        self.version = UInt64(max(1, clock().timeIntervalSince1970 * 1000))
         self.heartbeatIntervalLimit = heartbeatInterval
         self.clock = clock
         self.logger = logger
@@ -119,12 +128,13 @@ public actor PlacementRegistry {
             throw ClusterError(.conflict, "worker \(name) serves model \(request.modelFingerprint), which is not the "
                 + "cluster's model: every worker must load the same model file")
         }
+        try refuseStale(name: name, incarnation: request.incarnation, doing: "registration")
         let now = clock()
         let assignment = Placement.assignRoles(for: request.profile, offered: request.roles, policy: policy)
         let address = request.address
         try append([
             .joined(profile: request.profile, roles: request.roles, address: address,
-                    modelFingerprint: request.modelFingerprint, at: now),
+                    modelFingerprint: request.modelFingerprint, incarnation: request.incarnation, at: now),
             .roleAssigned(worker: name, roles: assignment.roles, note: assignment.note, at: now),
         ])
         contextLengths[name] = request.contextLength
@@ -139,6 +149,11 @@ public actor PlacementRegistry {
         guard let worker = state.workers[request.name] else {
             throw ClusterError(.notFound, "worker \(request.name) is not registered")
         }
+        try refuseStale(name: request.name, incarnation: request.incarnation, doing: "heartbeat")
+        if let sender = request.incarnation, let registered = worker.incarnation, sender != registered {
+            // A newer process than the registered one: it must register (its address may differ).
+            throw ClusterError(.notFound, "worker \(request.name) is registered as process \(registered), not \(sender)")
+        }
         let load = request.load
         guard load.queueDepth >= 0, load.activeSequences >= 0, load.freeKVBlocks >= 0, (load.totalKVBlocks ?? 0) >= 0 else {
             throw ClusterError(.invalidArgument, "heartbeat of \(request.name) has a negative load figure")
@@ -150,6 +165,7 @@ public actor PlacementRegistry {
             logger.info("\(request.name) is \(next.rawValue)\(worker.status == .lost ? " again" : "")")
         } else {
             state.apply(event)
+            revision += 1
         }
     }
 
@@ -158,6 +174,7 @@ public actor PlacementRegistry {
         guard state.workers[request.name] != nil else {
             throw ClusterError(.notFound, "worker \(request.name) is not registered")
         }
+        try refuseStale(name: request.name, incarnation: request.incarnation, doing: "departure")
         try append([.left(worker: request.name, at: clock())])
         logger.info("\(request.name) left")
     }
@@ -219,6 +236,22 @@ public actor PlacementRegistry {
                              policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount)
     }
 
+    /// The membership and policy as routers receive them on the watch stream.
+    public func snapshot() -> MembershipSnapshot {
+        MembershipSnapshot(version: version, placementIncarnation: incarnation, policy: policy,
+                           events: state.snapshotEvents, sentAt: clock())
+    }
+
+    /// What a watch stream should send next, given what it sent (`version`, `revision`): the snapshot at once
+    /// when the membership changed, and when only loads changed, once `loadsDue` (the stream's load interval
+    /// passed). nil when there is nothing to send.
+    public func watchUpdate(sentVersion: UInt64, sentRevision: UInt64, loadsDue: Bool)
+        -> (snapshot: MembershipSnapshot, revision: UInt64)?
+    {
+        guard version != sentVersion || (revision != sentRevision && loadsDue) else { return nil }
+        return (snapshot(), revision)
+    }
+
     // MARK: Maintenance
 
     /// Marks workers silent for longer than the policy's heartbeat timeout as lost (logged), and compacts
@@ -235,6 +268,7 @@ public actor PlacementRegistry {
             } catch {
                 // Keep serving: the loss is applied in memory so choices avoid the worker anyway.
                 for event in events { state.apply(event) }
+                bump()
                 logger.error("\(error)")
             }
         }
@@ -263,6 +297,7 @@ public actor PlacementRegistry {
         policy = newPolicy
         policyLoadedAt = loadedAt
         policyError = nil
+        bump()
         if let seed = newPolicy.balancing.seed { random = SeededGenerator(seed: seed) }
         var events: [MembershipEvent] = []
         let now = clock()
@@ -278,6 +313,7 @@ public actor PlacementRegistry {
             try append(events)
         } catch {
             for event in events { state.apply(event) }
+            bump()
             logger.error("\(error)")
         }
         return true
@@ -293,6 +329,26 @@ public actor PlacementRegistry {
             throw ClusterError(.internalError, "cannot record membership: \(error)", cause: error)
         }
         for event in events { state.apply(event) }
+        bump()
+    }
+
+    private func bump() {
+        version += 1
+        revision += 1
+    }
+
+    /// Refuses (409, logged) a request from a process older than the one registered under `name`: a former
+    /// process of a restarted worker must not overwrite or remove its successor. A malformed incarnation is a 400.
+    private func refuseStale(name: String, incarnation text: String?, doing what: String) throws(ClusterError) {
+        guard let text else { return }
+        guard let sender = WorkerIncarnation(text) else {
+            throw ClusterError(.invalidArgument, "worker \(name) gave an invalid incarnation '\(text)' (expected <ms since 1970>-<16 hex digits>)")
+        }
+        guard let registeredText = state.workers[name]?.incarnation, let registered = WorkerIncarnation(registeredText),
+              sender < registered else { return }
+        logger.warning("refused a stale \(what) of \(name): it comes from process \(sender), which started before the registered process \(registered)")
+        throw ClusterError(.conflict, "stale \(what): worker \(name) is registered by a newer process (incarnation \(registered)); "
+            + "this process (incarnation \(sender)) has been replaced")
     }
 
     private func endpoint(_ name: String) throws(ClusterError) -> WorkerEndpoint {

@@ -210,6 +210,9 @@ public final class PlacementService: Sendable {
                 return try await registry.choose(promptTokens: ask.promptTokens, excluding: ask.exclude)
             }
         }
+        routes.on(BatonProtocol.Placement.watch, allow: .roles([.router])) { _, response in
+            try await watch(registry, response)
+        }
         routes.on(BatonProtocol.Placement.status, allow: .anyNode) { request, response in
             await answer(response, request, logger: logger) { await registry.status() }
         }
@@ -228,6 +231,30 @@ public final class PlacementService: Sendable {
             throw ClusterError(.forbidden, "the certificate of \(request.peer) does not allow the \(role.rawValue) role")
         }
     }
+
+    /// Streams `MembershipSnapshot`s to a router until it goes away: one at once, then one within
+    /// `watchPollInterval` of each membership change, and fresh loads once per heartbeat interval. Keep-alives fill
+    /// silences so the router can bound its wait.
+    static func watch(_ registry: PlacementRegistry, _ response: NodeResponseWriter) async throws {
+        try await response.startStream(contentType: "application/json", keepAlive: watchKeepAlive)
+        var sentVersion: UInt64 = 0, sentRevision: UInt64 = 0
+        var loadsSentAt = ContinuousClock.now
+        while !Task.isCancelled {
+            let loadsDue = loadsSentAt.duration(to: .now) >= (await registry.heartbeatInterval)
+            if let update = await registry.watchUpdate(sentVersion: sentVersion, sentRevision: sentRevision, loadsDue: loadsDue) {
+                try await response.send(try PlacementJSON.encode(update.snapshot))
+                sentVersion = update.snapshot.version
+                sentRevision = update.revision
+                loadsSentAt = .now
+            }
+            try await Task.sleep(for: watchPollInterval)
+        }
+    }
+
+    /// How soon a membership change reaches the routers' watch streams.
+    static let watchPollInterval: Duration = .milliseconds(50)
+    /// Longest silence on a watch stream: routers count a stream silent for a few of these as broken.
+    public static let watchKeepAlive: Duration = .seconds(1)
 
     private struct EmptyBody: Encodable {}
 

@@ -29,20 +29,24 @@ public struct RegisterRequest: Codable, Sendable, Equatable {
     /// The longest sequence (prompt and completion, tokens) the worker holds; `choose` refuses longer prompts.
     /// Optional on the wire (workers before it sent none).
     public var contextLength: Int?
+    /// This worker process (`WorkerIncarnation`); a registration from a process older than the member's is refused.
+    public var incarnation: String?
 
     public init(
         profile: DeviceProfile, roles: [WorkerRole], address: WorkerAddress, modelFingerprint: String,
-        contextLength: Int? = nil
+        contextLength: Int? = nil, incarnation: String? = nil
     ) {
         self.profile = profile
         self.roles = roles
         self.address = address
         self.modelFingerprint = modelFingerprint
         self.contextLength = contextLength
+        self.incarnation = incarnation
     }
 
     enum CodingKeys: String, CodingKey {
         case profile, roles, address, modelFingerprint = "model_fingerprint", contextLength = "context_length"
+        case incarnation
     }
 }
 
@@ -68,20 +72,58 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var load: WorkerLoad
     /// The worker is finishing in-flight requests and takes no new ones.
     public var draining: Bool
+    /// The process sending it; a heartbeat from another process than the registered one is refused.
+    public var incarnation: String?
 
-    public init(name: String, load: WorkerLoad, draining: Bool = false) {
+    public init(name: String, load: WorkerLoad, draining: Bool = false, incarnation: String? = nil) {
         self.name = name
         self.load = load
         self.draining = draining
+        self.incarnation = incarnation
     }
 }
 
 /// POST /v1/workers/leave
 public struct LeaveRequest: Codable, Sendable, Equatable {
     public var name: String
+    /// The process leaving; a former process cannot remove its successor.
+    public var incarnation: String?
 
-    public init(name: String) {
+    public init(name: String, incarnation: String? = nil) {
         self.name = name
+        self.incarnation = incarnation
+    }
+}
+
+/// One message of POST /v1/placement/watch: the whole membership as placement knows it, and the policy in force.
+/// Sent when the stream opens, at once after every change, and at the heartbeat interval with fresh loads.
+public struct MembershipSnapshot: Codable, Sendable, Equatable {
+    /// Grows with every join, loss, departure, status, role or policy change; load updates keep it.
+    public var version: UInt64
+    /// The placement process (versions restart with it).
+    public var placementIncarnation: String
+    public var policy: PlacementPolicy
+    /// The shortest event list that rebuilds the membership (`ClusterState.snapshotEvents`), loads included.
+    public var events: [MembershipEvent]
+    public var sentAt: Date
+
+    public init(version: UInt64, placementIncarnation: String, policy: PlacementPolicy, events: [MembershipEvent], sentAt: Date) {
+        self.version = version
+        self.placementIncarnation = placementIncarnation
+        self.policy = policy
+        self.events = events
+        self.sentAt = sentAt
+    }
+
+    /// The membership the events describe.
+    public var state: ClusterState {
+        var state = ClusterState()
+        for event in events { state.apply(event) }
+        return state
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, placementIncarnation = "placement_incarnation", policy, events, sentAt = "sent_at"
     }
 }
 

@@ -44,7 +44,8 @@ public final class WorkerAgent: Sendable {
             do throws(ClusterError) {
                 if let name = registered {
                     let (current, draining) = (load(), state.withLock { $0.draining })
-                    let known = try await client.heartbeat(HeartbeatRequest(name: name, load: current, draining: draining))
+                    let known = try await client.heartbeat(HeartbeatRequest(name: name, load: current, draining: draining,
+                                                                                    incarnation: registration.incarnation))
                     if !known {
                         logger.warning("placement service no longer knows \(name); registering again")
                         state.withLock { $0.name = nil }
@@ -70,6 +71,8 @@ public final class WorkerAgent: Sendable {
                 if Task.isCancelled { break }
                 if error.code == .rejected {
                     logger.error("placement service refused this worker: \(error.message)")
+                    // Refused as a stale process (409): forget the registration so nothing more is sent under it.
+                    state.withLock { $0.name = nil }
                 }
                 if error.description != lastFailure {
                     logger.warning("placement service: \(error.message); retrying")
@@ -87,7 +90,7 @@ public final class WorkerAgent: Sendable {
     public func leave() async {
         guard let name = state.withLock({ $0.name }) else { return }
         do throws(ClusterError) {
-            try await client.leave(name: name)
+            try await client.leave(name: name, incarnation: registration.incarnation)
             logger.info("left the cluster as \(name)")
         } catch {
             logger.warning("could not tell placement that \(name) leaves: \(error.message)")

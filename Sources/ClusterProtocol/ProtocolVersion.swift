@@ -20,6 +20,8 @@ public enum BatonProtocol {
         public static let heartbeat = "/v1/workers/heartbeat"
         public static let leave = "/v1/workers/leave"
         public static let choose = "/v1/placement/choose"
+        /// A stream of `MembershipSnapshot`s (length-prefixed JSON) for routers to choose with.
+        public static let watch = "/v1/placement/watch"
         public static let status = "/v1/cluster/status"
         public static let health = "/health"
     }

@@ -13,13 +13,16 @@
 public protocol GenerationBackend: Sendable {
     func generate(_ state: GenerationState) async throws(GenerationError) -> GenerationStream
 
-    /// Whether a request could be served now (`GET /health` answers 200 only for `.ready`).
+    /// Whether a request could be served now (`GET /health` answers 200 for `.ready` and `.degraded`).
     func health() async -> BackendHealth
 }
 
 /// Whether a backend can serve a request now.
 public enum BackendHealth: Sendable, Equatable {
     case ready
+    /// Serving, but with less than it should have (the cluster's placement service is unreachable, say): shown
+    /// with the reason and since when (seconds since 1970).
+    case degraded(reason: String, sinceEpochSeconds: Double)
     /// Not servable; the reason is shown to the client of `GET /health`.
     case unavailable(reason: String)
 }

@@ -29,6 +29,8 @@ public struct ClusterState: Sendable, Equatable {
         public var address: MemberAddress?
         /// The model the worker serves (its KV compatibility fingerprint); nil when not recorded.
         public var modelFingerprint: String?
+        /// The worker process that registered (a `WorkerIncarnation`); nil for workers that did not say.
+        public var incarnation: String?
         /// Requests placement sent this worker since its last heartbeat (optimistic in-flight accounting):
         /// they count as queued in its load score until the next heartbeat reports the real load, so a burst
         /// between two heartbeats spreads over workers instead of piling onto the one that looked idlest.
@@ -58,12 +60,13 @@ public struct ClusterState: Sendable, Equatable {
     /// Applies `event` in place.
     public mutating func apply(_ event: MembershipEvent) {
         switch event {
-        case .joined(let profile, let roles, let address, let fingerprint, let at):
+        case .joined(let profile, let roles, let address, let fingerprint, let incarnation, let at):
             // Re-joining replaces the profile, offered roles and address and forgets an earlier assignment:
             // a restarted worker may come back with a different `--role`, declared profile or port.
             workers[profile.name] = Worker(profile: profile, offeredRoles: roles.uniqueSorted(), assignedRoles: nil,
                                            status: .active, joinedAt: at, lastSeen: at,
-                                           load: WorkerLoad(), address: address, modelFingerprint: fingerprint)
+                                           load: WorkerLoad(), address: address, modelFingerprint: fingerprint,
+                                           incarnation: incarnation)
         case .roleAssigned(let name, let roles, _, _):
             workers[name]?.assignedRoles = roles.uniqueSorted()
         case .heartbeat(let name, let load, let draining, let at):
@@ -96,6 +99,32 @@ public struct ClusterState: Sendable, Equatable {
         }
     }
 
+    /// Uncounts a request placed on `pair` that has started (its first token is out) or ended: it no longer waits
+    /// in its workers' queues. Used by routers, which otherwise only learn of it from the next heartbeat. Clamped at
+    /// 0: when a heartbeat already reported the request, this may uncount a newer one for a moment.
+    public mutating func releasePlacement(_ pair: WorkerPair) {
+        for name in [pair.prefill, pair.decode].compactMap({ $0 }) where (workers[name]?.pending ?? 0) > 0 {
+            workers[name]?.pending -= 1
+        }
+    }
+
+    /// Forgets the reported queue depths (keeping what was placed since): what a router does when its snapshot's
+    /// loads are too old to describe the workers, so that its own placements are the whole queue it assumes.
+    public mutating func forgetReportedQueues() {
+        for name in Array(workers.keys) { workers[name]?.load.queueDepth = 0 }
+    }
+
+    /// Keeps the requests `earlier` counted as placed on each worker (`Worker.pending`) when this state has
+    /// no newer news of that worker: the same process, and no heartbeat after the one `earlier` knew. A router
+    /// calls this on each snapshot from placement, so the work it has itself just assigned keeps counting
+    /// until a heartbeat that includes it arrives.
+    public mutating func carryPending(from earlier: ClusterState) {
+        for (name, old) in earlier.workers where old.pending > 0 {
+            guard let new = workers[name], new.incarnation == old.incarnation, new.lastSeen <= old.lastSeen else { continue }
+            workers[name]?.pending = max(new.pending, old.pending)
+        }
+    }
+
     /// Treats every member that is not lost as seen at `now`. A restarted placement service calls this
     /// after replaying its log: its workers kept running and get one heartbeat timeout to check in,
     /// instead of all being declared lost at the first expiry check.
@@ -118,7 +147,7 @@ public struct ClusterState: Sendable, Equatable {
         sortedWorkers.flatMap { worker -> [MembershipEvent] in
             var events: [MembershipEvent] = [
                 .joined(profile: worker.profile, roles: worker.offeredRoles, address: worker.address,
-                        modelFingerprint: worker.modelFingerprint, at: worker.joinedAt),
+                        modelFingerprint: worker.modelFingerprint, incarnation: worker.incarnation, at: worker.joinedAt),
             ]
             if let assigned = worker.assignedRoles {
                 events.append(.roleAssigned(worker: worker.name, roles: assigned, at: worker.joinedAt))

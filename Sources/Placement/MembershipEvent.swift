@@ -7,13 +7,14 @@ import Foundation
 /// (+ `note`) for role_assigned, `load` (+ `draining: true`) for heartbeat.
 ///
 /// Formats: 1 (no `format` key) had no address, fingerprint, note or draining; 2 adds them as optional
-/// keys, so format-1 logs read unchanged. A line with a higher format was written by a newer build and
+/// keys (and, later, `incarnation` on joined), so format-1 logs read unchanged. A line with a higher format was written by a newer build and
 /// is refused (`PlacementError.Code.unsupportedLogFormat`) rather than misread.
 public enum MembershipEvent: Sendable, Equatable {
     /// A worker registered (or re-registered) with its profile, the roles it offers, where it serves its
     /// peers and the model it serves.
+    /// `incarnation` (a `WorkerIncarnation`) tells a restarted worker from its former self.
     case joined(profile: DeviceProfile, roles: [WorkerRole], address: MemberAddress? = nil,
-                modelFingerprint: String? = nil, at: Date)
+                modelFingerprint: String? = nil, incarnation: String? = nil, at: Date)
     /// The placement service assigned roles to a worker (the offered roles its policy allows); `note`
     /// says why roles were withheld.
     case roleAssigned(worker: String, roles: [WorkerRole], note: String? = nil, at: Date)
@@ -30,7 +31,7 @@ public enum MembershipEvent: Sendable, Equatable {
 
     public var worker: String {
         switch self {
-        case .joined(let profile, _, _, _, _): profile.name
+        case .joined(let profile, _, _, _, _, _): profile.name
         case .roleAssigned(let worker, _, _, _), .heartbeat(let worker, _, _, _), .heartbeatLost(let worker, _),
              .left(let worker, _): worker
         }
@@ -38,7 +39,7 @@ public enum MembershipEvent: Sendable, Equatable {
 
     public var time: Date {
         switch self {
-        case .joined(_, _, _, _, let at), .roleAssigned(_, _, _, let at), .heartbeat(_, _, _, let at),
+        case .joined(_, _, _, _, _, let at), .roleAssigned(_, _, _, let at), .heartbeat(_, _, _, let at),
              .heartbeatLost(_, let at), .left(_, let at): at
         }
     }
@@ -57,7 +58,7 @@ public enum MembershipEvent: Sendable, Equatable {
 
 extension MembershipEvent: Codable {
     enum CodingKeys: String, CodingKey {
-        case event, format, time, worker, profile, roles, load, address, note, draining
+        case event, format, time, worker, profile, roles, load, address, note, draining, incarnation
         case modelFingerprint = "model_fingerprint"
     }
 
@@ -73,7 +74,8 @@ extension MembershipEvent: Codable {
             let profile = try c.decode(DeviceProfile.self, forKey: .profile)
             self = .joined(profile: profile, roles: try c.decode([WorkerRole].self, forKey: .roles),
                            address: try c.decodeIfPresent(MemberAddress.self, forKey: .address),
-                           modelFingerprint: try c.decodeIfPresent(String.self, forKey: .modelFingerprint), at: at)
+                           modelFingerprint: try c.decodeIfPresent(String.self, forKey: .modelFingerprint),
+                           incarnation: try c.decodeIfPresent(String.self, forKey: .incarnation), at: at)
         case "role_assigned":
             self = .roleAssigned(worker: try c.decode(String.self, forKey: .worker),
                                  roles: try c.decode([WorkerRole].self, forKey: .roles),
@@ -98,11 +100,12 @@ extension MembershipEvent: Codable {
         try c.encode(time.timeIntervalSince1970, forKey: .time)
         try c.encode(worker, forKey: .worker)
         switch self {
-        case .joined(let profile, let roles, let address, let fingerprint, _):
+        case .joined(let profile, let roles, let address, let fingerprint, let incarnation, _):
             try c.encode(profile, forKey: .profile)
             try c.encode(roles, forKey: .roles)
             try c.encodeIfPresent(address, forKey: .address)
             try c.encodeIfPresent(fingerprint, forKey: .modelFingerprint)
+            try c.encodeIfPresent(incarnation, forKey: .incarnation)
         case .roleAssigned(_, let roles, let note, _):
             try c.encode(roles, forKey: .roles)
             try c.encodeIfPresent(note, forKey: .note)

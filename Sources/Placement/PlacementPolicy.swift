@@ -107,8 +107,11 @@ public struct PlacementPolicy: Sendable, Equatable {
         public var ttftMs: Double = 2000
         /// Time per output token target, ms, compared with the decode worker's recent TPOT. Default 200.
         public var tpotMs: Double = 200
-        /// A worker with this many queued requests takes no more. Also the scale of the load term. Default 32.
-        public var maxQueueDepth: Int = 32
+        /// A worker with this many queued requests takes no more (under `admission.policy: queue`, requests
+        /// placed since its last heartbeat count as queued too). Also the scale of the load term. Default 4:
+        /// a request waits better in the router's queue, where it can still go to whichever worker frees first,
+        /// than in one worker's queue, where its decode reservation's clock already runs.
+        public var maxQueueDepth: Int = 4
         /// `Retry-After` for 429 answers, seconds. Default 1.
         public var retryAfterSeconds: Double = 1
 
@@ -120,6 +123,29 @@ public struct PlacementPolicy: Sendable, Equatable {
         /// Times one request may move to other workers (decode worker lost, silent or failing; prefill worker
         /// or KV transfer failing) before the client gets the error. Default 3; 0 turns resuming off.
         public var maxMigrations: Int = 3
+
+        public init() {}
+    }
+
+    /// What happens to a request when every candidate worker is at capacity.
+    public enum AdmissionPolicy: String, Sendable, Equatable, CaseIterable, Codable {
+        /// Wait in the router's bounded queue (FIFO) until a worker has room; 429 only when the queue is full,
+        /// 504 when the wait passes `admission.max_wait_seconds`. Workers' recent TTFT is not held against
+        /// `slo.ttft_ms`. Every request the box can serve is served, at the price of a longer TTFT under load.
+        case queue
+        /// Refuse at once (429 with `Retry-After`) when every candidate misses `slo.ttft_ms`, has a full queue or
+        /// a full KV cache: clients see overload immediately and can go elsewhere, at the price of refusing
+        /// requests the box would have served a few seconds later.
+        case ttftTarget = "ttft_target"
+    }
+
+    public struct Admission: Sendable, Equatable {
+        /// Default `queue`.
+        public var policy: AdmissionPolicy = .queue
+        /// Requests a router holds while every worker is at capacity; one more gets 429. Default 256.
+        public var maxWaiting: Int = 256
+        /// Longest a request waits in a router's queue before it is answered 504. Default 300.
+        public var maxWaitSeconds: Double = 300
 
         public init() {}
     }
@@ -137,6 +163,7 @@ public struct PlacementPolicy: Sendable, Equatable {
     public var balancing = Balancing()
     public var disaggregation = Disaggregation()
     public var slo = SLO()
+    public var admission = Admission()
     public var membership = Membership()
     public var resume = Resume()
     /// The file the policy was read from, if any (for messages).
@@ -163,8 +190,8 @@ public struct PlacementPolicy: Sendable, Equatable {
 
     init(node: ConfigNode) throws(PlacementError) {
         self.init()
-        let map = try node.mapping(
-            allowed: ["prefill", "decode", "scoring", "balancing", "disaggregation", "slo", "membership", "resume"])
+        let map = try node.mapping(allowed: ["prefill", "decode", "scoring", "balancing", "disaggregation", "slo", "admission",
+                                             "membership", "resume"])
         if let v = map["prefill"] { prefill = try Pool(node: v) }
         if let v = map["decode"] { decode = try Pool(node: v) }
         if let v = map["scoring"] { scoring = try Scoring(node: v) }
@@ -188,6 +215,12 @@ public struct PlacementPolicy: Sendable, Equatable {
         if let v = map["resume"] {
             let m = try v.mapping(allowed: ["max_migrations"])
             if let s = m["max_migrations"], !s.isNull { resume.maxMigrations = try s.int(in: 0...100) }
+        }
+        if let v = map["admission"] {
+            let m = try v.mapping(allowed: ["policy", "max_waiting", "max_wait_seconds"])
+            if let s = m["policy"], !s.isNull { admission.policy = try s.choice(AdmissionPolicy.self) }
+            if let s = m["max_waiting"], !s.isNull { admission.maxWaiting = try s.int(in: 0...1_000_000) }
+            if let s = m["max_wait_seconds"], !s.isNull { admission.maxWaitSeconds = try s.double(in: 0...86_400) }
         }
         if let v = map["membership"] {
             let m = try v.mapping(allowed: ["heartbeat_timeout_seconds"])
@@ -245,3 +278,16 @@ extension PlacementPolicy.Scoring {
         }
     }
 }
+
+// The policy travels to routers inside membership snapshots (JSON); the YAML file stays the one way to write it.
+extension PlacementPolicy: Codable {}
+extension PlacementPolicy.Pool: Codable {}
+extension PlacementPolicy.Weights: Codable {}
+extension PlacementPolicy.LinkCosts: Codable {}
+extension PlacementPolicy.Scoring: Codable {}
+extension PlacementPolicy.Balancing: Codable {}
+extension PlacementPolicy.Disaggregation: Codable {}
+extension PlacementPolicy.SLO: Codable {}
+extension PlacementPolicy.Admission: Codable {}
+extension PlacementPolicy.Membership: Codable {}
+extension PlacementPolicy.Resume: Codable {}

@@ -55,15 +55,18 @@ struct RolePool {
                 continue
             }
             let load = worker.load
-            // Admission goes by the reported queue only: requests placed since the last heartbeat may already
-            // be running, so counting them here would refuse bursts a worker can take. They weigh in the score.
-            if load.queueDepth >= policy.slo.maxQueueDepth {
-                reasons.append("queue depth \(load.queueDepth) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
+            // Refusing (ttft_target) goes by the reported queue only: requests placed since the last heartbeat may
+            // already be running, and refusing bursts a worker can take is worse than a slightly deep queue.
+            // Queueing holds them at the router instead, which costs nothing, so there they count.
+            let queued = policy.admission.policy == .queue ? load.queueDepth + worker.pending : load.queueDepth
+            if queued >= policy.slo.maxQueueDepth {
+                let what = queued == load.queueDepth ? "queue depth \(queued)" : "queue depth \(load.queueDepth) + \(worker.pending) just placed"
+                reasons.append("\(what) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
             }
             if role == .decode, let total = load.totalKVBlocks, total > 0, load.freeKVBlocks <= 0 {
                 reasons.append("KV cache full (0 of \(total) blocks free)")
             }
-            if checksTTFT, let ttft = load.recentTTFTMs, ttft > policy.slo.ttftMs, load.queueDepth > 0 {
+            if checksTTFT, policy.admission.policy == .ttftTarget, let ttft = load.recentTTFTMs, ttft > policy.slo.ttftMs, load.queueDepth > 0 {
                 reasons.append("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
                     + "with \(load.queueDepth) queued")
             }

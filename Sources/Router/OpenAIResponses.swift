@@ -274,7 +274,14 @@ struct DetokenizeResponse: Encodable {
 }
 
 struct HealthResponse: Encodable {
+    /// "ok" or "degraded".
     var status: String
+    /// Why degraded, since when (ISO 8601) and for how many seconds; absent when ok.
+    var reason: String?
+    var since: String?
+    var sinceSeconds: Double?
+
+    enum CodingKeys: String, CodingKey { case status, reason, since, sinceSeconds = "since_seconds" }
 }
 
 /// `{"error": {"message", "type", "param", "code"}}`.

@@ -1,3 +1,4 @@
+import Foundation
 import Generation
 import Hummingbird
 import Tokenization
@@ -19,11 +20,17 @@ extension OpenAIService {
         ModelObject(id: configuration.modelID, created: startedAt, ownedBy: configuration.ownedBy)
     }
 
-    /// 200 `{"status": "ok"}` when the backend can serve a request, else 503 with an OpenAI error body.
+    /// 200 `{"status": "ok"}` when the backend can serve a request, 200 `{"status": "degraded", "reason", "since"}`
+    /// when it serves with less than it should have, else 503 with an OpenAI error body.
     func health() async throws(RouterError) -> Response {
         switch await backend.health() {
         case .ready:
             return JSONBody.response(HealthResponse(status: "ok"))
+        case .degraded(let reason, let since):
+            let date = Date(timeIntervalSince1970: since)
+            return JSONBody.response(HealthResponse(
+                status: "degraded", reason: reason, since: date.formatted(.iso8601),
+                sinceSeconds: (Date().timeIntervalSince(date) * 10).rounded() / 10))
         case .unavailable(let reason):
             throw RouterError(.noWorkerAvailable, "not ready to serve requests: \(reason)")
         }

@@ -160,7 +160,9 @@ public final class WorkerNode: Service, Sendable {
                 registration: RegisterRequest(
                     profile: profile, roles: configuration.roles.sorted { $0.rawValue < $1.rawValue },
                     address: WorkerAddress(host: advertised.host, port: advertised.port, hostID: configuration.transport.hostID),
-                    modelFingerprint: identity.modelFingerprint, contextLength: contextLength),
+                    modelFingerprint: identity.modelFingerprint, contextLength: contextLength,
+                    // A new one per process: placement refuses the former process of a restarted worker.
+                    incarnation: WorkerIncarnation.now().description),
                 load: { service.load() }, logger: logger)
         } else {
             placementClient = nil

@@ -80,8 +80,8 @@ struct RouterCommand: AsyncParsableCommand {
             configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
             metrics: metrics, logger: logger)
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
-        let refresher = Task { await backend.refreshPeriodically() }
-        defer { refresher.cancel() }
+        let watcher = Task { await backend.run() }
+        defer { watcher.cancel() }
         try await ServiceGroup(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         await workers.closeAll()
         await placement.close()

@@ -174,6 +174,10 @@ struct UpCommand: AsyncParsableCommand {
                                             # Raise it (e.g. 64) to run short prompts on the decode worker alone.
               fallback_to_decode_only: true # prefill worker gone → run on the decode worker rather than fail
 
+            slo:
+              max_queue_depth: 2            # at most two prompts wait at each worker; the rest wait at the router,
+                                            # so each prompt's prefill deadline is not spent queueing behind others
+
             membership:
               heartbeat_timeout_seconds: 5
 

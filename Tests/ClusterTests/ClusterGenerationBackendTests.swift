@@ -31,6 +31,7 @@ struct ClusterGenerationBackendTests {
             let open = try #require(cluster.log.withLock { $0.opened.first })
             #expect(GenerationState(proto: open.state) == GenerationState(request: request))
             #expect(!open.prefillHere)
+            #expect(open.transferTimeoutMs == 30_100, "the decode worker waits as long as the prefill may take (30 s + 20 ms × 5)")
             let submit = try #require(cluster.log.withLock { $0.submitted.first })
             #expect(submit.requestID == "req-1" && submit.promptTokens == [1, 2, 3, 4, 5])
             #expect(Int(submit.decodeWorker.port) == cluster.decodePort && submit.decodeWorker.hostID == "host-a")
@@ -49,7 +50,7 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("placement's 429 becomes overloaded with its retry delay and 503 becomes no worker available")
+    @Test("under ttft_target a cluster at capacity is overloaded with the policy's retry delay; no worker is unavailable")
     func placementRefusals() async throws {
         try await FakeCluster.run(mode: .refuse(429)) { _, backend in
             let error = await #expect(throws: GenerationError.self) {
@@ -68,11 +69,12 @@ struct ClusterGenerationBackendTests {
 
     @Test("a draining decode worker is skipped by choosing again")
     func drainingWorkerIsRetried() async throws {
-        try await FakeCluster.run(mode: .disaggregated, drainingRefusals: 1) { cluster, backend in
+        try await FakeCluster.run(mode: .disaggregated, drainingRefusals: 1, decodeWorkers: 2) { cluster, backend in
             let (tokens, _) = try await collect(
                 try await backend.generate(Self.state("retry", [1, 2], maxTokens: 2)))
             #expect(tokens.map(\.id) == [102, 101])
-            #expect(cluster.log.withLock { $0.chooseCalls } == 2)
+            let openedOn = cluster.log.withLock { $0.openedOn }
+            #expect(openedOn.count == 2 && openedOn[0] != openedOn[1], "the second choice left the draining worker out: \(openedOn)")
         }
     }
 
@@ -91,18 +93,19 @@ struct ClusterGenerationBackendTests {
     func failureMidStreamResumes() async throws {
         let registry = PrometheusCollectorRegistry()
         try await FakeCluster.run(
-            mode: .disaggregated, failAfterTokens: 1, failingOpens: 1, metrics: PrometheusMetricsFactory(registry: registry)
+            mode: .disaggregated, failAfterTokens: 1, failingOpens: 1, decodeWorkers: 2,
+            metrics: PrometheusMetricsFactory(registry: registry)
         ) { cluster, backend in
             let (tokens, summary) = try await collect(
                 try await backend.generate(Self.state("moved", [1, 2, 3], maxTokens: 3)))
             #expect(tokens.map(\.id) == [103, 102, 101], "no token repeated or missing")
             #expect(summary.completionTokens == 3)
-            let (opened, excludes) = cluster.log.withLock { ($0.opened, $0.excludes) }
+            let (opened, openedOn) = cluster.log.withLock { ($0.opened, $0.openedOn) }
             #expect(opened.count == 2)
             let resumed = GenerationState(proto: try #require(opened.last).state)
             #expect(resumed.generated == [103])
             #expect(resumed.random == RandomState(9, 8, 7, 6), "the generator state after the last delivered token")
-            #expect(excludes == [[], ["decode-a"]])
+            #expect(openedOn.count == 2 && openedOn[1] != openedOn[0], "the resumed request left the failed worker out: \(openedOn)")
         }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
@@ -155,7 +158,7 @@ struct ClusterGenerationBackendTests {
         try await FakeCluster.run(mode: .disaggregated, noRoomRefusals: 1) { cluster, backend in
             let (tokens, _) = try await collect(try await backend.generate(Self.state("room", [1, 2], maxTokens: 2)))
             #expect(tokens.map(\.id) == [102, 101])
-            #expect(cluster.log.withLock { $0.chooseCalls } == 2)
+            #expect(cluster.log.withLock { $0.opened.count } == 2)
         }
     }
 
@@ -166,6 +169,77 @@ struct ClusterGenerationBackendTests {
                 _ = try await collect(try await backend.generate(Self.state("odd", [7], maxTokens: 1)))
             }
             #expect(error?.message.contains("unknown reason") == true)
+        }
+    }
+
+    @Test("requests beyond the cluster's capacity wait in the router's queue and are answered once a worker has room")
+    func queueWaitsForRoom() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            let full = WorkerLoad(queueDepth: PlacementPolicy().slo.maxQueueDepth, freeKVBlocks: 100)
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .disaggregated, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort, decodeLoad: full))
+            try await Task.sleep(for: .milliseconds(200))
+            let waiting = (0..<3).map { index in
+                Task { try await collect(try await backend.generate(Self.state("q\(index)", [1, 2], maxTokens: 2))) }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(cluster.log.withLock { $0.opened.isEmpty }, "nothing is sent to a worker at capacity")
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .disaggregated, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort))
+            for task in waiting {
+                let (tokens, summary) = try await task.value
+                #expect(tokens.map(\.id) == [102, 101] && summary.completionTokens == 2)
+            }
+            #expect(cluster.log.withLock { $0.opened.count } == 3)
+        }
+    }
+
+    @Test("a full router queue answers overloaded with Retry-After, and a wait past the bound times out")
+    func fullQueueIsRefused() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            let full = WorkerLoad(queueDepth: PlacementPolicy().slo.maxQueueDepth, freeKVBlocks: 100)
+            cluster.snapshots.push(FakeCluster.snapshot(
+                mode: .disaggregated, decodePort: cluster.decodePort, prefillPort: cluster.prefillPort, decodeLoad: full
+            ) { policy in
+                policy.admission.maxWaiting = 1
+                policy.admission.maxWaitSeconds = 1.5
+                policy.slo.retryAfterSeconds = 4
+            })
+            try await Task.sleep(for: .milliseconds(200))
+            let started = ContinuousClock.now
+            let first = Task { try await backend.generate(Self.state("w1", [1, 2], maxTokens: 2)) }
+            try await Task.sleep(for: .milliseconds(300))
+            let refused = await #expect(throws: GenerationError.self) {
+                _ = try await backend.generate(Self.state("w2", [1, 2], maxTokens: 2))
+            }
+            #expect(refused?.code == .overloaded && refused?.retryAfterSeconds == 4)
+            #expect(refused?.message.contains("admission.max_waiting") == true, "\(String(describing: refused))")
+            let timedOut = await #expect(throws: GenerationError.self) { _ = try await first.value }
+            #expect(timedOut?.code == .timeout && timedOut?.message.contains("admission.max_wait_seconds") == true)
+            #expect(started.duration(to: .now) >= .seconds(1.4))
+            #expect(cluster.log.withLock { $0.opened.isEmpty })
+        }
+    }
+
+    @Test("with placement gone the router keeps choosing from its last snapshot and reports itself degraded")
+    func servesWithoutPlacement() async throws {
+        try await FakeCluster.run(mode: .disaggregated) { cluster, backend in
+            #expect(await backend.health() == .ready)
+            await cluster.placement.close()
+            let deadline = ContinuousClock.now + .seconds(10)
+            var health = await backend.health()
+            while health == .ready, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                health = await backend.health()
+            }
+            guard case .degraded(let reason, let since) = health else {
+                Issue.record("expected degraded, got \(health)")
+                return
+            }
+            #expect(reason.contains("unreachable") && reason.contains("snapshot version 1"), "\(reason)")
+            #expect(abs(Date().timeIntervalSince1970 - since) < 10)
+            let (tokens, _) = try await collect(try await backend.generate(Self.state("alone", [1, 2], maxTokens: 2)))
+            #expect(tokens.map(\.id) == [102, 101])
         }
     }
 
@@ -191,7 +265,7 @@ struct ClusterGenerationBackendTests {
         }
     }
 
-    @Test("health is ready once placement lists an active decode worker")
+    @Test("health is ready once the snapshot lists an active decode worker")
     func healthFollowsPlacement() async throws {
         try await FakeCluster.run(mode: .disaggregated) { _, backend in
             #expect(await backend.health() == .ready)
@@ -224,19 +298,59 @@ struct FakeCluster {
     struct Log {
         var opened: [Baton_V1_OpenDecodeRequest] = []
         var submitted: [Baton_V1_SubmitPrefillRequest] = []
-        var chooseCalls = 0
-        /// The workers each choice was asked to leave out.
-        var excludes: [[String]] = []
+        var watches = 0
+        /// The decode worker each OpenDecode reached.
+        var openedOn: [String] = []
         var decodeCancelled = false
     }
 
     let log: FakeLog
     let decodePort: Int
+    let prefillPort: Int
+    /// What the fake placement streams; `push` a new one and the backend hears it.
+    let snapshots: FakeSnapshots
+    let placement: NodeServer
+
+    /// The membership each mode describes: decode-a and prefill-a active (split at every prompt length), decode-a
+    /// alone behind a high split threshold, decode-a with a full queue under `ttft_target` (429), or nobody (503).
+    static func snapshot(mode: Mode, decodePort: Int, prefillPort: Int, secondDecodePort: Int? = nil,
+                         decodeLoad: WorkerLoad = WorkerLoad(freeKVBlocks: 100),
+                         policy configure: (inout PlacementPolicy) -> Void = { _ in }) -> MembershipSnapshot {
+        var policy = PlacementPolicy()
+        var workers: [(String, WorkerRole, Int, WorkerLoad)] = []
+        switch mode {
+        case .disaggregated:
+            policy.disaggregation.minPromptTokens = 0
+            workers = [("decode-a", .decode, decodePort, decodeLoad), ("prefill-a", .prefill, prefillPort, WorkerLoad())]
+        case .decodeOnly:
+            policy.disaggregation.minPromptTokens = 1000
+            workers = [("decode-a", .decode, decodePort, decodeLoad)]
+        case .refuse(429):
+            policy.admission.policy = .ttftTarget
+            policy.slo.retryAfterSeconds = 2.5
+            workers = [("decode-a", .decode, decodePort, WorkerLoad(queueDepth: policy.slo.maxQueueDepth, freeKVBlocks: 100))]
+        case .refuse:
+            break
+        }
+        if let secondDecodePort, !workers.isEmpty { workers.append(("decode-b", .decode, secondDecodePort, decodeLoad)) }
+        configure(&policy)
+        let at = Date()
+        var events: [MembershipEvent] = []
+        for (name, role, port, load) in workers {
+            let profile = DeviceProfile(name: name, sgemmGFLOPS: 1, memoryReadGBps: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, cores: 1)
+            events += [
+                .joined(profile: profile, roles: [role], address: WorkerAddress(host: "127.0.0.1", port: port, hostID: "host-a"),
+                        modelFingerprint: "m", incarnation: "1-0000000000000001", at: at),
+                .heartbeat(worker: name, load: load, at: at),
+            ]
+        }
+        return MembershipSnapshot(version: 1, placementIncarnation: "fake", policy: policy, events: events, sentAt: at)
+    }
 
     static func run(
         mode: Mode, drainingRefusals: Int = 0, noRoomRefusals: Int = 0, failAfterTokens: Int? = nil,
         failingOpens: Int = .max, endless: Bool = false, prefillStatus: Int? = nil,
-        finishReason: Baton_V1_DecodeFinished.Reason? = nil, maxMigrations: Int? = nil,
+        finishReason: Baton_V1_DecodeFinished.Reason? = nil, maxMigrations: Int? = nil, decodeWorkers: Int = 1,
         metrics: any MetricsFactory = MetricsSystem.factory,
         _ body: (FakeCluster, ClusterGenerationBackend) async throws -> Void
     ) async throws {
@@ -251,10 +365,14 @@ struct FakeCluster {
         let failuresLeft = Mutex(failingOpens)
         let prefillDone = AsyncStream<Void>.makeStream()
 
+        func decodeRoutes(_ name: String) -> NodeRoutes {
         var decodeRoutes = NodeRoutes()
         decodeRoutes.on(BatonProtocol.WorkerControl.openDecode, allow: .roles([.router])) { request, response in
             let message = try Baton_V1_OpenDecodeRequest(serializedBytes: request.body)
-            log.withLock { $0.opened.append(message) }
+            log.withLock {
+                $0.opened.append(message)
+                $0.openedOn.append(name)
+            }
             let prefillHere = message.prefillHere
             if refusalsLeft.withLock({ left in defer { left -= 1 }; return left > 0 }) {
                 try await response.respond(status: 503, body: Array(#"{"code":"draining","message":"draining"}"#.utf8))
@@ -318,7 +436,13 @@ struct FakeCluster {
                 throw error
             }
         }
-        let decode = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("decode-a", .decode), routes: decodeRoutes)
+        return decodeRoutes
+        }
+        let decode = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("decode-a", .decode), routes: decodeRoutes("decode-a"))
+        // A second decode worker for the tests that move a request to another one.
+        let decodeB: NodeServer? = decodeWorkers > 1
+            ? try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("decode-b", .decode), routes: decodeRoutes("decode-b"))
+            : nil
 
         var prefillRoutes = NodeRoutes()
         prefillRoutes.on(BatonProtocol.WorkerControl.submitPrefill, allow: .roles([.router])) { request, response in
@@ -339,49 +463,40 @@ struct FakeCluster {
         let prefill = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("prefill-a", .prefill), routes: prefillRoutes)
 
         let decodePort = decode.port, prefillPort = prefill.port
+        let snapshots = FakeSnapshots(FakeCluster.snapshot(
+            mode: mode, decodePort: decodePort, prefillPort: prefillPort, secondDecodePort: decodeB?.port) { policy in
+                if let maxMigrations { policy.resume.maxMigrations = maxMigrations }
+            })
         var placementRoutes = NodeRoutes()
-        placementRoutes.on(BatonProtocol.Placement.choose, allow: .roles([.router])) { request, response in
-            let ask = try PlacementJSON.decode(ChooseRequest.self, from: request.body)
-            log.withLock {
-                $0.chooseCalls += 1
-                $0.excludes.append(ask.exclude)
+        placementRoutes.on(BatonProtocol.Placement.watch, allow: .roles([.router])) { _, response in
+            log.withLock { $0.watches += 1 }
+            try await response.startStream(contentType: "application/json", keepAlive: .seconds(1))
+            var sent = 0
+            while !Task.isCancelled {
+                let (revision, snapshot) = snapshots.current
+                if revision != sent {
+                    try await response.send(try PlacementJSON.encode(snapshot))
+                    sent = revision
+                }
+                try await Task.sleep(for: .milliseconds(20))
             }
-            let decodeEndpoint = WorkerEndpoint(name: "decode-a", address: WorkerAddress(host: "127.0.0.1", port: decodePort, hostID: "host-a"))
-            let prefillEndpoint = WorkerEndpoint(name: "prefill-a", address: WorkerAddress(host: "127.0.0.1", port: prefillPort, hostID: "host-a"))
-            switch mode {
-            case .refuse(let status):
-                let refusal = PlacementRefusal(code: "busy", message: "every worker is busy", retryAfterSeconds: status == 429 ? 2.5 : nil)
-                try await response.respond(status: status, body: try PlacementJSON.encode(refusal))
-            case .disaggregated, .decodeOnly:
-                let split = if case .disaggregated = mode { true } else { false }
-                let answer = ChooseResponse(
-                    mode: split ? .disaggregated : .decodeOnly, prefill: split ? prefillEndpoint : nil,
-                    decode: decodeEndpoint, explanation: "\(ask.promptTokens) tokens", maxMigrations: maxMigrations)
-                try await response.respond(status: 200, body: try PlacementJSON.encode(answer))
-            }
-        }
-        placementRoutes.on(BatonProtocol.Placement.status, allow: .anyNode) { _, response in
-            var workers: [ClusterStatus.Worker] = []
-            if case .disaggregated = mode {
-                workers.append(ClusterStatus.Worker(
-                    name: "decode-a", status: "active", offeredRoles: [.decode], assignedRoles: [.decode],
-                    address: nil, profile: DeviceProfile(name: "decode-a", sgemmGFLOPS: 1, memoryReadGBps: 1,
-                                                         memoryTotalBytes: 1, memoryFreeBytes: 1, cores: 1),
-                    load: WorkerLoad(), lastSeen: Date(), transports: ["tls-h2"]))
-            }
-            let status = ClusterStatus(workers: workers, policyFile: "policy.yaml", policyLoadedAt: Date(), events: 0)
-            try await response.respond(status: 200, body: try PlacementJSON.encode(status))
         }
         let placement = try await NodeServer.bind(host: "127.0.0.1", port: 0, tls: try tls("placement", .placement), routes: placementRoutes)
 
-        let servers = [decode, prefill, placement]
+        let servers = [decode, prefill, placement] + (decodeB.map { [$0] } ?? [])
         let serving = servers.map { server in Task { await server.run() } }
         let routerTLS = try tls("router", .router)
         let client = PlacementClient(host: "127.0.0.1", port: placement.port, tls: routerTLS)
         let pool = NodeClientPool(tls: routerTLS)
         let backend = ClusterGenerationBackend(placement: client, workers: pool, metrics: metrics)
+        let watching = Task { await backend.run() }
+        defer { watching.cancel() }
+        let cluster = FakeCluster(log: log, decodePort: decodePort, prefillPort: prefillPort, snapshots: snapshots,
+                                  placement: placement)
         do {
-            try await body(FakeCluster(log: log, decodePort: decodePort), backend)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !backend.hasSnapshot, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            try await body(cluster, backend)
         } catch {
             await pool.closeAll()
             await client.close()
@@ -393,6 +508,21 @@ struct FakeCluster {
         await client.close()
         for server in servers { await server.close() }
         serving.forEach { $0.cancel() }
+    }
+}
+
+/// The snapshot the fake placement streams, with a revision so each new one is sent once.
+final class FakeSnapshots: Sendable {
+    private let state: Mutex<(Int, MembershipSnapshot)>
+
+    init(_ first: MembershipSnapshot) {
+        state = Mutex((1, first))
+    }
+
+    var current: (Int, MembershipSnapshot) { state.withLock { $0 } }
+
+    func push(_ snapshot: MembershipSnapshot) {
+        state.withLock { $0 = ($0.0 + 1, snapshot) }
     }
 }
 

@@ -42,8 +42,10 @@ final class ChooseLoad: Sendable {
 /// Policy reloads while requests keep coming: by file change, by the SIGHUP path, and a bad edit.
 @Suite("Placement policy reload", .serialized)
 struct PlacementPolicyReloadTests {
-    static let onlyA = "decode: {workers: [a]}\n"
-    static let onlyB = "decode: {workers: [b]}\n"
+    // Nothing heartbeats here, so requests placed would count as queued forever under the queue policy;
+    // ttft_target goes by reported queues only, which is what a stream of choices without workers needs.
+    static let onlyA = "decode: {workers: [a]}\nadmission: {policy: ttft_target}\n"
+    static let onlyB = "decode: {workers: [b]}\nadmission: {policy: ttft_target}\n"
 
     func write(_ text: String, to path: String) throws {
         // Replace by rename, as editors and ConfigMap updates do: readers never see a half-written file.

@@ -51,6 +51,69 @@ struct PlacementServiceTests {
         await harness.stopAndRemove()
     }
 
+    @Test("the watch stream sends a snapshot at once and a higher version after each membership change")
+    func watchStream() async throws {
+        let harness = try await PlacementHarness.start(policy: "admission: {policy: ttft_target, max_waiting: 7}\n")
+        let client = try harness.client()
+        let stream = try await client.watch()
+        let first = try #require(try await stream.next())
+        #expect(first.state.workers.isEmpty)
+        #expect(first.policy.admission.policy == .ttftTarget && first.policy.admission.maxWaiting == 7,
+                "the policy in force travels with the snapshot")
+        _ = try await client.register(registration("d0", roles: [.decode], port: 7411))
+        let joined = try #require(try await stream.next())
+        #expect(joined.version > first.version)
+        #expect(joined.placementIncarnation == first.placementIncarnation)
+        #expect(joined.state.workers["d0"]?.address?.port == 7411)
+        // A load-only heartbeat refreshes the loads without a new version.
+        #expect(try await client.heartbeat(HeartbeatRequest(name: "d0", load: WorkerLoad(queueDepth: 3))))
+        var loaded = try #require(try await stream.next())
+        while loaded.state.workers["d0"]?.load.queueDepth != 3 { loaded = try #require(try await stream.next()) }
+        #expect(loaded.version == joined.version)
+        try await client.leave(name: "d0")
+        var left = try #require(try await stream.next())
+        while left.state.workers["d0"] != nil { left = try #require(try await stream.next()) }
+        #expect(left.version > joined.version)
+        stream.cancel()
+        await harness.stopAndRemove(closing: [client])
+    }
+
+    @Test("a registration, heartbeat or departure from a worker's former process is refused; its successor is not")
+    func staleIncarnationIsRefused() async throws {
+        let harness = try await PlacementHarness.start()
+        let client = try harness.client()
+        let old = WorkerIncarnation(startedMs: 1_000, random: 7).description
+        let new = WorkerIncarnation(startedMs: 2_000, random: 3).description
+        var request = registration("d0", roles: [.decode], port: 7411)
+        request.incarnation = old
+        _ = try await client.register(request)
+        request.incarnation = new
+        request.address.port = 7500
+        _ = try await client.register(request)
+
+        request.incarnation = old
+        request.address.port = 7411
+        let refused = await #expect(throws: ClusterError.self) { _ = try await client.register(request) }
+        #expect(refused?.code == .rejected)
+        #expect(refused?.message.contains("stale registration: worker d0 is registered by a newer process") == true,
+                "\(String(describing: refused))")
+        let heartbeat = await #expect(throws: ClusterError.self) {
+            _ = try await client.heartbeat(HeartbeatRequest(name: "d0", load: WorkerLoad(), incarnation: old))
+        }
+        #expect(heartbeat?.message.contains("stale heartbeat") == true)
+        await #expect(throws: ClusterError.self) { try await client.leave(name: "d0", incarnation: old) }
+        let member = try #require(await harness.service.registry.members.workers["d0"])
+        #expect(member.address?.port == 7500 && member.incarnation == new, "the live process keeps its registration")
+        #expect(try await client.heartbeat(HeartbeatRequest(name: "d0", load: WorkerLoad(), incarnation: new)))
+
+        let malformed = registration("d1", roles: [.decode])
+        var bad = malformed
+        bad.incarnation = "yesterday"
+        let invalid = await #expect(throws: ClusterError.self) { _ = try await client.register(bad) }
+        #expect(invalid?.message.contains("invalid incarnation 'yesterday'") == true)
+        await harness.stopAndRemove(closing: [client])
+    }
+
     @Test("roles are the offered ones the policy allows, and the assignment event says why")
     func roleAssignment() async throws {
         let harness = try await PlacementHarness.start(policy: "prefill: {min_gflops: 200}\n")
@@ -184,7 +247,9 @@ struct PlacementServiceTests {
 
     @Test("a worker that stops heartbeating is marked lost and choices avoid it until it comes back")
     func heartbeatLoss() async throws {
-        let harness = try await PlacementHarness.start(policy: "membership: {heartbeat_timeout_seconds: 0.4}\n")
+        // ttft_target: five quick choices on one worker must not fill its queue between two heartbeats.
+        let harness = try await PlacementHarness.start(
+            policy: "membership: {heartbeat_timeout_seconds: 0.4}\nadmission: {policy: ttft_target}\n")
         let client = try harness.client()
         _ = try await client.register(registration("fast", roles: [.decode], gbps: 40))
         _ = try await client.register(registration("slow", roles: [.decode], gbps: 10))
@@ -249,13 +314,15 @@ struct PlacementServiceTests {
         let client = try harness.client()
         for name in ["a", "b"] { _ = try await client.register(registration(name, roles: [.decode])) }
         let names = try await withThrowingTaskGroup(of: String.self) { group in
-            for _ in 0..<10 { group.addTask { try await client.choose(promptTokens: 5).decode.name } }
+            // Eight fill both queues to slo.max_queue_depth (4): placed requests count until a heartbeat.
+            for _ in 0..<8 { group.addTask { try await client.choose(promptTokens: 5).decode.name } }
             return try await group.reduce(into: [String]()) { $0.append($1) }
         }
-        #expect(names.filter { $0 == "a" }.count == 5)
-        #expect(try await client.status().workers.map(\.load.queueDepth) == [5, 5])
+        #expect(names.filter { $0 == "a" }.count == 4)
+        #expect(try await client.status().workers.map(\.load.queueDepth) == [4, 4])
+        await #expect(throws: ClusterError.self) { _ = try await client.choose(promptTokens: 5) }
         #expect(try await client.heartbeat(HeartbeatRequest(name: "a", load: WorkerLoad())))
-        #expect(try await client.status().workers.map(\.load.queueDepth) == [0, 5])
+        #expect(try await client.status().workers.map(\.load.queueDepth) == [0, 4])
         await client.close()
         await harness.stopAndRemove()
     }

@@ -109,15 +109,16 @@ struct MembershipServiceStateTests {
         #expect(picks == ["a", "b", "a", "b", "a", "b"])
         #expect(state.workers["a"]?.pending == 3)
         let scored = try choose(10, state).candidates.first { $0.worker == "a" }
-        #expect(scored?.score?.load == 3.0 / 32)
+        #expect(scored?.score?.load == 3.0 / 4)
         state.apply(.heartbeat(worker: "a", load: WorkerLoad(queueDepth: 1), at: epoch.addingTimeInterval(1)))
         #expect(state.workers["a"]?.pending == 0)
-        #expect(try choose(10, state).candidates.first { $0.worker == "a" }?.score?.load == 1.0 / 32)
+        #expect(try choose(10, state).candidates.first { $0.worker == "a" }?.score?.load == 1.0 / 4)
     }
 
-    @Test("a worker doing both halves counts twice; pending requests raise its load but never refuse it")
+    @Test("a worker doing both halves counts twice; under ttft_target pending requests raise its load but never refuse it")
     func pendingWeighsButDoesNotRefuse() throws {
         var policy = PlacementPolicy()
+        policy.admission.policy = .ttftTarget
         policy.slo.maxQueueDepth = 4
         policy.disaggregation.minPromptTokens = 0
         var state = cluster([(profile("solo"), [.prefill, .decode], WorkerLoad(queueDepth: 1))])
@@ -130,6 +131,34 @@ struct MembershipServiceStateTests {
         #expect(decision.candidates.allSatisfy { $0.score?.load == 1 })
         state.apply(.heartbeat(worker: "solo", load: WorkerLoad(queueDepth: 4), at: epoch.addingTimeInterval(1)))
         #expect(try choose(100, state, policy).admission.httpStatus == 429)
+    }
+
+    @Test("under the queue policy requests placed since the last heartbeat count against the queue limit")
+    func pendingFillsTheQueueUnderQueuePolicy() throws {
+        var policy = PlacementPolicy()
+        policy.slo.maxQueueDepth = 4
+        policy.disaggregation.minPromptTokens = 0
+        var state = cluster([(profile("solo"), [.prefill, .decode], WorkerLoad(queueDepth: 1))])
+        for _ in 0..<2 { state.recordPlacement(WorkerPair(prefill: nil, decode: "solo", link: nil)) }
+        #expect(try choose(100, state, policy).admission.httpStatus == 200, "1 queued + 2 placed < 4")
+        state.recordPlacement(WorkerPair(prefill: nil, decode: "solo", link: nil))
+        let full = try choose(100, state, policy)
+        #expect(full.admission.httpStatus == 429)
+        #expect(full.candidates.first?.reasons == ["queue depth 1 + 3 just placed ≥ slo.max_queue_depth 4"])
+        state.apply(.heartbeat(worker: "solo", load: WorkerLoad(queueDepth: 2), at: epoch.addingTimeInterval(1)))
+        #expect(try choose(100, state, policy).admission.httpStatus == 200, "the heartbeat reports the real queue")
+    }
+
+    @Test("a worker's slow recent TTFT refuses requests only under ttft_target")
+    func ttftTargetIsAPolicyChoice() throws {
+        var policy = PlacementPolicy()
+        policy.disaggregation.minPromptTokens = 0
+        let state = cluster([(profile("slow"), [.prefill, .decode], WorkerLoad(queueDepth: 2, recentTTFTMs: 9000))])
+        #expect(try choose(100, state, policy).admission.httpStatus == 200, "the default queue policy ignores the TTFT target")
+        policy.admission.policy = .ttftTarget
+        let refused = try choose(100, state, policy)
+        #expect(refused.admission.httpStatus == 429)
+        #expect(refused.candidates.first?.reasons == ["recent TTFT 9000 ms > slo.ttft_ms 2000 with 2 queued"])
     }
 
     @Test("role assignment gives the offered roles the policy allows and says why the others were withheld")

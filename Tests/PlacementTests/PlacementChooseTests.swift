@@ -81,7 +81,9 @@ struct PlacementChooseTests {
             (profile("b"), [.decode], WorkerLoad(queueDepth: 0, activeSequences: 4, freeKVBlocks: 25, totalKVBlocks: 100)),
             (profile("c"), [.decode], WorkerLoad(queueDepth: 2, activeSequences: 4, freeKVBlocks: 90, totalKVBlocks: 100)),
         ])
-        let decision = try choose(10, state)
+        var policy = PlacementPolicy()
+        policy.slo.maxQueueDepth = 32
+        let decision = try choose(10, state, policy)
         #expect(decision.decode == "c")  // a: queue 8/32 = 0.25; b: KV 75 % used; c: queue 2/32 = 0.0625
         #expect(candidate(decision, "a", .decode)?.score?.load == 0.25)
         #expect(candidate(decision, "b", .decode)?.score?.load == 0.75)
@@ -170,8 +172,11 @@ struct PlacementChooseTests {
         #expect(decision.prefill == nil && decision.decode == nil)
     }
 
-    @Test("a missed TTFT target only counts while the worker has queued work")
+    @Test("under ttft_target a missed TTFT target only counts while the worker has queued work")
     func ttftNeedsQueue() throws {
+        var policy = PlacementPolicy()
+        policy.admission.policy = .ttftTarget
+        func choose(_ tokens: Int, _ state: ClusterState) throws -> Decision { try self.choose(tokens, state, policy) }
         let idle = cluster([(profile("d"), [.decode], WorkerLoad(recentTTFTMs: 9000))])
         #expect(try choose(10, idle).decode == "d")
         let busy = cluster([(profile("d"), [.decode], WorkerLoad(queueDepth: 1, recentTTFTMs: 9000))])
@@ -263,7 +268,7 @@ struct PlacementChooseTests {
         let busy = cluster([(profile("d"), [.decode], WorkerLoad(queueDepth: 99))])
         let rejected = try choose(10, busy, policy).explainText(policy: policy)
         #expect(rejected.contains("Answer: 429 reject (retry after 1 s) — every decode worker is overloaded"))
-        #expect(rejected.contains("overloaded: queue depth 99 ≥ slo.max_queue_depth 32"))
+        #expect(rejected.contains("overloaded: queue depth 99 ≥ slo.max_queue_depth 4"))
         let empty = try choose(10, ClusterState(), policy).explainText(policy: policy)
         #expect(empty.contains("Answer: 503 unavailable — no decode worker is registered"))
         #expect(empty.contains("(no workers)"))

@@ -19,7 +19,8 @@ struct PlacementPolicyTests {
         #expect(policy.disaggregation.fallbackToDecodeOnly)
         #expect(policy.slo.ttftMs == 2000)
         #expect(policy.slo.tpotMs == 200)
-        #expect(policy.slo.maxQueueDepth == 32)
+        #expect(policy.slo.maxQueueDepth == 4)
+        #expect(policy.admission.policy == .queue && policy.admission.maxWaiting == 256 && policy.admission.maxWaitSeconds == 300)
         #expect(policy.membership.heartbeatTimeoutSeconds == 10)
         #expect(policy.resume.maxMigrations == 3)
     }
@@ -169,6 +170,7 @@ struct PlacementPolicyTests {
         #expect(reference.scoring == PlacementPolicy().scoring)
         #expect(reference.slo == PlacementPolicy().slo)
         #expect(reference.resume == PlacementPolicy().resume)
+        #expect(reference.admission == PlacementPolicy().admission)
         let examples = config.appendingPathComponent("policy-examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 2)

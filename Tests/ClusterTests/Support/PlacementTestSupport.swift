@@ -47,8 +47,13 @@ final class ClusterClients: Sendable {
         try await worker(request.name).heartbeat(request)
     }
 
-    func leave(name: String) async throws {
-        try await worker(name).leave(name: name)
+    func leave(name: String, incarnation: String? = nil) async throws {
+        try await worker(name).leave(name: name, incarnation: incarnation)
+    }
+
+    /// The membership watch, as a router opens it.
+    func watch() async throws -> MembershipWatchStream {
+        try await router.watch()
     }
 
     func choose(promptTokens: Int, excluding: [String] = []) async throws -> ChooseResponse {
@@ -140,6 +145,11 @@ final class PlacementHarness: Sendable {
     func stopAndRemove(closing clients: [PlacementClient] = []) async {
         await stop(closing: clients)
         try? FileManager.default.removeItem(atPath: stateDirectory)
+    }
+
+    func stopAndRemove(closing clients: [ClusterClients]) async {
+        for client in clients { await client.close() }
+        await stopAndRemove()
     }
 }
 
