@@ -140,7 +140,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         }
 
         let generation = RemoteGeneration(
-            requestID: request.id, decodeWorker: decode.name, messages: opened.messages, cancelDecode: opened.cancel)
+            requestID: request.id, decodeWorker: decode.name, prefillWorker: open.prefillHere ? nil : choice.prefill?.name,
+            messages: opened.messages, cancelDecode: opened.cancel)
         // The first event tells whether the worker took the request (it may wait for room first).
         do throws(GenerationError) {
             switch try await generation.nextMessage()?.event {
@@ -267,6 +268,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
 private final class RemoteGeneration: @unchecked Sendable {
     let requestID: String
     let decodeWorker: String
+    /// Nil when the decode worker runs the prompt itself.
+    let prefillWorker: String?
     private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
     private let cancelDecode: @Sendable () -> Void
     /// The first output, read before `generate` returned.
@@ -277,11 +280,12 @@ private final class RemoteGeneration: @unchecked Sendable {
     private let prefill = Mutex<Task<Void, Never>?>(nil)
 
     init(
-        requestID: String, decodeWorker: String, messages: AsyncThrowingStream<[UInt8], any Error>,
+        requestID: String, decodeWorker: String, prefillWorker: String?, messages: AsyncThrowingStream<[UInt8], any Error>,
         cancelDecode: @escaping @Sendable () -> Void
     ) {
         self.requestID = requestID
         self.decodeWorker = decodeWorker
+        self.prefillWorker = prefillWorker
         self.messages = messages.makeAsyncIterator()
         self.cancelDecode = cancelDecode
     }
@@ -351,7 +355,8 @@ private final class RemoteGeneration: @unchecked Sendable {
                 return .finished(
                     GenerationSummary(
                         reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
-                        completionTokens: Int(finished.completionTokens), handoff: handoff))
+                        completionTokens: Int(finished.completionTokens), handoff: handoff,
+                        workers: ServingWorkers(prefill: prefillWorker, decode: decodeWorker)))
             case .failure(let failure):
                 throw self.failure(Self.error(failure, worker: decodeWorker))
             case .opened:

@@ -200,6 +200,11 @@ public final class PlacementService: Sendable {
                 try await registry.choose(promptTokens: try decodeBody(ChooseRequest.self, request).promptTokens)
             }
         }
+        routes.on(BatonProtocol.Placement.explain) { request, response in
+            await answer(response, logger: logger) {
+                try await registry.explain(promptTokens: try decodeBody(ChooseRequest.self, request).promptTokens)
+            }
+        }
         routes.on(BatonProtocol.Placement.status) { _, response in
             await answer(response, logger: logger) { await registry.status() }
         }

@@ -20,6 +20,8 @@ public enum BatonProtocol {
         public static let heartbeat = "/v1/workers/heartbeat"
         public static let leave = "/v1/workers/leave"
         public static let choose = "/v1/placement/choose"
+        /// What `choose` would answer now, with every candidate's score and reasons; chooses nothing.
+        public static let explain = "/v1/placement/explain"
         public static let status = "/v1/cluster/status"
         public static let health = "/health"
     }
