@@ -308,7 +308,7 @@ function replyFacts(r) {
       where += " (KV " + (s.kv_bytes / 1e6).toFixed(2) + " MB over " + s.kv_transport + " in " + s.kv_transfer_ms + " ms)";
     }
     facts.push(where);
-  } else if (r.finish && r.finish !== "stopped") {
+  } else if (!clusterAvailable && r.finish && r.finish !== "stopped") {
     facts.push("served in the router's process");
   }
   if (r.finish) facts.push(r.finish);
