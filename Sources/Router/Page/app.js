@@ -43,15 +43,16 @@ function askForKey(reason) {
   return keyPrompt;
 }
 
-/** fetch() with the key; a 401 asks for a key and retries once. Throws ApiError for a non-2xx answer. */
-async function api(path, options = {}, retried = false) {
+/** fetch() with the key; a 401 asks for a key (saying why the last one failed) and retries, until the user cancels.
+ *  Throws ApiError for a non-2xx answer. */
+async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   const key = keyStore.get();
   if (key) headers["Authorization"] = "Bearer " + key;
   const response = await fetch(path, Object.assign({}, options, { headers }));
-  if (response.status === 401 && !retried) {
+  if (response.status === 401) {
     const message = await errorMessage(response);
-    if (await askForKey(message)) return api(path, options, true);
+    if (await askForKey(message)) return api(path, options);
     throw new ApiError(401, message);
   }
   if (!response.ok) throw new ApiError(response.status, await errorMessage(response));

@@ -201,8 +201,10 @@ def launch_chromium(binary, profile):
     raise RuntimeError("chromium did not open its DevTools port within 60 s")
 
 
-def console_problems(events):
-    """Console errors, uncaught exceptions and failed loads (Log domain: network errors, CSP violations)."""
+def console_problems(events, expected=()):
+    """Console errors, uncaught exceptions and failed loads (Log domain: network errors, CSP violations), except the
+    failed loads in `expected`, (status, path) pairs: answers the page relies on (401 before it has a key; 404 from
+    `/cluster/status`, asked once, is how it learns that the server has no cluster)."""
     problems = []
     for event in events:
         method, params = event["method"], event.get("params", {})
@@ -213,6 +215,9 @@ def console_problems(events):
             problems.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
+            if any(f"status of {status} " in entry.get("text", "") and (path is None or entry.get("url", "").endswith(path))
+                   for status, path in expected):
+                continue
             problems.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}")
     return problems
 
@@ -252,8 +257,9 @@ def metric(url, name):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kill-pid", type=int, required=True)
-    parser.add_argument("--kill-name", required=True)
+    parser.add_argument("--kill-pid", type=int, help="a cluster worker to SIGKILL (cluster mode)")
+    parser.add_argument("--kill-name", help="its name")
+    parser.add_argument("--api-key", help="key mode: the server is `baton serve --api-keys` accepting this key")
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
@@ -262,7 +268,10 @@ def main():
     profile = tempfile.mkdtemp(prefix="baton-chromium-")
     chromium, ws_url = launch_chromium(args.chromium, profile)
     try:
-        run(args, report, DevTools(ws_url))
+        if args.api_key:
+            run_with_key(args, report, DevTools(ws_url))
+        else:
+            run(args, report, DevTools(ws_url))
     except Exception as error:  # a step that could not run is a failure, reported with what happened
         report.check("the browser session ran to the end", False, f"{type(error).__name__}: {error}")
     finally:
@@ -444,6 +453,64 @@ def run(args, report, page):
 
     problems = console_problems(page.events)
     report.check("no console errors, exceptions or failed loads", problems == [], problems)
+
+
+def last_reply_state(page):
+    return page.evaluate(
+        "(() => { const m = [...document.querySelectorAll('.message.assistant')].pop();"
+        " return m ? [m.querySelector('.body').textContent.length, m.querySelector('.meta').textContent] : null; })()")
+
+
+def run_with_key(args, report, page):
+    """`baton serve --api-keys`: the page asks for the key, then works; it says there is no cluster."""
+    for domain in ("Page", "Runtime", "Log"):
+        page.call(f"{domain}.enable")
+    page.call("Page.navigate", url=args.url + "/")
+    page.wait_for("document.readyState === 'complete'", 30, "the page to load")
+    asked = page.wait_for("document.getElementById('key-dialog').open && document.activeElement.id", 20,
+                          "the page to ask for a key")
+    report.check("the page asks for an API key, with focus in the key field", asked == "key-input", asked)
+    page.call("Input.insertText", text="wrong-key")
+    page.press_enter()
+    asked_again = page.wait_for("document.getElementById('key-dialog').open && document.activeElement.id", 20,
+                                "the page to ask again after a wrong key")
+    reason = page.evaluate("document.getElementById('key-reason').textContent")
+    report.check("a wrong key is refused and the page asks again with the server's reason",
+                 asked_again == "key-input" and "Incorrect API key" in reason, reason)
+    page.call("Input.insertText", text=args.api_key)
+    page.press_enter()
+    model = page.wait_for("!document.getElementById('key-dialog').open && "
+                          "document.getElementById('model').textContent.includes('SmolLM2') && "
+                          "document.getElementById('model').textContent", 20, "the models list with the key")
+    report.check("with the key the page lists the model", "SmolLM2" in model, model)
+    note = page.wait_for("document.getElementById('cluster-note').textContent.includes('No cluster') && "
+                         "document.getElementById('cluster-note').textContent", 20, "the cluster note")
+    hidden = page.evaluate("document.getElementById('placement').hidden")
+    report.check("without a cluster the page says so and hides placement's box", bool(note) and hidden is True, note)
+    page.evaluate("document.getElementById('temperature').value = '0'; document.getElementById('max-tokens').value = '24'")
+    page.evaluate("document.getElementById('prompt').focus()")
+    page.call("Input.insertText", text="Name three colours.")
+    page.press_enter()
+    lengths, facts = set(), ""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = last_reply_state(page)
+        if state:
+            if state[0]:
+                lengths.add(state[0])
+            facts = state[1]
+            if "tokens" in facts:
+                break
+        page.pump(0.05)
+    report.check("with the key a chat reply streams, served in the router's process",
+                 len(lengths) >= 3 and "TTFT" in facts and "served in the router's process" in facts,
+                 f"lengths {sorted(lengths)}; facts {facts!r}")
+    problems = console_problems(page.events, expected=[(401, None), (404, "/cluster/status")])
+    cluster_asks = sum(1 for e in page.events if e["method"] == "Log.entryAdded"
+                       and e["params"]["entry"].get("url", "").endswith("/cluster/status")
+                       and "status of 404" in e["params"]["entry"].get("text", ""))
+    report.check("no console errors besides the 401s before the key and the one 404 that says there is no cluster",
+                 problems == [] and cluster_asks == 1, f"{problems}; /cluster/status 404s: {cluster_asks}")
 
 
 if __name__ == "__main__":
