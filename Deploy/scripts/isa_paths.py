@@ -13,34 +13,53 @@ path: Zen for avx2 (what OpenBLAS 0.3.21 picks on the AVX2-only AMD EPYC machine
 kernel) and Nehalem for scalar (SSE4.2, no AVX: the newest x86 kind without AVX2 that OpenBLAS names). On the
 native path OpenBLAS chooses for itself.
 """
+import functools
+import json
 import os
+import subprocess
 import sys
 
 ISAS = ("scalar", "avx2", "avx512")
 OPENBLAS_CORETYPE = {"scalar": "Nehalem", "avx2": "Zen"}
 ROOT = os.environ.get("BATON_LLAMACPP_DIR", os.path.expanduser("~/.cache/baton/llama.cpp"))
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
 BUILD_SCRIPT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-llamacpp.sh"))
 
 
-def cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
+def baton_binary():
+    """The `baton` to ask: $BATON_BIN, else this checkout's release or debug build."""
+    if os.environ.get("BATON_BIN"):
+        return os.environ["BATON_BIN"]
+    for build in ("release", "debug"):
+        path = os.path.join(REPO, ".build", build, "baton")
+        if os.path.exists(path):
+            return path
+    sys.exit("isa_paths.py asks baton which ISA paths this CPU runs, and no build was found: "
+             "run `swift build` (or set BATON_BIN)")
+
+
+@functools.cache
+def cpu_isa():
+    """This CPU's best path, as Baton's own dispatch (Sources/CKernels/dispatch.c) decides it: `baton inspect --json`
+    reports it as kernels.cpu_isa, so the scripts never keep a second copy of that test."""
+    env = dict(os.environ)
+    env.pop("BATON_ISA", None)
+    result = subprocess.run([baton_binary(), "inspect", "--json"], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        sys.exit(f"baton inspect --json failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)["kernels"]["cpu_isa"]
 
 
 def cpu_supports(isa):
-    """Whether this CPU runs Baton's `isa` path, by the test of Sources/CKernels/dispatch.c."""
-    flags = cpu_flags()
-    avx2 = {"avx2", "fma", "f16c"}
-    needs = {"scalar": set(), "avx2": avx2,
-             "avx512": avx2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512vbmi"}}[isa]
-    return needs <= flags
+    """Whether this CPU runs Baton's x86 `isa` path: every path up to its best one (only scalar off x86)."""
+    best = cpu_isa()
+    if best not in ISAS:
+        return isa == "scalar"
+    return ISAS.index(isa) <= ISAS.index(best)
 
 
 def best_isa():
-    return next(isa for isa in reversed(ISAS) if cpu_supports(isa))
+    return cpu_isa()
 
 
 def resolve(isa):

@@ -15,12 +15,16 @@ Usage (after `bash Deploy/scripts/build-llamacpp.sh` and `bash Deploy/setup.sh -
         Deploy/scripts/make_architecture_references.py [--output PATH]
 """
 import argparse
-import hashlib
 import json
 import os
+import pathlib
+import sys
 
-import numpy as np
-from llama_cpp import Llama, llama_token_is_eog
+from llama_cpp import Llama
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from make_greedy_references import greedy  # noqa: E402
+from make_requantized_models import sha256  # noqa: E402
 
 TEST_DIR = os.path.join(os.environ.get("BATON_MODEL_DIR") or os.path.expanduser("~/.cache/baton/models"), "test")
 MODELS = ["gemma-3-270m-q4_k_m.gguf", "qwen2-random.gguf", "qwen3-random.gguf", "llama3-random.gguf",
@@ -35,31 +39,6 @@ LONG_PROMPT = ("Baton splits inference into prefill, which reads the prompt and 
                "writes the answer one token at a time and is bound by memory bandwidth. " * 14
                + "To summarize, the two phases of inference are")
 STEPS = 24
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def greedy(llm, prompt):
-    llm.reset()
-    llm.eval(prompt)
-    tokens, top5 = [], []
-    vocab = llm._model.vocab
-    for _ in range(STEPS):
-        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-        order = np.argsort(-logits, kind="stable")[:5]
-        top5.append([[int(i), round(float(logits[i]), 5)] for i in order])
-        best = int(order[0])
-        if llama_token_is_eog(vocab, best):
-            break
-        tokens.append(best)
-        llm.eval([best])
-    return tokens, top5
 
 
 def main():
@@ -80,9 +59,9 @@ def main():
         cases = []
         for text in PROMPTS + [LONG_PROMPT]:
             prompt = llm.tokenize(text.encode(), add_bos=True, special=False)
-            tokens, top5 = greedy(llm, prompt)
+            tokens, _, _, top5, _ = greedy(llm, prompt, steps=STEPS)
             cases.append({"prompt": text, "prompt_tokens": prompt, "tokens": tokens, "top5": top5})
-        models.append({"model": name, "sha256": sha256(path), "cases": cases})
+        models.append({"model": name, "sha256": sha256(pathlib.Path(path)), "cases": cases})
         print(f"{name}: {len(cases)} cases, prompts of {[len(c['prompt_tokens']) for c in cases]} tokens")
         del llm
     document = {

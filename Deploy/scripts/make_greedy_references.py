@@ -75,38 +75,55 @@ def open_model(model, n_batch):
                  logits_all=True, verbose=False)
 
 
-def make_reference(llm):
-    """The cases with the reference build's greedy continuations."""
-    import jinja2
+def greedy(llm, prompt_tokens, steps=None):
+    """llama.cpp's greedy continuation of `prompt_tokens` (the prompt in one pass, then one token per pass) for
+    `steps` steps (default STEPS) or up to an end-of-generation token: the ids, and at every step the top-2 logit
+    gap, the top-2 ids, the top 5 `[id, logit]`, and whether it ended at end-of-generation. The one greedy loop of
+    the reference scripts (make_requantized_references.py and make_architecture_references.py use it)."""
     import numpy as np
     from llama_cpp import llama_token_is_eog
 
+    vocab = llm._model.vocab
+    llm.reset()
+    llm.eval(prompt_tokens)
+    out, gaps, top2, top5, eog = [], [], [], [], False
+    for _ in range(STEPS if steps is None else steps):
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        order = np.argsort(-logits, kind="stable")
+        best, second = int(order[0]), int(order[1])
+        gaps.append(round(float(logits[best] - logits[second]), 5))
+        top2.append([best, second])
+        top5.append([[int(i), round(float(logits[i]), 5)] for i in order[:5]])
+        if llama_token_is_eog(vocab, best):
+            eog = True
+            break
+        out.append(best)
+        llm.eval([best])
+    return out, gaps, top2, top5, eog
+
+
+def prompt_cases(llm, count=None):
+    """The first `count` (default all) raw prompts and chat conversations, tokenized by llama.cpp; the chats
+    rendered through the model's own template."""
+    import jinja2
+
     template = jinja2.Environment(loader=jinja2.BaseLoader()).from_string(llm.metadata["tokenizer.chat_template"])
     cases = []
-    for prompt in RAW_PROMPTS:
+    for prompt in RAW_PROMPTS[:count]:
         cases.append({"kind": "raw", "prompt": prompt,
                       "prompt_tokens": llm.tokenize(prompt.encode(), add_bos=True, special=False)})
-    for messages in CHAT_CONVERSATIONS:
+    for messages in CHAT_CONVERSATIONS[:count]:
         text = template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
         cases.append({"kind": "chat", "messages": messages, "rendered": text,
                       "prompt_tokens": llm.tokenize(text.encode(), add_bos=True, special=True)})
-    vocab = llm._model.vocab
+    return cases
+
+
+def make_reference(llm):
+    """The cases with the reference build's greedy continuations."""
+    cases = prompt_cases(llm)
     for case in cases:
-        llm.reset()
-        llm.eval(case["prompt_tokens"])
-        out, gaps, top2, top5, eog = [], [], [], [], False
-        for _ in range(STEPS):
-            logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-            order = np.argsort(-logits, kind="stable")
-            best, second = int(order[0]), int(order[1])
-            gaps.append(round(float(logits[best] - logits[second]), 5))
-            top2.append([best, second])
-            top5.append([[int(i), round(float(logits[i]), 5)] for i in order[:5]])
-            if llama_token_is_eog(vocab, best):
-                eog = True
-                break
-            out.append(best)
-            llm.eval([best])
+        out, gaps, top2, top5, eog = greedy(llm, case["prompt_tokens"])
         case.update({"tokens": out, "text": llm.detokenize(out).decode("utf-8", errors="replace"),
                      "ended_with_eog": eog, "top2": top2, "top2_logit_gaps": gaps, "top5": top5})
     return cases

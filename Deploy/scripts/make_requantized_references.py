@@ -25,12 +25,10 @@ OUT = requantized.ROOT / "Tests" / "InferenceTests" / "Fixtures" / "greedy_refer
 
 def main() -> None:
     import argparse
-    import jinja2
     parser = argparse.ArgumentParser(description="llama.cpp's greedy continuations on the requantized test models")
     parser.add_argument("--output", default=str(OUT))
     args = parser.parse_args()
     from llama_cpp import Llama
-    references.STEPS = STEPS
     document = {
         "generator": "llama-cpp-python " + __import__("llama_cpp").__version__ + " (" +
                      os.environ.get("LLAMA_CPP_LIB_PATH", "its own library") + "), n_threads 1, n_batch 512, "
@@ -43,15 +41,11 @@ def main() -> None:
         if not path.exists():
             sys.exit(f"make_requantized_references.py: {path} is missing; run Deploy/setup.sh --test-models")
         llm = Llama(model_path=str(path), n_ctx=1024, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False)
-        template = jinja2.Environment(loader=jinja2.BaseLoader()).from_string(llm.metadata["tokenizer.chat_template"])
-        cases = []
-        for prompt in references.RAW_PROMPTS[:PROMPTS]:
-            cases.append({"kind": "raw", "prompt_tokens": llm.tokenize(prompt.encode(), add_bos=True, special=False)})
-        for messages in references.CHAT_CONVERSATIONS[:PROMPTS]:
-            text = template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
-            cases.append({"kind": "chat", "prompt_tokens": llm.tokenize(text.encode(), add_bos=True, special=True)})
+        # Only what the tests read: the ids, not the prompts' text.
+        cases = [{"kind": case["kind"], "prompt_tokens": case["prompt_tokens"]}
+                 for case in references.prompt_cases(llm, PROMPTS)]
         for case in cases:
-            out, gaps, top2, top5, eog = references.greedy(llm, case["prompt_tokens"])
+            out, gaps, top2, top5, eog = references.greedy(llm, case["prompt_tokens"], steps=STEPS)
             case.update({"tokens": out, "ended_with_eog": eog, "top2": top2, "top2_logit_gaps": gaps, "top5": top5})
         document["models"][path.name] = {"sha256": requantized.sha256(path), "cases": cases}
         print(f"{path.name}: {len(cases)} cases", file=sys.stderr)

@@ -3,7 +3,7 @@ import Placement
 
 extension ClusterStatus {
     /// The status as `baton cluster status` prints it: the policy and log in a header, then one row per
-    /// worker (name, status, roles, address, GFLOP/s, GB/s, queue, active, free KV, transports).
+    /// worker (name, status, roles, address, ISA path, cores, GFLOP/s, GB/s, queue, active, free KV, transports).
     /// Roles are the assigned ones; a role offered but withheld by the policy shows as `-role`.
     public func renderedTable() -> String {
         let time = ISO8601DateFormatter()
@@ -18,7 +18,7 @@ extension ClusterStatus {
             lines.append("(no workers registered)")
             return lines.joined(separator: "\n")
         }
-        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "TRANSPORTS"]
+        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "ISA", "CORES", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "TRANSPORTS"]
         let rows: [[String]] = workers.map { worker in
             let withheld = worker.offeredRoles.filter { !worker.assignedRoles.contains($0) }
             let roles = worker.assignedRoles.map(\.rawValue) + withheld.map { "-" + $0.rawValue }
@@ -26,12 +26,13 @@ extension ClusterStatus {
             return [
                 worker.name, worker.status, roles.isEmpty ? "none" : roles.joined(separator: ","),
                 worker.address.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" } ?? "?",
-                Self.number(worker.profile.sgemmGFLOPS), Self.number(worker.profile.memoryReadGBps),
+                worker.profile.isa ?? "?", String(worker.profile.cores),
+                DeviceProfile.figure(worker.profile.sgemmGFLOPS), DeviceProfile.figure(worker.profile.memoryReadGBps),
                 String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV,
                 worker.transports.joined(separator: ","),
             ]
         }
-        let numeric: Set<Int> = [4, 5, 6, 7, 8]
+        let numeric: Set<Int> = [5, 6, 7, 8, 9, 10]
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             let cells = row.indices.map { column in
@@ -49,9 +50,5 @@ extension ClusterStatus {
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(self), as: UTF8.self)
-    }
-
-    private static func number(_ value: Double) -> String {
-        value >= 100 || value == value.rounded() ? String(Int(value.rounded())) : String(format: "%.1f", value)
     }
 }

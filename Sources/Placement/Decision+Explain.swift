@@ -34,9 +34,11 @@ extension Decision {
                 let name = candidate.worker.padding(toLength: width, withPad: " ", startingAt: 0)
                 if let score = candidate.score, let rank = candidate.rank {
                     lines.append("  #\(rank) \(name)  score \(fixed(score.score))  compute \(fixed(score.compute))"
-                        + "  bandwidth \(fixed(score.bandwidth))  load \(fixed(score.load))  \(candidate.outcome.rawValue)")
+                        + "  bandwidth \(fixed(score.bandwidth))  load \(fixed(score.load))  \(candidate.outcome.rawValue)"
+                        + "  [\(candidate.device)]")
                 } else {
-                    lines.append("  -  \(name)  \(candidate.outcome.rawValue): \(candidate.reasons.joined(separator: "; "))")
+                    lines.append("  -  \(name)  \(candidate.outcome.rawValue): \(candidate.reasons.joined(separator: "; "))"
+                        + "  [\(candidate.device)]")
                 }
             }
         }

@@ -36,6 +36,8 @@ public struct Decision: Sendable, Equatable, Codable {
 
         public var worker: String
         public var role: WorkerRole
+        /// What the worker's box is (`DeviceProfile.summary`): ISA path, cores, GFLOP/s, GB/s.
+        public var device: String
         public var outcome: Outcome
         /// Why it was excluded or overloaded; empty otherwise.
         public var reasons: [String]
@@ -82,12 +84,13 @@ public struct Decision: Sendable, Equatable, Codable {
 // Explicit encoders so absent values are `null` rather than missing keys: a stable JSON shape for tools.
 
 extension Decision.Candidate {
-    enum CodingKeys: String, CodingKey { case worker, role, outcome, reasons, score, rank }
+    enum CodingKeys: String, CodingKey { case worker, role, device, outcome, reasons, score, rank }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(worker, forKey: .worker)
         try c.encode(role, forKey: .role)
+        try c.encode(device, forKey: .device)
         try c.encode(outcome, forKey: .outcome)
         try c.encode(reasons, forKey: .reasons)
         try c.encode(score, forKey: .score)

@@ -18,6 +18,9 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
     public var memoryFreeBytes: Int
     /// Cores the worker may use.
     public var cores: Int
+    /// The kernel level the worker's engines run, as `BATON_ISA` spells it ("avx512", "avx2", "neon-dotprod",
+    /// "neon", "scalar"); nil in profiles from before it was recorded, and in fully declared ones.
+    public var isa: String?
     /// How this box can exchange KV with others.
     public var transports: Transports
     /// Free-form labels a policy can select on, for example `box: compute` or `zone: a`.
@@ -41,7 +44,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
     }
 
     public init(name: String, sgemmGFLOPS: Double, memoryReadGBps: Double, memoryTotalBytes: Int,
-                memoryFreeBytes: Int, cores: Int, transports: Transports = Transports(),
+                memoryFreeBytes: Int, cores: Int, isa: String? = nil, transports: Transports = Transports(),
                 labels: [String: String] = [:]) {
         self.name = name
         self.sgemmGFLOPS = sgemmGFLOPS
@@ -49,13 +52,26 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
         self.memoryTotalBytes = memoryTotalBytes
         self.memoryFreeBytes = memoryFreeBytes
         self.cores = cores
+        self.isa = isa
         self.transports = transports
         self.labels = labels
     }
 
     enum CodingKeys: String, CodingKey {
         case name, sgemmGFLOPS = "sgemm_gflops", memoryReadGBps = "memory_read_gbps"
-        case memoryTotalBytes = "memory_total_bytes", memoryFreeBytes = "memory_free_bytes", cores, transports, labels
+        case memoryTotalBytes = "memory_total_bytes", memoryFreeBytes = "memory_free_bytes", cores, isa, transports, labels
+    }
+
+    /// What the box is, in one line, as `cluster status` and `placement explain` show it:
+    /// "avx2, 2 cores, 105 GFLOP/s, 12.3 GB/s".
+    public var summary: String {
+        "\(isa ?? "isa unknown"), \(cores) core\(cores == 1 ? "" : "s"), \(Self.figure(sgemmGFLOPS)) GFLOP/s, "
+            + "\(Self.figure(memoryReadGBps)) GB/s"
+    }
+
+    /// Whole numbers from 100 up, one decimal below.
+    public static func figure(_ value: Double) -> String {
+        value >= 100 || value == value.rounded() ? String(Int(value.rounded())) : String(format: "%.1f", value)
     }
 
     /// This profile with every field the declaration sets replaced; labels are merged (declared wins).

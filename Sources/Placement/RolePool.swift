@@ -9,7 +9,7 @@ struct RolePool {
 
     let role: WorkerRole
     private(set) var eligible: [Scored] = []
-    private var rejected: [(name: String, outcome: Decision.Candidate.Outcome, reasons: [String])] = []
+    private var rejected: [(worker: ClusterState.Worker, outcome: Decision.Candidate.Outcome, reasons: [String])] = []
     private var sampled: Set<String>?
     var overloadedCount: Int { rejected.filter { $0.outcome == .overloaded }.count }
 
@@ -51,7 +51,7 @@ struct RolePool {
                     + "\(ByteCount.format(pool.minFreeMemoryBytes))")
             }
             if !reasons.isEmpty {
-                rejected.append((worker.name, .excluded, reasons))
+                rejected.append((worker, .excluded, reasons))
                 continue
             }
             let load = worker.load
@@ -72,7 +72,7 @@ struct RolePool {
                     + "with \(load.activeSequences) active")
             }
             if !reasons.isEmpty {
-                rejected.append((worker.name, .overloaded, reasons))
+                rejected.append((worker, .overloaded, reasons))
                 continue
             }
             passing.append(worker)
@@ -114,11 +114,11 @@ struct RolePool {
     func refusal(retryAfter: TimeInterval) -> AdmissionDecision {
         let overloaded = rejected.filter { $0.outcome == .overloaded }
         if !overloaded.isEmpty {
-            let detail = overloaded.map { "\($0.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
+            let detail = overloaded.map { "\($0.worker.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
             return .reject(reason: "every \(role.rawValue) worker is overloaded (\(detail))", retryAfter: retryAfter)
         }
         if rejected.isEmpty { return .unavailable(reason: "no \(role.rawValue) worker is registered") }
-        let detail = rejected.map { "\($0.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
+        let detail = rejected.map { "\($0.worker.name): \($0.reasons.joined(separator: "; "))" }.joined(separator: " | ")
         return .unavailable(reason: "no worker is eligible for \(role.rawValue) (\(detail))")
     }
 
@@ -127,12 +127,12 @@ struct RolePool {
             let name = scored.worker.name
             let outcome: Decision.Candidate.Outcome =
                 name == chosen ? .chosen : (sampled.map { $0.contains(name) } ?? true) ? .ranked : .notSampled
-            return Decision.Candidate(worker: name, role: role, outcome: outcome, reasons: [], score: scored.score,
-                                      rank: index + 1)
+            return Decision.Candidate(worker: name, role: role, device: scored.worker.profile.summary, outcome: outcome,
+                                      reasons: [], score: scored.score, rank: index + 1)
         }
         result += rejected.map {
-            Decision.Candidate(worker: $0.name, role: role, outcome: $0.outcome, reasons: $0.reasons, score: nil,
-                               rank: nil)
+            Decision.Candidate(worker: $0.worker.name, role: role, device: $0.worker.profile.summary,
+                               outcome: $0.outcome, reasons: $0.reasons, score: nil, rank: nil)
         }
         return result
     }

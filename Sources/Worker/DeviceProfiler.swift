@@ -1,5 +1,6 @@
 import CBLAS
 import Foundation
+import Inference
 import Placement
 import Synchronization
 
@@ -27,7 +28,8 @@ public enum DeviceProfiler {
         public let measurementSeconds: Double
     }
 
-    /// Measures sgemm throughput, memory read bandwidth, memory, cores, RDMA devices and host id.
+    /// Measures sgemm throughput, memory read bandwidth, memory, cores, RDMA devices and host id, and records the
+    /// kernel level (`Kernels.selection`).
     /// - Parameters:
     ///   - threads: threads for the sgemm and bandwidth probes (≥ 1); use the worker's compute threads.
     ///   - name: worker name; defaults to the host name.
@@ -41,6 +43,7 @@ public enum DeviceProfiler {
             memoryTotalBytes: memory.total,
             memoryFreeBytes: memory.available,
             cores: ProcessInfo.processInfo.activeProcessorCount,
+            isa: Kernels.selection.isa,
             transports: .init(rdmaDevices: rdmaDevices(), sharedMemoryHostID: hostID())
         )
     }
@@ -68,6 +71,8 @@ public enum DeviceProfiler {
             var profile = cached.profile
             profile.name = name
             if let memory = try? memoryInfo() { profile.memoryFreeBytes = memory.available }
+            // BATON_ISA may differ from the run that filled the cache; the level costs nothing to read.
+            profile.isa = Kernels.selection.isa
             return Result(profile: profile.applying(declared), source: .cached, measurementSeconds: 0)
         }
         let start = ContinuousClock.now

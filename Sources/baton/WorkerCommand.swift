@@ -106,7 +106,7 @@ struct WorkerCommand: AsyncParsableCommand {
         do { profiled = try DeviceProfiler.profile(for: profileConfig) } catch {
             throw CommandFailure("cannot profile this machine: \(error)")
         }
-        logger.info("device profile (\(profiled.source.rawValue)): \(Int(profiled.profile.sgemmGFLOPS)) GFLOP/s sgemm, \(String(format: "%.1f", profiled.profile.memoryReadGBps)) GB/s memory read")
+        logger.info("device profile (\(profiled.source.rawValue)): \(profiled.profile.summary)")
 
         let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
         let model = try TransformerModel(file: file)

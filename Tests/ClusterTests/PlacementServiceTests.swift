@@ -295,11 +295,13 @@ struct PlacementServiceTests {
         #expect(error?.message.contains("slo.max_queue_depth") == true)
     }
 
-    @Test("the status table shows each worker's status, roles, address, profile, load and transports")
+    @Test("the status table shows each worker's status, roles, address, ISA path, cores, profile, load and transports")
     func statusTable() {
+        var profile = registration("decode-0").profile
+        profile.isa = "avx2"
         let worker = ClusterStatus.Worker(
             name: "decode-0", status: "active", offeredRoles: [.decode, .prefill], assignedRoles: [.decode],
-            address: WorkerAddress(host: "10.0.0.2", port: 7411, hostID: "b"), profile: registration("decode-0").profile,
+            address: WorkerAddress(host: "10.0.0.2", port: 7411, hostID: "b"), profile: profile,
             load: WorkerLoad(queueDepth: 1, activeSequences: 3, freeKVBlocks: 40, totalKVBlocks: 64),
             lastSeen: Date(timeIntervalSince1970: 0), transports: ["tls-h2", "shared-memory"])
         let status = ClusterStatus(workers: [worker], policyFile: "policy.yaml",
@@ -307,8 +309,8 @@ struct PlacementServiceTests {
         #expect(status.renderedTable() == """
             Policy: policy.yaml (loaded 1970-01-02T00:00:00Z)
             Membership log: 7 events; 1 worker
-            NAME      STATUS  ROLES            ADDRESS        GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  TRANSPORTS
-            decode-0  active  decode,-prefill  10.0.0.2:7411      100    20      1       3    40/64  tls-h2,shared-memory
+            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  TRANSPORTS
+            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64  tls-h2,shared-memory
             """)
     }
 }

@@ -40,6 +40,20 @@ struct ClusterUpTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(cluster.output.utf8)) as? [String: Any])
         let workers = try #require(json["workers"] as? [[String: Any]])
         #expect(Set(workers.compactMap { $0["name"] as? String }) == ["prefill-0", "decode-0"])
+        // Each worker's device profile says what the box is: the kernels' ISA path (as `baton inspect` reports it for
+        // this machine) and its cores, in the JSON and in the table.
+        let inspect = try await BatonProcess.run(["inspect", "--json"])
+        let kernels = try #require((try JSONSerialization.jsonObject(with: Data(inspect.output.utf8)) as? [String: Any])?["kernels"] as? [String: Any])
+        let isa = try #require(kernels["isa"] as? String)
+        for worker in workers {
+            let profile = try #require(worker["profile"] as? [String: Any])
+            #expect(profile["isa"] as? String == isa, "\(worker)")
+            #expect((profile["cores"] as? Int ?? 0) >= 1, "\(worker)")
+        }
+        let table = try await BatonProcess.run(["cluster", "status", "--placement", placement, "--certs", state + "/certs", "--node", "router"])
+        #expect(table.output.contains("ISA") && table.output.contains("CORES"), "\(table.output)")
+        #expect(table.output.split(separator: "\n").filter { $0.hasPrefix("decode-0") || $0.hasPrefix("prefill-0") }
+            .allSatisfy { $0.contains("  \(isa)  ") }, "\(table.output)")
 
         // Log-probabilities survive the split: the first token's come from the prefill worker, the rest from decode.
         // Greedy picks the most likely token, so each chosen token's logprob is its best alternative's.

@@ -33,8 +33,8 @@ struct KVHandoffProcessTests {
         return (decode, port)
     }
 
-    static func generateText(_ sampling: [String]) async throws -> String {
-        let result = try await BatonProcess.run(["generate", "--prompt", prompt] + sampling)
+    static func generateText(_ sampling: [String], model: [String] = []) async throws -> String {
+        let result = try await BatonProcess.run(["generate", "--prompt", prompt] + model + sampling)
         #expect(result.status == 0, "baton generate failed: \(result.error)")
         return result.output
     }
@@ -42,12 +42,13 @@ struct KVHandoffProcessTests {
     /// Runs each case through the decode process (the prefill side prints what it generated) and compares with
     /// `baton generate`.
     static func expectMatchesGenerate(
-        decode: BatonProcess, port: Int, security: [String], cases: [Case], environment: [String: String] = [:]
+        decode: BatonProcess, port: Int, security: [String], cases: [Case], environment: [String: String] = [:],
+        model: [String] = []
     ) async throws {
         for (index, c) in cases.enumerated() {
             let prefill = try await BatonProcess.run(
                 ["kv-handoff", "prefill", "--connect", "127.0.0.1:\(port)", "--prompt", prompt, "--transport", c.transport,
-                 "--request-id", "case-\(index)"] + security + c.sampling,
+                 "--request-id", "case-\(index)"] + security + model + c.sampling,
                 environment: environment)
             #expect(prefill.status == 0, "prefill failed: \(prefill.error)")
             let line = prefill.output.split(separator: "\n").compactMap {
@@ -55,7 +56,7 @@ struct KVHandoffProcessTests {
             }.last ?? [:]
             #expect(line["request_id"] as? String == "case-\(index)")
             #expect(line["transport"] as? String == c.expectedTransport, "case \(index)")
-            let expected = try await generateText(c.sampling)
+            let expected = try await generateText(c.sampling, model: model)
             let text = line["text"] as? String
             #expect(!expected.isEmpty)
             #expect(text == expected, "case \(index) (\(c.sampling.joined(separator: " "))): decode produced \(text ?? "nothing")")
@@ -77,6 +78,22 @@ struct KVHandoffProcessTests {
                      transport: "tls", expectedTransport: "tls-h2"),
             ])
         #expect(try await decode.exitStatus() == 0, "decode exits after its 3 requests: \(decode.standardError)")
+    }
+
+    @Test("Gemma 3 270M (Q4_K_M, sliding-window layers) splits across two processes and generates what baton generate does")
+    func gemma3() async throws {
+        let model = ["--model", try ArchitectureProcessTests.testModel("gemma-3-270m-q4_k_m.gguf")]
+        let certificates = try await Self.makeCertificates(nodes: "prefill,decode")
+        defer { try? FileManager.default.removeItem(atPath: certificates) }
+        let (decode, port) = try await Self.startDecode(["--certs", certificates, "--node", "decode", "--requests", "2"] + model)
+        try await Self.expectMatchesGenerate(
+            decode: decode, port: port, security: ["--certs", certificates, "--node", "prefill"],
+            cases: [
+                Case(sampling: ["--max-tokens", "16", "--temperature", "0", "--seed", "1"], transport: "tls", expectedTransport: "tls-h2"),
+                Case(sampling: ["--max-tokens", "16", "--seed", "9", "--temperature", "0.9"], transport: "tls", expectedTransport: "tls-h2"),
+            ],
+            model: model)
+        #expect(try await decode.exitStatus() == 0, "decode exits after its 2 requests: \(decode.standardError)")
     }
 
     @Test("plaintext HTTP/2 works when both processes are explicitly insecure")

@@ -244,6 +244,8 @@ struct PlacementChooseTests {
         #expect(text.contains("Answer: admit — prefill on compute, decode on bandwidth (KV over tcp)"))
         #expect(text.contains("excluded: sgemm 80 GFLOP/s < prefill.min_gflops 100"))
         #expect(text.contains("compute → bandwidth  link tcp (cost 1)"))
+        // Each candidate says what its box is (the test profiles record no ISA path).
+        #expect(text.contains("excluded: sgemm 80 GFLOP/s < prefill.min_gflops 100  [isa unknown, 4 cores, 80 GFLOP/s, 40 GB/s]"))
         let json = try decision.explainJSON()
         #expect(json.contains("\"mode\" : \"disaggregated\""))
         #expect(json.contains("\"http_status\" : 200"))

@@ -1,4 +1,5 @@
 import Foundation
+import Inference
 import Placement
 import Testing
 @testable import Worker
@@ -20,6 +21,7 @@ struct DeviceProfilerTests {
         #expect(measured.memoryTotalBytes > 64 << 20)
         #expect(measured.memoryFreeBytes > 0 && measured.memoryFreeBytes <= measured.memoryTotalBytes)
         #expect(measured.cores >= 1)
+        #expect(measured.isa == Kernels.selection.isa)
         #expect(measured.transports.sharedMemoryHostID == DeviceProfiler.hostID())
         #expect(FileManager.default.fileExists(atPath: cache))
 
@@ -30,6 +32,16 @@ struct DeviceProfilerTests {
         #expect(second.profile.name == "w2")
         #expect(second.profile.sgemmGFLOPS == measured.sgemmGFLOPS)
         #expect(second.profile.memoryReadGBps == measured.memoryReadGBps)
+
+        // A cache filled by a run with another BATON_ISA still reports the level this process runs.
+        let text = try String(contentsOfFile: cache, encoding: .utf8)
+        let stale = text.replacingOccurrences(of: "\"isa\" : \"\(Kernels.selection.isa)\"", with: "\"isa\" : \"elsewhere\"")
+        #expect(stale != text)
+        try stale.write(toFile: cache, atomically: true, encoding: .utf8)
+        let third = try DeviceProfiler.profile(name: "w3", threads: 1, cachePath: cache, maxAge: 3600,
+                                               now: epoch.addingTimeInterval(120))
+        #expect(third.source == .cached)
+        #expect(third.profile.isa == Kernels.selection.isa)
     }
 
     @Test("a cache from another host, another thread count or past its age is not reused")

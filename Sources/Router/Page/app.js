@@ -383,7 +383,8 @@ function renderCluster(status) {
     tr.appendChild(roles);
     const p = w.profile || {};
     const device = el("td", "wrap", Math.round(p.sgemm_gflops || 0) + " GFLOP/s, " + (p.memory_read_gbps || 0).toFixed(1) + " GB/s");
-    device.appendChild(el("div", "muted", (p.cores || "?") + " cores, " + ((p.memory_total_bytes || 0) / 2 ** 30).toFixed(1) + " GiB"));
+    device.appendChild(el("div", "muted", (p.isa ? p.isa + ", " : "") + (p.cores || "?") + " cores, "
+      + ((p.memory_total_bytes || 0) / 2 ** 30).toFixed(1) + " GiB"));
     tr.appendChild(device);
     const load = el("td", "wrap", w.load.queue_depth + " queued");
     load.appendChild(el("div", "muted", w.load.active_sequences + " active"));
