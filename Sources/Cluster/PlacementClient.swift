@@ -65,6 +65,13 @@ public final class PlacementClient: Sendable {
         return MembershipWatchStream(source: "placement service at \(host):\(port)", response: opened)
     }
 
+    /// What `choose` would answer for a prompt of `promptTokens` tokens, and why; chooses nothing.
+    public func explain(promptTokens: Int) async throws(ClusterError) -> ExplainResponse {
+        let response = try await call(BatonProtocol.Placement.explain, body: ChooseRequest(promptTokens: promptTokens))
+        guard response.status == 200 else { throw refusal(response, doing: "explaining a placement") }
+        return try decode(ExplainResponse.self, response)
+    }
+
     public func status() async throws(ClusterError) -> ClusterStatus {
         let response = try await send(BatonProtocol.Placement.status, method: "GET", body: [])
         guard response.status == 200 else { throw refusal(response, doing: "reading the cluster status") }

@@ -19,6 +19,8 @@ public actor PlacementRegistry {
     private var policy: PlacementPolicy
     private var policyLoadedAt: Date
     private var policyError: String?
+    /// The latest membership changes, oldest first, for the status (the log itself is not re-read).
+    private var recentEvents: [ClusterStatus.Event] = []
     private var random: SeededGenerator
     private let compactAfterEvents: Int
     private let compactAfterBytes: Int
@@ -218,6 +220,22 @@ public actor PlacementRegistry {
         }
     }
 
+    /// What `choose` would decide for a prompt of `promptTokens` tokens now, and why. Changes nothing: no
+    /// load is counted against the workers and the balancing random state does not advance, so asking never
+    /// sways the next real choice.
+    public func explain(promptTokens: Int) throws(ClusterError) -> ExplainResponse {
+        var rng = random
+        do {
+            let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng)
+            return ExplainResponse(decision: decision, text: decision.explainText(policy: policy))
+        } catch {
+            throw ClusterError(.invalidArgument, error.message, cause: error)
+        }
+    }
+
+    /// Membership changes kept for the status.
+    public static let recentEventLimit = 50
+
     /// The cluster as `baton cluster status` shows it.
     public func status() -> ClusterStatus {
         let workers = state.sortedWorkers.map { worker in
@@ -233,7 +251,8 @@ public actor PlacementRegistry {
                 profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports)
         }
         return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
-                             policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount)
+                             policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount,
+                             recentEvents: recentEvents)
     }
 
     /// The membership and policy as routers receive them on the watch stream.
@@ -269,6 +288,7 @@ public actor PlacementRegistry {
                 // Keep serving: the loss is applied in memory so choices avoid the worker anyway.
                 for event in events { state.apply(event) }
                 bump()
+                remember(events)
                 logger.error("\(error)")
             }
         }
@@ -314,6 +334,7 @@ public actor PlacementRegistry {
         } catch {
             for event in events { state.apply(event) }
             bump()
+            remember(events)
             logger.error("\(error)")
         }
         return true
@@ -330,6 +351,7 @@ public actor PlacementRegistry {
         }
         for event in events { state.apply(event) }
         bump()
+        remember(events)
     }
 
     private func bump() {
@@ -349,6 +371,30 @@ public actor PlacementRegistry {
         logger.warning("refused a stale \(what) of \(name): it comes from process \(sender), which started before the registered process \(registered)")
         throw ClusterError(.conflict, "stale \(what): worker \(name) is registered by a newer process (incarnation \(registered)); "
             + "this process (incarnation \(sender)) has been replaced")
+    }
+
+    private func remember(_ events: [MembershipEvent]) {
+        for event in events {
+            let detail: String
+            switch event {
+            case .joined(_, let roles, let address, _, _, _):
+                detail = "offers \(Self.roleList(roles))" + (address.map { " at \($0)" } ?? "")
+            case .roleAssigned(_, let roles, let note, _):
+                detail = "roles \(Self.roleList(roles))" + (note.map { " (\($0))" } ?? "")
+            case .heartbeat(_, _, let draining, _):
+                detail = draining ? "draining" : "active"
+            case .heartbeatLost:
+                detail = "no heartbeat for \(ConfigNumber.text(policy.membership.heartbeatTimeoutSeconds)) s"
+            case .left:
+                detail = ""
+            }
+            recentEvents.append(ClusterStatus.Event(time: event.time, worker: event.worker, event: event.kind, detail: detail))
+        }
+        if recentEvents.count > Self.recentEventLimit { recentEvents.removeFirst(recentEvents.count - Self.recentEventLimit) }
+    }
+
+    private static func roleList(_ roles: [WorkerRole]) -> String {
+        roles.isEmpty ? "none" : roles.map(\.rawValue).joined(separator: ", ")
     }
 
     private func endpoint(_ name: String) throws(ClusterError) -> WorkerEndpoint {

@@ -213,6 +213,11 @@ public final class PlacementService: Sendable {
         routes.on(BatonProtocol.Placement.watch, allow: .roles([.router])) { _, response in
             try await watch(registry, response)
         }
+        routes.on(BatonProtocol.Placement.explain, allow: .roles([.router])) { request, response in
+            await answer(response, request, logger: logger) {
+                try await registry.explain(promptTokens: try decodeBody(ChooseRequest.self, request).promptTokens)
+            }
+        }
         routes.on(BatonProtocol.Placement.status, allow: .anyNode) { request, response in
             await answer(response, request, logger: logger) { await registry.status() }
         }

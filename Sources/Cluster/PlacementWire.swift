@@ -177,6 +177,19 @@ public struct ChooseResponse: Codable, Sendable, Equatable {
     }
 }
 
+/// POST /v1/placement/explain (body: `ChooseRequest`): what `choose` would decide now and why, without choosing
+/// (no load is counted against the workers, the balancing random state does not advance).
+public struct ExplainResponse: Codable, Sendable, Equatable {
+    public var decision: Decision
+    /// The decision as `baton placement explain` prints it.
+    public var text: String
+
+    public init(decision: Decision, text: String) {
+        self.decision = decision
+        self.text = text
+    }
+}
+
 /// Body of a refused choice (HTTP 429: overloaded, retry later; 503: no worker can serve).
 public struct PlacementRefusal: Codable, Sendable, Equatable {
     public var code: String
@@ -238,17 +251,43 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
     public var policyError: String?
     /// Events in the membership log since it was last compacted.
     public var events: Int
+    /// The latest membership changes this service recorded since it started, oldest first (at most
+    /// `PlacementRegistry.recentEventLimit`); nil from a service that does not report them.
+    public var recentEvents: [Event]?
 
-    public init(workers: [Worker], policyFile: String, policyLoadedAt: Date, policyError: String? = nil, events: Int) {
+    /// One membership change as the status shows it (the log's event without the profile and load).
+    public struct Event: Codable, Sendable, Equatable {
+        public var time: Date
+        public var worker: String
+        /// The log's event name: `joined`, `role_assigned`, `heartbeat` (a status change: back from lost,
+        /// draining), `heartbeat_lost` or `left`.
+        public var event: String
+        /// What changed, in words (roles, address, the policy's note); empty when the name says it all.
+        public var detail: String
+
+        public init(time: Date, worker: String, event: String, detail: String) {
+            self.time = time
+            self.worker = worker
+            self.event = event
+            self.detail = detail
+        }
+    }
+
+    public init(
+        workers: [Worker], policyFile: String, policyLoadedAt: Date, policyError: String? = nil, events: Int,
+        recentEvents: [Event]? = nil
+    ) {
         self.workers = workers
         self.policyFile = policyFile
         self.policyLoadedAt = policyLoadedAt
         self.policyError = policyError
         self.events = events
+        self.recentEvents = recentEvents
     }
 
     enum CodingKeys: String, CodingKey {
         case workers, policyFile = "policy_file", policyLoadedAt = "policy_loaded_at", policyError = "policy_error", events
+        case recentEvents = "recent_events"
     }
 }
 

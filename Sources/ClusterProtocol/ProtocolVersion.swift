@@ -22,6 +22,8 @@ public enum BatonProtocol {
         public static let choose = "/v1/placement/choose"
         /// A stream of `MembershipSnapshot`s (length-prefixed JSON) for routers to choose with.
         public static let watch = "/v1/placement/watch"
+        /// What `choose` would answer now, with every candidate's score and reasons; chooses nothing.
+        public static let explain = "/v1/placement/explain"
         public static let status = "/v1/cluster/status"
         public static let health = "/health"
     }

@@ -69,6 +69,19 @@ public struct KVHandoffSummary: Sendable, Equatable {
     }
 }
 
+/// The cluster workers that served a generation, by the names placement knows them by.
+public struct ServingWorkers: Sendable, Equatable {
+    /// The worker that ran the prompt; nil when the decode worker ran it too (placement's `decode_only` mode).
+    public var prefill: String?
+    /// The worker that produced the tokens.
+    public var decode: String
+
+    public init(prefill: String?, decode: String) {
+        self.prefill = prefill
+        self.decode = decode
+    }
+}
+
 /// The end of a generation.
 public struct GenerationSummary: Sendable, Equatable {
     public var reason: FinishReason
@@ -77,12 +90,18 @@ public struct GenerationSummary: Sendable, Equatable {
     public var completionTokens: Int
     /// Present when the prompt's KV came from a prefill worker.
     public var handoff: KVHandoffSummary?
+    /// Which cluster workers served the generation; nil when it ran in this process (`baton serve`).
+    public var workers: ServingWorkers?
 
-    public init(reason: FinishReason, promptTokens: Int, completionTokens: Int, handoff: KVHandoffSummary? = nil) {
+    public init(
+        reason: FinishReason, promptTokens: Int, completionTokens: Int, handoff: KVHandoffSummary? = nil,
+        workers: ServingWorkers? = nil
+    ) {
         self.reason = reason
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.handoff = handoff
+        self.workers = workers
     }
 }
 

@@ -1,3 +1,5 @@
+import Generation
+
 // Response bodies, shaped exactly as OpenAI's: fields OpenAI sends as `null` are encoded as `null`, not omitted.
 
 /// `usage`.
@@ -99,11 +101,12 @@ struct ChatCompletionResponse: Encodable, Equatable {
     var choices: [Choice]
     var usage: Usage
     var systemFingerprint: String? = nil
+    var servedBy: ServedBy? = nil
 
     func encode(to encoder: any Encoder) throws {
         try encodeCompletionEnvelope(
             to: encoder, id: id, object: object, created: created, model: model, choices: choices, usage: usage,
-            includeUsage: true, systemFingerprint: systemFingerprint)
+            includeUsage: true, systemFingerprint: systemFingerprint, servedBy: servedBy)
     }
 }
 
@@ -152,11 +155,13 @@ struct ChatCompletionChunk: Encodable, Equatable {
     var usage: Usage?
     var includeUsageField: Bool
     var systemFingerprint: String? = nil
+    /// Set on the chunk that carries the finish reason.
+    var servedBy: ServedBy? = nil
 
     func encode(to encoder: any Encoder) throws {
         try encodeCompletionEnvelope(
             to: encoder, id: id, object: object, created: created, model: model, choices: choices, usage: usage,
-            includeUsage: includeUsageField, systemFingerprint: systemFingerprint)
+            includeUsage: includeUsageField, systemFingerprint: systemFingerprint, servedBy: servedBy)
     }
 }
 
@@ -310,16 +315,52 @@ struct OpenAIErrorBody: Encodable, Equatable {
     }
 }
 
+/// `baton`, Baton's own field on a chat completion and on a stream's final chunk (as llama-server adds `timings`;
+/// OpenAI clients ignore it): where the reply was made. Absent when the generation ran in this process.
+struct ServedBy: Encodable, Equatable {
+    /// Nil when the decode worker also ran the prompt (`decode_only`).
+    var prefillWorker: String?
+    var decodeWorker: String
+    /// How the prompt's KV reached the decode worker; nil when it did not move.
+    var kvTransport: String?
+    var kvBytes: Int?
+    var kvTransferMs: Double?
+
+    init?(_ summary: GenerationSummary?) {
+        guard let summary, let workers = summary.workers else { return nil }
+        prefillWorker = workers.prefill
+        decodeWorker = workers.decode
+        kvTransport = summary.handoff?.transport
+        kvBytes = summary.handoff?.bytes
+        kvTransferMs = summary.handoff.map { ($0.seconds * 1e6).rounded() / 1e3 }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case prefillWorker = "prefill_worker", decodeWorker = "decode_worker", kvTransport = "kv_transport"
+        case kvBytes = "kv_bytes", kvTransferMs = "kv_transfer_ms"
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(prefillWorker, forKey: .prefillWorker)
+        try container.encode(decodeWorker, forKey: .decodeWorker)
+        try container.encode(kvTransport, forKey: .kvTransport)
+        try container.encode(kvBytes, forKey: .kvBytes)
+        try container.encode(kvTransferMs, forKey: .kvTransferMs)
+    }
+}
+
 private enum CompletionEnvelopeKeys: String, CodingKey {
     case id, object, created, model, choices, usage
     case systemFingerprint = "system_fingerprint"
+    case baton
 }
 
 /// The fields every completion object and chunk carries, in one place. `usage` is written (possibly as
 /// `null`) only when `includeUsage` is set; `system_fingerprint` is always written, `null` when absent.
 private func encodeCompletionEnvelope<Choice: Encodable>(
     to encoder: any Encoder, id: String, object: String, created: Int, model: String, choices: [Choice],
-    usage: Usage?, includeUsage: Bool, systemFingerprint: String?
+    usage: Usage?, includeUsage: Bool, systemFingerprint: String?, servedBy: ServedBy? = nil
 ) throws {
     var container = encoder.container(keyedBy: CompletionEnvelopeKeys.self)
     try container.encode(id, forKey: .id)
@@ -329,4 +370,5 @@ private func encodeCompletionEnvelope<Choice: Encodable>(
     try container.encode(choices, forKey: .choices)
     if includeUsage { try container.encode(usage, forKey: .usage) }
     try container.encode(systemFingerprint, forKey: .systemFingerprint)
+    try container.encodeIfPresent(servedBy, forKey: .baton)
 }

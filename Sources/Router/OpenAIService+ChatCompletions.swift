@@ -76,7 +76,7 @@ extension OpenAIService {
                 message: AssistantMessage(content: collector.text),
                 logprobs: wantsLogprobs ? ChatLogprobs(content: collector.logprobs) : nil,
                 finishReason: collector.finishReason)],
-            usage: usage))
+            usage: usage, servedBy: ServedBy(collector.summary)))
     }
 
     private func streamChat(
@@ -89,12 +89,15 @@ extension OpenAIService {
         let logger = self.logger
         let body = ResponseBody { writer in
             let encoder = JSONBody.makeEncoder()
-            func chunk(_ delta: ChatCompletionChunk.Delta, logprobs: ChatLogprobs? = nil, finishReason: String? = nil) -> ByteBuffer {
+            func chunk(
+                _ delta: ChatCompletionChunk.Delta, logprobs: ChatLogprobs? = nil, finishReason: String? = nil,
+                servedBy: ServedBy? = nil
+            ) -> ByteBuffer {
                 JSONBody.event(
                     ChatCompletionChunk(
                         id: id, created: created, model: model,
                         choices: [.init(delta: delta, logprobs: logprobs, finishReason: finishReason)],
-                        usage: nil, includeUsageField: includeUsage),
+                        usage: nil, includeUsageField: includeUsage, servedBy: servedBy),
                     encoder: encoder)
             }
             var collector = ChatCollector(transcript: transcript, promptTokens: promptTokens)
@@ -122,7 +125,7 @@ extension OpenAIService {
             }
             let usage = collector.usage
             tracker.finish(promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
-            try await writer.write(chunk(.init(), finishReason: collector.finishReason))
+            try await writer.write(chunk(.init(), finishReason: collector.finishReason, servedBy: ServedBy(collector.summary)))
             if includeUsage {
                 try await writer.write(JSONBody.event(ChatCompletionChunk(
                     id: id, created: created, model: model, choices: [], usage: usage, includeUsageField: true), encoder: encoder))
@@ -176,6 +179,8 @@ struct ChatCollector: Sendable {
     private(set) var text = ""
     private(set) var logprobs: [ChatTokenLogprobEntry] = []
     private(set) var finishReason = "stop"
+    /// The backend's summary, once it finished (not when a stop string ended the generation first).
+    private(set) var summary: GenerationSummary?
     private var completionTokens: Int?
 
     init(transcript: GenerationTranscript, promptTokens: Int) {
@@ -204,6 +209,7 @@ struct ChatCollector: Sendable {
             }
             return Added(decision: .proceed, text: step.text, logprobs: added)
         case .finished(let summary):
+            self.summary = summary
             let step = transcript.finish()
             let added = append(step)
             finishReason = step.stopped ? "stop" : summary.reason.openAIValue

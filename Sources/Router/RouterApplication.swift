@@ -15,6 +15,8 @@ import Tokenization
 ///   - backend: where generation happens (see ``GenerationBackend`` for its cancellation contract).
 ///   - apiKeys: overrides `configuration.apiKeysFile` when given (tests); nil loads the file, if any.
 ///   - metrics: the registry `GET /metrics` serves; pass one to add cluster metrics through its hooks.
+///   - cluster: what `/cluster/status` and `/cluster/explain` (and the page's cluster view) read; nil when the
+///     backend is not a cluster (they then answer 404).
 /// - Returns: an application to `runService()` (or test with HummingbirdTesting).
 public func makeRouterApplication(
     configuration: RouterConfiguration,
@@ -23,6 +25,7 @@ public func makeRouterApplication(
     backend: any GenerationBackend,
     apiKeys: APIKeySet? = nil,
     metrics: RouterMetrics = RouterMetrics(),
+    cluster: (any ClusterInsight)? = nil,
     logger: Logger = Logger(label: "baton.router")
 ) throws(RouterError) -> some ApplicationProtocol {
     try configuration.validate()
@@ -51,6 +54,9 @@ public func makeRouterApplication(
     router.get("/metrics") { _, _ in service.metricsExposition() }
     router.post("/tokenize") { request, _ in try await service.tokenize(request) }
     router.post("/detokenize") { request, _ in try await service.detokenize(request) }
+    router.get("/cluster/status") { _, _ in try await service.clusterStatus(cluster) }
+    router.post("/cluster/explain") { request, _ in try await service.clusterExplain(request, cluster: cluster) }
+    RouterPage.register(on: router)
 
     let idle = configuration.idleConnectionTimeout.components
     return Application(
@@ -69,8 +75,11 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
     static func endpoint(_ path: String) -> String {
         switch path {
-        case "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize":
+        case "/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize",
+            "/cluster/status", "/cluster/explain":
             path
+        case _ where RouterPage.paths.contains(path):
+            "page"
         case _ where path.hasPrefix("/v1/models/"):
             "/v1/models/{id}"
         default:
@@ -102,13 +111,15 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 /// Requires `Authorization: Bearer <key>` on the API when keys are configured; `/health` and `/metrics` stay open
-/// for probes and scrapers.
+/// for probes and scrapers, and the page's files for browsers (the page asks for a key when the API wants one).
 struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let keys: APIKeySet
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        guard keys.isEnabled, path != "/health", path != "/metrics" else { return try await next(request, context) }
+        guard keys.isEnabled, path != "/health", path != "/metrics", !RouterPage.paths.contains(path) else {
+            return try await next(request, context)
+        }
         guard let header = request.headers[.authorization] else {
             throw RouterError(
                 .invalidAPIKey,

@@ -78,7 +78,7 @@ struct RouterCommand: AsyncParsableCommand {
             host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         let app = try makeRouterApplication(
             configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
-            metrics: metrics, logger: logger)
+            metrics: metrics, cluster: PlacementInsight(placement: placement), logger: logger)
         logger.info("serving \(id) at http://\(host):\(port)/v1 through placement at \(placementHost):\(placementPort) (\(tls == nil ? "plaintext, insecure" : "mutual TLS"))")
         let watcher = Task { await backend.run() }
         defer { watcher.cancel() }

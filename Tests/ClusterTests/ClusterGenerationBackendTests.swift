@@ -27,7 +27,8 @@ struct ClusterGenerationBackendTests {
             #expect(tokens.first?.random == RandomState(9, 8, 7, 6), "the generator state reaches the router")
             #expect(summary == GenerationSummary(
                 reason: .maxTokens, promptTokens: 5, completionTokens: 3,
-                handoff: KVHandoffSummary(transport: "tls-h2", bytes: 4096, seconds: 0.012)))
+                handoff: KVHandoffSummary(transport: "tls-h2", bytes: 4096, seconds: 0.012),
+                workers: ServingWorkers(prefill: "prefill-a", decode: "decode-a")))
             let open = try #require(cluster.log.withLock { $0.opened.first })
             #expect(GenerationState(proto: open.state) == GenerationState(request: request))
             #expect(!open.prefillHere)
@@ -45,6 +46,7 @@ struct ClusterGenerationBackendTests {
                 try await backend.generate(Self.state("short", [7, 8], maxTokens: 5)))
             #expect(tokens.map(\.id) == [102, 101])
             #expect(summary.reason == .endOfGeneration && summary.completionTokens == 2)
+            #expect(summary.workers == ServingWorkers(prefill: nil, decode: "decode-a"), "the decode worker ran the prompt")
             #expect(cluster.log.withLock { $0.opened.first?.prefillHere } == true)
             #expect(cluster.log.withLock { $0.submitted.isEmpty })
         }

@@ -51,6 +51,10 @@ final class ClusterClients: Sendable {
         try await worker(name).leave(name: name, incarnation: incarnation)
     }
 
+    func explain(promptTokens: Int) async throws -> ExplainResponse {
+        try await router.explain(promptTokens: promptTokens)
+    }
+
     /// The membership watch, as a router opens it.
     func watch() async throws -> MembershipWatchStream {
         try await router.watch()

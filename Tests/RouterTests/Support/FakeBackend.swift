@@ -24,13 +24,17 @@ final class FakeBackend: GenerationBackend {
     let healthState: BackendHealth
     /// Reported in every summary, as a cluster reports the KV hand-off.
     let handoff: KVHandoffSummary?
+    /// Reported in every summary, as a cluster names the workers that served a generation.
+    let workers: ServingWorkers?
     let record = Mutex(Record())
 
     init(
         tokenizer: Tokenizer, reply: String = FakeBackend.defaultReply, delay: Duration? = nil, endless: Bool = false,
-        failure: GenerationError? = nil, health: BackendHealth = .ready, handoff: KVHandoffSummary? = nil
+        failure: GenerationError? = nil, health: BackendHealth = .ready, handoff: KVHandoffSummary? = nil,
+        workers: ServingWorkers? = nil
     ) {
         self.handoff = handoff
+        self.workers = workers
         self.tokenizer = tokenizer
         self.replyTokens = tokenizer.encode(reply, addSpecial: false)
         self.delay = delay
@@ -83,7 +87,8 @@ final class FakeBackend: GenerationBackend {
                 reason = .endOfGeneration
             }
             continuation.yield(.finished(GenerationSummary(
-                reason: reason, promptTokens: request.prompt.count, completionTokens: sent, handoff: self.handoff)))
+                reason: reason, promptTokens: request.prompt.count, completionTokens: sent, handoff: self.handoff,
+                workers: self.workers)))
             continuation.finish()
             self.record.withLock { _ = $0.finished.insert(request.id) }
         }

@@ -44,14 +44,15 @@ enum Fixtures {
         configuration: RouterConfiguration = configuration(),
         apiKeys: APIKeySet? = nil,
         metrics: RouterMetrics = RouterMetrics(),
-        withoutTemplate: Bool = false
+        withoutTemplate: Bool = false,
+        cluster: (any ClusterInsight)? = nil
     ) throws -> (some ApplicationProtocol, any GenerationBackend, Model) {
         let model = try loadModel()
         let backend = backend(model.tokenizer)
         let app = try makeRouterApplication(
             configuration: configuration, tokenizer: model.tokenizer, template: withoutTemplate ? nil : model.template,
             backend: backend,
-            apiKeys: apiKeys, metrics: metrics)
+            apiKeys: apiKeys, metrics: metrics, cluster: cluster)
         return (app, backend, model)
     }
 }
