@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "Benchmarks",
             dependencies: [
-                "Worker", "Inference", "KVTransport", "RPC", "Generation", "Tokenization",
+                "Worker", "Inference", "KVTransport", "RPC", "Generation", "Tokenization", "Placement",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -171,6 +171,7 @@ let package = Package(
             name: "InferenceTests", dependencies: ["Inference", "Generation", "GGUF", "Tokenization", "CKernels"],
             resources: [.copy("Fixtures")]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks"]),
         .testTarget(
             name: "RouterTests",
             dependencies: ["Router", "Generation", .product(name: "HummingbirdTesting", package: "hummingbird")]
