@@ -289,9 +289,10 @@ public struct ServeBenchmark: Sendable {
 
     private static func failure(_ request: ServeWorkload.Request, scheduledMs: Double?, sentMs: Double, _ error: any Error) -> RequestRecord {
         let reason = (error as? BenchError)?.reason ?? "transport"
+        let message = (error as? BenchError)?.message ?? "\(error)"
         return RequestRecord(
             index: request.index, conversation: request.conversation, turn: request.turn, scheduledMs: scheduledMs,
-            sentMs: sentMs, ttftMs: nil, e2eMs: nil, error: reason)
+            sentMs: sentMs, ttftMs: nil, e2eMs: nil, error: reason, errorMessage: String(message.prefix(300)))
     }
 
     /// The user message of `request`: its text, or about `words` words of filler different per request so that
@@ -462,16 +463,29 @@ final class HTTPConnection {
         if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
         try await outbound.write(.end(nil))
 
+        // The watchdog closes the connection once nothing has arrived for `timeout`; every part pushes it back.
         let channel = self.channel
+        let watch = SilenceWatch(timeout: timeout)
         let silence = Task {
-            try await Task.sleep(for: timeout)
+            while let due = watch.due() {
+                try await Task.sleep(until: due, clock: .continuous)
+            }
             channel.close(promise: nil)
         }
         defer { silence.cancel() }
         var status = 0
         var collected: [UInt8] = []
         var line: [UInt8] = []
-        while let part = try await iterator.next() {
+        while true {
+            let next: HTTPClientResponsePart?
+            do {
+                next = try await iterator.next()
+            } catch {
+                if watch.expired { throw BenchError(reason: "timeout", message: "\(host) sent nothing for \(timeout)") }
+                throw error
+            }
+            guard let part = next else { break }
+            watch.heard()
             switch part {
             case .head(let response):
                 status = Int(response.status.code)
@@ -492,7 +506,38 @@ final class HTTPConnection {
                 return (status, collected)
             }
         }
+        if watch.expired { throw BenchError(reason: "timeout", message: "\(host) sent nothing for \(timeout)") }
         throw BenchError(reason: "transport", message: "\(host) closed the connection mid-response")
     }
+}
+
+/// The deadline of a response's silence, pushed back whenever a part arrives.
+private final class SilenceWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private let timeout: Duration
+    private var deadline: ContinuousClock.Instant
+    private var fired = false
+
+    init(timeout: Duration) {
+        self.timeout = timeout
+        deadline = .now + timeout
+    }
+
+    func heard() {
+        lock.withLock { deadline = .now + timeout }
+    }
+
+    /// The deadline to sleep until, or nil (and expired from then on) once it has passed.
+    func due() -> ContinuousClock.Instant? {
+        lock.withLock {
+            if ContinuousClock.now >= deadline {
+                fired = true
+                return nil
+            }
+            return deadline
+        }
+    }
+
+    var expired: Bool { lock.withLock { fired } }
 }
 

@@ -125,11 +125,13 @@ public struct RequestRecord: Codable, Sendable, Equatable {
     public var completionTokens: Int
     /// Why it failed (`http 429`, `transport`, …); nil when it succeeded.
     public var error: String?
+    /// What the failure said: the server's error body, or the transport's error (the first 300 bytes).
+    public var errorMessage: String?
 
     public init(
         index: Int, conversation: String? = nil, turn: Int? = nil, scheduledMs: Double? = nil, sentMs: Double,
         ttftMs: Double?, e2eMs: Double?, itlMs: [Double] = [], promptTokens: Int = 0, completionTokens: Int = 0,
-        error: String? = nil
+        error: String? = nil, errorMessage: String? = nil
     ) {
         self.index = index
         self.conversation = conversation
@@ -142,6 +144,7 @@ public struct RequestRecord: Codable, Sendable, Equatable {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.error = error
+        self.errorMessage = errorMessage
     }
 
     /// Mean time per output token after the first: (e2e − ttft) / (tokens − 1); nil below two tokens.
@@ -153,6 +156,7 @@ public struct RequestRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case index, conversation, turn, scheduledMs = "scheduled_ms", sentMs = "sent_ms", ttftMs = "ttft_ms", e2eMs = "e2e_ms"
         case itlMs = "itl_ms", promptTokens = "prompt_tokens", completionTokens = "completion_tokens", error
+        case errorMessage = "error_message"
     }
 }
 

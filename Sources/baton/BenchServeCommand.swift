@@ -212,6 +212,7 @@ struct BenchServeCommand: AsyncParsableCommand {
     /// that a drift in machine speed favours none; stops them all however it ends.
     func runComparison(description: ServeRunDescription, benchmark: (Int) -> ServeBenchmark) async throws -> ServeReport {
         let kinds = try compareSystems()
+        // The peers' logs and baton up's state (certificates with keys: not next to a report that may be shared).
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("baton-bench-\(getpid())").path
         let split = try splitThreads.map { try list($0, "--split-threads", { Int($0) }, valid: { $0 >= 1 }) }
         if let split, split.count != 2 { throw ValidationError("--split-threads takes PREFILL,DECODE") }
@@ -283,6 +284,8 @@ struct BenchServeCommand: AsyncParsableCommand {
             s.itlMs.p50, s.itlMs.p90, s.itlMs.p99, s.e2eMs.p50, s.outputTokensPerSecond)
         print((system ?? "server").padding(toLength: 13, withPad: " ", startingAt: 0) + " "
             + level.spec.description.padding(toLength: 18, withPad: " ", startingAt: 0) + " " + numbers + goodput + errors)
+        // A level can take minutes: show it now, not when a redirected stdout's buffer fills.
+        fflush(nil)
     }
 
     private func printRatios(_ report: ServeReport) {
