@@ -33,10 +33,13 @@ public struct SVGChart: Sendable {
     /// Colour-blind-safe palette (Okabe–Ito), one per series in order.
     static let colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 
-    /// The empirical CDF of `values` as chart points: (value, share of values ≤ it).
-    public static func cdf(_ values: [Double]) -> [(x: Double, y: Double)] {
+    /// The empirical CDF of `values` as chart points: (value, share of values ≤ it), at most `limit` of them (evenly
+    /// spaced ranks, the last always kept) so that thousands of token gaps still make a small file.
+    public static func cdf(_ values: [Double], limit: Int = 400) -> [(x: Double, y: Double)] {
         let sorted = values.sorted()
-        return sorted.enumerated().map { (x: $1, y: Double($0 + 1) / Double(sorted.count)) }
+        let count = sorted.count
+        let ranks = count <= limit ? Array(0..<count) : (0..<limit).map { Int((Double($0) * Double(count - 1) / Double(limit - 1)).rounded()) }
+        return ranks.map { (x: sorted[$0], y: Double($0 + 1) / Double(count)) }
     }
 
     public func render() -> String {

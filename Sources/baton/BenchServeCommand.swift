@@ -76,6 +76,9 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Directory for report.json, report.html and the plots.")
     var out: String?
 
+    @Option(help: "Render the plots and page of a saved report.json into --out, running nothing.")
+    var replot: String?
+
     @Flag(help: "Start and compare Baton split (baton up), Baton in one process (baton serve) and llama-server.")
     var compare = false
 
@@ -175,6 +178,18 @@ struct BenchServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let replot {
+            guard let out else { throw ValidationError("--replot needs --out DIR") }
+            let report: ServeReport
+            do {
+                report = try JSONDecoder().decode(ServeReport.self, from: Data(contentsOf: URL(fileURLWithPath: replot)))
+            } catch {
+                throw CommandFailure("\(replot) is not a bench serve report.json: \(error)")
+            }
+            let files = try ServePlots.write(report, to: out)
+            print("wrote \(files.count) files to \(out)")
+            return
+        }
         let levels = try levels()
         let workload = try workload()
         let slo = try self.slo.map { try ServeSLO(parsing: $0) }

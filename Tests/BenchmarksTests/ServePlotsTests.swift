@@ -74,3 +74,19 @@ struct ServePlotsTests {
         #expect(Self.parse(SVGChart(title: "empty", xLabel: "x", yLabel: "y", series: []).render()).error == nil)
     }
 }
+
+@Suite("Chart data")
+struct ChartDataTests {
+    @Test("A CDF rises to one at the largest value and keeps at most its limit of points")
+    func cdf() {
+        let small = SVGChart.cdf([3, 1, 2])
+        let expectedShares: [Double] = [1.0 / 3, 2.0 / 3, 1]
+        #expect(small.map(\.x) == [1, 2, 3])
+        #expect(small.map(\.y) == expectedShares)
+        let many = SVGChart.cdf((0..<10_000).map(Double.init), limit: 100)
+        #expect(many.count == 100)
+        #expect(many.first?.x == 0)
+        #expect(many.last?.x == 9999 && many.last?.y == 1)
+        #expect(zip(many, many.dropFirst()).allSatisfy { $0.x < $1.x && $0.y < $1.y })
+    }
+}
