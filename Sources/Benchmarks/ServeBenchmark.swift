@@ -28,7 +28,8 @@ public struct ServeBenchmark: Sendable {
             }
         }
 
-        static func number(_ value: Double) -> String {
+        /// A rate or speed as the flags spell it: 2, 0.5.
+        public static func number(_ value: Double) -> String {
             value == value.rounded() ? String(Int(value)) : String(value)
         }
     }

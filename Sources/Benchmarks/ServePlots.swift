@@ -95,6 +95,11 @@ public enum ServePlots {
                     + "<td>\(e(s.errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")))</td></tr>\n"
             }
             page += "</table>\n"
+            if c.slo != nil, system.levels.contains(where: { $0.rate != nil }) {
+                page += "<p>Highest request rate with at least 90 % of requests meeting the SLO (DistServe's goodput): "
+                    + (ServeReport.maxRate(system.levels).map { "\(ServeBenchmark.LevelSpec.number($0))/s" } ?? "none of the rates run")
+                    + "</p>\n"
+            }
             let busy = system.levels.filter { !$0.timeline.isEmpty }
             if !busy.isEmpty {
                 let names = Set(busy.flatMap { $0.timeline.flatMap(\.values.keys) }).sorted()

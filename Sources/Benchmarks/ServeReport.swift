@@ -4,7 +4,7 @@ import Foundation
 public struct ServeRunDescription: Codable, Sendable, Equatable {
     /// Synthetic workload, when there was one.
     public var preset: ServeWorkload.Preset?
-    /// Trace file, when the workload came from one, and its SHA-256-free identity: path and request count.
+    /// Trace file, when the workload came from one.
     public var trace: String?
     public var requests: Int
     /// The levels in order, as `ServeBenchmark.LevelSpec` prints them ("concurrency 4", "rate 2/s", "trace").

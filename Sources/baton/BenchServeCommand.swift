@@ -214,6 +214,12 @@ struct BenchServeCommand: AsyncParsableCommand {
                 .init(name: "server", command: [], url: url, model: model, levels: results),
             ])
         }
+        if !json, report.configuration.slo != nil, levels.contains(where: { if case .rate = $0 { true } else { false } }) {
+            for system in report.systems {
+                let best = ServeReport.maxRate(system.levels).map { "\(ServeBenchmark.LevelSpec.number($0))/s" } ?? "none of the rates run"
+                print("\(system.name): highest rate with ≥ 90 % of requests meeting the SLO: \(best)")
+            }
+        }
         if !json, !report.ratios.isEmpty { printRatios(report) }
         if let out {
             let files = try ServePlots.write(report, to: out)
