@@ -143,7 +143,7 @@ let package = Package(
         .target(
             name: "Benchmarks",
             dependencies: [
-                "Worker", "Inference", "KVTransport", "RPC", "Generation", "Tokenization",
+                "Worker", "Inference", "KVTransport", "RPC", "Generation", "Tokenization", "Placement",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -173,6 +173,7 @@ let package = Package(
             name: "InferenceTests", dependencies: ["Inference", "Generation", "GGUF", "Tokenization", "CKernels"],
             resources: [.copy("Fixtures")]),
         .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks"]),
         .testTarget(
             name: "RouterTests",
             dependencies: ["Router", "Generation", .product(name: "HummingbirdTesting", package: "hummingbird")]

@@ -3,7 +3,7 @@
 # Baton's engine can be compared with llama.cpp on the same path: speed (bench_vs_llamacpp.py --isa) and
 # numerics (make_greedy_references.py measures llama.cpp's own spread across these builds).
 #
-#   bash Deploy/scripts/build-llamacpp.sh [--isa avx2|avx512|scalar|all]... [--no-server] [--jobs N]
+#   bash Deploy/scripts/build-llamacpp.sh [--isa avx2|avx512|scalar|all]... [--no-server] [--python-server] [--jobs N]
 #
 # Default `--isa all`: avx2, then avx512 (skipped with a message on a CPU without AVX-512), then scalar.
 #   avx2    -march off, SSE4.2 AVX AVX2 BMI2 FMA F16C on, every AVX-512/AVX-VNNI/AMX flag off: what llama.cpp's
@@ -20,6 +20,11 @@
 # compiles nothing and ships no library of its own) and `gguf` go into Baton's venv (~/.cache/baton/venv, BATON_VENV
 # overrides). Deploy/scripts/isa_paths.py is the Python side of this layout.
 #
+# llama-server is the peer of `baton bench serve --compare` (which picks the avx512 build on an AVX-512 CPU, else
+# avx2). --python-server also installs the `server` extra of llama-cpp-python (FastAPI, uvicorn, …) into the venv, so
+# that `python -m llama_cpp.server` can stand in for llama-server where the binary cannot be built; --compare falls
+# back to it and says so in its report.
+#
 # Idempotent: a build whose BUILD-INFO records the same flags is kept. ccache (installed with cmake if missing)
 # makes the second and third ISA cheap: only ggml-cpu depends on the ISA. A build takes ~5-10 min on 2 cores.
 set -euo pipefail
@@ -32,6 +37,7 @@ root="${BATON_LLAMACPP_DIR:-$HOME/.cache/baton/llama.cpp}"
 venv="${BATON_VENV:-$HOME/.cache/baton/venv}"
 jobs="$(nproc)"
 server=1
+python_server=0
 isas=()
 
 say() { printf '[build-llamacpp] %s\n' "$*" >&2; }
@@ -41,8 +47,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --isa) [ $# -ge 2 ] || die "--isa needs a value (avx2, avx512, scalar or all)"; isas+=("$2"); shift 2 ;;
         --no-server) server=0; shift ;;
+        --python-server) python_server=1; shift ;;
         --jobs) [ $# -ge 2 ] || die "--jobs needs a number"; jobs="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -112,6 +119,17 @@ else
     CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
         --no-cache-dir "$sdist" "gguf==$gguf_version" >&2
     bindings_present || die "llama-cpp-python $version / gguf $gguf_version did not install into $venv"
+fi
+
+# The `server` extra of llama-cpp-python 0.3.36 (its pyproject.toml), for `python -m llama_cpp.server`.
+if [ "$python_server" = 1 ]; then
+    if "$venv/bin/python" -c 'import llama_cpp.server.app' 2>/dev/null; then
+        say "llama_cpp.server's dependencies present ($venv)"
+    else
+        say "installing llama_cpp.server's dependencies (the package's server extra) into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "uvicorn>=0.22.0" "fastapi>=0.100.0" \
+            "pydantic-settings>=2.0.1" "sse-starlette>=1.6.1" "starlette-context>=0.3.6,<0.4" "PyYAML>=5.1" >&2
+    fi
 fi
 
 # --- One build per ISA ------------------------------------------------------------------------------

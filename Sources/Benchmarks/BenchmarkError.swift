@@ -8,6 +8,10 @@ public struct BenchmarkError: Error, CustomStringConvertible, Sendable {
 
         /// The arguments cannot make a benchmark (no levels, no requests, a bad URL).
         public static let invalidArgument = Code("invalid argument")
+        /// A workload trace file cannot be read or has a bad line.
+        public static let invalidTrace = Code("invalid trace")
+        /// A server to compare with could not be started or did not become ready.
+        public static let peerFailed = Code("peer failed")
         /// The server under test answered something this client cannot read.
         public static let protocolViolation = Code("protocol violation")
     }

@@ -3,101 +3,121 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// `baton bench serve`: a concurrency sweep of streaming chat completions against a running router,
-/// reporting time to first token, time per output token and end-to-end latency percentiles, and throughput.
+/// `baton bench serve`: streaming chat completions against a running OpenAI-compatible server (Baton's router,
+/// `baton serve`, llama-server), one level at a time, keeping a record of every request.
 ///
-/// Each simulated client keeps one HTTP/1.1 connection and sends its requests one after another, as the
-/// OpenAI SDKs do; a level runs `requests` requests over `concurrency` such clients.
+/// A level releases the workload's requests in one of three ways: a closed loop of `concurrency` clients, each
+/// with one keep-alive HTTP/1.1 connection sending its requests one after another as the OpenAI SDKs do; Poisson
+/// arrivals at a rate (open loop: a request goes out at its time whether or not earlier ones have been answered,
+/// on a connection of its own); or the trace's own timestamps. A later turn of a conversation always waits for
+/// the previous one and carries the history, the server's actual replies included.
 public struct ServeBenchmark: Sendable {
+    /// How a level releases the requests.
+    public enum LevelSpec: Sendable, Equatable, CustomStringConvertible {
+        case concurrency(Int)
+        /// Poisson arrivals at this many requests per second.
+        case rate(Double)
+        /// The trace's timestamps divided by `speed` (2: twice as fast).
+        case trace(speed: Double)
+
+        public var description: String {
+            switch self {
+            case .concurrency(let clients): "concurrency \(clients)"
+            case .rate(let rate): "rate \(Self.number(rate))/s"
+            case .trace(let speed): speed == 1 ? "trace" : "trace ×\(Self.number(speed))"
+            }
+        }
+
+        /// A rate or speed as the flags spell it: 2, 0.5.
+        public static func number(_ value: Double) -> String {
+            value == value.rounded() ? String(Int(value)) : String(value)
+        }
+    }
+
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
         /// Sent as `model`; nil asks `GET /v1/models` for the first one.
         public var model: String?
-        public var concurrencyLevels: [Int]
-        /// Requests per level (at least the level's concurrency).
-        public var requests: Int
-        /// Approximate prompt length (words of filler text plus the question).
-        public var promptWords: Int
-        public var maxTokens: Int
+        public var workload: ServeWorkload
+        public var levels: [LevelSpec]
+        public var temperature: Double
+        /// Poisson schedules and each request's sampling seed (`seed + index`) derive from it.
+        public var seed: UInt64
+        public var slo: ServeSLO?
         public var apiKey: String?
         /// Longest wait for any byte of a response.
         public var timeout: Duration
 
         public init(
-            host: String, port: Int, model: String? = nil, concurrencyLevels: [Int] = [1, 2, 4], requests: Int = 16,
-            promptWords: Int = 64, maxTokens: Int = 32, apiKey: String? = nil, timeout: Duration = .seconds(120)
+            host: String, port: Int, model: String? = nil, workload: ServeWorkload, levels: [LevelSpec],
+            temperature: Double = 0.8, seed: UInt64 = 0, slo: ServeSLO? = nil, apiKey: String? = nil,
+            timeout: Duration = .seconds(120)
         ) {
             self.host = host
             self.port = port
             self.model = model
-            self.concurrencyLevels = concurrencyLevels
-            self.requests = requests
-            self.promptWords = promptWords
-            self.maxTokens = maxTokens
+            self.workload = workload
+            self.levels = levels
+            self.temperature = temperature
+            self.seed = seed
+            self.slo = slo
             self.apiKey = apiKey
             self.timeout = timeout
         }
     }
 
-    /// Percentiles of one measure, in milliseconds.
-    public struct Percentiles: Codable, Sendable, Equatable {
-        public var p50: Double
-        public var p90: Double
-        public var p99: Double
-        public var mean: Double
-
-        init(_ values: [Double]) {
-            let sorted = values.sorted()
-            func at(_ q: Double) -> Double {
-                guard !sorted.isEmpty else { return 0 }
-                return sorted[min(sorted.count - 1, Int((q * Double(sorted.count - 1)).rounded()))]
-            }
-            p50 = at(0.5)
-            p90 = at(0.9)
-            p99 = at(0.99)
-            mean = sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count)
-        }
-    }
-
-    /// What one concurrency level measured.
+    /// What one level measured: its summary figures (flattened into the same JSON object) and every request.
     public struct Level: Codable, Sendable, Equatable {
-        public var concurrency: Int
-        public var requests: Int
-        public var succeeded: Int
-        /// Failures by reason (HTTP status or transport error).
-        public var errors: [String: Int]
-        public var ttftMs: Percentiles
-        public var tpotMs: Percentiles
-        public var e2eMs: Percentiles
-        public var outputTokensPerSecond: Double
-        public var requestsPerSecond: Double
-        public var promptTokensMean: Double
+        public var concurrency: Int?
+        /// Requests per second asked for (Poisson levels).
+        public var rate: Double?
+        public var traceSpeed: Double?
+        public var summary: LevelSummary
+        public var records: [RequestRecord]
+        /// The server's busy gauges over the level (see ``MetricsSampler``); empty without `/metrics`.
+        public var timeline: [TimelineSample]
+
+        public init(spec: LevelSpec, summary: LevelSummary, records: [RequestRecord], timeline: [TimelineSample] = []) {
+            switch spec {
+            case .concurrency(let clients): concurrency = clients
+            case .rate(let rate): self.rate = rate
+            case .trace(let speed): traceSpeed = speed
+            }
+            self.summary = summary
+            self.records = records
+            self.timeline = timeline
+        }
+
+        public var spec: LevelSpec {
+            if let concurrency { return .concurrency(concurrency) }
+            if let rate { return .rate(rate) }
+            return .trace(speed: traceSpeed ?? 1)
+        }
 
         enum CodingKeys: String, CodingKey {
-            case concurrency, requests, succeeded, errors, ttftMs = "ttft_ms", tpotMs = "tpot_ms", e2eMs = "e2e_ms"
-            case outputTokensPerSecond = "output_tokens_per_second", requestsPerSecond = "requests_per_second"
-            case promptTokensMean = "prompt_tokens_mean"
+            case concurrency, rate, traceSpeed = "trace_speed", records, timeline
         }
-    }
 
-    public struct Report: Codable, Sendable, Equatable {
-        public var model: String
-        public var maxTokens: Int
-        public var levels: [Level]
-
-        enum CodingKeys: String, CodingKey {
-            case model, maxTokens = "max_tokens", levels
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            concurrency = try container.decodeIfPresent(Int.self, forKey: .concurrency)
+            rate = try container.decodeIfPresent(Double.self, forKey: .rate)
+            traceSpeed = try container.decodeIfPresent(Double.self, forKey: .traceSpeed)
+            records = try container.decode([RequestRecord].self, forKey: .records)
+            timeline = try container.decodeIfPresent([TimelineSample].self, forKey: .timeline) ?? []
+            summary = try LevelSummary(from: decoder)
         }
-    }
 
-    /// One request's outcome.
-    struct Sample {
-        var ttft: Double
-        var tpot: Double?
-        var e2e: Double
-        var completionTokens: Int
-        var promptTokens: Int
+        public func encode(to encoder: any Encoder) throws {
+            try summary.encode(to: encoder)
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encodeIfPresent(concurrency, forKey: .concurrency)
+            try container.encodeIfPresent(rate, forKey: .rate)
+            try container.encodeIfPresent(traceSpeed, forKey: .traceSpeed)
+            try container.encode(records, forKey: .records)
+            if !timeline.isEmpty { try container.encode(timeline, forKey: .timeline) }
+        }
     }
 
     public let configuration: Configuration
@@ -107,18 +127,19 @@ public struct ServeBenchmark: Sendable {
     }
 
     /// Runs every level in order; `progress` hears about each finished level.
-    public func run(progress: @Sendable (Level) -> Void = { _ in }) async throws -> Report {
+    public func run(progress: (Level) -> Void = { _ in }) async throws -> (model: String, levels: [Level]) {
         let model = try await resolveModel()
         var levels: [Level] = []
-        for concurrency in configuration.concurrencyLevels {
-            let level = try await runLevel(concurrency: concurrency, model: model)
+        for spec in configuration.levels {
+            let level = try await run(spec, model: model)
             progress(level)
             levels.append(level)
         }
-        return Report(model: model, maxTokens: configuration.maxTokens, levels: levels)
+        return (model, levels)
     }
 
-    private func resolveModel() async throws -> String {
+    /// The `model` to send: the configured one, else the first of `GET /v1/models`.
+    public func resolveModel() async throws -> String {
         if let model = configuration.model { return model }
         let (status, body) = try await HTTPConnection.with(host: configuration.host, port: configuration.port) {
             try await $0.exchange(
@@ -134,80 +155,176 @@ public struct ServeBenchmark: Sendable {
         return id
     }
 
+    /// One short request, not recorded: the first request a server sees pays for warming up.
+    public func warmUp(model: String) async throws {
+        let request = ServeWorkload.Request(index: 0, prompt: .words(16), maxTokens: 4)
+        let record = await openLoop(request, scheduledMs: nil, levelStart: .now, model: model, log: ConversationLog())
+        if let error = record.error {
+            throw BenchmarkError(.protocolViolation, "the warm-up request to \(configuration.host):\(configuration.port) failed: \(error)")
+        }
+    }
+
     private var authorization: [(String, String)] {
         configuration.apiKey.map { [("Authorization", "Bearer \($0)")] } ?? []
     }
 
-    private func runLevel(concurrency: Int, model: String) async throws -> Level {
-        let total = max(configuration.requests, concurrency)
-        let counter = RequestCounter(total: total)
+    /// Runs one level over the whole workload.
+    public func run(_ spec: LevelSpec, model: String) async throws -> Level {
+        let requests = configuration.workload.requests
+        guard !requests.isEmpty else { throw BenchmarkError(.invalidArgument, "the workload has no requests") }
+        // The arrival times of an open-loop level (seconds after the start); nil for a closed loop.
+        let schedule: [Double]?
+        switch spec {
+        case .concurrency(let clients):
+            guard clients >= 1 else { throw BenchmarkError(.invalidArgument, "a level needs at least one client") }
+            schedule = nil
+        case .rate(let rate):
+            guard rate > 0, rate.isFinite else { throw BenchmarkError(.invalidArgument, "a request rate must be positive") }
+            schedule = ServeWorkload.poissonArrivals(count: requests.count, rate: rate, seed: configuration.seed)
+        case .trace(let speed):
+            guard speed > 0, speed.isFinite else { throw BenchmarkError(.invalidArgument, "a trace speed must be positive") }
+            schedule = try requests.map { request throws(BenchmarkError) -> Double in
+                guard let timestamp = request.timestamp else {
+                    throw BenchmarkError(.invalidArgument, "a trace level needs a workload read from a trace file")
+                }
+                return timestamp / speed
+            }
+        }
+        let log = ConversationLog()
         let started = ContinuousClock.now
-        let outcomes = await withTaskGroup(of: [Result<Sample, BenchError>].self) { group in
-            for client in 0..<concurrency {
+        let sampler = MetricsSampler(host: configuration.host, port: configuration.port)
+        sampler.start(at: started)
+        let records: [RequestRecord]
+        if case .concurrency(let clients) = spec {
+            records = await closedLoop(clients: clients, model: model, log: log, started: started)
+        } else {
+            records = await openLoop(schedule: schedule ?? [], model: model, log: log, started: started)
+        }
+        let seconds = started.duration(to: .now) / .seconds(1)
+        let timeline = await sampler.stop()
+        let sorted = records.sorted { $0.index < $1.index }
+        return Level(
+            spec: spec, summary: LevelSummary(records: sorted, durationSeconds: seconds, slo: configuration.slo), records: sorted,
+            timeline: timeline)
+    }
+
+    /// Every request released at its time (seconds after the start), each on a connection of its own.
+    private func openLoop(schedule: [Double], model: String, log: ConversationLog, started: ContinuousClock.Instant) async -> [RequestRecord] {
+        await withTaskGroup(of: RequestRecord.self) { group in
+            for (request, time) in zip(configuration.workload.requests, schedule) {
+                let due = started + .milliseconds(Int64((time * 1000).rounded()))
+                if due > .now { try? await Task.sleep(until: due, clock: .continuous) }
+                group.addTask {
+                    await openLoop(request, scheduledMs: time * 1000, levelStart: started, model: model, log: log)
+                }
+            }
+            var records: [RequestRecord] = []
+            for await record in group { records.append(record) }
+            return records
+        }
+    }
+
+    private func openLoop(
+        _ request: ServeWorkload.Request, scheduledMs: Double?, levelStart: ContinuousClock.Instant, model: String,
+        log: ConversationLog
+    ) async -> RequestRecord {
+        let messages = await log.messages(for: request, prompt: prompt(request))
+        let sent = levelStart.duration(to: .now) / .milliseconds(1)
+        do {
+            return try await HTTPConnection.with(host: configuration.host, port: configuration.port) { connection in
+                try await send(request, messages: messages, scheduledMs: scheduledMs, levelStart: levelStart, model: model, on: connection, log: log)
+            }
+        } catch {
+            await log.finish(request.index, messages: Array(messages.dropLast()))
+            return Self.failure(request, scheduledMs: scheduledMs, sentMs: sent, error)
+        }
+    }
+
+    /// `clients` clients, each sending the next unsent request when its previous one is answered.
+    private func closedLoop(clients: Int, model: String, log: ConversationLog, started: ContinuousClock.Instant) async -> [RequestRecord] {
+        let requests = configuration.workload.requests
+        let counter = RequestCounter(total: requests.count)
+        return await withTaskGroup(of: [RequestRecord].self) { group in
+            for _ in 0..<clients {
                 group.addTask {
                     // One keep-alive connection per client; a failed request costs the connection, and the
                     // next request opens a new one.
-                    var results: [Result<Sample, BenchError>] = []
+                    var records: [RequestRecord] = []
                     var pending = counter.next()
                     while let first = pending {
+                        var messages = await log.messages(for: requests[first], prompt: prompt(requests[first]))
+                        var sentMs = started.duration(to: .now) / .milliseconds(1)
                         do {
                             try await HTTPConnection.with(host: configuration.host, port: configuration.port) { connection in
                                 var index = first
                                 while true {
                                     pending = index
-                                    results.append(.success(try await oneRequest(index: index, client: client, model: model, on: connection)))
+                                    if index != first {
+                                        messages = await log.messages(for: requests[index], prompt: prompt(requests[index]))
+                                        sentMs = started.duration(to: .now) / .milliseconds(1)
+                                    }
+                                    records.append(try await send(
+                                        requests[index], messages: messages, scheduledMs: nil, levelStart: started, model: model,
+                                        on: connection, log: log))
                                     guard let next = counter.next() else { break }
                                     index = next
                                 }
                             }
                             pending = nil
-                        } catch let error as BenchError {
-                            results.append(.failure(error))
-                            pending = counter.next()
                         } catch {
-                            results.append(.failure(BenchError(reason: "transport", message: "\(error)")))
+                            if let index = pending {
+                                await log.finish(index, messages: Array(messages.dropLast()))
+                                records.append(Self.failure(requests[index], scheduledMs: nil, sentMs: sentMs, error))
+                            }
                             pending = counter.next()
                         }
                     }
-                    return results
+                    return records
                 }
             }
-            var all: [Result<Sample, BenchError>] = []
+            var all: [RequestRecord] = []
             for await part in group { all += part }
             return all
         }
-        let seconds = max(1e-9, (started.duration(to: .now) / .seconds(1)))
-        let samples = outcomes.compactMap { try? $0.get() }
-        var errors: [String: Int] = [:]
-        for case .failure(let error) in outcomes { errors[error.reason, default: 0] += 1 }
-        let outputTokens = samples.reduce(0) { $0 + $1.completionTokens }
-        return Level(
-            concurrency: concurrency, requests: total, succeeded: samples.count, errors: errors,
-            ttftMs: Percentiles(samples.map { $0.ttft * 1000 }),
-            tpotMs: Percentiles(samples.compactMap { $0.tpot.map { $0 * 1000 } }),
-            e2eMs: Percentiles(samples.map { $0.e2e * 1000 }),
-            outputTokensPerSecond: Double(outputTokens) / seconds, requestsPerSecond: Double(samples.count) / seconds,
-            promptTokensMean: samples.isEmpty ? 0 : Double(samples.reduce(0) { $0 + $1.promptTokens }) / Double(samples.count))
     }
 
-    /// A prompt of about `promptWords` words, different per request so no cache can serve it.
-    func prompt(index: Int) -> String {
+    private static func failure(_ request: ServeWorkload.Request, scheduledMs: Double?, sentMs: Double, _ error: any Error) -> RequestRecord {
+        let reason = (error as? BenchError)?.reason ?? "transport"
+        let message = (error as? BenchError)?.message ?? "\(error)"
+        return RequestRecord(
+            index: request.index, conversation: request.conversation, turn: request.turn, scheduledMs: scheduledMs,
+            sentMs: sentMs, ttftMs: nil, e2eMs: nil, error: reason, errorMessage: String(message.prefix(300)))
+    }
+
+    /// The user message of `request`: its text, or about `words` words of filler different per request so that
+    /// no cache can serve it.
+    func prompt(_ request: ServeWorkload.Request) -> String {
+        switch request.prompt {
+        case .text(let text): return text
+        case .words(let count): return Self.fillerPrompt(index: request.index, words: count)
+        }
+    }
+
+    static func fillerPrompt(index: Int, words count: Int) -> String {
         let words = ["river", "stone", "lantern", "orchard", "signal", "harbor", "meadow", "copper", "engine", "violet", "canyon", "ledger"]
         var text = "Request \(index). Notes:"
-        for i in 0..<max(0, configuration.promptWords - 12) { text += " " + words[(i * 7 + index) % words.count] }
+        for i in 0..<max(0, count - 12) { text += " " + words[(i * 7 + index) % words.count] }
         return text + ". Write a short story about what these notes describe."
     }
 
-    private func oneRequest(index: Int, client: Int, model: String, on connection: HTTPConnection) async throws -> Sample {
+    /// Sends one request on `connection` and records it; a non-200 answer or a stream without usage throws.
+    private func send(
+        _ request: ServeWorkload.Request, messages: [[String: String]], scheduledMs: Double?, levelStart: ContinuousClock.Instant,
+        model: String, on connection: HTTPConnection, log: ConversationLog
+    ) async throws -> RequestRecord {
         let body: [String: Any] = [
-            "model": model, "stream": true, "stream_options": ["include_usage": true], "max_tokens": configuration.maxTokens,
-            "temperature": 0.8, "seed": index, "user": "bench-\(client)",
-            "messages": [["role": "user", "content": prompt(index: index)]],
+            "model": model, "stream": true, "stream_options": ["include_usage": true], "max_tokens": request.maxTokens,
+            "temperature": configuration.temperature, "seed": Int(truncatingIfNeeded: configuration.seed &+ UInt64(request.index)),
+            "messages": messages,
         ]
         let payload = try JSONSerialization.data(withJSONObject: body)
         let started = ContinuousClock.now
-        let firstToken = TimeBox()
-        let usage = UsageBox()
+        let stream = StreamBox()
         let (status, errorBody) = try await connection.exchange(
             method: .POST, path: "/v1/chat/completions",
             headers: authorization + [("Content-Type", "application/json"), ("Accept", "text/event-stream")],
@@ -216,31 +333,58 @@ public struct ServeBenchmark: Sendable {
             guard line.hasPrefix("data: "), line != "data: [DONE]" else { return }
             guard let json = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any] else { return }
             if let choices = json["choices"] as? [[String: Any]], let delta = choices.first?["delta"] as? [String: Any],
-                let content = delta["content"] as? String, !content.isEmpty, firstToken.value == nil
+                let content = delta["content"] as? String, !content.isEmpty
             {
-                firstToken.value = (started.duration(to: .now) / .seconds(1))
+                let now = started.duration(to: .now) / .milliseconds(1)
+                if let last = stream.lastChunkMs { stream.gaps.append(now - last) } else { stream.firstTokenMs = now }
+                stream.lastChunkMs = now
+                stream.text += content
             }
             if let counts = json["usage"] as? [String: Any] {
-                usage.completion = counts["completion_tokens"] as? Int ?? 0
-                usage.prompt = counts["prompt_tokens"] as? Int ?? 0
+                stream.completion = counts["completion_tokens"] as? Int ?? 0
+                stream.prompt = counts["prompt_tokens"] as? Int ?? 0
             }
         }
-        let e2e = (started.duration(to: .now) / .seconds(1))
+        let e2e = started.duration(to: .now) / .milliseconds(1)
         guard status == 200 else {
             throw BenchError(reason: "http \(status)", message: String(decoding: errorBody.prefix(300), as: UTF8.self))
         }
-        guard usage.completion > 0 else {
+        guard stream.completion > 0 else {
             throw BenchError(reason: "no usage", message: "the stream ended without a usage chunk")
         }
-        let ttft = firstToken.value ?? e2e
-        let tpot = usage.completion > 1 ? (e2e - ttft) / Double(usage.completion - 1) : nil
-        return Sample(ttft: ttft, tpot: tpot, e2e: e2e, completionTokens: usage.completion, promptTokens: usage.prompt)
+        await log.finish(request.index, messages: messages + [["role": "assistant", "content": stream.text]])
+        return RequestRecord(
+            index: request.index, conversation: request.conversation, turn: request.turn, scheduledMs: scheduledMs,
+            sentMs: levelStart.duration(to: started) / .milliseconds(1), ttftMs: stream.firstTokenMs ?? e2e, e2eMs: e2e,
+            itlMs: stream.gaps, promptTokens: stream.prompt, completionTokens: stream.completion)
     }
 }
 
 struct BenchError: Error {
     var reason: String
     var message: String
+}
+
+/// The messages each request of a level sent and got back, so that a conversation's next turn can carry its
+/// history; a later turn waits here until the previous one is finished (answered or failed).
+actor ConversationLog {
+    private var transcripts: [Int: [[String: String]]] = [:]
+    private var waiting: [Int: [CheckedContinuation<[[String: String]], Never>]] = [:]
+
+    /// The history `request` follows (after it has finished) with `prompt` as the new user message.
+    func messages(for request: ServeWorkload.Request, prompt: String) async -> [[String: String]] {
+        let turn = [["role": "user", "content": prompt]]
+        guard let previous = request.follows else { return turn }
+        if let transcript = transcripts[previous] { return transcript + turn }
+        let transcript = await withCheckedContinuation { waiting[previous, default: []].append($0) }
+        return transcript + turn
+    }
+
+    /// Records what request `index` leaves for the next turn: the whole exchange, or the history before it if it failed.
+    func finish(_ index: Int, messages: [[String: String]]) {
+        transcripts[index] = messages
+        for continuation in waiting.removeValue(forKey: index) ?? [] { continuation.resume(returning: messages) }
+    }
 }
 
 /// Hands out request indices to the level's clients.
@@ -260,9 +404,12 @@ private final class RequestCounter: @unchecked Sendable {
     }
 }
 
-/// Set by the line callback, read after the exchange (same task, no concurrency).
-private final class TimeBox: @unchecked Sendable { var value: Double? }
-private final class UsageBox: @unchecked Sendable {
+/// Filled by the line callback, read after the exchange (same task, no concurrency).
+private final class StreamBox: @unchecked Sendable {
+    var firstTokenMs: Double?
+    var lastChunkMs: Double?
+    var gaps: [Double] = []
+    var text = ""
     var completion = 0
     var prompt = 0
 }
@@ -317,16 +464,29 @@ final class HTTPConnection {
         if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
         try await outbound.write(.end(nil))
 
+        // The watchdog closes the connection once nothing has arrived for `timeout`; every part pushes it back.
         let channel = self.channel
+        let watch = SilenceWatch(timeout: timeout)
         let silence = Task {
-            try await Task.sleep(for: timeout)
+            while let due = watch.due() {
+                try await Task.sleep(until: due, clock: .continuous)
+            }
             channel.close(promise: nil)
         }
         defer { silence.cancel() }
         var status = 0
         var collected: [UInt8] = []
         var line: [UInt8] = []
-        while let part = try await iterator.next() {
+        while true {
+            let next: HTTPClientResponsePart?
+            do {
+                next = try await iterator.next()
+            } catch {
+                if watch.expired { throw BenchError(reason: "timeout", message: "\(host) sent nothing for \(timeout)") }
+                throw error
+            }
+            guard let part = next else { break }
+            watch.heard()
             switch part {
             case .head(let response):
                 status = Int(response.status.code)
@@ -347,7 +507,38 @@ final class HTTPConnection {
                 return (status, collected)
             }
         }
+        if watch.expired { throw BenchError(reason: "timeout", message: "\(host) sent nothing for \(timeout)") }
         throw BenchError(reason: "transport", message: "\(host) closed the connection mid-response")
     }
+}
+
+/// The deadline of a response's silence, pushed back whenever a part arrives.
+private final class SilenceWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private let timeout: Duration
+    private var deadline: ContinuousClock.Instant
+    private var fired = false
+
+    init(timeout: Duration) {
+        self.timeout = timeout
+        deadline = .now + timeout
+    }
+
+    func heard() {
+        lock.withLock { deadline = .now + timeout }
+    }
+
+    /// The deadline to sleep until, or nil (and expired from then on) once it has passed.
+    func due() -> ContinuousClock.Instant? {
+        lock.withLock {
+            if ContinuousClock.now >= deadline {
+                fired = true
+                return nil
+            }
+            return deadline
+        }
+    }
+
+    var expired: Bool { lock.withLock { fired } }
 }
 

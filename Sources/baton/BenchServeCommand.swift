@@ -1,32 +1,65 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import GGUF
 
-/// `baton bench serve`: load against a running router (`baton up`, `baton router` or `baton serve`).
+/// `baton bench serve`: load against a running OpenAI-compatible server, or, with `--compare`, against Baton split,
+/// Baton in one process and llama.cpp's llama-server started here on the same model, cores and workload.
 struct BenchServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Concurrency sweep of streaming chat completions against a running OpenAI-compatible server.",
+        abstract: "Serving benchmark: streaming chat completions at a sweep of loads, with goodput under an SLO.",
         discussion: """
-            Reports, per concurrency level, time to first token (TTFT), time per output token (TPOT) and end-to-end
-            percentiles in ms, and output tokens/s. With --json, one JSON object on the last line.
-            Example: baton bench serve --url http://127.0.0.1:8080 --concurrency 1,2,4,8 --requests 32
+            Workload: --preset short-chat (100 words in, 64 tokens out), long-prompt (2000 in, 128 out) or multi-turn \
+            (4-turn conversations, history resent), or --prompt-words/--max-tokens, or --trace FILE.jsonl (one request a \
+            line: timestamp in ms, input_length or text, output_length, optional conversation_id and turn; Mooncake's \
+            field names). Load: --concurrency 1,2,4 (closed loop), --rate 0.5,1,2 (Poisson arrivals, seeded by --seed), \
+            or, with --trace alone, the trace's own timestamps (--trace-speed scales them).
+            Per level: TTFT, inter-token latency (ITL, every gap between streamed tokens), TPOT and end-to-end \
+            p50/p90/p99 in ms, output tokens/s and, with --slo ttft=2s,itl=100ms, goodput (requests/s that met every \
+            bound; itl bounds each request's mean gap). --json prints the report (configuration, seeds, every request) \
+            on the last line; --out DIR writes report.json, report.html and SVG plots (PNG too with rsvg-convert).
+            --compare starts baton up, baton serve and llama-server (--systems picks) on --gguf with the same \
+            --threads, runs every level on each in turn (the order alternating from level to level) and reports ratios \
+            against the last system.
+            Example: baton bench serve --compare --preset short-chat --rate 0.5,1,2 --requests 24 --slo ttft=2s,itl=100ms --out bench-report
             """)
 
-    @Option(help: "Base URL of the server (http://HOST:PORT, with or without /v1).")
+    @Option(help: "Base URL of the server (http://HOST:PORT, with or without /v1). Not with --compare.")
     var url = "http://127.0.0.1:8080"
 
-    @Option(help: "Comma-separated numbers of concurrent clients.")
-    var concurrency = "1,2,4"
+    @Option(help: "Comma-separated numbers of concurrent clients (closed loop; the default load).")
+    var concurrency: String?
 
-    @Option(help: "Requests per concurrency level.")
+    @Option(help: "Comma-separated request rates per second: Poisson arrivals (open loop).")
+    var rate: String?
+
+    @Option(help: "Named workload: \(ServeWorkload.Preset.all.map(\.name).joined(separator: ", ")).")
+    var preset: String?
+
+    @Option(help: "JSONL trace to replay (see the discussion for its fields).")
+    var trace: String?
+
+    @Option(name: .customLong("trace-speed"), help: "Replay the trace this many times faster (its timestamps divided by it).")
+    var traceSpeed: Double = 1
+
+    @Option(help: "Requests per level (synthetic workloads).")
     var requests = 16
 
-    @Option(name: .customLong("prompt-words"), help: "Approximate prompt length in words.")
-    var promptWords = 64
+    @Option(name: .customLong("prompt-words"), help: "Prompt length in words (about as many tokens); overrides the preset's. Default 64.")
+    var promptWords: Int?
 
-    @Option(name: .customLong("max-tokens"), help: "max_tokens of each request.")
-    var maxTokens = 32
+    @Option(name: .customLong("max-tokens"), help: "max_tokens of each request; overrides the preset's. Default 32.")
+    var maxTokens: Int?
+
+    @Option(help: "Sampling temperature of every request.")
+    var temperature: Double = 0.8
+
+    @Option(help: "Seed of the Poisson schedule; request i is sampled with seed + i.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Service-level objective for goodput, e.g. ttft=2s,itl=100ms (keys ttft, itl, e2e; units ms or s).")
+    var slo: String?
 
     @Option(help: "Model id (default: the first of GET /v1/models).")
     var model: String?
@@ -37,15 +70,68 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Seconds a response may stay silent.")
     var timeout: Double = 120
 
-    @Flag(help: "Print one JSON object on the last line.")
+    @Flag(help: "Print the report as one JSON object on the last line.")
     var json = false
 
-    func levels() throws -> [Int] {
-        let values = concurrency.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-            throw ValidationError("--concurrency takes positive integers separated by commas, got \"\(concurrency)\"")
+    @Option(help: "Directory for report.json, report.html and the plots.")
+    var out: String?
+
+    @Option(help: "Render the plots and page of a saved report.json into --out, running nothing.")
+    var replot: String?
+
+    @Flag(help: "Start and compare Baton split (baton up), Baton in one process (baton serve) and llama-server.")
+    var compare = false
+
+    @Option(help: "With --compare: which systems, in order (split, serve, llama-server); ratios are against the last.")
+    var systems = "split,serve,llama-server"
+
+    @Option(help: "With --compare: the GGUF every system serves (default: the default model).")
+    var gguf: String?
+
+    @Option(help: "With --compare: engine threads of baton serve and llama-server (default: all cores).")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .customLong("split-threads"), help: "With --compare: PREFILL,DECODE threads of baton up's workers (default: half of --threads each).")
+    var splitThreads: String?
+
+    @Option(help: "With --compare: requests generating at once (baton serve --max-batch, llama-server -np).")
+    var parallel = 8
+
+    @Option(help: "With --compare: tokens per request, prompt and reply.")
+    var context = 4096
+
+    @Option(name: .customLong("llama-server"), help: "With --compare: the llama-server binary (default: Deploy/scripts/build-llamacpp.sh's build for this CPU, else Python's llama_cpp.server).")
+    var llamaServer: String?
+
+    func list<T>(_ text: String, _ flag: String, _ parse: (String) -> T?, valid: (T) -> Bool) throws -> [T] {
+        let values = text.split(separator: ",").map { parse($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0.map(valid) ?? false }) else {
+            throw ValidationError("\(flag) takes positive numbers separated by commas, got \"\(text)\"")
         }
         return values.map { $0! }
+    }
+
+    func levels() throws -> [ServeBenchmark.LevelSpec] {
+        if concurrency != nil, rate != nil { throw ValidationError("give --concurrency or --rate, not both") }
+        if let rate { return try list(rate, "--rate", { Double($0) }, valid: { $0 > 0 && $0.isFinite }).map { .rate($0) } }
+        if let concurrency { return try list(concurrency, "--concurrency", { Int($0) }, valid: { $0 >= 1 }).map { .concurrency($0) } }
+        if trace != nil { return [.trace(speed: traceSpeed)] }
+        return [1, 2, 4].map { .concurrency($0) }
+    }
+
+    func presetShape() throws -> ServeWorkload.Preset? {
+        if trace != nil {
+            guard preset == nil, promptWords == nil, maxTokens == nil else {
+                throw ValidationError("--trace sets every request's shape: drop --preset, --prompt-words and --max-tokens")
+            }
+            return nil
+        }
+        var shape = try preset.map { try ServeWorkload.Preset.named($0) }
+            ?? ServeWorkload.Preset(name: "custom", promptWords: 64, maxTokens: 32)
+        if let promptWords { shape.promptWords = promptWords }
+        if let maxTokens { shape.maxTokens = maxTokens }
+        if (promptWords != nil || maxTokens != nil) && preset != nil { shape.name += " (modified)" }
+        return shape
     }
 
     func endpoint() throws -> (String, Int) {
@@ -55,38 +141,180 @@ struct BenchServeCommand: AsyncParsableCommand {
         return (host, parsed.port ?? 80)
     }
 
+    func compareSystems() throws -> [ServePeer.Kind] {
+        let kinds = systems.split(separator: ",").map { ServePeer.Kind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+        guard !kinds.isEmpty, kinds.allSatisfy({ $0 != nil }), Set(kinds.map { $0! }).count == kinds.count else {
+            throw ValidationError("--systems takes distinct names from split, serve, llama-server separated by commas, got \"\(systems)\"")
+        }
+        return kinds.map { $0! }
+    }
+
     func validate() throws {
         _ = try levels()
+        _ = try presetShape()
         _ = try endpoint()
-        guard requests >= 1, maxTokens >= 1, promptWords >= 1, timeout > 0 else {
-            throw ValidationError("--requests, --max-tokens, --prompt-words and --timeout must be positive")
+        guard requests >= 1, (maxTokens ?? 1) >= 1, (promptWords ?? 1) >= 1, timeout > 0, traceSpeed > 0, temperature >= 0 else {
+            throw ValidationError("--requests, --max-tokens, --prompt-words, --timeout and --trace-speed must be positive, --temperature ≥ 0")
+        }
+        if let slo {
+            do { _ = try ServeSLO(parsing: slo) } catch { throw ValidationError(error.message) }
+        }
+        if compare {
+            _ = try compareSystems()
+            guard threads >= 1, parallel >= 1, context >= 64 else {
+                throw ValidationError("--threads and --parallel must be positive, --context at least 64")
+            }
+            if let splitThreads {
+                _ = try list(splitThreads, "--split-threads", { Int($0) }, valid: { $0 >= 1 })
+            }
         }
     }
 
+    func workload() throws -> ServeWorkload {
+        if let trace {
+            do { return try ServeWorkload.trace(file: trace) } catch { throw CommandFailure(error.description) }
+        }
+        return ServeWorkload.synthetic(try presetShape()!, count: requests)
+    }
+
     func run() async throws {
-        let (host, port) = try endpoint()
-        let benchmark = ServeBenchmark(configuration: .init(
-            host: host, port: port, model: model, concurrencyLevels: try levels(), requests: requests,
-            promptWords: promptWords, maxTokens: maxTokens, apiKey: apiKey, timeout: .milliseconds(Int(timeout * 1000))))
-        if !json {
-            print("concurrency  ok/req  TTFT p50/p90/p99 ms      TPOT p50/p90/p99 ms    e2e p50 ms  out tok/s  req/s")
-        }
-        let quiet = json
-        let report = try await benchmark.run { level in
-            guard !quiet else { return }
-            func triple(_ p: ServeBenchmark.Percentiles) -> String {
-                String(format: "%6.0f %6.0f %6.0f", p.p50, p.p90, p.p99)
+        if let replot {
+            guard let out else { throw ValidationError("--replot needs --out DIR") }
+            let report: ServeReport
+            do {
+                report = try JSONDecoder().decode(ServeReport.self, from: Data(contentsOf: URL(fileURLWithPath: replot)))
+            } catch {
+                throw CommandFailure("\(replot) is not a bench serve report.json: \(error)")
             }
-            let errors = level.errors.isEmpty ? "" : "  errors: " + level.errors.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
-            print(String(format: "%11d  %3d/%-3d %@   %@   %9.0f  %9.1f  %5.2f",
-                         level.concurrency, level.succeeded, level.requests, triple(level.ttftMs), triple(level.tpotMs),
-                         level.e2eMs.p50, level.outputTokensPerSecond, level.requestsPerSecond) + errors)
+            let files = try ServePlots.write(report, to: out)
+            print("wrote \(files.count) files to \(out)")
+            return
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        let levels = try levels()
+        let workload = try workload()
+        let slo = try self.slo.map { try ServeSLO(parsing: $0) }
+        let description = ServeRunDescription(
+            preset: try presetShape(), trace: trace, requests: workload.requests.count, levels: levels, seed: seed,
+            temperature: temperature, slo: slo, timeoutSeconds: timeout)
+        func benchmark(port: Int, host: String = "127.0.0.1") -> ServeBenchmark {
+            ServeBenchmark(configuration: .init(
+                host: host, port: port, model: model, workload: workload, levels: levels, temperature: temperature, seed: seed,
+                slo: slo, apiKey: apiKey, timeout: .milliseconds(Int(timeout * 1000))))
         }
-        if report.levels.contains(where: { $0.succeeded == 0 }) { throw ExitCode(1) }
+        if !json { printHeader() }
+        let report: ServeReport
+        if compare {
+            report = try await runComparison(description: description, benchmark: { benchmark(port: $0) })
+        } else {
+            let (host, port) = try endpoint()
+            let (model, results) = try await benchmark(port: port, host: host).run { level in
+                if !json { printLevel(level, system: nil) }
+            }
+            report = ServeReport(configuration: description, systems: [
+                .init(name: "server", command: [], url: url, model: model, levels: results),
+            ])
+        }
+        if !json, report.configuration.slo != nil, levels.contains(where: { if case .rate = $0 { true } else { false } }) {
+            for system in report.systems {
+                let best = ServeReport.maxRate(system.levels).map { "\(ServeBenchmark.LevelSpec.number($0))/s" } ?? "none of the rates run"
+                print("\(system.name): highest rate with ≥ 90 % of requests meeting the SLO: \(best)")
+            }
+        }
+        if !json, !report.ratios.isEmpty { printRatios(report) }
+        if let out {
+            let files = try ServePlots.write(report, to: out)
+            if !json { print("wrote \(files.count) files to \(out): \((out as NSString).appendingPathComponent("report.html"))") }
+        }
+        if json { print(try report.json()) }
+        if report.systems.contains(where: { $0.levels.contains { $0.summary.succeeded == 0 } }) { throw ExitCode(1) }
+    }
+
+    /// Starts every system, warms each up, then runs level by level, the systems' order reversed at every level so
+    /// that a drift in machine speed favours none; stops them all however it ends.
+    func runComparison(description: ServeRunDescription, benchmark: (Int) -> ServeBenchmark) async throws -> ServeReport {
+        let kinds = try compareSystems()
+        // The peers' logs and baton up's state (certificates with keys: not next to a report that may be shared).
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("baton-bench-\(getpid())").path
+        let split = try splitThreads.map { try list($0, "--split-threads", { Int($0) }, valid: { $0 >= 1 }) }
+        if let split, split.count != 2 { throw ValidationError("--split-threads takes PREFILL,DECODE") }
+        let settings = ServePeer.Settings(
+            baton: try UpCommand.executablePath(), model: try modelPath(), threads: threads,
+            splitThreads: split.map { (prefill: $0[0], decode: $0[1]) }, context: context, parallel: parallel, workDirectory: work,
+            llamaServer: llamaServer)
+        var peers: [ServePeer] = []
+        do {
+            for kind in kinds {
+                let plan = try ServePeer.plan(kind, settings: settings, port: try UpCommand.freePort())
+                say("starting \(plan.name): \(plan.commandLine.joined(separator: " "))")
+                peers.append(try ServePeer.start(plan, workDirectory: work))
+            }
+            var benchmarks: [ServeBenchmark] = []
+            var models: [String] = []
+            for peer in peers {
+                try await peer.waitUntilReady(timeout: .seconds(600))
+                let bench = benchmark(peer.plan.port)
+                let model = try await bench.resolveModel()
+                try await bench.warmUp(model: model)
+                say("\(peer.plan.name) is ready (model \(model), log \(peer.logPath))")
+                benchmarks.append(bench)
+                models.append(model)
+            }
+            var levels = Array(repeating: [ServeBenchmark.Level](), count: peers.count)
+            for (number, spec) in try self.levels().enumerated() {
+                let order = number % 2 == 0 ? Array(peers.indices) : Array(peers.indices.reversed())
+                for index in order {
+                    let level = try await benchmarks[index].run(spec, model: models[index])
+                    if !json { printLevel(level, system: peers[index].plan.name) }
+                    levels[index].append(level)
+                }
+            }
+            for peer in peers { await peer.stop() }
+            return ServeReport(configuration: description, systems: peers.indices.map {
+                .init(name: peers[$0].plan.name, command: peers[$0].plan.commandLine, url: "http://127.0.0.1:\(peers[$0].plan.port)",
+                      model: models[$0], levels: levels[$0])
+            })
+        } catch {
+            for peer in peers { await peer.stop() }
+            throw error
+        }
+    }
+
+    private func modelPath() throws -> String {
+        do {
+            return try DefaultModel.resolve(gguf)
+        } catch {
+            throw CommandFailure(error.message)
+        }
+    }
+
+    private func say(_ text: String) {
+        FileHandle.standardError.write(Data("[bench] \(text)\n".utf8))
+    }
+
+    private func printHeader() {
+        print("system        level              ok/sent  TTFT p50/p90/p99 ms   ITL p50/p90/p99 ms     E2E p50 ms  out tok/s  goodput")
+    }
+
+    private func printLevel(_ level: ServeBenchmark.Level, system: String?) {
+        let s = level.summary
+        let errors = s.errors.isEmpty ? "" : "  errors: " + s.errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
+        let goodput = s.goodput.map { String(format: "%.2f/s (%.0f%%)", $0, (s.sloAttainment ?? 0) * 100) } ?? "-"
+        let numbers = String(
+            format: "%3d/%-3d %6.0f %6.0f %6.0f   %6.1f %6.1f %6.1f   %9.0f  %9.1f  ",
+            s.succeeded, s.requests, s.ttftMs.p50, s.ttftMs.p90, s.ttftMs.p99,
+            s.itlMs.p50, s.itlMs.p90, s.itlMs.p99, s.e2eMs.p50, s.outputTokensPerSecond)
+        print((system ?? "server").padding(toLength: 13, withPad: " ", startingAt: 0) + " "
+            + level.spec.description.padding(toLength: 18, withPad: " ", startingAt: 0) + " " + numbers + goodput + errors)
+        // A level can take minutes: show it now, not when a redirected stdout's buffer fills.
+        fflush(nil)
+    }
+
+    private func printRatios(_ report: ServeReport) {
+        print("\nratios against \(report.ratios[0].versus) (same run): out tok/s, goodput, TTFT p50, ITL p50")
+        func r(_ value: Double?) -> String { value.map { String(format: "%5.2fx", $0) } ?? "    -" }
+        for ratio in report.ratios {
+            print("\(ratio.system.padding(toLength: 13, withPad: " ", startingAt: 0)) \(ratio.level.padding(toLength: 18, withPad: " ", startingAt: 0)) "
+                + "\(r(ratio.outputTokensPerSecond))  \(r(ratio.goodput))  \(r(ratio.ttftP50))  \(r(ratio.itlP50))")
+        }
     }
 }

@@ -81,7 +81,8 @@ struct ClusterUpTests {
         #expect(bench.status == 0, "\(bench.error)")
         let benchJSON = try #require(
             bench.output.split(separator: "\n").last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] })
-        let levels = try #require(benchJSON["levels"] as? [[String: Any]])
+        let system = try #require((benchJSON["systems"] as? [[String: Any]])?.first)
+        let levels = try #require(system["levels"] as? [[String: Any]])
         #expect(levels.map { $0["concurrency"] as? Int } == [1, 2])
         for level in levels {
             #expect(level["succeeded"] as? Int == 4, "\(level)")
