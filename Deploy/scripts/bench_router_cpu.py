@@ -19,15 +19,8 @@ import threading
 import time
 import urllib.request
 
-
-def find_baton(explicit):
-    if explicit:
-        return explicit
-    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
-    for candidate in (os.path.join(root, ".build/release/baton"), shutil.which("baton")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    sys.exit("baton binary not found: build it (swift build -c release --product baton) or pass --baton PATH")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baton_procs import find_baton, free_port  # noqa: E402
 
 
 def cpu_seconds(pid):

@@ -21,26 +21,17 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
 
 import isa_paths
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baton_procs import find_baton, free_port  # noqa: E402
+
 DEFAULT_MODEL = os.path.expanduser("~/.cache/baton/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 FLOORS = {"prefill": 2.0, "decode": 1.5, "batch8": 5.0}
-
-
-def find_baton(explicit):
-    if explicit:
-        return explicit
-    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
-    for candidate in (os.path.join(root, ".build/release/baton"), shutil.which("baton"),
-                      os.path.join(root, ".build/debug/baton")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    sys.exit("baton binary not found: build it (swift build -c release --product baton) or pass --baton PATH")
 
 
 def bench_baton(baton, model, threads, repetitions, isa):

@@ -19,23 +19,13 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baton_procs import find_baton  # noqa: E402
+
 ISAS = ("scalar", "avx2", "avx512")
 OPENBLAS_CORETYPE = {"scalar": "Nehalem", "avx2": "Zen"}
 ROOT = os.environ.get("BATON_LLAMACPP_DIR", os.path.expanduser("~/.cache/baton/llama.cpp"))
-REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
 BUILD_SCRIPT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "build-llamacpp.sh"))
-
-
-def baton_binary():
-    """The `baton` to ask: $BATON_BIN, else this checkout's release or debug build."""
-    if os.environ.get("BATON_BIN"):
-        return os.environ["BATON_BIN"]
-    for build in ("release", "debug"):
-        path = os.path.join(REPO, ".build", build, "baton")
-        if os.path.exists(path):
-            return path
-    sys.exit("isa_paths.py asks baton which ISA paths this CPU runs, and no build was found: "
-             "run `swift build` (or set BATON_BIN)")
 
 
 @functools.cache
@@ -44,7 +34,7 @@ def cpu_isa():
     reports it as kernels.cpu_isa, so the scripts never keep a second copy of that test."""
     env = dict(os.environ)
     env.pop("BATON_ISA", None)
-    result = subprocess.run([baton_binary(), "inspect", "--json"], capture_output=True, text=True, env=env)
+    result = subprocess.run([find_baton(), "inspect", "--json"], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"baton inspect --json failed: {result.stderr.strip()}")
     return json.loads(result.stdout)["kernels"]["cpu_isa"]

@@ -21,12 +21,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baton_procs import find_baton, free_port  # noqa: E402
 
 LONG = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker. "
         "Every morning he opened his shop and wound every clock on the wall, and the children came to listen. ") * 4
@@ -38,23 +40,6 @@ PROMPTS = [
     ("List ten fruits and say one thing about each.", 0.7, 23),
     (LONG + " Who is the main character?", 0.0, None),
 ]
-
-
-def find_baton(explicit):
-    if explicit:
-        return explicit
-    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
-    for candidate in (os.path.join(root, ".build/release/baton"), shutil.which("baton"),
-                      os.path.join(root, ".build/debug/baton")):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    sys.exit("error: no baton binary (build with `swift build -c release` or pass --baton)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,22 +26,8 @@ import threading
 import time
 import urllib.request
 
-
-def find_baton(explicit):
-    if explicit:
-        return explicit
-    root = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
-    for candidate in (os.path.join(root, ".build/release/baton"), shutil.which("baton"),
-                      os.path.join(root, ".build/debug/baton")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    sys.exit("baton binary not found: build it (swift build -c release --product baton) or pass --baton PATH")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baton_procs import find_baton, free_port  # noqa: E402
 
 
 def health(base):
