@@ -51,9 +51,4 @@ public final class KVReservations: Sendable {
             return nil
         }
     }
-
-    /// Whether `requestID`'s KV started arriving (false once closed).
-    func hasStarted(_ requestID: String) -> Bool {
-        entries.withLock { $0[requestID]?.started ?? false }
-    }
 }

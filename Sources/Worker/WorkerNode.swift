@@ -45,10 +45,9 @@ public final class WorkerNode: Service, Sendable {
         public var drainTimeout: Duration = .seconds(30)
         /// How long an `OpenDecode` waiting for KV keeps its room when the request names no bound.
         public var transferTimeout: Duration = .seconds(30)
-        /// The longest an `OpenDecode` may ask to wait for its KV (a request naming more is refused).
+        /// The longest an `OpenDecode` may ask to wait for its KV to start arriving (a request naming more is
+        /// refused): what bounds a reservation nobody feeds.
         public var maximumTransferTimeout: Duration = .seconds(600)
-        /// An `OpenDecode` whose KV has not started arriving this long after it opened is freed.
-        public var kvStartTimeout: Duration = .seconds(60)
         /// The share of the decode worker's KV blocks one peer's reservations may hold while waiting for KV.
         public var peerKVShare = 1.0
         /// Generations that may wait for room on the decode scheduler before new ones are refused (`NO_ROOM`).
@@ -125,7 +124,7 @@ public final class WorkerNode: Service, Sendable {
         service = WorkerService(
             name: configuration.name, decode: scheduler, prefill: prefill, vocabularySize: model.configuration.vocabularySize,
             defaultTransferTimeout: configuration.transferTimeout,
-            maximumTransferTimeout: configuration.maximumTransferTimeout, kvStartTimeout: configuration.kvStartTimeout,
+            maximumTransferTimeout: configuration.maximumTransferTimeout,
             peerKVShare: configuration.peerKVShare, logger: logger)
         let receiver: any KVTransferReceiver =
             if let scheduler {

@@ -48,12 +48,9 @@ public final class WorkerService: Sendable {
     public let defaultKVProgressPerToken: Duration
     /// `OpenDecode` reservations waiting for KV: who may send each, what each opener holds (read by the KV receiver).
     public let reservations = KVReservations()
-    /// A reservation whose KV has not started arriving this long after `opened` is freed (default 60 s: a prompt
-    /// may first wait in a busy prefill worker's queue).
-    public let kvStartTimeout: Duration
     /// The share of this worker's KV blocks that reservations opened by one peer may hold while they wait for
     /// KV (default 1: no cap). With several routers, a share below 1 keeps one from starving the others by
-    /// opening and never sending; `kvStartTimeout` bounds how long it could anyway.
+    /// opening and never sending; `maximumTransferTimeout` bounds how long it could anyway.
     public let peerKVShare: Double
     private let vocabularySize: Int
     private let logger: Logger
@@ -68,10 +65,9 @@ public final class WorkerService: Sendable {
         keepAliveInterval: Duration = .seconds(1), defaultPrefillDeadline: Duration = .seconds(120),
         defaultTransferTimeout: Duration = .seconds(30), maximumTransferTimeout: Duration = .seconds(600),
         defaultKVProgressTimeout: Duration = .seconds(10), defaultKVProgressPerToken: Duration = .milliseconds(5),
-        kvStartTimeout: Duration = .seconds(60), peerKVShare: Double = 1,
+        peerKVShare: Double = 1,
         logger: Logger = Logger(label: "baton.worker")
     ) {
-        self.kvStartTimeout = kvStartTimeout
         self.peerKVShare = peerKVShare
         self.name = name
         self.decode = decode
@@ -241,15 +237,6 @@ public final class WorkerService: Sendable {
         event.opened.worker = name
         event.opened.promptPath = Optional(decode.promptPath(for: state, source: source)).proto
         try await writer.send(try event.serializedBytes())
-        // A reservation whose KV never starts is freed well before the transfer deadline.
-        let startWatch: Task<Void, Never>? = reserved ? Task { [reservations, kvStartTimeout, logger] in
-            guard (try? await Task.sleep(for: kvStartTimeout)) != nil else { return }
-            guard !reservations.hasStarted(state.request.id) else { return }
-            let seconds = kvStartTimeout / .seconds(1)
-            logger.warning("OpenDecode \(state.request.id) from \(request.peer): no KV within \(seconds) s, freeing its room")
-            stream.cancel(reason: "the KV of \(state.request.id) did not start arriving within \(seconds) s")
-        } : nil
-        defer { startWatch?.cancel() }
         do {
             for try await update in stream {
                 switch update {

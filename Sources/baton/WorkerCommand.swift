@@ -67,8 +67,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var context: Int = 2048
     @Option(name: .long, help: "Seconds SIGTERM waits for requests in flight before leaving anyway.")
     var drainTimeout: Double = 30
-    @Option(name: .customLong("kv-start-timeout"), help: "Seconds an OpenDecode may wait for its KV to start arriving before its room is freed.")
-    var kvStartTimeout: Double = 60
+    @Option(name: .customLong("kv-start-timeout"), help: "The most seconds an OpenDecode may ask to wait for its KV to start arriving (the router asks for its prefill deadline); a request asking more is refused, and a reservation nobody feeds is freed after what it asked.")
+    var kvStartTimeout: Double = 600
     @Option(name: .customLong("peer-kv-share"), help: "Share (0-1] of this decode worker's KV blocks one peer's reservations may hold while waiting for KV.")
     var peerKVShare: Double = 1
 
@@ -129,7 +129,7 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.placement = placementEndpoint
         settings.profile = profiled.profile
         settings.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
-        settings.kvStartTimeout = .milliseconds(Int(kvStartTimeout * 1000))
+        settings.maximumTransferTimeout = .milliseconds(Int(kvStartTimeout * 1000))
         settings.peerKVShare = peerKVShare
         let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
         KVHandoffCommand.emit(["listening": node.port, "name": name])

@@ -28,18 +28,21 @@ extension SharedFixtureSuites {
             #expect(outcome.failure == nil && outcome.tokens.count == 4)
         }
 
-        @Test("a reservation whose KV never starts is freed after the start bound, long before the transfer deadline")
+        @Test("a reservation may not ask to wait longer than the worker allows, and one nobody feeds is freed after what it asked")
         func reservationExpires() async throws {
-            let pair = try await WorkerPair(kvStartTimeout: .milliseconds(500))
+            let pair = try await WorkerPair(maximumTransferTimeout: .seconds(20))
             defer { Task { await pair.close() } }
+            let hoard = try await pair.openDecode(
+                pair.openRequest(HandoffFixture.state("hoard", pair.fixture.prompt, .greedy, maxTokens: 4), transferTimeoutMs: 60_000))
+            #expect(hoard.status == 400)
+            #expect(String(decoding: hoard.body, as: UTF8.self).contains("transfer_timeout_ms 60000 exceeds this worker's limit of 20000"))
             let started = ContinuousClock.now
             let stream = try await pair.openDecode(
-                pair.openRequest(HandoffFixture.state("idle", pair.fixture.prompt, .greedy, maxTokens: 4), transferTimeoutMs: 60_000))
+                pair.openRequest(HandoffFixture.state("idle", pair.fixture.prompt, .greedy, maxTokens: 4), transferTimeoutMs: 500))
             var events = stream.messages.makeAsyncIterator()
             #expect(try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next())).opened.requestID == "idle")
             let last = try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next()))
-            #expect(last.failure.code == .cancelled)
-            #expect(last.failure.message.contains("did not start arriving within 0.5 s"))
+            #expect(last.failure.code == .timeout)
             #expect(ContinuousClock.now - started < .seconds(30))
             #expect(try await allFree(pair.scheduler))
         }

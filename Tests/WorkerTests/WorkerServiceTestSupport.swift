@@ -40,7 +40,7 @@ final class WorkerPair: @unchecked Sendable {
     ///   - maxQueued: generations that may wait for room on the decode worker.
     init(
         kvBlocks: Int = 64, maxBatch: Int = 8, sharedMemory: Bool = true, decodeRoles: Set<WorkerRole> = [.decode],
-        maxQueued: Int = 256, kvStartTimeout: Duration = .seconds(60), peerKVShare: Double = 1
+        maxQueued: Int = 256, maximumTransferTimeout: Duration = .seconds(600), peerKVShare: Double = 1
     ) async throws {
         fixture = try HandoffFixture.get()
         var logger = Logger(label: "test.worker")
@@ -53,7 +53,7 @@ final class WorkerPair: @unchecked Sendable {
         decodeSettings.maxQueued = maxQueued
         decodeSettings.transferTimeout = .seconds(20)
         decodeSettings.drainTimeout = .seconds(5)
-        decodeSettings.kvStartTimeout = kvStartTimeout
+        decodeSettings.maximumTransferTimeout = maximumTransferTimeout
         decodeSettings.peerKVShare = peerKVShare
         decodeNode = try await WorkerNode(model: fixture.model, tokenizer: fixture.tokenizer, configuration: decodeSettings, logger: logger)
 
