@@ -83,7 +83,7 @@ struct KVHandoffProcessTests {
     @Test("Gemma 3 270M (Q4_K_M, sliding-window layers) splits across two processes and generates what baton generate does")
     func gemma3() async throws {
         let model = ["--model", try ArchitectureProcessTests.testModel("gemma-3-270m-q4_k_m.gguf")]
-        let certificates = try await Self.makeCertificates(nodes: "prefill,decode")
+        let certificates = try await Self.makeCertificates(nodes: "prefill:prefill+router,decode")
         defer { try? FileManager.default.removeItem(atPath: certificates) }
         let (decode, port) = try await Self.startDecode(["--certs", certificates, "--node", "decode", "--requests", "2"] + model)
         try await Self.expectMatchesGenerate(
