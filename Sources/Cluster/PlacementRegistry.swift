@@ -248,7 +248,8 @@ public actor PlacementRegistry {
                 name: worker.name, status: worker.status.rawValue, offeredRoles: worker.offeredRoles,
                 assignedRoles: worker.roles,
                 address: worker.address,
-                profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports)
+                profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports,
+                incarnation: worker.incarnation)
         }
         return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
                              policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount,

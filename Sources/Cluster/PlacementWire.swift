@@ -221,10 +221,13 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var lastSeen: Date
         /// KV transports the worker can use: always "tls-h2", plus "shared-memory" and "rdma" when it has them.
         public var transports: [String]
+        /// The registered worker process (`WorkerIncarnation`); nil for a worker that registered without one.
+        public var incarnation: String?
 
         public init(
             name: String, status: String, offeredRoles: [WorkerRole], assignedRoles: [WorkerRole],
-            address: WorkerAddress?, profile: DeviceProfile, load: WorkerLoad, lastSeen: Date, transports: [String]
+            address: WorkerAddress?, profile: DeviceProfile, load: WorkerLoad, lastSeen: Date, transports: [String],
+            incarnation: String? = nil
         ) {
             self.name = name
             self.status = status
@@ -235,11 +238,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.load = load
             self.lastSeen = lastSeen
             self.transports = transports
+            self.incarnation = incarnation
         }
 
         enum CodingKeys: String, CodingKey {
             case name, status, offeredRoles = "offered_roles", assignedRoles = "assigned_roles", address, profile, load
-            case lastSeen = "last_seen", transports
+            case lastSeen = "last_seen", transports, incarnation
         }
     }
 

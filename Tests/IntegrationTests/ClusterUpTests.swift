@@ -49,6 +49,8 @@ struct ClusterUpTests {
             let profile = try #require(worker["profile"] as? [String: Any])
             #expect(profile["isa"] as? String == isa, "\(worker)")
             #expect((profile["cores"] as? Int ?? 0) >= 1, "\(worker)")
+            // Each worker process says which one it is, so a restarted worker is told from its former self.
+            #expect((worker["incarnation"] as? String)?.contains("-") == true, "\(worker)")
         }
         let table = try await BatonProcess.run(["cluster", "status", "--placement", placement, "--certs", state + "/certs", "--node", "router"])
         #expect(table.output.contains("ISA") && table.output.contains("CORES"), "\(table.output)")
