@@ -37,6 +37,7 @@ final class PrefillBatcher: @unchecked Sendable {
     }
 
     let engine: PrefillEngine
+    let batchesPrompts: Bool
     /// Guards `pending`, `releases` and `stopped`; the lane waits on it for work.
     private let condition = NSCondition()
     private var pending: [Job] = []
@@ -53,8 +54,9 @@ final class PrefillBatcher: @unchecked Sendable {
     private let passCount = Atomic<Int>(0)
     private let batchedRows = Atomic<Int>(0)
 
-    init(engine: PrefillEngine) {
+    init(engine: PrefillEngine, batchesPrompts: Bool = true) {
         self.engine = engine
+        self.batchesPrompts = batchesPrompts
         let thread = Thread { [self] in loop() }
         thread.name = "baton.prefill"
         thread.stackSize = 8 << 20
@@ -172,7 +174,8 @@ final class PrefillBatcher: @unchecked Sendable {
     }
 
     private func runPass() {
-        let takes = Self.plan(remaining: active.map { $0.prompt.count - $0.progress }, passSize: engine.chunkSize)
+        let takes = Self.plan(
+            remaining: active.map { $0.prompt.count - $0.progress }, passSize: engine.chunkSize, batchesPrompts: batchesPrompts)
         let members = Array(active.prefix(takes.count))
         let chunks = zip(members, takes).map { job, take in
             PrefillChunk(
@@ -212,7 +215,12 @@ final class PrefillBatcher: @unchecked Sendable {
     /// How many tokens of each admitted prompt (given as tokens still to run, in admission order) the next pass
     /// takes: whole prompts while they fit in `passSize`, stopping at the first that does not, except that a
     /// prompt opening the pass takes a full pass when it is longer.
-    static func plan(remaining: [Int], passSize: Int) -> [Int] {
+    ///
+    /// Without `batchesPrompts` a pass holds the first prompt alone, at most `passSize` of it: each prompt then
+    /// runs in the same passes, cut at the same positions, whatever else is queued, so its logits and KV are
+    /// bit for bit those of the prompt alone.
+    static func plan(remaining: [Int], passSize: Int, batchesPrompts: Bool = true) -> [Int] {
+        if !batchesPrompts { return remaining.first.map { [min($0, passSize)] } ?? [] }
         var takes: [Int] = []
         var room = passSize
         for tokens in remaining where room > 0 {

@@ -34,7 +34,11 @@ public final class PrefillKVShipper: Sendable {
     /// - Parameters:
     ///   - identity: must describe `engine`'s model and cache (see `KVCompatibilityIdentity(model:tokenizer:layout:)`).
     ///   - maxBufferedLayers: layers queued for each sender, at most (bounds memory).
-    public init(engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4) throws(WorkerError) {
+    ///   - batchesPrompts: pack several prompts into one pass; false runs each in passes of its own, so its KV
+    ///     does not depend on what else was queued (see `PrefillBatcher.plan`).
+    public init(
+        engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4, batchesPrompts: Bool = true
+    ) throws(WorkerError) {
         guard identity.describes(engine.cache.layout) else {
             throw WorkerError(.invalidArgument, "the KV identity does not describe the prefill engine's cache layout")
         }
@@ -44,7 +48,7 @@ public final class PrefillKVShipper: Sendable {
         self.engine = engine
         self.identity = identity
         self.maxBufferedLayers = maxBufferedLayers
-        batcher = PrefillBatcher(engine: engine)
+        batcher = PrefillBatcher(engine: engine, batchesPrompts: batchesPrompts)
     }
 
     deinit { batcher.stop() }

@@ -52,6 +52,10 @@ public final class WorkerNode: Service, Sendable {
         public var peerKVShare = 1.0
         /// Generations that may wait for room on the decode scheduler before new ones are refused (`NO_ROOM`).
         public var maxQueued = 256
+        /// Whether the prefill queue packs several prompts into one forward pass (throughput) or runs each prompt
+        /// in passes of its own (batch invariance: OpenBLAS's sgemm rounds a row differently with the number of
+        /// rows beside it, so only then does a prompt's KV, and a seeded reply, not depend on what else was queued).
+        public var batchesPrompts = true
 
         public init(
             name: String, roles: Set<WorkerRole>, threads: Int, context: Int, listenHost: String, listenPort: Int,
@@ -116,7 +120,7 @@ public final class WorkerNode: Service, Sendable {
                 model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
                 maxContext: contextLength, weights: weights)
             prefill = PrefillService(
-                shipper: try PrefillKVShipper(engine: engine, identity: identity), transport: configuration.transport,
+                shipper: try PrefillKVShipper(engine: engine, identity: identity, batchesPrompts: configuration.batchesPrompts), transport: configuration.transport,
                 logger: logger)
         } else {
             prefill = nil

@@ -71,6 +71,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var kvStartTimeout: Double = 600
     @Option(name: .customLong("peer-kv-share"), help: "Share (0-1] of this decode worker's KV blocks one peer's reservations may hold while waiting for KV.")
     var peerKVShare: Double = 1
+    @Flag(name: .customLong("batch-invariant"), help: "Run each queued prompt in prefill passes of its own instead of packing several into one: slower under concurrent prompts, but a prompt's KV, and so a greedy or seeded reply, no longer depends on what else was queued.")
+    var batchInvariant = false
 
     func validate() throws {
         _ = try Endpoint.parse(placement, option: "--placement")
@@ -131,6 +133,7 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
         settings.maximumTransferTimeout = .milliseconds(Int(kvStartTimeout * 1000))
         settings.peerKVShare = peerKVShare
+        settings.batchesPrompts = !batchInvariant
         let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
         KVHandoffCommand.emit(["listening": node.port, "name": name])
         logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(node.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")
