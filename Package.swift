@@ -129,7 +129,7 @@ let package = Package(
         .target(
             name: "Router",
             dependencies: [
-                "GGUF", "Tokenization", "ChatTemplates", "Generation",
+                "GGUF", "Tokenization", "ChatTemplates", "Generation", "RPC",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

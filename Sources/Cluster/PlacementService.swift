@@ -35,6 +35,8 @@ public final class PlacementService: Sendable {
         public var policyPollInterval: Duration = .seconds(1)
         /// The membership log is compacted (at start and while running) once it holds more events. Default 10 000.
         public var compactAfterEvents = 10_000
+        /// The listener's bounds on connections: handshake and idle timeouts, caps per peer and in total.
+        public var limits = NodeServerLimits()
 
         public init(stateDirectory: String, policyFile: String?, tls: NodeTLS?, insecure: Bool = false) {
             self.stateDirectory = stateDirectory
@@ -86,7 +88,8 @@ public final class PlacementService: Sendable {
         do {
             server = try await NodeServer.bind(
                 host: configuration.host, port: configuration.port, tls: configuration.tls,
-                insecure: configuration.insecure, routes: Self.routes(registry, logger: logger), logger: logger)
+                insecure: configuration.insecure, routes: Self.routes(registry, logger: logger), limits: configuration.limits,
+                logger: logger)
         } catch {
             throw ClusterError(.unavailable, "cannot listen on \(configuration.host):\(configuration.port): \(error.message)", cause: error)
         }

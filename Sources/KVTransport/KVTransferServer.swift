@@ -45,7 +45,8 @@ public final class KVTransferServer: Sendable {
         do {
             server = try await NodeServer.bind(
                 host: host, port: port, tls: configuration.tls, insecure: configuration.policy.insecure, routes: routes,
-                http2: configuration.http2Configuration(), idleTimeout: configuration.idleTimeout, logger: logger,
+                http2: configuration.http2Configuration(), idleTimeout: configuration.idleTimeout,
+                limits: configuration.listenerLimits, logger: logger,
                 group: group)
         } catch {
             throw KVTransportError(rpc: error)

@@ -24,6 +24,8 @@ public struct KVTransportConfiguration: Sendable {
     public var sendBufferBytes: Int = 8 << 20
     /// Longest wait for any progress from the peer: connecting, the handshake, each read and write.
     public var idleTimeout: Duration = .seconds(10)
+    /// The listener's bounds on connections: handshake and idle timeouts, caps per peer and in total.
+    public var listenerLimits = NodeServerLimits()
     /// Longest wait for a TCP connection.
     public var connectTimeout: Duration = .seconds(5)
     /// Whether this node found a usable RDMA device: set by `discoverRDMA(logger:)`.

@@ -24,21 +24,30 @@ public struct NodeServerLimits: Sendable, Equatable {
     public init() {}
 }
 
-/// Open connections per peer address and in total, against `NodeServerLimits`. Thread-safe.
-final class ConnectionCounter: Sendable {
+/// Open connections per peer address and in total, against two caps; every listener (the nodes' and the
+/// router's public one) counts through one. Thread-safe.
+public final class ConnectionCounter: Sendable {
     private let counts = Mutex<(total: Int, byPeer: [String: Int])>((0, [:]))
-    let limits: NodeServerLimits
+    public let maximumConnections: Int
+    public let maximumPerAddress: Int
 
-    init(limits: NodeServerLimits) { self.limits = limits }
+    public init(maximumConnections: Int, maximumPerAddress: Int) {
+        self.maximumConnections = maximumConnections
+        self.maximumPerAddress = maximumPerAddress
+    }
+
+    convenience init(limits: NodeServerLimits) {
+        self.init(maximumConnections: limits.maximumConnections, maximumPerAddress: limits.maximumConnectionsPerPeer)
+    }
 
     /// Counts a connection from `peer` in, or says why it is refused.
-    func admit(_ peer: String) -> String? {
+    public func admit(_ peer: String) -> String? {
         counts.withLock { counts in
-            guard counts.total < limits.maximumConnections else {
+            guard counts.total < maximumConnections else {
                 return "\(counts.total) connections are open, the most allowed"
             }
             let mine = counts.byPeer[peer, default: 0]
-            guard mine < limits.maximumConnectionsPerPeer else {
+            guard mine < maximumPerAddress else {
                 return "\(peer) has \(mine) connections open, the most one address may"
             }
             counts.total += 1
@@ -47,7 +56,7 @@ final class ConnectionCounter: Sendable {
         }
     }
 
-    func release(_ peer: String) {
+    public func release(_ peer: String) {
         counts.withLock { counts in
             counts.total -= 1
             let left = counts.byPeer[peer, default: 1] - 1

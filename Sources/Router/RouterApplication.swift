@@ -3,6 +3,7 @@ import ChatTemplates
 import Foundation
 import Hummingbird
 import Logging
+import RPC
 import Tokenization
 
 /// Builds the router's HTTP application. The executable and the tests both go through here.
@@ -59,9 +60,13 @@ public func makeRouterApplication(
     RouterPage.register(on: router)
 
     let idle = configuration.idleConnectionTimeout.components
+    let counter = ConnectionCounter(
+        maximumConnections: configuration.maximumConnections, maximumPerAddress: configuration.maximumConnectionsPerClient)
+    let readTimeout = configuration.requestReadTimeout
     return Application(
         router: router,
         server: .http1(configuration: .init(
+            additionalChannelHandlers: [ClientConnectionGuard(counter: counter, requestReadTimeout: readTimeout, logger: logger)],
             idleTimeout: .nanoseconds(idle.seconds * 1_000_000_000 + idle.attoseconds / 1_000_000_000))),
         configuration: ApplicationConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "baton-router"),

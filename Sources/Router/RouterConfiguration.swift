@@ -24,13 +24,24 @@ public struct RouterConfiguration: Sendable, Equatable {
     /// A client connection with no request in progress (waiting for a request head, or kept alive between
     /// requests) is closed after this long. Default 30 seconds.
     public var idleConnectionTimeout: Duration
+    /// A connection must deliver each whole request, head and body, within this of being ready for it (opened,
+    /// or the previous response sent); a client dribbling bytes cannot hold it longer. Default 30 seconds.
+    public var requestReadTimeout: Duration
+    /// Open client connections in all; more are closed on accept. Default 1024.
+    public var maximumConnections: Int
+    /// Open connections from one client IP address. Default 256 (a benchmark's clients share one address).
+    public var maximumConnectionsPerClient: Int
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, modelID: String = "baton", contextLength: Int = 2048,
         defaultMaxTokens: Int = 256, apiKeysFile: String? = nil, requestTimeout: Duration = .seconds(600),
-        maxBodyBytes: Int = 8 << 20, ownedBy: String = "baton", idleConnectionTimeout: Duration = .seconds(30)
+        maxBodyBytes: Int = 8 << 20, ownedBy: String = "baton", idleConnectionTimeout: Duration = .seconds(30),
+        requestReadTimeout: Duration = .seconds(30), maximumConnections: Int = 1024, maximumConnectionsPerClient: Int = 256
     ) {
         self.idleConnectionTimeout = idleConnectionTimeout
+        self.requestReadTimeout = requestReadTimeout
+        self.maximumConnections = maximumConnections
+        self.maximumConnectionsPerClient = maximumConnectionsPerClient
         self.host = host
         self.port = port
         self.modelID = modelID
@@ -54,5 +65,10 @@ public struct RouterConfiguration: Sendable, Equatable {
         guard requestTimeout > .zero else { throw fail("requestTimeout", "must be positive") }
         guard maxBodyBytes >= 1024 else { throw fail("maxBodyBytes", "must be at least 1024, got \(maxBodyBytes)") }
         guard idleConnectionTimeout > .zero else { throw fail("idleConnectionTimeout", "must be positive") }
+        guard requestReadTimeout > .zero else { throw fail("requestReadTimeout", "must be positive") }
+        guard maximumConnections >= 1 else { throw fail("maximumConnections", "must be at least 1, got \(maximumConnections)") }
+        guard (1...maximumConnections).contains(maximumConnectionsPerClient) else {
+            throw fail("maximumConnectionsPerClient", "must be in 1...maximumConnections (\(maximumConnections)), got \(maximumConnectionsPerClient)")
+        }
     }
 }

@@ -42,6 +42,7 @@ struct PlacementServeCommand: AsyncParsableCommand {
     var stateDir: String
 
     @OptionGroup var identity: NodeTLSOptions
+    @OptionGroup var listener: NodeListenerOptions
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
@@ -62,6 +63,7 @@ struct PlacementServeCommand: AsyncParsableCommand {
             stateDirectory: stateDir, policyFile: config, tls: try identity.tls(), insecure: identity.insecure)
         configuration.host = host
         configuration.port = port
+        configuration.limits = listener.limits
         let service: PlacementService
         do {
             service = try await PlacementService.start(configuration, logger: logger)

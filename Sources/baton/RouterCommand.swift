@@ -27,6 +27,7 @@ struct RouterCommand: AsyncParsableCommand {
     @OptionGroup var chatTemplate: ChatTemplateOptions
     @OptionGroup var tlsOptions: NodeTLSOptions
     @OptionGroup var placementOptions: PlacementAddressOptions
+    @OptionGroup var listenerOptions: APIListenerOptions
 
     @Option(help: "Address to listen on for API clients.")
     var host = "127.0.0.1"
@@ -74,8 +75,9 @@ struct RouterCommand: AsyncParsableCommand {
             logger: Logger(label: "baton.router.cluster"))
 
         let id = servedModelName ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let configuration = RouterConfiguration(
+        var configuration = RouterConfiguration(
             host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
+        listenerOptions.apply(to: &configuration)
         let app = try makeRouterApplication(
             configuration: configuration, tokenizer: tokenizer, template: template, backend: backend,
             metrics: metrics, cluster: PlacementInsight(placement: placement), logger: logger)

@@ -21,6 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var chatTemplate: ChatTemplateOptions
+    @OptionGroup var listenerOptions: APIListenerOptions
 
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
@@ -63,8 +64,10 @@ struct ServeCommand: AsyncParsableCommand {
             model: model, tokenizer: tokenizer,
             configuration: DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: maxBatch, threads: threads, maxContext: context))
         let id = modelID ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        var configuration = RouterConfiguration(host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
+        listenerOptions.apply(to: &configuration)
         let app = try makeRouterApplication(
-            configuration: RouterConfiguration(host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile),
+            configuration: configuration,
             tokenizer: tokenizer, template: template, backend: scheduler, logger: Logger(label: "baton.router"))
         logger.info("serving \(id) at http://\(host):\(port)/v1 (\(threads) threads, context \(context), \(blocks) KV blocks)")
         try await ServiceGroup(

@@ -54,6 +54,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var advertise: String?
     /// `--certs DIR --node NAME` or `--insecure`; the node name is also the worker's unless --config names it.
     @OptionGroup var nodeTLS: NodeTLSOptions
+    @OptionGroup var listener: NodeListenerOptions
     @Option(name: .long, help: "Worker config (YAML): name, threads, labels, declared profile, profile cache.")
     var config: String?
     @OptionGroup var modelOptions: ModelOptions
@@ -121,6 +122,7 @@ struct WorkerCommand: AsyncParsableCommand {
         var transport = KVTransportConfiguration(
             tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
         transport.discoverRDMA(logger: logger)
+        transport.listenerLimits = listener.limits
 
         var settings = WorkerNode.Configuration(
             name: name, roles: Set(role.roles), threads: threads, context: context, listenHost: listenHost,
