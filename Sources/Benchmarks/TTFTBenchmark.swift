@@ -99,7 +99,8 @@ public enum TTFTBenchmark {
         var failure: (any Error)?
         do {
             // The connection's first transfer and each scheduler's first prompt pay for warming up: not timed.
-            let warmUp = prompt(tokenizer, count: 64)
+            // (64 tokens, or fewer when every case is shorter: the context is sized for the longest case.)
+            let warmUp = prompt(tokenizer, count: min(64, longest))
             _ = try await disaggregatedTTFT(warmUp, id: "warm-up", decode: decode, shipper: shipper, via: client)
             _ = try await colocatedTTFT(warmUp, id: "warm-up", scheduler: colocated)
             for count in tokenCounts {

@@ -34,9 +34,6 @@ public final class ClusterGenerationBackend: GenerationBackend {
     public struct Configuration: Sendable {
         /// Choices tried per placement when workers refuse for transient reasons. Default 3.
         public var attempts = 3
-        /// Migrations per request when placement's answer names none (the policy's `resume.max_migrations`
-        /// normally does). Default 3.
-        public var maxMigrations = 3
         /// Longest silence on a decode stream; past it the worker counts as failed and the request moves. The
         /// worker sends a keep-alive every second while it has nothing else to say. Default 10 s.
         public var decodeIdleTimeout: Duration = .seconds(10)
@@ -379,18 +376,6 @@ public final class ClusterGenerationBackend: GenerationBackend {
             return AttemptFailure(error: GenerationError(.invalidArgument, message), retryable: false)
         default:
             return AttemptFailure(error: GenerationError(.failed, message), retryable: false)
-        }
-    }
-
-    static func generationError(_ error: ClusterError) -> GenerationError {
-        switch error.code {
-        case .overloaded:
-            GenerationError(
-                .overloaded, error.message, retryAfterSeconds: Int((error.retryAfterSeconds ?? 1).rounded(.up)), cause: error)
-        case .unavailable: GenerationError(.unavailable, error.message, cause: error)
-        case .timeout: GenerationError(.timeout, error.message, cause: error)
-        case .invalidArgument, .rejected: GenerationError(.invalidArgument, error.message, cause: error)
-        default: GenerationError(.failed, error.message, cause: error)
         }
     }
 
