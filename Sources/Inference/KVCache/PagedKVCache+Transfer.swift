@@ -116,10 +116,10 @@ extension PagedKVCache {
     public func importTarget(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [KVImportSlice] {
         let sequence = try state(seq)
         try checkLayer(layer, seq)
-        if let shared = sequence.blocks.first(where: { referenceCount(ofBlock: $0) > 1 }) {
+        if let shared = sequence.blocks.first(where: { referenceCount(ofBlock: $0) > 1 || isIndexed($0) }) {
             throw InferenceError(
                 .invalidArgument,
-                "cannot import into \(seq): its block \(shared) is shared with a fork; import into a fresh sequence from importSequence")
+                "cannot import into \(seq): its block \(shared) is shared with a fork or the prefix cache; import into a fresh sequence from importSequence")
         }
         let sliceBytes = layout.layerBlockBytes
         return sequence.blocks.enumerated().map { index, block in

@@ -13,6 +13,12 @@ import Foundation
 /// partially-filled last block (all layers) before the sequence may write into it (copy on write). Full
 /// shared blocks are never written again, so they are never copied.
 ///
+/// **Prefix cache.** `registerPrefix` enters a sequence's full blocks in an index keyed by a chained hash of their
+/// token ids (and a caller's namespace: how the KV was computed); `adoptPrefix` gives a new sequence the longest
+/// indexed prefix of its tokens, sharing the blocks. A match is confirmed against the block's token ids and its
+/// parent block (by identity and epoch, so a hash never stands for content on its own). A released block that is
+/// indexed stays cached, counted as free: it is evicted, least recently used first, when a block is needed.
+///
 /// Not thread-safe: owned by the engine's one serial owner.
 public final class PagedKVCache: @unchecked Sendable {
     public let layout: KVCacheLayout
@@ -27,6 +33,30 @@ public final class PagedKVCache: @unchecked Sendable {
     private var freeList: [Int32]
     private var sequences: [SequenceID: SequenceState] = [:]
     private var nextSequenceID: UInt64 = 1
+    /// Indexed blocks by chained hash, and what each holds.
+    private var prefixIndex: [UInt64: Int32] = [:]
+    private var indexed: [Int32: IndexedBlock] = [:]
+    /// Bumped whenever a block leaves the index: a child's parent reference then no longer matches.
+    private var epochs: [UInt32]
+    /// Unreferenced indexed blocks in release order (stale entries skipped on eviction), and how many there are.
+    private var evictionQueue: [(block: Int32, tick: UInt64)] = []
+    private var evictionHead = 0
+    private var evictableCount = 0
+    private var clock: UInt64 = 0
+
+    struct IndexedBlock {
+        var hash: UInt64
+        var namespace: UInt64
+        var tokens: [Int32]
+        var parent: BlockReference?
+        /// When it was last released or adopted (its eviction-queue entry is current only if the ticks match).
+        var tick: UInt64
+    }
+
+    struct BlockReference: Equatable {
+        var block: Int32
+        var epoch: UInt32
+    }
 
     struct SequenceState {
         var blocks: [Int32]
@@ -65,6 +95,7 @@ public final class PagedKVCache: @unchecked Sendable {
         self.storage = regions
         self.layerByteCount = layerBytes
         self.referenceCounts = Array(repeating: 0, count: blockCount)
+        self.epochs = Array(repeating: 0, count: blockCount)
         // Reversed so that allocation hands out blocks 0, 1, 2, ... on a fresh cache.
         self.freeList = (0..<Int32(blockCount)).reversed()
     }
@@ -73,8 +104,11 @@ public final class PagedKVCache: @unchecked Sendable {
         for region in storage { munmap(region, layerByteCount) }
     }
 
-    /// Blocks not referenced by any sequence.
-    public var freeBlockCount: Int { freeList.count }
+    /// Blocks not referenced by any sequence (free, or cached prefix blocks that would be evicted for room).
+    public var freeBlockCount: Int { freeList.count + evictableCount }
+
+    /// Blocks in the prefix index (referenced or not).
+    public var cachedBlockCount: Int { indexed.count }
 
     /// Live sequences.
     public var sequenceCount: Int { sequences.count }
@@ -130,12 +164,13 @@ public final class PagedKVCache: @unchecked Sendable {
                 "cannot append \(count) tokens to \(seq) holding \(start): at most \(KVSequenceDescriptor.maximumTokenCount) tokens per sequence")
         }
         let newBlocks = layout.blocks(forTokens: newCount) - sequence.blocks.count
-        let copyLast = start % layout.blockSize != 0 && referenceCounts[Int(sequence.blocks[sequence.blocks.count - 1])] > 1
+        let last = sequence.blocks.last
+        let copyLast = start % layout.blockSize != 0 && last.map { referenceCounts[Int($0)] > 1 || indexed[$0] != nil } == true
         let needed = newBlocks + (copyLast ? 1 : 0)
-        guard needed <= freeList.count else {
+        guard needed <= freeBlockCount else {
             throw InferenceError(
                 .kvCacheFull,
-                "appending \(count) tokens to \(seq) (\(start) tokens) needs \(needed) free blocks, \(freeList.count) of \(blockCount) free")
+                "appending \(count) tokens to \(seq) (\(start) tokens) needs \(needed) free blocks, \(freeBlockCount) of \(blockCount) free")
         }
         if copyLast {
             let shared = sequence.blocks[sequence.blocks.count - 1]
@@ -173,6 +208,10 @@ public final class PagedKVCache: @unchecked Sendable {
         }
         let keep = layout.blocks(forTokens: count)
         for block in sequence.blocks[keep...] { release(block) }
+        // A kept partial block will be written again: it can no longer stand for its old full content.
+        if count % layout.blockSize != 0, let last = sequence.blocks[..<keep].last, referenceCounts[Int(last)] == 1 {
+            unindex(last)
+        }
         sequence.blocks.removeSubrange(keep...)
         sequence.tokenCount = count
         sequences[seq] = sequence
@@ -198,6 +237,122 @@ public final class PagedKVCache: @unchecked Sendable {
     @usableFromInline
     func layerBase(_ layer: Int) -> UnsafeMutableRawPointer { storage[layer] }
 
+    // MARK: Prefix cache
+
+    /// The chained hash of one full block: its parent's hash, the namespace and its token ids (splitmix64 steps;
+    /// the same on every machine, so other processes may compute it too).
+    public static func blockHash(parent: UInt64, namespace: UInt64, tokens: some Collection<Int32>) -> UInt64 {
+        func mix(_ x: UInt64) -> UInt64 {
+            var z = x &+ 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var hash = mix(parent ^ mix(namespace))
+        for token in tokens { hash = mix(hash ^ UInt64(UInt32(bitPattern: token))) }
+        return hash
+    }
+
+    /// Enters the full blocks of `seq` holding `tokens` (its first `tokens.count` positions; a trailing partial
+    /// block is left out) in the prefix index under `namespace` (how the KV was computed: blocks computed one way
+    /// never stand in for another). Block `b` is entered with `namespaces(b)`; a block already indexed (adopted,
+    /// or entered before) stays as it is. Registration stops at the first block whose hash another block holds
+    /// already: the ones after it would hang off a parent the index does not hold.
+    public func registerPrefix(
+        _ seq: SequenceID, tokens: [Int32], namespace: (Int) -> UInt64
+    ) throws(InferenceError) {
+        let sequence = try state(seq)
+        guard tokens.count <= sequence.tokenCount else {
+            throw InferenceError(
+                .invalidArgument, "cannot register \(tokens.count) tokens of \(seq): it holds \(sequence.tokenCount)")
+        }
+        let size = layout.blockSize
+        var parentHash: UInt64 = 0
+        var parent: BlockReference?
+        for index in 0..<(tokens.count / size) {
+            let block = sequence.blocks[index]
+            let blockTokens = Array(tokens[(index * size)..<((index + 1) * size)])
+            let space = namespace(index)
+            let hash = Self.blockHash(parent: parentHash, namespace: space, tokens: blockTokens)
+            if let entry = indexed[block] {
+                guard entry.hash == hash, entry.parent == parent else { return }
+            } else {
+                if let other = prefixIndex[hash] {
+                    // A live holder of the hash keeps it; one whose parent was evicted can never match again.
+                    guard let entry = indexed[other], !isLive(entry) else { return }
+                    drop(other)
+                }
+                clock += 1
+                indexed[block] = IndexedBlock(hash: hash, namespace: space, tokens: blockTokens, parent: parent, tick: clock)
+                prefixIndex[hash] = block
+            }
+            parentHash = hash
+            parent = BlockReference(block: block, epoch: epochs[Int(block)])
+        }
+    }
+
+    /// Gives the empty sequence `seq` the longest indexed prefix of `tokens` whose blocks were entered under
+    /// `namespace(b)`, cut to a multiple of `granularity` tokens (a multiple of the block size) and to at most
+    /// `limit` tokens; returns how many tokens it now holds. Its next `append` starts after them.
+    public func adoptPrefix(
+        _ seq: SequenceID, tokens: [Int32], namespace: (Int) -> UInt64, granularity: Int, limit: Int
+    ) throws(InferenceError) -> Int {
+        let sequence = try state(seq)
+        let size = layout.blockSize
+        guard sequence.tokenCount == 0, sequence.blocks.isEmpty else {
+            throw InferenceError(.invalidArgument, "\(seq) already holds \(sequence.tokenCount) tokens: only an empty sequence adopts a prefix")
+        }
+        guard granularity >= size, granularity % size == 0 else {
+            throw InferenceError(.invalidArgument, "prefix granularity \(granularity) is not a multiple of the block size \(size)")
+        }
+        var found: [Int32] = []
+        var parentHash: UInt64 = 0
+        var parent: BlockReference?
+        let usable = min(tokens.count, max(limit, 0))
+        for index in 0..<(usable / size) {
+            let blockTokens = tokens[(index * size)..<((index + 1) * size)]
+            let space = namespace(index)
+            let hash = Self.blockHash(parent: parentHash, namespace: space, tokens: blockTokens)
+            guard let block = prefixIndex[hash], let entry = indexed[block], entry.namespace == space,
+                entry.parent == parent, entry.tokens.elementsEqual(blockTokens)
+            else { break }
+            found.append(block)
+            parentHash = hash
+            parent = BlockReference(block: block, epoch: epochs[Int(block)])
+        }
+        let keep = found.count / (granularity / size) * (granularity / size)
+        guard keep > 0 else { return 0 }
+        for block in found[..<keep] {
+            if referenceCounts[Int(block)] == 0 { evictableCount -= 1 }
+            referenceCounts[Int(block)] += 1
+            clock += 1
+            indexed[block]?.tick = clock
+        }
+        sequences[seq] = SequenceState(blocks: Array(found[..<keep]), tokenCount: keep * size)
+        return keep * size
+    }
+
+    /// Whether an indexed block's parent is still the block it was computed after.
+    private func isLive(_ entry: IndexedBlock) -> Bool {
+        guard let parent = entry.parent else { return true }
+        return indexed[parent.block] != nil && epochs[Int(parent.block)] == parent.epoch
+    }
+
+    /// Takes a block out of the index; an unreferenced one becomes plainly free.
+    private func drop(_ block: Int32) {
+        unindex(block)
+        if referenceCounts[Int(block)] == 0 {
+            evictableCount -= 1
+            freeList.append(block)
+        }
+    }
+
+    /// For tests of the token check: points `hash` at the block indexed under `existing`, as a colliding hash would.
+    func forgeIndex(hash: UInt64, block existing: UInt64) { prefixIndex[hash] = prefixIndex[existing] }
+
+    /// Whether `block` is in the prefix index (its content must then never change).
+    func isIndexed(_ block: Int32) -> Bool { indexed[block] != nil }
+
     // MARK: Internals shared with the transfer extension
 
     func state(_ seq: SequenceID) throws(InferenceError) -> SequenceState {
@@ -210,10 +365,10 @@ public final class PagedKVCache: @unchecked Sendable {
     /// Registers a new sequence over freshly allocated blocks for `tokenCount` tokens (import).
     func createSequence(tokenCount: Int) throws(InferenceError) -> SequenceID {
         let needed = layout.blocks(forTokens: tokenCount)
-        guard needed <= freeList.count else {
+        guard needed <= freeBlockCount else {
             throw InferenceError(
                 .kvCacheFull,
-                "importing \(tokenCount) tokens needs \(needed) free blocks, \(freeList.count) of \(blockCount) free")
+                "importing \(tokenCount) tokens needs \(needed) free blocks, \(freeBlockCount) of \(blockCount) free")
         }
         let blocks = (0..<needed).map { _ in takeFreeBlock() }
         let id = SequenceID(rawValue: nextSequenceID)
@@ -222,15 +377,57 @@ public final class PagedKVCache: @unchecked Sendable {
         return id
     }
 
+    /// A free block, else the least recently used cached one, evicted (callers check `freeBlockCount` first).
     private func takeFreeBlock() -> Int32 {
-        let block = freeList.removeLast()
+        let block: Int32
+        if let free = freeList.popLast() {
+            block = free
+        } else {
+            block = evictLeastRecentlyUsed()
+        }
         referenceCounts[Int(block)] = 1
         return block
     }
 
     private func release(_ block: Int32) {
         referenceCounts[Int(block)] -= 1
-        if referenceCounts[Int(block)] == 0 { freeList.append(block) }
+        guard referenceCounts[Int(block)] == 0 else { return }
+        if var entry = indexed[block] {
+            clock += 1
+            entry.tick = clock
+            indexed[block] = entry
+            evictionQueue.append((block, clock))
+            evictableCount += 1
+        } else {
+            freeList.append(block)
+        }
+    }
+
+    private func evictLeastRecentlyUsed() -> Int32 {
+        while evictionHead < evictionQueue.count {
+            let (block, tick) = evictionQueue[evictionHead]
+            evictionHead += 1
+            guard referenceCounts[Int(block)] == 0, let entry = indexed[block], entry.tick == tick else { continue }
+            evictableCount -= 1
+            unindex(block)
+            compactEvictionQueue()
+            return block
+        }
+        preconditionFailure("the prefix cache counted \(evictableCount) evictable blocks and found none")
+    }
+
+    /// Drops the consumed front of the eviction queue once it is most of the array.
+    private func compactEvictionQueue() {
+        guard evictionHead > 64, evictionHead * 2 > evictionQueue.count else { return }
+        evictionQueue.removeFirst(evictionHead)
+        evictionHead = 0
+    }
+
+    /// Takes `block` out of the prefix index (its children stop matching: their parent reference is stale).
+    private func unindex(_ block: Int32) {
+        guard let entry = indexed.removeValue(forKey: block) else { return }
+        if prefixIndex[entry.hash] == block { prefixIndex[entry.hash] = nil }
+        epochs[Int(block)] &+= 1
     }
 
     private func copyBlock(from source: Int32, to destination: Int32) {
