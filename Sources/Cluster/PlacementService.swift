@@ -35,6 +35,9 @@ public final class PlacementService: Sendable {
         public var policyPollInterval: Duration = .seconds(1)
         /// The membership log is compacted (at start and while running) once it holds more events. Default 10 000.
         public var compactAfterEvents = 10_000
+        /// Routes served beside placement's own on its listener (the join routes, when it is the cluster's CA);
+        /// placement's own paths cannot be replaced. Default none.
+        public var additionalRoutes = NodeRoutes()
 
         public init(stateDirectory: String, policyFile: String?, tls: NodeTLS?, insecure: Bool = false) {
             self.stateDirectory = stateDirectory
@@ -83,10 +86,12 @@ public final class PlacementService: Sendable {
             logger.critical("placement service running WITHOUT TLS (--insecure): any process that can reach \(configuration.host):\(configuration.port) can register workers and read the cluster")
         }
         let server: NodeServer
+        var routes = Self.routes(registry, logger: logger)
+        routes.merge(configuration.additionalRoutes)
         do {
             server = try await NodeServer.bind(
                 host: configuration.host, port: configuration.port, tls: configuration.tls,
-                insecure: configuration.insecure, routes: Self.routes(registry, logger: logger), logger: logger)
+                insecure: configuration.insecure, routes: routes, logger: logger)
         } catch {
             throw ClusterError(.unavailable, "cannot listen on \(configuration.host):\(configuration.port): \(error.message)", cause: error)
         }
