@@ -73,7 +73,12 @@ struct PlacementServeCommand: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         if let caKey, let certs = identity.certs {
-            configuration.additionalRoutes = try joinService(caKey: caKey, certs: certs, logger: logger).routes
+            do {
+                configuration.additionalRoutes = try joinService(caKey: caKey, certs: certs, logger: logger).routes
+            } catch {
+                FileHandle.standardError.write(Data("baton placement: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
             logger.info("this placement service is the cluster's CA: nodes may join with tokens from \(JoinTokenStore(directory: stateDir).path)")
         }
         let service: PlacementService
