@@ -37,6 +37,9 @@ public final class PlacementService: Sendable {
         public var compactAfterEvents = 10_000
         /// The listener's bounds on connections: handshake and idle timeouts, caps per peer and in total.
         public var limits = NodeServerLimits()
+        /// Routes served beside placement's own on its listener (the join routes, when it is the cluster's CA);
+        /// placement's own paths cannot be replaced. Default none.
+        public var additionalRoutes = NodeRoutes()
 
         public init(stateDirectory: String, policyFile: String?, tls: NodeTLS?, insecure: Bool = false) {
             self.stateDirectory = stateDirectory
@@ -85,11 +88,12 @@ public final class PlacementService: Sendable {
             logger.critical("placement service running WITHOUT TLS (--insecure): any process that can reach \(configuration.host):\(configuration.port) can register workers and read the cluster")
         }
         let server: NodeServer
+        var routes = Self.routes(registry, logger: logger)
+        routes.merge(configuration.additionalRoutes)
         do {
             server = try await NodeServer.bind(
                 host: configuration.host, port: configuration.port, tls: configuration.tls,
-                insecure: configuration.insecure, routes: Self.routes(registry, logger: logger), limits: configuration.limits,
-                logger: logger)
+                insecure: configuration.insecure, routes: routes, limits: configuration.limits, logger: logger)
         } catch {
             throw ClusterError(.unavailable, "cannot listen on \(configuration.host):\(configuration.port): \(error.message)", cause: error)
         }

@@ -59,12 +59,27 @@ public final class NodeClient: Sendable {
             scheme: tls == nil ? "http" : "https")
     }
 
+    /// Connects over TLS with a context of the caller's making (a joining node's: no certificate of its own, the
+    /// CA pinned by the join token); the server's certificate must meet `expecting`.
+    static func connect(
+        host: String, port: Int, sslContext: NIOSSLContext, expecting: PeerExpectation?, connectTimeout: Duration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws(RPCError) -> NodeClient {
+        let connected = try await connectHTTP2(
+            host: host, port: port, sslContext: sslContext, expecting: expecting, http2: NodeServer.defaultHTTP2,
+            connectTimeout: connectTimeout, group: group)
+        return NodeClient(
+            channel: connected.channel, multiplexer: connected.multiplexer, failures: connected.failures,
+            authority: "\(host):\(port)", scheme: "https")
+    }
+
     /// A TCP connection (TLS when `sslContext` is given) with an HTTP/2 client pipeline: the transport both this
     /// client and `KVTransferClient` use. `failures` keeps the connection's own error (a TLS alert, say), which
     /// its streams only see as an early end. With TLS, the server's certificate must meet `expecting`, else the
-    /// handshake fails (`failures` then holds a `.forbidden` error) and nothing is sent.
+    /// handshake fails (`failures` then holds a `.forbidden` error) and nothing is sent. `expecting` nil checks
+    /// nothing beyond what `sslContext` does (a joining node fetching the CA it will then pin).
     public static func connectHTTP2(
-        host: String, port: Int, sslContext: NIOSSLContext?, expecting: PeerExpectation,
+        host: String, port: Int, sslContext: NIOSSLContext?, expecting: PeerExpectation?,
         http2: NIOHTTP2Handler.Configuration,
         connectTimeout: Duration, group: any EventLoopGroup
     ) async throws(RPCError) -> (channel: any Channel, multiplexer: Connection, failures: ConnectionFailures) {
@@ -75,7 +90,10 @@ public final class NodeClient: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let failures = ConnectionFailures()
-                        if let sslContext {
+                        if let sslContext, expecting == nil {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+                        } else if let sslContext, let expecting {
                             let address = "\(host):\(port)"
                             try channel.pipeline.syncOperations.addHandler(
                                 try NIOSSLClientHandler._makeSSLClientHandler(

@@ -56,6 +56,18 @@ public struct NodeIdentity: Sendable, Hashable, CustomStringConvertible {
         self.roles = roles
     }
 
+    /// Why `name` cannot name a node, or nil when it can: 1-63 ASCII letters, digits, '-' or '.', and not "ca"
+    /// (the CA's files are `ca.pem` and `ca-key.pem` beside the nodes' `NAME.pem`). Node names become file names,
+    /// DNS names and URIs, so nothing else is allowed.
+    public static func nameProblem(_ name: String) -> String? {
+        guard name != "ca", !name.isEmpty, name.count <= 63,
+            name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") })
+        else {
+            return "node name \"\(name)\" must be 1-63 ASCII letters, digits, '-' or '.', and not \"ca\""
+        }
+        return nil
+    }
+
     static let nodeURIPrefix = "urn:baton:node:"
     static let roleURIPrefix = "urn:baton:role:"
 
@@ -128,6 +140,9 @@ public enum NodePeer: Sendable, Hashable, CustomStringConvertible {
     case node(NodeIdentity)
     /// Insecure (plaintext) mode: nothing is known; every check passes, as `--insecure` warns.
     case unauthenticated
+    /// A TLS client that presented no certificate, admitted only where a listener serves routes open to
+    /// anyone (a node joining the cluster): every check fails.
+    case anonymous
 
     /// The peer's node name, nil when unauthenticated.
     public var name: String? {
@@ -145,6 +160,7 @@ public enum NodePeer: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .node(let identity): identity.holds(role)
         case .unauthenticated: true
+        case .anonymous: false
         }
     }
 
@@ -153,6 +169,7 @@ public enum NodePeer: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .node(let identity): identity.name == name
         case .unauthenticated: true
+        case .anonymous: false
         }
     }
 
@@ -160,6 +177,7 @@ public enum NodePeer: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .node(let identity): identity.description
         case .unauthenticated: "an unauthenticated peer (insecure mode)"
+        case .anonymous: "a peer without a certificate"
         }
     }
 }

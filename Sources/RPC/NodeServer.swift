@@ -40,12 +40,21 @@ public enum NodeAccess: Sendable {
     case anyNode
     /// Only nodes whose certificate allows one of these roles.
     case roles(Set<NodeRole>)
+    /// Anyone who completes the TLS handshake, with or without a certificate: only for a node that has none
+    /// yet (joining). A listener with such a route asks for client certificates instead of requiring them;
+    /// its other routes still refuse a caller without one.
+    case anyone
 
     /// Why `peer` may not call, or nil when it may.
     func refusal(of peer: NodePeer) -> String? {
-        guard case .roles(let allowed) = self, case .node(let identity) = peer else { return nil }
-        if !identity.roles.isDisjoint(with: allowed) { return nil }
-        return "only \(allowed.sorted().map(\.rawValue).joined(separator: " or ")) nodes may call this; the certificate allows \(identity.roles.isEmpty ? "no role" : identity.roles.listed)"
+        switch (self, peer) {
+        case (.anyone, _), (_, .unauthenticated): return nil
+        case (_, .anonymous): return "this path needs a certificate from the cluster CA"
+        case (.anyNode, .node): return nil
+        case (.roles(let allowed), .node(let identity)):
+            if !identity.roles.isDisjoint(with: allowed) { return nil }
+            return "only \(allowed.sorted().map(\.rawValue).joined(separator: " or ")) nodes may call this; the certificate allows \(identity.roles.isEmpty ? "no role" : identity.roles.listed)"
+        }
     }
 }
 
@@ -150,7 +159,19 @@ public struct NodeRoutes: Sendable {
         streamHandlers[path] = (access, handler)
     }
 
+    /// Adds `other`'s routes; a path this set already serves keeps its own handler.
+    public mutating func merge(_ other: NodeRoutes) {
+        handlers.merge(other.handlers) { mine, _ in mine }
+        streamHandlers.merge(other.streamHandlers) { mine, _ in mine }
+    }
+
     public var paths: [String] { (Array(handlers.keys) + Array(streamHandlers.keys)).sorted() }
+
+    /// Whether some route is open to callers without a certificate (`NodeAccess.anyone`).
+    var admitsAnonymous: Bool {
+        handlers.values.contains { if case .anyone = $0.access { true } else { false } }
+            || streamHandlers.values.contains { if case .anyone = $0.access { true } else { false } }
+    }
 }
 
 /// The listener every Baton process serves its peers on: HTTP/2 over mutual TLS (plaintext h2c only in
@@ -198,7 +219,8 @@ public final class NodeServer: Sendable {
         guard tls != nil || insecure else {
             throw RPCError(.invalidArgument, "no TLS certificates given and `insecure` not set for \(host):\(port)")
         }
-        let sslContext = try tls?.makeServerContext()
+        let admitsAnonymous = routes.admitsAnonymous
+        let sslContext = try tls?.makeServerContext(requireClientCertificate: !admitsAnonymous)
         let identity = try tls?.identity()
         let serverName = identity.map { "\($0)" } ?? "this node (insecure)"
         if sslContext == nil {
@@ -218,7 +240,9 @@ public final class NodeServer: Sendable {
                             throw RPCError(.connectionFailed, refusal)
                         }
                         channel.closeFuture.whenComplete { _ in counter.release(address) }
-                        let peer = PeerRecord(sslContext == nil ? .unauthenticated : nil)
+                        // With a route open to anyone, a client may skip its certificate: the handshake then
+                        // records no identity and the connection's streams arrive as `.anonymous`.
+                        let peer = PeerRecord(sslContext == nil ? .unauthenticated : nil, admitsAnonymous: admitsAnonymous)
                         let budget = ConnectionBudget(limit: limits.maximumBufferedBytesPerConnection)
                         if let sslContext {
                             // The chain was verified against the cluster CA; this reads who it says the peer is and
@@ -438,10 +462,16 @@ public final class NodeServer: Sendable {
 /// The identity a connection's handshake proved, read by the streams that follow it.
 final class PeerRecord: Sendable {
     private let peer: Mutex<NodePeer?>
+    private let admitsAnonymous: Bool
 
-    init(_ peer: NodePeer?) { self.peer = Mutex(peer) }
+    init(_ peer: NodePeer?, admitsAnonymous: Bool = false) {
+        self.peer = Mutex(peer)
+        self.admitsAnonymous = admitsAnonymous
+    }
 
-    var value: NodePeer? { peer.withLock { $0 } }
+    /// Read once streams arrive, i.e. after the handshake: nil only when it proved nobody on a listener that
+    /// requires certificates (which cannot happen; refused all the same).
+    var value: NodePeer? { peer.withLock { $0 } ?? (admitsAnonymous ? .anonymous : nil) }
 
     func set(_ value: NodePeer) { peer.withLock { $0 = value } }
 }

@@ -23,12 +23,14 @@ extension NodeTLS {
 
     /// Server side of mutual TLS: presents this node's chain and requires a client certificate that
     /// chains to the cluster CA. Host names are not checked (nodes are identified by the CA, not DNS).
-    public func makeServerContext() throws(RPCError) -> NIOSSLContext {
+    /// With `requireClientCertificate` false a client may present none (a node joining the cluster); one it
+    /// presents must still chain to the CA.
+    public func makeServerContext(requireClientCertificate: Bool = true) throws(RPCError) -> NIOSSLContext {
         let (chain, key, authority) = try parsed()
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.trustRoots = .certificates(authority)
-        configuration.certificateVerification = .noHostnameVerification
+        configuration.certificateVerification = requireClientCertificate ? .noHostnameVerification : .optionalVerification
         configuration.minimumTLSVersion = .tlsv13
         configuration.applicationProtocols = ["h2"]
         return try context(configuration)

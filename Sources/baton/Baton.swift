@@ -24,6 +24,8 @@ struct Baton: AsyncParsableCommand {
             ClusterCommand.self,
             WorkerCommand.self,
             CertsCommand.self,
+            TokenCommand.self,
+            JoinCommand.self,
             KVHandoffCommand.self,
             ActivationsCommand.self,
         ]

@@ -2,12 +2,6 @@ import ArgumentParser
 import Foundation
 import RPC
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// `baton certs`: the cluster CA and one certificate per node, as PEM files for the mutual-TLS KV plane.
 struct CertsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -48,11 +42,7 @@ struct CertsCommand: ParsableCommand {
         return try entries.map { entry in
             let parts = entry.split(separator: ":", maxSplits: 1).map(String.init)
             let name = parts[0]
-            guard name != "ca", !name.isEmpty, name.count <= 63,
-                name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") })
-            else {
-                throw ValidationError("node name \"\(name)\" must be 1-63 ASCII letters, digits, '-' or '.', and not \"ca\"")
-            }
+            if let problem = NodeIdentity.nameProblem(name) { throw ValidationError(problem) }
             guard seen.insert(name).inserted else { throw ValidationError("--nodes names \(name) twice") }
             let roles: Set<NodeRole>
             if parts.count == 2 {
@@ -103,24 +93,13 @@ struct CertsCommand: ParsableCommand {
         return written
     }
 
-    /// Writes `text` to a new file at `url`, created with its final mode (0600 for keys): the file never exists
-    /// with wider permissions, not even for a moment. An existing file (or symlink) there is removed first.
+    /// Writes `text` to a new file at `url`, created with its final mode (0600 for keys; see `ProtectedFile`).
     static func write(_ text: String, to url: URL, private isPrivate: Bool) throws {
-        let path = url.path
-        if unlink(path) != 0 && errno != ENOENT {
-            throw ValidationError("cannot replace \(path): \(String(cString: strerror(errno)))")
-        }
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, isPrivate ? 0o600 : 0o644)
-        guard descriptor >= 0 else { throw ValidationError("cannot create \(path): \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        // The umask may have narrowed a public file's mode; a key's 0600 is already the narrowest.
-        if !isPrivate { fchmod(descriptor, 0o644) }
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-            bytes = bytes.dropFirst(written)
+        do {
+            try ProtectedFile.write(
+                Array(text.utf8), to: url.path, mode: isPrivate ? ProtectedFile.privateMode : ProtectedFile.publicMode)
+        } catch {
+            throw ValidationError(error.message)
         }
     }
 }

@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Logging
 import Placement
+import RPC
 import ServiceLifecycle
 
 /// `baton placement …`: the placement service (the default subcommand) and its tools.
@@ -29,6 +30,9 @@ struct PlacementServeCommand: AsyncParsableCommand {
               baton certs --out certs --nodes placement,router,prefill-0,decode-0
               baton placement --config Deploy/config/policy.yaml --listen 127.0.0.1:7400 \\
                   --state-dir /var/lib/baton/placement --certs certs --node placement
+            With --ca-key (the key of --certs' ca.pem), placement is also the cluster's CA: boxes join with \
+            `baton join` and a token from `baton token create` (stored in --state-dir/join-tokens.json), and the \
+            CA key stays on this box. See Deploy/docs/security.md.
             """
     )
 
@@ -44,6 +48,9 @@ struct PlacementServeCommand: AsyncParsableCommand {
     @OptionGroup var identity: NodeTLSOptions
     @OptionGroup var listener: NodeListenerOptions
 
+    @Option(name: .customLong("ca-key"), help: "The cluster CA's key (ca-key.pem beside --certs' ca.pem): lets nodes join with `baton join` and a token from `baton token create`.")
+    var caKey: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -51,6 +58,9 @@ struct PlacementServeCommand: AsyncParsableCommand {
         _ = try Endpoint.parse(listen, option: "--listen")
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        if caKey != nil && identity.insecure {
+            throw ValidationError("--ca-key needs TLS (--certs DIR --node NAME): a join token must never cross plaintext")
         }
     }
 
@@ -64,6 +74,15 @@ struct PlacementServeCommand: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.limits = listener.limits
+        if let caKey, let certs = identity.certs {
+            do {
+                configuration.additionalRoutes = try joinService(caKey: caKey, certs: certs, logger: logger).routes
+            } catch {
+                FileHandle.standardError.write(Data("baton placement: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            logger.info("this placement service is the cluster's CA: nodes may join with tokens from \(JoinTokenStore(directory: stateDir).path)")
+        }
         let service: PlacementService
         do {
             service = try await PlacementService.start(configuration, logger: logger)
@@ -81,6 +100,30 @@ struct PlacementServeCommand: AsyncParsableCommand {
         hangup.resume()
         defer { hangup.cancel() }
         try await ServiceGroup(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+    }
+}
+
+extension PlacementServeCommand {
+    /// The join routes, signing with the CA in `certs` (ca.pem) and `caKey`. Names of the node certificates in
+    /// `certs` that are still valid are reserved: a token without --replace cannot take them.
+    func joinService(caKey: String, certs: String, logger: Logger) throws -> JoinService {
+        let caURL = URL(fileURLWithPath: certs).appendingPathComponent("ca.pem")
+        guard let certificate = try? String(contentsOf: caURL, encoding: .utf8) else {
+            throw ValidationError("cannot read \(caURL.path), the CA certificate --ca-key belongs to")
+        }
+        guard let key = try? String(contentsOfFile: caKey, encoding: .utf8) else {
+            throw ValidationError("cannot read the CA key \(caKey)")
+        }
+        do {
+            // A store that cannot be read (bad mode, damaged file) stops the start rather than the first join.
+            _ = try JoinTokenStore(directory: stateDir).tokens()
+            return try JoinService(
+                authority: ClusterCertificates.Issued(certificatePEM: certificate, privateKeyPEM: key),
+                store: JoinTokenStore(directory: stateDir), reservedNames: JoinService.nodeNames(inFolder: certs),
+                logger: logger)
+        } catch {
+            throw ValidationError("--ca-key \(caKey): \(error.message)")
+        }
     }
 }
 
