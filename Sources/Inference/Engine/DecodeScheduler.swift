@@ -45,6 +45,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var prefillWeights: PrefillWeights?
         /// Generations that may wait for room; beyond them `open` refuses with `.overloaded`.
         public var maxQueued: Int = 256
+        /// Keep the full KV blocks of finished local prompts (and of what they generated) in the cache's prefix
+        /// index, and start a local prompt from the longest cached prefix of it. A hit gives the bits a miss
+        /// gives: decode steps are batch invariant, so any whole block is reused on that path; on the prefill path
+        /// (where sgemm rounds a row differently with the rows beside it) only whole prefill passes are, so the
+        /// rest runs in the very passes a miss would run.
+        public var prefixCaching = true
 
         public init(
             kvBlocks: Int, maxBatch: Int = 8, threads: Int = 1, maxContext: Int? = nil, prefillEngine: Bool = true
@@ -81,6 +87,9 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var totalBlocks: Int
         /// The most rows one decode step has run since the start.
         public var largestBatch: Int
+        /// Prompt tokens computed here since the start, and how many of them came from the prefix cache instead.
+        public var promptTokens: Int
+        public var cachedPromptTokens: Int
         /// Generations that ended since the start: finished normally, cancelled, or failed otherwise.
         public var finished: Int
         public var cancelled: Int
@@ -131,6 +140,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         var total = 0
         var uncommitted = 0
         var largestBatch = 0
+        var promptTokens = 0
+        var cachedPromptTokens = 0
         var finished = 0
         var cancelled = 0
         var failed = 0
@@ -181,7 +192,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         counters.withLock { c in
             Load(
                 waiting: c.queued + c.waitingTransfers, active: c.active, uncommittedBlocks: c.uncommitted,
-                freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, finished: c.finished,
+                freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, promptTokens: c.promptTokens,
+                cachedPromptTokens: c.cachedPromptTokens, finished: c.finished,
                 cancelled: c.cancelled, failed: c.failed)
         }
     }
@@ -538,18 +550,62 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         let sequence = cache.createSequence()
         job.sequence = sequence
         let prompt = job.state.request.prompt
+        let path = promptPath(for: job.state, source: job.source)
         var logits: [Float]
         do throws(InferenceError) {
-            switch promptPath(for: job.state, source: job.source) {
-            case .prefill:
-                logits = try prefillEngine().prefill(prompt, sequence: sequence)
-            case .decode:
-                logits = try decode.ingest(prompt, sequence: sequence)
+            let cached = try adoptCachedPrefix(of: prompt, path: path, into: sequence)
+            counters.withLock { counters in
+                counters.promptTokens += prompt.count
+                counters.cachedPromptTokens += cached
             }
+            switch path {
+            case .prefill:
+                logits = try prefillEngine().prefill(Array(prompt[cached...]), sequence: sequence)
+            case .decode:
+                logits = try decode.ingest(Array(prompt[cached...]), sequence: sequence)
+            }
+            job.cachesPrefix = configuration.prefixCaching
         } catch {
             return end(job, failing: GenerationError(.failed, "running the prompt of \(job.id) failed: \(error.message)", cause: error))
         }
         startSampling(job, promptLogits: &logits)
+    }
+
+    /// How a path's KV is entered in the prefix index: blocks computed one way never stand in for another.
+    static func prefixNamespace(_ path: PromptPath) -> UInt64 {
+        switch path {
+        case .prefill: 1
+        case .decode: 2
+        }
+    }
+
+    /// Blocks holding prompt positions computed on the prefill path and generated ones from decode steps.
+    static let mixedPrefixNamespace: UInt64 = 3
+
+    /// Gives `sequence` the longest cached prefix of `prompt` computed on `path` (at least one token is left to
+    /// compute, for the logits) and returns its length; 0 without prefix caching.
+    private func adoptCachedPrefix(of prompt: [Int32], path: PromptPath, into sequence: SequenceID) throws(InferenceError) -> Int {
+        guard configuration.prefixCaching else { return 0 }
+        let granularity = path == .prefill ? try prefillEngine().chunkSize : cache.layout.blockSize
+        guard granularity % cache.layout.blockSize == 0 else { return 0 }
+        let space = Self.prefixNamespace(path)
+        return try cache.adoptPrefix(
+            sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
+    }
+
+    /// Enters the finished generation's computed blocks in the prefix index: prompt blocks under the path that
+    /// computed them, blocks holding generated tokens under the decode path (or, straddling a prefill-path
+    /// prompt's end, under a namespace nothing adopts).
+    private func cachePrefix(of job: Job, sequence: SequenceID) {
+        guard job.cachesPrefix, let held = try? cache.tokenCount(sequence) else { return }
+        let tokens = Array((job.state.request.prompt + job.state.generated).prefix(held))
+        let promptCount = job.promptCount, size = cache.layout.blockSize
+        let path = promptPath(for: job.state, source: job.source)
+        let promptSpace = Self.prefixNamespace(path), decodeSpace = Self.prefixNamespace(.decode)
+        try? cache.registerPrefix(sequence, tokens: tokens) { block in
+            if (block + 1) * size <= promptCount { return promptSpace }
+            return path == .decode ? decodeSpace : Self.mixedPrefixNamespace
+        }
     }
 
     /// The prefill engine, built on first use by a scheduler started without one (its f32 weights then stay).
@@ -720,7 +776,10 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private func release(_ job: Job) {
         move(job, to: .ended)
         job.transfer.withLock { $0 = .closed }
-        if let sequence = job.sequence { cache.free(sequence) }
+        if let sequence = job.sequence {
+            cachePrefix(of: job, sequence: sequence)
+            cache.free(sequence)
+        }
         job.sequence = nil
         if job.committed {
             committedBlocks -= job.budgetBlocks
@@ -821,6 +880,8 @@ extension DecodeScheduler {
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
+        /// Its prompt ran here and its blocks go to the prefix index when it ends.
+        var cachesPrefix = false
 
         init(state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, budgetBlocks: Int) {
             id = state.request.id

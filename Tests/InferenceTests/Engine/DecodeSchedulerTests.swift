@@ -12,11 +12,13 @@ struct DecodeSchedulerTests {
     static let tokenizer: Result<Tokenizer, any Error> = Result { try Tokenizer(gguf: try EngineTestModel.model().file) }
 
     static func scheduler(
-        blocks: Int = 64, maxBatch: Int = 4, context: Int = 256, prefill: Bool = true, maxQueued: Int = 256
+        blocks: Int = 64, maxBatch: Int = 4, context: Int = 256, prefill: Bool = true, maxQueued: Int = 256,
+        prefixCaching: Bool = true
     ) throws -> DecodeScheduler {
         var configuration = DecodeScheduler.Configuration(
             kvBlocks: blocks, maxBatch: maxBatch, threads: 2, maxContext: context, prefillEngine: prefill)
         configuration.maxQueued = maxQueued
+        configuration.prefixCaching = prefixCaching
         let scheduler = try DecodeScheduler(model: try EngineTestModel.model(), tokenizer: try tokenizer.get(), configuration: configuration)
         scheduler.start()
         return scheduler
