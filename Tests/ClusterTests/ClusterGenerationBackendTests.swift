@@ -52,6 +52,24 @@ struct ClusterGenerationBackendTests {
         }
     }
 
+    @Test("a prompt long enough to split runs on the prefill path on the decode worker when no prefill worker is up")
+    func splitPromptWithoutPrefillWorkerKeepsItsPath() async throws {
+        try await FakeCluster.run(mode: .decodeOnly) { cluster, backend in
+            // decode-a alone, but the threshold says these prompts would be split: placement falls back to decode-only.
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .decodeOnly, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort,
+                                                        policy: { $0.disaggregation.minPromptTokens = 3 }))
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await collect(try await backend.generate(Self.state("long", [1, 2, 3, 4], maxTokens: 2)))
+            _ = try await collect(try await backend.generate(Self.state("short", [7, 8], maxTokens: 2)))
+            let opened = cluster.log.withLock { $0.opened }
+            #expect(opened.count == 2 && opened.allSatisfy(\.prefillHere))
+            // The long one as the undisturbed cluster would have run it (prefilled); the short one on the decode
+            // worker's own path.
+            #expect(opened.map { GenerationState(proto: $0.state).promptPath } == [.prefill, nil])
+        }
+    }
+
     @Test("under ttft_target a cluster at capacity is overloaded with the policy's retry delay; no worker is unavailable")
     func placementRefusals() async throws {
         try await FakeCluster.run(mode: .refuse(429)) { _, backend in
