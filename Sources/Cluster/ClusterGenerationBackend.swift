@@ -200,6 +200,14 @@ public final class ClusterGenerationBackend: GenerationBackend {
                     }
                     waitReason = reason
                 case .unavailable(let reason):
+                    // Every eligible worker failed this request before (a cut link, then a kill elsewhere): the one
+                    // that failed it first may well be back, so it is tried again rather than failing the client.
+                    // The one that failed last stays left out; the migration budget still bounds the moves.
+                    if hasSnapshot, excluded.count > 1 {
+                        let again = excluded.removeFirst()
+                        logger.info("request \(state.request.id): \(reason); trying \(again), which failed it earlier, again")
+                        continue
+                    }
                     // Before the first snapshot nothing is known yet: wait for it (bounded) rather than refuse.
                     guard !hasSnapshot else { throw lastError ?? GenerationError(.unavailable, reason) }
                     waitReason = reason

@@ -133,6 +133,16 @@ struct ClusterGenerationBackendTests {
         #expect(text.contains(#"baton_router_migrations_total{reason="decode_failed"} 1"#), "\(text)")
     }
 
+    @Test("when every decode worker has failed a request once, it goes back to the one that failed it first")
+    func everyWorkerFailedOnce() async throws {
+        try await FakeCluster.run(mode: .disaggregated, failAfterTokens: 1, failingOpens: 2, decodeWorkers: 2) { cluster, backend in
+            let (tokens, summary) = try await collect(try await backend.generate(Self.state("twice", [1, 2, 3], maxTokens: 3)))
+            #expect(tokens.map(\.id) == [103, 102, 101] && summary.reason == .maxTokens, "one stream, no error")
+            let openedOn = cluster.log.withLock { $0.openedOn }
+            #expect(openedOn.count == 3 && openedOn[2] == openedOn[0] && openedOn[1] != openedOn[0], "\(openedOn)")
+        }
+    }
+
     @Test("cancelling the consumer resets the decode stream, and the worker sees it")
     func cancellationReachesTheWorker() async throws {
         try await FakeCluster.run(mode: .disaggregated, endless: true) { cluster, backend in
