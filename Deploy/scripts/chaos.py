@@ -35,6 +35,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -179,12 +180,13 @@ class Namespaces:
     description = "network namespaces"
 
     def __init__(self, hosts):
+        self.remove_stale()
         tag = os.getpid() % 10000
         self.prefix = f"10.{100 + os.getpid() % 100}"
         self.names, self.index = {}, {}
         try:
             for i, host in enumerate(hosts, start=1):
-                namespace = f"baton-chaos-{tag}-{host}"
+                namespace = f"baton-chaos-{os.getpid()}-{host}"
                 self.names[host], self.index[host] = namespace, i
                 hub, side = f"bc{tag}h{i}", f"bc{tag}n{i}"
                 run("ip", "netns", "add", namespace)
@@ -201,6 +203,15 @@ class Namespaces:
             raise
         self.proxy = None
         self.proxied = {}
+
+    @staticmethod
+    def remove_stale():
+        """Deletes the namespaces (and with them the veth pairs) of runs that were killed before cleaning up."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for namespace in (line.split()[0] for line in listed.splitlines() if line.startswith("baton-chaos-")):
+            pid = namespace.split("-")[2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
 
     def close(self):
         for namespace in self.names.values():
@@ -429,6 +440,8 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (their folder is printed)")
     args = parser.parse_args()
+    # SIGTERM (a test's timeout, Ctrl-C's sibling) still stops the processes and removes the namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     events = [e for e in args.events.split(",") if e]
     unknown = set(events) - set(EVENTS)
     if unknown:
