@@ -16,19 +16,16 @@ Usage: python3 Deploy/scripts/migration_pause.py [--baton PATH] [--kills 10] [--
            [--threads 1] [--json]
 """
 import argparse
-import http.client
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baton_procs import find_baton, free_port  # noqa: E402
+from baton_procs import Cluster, Stream, find_baton, free_port, percentile  # noqa: E402
 
 LONG = ("Once upon a time, in a small village at the edge of a great forest, there lived an old clockmaker. "
         "Every morning he opened his shop and wound every clock on the wall, and the children came to listen. ") * 4
@@ -40,145 +37,6 @@ PROMPTS = [
     ("List ten fruits and say one thing about each.", 0.7, 23),
     (LONG + " Who is the main character?", 0.0, None),
 ]
-
-
-class Cluster:
-    def __init__(self, baton, threads, directory):
-        self.baton, self.threads, self.dir = baton, threads, directory
-        self.certs = os.path.join(directory, "certs")
-        self.logs = {}
-        subprocess.run([baton, "certs", "--out", self.certs, "--nodes",
-                        "placement,router,prefill-0,decode-0,decode-1"], check=True, capture_output=True)
-        policy = os.path.join(directory, "policy.yaml")
-        with open(policy, "w") as f:
-            f.write("slo: {ttft_ms: 600000, tpot_ms: 600000}\nmembership: {heartbeat_timeout_seconds: 3}\n"
-                    "resume: {max_migrations: 3}\n")
-        self.placement_address = f"127.0.0.1:{free_port()}"
-        self.procs = {}
-        self.spawn("placement", ["placement", "--config", policy, "--listen", self.placement_address, "--state-dir",
-                                 os.path.join(directory, "placement"), "--certs", self.certs, "--node", "placement"])
-        self.ports = {}
-        for name in ("prefill-0", "decode-0", "decode-1"):
-            self.ports[name] = free_port()
-            self.start_worker(name)
-        self.router_port = free_port()
-        self.spawn("router", ["router", "--placement", self.placement_address, "--certs", self.certs, "--node",
-                              "router", "--port", str(self.router_port), "--context", "1024",
-                              "--served-model-name", "smollm2"])
-        self.wait_active({"prefill-0", "decode-0", "decode-1"})
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("the router did not become ready")
-
-    def spawn(self, name, arguments):
-        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
-        self.procs[name] = subprocess.Popen([self.baton] + arguments, stdout=log, stderr=log)
-
-    def start_worker(self, name):
-        role = "prefill" if name.startswith("prefill") else "decode"
-        config = os.path.join(self.dir, f"{name}.yaml")
-        with open(config, "w") as f:
-            f.write(f"name: {name}\nrole: {role}\nthreads: {self.threads}\nprofile: {{sgemm_gflops: 100, "
-                    "memory_read_gbps: 20, memory_total: 8GiB, memory_free: 4GiB, cores: 1, rdma_devices: []}\n")
-        self.spawn(name, ["worker", "--role", role, "--placement", self.placement_address, "--listen",
-                          f"127.0.0.1:{self.ports[name]}", "--certs", self.certs, "--node", name, "--config", config,
-                          "--context", "1024", "--threads", str(self.threads)])
-
-    def wait_active(self, names, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            result = subprocess.run([self.baton, "cluster", "status", "--placement", self.placement_address,
-                                     "--certs", self.certs, "--node", "router", "--json", "--timeout", "2"],
-                                    capture_output=True, text=True)
-            if result.returncode == 0:
-                workers = json.loads(result.stdout).get("workers", [])
-                if names <= {w["name"] for w in workers if w.get("status") == "active"}:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"workers {sorted(names)} did not become active")
-
-    def get(self, path):
-        connection = http.client.HTTPConnection("127.0.0.1", self.router_port, timeout=10)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-
-    def metrics(self):
-        values = {}
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith("baton_router_"):
-                key, _, value = line.rpartition(" ")
-                values[key] = float(value)
-        return values
-
-    def stop(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs.values():
-            proc.wait()
-
-
-class Stream(threading.Thread):
-    """One chat stream; records each text delta with its arrival time."""
-
-    def __init__(self, port, prompt, temperature, seed, max_tokens):
-        super().__init__(daemon=True)
-        body = {"model": "smollm2", "stream": True, "max_tokens": max_tokens, "temperature": temperature,
-                "messages": [{"role": "user", "content": prompt}]}
-        if seed is not None:
-            body["seed"] = seed
-        self.port, self.body = port, json.dumps(body)
-        self.deltas, self.error, self.done = [], None, False
-        self.started = time.monotonic()
-        self.start()
-
-    def run(self):
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
-            connection.request("POST", "/v1/chat/completions", self.body, {"Content-Type": "application/json"})
-            response = connection.getresponse()
-            if response.status != 200:
-                self.error = f"HTTP {response.status}: {response.read()[:300]!r}"
-                return
-            while True:
-                line = response.readline()
-                if not line:
-                    break
-                line = line.decode().strip()
-                if not line.startswith("data: "):
-                    continue
-                payload = line[6:]
-                if payload == "[DONE]":
-                    self.done = True
-                    break
-                event = json.loads(payload)
-                if "error" in event:
-                    self.error = json.dumps(event["error"])
-                    continue
-                for choice in event.get("choices", []):
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        self.deltas.append((time.monotonic(), content))
-        except Exception as error:  # noqa: BLE001 - any transport failure is a failed stream
-            self.error = f"transport: {error}"
-
-    @property
-    def text(self):
-        return "".join(content for _, content in self.deltas)
-
-
-def percentile(values, p):
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def decode_counts(metrics):

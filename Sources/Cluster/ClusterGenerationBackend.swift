@@ -162,8 +162,17 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         mode: pair.prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill,
                         decode: WorkerEndpoint(name: pair.decode, address: decodeAddress),
                         explanation: choice.decision.explainText(policy: choice.policy))
+                    // A prompt long enough to be split, placed on a decode worker alone because no prefill worker is
+                    // eligible now, runs on the prefill path there: as an undisturbed cluster would have run it, so a
+                    // greedy or seeded reply does not depend on whether a prefill worker was up.
+                    var placed = state
+                    if pair.prefill == nil, placed.promptPath == nil,
+                        placed.request.prompt.count >= choice.policy.disaggregation.minPromptTokens
+                    {
+                        placed.promptPath = .prefill
+                    }
                     do {
-                        let generation = try await start(state, on: response)
+                        let generation = try await start(placed, on: response)
                         watch.release(pair)
                         return (generation, choice.policy.resume.maxMigrations)
                     } catch {
@@ -191,6 +200,14 @@ public final class ClusterGenerationBackend: GenerationBackend {
                     }
                     waitReason = reason
                 case .unavailable(let reason):
+                    // Every eligible worker failed this request before (a cut link, then a kill elsewhere): the one
+                    // that failed it first may well be back, so it is tried again rather than failing the client.
+                    // The one that failed last stays left out; the migration budget still bounds the moves.
+                    if hasSnapshot, excluded.count > 1 {
+                        let again = excluded.removeFirst()
+                        logger.info("request \(state.request.id): \(reason); trying \(again), which failed it earlier, again")
+                        continue
+                    }
                     // Before the first snapshot nothing is known yet: wait for it (bounded) rather than refuse.
                     guard !hasSnapshot else { throw lastError ?? GenerationError(.unavailable, reason) }
                     waitReason = reason

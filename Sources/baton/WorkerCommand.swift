@@ -119,8 +119,11 @@ struct WorkerCommand: AsyncParsableCommand {
 
         let (file, tokenizer) = try GenerateCommand.open(try modelOptions.resolvedPath())
         let model = try TransformerModel(file: file)
+        // A declared `host_id` is this worker's host for the KV transport too (not only for placement): two
+        // workers that declare different ones must not pick shared memory, whatever their host names say.
         var transport = KVTransportConfiguration(
-            tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure))
+            tls: try nodeTLS.tls(), policy: KVTransportPolicy(insecure: nodeTLS.insecure),
+            hostID: workerConfig?.declaredProfile.sharedMemoryHostID ?? KVTransportConfiguration.defaultHostID())
         transport.discoverRDMA(logger: logger)
         transport.listenerLimits = listener.limits
 

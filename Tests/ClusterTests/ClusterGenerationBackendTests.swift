@@ -52,6 +52,24 @@ struct ClusterGenerationBackendTests {
         }
     }
 
+    @Test("a prompt long enough to split runs on the prefill path on the decode worker when no prefill worker is up")
+    func splitPromptWithoutPrefillWorkerKeepsItsPath() async throws {
+        try await FakeCluster.run(mode: .decodeOnly) { cluster, backend in
+            // decode-a alone, but the threshold says these prompts would be split: placement falls back to decode-only.
+            cluster.snapshots.push(FakeCluster.snapshot(mode: .decodeOnly, decodePort: cluster.decodePort,
+                                                        prefillPort: cluster.prefillPort,
+                                                        policy: { $0.disaggregation.minPromptTokens = 3 }))
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await collect(try await backend.generate(Self.state("long", [1, 2, 3, 4], maxTokens: 2)))
+            _ = try await collect(try await backend.generate(Self.state("short", [7, 8], maxTokens: 2)))
+            let opened = cluster.log.withLock { $0.opened }
+            #expect(opened.count == 2 && opened.allSatisfy(\.prefillHere))
+            // The long one as the undisturbed cluster would have run it (prefilled); the short one on the decode
+            // worker's own path.
+            #expect(opened.map { GenerationState(proto: $0.state).promptPath } == [.prefill, nil])
+        }
+    }
+
     @Test("under ttft_target a cluster at capacity is overloaded with the policy's retry delay; no worker is unavailable")
     func placementRefusals() async throws {
         try await FakeCluster.run(mode: .refuse(429)) { _, backend in
@@ -113,6 +131,16 @@ struct ClusterGenerationBackendTests {
         registry.emit(into: &buffer)
         let text = String(decoding: buffer, as: UTF8.self)
         #expect(text.contains(#"baton_router_migrations_total{reason="decode_failed"} 1"#), "\(text)")
+    }
+
+    @Test("when every decode worker has failed a request once, it goes back to the one that failed it first")
+    func everyWorkerFailedOnce() async throws {
+        try await FakeCluster.run(mode: .disaggregated, failAfterTokens: 1, failingOpens: 2, decodeWorkers: 2) { cluster, backend in
+            let (tokens, summary) = try await collect(try await backend.generate(Self.state("twice", [1, 2, 3], maxTokens: 3)))
+            #expect(tokens.map(\.id) == [103, 102, 101] && summary.reason == .maxTokens, "one stream, no error")
+            let openedOn = cluster.log.withLock { $0.openedOn }
+            #expect(openedOn.count == 3 && openedOn[2] == openedOn[0] && openedOn[1] != openedOn[0], "\(openedOn)")
+        }
     }
 
     @Test("cancelling the consumer resets the decode stream, and the worker sees it")
