@@ -18,21 +18,27 @@ extension ClusterStatus {
             lines.append("(no workers registered)")
             return lines.joined(separator: "\n")
         }
-        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "ISA", "CORES", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "TRANSPORTS"]
+        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "ISA", "CORES", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "PREFIX HIT", "TRANSPORTS"]
         let rows: [[String]] = workers.map { worker in
             let withheld = worker.offeredRoles.filter { !worker.assignedRoles.contains($0) }
             let roles = worker.assignedRoles.map(\.rawValue) + withheld.map { "-" + $0.rawValue }
             let freeKV = worker.load.totalKVBlocks.map { "\(worker.load.freeKVBlocks)/\($0)" } ?? "\(worker.load.freeKVBlocks)"
+            // Share of the prompt tokens this worker computed that its prefix cache held instead.
+            let prefixHit: String = switch (worker.load.promptTokens, worker.load.cachedPromptTokens) {
+            case (let all?, let cached?) where all > 0: "\(Int((Double(cached) / Double(all) * 100).rounded()))%"
+            case (_?, _?): "0%"
+            default: "-"
+            }
             return [
                 worker.name, worker.status, roles.isEmpty ? "none" : roles.joined(separator: ","),
                 worker.address.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" } ?? "?",
                 worker.profile.isa ?? "?", String(worker.profile.cores),
                 DeviceProfile.figure(worker.profile.sgemmGFLOPS), DeviceProfile.figure(worker.profile.memoryReadGBps),
-                String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV,
+                String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV, prefixHit,
                 worker.transports.joined(separator: ","),
             ]
         }
-        let numeric: Set<Int> = [5, 6, 7, 8, 9, 10]
+        let numeric: Set<Int> = [5, 6, 7, 8, 9, 10, 11]
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             let cells = row.indices.map { column in

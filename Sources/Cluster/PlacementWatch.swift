@@ -177,6 +177,10 @@ public final class PlacementWatch: Sendable {
                 .record(worker.load.activeSequences)
             Gauge(label: "baton_router_worker_free_kv_blocks", dimensions: dimensions, factory: metrics)
                 .record(worker.load.freeKVBlocks)
+            if let prompt = worker.load.promptTokens, let cached = worker.load.cachedPromptTokens {
+                Gauge(label: "baton_router_worker_prompt_tokens", dimensions: dimensions, factory: metrics).record(prompt)
+                Gauge(label: "baton_router_worker_cached_prompt_tokens", dimensions: dimensions, factory: metrics).record(cached)
+            }
         }
     }
 }

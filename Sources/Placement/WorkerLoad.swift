@@ -12,6 +12,10 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     public var recentTTFTMs: Double?
     /// Mean time per output token over recent requests, ms; nil when it has none yet.
     public var recentTPOTMs: Double?
+    /// Prompt tokens this worker computed since it started, and how many of them its prefix cache held instead;
+    /// nil from a worker that does not report them.
+    public var promptTokens: Int?
+    public var cachedPromptTokens: Int?
 
     public init(queueDepth: Int = 0, activeSequences: Int = 0, freeKVBlocks: Int = 0, totalKVBlocks: Int? = nil,
                 recentTTFTMs: Double? = nil, recentTPOTMs: Double? = nil) {
@@ -26,5 +30,6 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
         case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
+        case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens"
     }
 }

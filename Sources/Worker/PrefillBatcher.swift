@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Inference
 import KVTransport
 import Synchronization
@@ -25,6 +26,8 @@ final class PrefillBatcher: @unchecked Sendable {
         var sequence: SequenceID?
         var progress = 0
         var finished = false
+        /// Whether the whole prompt's KV was computed (it then goes to the prefix index when released).
+        var prefilled = false
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
@@ -53,6 +56,8 @@ final class PrefillBatcher: @unchecked Sendable {
     private let reservedCount = Atomic<Int>(0)
     private let passCount = Atomic<Int>(0)
     private let batchedRows = Atomic<Int>(0)
+    private let promptTokenCount = Atomic<Int>(0)
+    private let cachedTokenCount = Atomic<Int>(0)
 
     init(engine: PrefillEngine, batchesPrompts: Bool = true) {
         self.engine = engine
@@ -77,6 +82,8 @@ final class PrefillBatcher: @unchecked Sendable {
     var reserved: Int { reservedCount.load(ordering: .relaxed) }
     /// Forward passes run, and the prompt rows they held (rows / passes = mean batch size in tokens).
     var passes: (count: Int, rows: Int) { (passCount.load(ordering: .relaxed), batchedRows.load(ordering: .relaxed)) }
+    /// Prompt tokens admitted since the start, and how many of them came from the prefix cache.
+    var promptTokens: (all: Int, cached: Int) { (promptTokenCount.load(ordering: .relaxed), cachedTokenCount.load(ordering: .relaxed)) }
 
     /// Queues a prompt; its layers and outcome arrive on `job.queue`.
     func submit(_ job: Job) {
@@ -137,6 +144,10 @@ final class PrefillBatcher: @unchecked Sendable {
                     job.queue.finish(.failed(WorkerError(.cancelled, "the shipment was cancelled")))
                 }
                 if let sequence = job.sequence {
+                    if job.prefilled {
+                        let space = PromptPath.prefill.prefixNamespace
+                        try? cache.registerPrefix(sequence, tokens: job.prompt) { _ in space }
+                    }
                     cache.free(sequence)
                     job.sequence = nil
                 }
@@ -152,7 +163,16 @@ final class PrefillBatcher: @unchecked Sendable {
                 waiter?.resume()
             }
             for job in admitted {
-                job.sequence = cache.createSequence()
+                let sequence = cache.createSequence()
+                job.sequence = sequence
+                // Whole passes of a prompt seen before: a pass that fills the engine holds that prompt alone,
+                // so a cached one has the bits this prompt's own pass would compute.
+                let space = PromptPath.prefill.prefixNamespace
+                job.progress = (try? cache.adoptPrefix(
+                    sequence, tokens: job.prompt, namespace: { _ in space }, granularity: engine.chunkSize,
+                    limit: job.prompt.count - 1)) ?? 0
+                promptTokenCount.add(job.prompt.count, ordering: .relaxed)
+                cachedTokenCount.add(job.progress, ordering: .relaxed)
                 active.append(job)
                 held += 1
             }
@@ -203,6 +223,7 @@ final class PrefillBatcher: @unchecked Sendable {
             for (job, chunk) in zip(members, chunks) { job.progress += chunk.tokens.count }
             for (position, index) in completing.enumerated() {
                 let job = members[index]
+                job.prefilled = true
                 finish(job, .done(logits: logits[position], prefillSeconds: (job.started.duration(to: .now) / .seconds(1))))
             }
         } catch {

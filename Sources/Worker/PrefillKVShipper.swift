@@ -61,6 +61,9 @@ public final class PrefillKVShipper: Sendable {
     public var computing: Int { batcher.computing }
     /// KV blocks of the prefill cache reserved by admitted prompts.
     public var reservedBlocks: Int { batcher.reserved }
+    /// Prompt tokens admitted so far, and how many of them came from the prefix cache (whole passes of a prompt
+    /// computed before).
+    public var promptTokens: (all: Int, cached: Int) { batcher.promptTokens }
     /// Forward passes run so far and the prompt tokens they held: their ratio is the mean tokens per pass.
     public var passes: (count: Int, tokens: Int) {
         let p = batcher.passes

@@ -135,10 +135,15 @@ public final class WorkerService: Sendable {
             load.totalKVBlocks = counters.totalBlocks
             load.recentTTFTMs = decode.timeToFirstToken.mean.map { $0 * 1000 }
             load.recentTPOTMs = decode.timePerOutputToken.mean.map { $0 * 1000 }
+            load.promptTokens = counters.promptTokens
+            load.cachedPromptTokens = counters.cachedPromptTokens
         }
         if let prefill {
             load.queueDepth += prefill.queued
             load.activeSequences += prefill.inFlight
+            let prompts = prefill.shipper.promptTokens
+            load.promptTokens = (load.promptTokens ?? 0) + prompts.all
+            load.cachedPromptTokens = (load.cachedPromptTokens ?? 0) + prompts.cached
             if decode == nil {
                 let blocks = prefill.kvBlocks
                 load.freeKVBlocks = blocks.free

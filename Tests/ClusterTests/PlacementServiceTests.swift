@@ -393,13 +393,18 @@ struct PlacementServiceTests {
             address: WorkerAddress(host: "10.0.0.2", port: 7411, hostID: "b"), profile: profile,
             load: WorkerLoad(queueDepth: 1, activeSequences: 3, freeKVBlocks: 40, totalKVBlocks: 64),
             lastSeen: Date(timeIntervalSince1970: 0), transports: ["tls-h2", "shared-memory"])
-        let status = ClusterStatus(workers: [worker], policyFile: "policy.yaml",
+        var cached = worker
+        cached.name = "decode-1"
+        cached.load.promptTokens = 800
+        cached.load.cachedPromptTokens = 250
+        let status = ClusterStatus(workers: [worker, cached], policyFile: "policy.yaml",
                                    policyLoadedAt: Date(timeIntervalSince1970: 86_400), events: 7)
         #expect(status.renderedTable() == """
             Policy: policy.yaml (loaded 1970-01-02T00:00:00Z)
-            Membership log: 7 events; 1 worker
-            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  TRANSPORTS
-            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64  tls-h2,shared-memory
+            Membership log: 7 events; 2 workers
+            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  PREFIX HIT  TRANSPORTS
+            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64           -  tls-h2,shared-memory
+            decode-1  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64         31%  tls-h2,shared-memory
             """)
     }
 }

@@ -119,6 +119,28 @@ extension SharedFixtureSuites {
             #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
         }
 
+        @Test("a prompt shipped again starts from its cached whole passes, and decodes to the same bits")
+        func prefixReuseOnThePrefillWorker() async throws {
+            let fixture = try HandoffFixture.get()
+            // Passes of 32 tokens: the first two of this prompt are computed alone and cached.
+            let cache = try PagedKVCache(layout: fixture.prefillCache.layout, blockCount: fixture.prefillCache.blockCount)
+            let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 32, maxContext: HandoffFixture.context)
+            let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity)
+            let prompt = Array((fixture.prompt + fixture.prompt + fixture.prompt).prefix(70))
+            var outcomes: [[GeneratedToken]] = []
+            for round in 0..<2 {
+                let decode = try fixture.decodeWorker()
+                defer { decode.scheduler.shutdown() }
+                let state = HandoffFixture.state("again-\(round)", prompt, Self.greedyWithLogprobs, maxTokens: 6)
+                let transport = InMemoryKVTransport(receiverIdentity: fixture.identity, receiver: decode.receiver)
+                outcomes.append(try await Self.splitRun(state, decode: decode.scheduler, shipper: shipper, via: transport).tokens)
+            }
+            #expect(outcomes[1] == outcomes[0], "tokens and log-probabilities, bit for bit")
+            #expect(shipper.promptTokens.all == 140 && shipper.promptTokens.cached == 64, "\(shipper.promptTokens)")
+            #expect(shipper.passes.tokens == 70 + 6, "the second prompt ran only its last 6 tokens")
+            #expect(cache.sequenceCount == 0 && cache.freeBlockCount == cache.blockCount)
+        }
+
         @Test("a shipment cancelled while it waits behind another leaves the lane and frees nothing twice")
         func cancelledWhileQueued() async throws {
             let fixture = try HandoffFixture.get()

@@ -571,16 +571,6 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         startSampling(job, promptLogits: &logits)
     }
 
-    /// How a path's KV is entered in the prefix index: blocks computed one way never stand in for another.
-    static func prefixNamespace(_ path: PromptPath) -> UInt64 {
-        switch path {
-        case .prefill: 1
-        case .decode: 2
-        }
-    }
-
-    /// Blocks holding prompt positions computed on the prefill path and generated ones from decode steps.
-    static let mixedPrefixNamespace: UInt64 = 3
 
     /// Gives `sequence` the longest cached prefix of `prompt` computed on `path` (at least one token is left to
     /// compute, for the logits) and returns its length; 0 without prefix caching.
@@ -588,7 +578,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         guard configuration.prefixCaching else { return 0 }
         let granularity = path == .prefill ? try prefillEngine().chunkSize : cache.layout.blockSize
         guard granularity % cache.layout.blockSize == 0 else { return 0 }
-        let space = Self.prefixNamespace(path)
+        let space = path.prefixNamespace
         return try cache.adoptPrefix(
             sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
     }
@@ -601,10 +591,10 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         let tokens = Array((job.state.request.prompt + job.state.generated).prefix(held))
         let promptCount = job.promptCount, size = cache.layout.blockSize
         let path = promptPath(for: job.state, source: job.source)
-        let promptSpace = Self.prefixNamespace(path), decodeSpace = Self.prefixNamespace(.decode)
+        let promptSpace = path.prefixNamespace, decodeSpace = PromptPath.decode.prefixNamespace
         try? cache.registerPrefix(sequence, tokens: tokens) { block in
             if (block + 1) * size <= promptCount { return promptSpace }
-            return path == .decode ? decodeSpace : Self.mixedPrefixNamespace
+            return path == .decode ? decodeSpace : PromptPath.mixedPrefixNamespace
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 
 /// A paged KV cache: a fixed pool of token blocks shared by many sequences through per-sequence block tables.
 ///
@@ -437,4 +438,18 @@ public final class PagedKVCache: @unchecked Sendable {
             (base + Int(destination) * bytes).copyMemory(from: base + Int(source) * bytes, byteCount: bytes)
         }
     }
+}
+
+extension PromptPath {
+    /// How KV computed on this path is entered in a cache's prefix index: blocks computed one way never stand in
+    /// for another (the paths round differently).
+    public var prefixNamespace: UInt64 {
+        switch self {
+        case .prefill: 1
+        case .decode: 2
+        }
+    }
+
+    /// Blocks holding prompt positions from the prefill path and generated ones from decode steps: nothing adopts them.
+    public static let mixedPrefixNamespace: UInt64 = 3
 }
