@@ -41,6 +41,7 @@ final class PrefillBatcher: @unchecked Sendable {
 
     let engine: PrefillEngine
     let batchesPrompts: Bool
+    let prefixCaching: Bool
     /// Guards `pending`, `releases` and `stopped`; the lane waits on it for work.
     private let condition = NSCondition()
     private var pending: [Job] = []
@@ -59,9 +60,10 @@ final class PrefillBatcher: @unchecked Sendable {
     private let promptTokenCount = Atomic<Int>(0)
     private let cachedTokenCount = Atomic<Int>(0)
 
-    init(engine: PrefillEngine, batchesPrompts: Bool = true) {
+    init(engine: PrefillEngine, batchesPrompts: Bool = true, prefixCaching: Bool = true) {
         self.engine = engine
         self.batchesPrompts = batchesPrompts
+        self.prefixCaching = prefixCaching
         let thread = Thread { [self] in loop() }
         thread.name = "baton.prefill"
         thread.stackSize = 8 << 20
@@ -144,7 +146,7 @@ final class PrefillBatcher: @unchecked Sendable {
                     job.queue.finish(.failed(WorkerError(.cancelled, "the shipment was cancelled")))
                 }
                 if let sequence = job.sequence {
-                    if job.prefilled {
+                    if job.prefilled && prefixCaching {
                         let space = PromptPath.prefill.prefixNamespace
                         try? cache.registerPrefix(sequence, tokens: job.prompt) { _ in space }
                     }
@@ -168,7 +170,7 @@ final class PrefillBatcher: @unchecked Sendable {
                 // Whole passes of a prompt seen before: a pass that fills the engine holds that prompt alone,
                 // so a cached one has the bits this prompt's own pass would compute.
                 let space = PromptPath.prefill.prefixNamespace
-                job.progress = (try? cache.adoptPrefix(
+                job.progress = !prefixCaching ? 0 : (try? cache.adoptPrefix(
                     sequence, tokens: job.prompt, namespace: { _ in space }, granularity: engine.chunkSize,
                     limit: job.prompt.count - 1)) ?? 0
                 promptTokenCount.add(job.prompt.count, ordering: .relaxed)

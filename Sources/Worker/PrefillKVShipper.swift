@@ -36,8 +36,10 @@ public final class PrefillKVShipper: Sendable {
     ///   - maxBufferedLayers: layers queued for each sender, at most (bounds memory).
     ///   - batchesPrompts: pack several prompts into one pass; false runs each in passes of its own, so its KV
     ///     does not depend on what else was queued (see `PrefillBatcher.plan`).
+    ///   - prefixCaching: start a prompt from the whole passes of it the cache still holds.
     public init(
-        engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4, batchesPrompts: Bool = true
+        engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4, batchesPrompts: Bool = true,
+        prefixCaching: Bool = true
     ) throws(WorkerError) {
         guard identity.describes(engine.cache.layout) else {
             throw WorkerError(.invalidArgument, "the KV identity does not describe the prefill engine's cache layout")
@@ -48,7 +50,7 @@ public final class PrefillKVShipper: Sendable {
         self.engine = engine
         self.identity = identity
         self.maxBufferedLayers = maxBufferedLayers
-        batcher = PrefillBatcher(engine: engine, batchesPrompts: batchesPrompts)
+        batcher = PrefillBatcher(engine: engine, batchesPrompts: batchesPrompts, prefixCaching: prefixCaching)
     }
 
     deinit { batcher.stop() }

@@ -56,6 +56,9 @@ public final class WorkerNode: Service, Sendable {
         /// in passes of its own (batch invariance: OpenBLAS's sgemm rounds a row differently with the number of
         /// rows beside it, so only then does a prompt's KV, and a seeded reply, not depend on what else was queued).
         public var batchesPrompts = true
+        /// Whether prompts start from the longest prefix of them this worker's cache still holds (see
+        /// `DecodeScheduler.Configuration.prefixCaching`; the prefill queue reuses whole passes the same way).
+        public var prefixCaching = true
 
         public init(
             name: String, roles: Set<WorkerRole>, threads: Int, context: Int, listenHost: String, listenPort: Int,
@@ -107,6 +110,7 @@ public final class WorkerNode: Service, Sendable {
                 threads: configuration.threads, maxContext: contextLength, prefillEngine: prefills)
             settings.prefillWeights = weights
             settings.maxQueued = configuration.maxQueued
+            settings.prefixCaching = configuration.prefixCaching
             let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: settings)
             decode.start()
             scheduler = decode
@@ -120,7 +124,9 @@ public final class WorkerNode: Service, Sendable {
                 model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
                 maxContext: contextLength, weights: weights)
             prefill = PrefillService(
-                shipper: try PrefillKVShipper(engine: engine, identity: identity, batchesPrompts: configuration.batchesPrompts), transport: configuration.transport,
+                shipper: try PrefillKVShipper(
+                    engine: engine, identity: identity, batchesPrompts: configuration.batchesPrompts,
+                    prefixCaching: configuration.prefixCaching), transport: configuration.transport,
                 logger: logger)
         } else {
             prefill = nil

@@ -39,6 +39,8 @@ struct ServeCommand: AsyncParsableCommand {
     var modelID: String?
     @Option(name: .customLong("api-keys"), help: "File of accepted bearer API keys, one per line ('#' comments). Without it no key is needed.")
     var apiKeysFile: String?
+    @Flag(name: .customLong("no-prefix-caching"), help: "Compute every prompt from its first token instead of reusing the longest prefix of it the KV cache still holds.")
+    var noPrefixCaching = false
 
     func validate() throws {
         guard contextLength >= 16 else { throw ValidationError("--context must be at least 16, got \(contextLength)") }
@@ -60,9 +62,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard blocks >= contextBlocks else {
             throw ValidationError("--kv-blocks \(blocks) cannot hold one full context of \(context) tokens (\(contextBlocks) blocks)")
         }
-        let scheduler = try DecodeScheduler(
-            model: model, tokenizer: tokenizer,
-            configuration: DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: maxBatch, threads: threads, maxContext: context))
+        var settings = DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: maxBatch, threads: threads, maxContext: context)
+        settings.prefixCaching = !noPrefixCaching
+        let scheduler = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: settings)
         let id = modelID ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         var configuration = RouterConfiguration(host: host, port: port, modelID: id, contextLength: context, apiKeysFile: apiKeysFile)
         listenerOptions.apply(to: &configuration)

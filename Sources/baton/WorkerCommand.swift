@@ -74,6 +74,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var peerKVShare: Double = 1
     @Flag(name: .customLong("batch-invariant"), help: "Run each queued prompt in prefill passes of its own instead of packing several into one: slower under concurrent prompts, but a prompt's KV, and so a greedy or seeded reply, no longer depends on what else was queued.")
     var batchInvariant = false
+    @Flag(name: .customLong("no-prefix-caching"), help: "Compute every prompt from its first token instead of reusing the longest prefix of it this worker's KV cache still holds.")
+    var noPrefixCaching = false
 
     func validate() throws {
         _ = try Endpoint.parse(placement, option: "--placement")
@@ -139,6 +141,7 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.maximumTransferTimeout = .milliseconds(Int(kvStartTimeout * 1000))
         settings.peerKVShare = peerKVShare
         settings.batchesPrompts = !batchInvariant
+        settings.prefixCaching = !noPrefixCaching
         let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
         KVHandoffCommand.emit(["listening": node.port, "name": name])
         logger.info("worker \(name) (\(role.rawValue)) serving on \(listenHost):\(node.port), \(nodeTLS.insecure ? "plaintext, insecure" : "mutual TLS"); placement at \(placement)")
