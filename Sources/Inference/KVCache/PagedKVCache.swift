@@ -351,6 +351,9 @@ public final class PagedKVCache: @unchecked Sendable {
     /// For tests of the token check: points `hash` at the block indexed under `existing`, as a colliding hash would.
     func forgeIndex(hash: UInt64, block existing: UInt64) { prefixIndex[hash] = prefixIndex[existing] }
 
+    /// Eviction-queue entries not yet consumed, stale ones included (tests: it stays bounded).
+    var evictionBacklog: Int { evictionQueue.count - evictionHead }
+
     /// Whether `block` is in the prefix index (its content must then never change).
     func isIndexed(_ block: Int32) -> Bool { indexed[block] != nil }
 
@@ -399,6 +402,13 @@ public final class PagedKVCache: @unchecked Sendable {
             indexed[block] = entry
             evictionQueue.append((block, clock))
             evictableCount += 1
+            // Entries go stale when their block is adopted again; without evictions they would pile up.
+            if evictionQueue.count - evictionHead > 2 * blockCount + 64 {
+                evictionQueue = evictionQueue[evictionHead...].filter { entry in
+                    referenceCounts[Int(entry.block)] == 0 && indexed[entry.block]?.tick == entry.tick
+                }
+                evictionHead = 0
+            }
         } else {
             freeList.append(block)
         }

@@ -113,6 +113,19 @@ struct PrefixCacheTests {
         #expect(try cache.holds(last, position: 4, tag: 400))
     }
 
+    @Test("a prefix adopted and released over and over keeps the eviction bookkeeping bounded")
+    func bookkeepingStaysBounded() throws {
+        let cache = try PagedKVCache(layout: .smallF32(), blockCount: 4)
+        try Self.cached(cache, Array(1...8))
+        for _ in 0..<1000 {
+            let seq = cache.createSequence()
+            #expect(try cache.adoptPrefix(seq, tokens: Array(1...9), namespace: Self.one, granularity: 4, limit: 8) == 8)
+            cache.free(seq)
+        }
+        #expect(cache.evictionBacklog <= 2 * 4 + 64 + 2)
+        #expect(cache.freeBlockCount == 4 && cache.cachedBlockCount == 2)
+    }
+
     @Test("a hash collision is caught by the token check")
     func collisionsAreConfirmed() throws {
         let cache = try PagedKVCache(layout: .smallF32(), blockCount: 4)
