@@ -18,6 +18,11 @@ public actor PlacementRegistry {
     private var state: ClusterState
     private var policy: PlacementPolicy
     private var policyLoadedAt: Date
+    /// Until then, no worker restored from the log is marked lost: a worker whose placement service went away
+    /// retries at most every `WorkerAgent.maximumRetryInterval`, so a heartbeat timeout shorter than that would
+    /// lose every restored worker across a restart.
+    private let restartGraceUntil: Date
+    private let restored: Set<String>
     private var policyError: String?
     /// The latest membership changes, oldest first, for the status (the log itself is not re-read).
     private var recentEvents: [ClusterStatus.Event] = []
@@ -41,7 +46,8 @@ public actor PlacementRegistry {
 
     /// Opens (creating when missing) and replays the membership log at `logPath`, compacting it when it
     /// holds more than `compactAfterEvents` events. Replayed workers that were not lost count as seen now:
-    /// they get one heartbeat timeout to check in with the restarted service.
+    /// they get one heartbeat timeout to check in with the restarted service, and nobody is marked lost before
+    /// `WorkerAgent.maximumRetryInterval` has passed (a worker may be waiting that long to retry).
     ///
     /// - Parameters:
     ///   - heartbeatInterval: the interval workers are told to heartbeat at; shortened to a third of the
@@ -73,6 +79,8 @@ public actor PlacementRegistry {
         var state = log.state
         state.markSeen(at: clock())
         self.state = state
+        restartGraceUntil = clock().addingTimeInterval(WorkerAgent.maximumRetryInterval / .seconds(1))
+        restored = Set(state.workers.keys)
         self.policy = policy
         self.policyLoadedAt = policyLoadedAt
         self.random = SeededGenerator(seed: policy.balancing.seed ?? UInt64(truncatingIfNeeded: Int64(clock().timeIntervalSince1970 * 1e6)))
@@ -278,7 +286,10 @@ public actor PlacementRegistry {
     /// the log when it has grown past the limit. Returns the workers marked lost.
     @discardableResult
     public func expire() -> [String] {
-        let events = state.expire(now: clock(), timeout: policy.membership.heartbeatTimeoutSeconds)
+        let now = clock()
+        let inGrace = now < restartGraceUntil
+        let events = state.expire(now: now, timeout: policy.membership.heartbeatTimeoutSeconds)
+            .filter { !(inGrace && restored.contains($0.worker)) }
         if !events.isEmpty {
             do {
                 try append(events)

@@ -8,6 +8,9 @@ import Synchronization
 ///
 /// `run` until cancelled; `setDraining(true)` before shutting down, then `leave`. Thread-safe.
 public final class WorkerAgent: Sendable {
+    /// The longest wait between two attempts to reach an unreachable placement service.
+    public static let maximumRetryInterval: Duration = .seconds(5)
+
     private struct State {
         var name: String?
         var draining = false
@@ -81,7 +84,7 @@ public final class WorkerAgent: Sendable {
                 // After an outage the service may have restarted without this worker: re-register then.
                 if error.code == .unavailable || error.code == .timeout { state.withLock { $0.name = nil } }
                 try? await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(5))
+                backoff = min(backoff * 2, Self.maximumRetryInterval)
             }
         }
     }

@@ -374,6 +374,26 @@ struct PlacementServiceTests {
         #expect(try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").count == 3)
     }
 
+    @Test("after a restart a restored worker has the workers' retry interval to check in, even with a shorter heartbeat timeout")
+    func restartGrace() async throws {
+        let folder = try makeTemporaryFolder("placement-grace")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/membership.log"
+        let policy = try PlacementPolicy.parse(yaml: "membership: {heartbeat_timeout_seconds: 0.5}\n", file: "policy.yaml")
+        let now = Mutex(Date(timeIntervalSince1970: 1_000_000))
+        let clock: @Sendable () -> Date = { now.withLock { $0 } }
+        do {
+            let registry = try PlacementRegistry(logPath: path, policy: policy, policyLoadedAt: Date(), logger: quietLogger, clock: clock)
+            _ = try await registry.register(registration("restored", roles: [.decode], port: 7431))
+        }
+        let reopened = try PlacementRegistry(logPath: path, policy: policy, policyLoadedAt: Date(), logger: quietLogger, clock: clock)
+        _ = try await reopened.register(registration("newcomer", roles: [.decode], port: 7432))
+        now.withLock { $0 += 2 }
+        #expect(await reopened.expire() == ["newcomer"], "a worker that registered since is held to the timeout")
+        now.withLock { $0 += 3.1 }
+        #expect(await reopened.expire() == ["restored"], "past the retry interval the restored one is lost too")
+    }
+
     @Test("a policy file with an error fails the start with its file, line and key")
     func badPolicyAtStart() async throws {
         let error = await #expect(throws: ClusterError.self) {
