@@ -26,8 +26,6 @@ final class PrefillBatcher: @unchecked Sendable {
         var sequence: SequenceID?
         var progress = 0
         var finished = false
-        /// Whether the whole prompt's KV was computed (it then goes to the prefix index when released).
-        var prefilled = false
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
@@ -146,10 +144,6 @@ final class PrefillBatcher: @unchecked Sendable {
                     job.queue.finish(.failed(WorkerError(.cancelled, "the shipment was cancelled")))
                 }
                 if let sequence = job.sequence {
-                    if job.prefilled && prefixCaching {
-                        let space = PromptPath.prefill.prefixNamespace
-                        try? cache.registerPrefix(sequence, tokens: job.prompt) { _ in space }
-                    }
                     cache.free(sequence)
                     job.sequence = nil
                 }
@@ -225,7 +219,11 @@ final class PrefillBatcher: @unchecked Sendable {
             for (job, chunk) in zip(members, chunks) { job.progress += chunk.tokens.count }
             for (position, index) in completing.enumerated() {
                 let job = members[index]
-                job.prefilled = true
+                if prefixCaching {
+                    // Entered as soon as computed, so prompts queued behind it that share the prefix reuse it.
+                    let space = PromptPath.prefill.prefixNamespace
+                    try? cache.registerPrefix(job.sequence!, tokens: job.prompt) { _ in space }
+                }
                 finish(job, .done(logits: logits[position], prefillSeconds: (job.started.duration(to: .now) / .seconds(1))))
             }
         } catch {

@@ -622,6 +622,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                 return end(job, failing: GenerationError(.failed, "replaying the tokens of \(job.id) failed: \(error.message)", cause: error))
             }
         }
+        // Entered now, not when it ends: prompts queued behind it that share the prefix reuse it at once.
+        if let sequence = job.sequence { cachePrefix(of: job, sequence: sequence) }
         var sampler = Sampler(continuing: job.state, vocabularySize: vocabularySize)
         let next = sampler.sample(logits: &logits)
         job.sampler = sampler
