@@ -571,7 +571,6 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         startSampling(job, promptLogits: &logits)
     }
 
-
     /// Gives `sequence` the longest cached prefix of `prompt` computed on `path` (at least one token is left to
     /// compute, for the logits) and returns its length; 0 without prefix caching.
     private func adoptCachedPrefix(of prompt: [Int32], path: PromptPath, into sequence: SequenceID) throws(InferenceError) -> Int {
@@ -583,9 +582,9 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
     }
 
-    /// Enters the finished generation's computed blocks in the prefix index: prompt blocks under the path that
-    /// computed them, blocks holding generated tokens under the decode path (or, straddling a prefill-path
-    /// prompt's end, under a namespace nothing adopts).
+    /// Enters the generation's computed full blocks in the prefix index (once its prompt ran, and again when it
+    /// ends, with what it generated): prompt blocks under the path that computed them, blocks holding generated
+    /// tokens under the decode path (or, straddling a prefill-path prompt's end, under a namespace nothing adopts).
     private func cachePrefix(of job: Job, sequence: SequenceID) {
         guard job.cachesPrefix, let held = try? cache.tokenCount(sequence) else { return }
         let tokens = Array((job.state.request.prompt + job.state.generated).prefix(held))
@@ -872,7 +871,7 @@ extension DecodeScheduler {
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
-        /// Its prompt ran here and its blocks go to the prefix index when it ends.
+        /// Its prompt ran here, so its blocks go to the prefix index.
         var cachesPrefix = false
 
         init(state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, budgetBlocks: Int) {
