@@ -12,15 +12,18 @@ struct JoinCommand: AsyncParsableCommand {
             Makes an ECDSA P-256 key (written 0600 from creation), sends a signing request with the token to \
             placement, and writes DIR/NAME-key.pem, DIR/NAME.pem and DIR/ca.pem. The token pins the cluster CA: \
             placement must present exactly that CA, or nothing is sent. --roles must be within the token's roles.
-              baton join --placement 10.0.0.2:7400 --token ID.SECRET.CA --name gpu-box --roles decode --out /etc/baton/certs
+              baton join --placement 10.0.0.2:7400 --token-file token.txt --name gpu-box --roles decode --out /etc/baton/certs
               baton worker --role decode --placement 10.0.0.2:7400 --certs /etc/baton/certs --node gpu-box …
             See Deploy/docs/security.md.
             """)
 
     @OptionGroup var placementAddress: PlacementAddressOptions
 
-    @Option(name: .long, help: "The join token `baton token create` printed on the placement box (ID.SECRET.CA).")
-    var token: String
+    @Option(name: .long, help: "The join token `baton token create` printed on the placement box (ID.SECRET.CA). Visible to other local users in the process list while this runs: prefer --token-file or BATON_JOIN_TOKEN.")
+    var token: String?
+
+    @Option(name: .customLong("token-file"), help: "A file holding the join token (its first line).")
+    var tokenFile: String?
 
     @Option(name: .long, help: "This node's name: 1-63 ASCII letters, digits, '-' or '.'.")
     var name: String
@@ -37,19 +40,42 @@ struct JoinCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds to wait for each connection and each answer.")
     var timeout: Double = 10
 
+    /// The token's text from --token, --token-file or BATON_JOIN_TOKEN (exactly one).
+    func tokenText() throws -> String {
+        let environment = ProcessInfo.processInfo.environment["BATON_JOIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        let given = [token != nil, tokenFile != nil, environment != nil].filter { $0 }.count
+        guard given == 1 else {
+            throw ValidationError(given == 0
+                ? "give the join token: --token-file FILE, BATON_JOIN_TOKEN, or --token"
+                : "give the join token one way only: --token, --token-file or BATON_JOIN_TOKEN")
+        }
+        if let token { return token }
+        if let environment { return environment }
+        let path = tokenFile!
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("--token-file \(path) cannot be read")
+        }
+        guard let line = text.split(whereSeparator: \.isNewline).first.map({ $0.trimmingCharacters(in: .whitespaces) }),
+            !line.isEmpty
+        else { throw ValidationError("--token-file \(path) holds no token on its first line") }
+        return line
+    }
+
     func validate() throws {
         if let problem = NodeIdentity.nameProblem(name) { throw ValidationError("--name: \(problem)") }
         do {
             _ = try NodeRole.parseList(roles)
-            _ = try JoinToken(parsing: token)
-        } catch {
+            _ = try JoinToken(parsing: try tokenText())
+        } catch let error as ValidationError {
+            throw error
+        } catch let error as RPCError {
             throw ValidationError(error.message)
         }
         guard timeout > 0, timeout <= 600 else { throw ValidationError("--timeout must be in (0, 600] seconds") }
     }
 
     func run() async throws {
-        let token = try JoinToken(parsing: token)
+        let token = try JoinToken(parsing: try tokenText())
         let roles = try NodeRole.parseList(roles)
         let (host, port) = try placementAddress.endpoint()
         let directory = URL(fileURLWithPath: out, isDirectory: true)

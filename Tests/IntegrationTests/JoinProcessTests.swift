@@ -36,17 +36,27 @@ struct JoinProcessTests {
             #expect(created.status == 0, "\(created.error)")
             return created.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        func join(_ token: String, name: String, roles: String, out: String = joined) async throws -> (status: Int32, output: String, error: String) {
-            try await BatonProcess.run([
-                "join", "--placement", placement, "--token", token, "--name", name, "--roles", roles, "--out", out,
-            ])
+        func join(
+            _ token: String, name: String, roles: String, out: String = joined, viaFile: Bool = false
+        ) async throws -> (status: Int32, output: String, error: String) {
+            // From a file the secret stays out of the process list.
+            let file = directory.appendingPathComponent("token-\(name).txt").path
+            if viaFile { try ClusterLoopbackTests.write(file, token + "\n") }
+            return try await BatonProcess.run(
+                ["join", "--placement", placement] + (viaFile ? ["--token-file", file] : ["--token", token])
+                    + ["--name", name, "--roles", roles, "--out", out])
         }
 
         // The join: key, certificate and CA land where --certs DIR --node NAME reads them, the key 0600.
         let decodeToken = try await token("decode+prefill")
         let secret = String(decodeToken.split(separator: ".")[1])
         let id = String(decodeToken.split(separator: ".")[0])
-        let result = try await join(decodeToken, name: "decode-5", roles: "decode")
+        let both = try await BatonProcess.run([
+            "join", "--placement", placement, "--token", decodeToken, "--token-file", "/dev/null", "--name", "decode-5",
+            "--roles", "decode", "--out", joined,
+        ])
+        #expect(both.status != 0 && both.error.contains("one way only"), "\(both.error)")
+        let result = try await join(decodeToken, name: "decode-5", roles: "decode", viaFile: true)
         #expect(result.status == 0, "\(result.error)")
         for (file, mode) in [("decode-5-key.pem", 0o600), ("decode-5.pem", 0o644), ("ca.pem", 0o644)] {
             let attributes = try FileManager.default.attributesOfItem(atPath: "\(joined)/\(file)")
