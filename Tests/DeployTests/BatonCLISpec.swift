@@ -15,27 +15,44 @@ struct BatonCLISpec: Sendable {
 
     static let identityFlags: Set<String> = ["--certs", "--node"]
 
+    static let nodeListenerFlags: Set<String> = [
+        "--handshake-timeout", "--idle-connection-timeout", "--max-connections", "--max-connections-per-peer",
+    ]
+    static let apiListenerFlags: Set<String> = [
+        "--max-connections", "--max-connections-per-client", "--request-read-timeout", "--idle-connection-timeout",
+    ]
+
     static let subcommands: [String: Subcommand] = [
         "placement": Subcommand(
-            valueFlags: identityFlags.union(["--config", "--listen", "--state-dir"]),
+            valueFlags: identityFlags.union(["--config", "--listen", "--state-dir", "--ca-key"]).union(nodeListenerFlags),
             booleanFlags: ["--insecure"], required: ["--config", "--state-dir"], needsIdentity: true),
         "cluster status": Subcommand(
             valueFlags: identityFlags.union(["--placement", "--timeout"]),
             booleanFlags: ["--insecure", "--json"], required: ["--placement"], needsIdentity: true),
         "worker": Subcommand(
             valueFlags: identityFlags.union(["--role", "--placement", "--listen", "--advertise", "--config", "--model",
-                                             "--threads", "--kv-blocks", "--max-batch", "--context"]),
-            booleanFlags: ["--insecure"], required: ["--role", "--placement", "--listen"], needsIdentity: true,
+                                             "--threads", "--kv-blocks", "--max-batch", "--context", "--drain-timeout",
+                                             "--kv-start-timeout", "--peer-kv-share"]).union(nodeListenerFlags),
+            booleanFlags: ["--insecure", "--batch-invariant", "--no-prefix-caching"],
+            required: ["--role", "--placement", "--listen"], needsIdentity: true,
             choices: ["--role": ["prefill", "decode", "both"]]),
         "router": Subcommand(
             valueFlags: identityFlags.union(["--placement", "--host", "--port", "--model", "--api-keys",
-                                             "--served-model-name", "--model-id", "--chat-template"]),
+                                             "--served-model-name", "--model-id", "--chat-template"]).union(apiListenerFlags),
             booleanFlags: ["--insecure"], required: ["--placement"], needsIdentity: true),
-        "up": Subcommand(valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads", "--chat-template"]),
+        "up": Subcommand(
+            valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads", "--chat-template"],
+            booleanFlags: ["--batch-invariant", "--no-prefix-caching"]),
         "bench serve": Subcommand(
-            valueFlags: ["--url", "--concurrency", "--requests", "--prompt-tokens", "--max-tokens"],
+            valueFlags: ["--url", "--concurrency", "--requests", "--prompt-words", "--max-tokens"],
             booleanFlags: ["--json"], required: ["--url"]),
         "certs": Subcommand(valueFlags: ["--out", "--nodes"], required: ["--out"]),
+        "token create": Subcommand(
+            valueFlags: ["--state-dir", "--certs", "--roles", "--ttl"], booleanFlags: ["--replace"],
+            required: ["--state-dir", "--roles"]),
+        "join": Subcommand(
+            valueFlags: ["--placement", "--token", "--token-file", "--name", "--roles", "--out", "--timeout"],
+            booleanFlags: ["--force"], required: ["--placement", "--name", "--roles", "--out"]),
     ]
 
     /// A `baton …` command line as the deploy files spell it, split into its subcommand and flags.

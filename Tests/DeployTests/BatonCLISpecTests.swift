@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @Suite("The baton CLI table the deploy files are checked against")
@@ -6,6 +7,29 @@ struct BatonCLISpecTests {
         let words = try #require(try ShellWords.batonCommands(in: line).first)
         if case .failure(let failure) = BatonCLISpec.parse(words, source: "test") { return failure.description }
         return nil
+    }
+
+    @Test("every flag in the table is one the built baton accepts, so the table cannot drift from the CLI")
+    func tableMatchesTheBinary() throws {
+        let candidates = ["debug", "release"].map { DeployFiles.url(".build/\($0)/baton") }
+        let baton = try #require(
+            candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) },
+            "no built baton at \(candidates.map(\.path)); run swift build first")
+        for (name, subcommand) in BatonCLISpec.subcommands.sorted(by: { $0.key < $1.key }) {
+            let words = name.split(separator: " ").map(String.init)
+            var help = try ToolRun.run(baton, words + ["--help"])
+            // A command with a default subcommand (`baton placement` is `baton placement serve`) lists that one's flags.
+            if let line = help.output.split(separator: "\n").first(where: { $0.contains("(default)") }),
+                let sub = line.split(separator: " ").first {
+                help = try ToolRun.run(baton, words + [String(sub), "--help"])
+            }
+            #expect(help.status == 0, "baton \(name) --help: \(help.output)")
+            // A flag as the help lists it: followed by a space, a comma (an alias) or the line's end.
+            let listed = Set(help.output.split(whereSeparator: { " ,\n<=".contains($0) }).filter { $0.hasPrefix("--") }.map(String.init))
+            for flag in subcommand.valueFlags.union(subcommand.booleanFlags).union(subcommand.required).sorted() {
+                #expect(listed.contains(flag), "baton \(name) has no \(flag)")
+            }
+        }
     }
 
     @Test("a command line the spec allows parses, with --flag=value and --flag value alike")
