@@ -26,6 +26,7 @@ struct Baton: AsyncParsableCommand {
             CertsCommand.self,
             KVHandoffCommand.self,
             ActivationsCommand.self,
+            SimulateCommand.self,
         ]
     )
 
