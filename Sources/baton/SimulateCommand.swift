@@ -27,7 +27,7 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "With --calibrate: engine threads to measure with (default: all cores).")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: "With --calibrate: timed runs of each case (the fastest counts).")
+    @Option(help: "With --calibrate: timed runs of each case (the median counts).")
     var repetitions = 3
 
     @Option(help: "The cost model file (written by --calibrate).")

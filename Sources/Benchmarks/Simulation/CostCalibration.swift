@@ -7,7 +7,8 @@ import Worker
 public enum CostCalibration {
     public struct Settings: Sendable {
         public var threads: Int
-        /// Timed runs of each case; the fastest counts (the box's own speed, not its neighbours' load).
+        /// Timed runs of each case; the median counts: on a shared box that is the speed a serving run sees, where
+        /// the fastest run would be the speed of a quiet moment.
         public var repetitions: Int
         /// Single prompts of these lengths, one pass each.
         public var prefillPrompts: [Int] = [16, 64, 128, 256, 512]
@@ -22,6 +23,10 @@ public enum CostCalibration {
             self.threads = threads
             self.repetitions = repetitions
         }
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        Percentiles.percentile(values.sorted(), 0.5)
     }
 
     /// Measures and fits. `progress` gets one line per case.
@@ -46,7 +51,7 @@ public enum CostCalibration {
         cases += settings.prefillBatches.map { Array(repeating: $0.tokens, count: $0.count) }
         var prefillSamples: [CostModel.Sample] = []
         for prompts in cases {
-            var best = Double.infinity
+            var times: [Double] = []
             for _ in 0..<max(1, settings.repetitions) {
                 let sequences = prompts.map { _ in prefillCache.createSequence() }
                 defer { for s in sequences { prefillCache.free(s) } }
@@ -55,8 +60,9 @@ public enum CostCalibration {
                 }
                 let started = ContinuousClock.now
                 _ = try prefill.run(chunks)
-                best = min(best, started.duration(to: .now) / .seconds(1))
+                times.append(started.duration(to: .now) / .seconds(1))
             }
+            let best = median(times)
             prefillSamples.append(CostModel.Sample(kind: "prefill", prompts: prompts, seconds: best))
             progress("prefill pass \(prompts.count == 1 ? "\(prompts[0])" : "\(prompts.count)×\(prompts[0])") tokens: "
                 + String(format: "%.1f ms", best * 1000))
@@ -71,7 +77,7 @@ public enum CostCalibration {
         var decodeSamples: [CostModel.Sample] = []
         for context in settings.decodeContexts {
             for batch in settings.decodeBatches {
-                var best = Double.infinity
+                var times: [Double] = []
                 for _ in 0..<max(1, settings.repetitions) {
                     let sequences = (0..<batch).map { _ in decodeCache.createSequence() }
                     defer { for s in sequences { decodeCache.free(s) } }
@@ -82,8 +88,9 @@ public enum CostCalibration {
                         try decode.step((0..<batch).map { DecodeInput(sequence: sequences[$0], token: next[$0]) })
                         for b in 0..<batch { next[b] = decode.argmax(row: b) }
                     }
-                    best = min(best, started.duration(to: .now) / .seconds(1) / Double(settings.decodeSteps))
+                    times.append(started.duration(to: .now) / .seconds(1) / Double(settings.decodeSteps))
                 }
+                let best = median(times)
                 // The context grows during the timed steps: the middle one stands for them all.
                 let held = batch * (context + settings.decodeSteps / 2)
                 decodeSamples.append(CostModel.Sample(kind: "decode", batch: batch, context: held, seconds: best))
