@@ -8,6 +8,8 @@ import Yams
 /// - an absent key or an explicit null (`key:` with nothing after it) means "use the documented default";
 /// - unknown keys are errors, with a "did you mean" suggestion when one known key is close;
 /// - numbers are range-checked and the error says the accepted range.
+///
+/// Public so that config files read elsewhere (the simulator's cluster file) keep these conventions and errors.
 public struct ConfigNode {
     let node: Node
     public let file: String
