@@ -8,14 +8,16 @@ import Yams
 /// - an absent key or an explicit null (`key:` with nothing after it) means "use the documented default";
 /// - unknown keys are errors, with a "did you mean" suggestion when one known key is close;
 /// - numbers are range-checked and the error says the accepted range.
-struct ConfigNode {
+///
+/// Public so that config files read elsewhere (the simulator's cluster file) keep these conventions and errors.
+public struct ConfigNode {
     let node: Node
-    let file: String
+    public let file: String
     /// Dotted key path from the document root, for example `prefill.min_gflops` or `workers[0].name`.
-    let path: String
+    public let path: String
 
     /// Parses `yaml`; returns nil for an empty document.
-    static func parse(yaml: String, file: String) throws(PlacementError) -> ConfigNode? {
+    public static func parse(yaml: String, file: String) throws(PlacementError) -> ConfigNode? {
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
@@ -30,7 +32,7 @@ struct ConfigNode {
     }
 
     /// Reads and parses a file; returns nil for an empty document.
-    static func load(path: String) throws(PlacementError) -> ConfigNode? {
+    public static func load(path: String) throws(PlacementError) -> ConfigNode? {
         let text: String
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
@@ -62,17 +64,17 @@ struct ConfigNode {
 
     // MARK: Errors
 
-    var location: PlacementError.Location {
+    public var location: PlacementError.Location {
         PlacementError.Location(file: file, line: node.mark?.line, column: node.mark?.column,
                                 key: path.isEmpty ? nil : path)
     }
 
     /// An `invalidConfig` error located at this node.
-    func error(_ message: String) -> PlacementError {
+    public func error(_ message: String) -> PlacementError {
         PlacementError(.invalidConfig, message, location: location)
     }
 
-    var isNull: Bool {
+    public var isNull: Bool {
         if case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any {
             return node.tag == .init(.null)
         }
@@ -92,7 +94,7 @@ struct ConfigNode {
 
     /// The mapping's entries keyed by name. Every key must be in `allowed`; otherwise the error is
     /// located at the offending key and suggests the closest allowed key.
-    func mapping(allowed: [String]) throws(PlacementError) -> [String: ConfigNode] {
+    public func mapping(allowed: [String]) throws(PlacementError) -> [String: ConfigNode] {
         if isNull { return [:] }
         guard case .mapping(let mapping) = node else { throw error("expected a mapping, found \(kind)") }
         var result: [String: ConfigNode] = [:]
@@ -116,7 +118,7 @@ struct ConfigNode {
     }
 
     /// A string-keyed mapping whose keys are free-form (labels): each value must be a scalar.
-    func stringMap() throws(PlacementError) -> [String: String] {
+    public func stringMap() throws(PlacementError) -> [String: String] {
         if isNull { return [:] }
         guard case .mapping(let mapping) = node else { throw error("expected a mapping of strings, found \(kind)") }
         var result: [String: String] = [:]
@@ -130,7 +132,7 @@ struct ConfigNode {
         return result
     }
 
-    func sequence() throws(PlacementError) -> [ConfigNode] {
+    public func sequence() throws(PlacementError) -> [ConfigNode] {
         if isNull { return [] }
         guard case .sequence(let sequence) = node else { throw error("expected a list, found \(kind)") }
         return sequence.enumerated().map { index, element in
@@ -145,24 +147,24 @@ struct ConfigNode {
         return nil
     }
 
-    func string() throws(PlacementError) -> String {
+    public func string() throws(PlacementError) -> String {
         guard let text = scalarText, !isNull else { throw error("expected a string, found \(kind)") }
         return text
     }
 
-    func stringList() throws(PlacementError) -> [String] {
+    public func stringList() throws(PlacementError) -> [String] {
         var result: [String] = []
         for element in try sequence() { result.append(try element.string()) }
         return result
     }
 
-    func bool() throws(PlacementError) -> Bool {
+    public func bool() throws(PlacementError) -> Bool {
         guard let value = node.bool, scalarText != nil else { throw error("expected true or false, found \(kind)") }
         return value
     }
 
     /// A number within `range` (inclusive). Integers are accepted where numbers are expected.
-    func double(in range: ClosedRange<Double>) throws(PlacementError) -> Double {
+    public func double(in range: ClosedRange<Double>) throws(PlacementError) -> Double {
         guard scalarText != nil, let value = node.float ?? node.int.map(Double.init), value.isFinite else {
             throw error("expected a number, found \(kind)")
         }
@@ -170,14 +172,14 @@ struct ConfigNode {
         return value
     }
 
-    func int(in range: ClosedRange<Int>) throws(PlacementError) -> Int {
+    public func int(in range: ClosedRange<Int>) throws(PlacementError) -> Int {
         guard scalarText != nil, let value = node.int else { throw error("expected an integer, found \(kind)") }
         guard range.contains(value) else { throw error("\(value) is out of range \(range.lowerBound)...\(range.upperBound)") }
         return value
     }
 
     /// One of the given spellings, for example `least_loaded` or `power_of_two`.
-    func choice<T: RawRepresentable & CaseIterable>(_ type: T.Type) throws(PlacementError) -> T where T.RawValue == String {
+    public func choice<T: RawRepresentable & CaseIterable>(_ type: T.Type) throws(PlacementError) -> T where T.RawValue == String {
         let text = try string()
         if let value = T(rawValue: text) { return value }
         let names = T.allCases.map(\.rawValue)
@@ -187,7 +189,7 @@ struct ConfigNode {
     }
 
     /// A byte count: a non-negative integer, or a number with a unit (`512MiB`, `8 GiB`, `2GB`, `1.5 TiB`).
-    func bytes() throws(PlacementError) -> Int {
+    public func bytes() throws(PlacementError) -> Int {
         if let value = node.int, scalarText != nil {
             guard value >= 0 else { throw error("\(value) is out of range 0... (bytes)") }
             return value

@@ -38,7 +38,7 @@ public struct DeclaredProfile: Sendable, Equatable {
                        "rdma_devices", "host_id"]
 
     /// Parses a `profile:` mapping (see `Deploy/config/workers/*.yaml`).
-    init(node: ConfigNode) throws(PlacementError) {
+    public init(node: ConfigNode) throws(PlacementError) {
         let map = try node.mapping(allowed: Self.keys)
         self.init()
         if let v = map["sgemm_gflops"], !v.isNull { sgemmGFLOPS = try v.double(in: 0...1e9) }

@@ -28,6 +28,7 @@ struct Baton: AsyncParsableCommand {
             JoinCommand.self,
             KVHandoffCommand.self,
             ActivationsCommand.self,
+            SimulateCommand.self,
         ]
     )
 

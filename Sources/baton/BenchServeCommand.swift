@@ -201,14 +201,14 @@ struct BenchServeCommand: AsyncParsableCommand {
                 host: host, port: port, model: model, workload: workload, levels: levels, temperature: temperature, seed: seed,
                 slo: slo, apiKey: apiKey, timeout: .milliseconds(Int(timeout * 1000))))
         }
-        if !json { printHeader() }
+        if !json { Self.printHeader() }
         let report: ServeReport
         if compare {
             report = try await runComparison(description: description, benchmark: { benchmark(port: $0) })
         } else {
             let (host, port) = try endpoint()
             let (model, results) = try await benchmark(port: port, host: host).run { level in
-                if !json { printLevel(level, system: nil) }
+                if !json { Self.printLevel(level, system: nil) }
             }
             report = ServeReport(configuration: description, systems: [
                 .init(name: "server", command: [], url: url, model: model, levels: results),
@@ -264,7 +264,7 @@ struct BenchServeCommand: AsyncParsableCommand {
                 let order = number % 2 == 0 ? Array(peers.indices) : Array(peers.indices.reversed())
                 for index in order {
                     let level = try await benchmarks[index].run(spec, model: models[index])
-                    if !json { printLevel(level, system: peers[index].plan.name) }
+                    if !json { Self.printLevel(level, system: peers[index].plan.name) }
                     levels[index].append(level)
                 }
             }
@@ -291,11 +291,12 @@ struct BenchServeCommand: AsyncParsableCommand {
         FileHandle.standardError.write(Data("[bench] \(text)\n".utf8))
     }
 
-    private func printHeader() {
+    /// The table's header; `baton simulate` prints its figures in the same table.
+    static func printHeader() {
         print("system        level              ok/sent  TTFT p50/p90/p99 ms   ITL p50/p90/p99 ms     E2E p50 ms  out tok/s  goodput")
     }
 
-    private func printLevel(_ level: ServeBenchmark.Level, system: String?) {
+    static func printLevel(_ level: ServeBenchmark.Level, system: String?) {
         let s = level.summary
         let errors = s.errors.isEmpty ? "" : "  errors: " + s.errors.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")
         let goodput = s.goodput.map { String(format: "%.2f/s (%.0f%%)", $0, (s.sloAttainment ?? 0) * 100) } ?? "-"
