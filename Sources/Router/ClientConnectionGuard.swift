@@ -19,6 +19,8 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private let logger: Logger
     private var started = false
     private var deadline: Scheduled<Void>?
+    /// Requests read whole whose responses have not ended (a pipelining client may send the next one early).
+    private var answering = 0
 
     init(counter: ConnectionCounter, requestReadTimeout: Duration, logger: Logger) {
         self.counter = counter
@@ -63,6 +65,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .end = unwrapInboundIn(data) {
+            answering += 1
             deadline?.cancel()
             deadline = nil
         }
@@ -72,7 +75,10 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let ended = if case .end = unwrapOutboundIn(data) { true } else { false }
         context.write(data, promise: promise)
-        if ended { arm(context) }
+        guard ended else { return }
+        answering = max(0, answering - 1)
+        // Only an idle connection waits for its next request under the bound; one still answering does not.
+        if answering == 0 { arm(context) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -107,6 +107,23 @@ struct ClientConnectionGuardTests {
         }
     }
 
+    @Test("a pipelined second request that streams longer than the read timeout is not cut off")
+    func pipelinedRequests() async throws {
+        var configuration = Fixtures.configuration()
+        configuration.requestReadTimeout = .milliseconds(500)
+        let (app, _, _) = try Fixtures.application(
+            backend: { FakeBackend(tokenizer: $0, delay: .milliseconds(60)) }, configuration: configuration)
+        try await app.test(.live) { client in
+            let socket = try RawSocket(port: try #require(client.port))
+            // Two requests in one write: a quick one, then one that streams for well over the bound behind it.
+            let body = try String(decoding: jsonBody(ChatCompletionsTests.chatBody(["stream": true, "max_tokens": 16])).readableBytesView, as: UTF8.self)
+            let chat = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            socket.send("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n" + chat)
+            let (_, received) = socket.read(for: .seconds(10), until: "[DONE]")
+            #expect(received.contains("[DONE]") && received.contains(Self.healthBody), "got: \(received.suffix(200))")
+        }
+    }
+
     @Test("connections beyond the per-client cap are closed on accept, other clients are served, and room frees when one closes")
     func perClientCap() async throws {
         var configuration = Fixtures.configuration()
