@@ -34,23 +34,10 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Option(help: "Comma-separated request rates per second: Poisson arrivals (open loop).")
     var rate: String?
 
-    @Option(help: "Named workload: \(ServeWorkload.Preset.all.map(\.name).joined(separator: ", ")).")
-    var preset: String?
-
-    @Option(help: "JSONL trace to replay (see the discussion for its fields).")
-    var trace: String?
-
-    @Option(name: .customLong("trace-speed"), help: "Replay the trace this many times faster (its timestamps divided by it).")
-    var traceSpeed: Double = 1
+    @OptionGroup var workloadOptions: WorkloadOptions
 
     @Option(help: "Requests per level (synthetic workloads).")
     var requests = 16
-
-    @Option(name: .customLong("prompt-words"), help: "Prompt length in words (about as many tokens); overrides the preset's. Default 64.")
-    var promptWords: Int?
-
-    @Option(name: .customLong("max-tokens"), help: "max_tokens of each request; overrides the preset's. Default 32.")
-    var maxTokens: Int?
 
     @Option(help: "Sampling temperature of every request.")
     var temperature: Double = 0.8
@@ -115,23 +102,8 @@ struct BenchServeCommand: AsyncParsableCommand {
         if concurrency != nil, rate != nil { throw ValidationError("give --concurrency or --rate, not both") }
         if let rate { return try list(rate, "--rate", { Double($0) }, valid: { $0 > 0 && $0.isFinite }).map { .rate($0) } }
         if let concurrency { return try list(concurrency, "--concurrency", { Int($0) }, valid: { $0 >= 1 }).map { .concurrency($0) } }
-        if trace != nil { return [.trace(speed: traceSpeed)] }
+        if workloadOptions.trace != nil { return [.trace(speed: workloadOptions.traceSpeed)] }
         return [1, 2, 4].map { .concurrency($0) }
-    }
-
-    func presetShape() throws -> ServeWorkload.Preset? {
-        if trace != nil {
-            guard preset == nil, promptWords == nil, maxTokens == nil else {
-                throw ValidationError("--trace sets every request's shape: drop --preset, --prompt-words and --max-tokens")
-            }
-            return nil
-        }
-        var shape = try preset.map { try ServeWorkload.Preset.named($0) }
-            ?? ServeWorkload.Preset(name: "custom", promptWords: 64, maxTokens: 32)
-        if let promptWords { shape.promptWords = promptWords }
-        if let maxTokens { shape.maxTokens = maxTokens }
-        if (promptWords != nil || maxTokens != nil) && preset != nil { shape.name += " (modified)" }
-        return shape
     }
 
     func endpoint() throws -> (String, Int) {
@@ -151,10 +123,9 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         _ = try levels()
-        _ = try presetShape()
         _ = try endpoint()
-        guard requests >= 1, (maxTokens ?? 1) >= 1, (promptWords ?? 1) >= 1, timeout > 0, traceSpeed > 0, temperature >= 0 else {
-            throw ValidationError("--requests, --max-tokens, --prompt-words, --timeout and --trace-speed must be positive, --temperature ≥ 0")
+        guard requests >= 1, timeout > 0, temperature >= 0 else {
+            throw ValidationError("--requests and --timeout must be positive, --temperature ≥ 0")
         }
         if let slo {
             do { _ = try ServeSLO(parsing: slo) } catch { throw ValidationError(error.message) }
@@ -168,13 +139,6 @@ struct BenchServeCommand: AsyncParsableCommand {
                 _ = try list(splitThreads, "--split-threads", { Int($0) }, valid: { $0 >= 1 })
             }
         }
-    }
-
-    func workload() throws -> ServeWorkload {
-        if let trace {
-            do { return try ServeWorkload.trace(file: trace) } catch { throw CommandFailure(error.description) }
-        }
-        return ServeWorkload.synthetic(try presetShape()!, count: requests)
     }
 
     func run() async throws {
@@ -191,10 +155,10 @@ struct BenchServeCommand: AsyncParsableCommand {
             return
         }
         let levels = try levels()
-        let workload = try workload()
+        let workload = try workloadOptions.workload(requests: requests)
         let slo = try self.slo.map { try ServeSLO(parsing: $0) }
         let description = ServeRunDescription(
-            preset: try presetShape(), trace: trace, requests: workload.requests.count, levels: levels, seed: seed,
+            preset: try workloadOptions.presetShape(), trace: workloadOptions.trace, requests: workload.requests.count, levels: levels, seed: seed,
             temperature: temperature, slo: slo, timeoutSeconds: timeout)
         func benchmark(port: Int, host: String = "127.0.0.1") -> ServeBenchmark {
             ServeBenchmark(configuration: .init(

@@ -42,23 +42,10 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Comma-separated request rates per second (Poisson arrivals); one simulation each.")
     var rate: String?
 
-    @Option(help: "Named workload: \(ServeWorkload.Preset.all.map(\.name).joined(separator: ", ")).")
-    var preset: String?
-
-    @Option(help: "JSONL trace to replay (bench serve's format).")
-    var trace: String?
-
-    @Option(name: .customLong("trace-speed"), help: "Replay the trace this many times faster.")
-    var traceSpeed: Double = 1
+    @OptionGroup var workloadOptions: WorkloadOptions
 
     @Option(help: "Requests per level (synthetic workloads).")
     var requests = 1000
-
-    @Option(name: .customLong("prompt-words"), help: "Prompt length in words; overrides the preset's. Default 64.")
-    var promptWords: Int?
-
-    @Option(name: .customLong("max-tokens"), help: "Output tokens of each request; overrides the preset's. Default 32.")
-    var maxTokens: Int?
 
     @Option(name: .customLong("tokens-per-word"), help: "Prompt tokens per word (measure it with bench serve's records).")
     var tokensPerWord: Double = 1
@@ -91,10 +78,9 @@ struct SimulateCommand: ParsableCommand {
         guard tokensPerWord > 0, tokensPerWord.isFinite, templateTokens >= 0 else {
             throw ValidationError("--tokens-per-word must be positive and --template-tokens at least 0")
         }
-        guard traceSpeed > 0, traceSpeed.isFinite else { throw ValidationError("--trace-speed must be positive") }
         if sweep, slo == nil { throw ValidationError("--sweep compares goodput: give --slo, e.g. ttft=2s,itl=100ms") }
-        if trace != nil, rate != nil { throw ValidationError("--trace sets the arrival times: drop --rate") }
-        if trace == nil, rate == nil { throw ValidationError("give --rate (requests per second) or --trace") }
+        if workloadOptions.trace != nil, rate != nil { throw ValidationError("--trace sets the arrival times: drop --rate") }
+        if workloadOptions.trace == nil, rate == nil { throw ValidationError("give --rate (requests per second) or --trace") }
     }
 
     var costsPath: String { NSString(string: costs).expandingTildeInPath }
@@ -118,7 +104,10 @@ struct SimulateCommand: ParsableCommand {
         options.templateTokens = templateTokens
         options.seed = seed
         options.slo = slo
-        let workload = try self.workload()
+        var workload = try workloadOptions.workload(requests: requests)
+        // The simulator replays arrival times as they are: a faster replay is earlier timestamps.
+        let speed = workloadOptions.traceSpeed
+        for index in workload.requests.indices { workload.requests[index].timestamp = workload.requests[index].timestamp.map { $0 / speed } }
         let rates: [Double?] = try rate.map { text in
             try text.split(separator: ",").map { part -> Double? in
                 guard let value = Double(part.trimmingCharacters(in: .whitespaces)), value > 0, value.isFinite else {
@@ -139,7 +128,7 @@ struct SimulateCommand: ParsableCommand {
         for rate in rates {
             let arrivals = try ClusterSimulator.arrivals(for: workload, rate: rate, seed: seed)
             let result = try ClusterSimulator(cluster: cluster, policy: policy, costs: model, options: options).run(arrivals)
-            let level = ServeBenchmark.Level(spec: rate.map { .rate($0) } ?? .trace(speed: traceSpeed), summary: result.summary,
+            let level = ServeBenchmark.Level(spec: rate.map { .rate($0) } ?? .trace(speed: workloadOptions.traceSpeed), summary: result.summary,
                                              records: result.records)
             levels.append(level)
             if !json {
@@ -151,7 +140,7 @@ struct SimulateCommand: ParsableCommand {
             }
         }
         let description = ServeRunDescription(
-            preset: try presetShape(), trace: trace, requests: workload.requests.count,
+            preset: try workloadOptions.presetShape(), trace: workloadOptions.trace, requests: workload.requests.count,
             levels: levels.map(\.spec), seed: seed, temperature: 0, slo: slo, timeoutSeconds: 0)
         let report = ServeReport(configuration: description, systems: [
             .init(name: "simulated", command: CommandLine.arguments, url: self.cluster!, model: model.model, levels: levels),
@@ -188,31 +177,6 @@ struct SimulateCommand: ParsableCommand {
                 print(line)
             }
         }
-    }
-
-    func presetShape() throws -> ServeWorkload.Preset? {
-        if trace != nil {
-            guard preset == nil, promptWords == nil, maxTokens == nil else {
-                throw ValidationError("--trace sets every request's shape: drop --preset, --prompt-words and --max-tokens")
-            }
-            return nil
-        }
-        var shape = try preset.map { name in
-            do { return try ServeWorkload.Preset.named(name) } catch let error as BenchmarkError { throw ValidationError(error.message) }
-        } ?? ServeWorkload.Preset(name: "custom", promptWords: 64, maxTokens: 32)
-        if let promptWords { shape.promptWords = promptWords }
-        if let maxTokens { shape.maxTokens = maxTokens }
-        return shape
-    }
-
-    func workload() throws -> ServeWorkload {
-        if let trace {
-            var workload: ServeWorkload
-            do { workload = try ServeWorkload.trace(file: trace) } catch { throw CommandFailure(error.description) }
-            for index in workload.requests.indices { workload.requests[index].timestamp = workload.requests[index].timestamp.map { $0 / traceSpeed } }
-            return workload
-        }
-        return ServeWorkload.synthetic(try presetShape()!, count: requests)
     }
 
     func runCalibration() throws {
