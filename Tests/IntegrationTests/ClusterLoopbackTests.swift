@@ -43,20 +43,9 @@ struct ClusterLoopbackTests {
         defer { for process in processes where process.process.isRunning { kill(process.process.processIdentifier, SIGKILL) } }
 
         for worker in Self.workers {
-            let config = directory.appendingPathComponent("\(worker.name).yaml").path
-            try Self.write(config, """
-                name: \(worker.name)
-                role: \(worker.role)
-                threads: 1
-                labels: {box: \(worker.name)}
-                profile:
-                  sgemm_gflops: \(worker.gflops)
-                  memory_read_gbps: \(worker.gbps)
-                  memory_total: 8GiB
-                  memory_free: 4GiB
-                  cores: 1
-                  rdma_devices: []
-                """)
+            let config = try Self.writeWorkerConfig(
+                in: directory, name: worker.name, role: worker.role, gflops: worker.gflops, gbps: worker.gbps,
+                labels: "box: \(worker.name)")
             let port = try OpenAIClientTests.freePort()
             processes.append(try BatonProcess([
                 "worker", "--role", worker.role, "--placement", placementAddress, "--listen", "127.0.0.1:\(port)",
@@ -133,6 +122,28 @@ struct ClusterLoopbackTests {
 
         for process in processes where process.process.isRunning { kill(process.process.processIdentifier, SIGTERM) }
         for process in processes { _ = try? await process.exitStatus(timeout: .seconds(40)) }
+    }
+
+    /// Writes a worker config with a declared profile (no measuring at start, the same figures on every box) and
+    /// returns its path: one thread, 8 GiB of which 4 free, no RDMA.
+    static func writeWorkerConfig(
+        in directory: URL, name: String, role: String, gflops: Int = 100, gbps: Int = 20, labels: String? = nil
+    ) throws -> String {
+        let path = directory.appendingPathComponent("\(name).yaml").path
+        try write(path, """
+            name: \(name)
+            role: \(role)
+            threads: 1
+            \(labels.map { "labels: {\($0)}" } ?? "")
+            profile:
+              sgemm_gflops: \(gflops)
+              memory_read_gbps: \(gbps)
+              memory_total: 8GiB
+              memory_free: 4GiB
+              cores: 1
+              rdma_devices: []
+            """)
+        return path
     }
 
     static func write(_ path: String, _ text: String) throws {

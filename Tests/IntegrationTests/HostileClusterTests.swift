@@ -64,19 +64,7 @@ struct HostileClusterTests {
             "--certs", certs, "--node", "placement",
         ])
         for (name, role) in [("prefill-0", "prefill"), ("decode-0", "decode")] {
-            let config = directory.appendingPathComponent("\(name).yaml").path
-            try ClusterLoopbackTests.write(config, """
-                name: \(name)
-                role: \(role)
-                threads: 1
-                profile:
-                  sgemm_gflops: 100
-                  memory_read_gbps: 20
-                  memory_total: 8GiB
-                  memory_free: 4GiB
-                  cores: 1
-                  rdma_devices: []
-                """)
+            let config = try ClusterLoopbackTests.writeWorkerConfig(in: directory, name: name, role: role)
             processes[name] = try BatonProcess([
                 "worker", "--role", role, "--placement", placement, "--listen", "127.0.0.1:\(try OpenAIClientTests.freePort())",
                 "--certs", certs, "--node", name, "--config", config, "--context", "512", "--threads", "1",

@@ -65,19 +65,7 @@ struct JoinProcessTests {
         #expect(try String(contentsOfFile: "\(joined)/ca.pem", encoding: .utf8) == String(contentsOfFile: "\(certs)/ca.pem", encoding: .utf8))
 
         // The joined node is a worker like any other: it registers as decode-5.
-        let config = directory.appendingPathComponent("decode-5.yaml").path
-        try ClusterLoopbackTests.write(config, """
-            name: decode-5
-            role: decode
-            threads: 1
-            profile:
-              sgemm_gflops: 100
-              memory_read_gbps: 20
-              memory_total: 8GiB
-              memory_free: 4GiB
-              cores: 1
-              rdma_devices: []
-            """)
+        let config = try ClusterLoopbackTests.writeWorkerConfig(in: directory, name: "decode-5", role: "decode")
         worker = try BatonProcess([
             "worker", "--role", "decode", "--placement", placement, "--listen", "127.0.0.1:\(try OpenAIClientTests.freePort())",
             "--certs", joined, "--node", "decode-5", "--config", config, "--context", "512", "--threads", "1",

@@ -144,13 +144,7 @@ final class ResumeCluster: @unchecked Sendable {
         var members: [Member] = []
         for name in names {
             let role = name.hasPrefix("prefill") ? "prefill" : "decode"
-            let config = directory.appendingPathComponent("\(name).yaml").path
-            try ClusterLoopbackTests.write(config, """
-                name: \(name)
-                role: \(role)
-                threads: 1
-                profile: {sgemm_gflops: 100, memory_read_gbps: 20, memory_total: 8GiB, memory_free: 4GiB, cores: 1, rdma_devices: []}
-                """)
+            let config = try ClusterLoopbackTests.writeWorkerConfig(in: directory, name: name, role: role)
             members.append(Member(name: name, process: try BatonProcess([
                 "worker", "--role", role, "--placement", placementAddress, "--listen", "127.0.0.1:\(try OpenAIClientTests.freePort())",
                 "--certs", certs, "--node", name, "--config", config, "--context", "1024", "--threads", "1",
