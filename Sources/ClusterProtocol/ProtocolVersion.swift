@@ -10,6 +10,7 @@ public enum BatonProtocol {
         public static let submitPrefill = "/baton.v1.WorkerControl/SubmitPrefill"
         public static let openDecode = "/baton.v1.WorkerControl/OpenDecode"
         public static let cancel = "/baton.v1.WorkerControl/Cancel"
+        public static let moveDecode = "/baton.v1.WorkerControl/MoveDecode"
         /// Answers 200 while the worker accepts requests, 503 while it drains.
         public static let health = "/health"
     }
