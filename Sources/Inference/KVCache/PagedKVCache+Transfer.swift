@@ -64,6 +64,16 @@ extension PagedKVCache {
         }
     }
 
+    /// Where `layer`'s export lies, block by block in block-table order (the regions `exportLayer` gathers), for
+    /// senders that read in place. The memory holds the sequence's KV while the sequence lives and nothing appends
+    /// to, truncates or frees it: a sender must hold it still until the transfer ends.
+    public func exportRegions(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [UnsafeRawBufferPointer] {
+        let sliceBytes = layout.layerBlockBytes
+        return try exportableBlocks(seq, layer: layer).map { block in
+            UnsafeRawBufferPointer(start: layerBlock(layer: layer, block: block), count: sliceBytes)
+        }
+    }
+
     /// Creates a sequence for an incoming export: checks the layout (`.layoutMismatch` naming the field and both
     /// values, `.invalidArgument` for a bad token count) and allocates its blocks (`.kvCacheFull` if the pool
     /// cannot). Import every layer next.
