@@ -100,7 +100,8 @@ public struct KVTransferRequest: Sendable, Equatable {
 /// side samples the first token (prefill workers never sample).
 public struct KVTransferCompletion: Sendable, Equatable {
     public var tokenCount: Int
-    /// One per vocabulary entry.
+    /// One per vocabulary entry: the logits after the prompt's last token. None when a decode worker moves a
+    /// generation (its next token comes from a decode step on the receiver).
     public var logits: [Float]
 
     public init(tokenCount: Int, logits: [Float]) {

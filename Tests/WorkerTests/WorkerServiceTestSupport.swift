@@ -148,6 +148,7 @@ final class WorkerPair: @unchecked Sendable {
                 if let stopAfter, outcome.tokens.count == stopAfter { stream.cancel() }
             case .finished(let finished): outcome.finished = finished
             case .failure(let failure): outcome.failure = failure
+            case .moving: Issue.record("a generation not opened movable paused to move")
             case nil: Issue.record("an empty DecodeEvent")
             }
             if let stopAfter, outcome.tokens.count >= stopAfter { break }
