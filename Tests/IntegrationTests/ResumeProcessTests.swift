@@ -103,6 +103,36 @@ struct ResumeProcessTests {
         #expect(victim.process.standardError.contains("drain moved"))
     }
 
+    @Test("SIGTERM of every decode worker at once: nobody can take their generations, so each finishes where it runs, with the undisturbed text")
+    func everyDecodeWorkerDrains() async throws {
+        let cluster = try await ResumeCluster.start()
+        defer { cluster.stop() }
+        let requests = Self.requests.map { request in
+            var longer = request
+            longer.maxTokens = 64
+            return longer
+        }
+        let reference = try await cluster.streamAll(requests)
+        for outcome in reference { #expect(outcome.error == nil && outcome.done && !outcome.text.isEmpty) }
+
+        let streams = requests.map { cluster.start($0) }
+        try await waitUntil("every stream to be under way", timeout: .seconds(120)) { streams.allSatisfy { $0.snapshot.deltas >= 2 || $0.snapshot.ended } }
+        for worker in cluster.decodeWorkers { kill(worker.process.process.processIdentifier, SIGTERM) }
+        let outcomes = try await cluster.finish(streams)
+        for (i, outcome) in outcomes.enumerated() {
+            #expect(outcome.error == nil, "stream \(i) saw an error: \(outcome.error ?? ""); router log:\n\(cluster.router.standardError.suffix(4000))")
+            #expect(outcome.text == reference[i].text, "stream \(i) differs from the undisturbed run")
+        }
+        for worker in cluster.decodeWorkers {
+            #expect(try await worker.process.exitStatus(timeout: .seconds(60)) == 0, "\(worker.name) exits cleanly after its drain")
+        }
+        let moves = try await cluster.counts(of: "baton_router_moves_total", by: "outcome")
+        #expect((moves["kept"] ?? 0) >= 1, "\(moves); router log:\n\(cluster.router.standardError.suffix(3000))")
+        #expect(moves["failed"] == nil, "\(moves)")
+        #expect(try await cluster.migrations().values.reduce(0, +) == 0, "nothing was resumed elsewhere")
+        #expect(cluster.decodeWorkers.contains { $0.process.standardError.contains("went on here") })
+    }
+
     @Test("kill -9 of the prefill worker while it ships KV: every client gets the undisturbed text, with no error")
     func prefillWorkerKilled() async throws {
         let cluster = try await ResumeCluster.start()
