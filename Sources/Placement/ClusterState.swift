@@ -44,11 +44,14 @@ public struct ClusterState: Sendable, Equatable {
 
     /// Members by name (active and lost; workers that left are removed).
     public private(set) var workers: [String: Worker] = [:]
+    /// The members' names in order, kept as members join and leave: every placement walks the members in this
+    /// order, and sorting a thousand of them on every request was most of its time.
+    private var names: [String] = []
 
     public init() {}
 
     /// Members sorted by name: a stable order for output and tie-breaking.
-    public var sortedWorkers: [Worker] { workers.values.sorted { $0.name < $1.name } }
+    public var sortedWorkers: [Worker] { names.compactMap { workers[$0] } }
 
     /// The state after `event`.
     public func applying(_ event: MembershipEvent) -> ClusterState {
@@ -61,6 +64,7 @@ public struct ClusterState: Sendable, Equatable {
     public mutating func apply(_ event: MembershipEvent) {
         switch event {
         case .joined(let profile, let roles, let address, let fingerprint, let incarnation, let at):
+            if workers[profile.name] == nil { insertName(profile.name) }
             // Re-joining replaces the profile, offered roles and address and forgets an earlier assignment:
             // a restarted worker may come back with a different `--role`, declared profile or port.
             workers[profile.name] = Worker(profile: profile, offeredRoles: roles.uniqueSorted(), assignedRoles: nil,
@@ -79,8 +83,19 @@ public struct ClusterState: Sendable, Equatable {
         case .heartbeatLost(let name, _):
             workers[name]?.status = .lost
         case .left(let name, _):
-            workers[name] = nil
+            if workers.removeValue(forKey: name) != nil, let index = names.firstIndex(of: name) {
+                names.remove(at: index)
+            }
         }
+    }
+
+    private mutating func insertName(_ name: String) {
+        var low = 0, high = names.count
+        while low < high {
+            let middle = (low + high) / 2
+            if names[middle] < name { low = middle + 1 } else { high = middle }
+        }
+        names.insert(name, at: low)
     }
 
     /// `heartbeatLost` events for every active or draining worker not seen for longer than `timeout`

@@ -72,7 +72,9 @@ public struct Decision: Sendable, Equatable, Codable {
     public var admission: AdmissionDecision
     /// Prefill candidates (disaggregated mode only), then decode candidates, each by rank then name.
     public var candidates: [Candidate]
-    /// Pairs compared, best first.
+    /// Pairs compared, best first: all of them when there are at most 64 prefill × decode pairs. Beyond that,
+    /// `least_loaded` does not score every pair: then the best pair of each prefill candidate (decode-only: each
+    /// decode candidate), best first, at most 64.
     public var pairs: [PairScore]
 
     enum CodingKeys: String, CodingKey {
