@@ -42,6 +42,10 @@ public struct ClusterState: Sendable, Equatable {
         public var roles: [WorkerRole] { assignedRoles ?? offeredRoles }
     }
 
+    /// Requests admitted on this state (`recordPlacement`): whose turn it is under `balancing.strategy:
+    /// round_robin`. Not logged; each router counts its own and keeps the count across snapshots.
+    public private(set) var placements = 0
+
     /// Members by name (active and lost; workers that left are removed).
     public private(set) var workers: [String: Worker] = [:]
     /// The members' names in order, kept as members join and leave: every placement walks the members in this
@@ -109,6 +113,7 @@ public struct ClusterState: Sendable, Equatable {
     /// Counts a request placed on `pair` against its workers until their next heartbeat (see
     /// `Worker.pending`). A worker doing both halves counts twice: it prefills and decodes.
     public mutating func recordPlacement(_ pair: WorkerPair) {
+        placements &+= 1
         for name in [pair.prefill, pair.decode].compactMap({ $0 }) {
             workers[name]?.pending += 1
         }
@@ -133,7 +138,9 @@ public struct ClusterState: Sendable, Equatable {
     /// no newer news of that worker: the same process, and no heartbeat after the one `earlier` knew. A router
     /// calls this on each snapshot from placement, so the work it has itself just assigned keeps counting
     /// until a heartbeat that includes it arrives.
+    /// `round_robin`'s turn (`placements`) carries over too: it is the router's own count.
     public mutating func carryPending(from earlier: ClusterState) {
+        placements = earlier.placements
         for (name, old) in earlier.workers where old.pending > 0 {
             guard let new = workers[name], new.incarnation == old.incarnation, new.lastSeen <= old.lastSeen else { continue }
             workers[name]?.pending = max(new.pending, old.pending)

@@ -26,7 +26,7 @@ public struct Decision: Sendable, Equatable, Codable {
             case chosen
             /// Eligible and compared, not picked.
             case ranked
-            /// Eligible, but `power_of_two` did not sample it this time.
+            /// Eligible, but `power_of_two` did not sample it this time, or it was not its turn (`round_robin`).
             case notSampled = "not_sampled"
             /// Would be eligible, but is over a load limit or missing an SLO right now (counts toward 429).
             case overloaded

@@ -12,7 +12,7 @@ import Foundation
 ///    worker since its last heartbeat (`ClusterState.Worker.pending`) count as queued in its load score.
 /// 3. Balancing. `least_loaded` compares every eligible pair (on large clusters through `PairSearch`, which finds
 ///    the same best pair without scoring them all); `power_of_two` samples two candidates per role with `rng`
-///    and compares the pairs among them.
+///    and compares the pairs among them; `round_robin` takes each role's candidates in turn, ignoring scores.
 ///    Pair score = prefill score + decode score − link_weight × link cost.
 ///    Ties go to the lower combined load, then to names in order.
 /// 4. Admission. No eligible candidate for a needed role: 429 if some were only overloaded, else 503.
@@ -63,11 +63,13 @@ public enum Placement {
         var pairs: [Decision.PairScore] = []
         var chosen: Decision.PairScore?
         if admission == nil {
-            let decodeSample = sample(decodePool.eligible, strategy: policy.balancing.strategy, rng: &rng)
+            let decodeSample = sample(decodePool.eligible, strategy: policy.balancing.strategy, turn: state.placements,
+                                      rng: &rng)
             decodePool.markSampled(decodeSample)
             var prefillSample: [RolePool.Scored?] = [nil]
             if var pool = prefillPool {
-                let sampled = sample(pool.eligible, strategy: policy.balancing.strategy, rng: &rng)
+                let sampled = sample(pool.eligible, strategy: policy.balancing.strategy, turn: state.placements,
+                                     rng: &rng)
                 pool.markSampled(sampled)
                 prefillPool = pool
                 prefillSample = sampled.map { $0 }
@@ -188,13 +190,18 @@ public enum Placement {
         "\(pair.prefill ?? "")\u{0}\(pair.decode)"
     }
 
-    /// Every candidate for `least_loaded`; two distinct random ones for `power_of_two`.
+    /// Every candidate for `least_loaded`; two distinct random ones for `power_of_two`; for `round_robin` the one
+    /// whose turn it is (`turn` modulo the candidates, in name order).
     private static func sample<R: RandomNumberGenerator>(_ eligible: [RolePool.Scored],
-                                                        strategy: PlacementPolicy.BalancingStrategy,
+                                                        strategy: PlacementPolicy.BalancingStrategy, turn: Int,
                                                         rng: inout R) -> [RolePool.Scored] {
         switch strategy {
         case .leastLoaded:
             return eligible
+        case .roundRobin:
+            guard !eligible.isEmpty else { return eligible }
+            let byName = eligible.sorted { $0.worker.name < $1.worker.name }
+            return [byName[turn % byName.count]]
         case .powerOfTwo:
             guard eligible.count > 2 else { return eligible }
             let first = Int.random(in: 0..<eligible.count, using: &rng)
