@@ -179,7 +179,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         placed.promptPath = .prefill
                     }
                     do {
-                        let generation = try await start(placed, on: response)
+                        let generation = try await start(
+                            placed, on: response, prefillQueueWait: prefillQueueWait(placed.request, policy: choice.policy))
                         watch.release(pair)
                         return (generation, choice.policy.resume.maxMigrations)
                     } catch {
@@ -257,7 +258,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
 
     /// Opens `state` on the chosen decode worker and, once it answered `opened`, starts the prefill. A state whose
     /// prompt ran through decode steps before is continued the same way (prompt run on the decode worker).
-    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> RemoteGeneration {
+    /// `prefillQueueWait` bounds the prompt's wait in the prefill worker's queue, which the prefill deadline and the
+    /// bounds that depend on it leave out: waiting behind other prompts is not failing.
+    private func start(
+        _ state: GenerationState, on choice: ChooseResponse, prefillQueueWait: Duration
+    ) async throws(AttemptFailure) -> RemoteGeneration {
         let request = state.request
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
@@ -265,7 +270,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         if !open.prefillHere {
             // The reservation waits for the prefill to start as long as the prefill worker may take (its queue
             // included), then for each layer within a bound that grows with the prompt.
-            open.transferTimeoutMs = Self.milliseconds(prefillTimeout(request))
+            open.transferTimeoutMs = Self.milliseconds(prefillQueueWait + prefillTimeout(request))
             open.kvProgressTimeoutMs = Self.milliseconds(kvProgressTimeout(request))
         }
         // The decode worker takes this request's KV from that prefill worker only.
@@ -276,12 +281,13 @@ public final class ClusterGenerationBackend: GenerationBackend {
         let prefill = open.prefillHere ? nil : choice.prefill
         let generation = try await openDecode(
             open, on: decode, prefillWorker: prefill?.name,
-            firstTokenWithin: prefillTimeout(request) + kvProgressTimeout(request))
+            firstTokenWithin: (open.prefillHere ? .zero : prefillQueueWait) + prefillTimeout(request)
+                + kvProgressTimeout(request))
         countWorkerRequest(worker: decode.name, role: "decode")
         if let prefill {
             countWorkerRequest(worker: prefill.name, role: "prefill")
             generation.startPrefill {
-                await self.submitPrefill(request, to: prefill, decode: decode)
+                await self.submitPrefill(request, to: prefill, decode: decode, queueWait: prefillQueueWait)
             }
         }
         return generation
@@ -429,6 +435,16 @@ public final class ClusterGenerationBackend: GenerationBackend {
         configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
     }
 
+    /// How long a prompt may wait in the prefill worker's queue before its first pass. A worker takes at most
+    /// `slo.max_queue_depth` queued requests before it counts as at capacity, so the prompt waits behind at most that
+    /// many; each is given this prompt's own prefill bound (prompts in one burst tend to be alike, and the base term
+    /// covers short ones behind long ones), never more than a request may wait at the router. Long enough that a
+    /// busy worker is not mistaken for a stuck one, short enough that a frozen one is given up within minutes.
+    private func prefillQueueWait(_ request: GenerationRequest, policy: PlacementPolicy) -> Duration {
+        let behind = prefillTimeout(request) * max(1, policy.slo.maxQueueDepth)
+        return min(behind, .milliseconds(Int(policy.admission.maxWaitSeconds * 1000)))
+    }
+
     private func kvProgressTimeout(_ request: GenerationRequest) -> Duration {
         configuration.kvProgressBaseTimeout + configuration.kvProgressPerTokenTimeout * request.prompt.count
     }
@@ -453,14 +469,16 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, queueWait: Duration
     ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
         submit.promptTokens = request.prompt
         submit.decodeWorker = Self.wireAddress(decode)
-        let timeout = prefillTimeout(request)
-        submit.deadlineMs = Self.milliseconds(timeout)
+        submit.deadlineMs = Self.milliseconds(prefillTimeout(request))
+        submit.queueTimeoutMs = Self.milliseconds(queueWait)
+        // The worker's two bounds, one after the other, and a second for the answer to travel.
+        let timeout = queueWait + prefillTimeout(request) + .seconds(1)
         do {
             let client = try await workers.client(
                 host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))
