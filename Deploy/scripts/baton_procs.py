@@ -66,17 +66,17 @@ class Loopback:
 class Cluster:
     """Placement, one prefill worker, two decode workers and a router as `baton` processes with mutual TLS, placed
     by `net` (default: all on loopback). `host_ids` gives each worker a host identity of its own (`profile:
-    host_id:`), so KV goes over mutual-TLS HTTP/2 even where the processes share /dev/shm; `batch_invariant` starts
-    the workers with --batch-invariant. Process logs go to `directory`."""
+    host_id:`), so KV goes over mutual-TLS HTTP/2 even where the processes share /dev/shm. Process logs go to
+    `directory`."""
 
     WORKERS = ("prefill-0", "decode-0", "decode-1")
 
-    def __init__(self, baton, threads, directory, net=None, host_ids=False, batch_invariant=False,
+    def __init__(self, baton, threads, directory, net=None, host_ids=False,
                  policy="slo: {ttft_ms: 600000, tpot_ms: 600000}\nmembership: {heartbeat_timeout_seconds: 3}\n"
                         "resume: {max_migrations: 3}\n"):
         self.baton, self.threads, self.dir = baton, threads, directory
         self.net = net or Loopback()
-        self.host_ids, self.batch_invariant = host_ids, batch_invariant
+        self.host_ids = host_ids
         self.certs = os.path.join(directory, "certs")
         subprocess.run([baton, "certs", "--out", self.certs, "--nodes",
                         "placement,router," + ",".join(self.WORKERS)], check=True, capture_output=True)
@@ -139,7 +139,7 @@ class Cluster:
         arguments = ["worker", "--role", role, "--placement", self.placement_address, "--listen",
                      f"{self.net.bind(name)}:{port}", "--advertise", self.net.reach(name, port), "--certs", self.certs,
                      "--node", name, "--config", config, "--context", "1024", "--threads", str(self.threads)]
-        self.spawn(name, arguments + (["--batch-invariant"] if self.batch_invariant else []))
+        self.spawn(name, arguments)
 
     def kill(self, name):
         """SIGKILL: no goodbye, connections just break."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chaos with real processes across hosts: nothing one failure can break, checked from the client's side.
 
-Starts placement, the router, one prefill worker and two decode workers (`--batch-invariant`, mutual TLS), each a
+Starts placement, the router, one prefill worker and two decode workers (mutual TLS), each a
 host of its own: its own network namespace joined to this one by a veth pair (10.x addresses; needs root and
 `ip`), and its own host identity (`profile: host_id:`), so KV goes over mutual-TLS HTTP/2 rather than shared
 memory. Every connection between hosts passes a userspace TCP proxy in this script that adds each link's delay
@@ -23,7 +23,7 @@ stream failed or differs, 2 when the cluster could not be set up.
 
 Against a cluster of your own (--router URL): runs the streams once undisturbed, then in rounds for --duration
 seconds while you kill processes or cut links yourself, and reports the same (the router's /metrics when it is
-reachable at the same URL). Start your workers with --batch-invariant, or a seeded reply may legitimately differ.
+reachable at the same URL).
 
 Usage: python3 Deploy/scripts/chaos.py [--baton PATH] [--streams 8] [--max-tokens 48] [--seed N]
            [--events decode,prefill,placement,cut] [--cut-seconds 10] [--loopback] [--json]
@@ -472,7 +472,7 @@ def main():
             print(f"mode: {mode}", file=sys.stderr, flush=True)
             # The default heartbeat timeout (10 s): it must exceed the workers' reconnect backoff (up to 5 s), or
             # a restarted placement marks every worker it restored lost before their next heartbeat arrives.
-            cluster = Cluster(baton, args.threads, directory, net=net, host_ids=True, batch_invariant=True,
+            cluster = Cluster(baton, args.threads, directory, net=net, host_ids=True,
                               policy="slo: {ttft_ms: 600000, tpot_ms: 600000}\nresume: {max_migrations: 3}\n")
         except Exception as error:  # noqa: BLE001 - any set-up failure ends the run with its reason
             print(f"could not set up the cluster: {error}", file=sys.stderr)

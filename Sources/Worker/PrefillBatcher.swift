@@ -45,7 +45,6 @@ final class PrefillBatcher: @unchecked Sendable {
     }
 
     let engine: PrefillEngine
-    let batchesPrompts: Bool
     let prefixCaching: Bool
     /// Guards `pending`, `releases` and `stopped`; the lane waits on it for work.
     private let condition = NSCondition()
@@ -65,9 +64,8 @@ final class PrefillBatcher: @unchecked Sendable {
     private let promptTokenCount = Atomic<Int>(0)
     private let cachedTokenCount = Atomic<Int>(0)
 
-    init(engine: PrefillEngine, batchesPrompts: Bool = true, prefixCaching: Bool = true) {
+    init(engine: PrefillEngine, prefixCaching: Bool = true) {
         self.engine = engine
-        self.batchesPrompts = batchesPrompts
         self.prefixCaching = prefixCaching
         let thread = Thread { [self] in loop() }
         thread.name = "baton.prefill"
@@ -168,12 +166,11 @@ final class PrefillBatcher: @unchecked Sendable {
             for job in admitted {
                 let sequence = cache.createSequence()
                 job.sequence = sequence
-                // Whole passes of a prompt seen before: a pass that fills the engine holds that prompt alone,
-                // so a cached one has the bits this prompt's own pass would compute.
+                // Whole blocks of a prompt seen before: prefill gives a token the same bits however its prompt
+                // was cut into passes and packed, so they are what this prompt's own passes would compute.
                 let space = PromptPath.prefill.prefixNamespace
                 job.progress = !prefixCaching ? 0 : (try? cache.adoptPrefix(
-                    sequence, tokens: job.prompt, namespace: { _ in space }, granularity: engine.chunkSize,
-                    limit: job.prompt.count - 1)) ?? 0
+                    sequence, tokens: job.prompt, namespace: { _ in space }, limit: job.prompt.count - 1)) ?? 0
                 promptTokenCount.add(job.prompt.count, ordering: .relaxed)
                 cachedTokenCount.add(job.progress, ordering: .relaxed)
                 active.append(job)
@@ -198,7 +195,7 @@ final class PrefillBatcher: @unchecked Sendable {
 
     private func runPass() {
         let takes = Self.plan(
-            remaining: active.map { $0.prompt.count - $0.progress }, passSize: engine.chunkSize, batchesPrompts: batchesPrompts)
+            remaining: active.map { $0.prompt.count - $0.progress }, passSize: engine.chunkSize)
         let members = Array(active.prefix(takes.count))
         let chunks = zip(members, takes).map { job, take in
             PrefillChunk(
@@ -247,12 +244,9 @@ final class PrefillBatcher: @unchecked Sendable {
     /// How many tokens of each admitted prompt (given as tokens still to run, in admission order) the next pass
     /// takes: whole prompts while they fit in `passSize`, stopping at the first that does not, except that a
     /// prompt opening the pass takes a full pass when it is longer.
-    ///
-    /// Without `batchesPrompts` a pass holds the first prompt alone, at most `passSize` of it: each prompt then
-    /// runs in the same passes, cut at the same positions, whatever else is queued, so its logits and KV are
-    /// bit for bit those of the prompt alone.
-    static func plan(remaining: [Int], passSize: Int, batchesPrompts: Bool = true) -> [Int] {
-        if !batchesPrompts { return remaining.first.map { [min($0, passSize)] } ?? [] }
+    /// A prompt's logits and KV are bit for bit those of the prompt alone whatever shares its passes (see
+    /// `PrefillEngine`).
+    static func plan(remaining: [Int], passSize: Int) -> [Int] {
         var takes: [Int] = []
         var room = passSize
         for tokens in remaining where room > 0 {

@@ -34,12 +34,9 @@ public final class PrefillKVShipper: Sendable {
     /// - Parameters:
     ///   - identity: must describe `engine`'s model and cache (see `KVCompatibilityIdentity(model:tokenizer:layout:)`).
     ///   - maxBufferedLayers: layers queued for each sender, at most (bounds memory).
-    ///   - batchesPrompts: pack several prompts into one pass; false runs each in passes of its own, so its KV
-    ///     does not depend on what else was queued (see `PrefillBatcher.plan`).
-    ///   - prefixCaching: start a prompt from the whole passes of it the cache still holds.
+    ///   - prefixCaching: start a prompt from the whole blocks of it the cache still holds.
     public init(
-        engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4, batchesPrompts: Bool = true,
-        prefixCaching: Bool = true
+        engine: PrefillEngine, identity: KVCompatibilityIdentity, maxBufferedLayers: Int = 4, prefixCaching: Bool = true
     ) throws(WorkerError) {
         guard identity.describes(engine.cache.layout) else {
             throw WorkerError(.invalidArgument, "the KV identity does not describe the prefill engine's cache layout")
@@ -50,7 +47,7 @@ public final class PrefillKVShipper: Sendable {
         self.engine = engine
         self.identity = identity
         self.maxBufferedLayers = maxBufferedLayers
-        batcher = PrefillBatcher(engine: engine, batchesPrompts: batchesPrompts, prefixCaching: prefixCaching)
+        batcher = PrefillBatcher(engine: engine, prefixCaching: prefixCaching)
     }
 
     deinit { batcher.stop() }
@@ -63,7 +60,7 @@ public final class PrefillKVShipper: Sendable {
     public var computing: Int { batcher.computing }
     /// KV blocks of the prefill cache reserved by admitted prompts.
     public var reservedBlocks: Int { batcher.reserved }
-    /// Prompt tokens admitted so far, and how many of them came from the prefix cache (whole passes of a prompt
+    /// Prompt tokens admitted so far, and how many of them came from the prefix cache (whole blocks of a prompt
     /// computed before).
     public var promptTokens: (all: Int, cached: Int) { batcher.promptTokens }
     /// Forward passes run so far and the prompt tokens they held: their ratio is the mean tokens per pass.

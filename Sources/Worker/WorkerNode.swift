@@ -57,12 +57,8 @@ public final class WorkerNode: Service, Sendable {
         public var peerKVShare = 1.0
         /// Generations that may wait for room on the decode scheduler before new ones are refused (`NO_ROOM`).
         public var maxQueued = 256
-        /// Whether the prefill queue packs several prompts into one forward pass (throughput) or runs each prompt
-        /// in passes of its own (batch invariance: OpenBLAS's sgemm rounds a row differently with the number of
-        /// rows beside it, so only then does a prompt's KV, and a seeded reply, not depend on what else was queued).
-        public var batchesPrompts = true
         /// Whether prompts start from the longest prefix of them this worker's cache still holds (see
-        /// `DecodeScheduler.Configuration.prefixCaching`; the prefill queue reuses whole passes the same way).
+        /// `DecodeScheduler.Configuration.prefixCaching`; the prefill queue reuses whole blocks the same way).
         public var prefixCaching = true
 
         public init(
@@ -130,8 +126,7 @@ public final class WorkerNode: Service, Sendable {
                 maxContext: contextLength, weights: weights)
             prefill = PrefillService(
                 shipper: try PrefillKVShipper(
-                    engine: engine, identity: identity, batchesPrompts: configuration.batchesPrompts,
-                    prefixCaching: configuration.prefixCaching), transport: configuration.transport,
+                    engine: engine, identity: identity, prefixCaching: configuration.prefixCaching), transport: configuration.transport,
                 logger: logger)
         } else {
             prefill = nil

@@ -62,9 +62,6 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the cluster to become ready.")
     var timeout: Double = 120
 
-    @Flag(name: .customLong("batch-invariant"), help: "Workers prefill each prompt in passes of its own: replies then do not depend on what else was queued (see baton worker --help).")
-    var batchInvariant = false
-
     @Flag(name: .customLong("no-prefix-caching"), help: "Workers compute every prompt from its first token (no reuse of cached prefixes).")
     var noPrefixCaching = false
 
@@ -102,7 +99,7 @@ struct UpCommand: AsyncParsableCommand {
                 "worker", "--role", role, "--placement", placement, "--listen", "127.0.0.1:\(try Self.freePort())",
                 "--node", name, "--model", model, "--context", String(contextLength)]
                 + common + (threads.map { ["--threads", String($0)] } ?? [])
-                + (batchInvariant ? ["--batch-invariant"] : []) + (noPrefixCaching ? ["--no-prefix-caching"] : []))
+                + (noPrefixCaching ? ["--no-prefix-caching"] : []))
         }
         var specs: [ChildSpec] = [
             ChildSpec(name: "placement", arguments: [

@@ -76,8 +76,6 @@ struct WorkerCommand: AsyncParsableCommand {
     var kvStartTimeout: Double = 600
     @Option(name: .customLong("peer-kv-share"), help: "Share (0-1] of this decode worker's KV blocks one peer's reservations may hold while waiting for KV.")
     var peerKVShare: Double = 1
-    @Flag(name: .customLong("batch-invariant"), help: "Run each queued prompt in prefill passes of its own instead of packing several into one: slower under concurrent prompts, but a prompt's KV, and so a greedy or seeded reply, no longer depends on what else was queued.")
-    var batchInvariant = false
     @Flag(name: .customLong("no-prefix-caching"), help: "Compute every prompt from its first token instead of reusing the longest prefix of it this worker's KV cache still holds.")
     var noPrefixCaching = false
 
@@ -146,7 +144,6 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.moveTimeout = .milliseconds(Int(moveTimeout * 1000))
         settings.maximumTransferTimeout = .milliseconds(Int(kvStartTimeout * 1000))
         settings.peerKVShare = peerKVShare
-        settings.batchesPrompts = !batchInvariant
         settings.prefixCaching = !noPrefixCaching
         let node = try await WorkerNode(model: model, tokenizer: tokenizer, configuration: settings, logger: logger)
         KVHandoffCommand.emit(["listening": node.port, "name": name])

@@ -33,7 +33,7 @@ struct BatonCLISpec: Sendable {
             valueFlags: identityFlags.union(["--role", "--placement", "--listen", "--advertise", "--config", "--model",
                                              "--threads", "--kv-blocks", "--max-batch", "--context", "--drain-timeout",
                                              "--kv-start-timeout", "--peer-kv-share"]).union(nodeListenerFlags),
-            booleanFlags: ["--insecure", "--batch-invariant", "--no-prefix-caching"],
+            booleanFlags: ["--insecure", "--no-prefix-caching"],
             required: ["--role", "--placement", "--listen"], needsIdentity: true,
             choices: ["--role": ["prefill", "decode", "both"]]),
         "router": Subcommand(
@@ -42,7 +42,7 @@ struct BatonCLISpec: Sendable {
             booleanFlags: ["--insecure"], required: ["--placement"], needsIdentity: true),
         "up": Subcommand(
             valueFlags: ["--port", "--model", "--state-dir", "--policy", "--threads", "--chat-template"],
-            booleanFlags: ["--batch-invariant", "--no-prefix-caching"]),
+            booleanFlags: ["--no-prefix-caching"]),
         "bench serve": Subcommand(
             valueFlags: ["--url", "--concurrency", "--requests", "--prompt-words", "--max-tokens"],
             booleanFlags: ["--json"], required: ["--url"]),

@@ -22,12 +22,4 @@ struct PrefillBatcherTests {
         #expect(PrefillBatcher.plan(remaining: [276, 10, 226, 1], passSize: 512) == [276, 10, 226])
         #expect(PrefillBatcher.plan(remaining: [], passSize: 512) == [])
     }
-
-    @Test("without prompt batching a pass holds the first prompt alone, cut at the pass size")
-    func batchInvariantPasses() {
-        #expect(PrefillBatcher.plan(remaining: [45, 20, 30], passSize: 512, batchesPrompts: false) == [45])
-        #expect(PrefillBatcher.plan(remaining: [1300, 10], passSize: 512, batchesPrompts: false) == [512])
-        #expect(PrefillBatcher.plan(remaining: [276], passSize: 512, batchesPrompts: false) == [276])
-        #expect(PrefillBatcher.plan(remaining: [], passSize: 512, batchesPrompts: false) == [])
-    }
 }

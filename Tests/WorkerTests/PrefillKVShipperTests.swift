@@ -49,20 +49,16 @@ extension SharedFixtureSuites {
 
         /// Greedy with log-probabilities: the tokens carry the logits' values, so equal tokens mean equal logits.
         static let greedyWithLogprobs = SamplingParameters(temperature: 0, seed: 0, logprobs: 3)
-        static let batchedPrefillPartingGap: Float = 1
 
-        @Test(
-            "shipments that arrive while a pass runs share the next pass, and each decodes as if alone",
-            arguments: [true, false])
-        func concurrentShipmentsShareAPass(batchesPrompts: Bool) async throws {
+        @Test("shipments that arrive while a pass runs share the next pass, and each decodes as if alone, bit for bit")
+        func concurrentShipmentsShareAPass() async throws {
             let fixture = try HandoffFixture.get()
             let prompt = fixture.prompt
             let prompts = [prompt, Array(prompt[..<20]), Array(prompt.suffix(30)), Array(prompt[5..<12])]
             let states = prompts.enumerated().map { HandoffFixture.state("r\($0)", $1, Self.greedyWithLogprobs, maxTokens: 6) }
             var expected: [[GeneratedToken]] = []
             for state in states { expected.append(try await collect(try await fixture.reference.generate(state)).tokens) }
-            let shipper = try PrefillKVShipper(
-                engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1, batchesPrompts: batchesPrompts)
+            let shipper = try PrefillKVShipper(engine: fixture.prefill, identity: fixture.identity, maxBufferedLayers: 1)
             let workers = try prompts.map { _ in try fixture.decodeWorker() }
             defer { for worker in workers { worker.scheduler.shutdown() } }
             // The first receiver takes 20 ms per layer; with one buffered layer the first pass lasts over half a
@@ -93,38 +89,22 @@ extension SharedFixtureSuites {
                 for try await (_, report) in group { reports.append(report) }
                 return reports
             }
-            #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count })
-            if batchesPrompts {
-                #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
-                // sgemm over more rows may round a row differently, and with 8-bit activations a rounding may flip
-                // (|Δlogit| up to 0.44 seen against the prompt alone, so a gap between two tokens moves by up to
-                // twice that): the greedy tokens agree up to a step where the lone run's top two were that close.
-                for (i, stream) in streams.enumerated() {
-                    let got = try await collect(stream).tokens
-                    guard let step = zip(got, expected[i]).enumerated().first(where: { $0.element.0.id != $0.element.1.id })?.offset else {
-                        #expect(got.count == expected[i].count, "prompt \(i)")
-                        continue
-                    }
-                    let top = expected[i][step].topLogprobs
-                    let gap = top.count >= 2 ? top[0].logprob - top[1].logprob : .infinity
-                    #expect(gap <= Self.batchedPrefillPartingGap, "prompt \(i) parts at step \(step), where the lone run's top-2 gap is \(gap)")
-                }
-            } else {
-                #expect(shipper.passes.count == prompts.count, "each prompt in a pass of its own")
-                for (i, stream) in streams.enumerated() {
-                    #expect(try await collect(stream).tokens == expected[i], "prompt \(i): tokens and log-probabilities, bit for bit")
-                }
+            // The fixture's engine may hold blocks of these prompts from earlier tests: those are not computed again.
+            #expect(shipper.passes.tokens == prompts.reduce(0) { $0 + $1.count } - shipper.promptTokens.cached)
+            #expect(shipper.passes.count == 2, "the first prompt alone, then the three that waited in one pass")
+            for (i, stream) in streams.enumerated() {
+                #expect(try await collect(stream).tokens == expected[i], "prompt \(i): tokens and log-probabilities, bit for bit")
             }
             #expect(fixture.prefillCache.sequenceCount == 0, "every batched sequence is freed")
             #expect(shipper.admitted == 0 && shipper.reservedBlocks == 0 && shipper.waiting == 0)
         }
 
-        @Test("a prompt shipped again starts from its cached whole passes, and decodes to the same bits")
+        @Test("a prompt shipped again starts from its cached whole blocks, and decodes to the same bits")
         func prefixReuseOnThePrefillWorker() async throws {
             let fixture = try HandoffFixture.get()
-            // Passes of 32 tokens: the first two of this prompt are computed alone and cached.
+            // Passes of 48 tokens: the second round reuses the prompt's 4 whole blocks of 16, past its first pass.
             let cache = try PagedKVCache(layout: fixture.prefillCache.layout, blockCount: fixture.prefillCache.blockCount)
-            let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 32, maxContext: HandoffFixture.context)
+            let engine = try PrefillEngine(model: fixture.model, cache: cache, threads: 2, chunkSize: 48, maxContext: HandoffFixture.context)
             let shipper = try PrefillKVShipper(engine: engine, identity: fixture.identity)
             let prompt = Array((fixture.prompt + fixture.prompt + fixture.prompt).prefix(70))
             var outcomes: [[GeneratedToken]] = []

@@ -53,9 +53,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var maxQueued: Int = 256
         /// Keep the full KV blocks of finished local prompts (and of what they generated) in the cache's prefix
         /// index, and start a local prompt from the longest cached prefix of it. A hit gives the bits a miss
-        /// gives: decode steps are batch invariant, so any whole block is reused on that path; on the prefill path
-        /// (where sgemm rounds a row differently with the rows beside it) only whole prefill passes are, so the
-        /// rest runs in the very passes a miss would run.
+        /// gives, on either path: decode steps are batch invariant and prefill is invariant to how a prompt is cut
+        /// into passes, so any whole block is reused.
         public var prefixCaching = true
 
         public init(
@@ -706,11 +705,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     /// compute, for the logits) and returns its length; 0 without prefix caching.
     private func adoptCachedPrefix(of prompt: [Int32], path: PromptPath, into sequence: SequenceID) throws(InferenceError) -> Int {
         guard configuration.prefixCaching else { return 0 }
-        let granularity = path == .prefill ? try prefillEngine().chunkSize : cache.layout.blockSize
-        guard granularity % cache.layout.blockSize == 0 else { return 0 }
         let space = path.prefixNamespace
-        return try cache.adoptPrefix(
-            sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
+        return try cache.adoptPrefix(sequence, tokens: prompt, namespace: { _ in space }, limit: prompt.count - 1)
     }
 
     /// Enters the generation's computed full blocks in the prefix index (once its prompt ran, and again when it

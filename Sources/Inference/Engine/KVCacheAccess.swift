@@ -76,17 +76,19 @@ struct KVCacheAccess {
             Int32(n), output)
     }
 
-    /// Copies positions `0..<count` of KV head `head` to f32: `keys[count × headDim]`, `values[count × headDim]`.
+    /// Copies positions `from..<count` of KV head `head` to f32 at their positions: `keys[p × headDim]`,
+    /// `values[p × headDim]` for p in `from..<count`.
     func gather(
-        layer: Int, table: UnsafePointer<Int32>, head: Int, count: Int,
+        layer: Int, table: UnsafePointer<Int32>, head: Int, from: Int = 0, count: Int,
         keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>
     ) {
-        var position = 0
+        var position = from
         while position < count {
             let base = cache.layerBlock(layer: layer, block: table[position / blockSize])
-            let run = min(blockSize, count - position)
+            let slot = position % blockSize
+            let run = min(blockSize - slot, count - position)
             // Slots of one head are contiguous within a block.
-            let k = offset(head: head, slot: 0), v = valueOffset + k
+            let k = offset(head: head, slot: slot), v = valueOffset + k
             if isF16 {
                 let p = base.assumingMemoryBound(to: UInt16.self)
                 Kernels.convertFromF16(p + k, keys + position * headDim, count: run * headDim)

@@ -5,6 +5,18 @@ import Foundation
 /// The compute-bound path: runs a whole prompt (in chunks) through the model with OpenBLAS `sgemm` on f32 weights
 /// dequantized once at load, storing K/V in a paged cache and returning the last position's logits.
 ///
+/// A token's K/V and logits are the same bits however its prompt is cut into passes, whatever other prompts share
+/// its pass and whatever the thread count, so a cached prefix of any whole block continues exactly as a fresh
+/// prompt would. `sgemm` rounds a row by where it sits in a call (see `SgemmRowUnit`), so every call has a fixed
+/// shape for the row:
+/// - projections: a pass's rows are laid out by position, the token at position p in a row ≡ p (mod `rowUnit`),
+///   each sequence after the previous one (rows between them are padding, a dummy token whose results nothing
+///   reads), the pass padded to whole units; the threads split the rows at unit boundaries, and every call
+///   multiplies by the whole weight matrix.
+/// - attention: queries in blocks of `attentionTile` positions aligned to position 0 (rows of the block outside
+///   the pass are zero), keys in tiles of as many positions, also aligned to 0 and zero past the sequence's end,
+///   so every product has one shape and each block sums its tiles in one order.
+///
 /// Holds ~4 bytes per layer parameter (the decode structures are not loaded). Not thread-safe: one serial owner
 /// calls it. It sets OpenBLAS to one thread and splits work over its own `ThreadPool`, so BLAS threads never
 /// spin against the pool's.
@@ -28,19 +40,29 @@ public final class PrefillEngine: @unchecked Sendable {
     private let projections: [[UnsafeMutablePointer<Float>]]
     private let scratch: ForwardScratch
     private let access: KVCacheAccess
-    /// Per KV head, positions `0..<T` gathered from the cache: `[kvHeads × maxContext × headDim]`.
+    /// Rows of a projection call come in whole units of this many, and a token sits at a row ≡ its position
+    /// modulo it (measured for this model's shapes by `SgemmRowUnit`).
+    let rowUnit: Int
+    /// Rows of the activation buffers: any single chunk laid out by position fits.
+    private let passRows: Int
+    /// Positions per attention block of queries and per tile of keys.
+    static let attentionTile = 64
+    /// `maxContext` rounded up to whole tiles.
+    private let tiledContext: Int
+    /// Per KV head, the positions attention reads, gathered from the cache to f32 at their positions:
+    /// `[kvHeads × tiledContext × headDim]`.
     private let keys: UnsafeMutablePointer<Float>
     private let values: UnsafeMutablePointer<Float>
-    /// Attention scores, one `[attentionRowBlock × maxContext]` area per thread.
-    private let scores: UnsafeMutablePointer<Float>
-    private let rowBlock = 64
-    /// The sequences of the pass being run, in row order.
+    /// Per thread: scores `[attentionTile × tiledContext]`, then a block's queries and its output
+    /// (`[attentionTile × headDim]` each).
+    private let attentionScratch: UnsafeMutablePointer<Float>
+    /// The sequences of the forward pass being run, in row order.
     private var segments: [Segment] = []
-    /// Set during a pass whose caller watches layers: `(segment, layer)`.
+    /// Set during a pass whose caller watches layers: `(chunk, layer)`.
     private var layerObserver: ((Int, Int) -> Void)?
     /// Whether activations are rounded through 8-bit blocks before products with quantized weights.
     public let roundsActivations: Bool
-    /// `[chunkSize × widest projection input]`: the rounded activations (see `linear`).
+    /// `[passRows × widest projection input]`: the rounded activations (see `linear`).
     private let roundedInput: UnsafeMutablePointer<Float>
     /// Which input `roundedInput` holds: key/value reuse the query's input and up the gate's.
     private var roundedSource: (pointer: UnsafeMutablePointer<Float>, rows: Int)?
@@ -54,8 +76,7 @@ public final class PrefillEngine: @unchecked Sendable {
     ///   - roundsActivations: round activations through 8-bit blocks before every product with quantized
     ///     weights, as the decode kernels and llama.cpp do. On (the default), a prompt's KV and logits track the
     ///     decode path's and llama.cpp's closely (greedy continuations part from llama.cpp's only where its own
-    ///     top-2 gap is < 0.2), but a rounding that flips with summation order makes results depend slightly on
-    ///     chunking. Off, products are exact f32 and chunking changes logits by < 0.01.
+    ///     top-2 gap is < 0.2). Off, products are exact f32.
     ///   - weights: f32 projections made for `model` by another engine (two engines on one model, e.g. one per
     ///     thread, then hold them once); by default this engine dequantizes its own.
     public init(
@@ -81,20 +102,28 @@ public final class PrefillEngine: @unchecked Sendable {
             self.weights = PrefillWeights(model: model, pool: pool)
         }
         projections = self.weights.projections
-        scratch = ForwardScratch(configuration: c, maxRows: chunkSize)
+        rowUnit = SgemmRowUnit.unit(
+            for: model.weights.layers.flatMap { layer in
+                LayerProjection.allCases.map { SgemmRowUnit.Shape(columns: layer[$0].rows, inner: layer[$0].columns) }
+            })
+        // A chunk starting at a row of residue up to rowUnit - 1, padded to whole units.
+        passRows = (chunkSize + 2 * rowUnit - 2) / rowUnit * rowUnit
+        scratch = ForwardScratch(configuration: c, maxRows: passRows)
         access = KVCacheAccess(cache: cache)
-        keys = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
-        values = .allocate(capacity: c.kvHeadCount * context * c.headDimension)
-        scores = .allocate(capacity: threads * rowBlock * context)
+        let tile = Self.attentionTile
+        tiledContext = (context + tile - 1) / tile * tile
+        keys = .allocate(capacity: c.kvHeadCount * tiledContext * c.headDimension)
+        values = .allocate(capacity: c.kvHeadCount * tiledContext * c.headDimension)
+        attentionScratch = .allocate(capacity: pool.threadCount * tile * (tiledContext + 2 * c.headDimension))
         self.roundsActivations = roundsActivations
         roundedInput = .allocate(
-            capacity: roundsActivations ? chunkSize * max(c.embeddingLength, c.feedForwardLength, c.queryDimension) : 1)
+            capacity: roundsActivations ? passRows * max(c.embeddingLength, c.feedForwardLength, c.queryDimension) : 1)
     }
 
     deinit {
         keys.deallocate()
         values.deallocate()
-        scores.deallocate()
+        attentionScratch.deallocate()
         roundedInput.deallocate()
     }
 
@@ -137,7 +166,8 @@ public final class PrefillEngine: @unchecked Sendable {
     /// One forward pass over several sequences at once: each chunk's tokens are appended to its sequence, and all
     /// rows share the projections' matrix products (one weight read for the whole pass), while attention runs per
     /// sequence over its own history. Returns, in order, the logits `[vocab]` after the last token of each chunk
-    /// that `completesPrompt`.
+    /// that `completesPrompt`. Chunks whose layout by position (see the type's notes) would need more padding
+    /// than the buffers hold beside the others run in a pass of their own, with the same results.
     ///
     /// `onLayerComplete(i, L)` is called on the calling thread as soon as layer L holds chunk i's K/V, for the chunks
     /// that complete their prompt, with the guarantees of `prefill(_:sequence:onLayerComplete:)`.
@@ -175,9 +205,6 @@ public final class PrefillEngine: @unchecked Sendable {
             throw InferenceError(.invalidArgument, "a prefill pass holds at most \(chunkSize) tokens, got \(rows)")
         }
 
-        var tokens: [Int32] = [], positions: [Int32] = [], logitRows: [Int32] = []
-        tokens.reserveCapacity(rows)
-        positions.reserveCapacity(rows)
         var planned: [Segment] = []
         for (i, chunk) in chunks.enumerated() {
             let first: Int
@@ -187,14 +214,45 @@ public final class PrefillEngine: @unchecked Sendable {
             }
             planned.append(
                 Segment(
-                    table: try cache.blockTable(chunk.sequence), first: first, row: tokens.count,
+                    chunk: i, table: try cache.blockTable(chunk.sequence), first: first, row: 0,
                     count: chunk.tokens.count, completes: chunk.completesPrompt))
-            tokens += chunk.tokens
-            positions += (first..<first + chunk.tokens.count).map { Int32($0) }
-            if chunk.completesPrompt { logitRows.append(Int32(tokens.count - 1)) }
         }
-        segments = planned
         layerObserver = onLayerComplete
+        var logits: [[Float]] = []
+        // Laid out by position, chunks need up to a unit of padding each: those that do not fit in the buffers
+        // beside the others run in a forward pass of their own, with the same bits.
+        var pass: [Segment] = []
+        var end = 0
+        for var segment in planned {
+            segment.row = end + ((segment.first - end) % rowUnit + rowUnit) % rowUnit
+            if !pass.isEmpty && (segment.row + segment.count + rowUnit - 1) / rowUnit * rowUnit > passRows {
+                logits += forward(pass, chunks)
+                pass = []
+                segment.row = segment.first % rowUnit
+            }
+            end = segment.row + segment.count
+            pass.append(segment)
+        }
+        logits += forward(pass, chunks)
+        return logits
+    }
+
+    /// One forward pass over `pass`, whose rows are laid out: the logits of its completing chunks, in order.
+    private func forward(_ pass: [Segment], _ chunks: [PrefillChunk]) -> [[Float]] {
+        let last = pass[pass.count - 1]
+        let filled = last.row + last.count
+        let rows = (filled + rowUnit - 1) / rowUnit * rowUnit
+        // Padding rows run token 0 at position 0: a dummy whose K/V are not stored and whose outputs nothing reads.
+        var tokens = [Int32](repeating: 0, count: rows), positions = [Int32](repeating: 0, count: rows)
+        var logitRows: [Int32] = []
+        for segment in pass {
+            for (i, token) in chunks[segment.chunk].tokens.enumerated() {
+                tokens[segment.row + i] = token
+                positions[segment.row + i] = Int32(segment.first + i)
+            }
+            if segment.completes { logitRows.append(Int32(segment.row + segment.count - 1)) }
+        }
+        segments = pass
 
         let vocabulary = model.configuration.vocabularySize
         let logitRowCount = logitRows.count
@@ -208,7 +266,7 @@ public final class PrefillEngine: @unchecked Sendable {
                     logits.withUnsafeMutableBufferPointer { out in
                         runForward(
                             model: model, backend: self, scratch: scratch, tokens: t.baseAddress!,
-                            positions: p.baseAddress!, rows: rows, logitRows: r.baseAddress!,
+                            positions: p.baseAddress!, rows: rows, observedRows: filled, logitRows: r.baseAddress!,
                             logitRowCount: logitRowCount, logits: out.baseAddress!)
                     }
                 }
@@ -254,8 +312,9 @@ public final class PrefillEngine: @unchecked Sendable {
 }
 
 extension PrefillEngine: TransformerBackend {
-    /// y = x·Wᵀ, the output columns split across threads, one single-threaded sgemm each.
+    /// y = x·Wᵀ, the rows (whole units, see `rowUnit`) split across threads, one single-threaded sgemm each.
     func linear(_ p: LayerProjection, layer: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>) {
+        precondition(rows % rowUnit == 0, "linear: \(rows) rows are not whole units of \(rowUnit)")
         let w = model.weights.layers[layer][p]
         let weights = projections[layer][p.rawValue]
         let out = w.rows, inner = w.columns
@@ -274,24 +333,22 @@ extension PrefillEngine: TransformerBackend {
             }
             x = UnsafePointer(rounded)
         }
-        let parts = min(pool.threadCount, max(1, out / 64))
+        let units = rows / rowUnit, unit = rowUnit
+        let parts = min(pool.threadCount, units)
         pool.parallelFor(parts) { part in
-            let begin = out * part / parts / 16 * 16
-            let end = part == parts - 1 ? out : out * (part + 1) / parts / 16 * 16
-            guard end > begin else { return }
+            let begin = units * part / parts * unit, end = units * (part + 1) / parts * unit
             cblas_sgemm(
-                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(end - begin), Int32(inner),
-                1, x, Int32(inner), weights + begin * inner, Int32(inner), 0, y + begin, Int32(out))
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(end - begin), Int32(out), Int32(inner),
+                1, x + begin * inner, Int32(inner), weights, Int32(inner), 0, y + begin * out, Int32(out))
         }
     }
 
-    /// Stores every sequence's rows of K/V, then per sequence gathers each KV head's history to f32 and, per
-    /// (head, block of rows): S = scale · Q·Kᵀ (sgemm), causal (and sliding-window) softmax, O = S·V (sgemm).
+    /// Stores every sequence's rows of K/V, then per sequence attends (see `attend`); padding rows get zeros.
     func attention(
         layer: Int, q: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, rows n: Int,
         output: UnsafeMutablePointer<Float>
     ) {
-        let kvd = model.configuration.kvDimension
+        let kvd = model.configuration.kvDimension, qd = model.configuration.queryDimension
         for segment in segments {
             segment.table.withUnsafeBufferPointer { t in
                 for i in 0..<segment.count {
@@ -303,57 +360,80 @@ extension PrefillEngine: TransformerBackend {
             }
         }
         if let layerObserver {
-            for (index, segment) in segments.enumerated() where segment.completes { layerObserver(index, layer) }
+            for segment in segments where segment.completes { layerObserver(segment.chunk, layer) }
         }
-        for segment in segments { attend(segment, layer: layer, q: q, output: output) }
+        var filled = 0
+        for segment in segments {
+            (output + filled * qd).update(repeating: 0, count: (segment.row - filled) * qd)
+            attend(segment, layer: layer, q: q, output: output)
+            filled = segment.row + segment.count
+        }
+        (output + filled * qd).update(repeating: 0, count: (n - filled) * qd)
     }
 
+    /// One sequence's attention. Gathers each KV head's keys and values to f32 by position, zero from the
+    /// sequence's end to its last tile's; then per (head, block of `attentionTile` positions from a multiple of
+    /// it): the block's queries at their offsets in a zeroed tile, S = scale · Q·Kᵀ per key tile (sgemm), the
+    /// causal (and sliding-window) softmax of each of the sequence's rows, and O = Σ S·V over the tiles in order
+    /// (sgemm with beta 1). Keys past a row's position get probability 0, and their values are finite.
     private func attend(_ segment: Segment, layer: Int, q: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
         let c = model.configuration
         let hd = c.headDimension, qd = c.queryDimension
-        let first = segment.first, n = segment.count, total = first + n, context = maxContext
+        let tile = Self.attentionTile, stride = tiledContext * hd
+        let first = segment.first, total = first + segment.count
         let q = q + segment.row * qd, output = output + segment.row * qd
-        let access = self.access, keys = self.keys, values = self.values, scores = self.scores
-        let rowBlock = self.rowBlock
+        let access = self.access, keys = self.keys, values = self.values, scratch = attentionScratch
+        let firstBlock = first / tile, blocks = (total - 1) / tile - firstBlock + 1
+        let gatheredFrom = c.firstVisiblePosition(layer: layer, position: firstBlock * tile) / tile * tile
+        let keyEnd = (firstBlock + blocks) * tile
         segment.table.withUnsafeBufferPointer { t in
             let table = t.baseAddress!
             pool.parallelFor(c.kvHeadCount) { g in
-                access.gather(
-                    layer: layer, table: table, head: g, count: total,
-                    keys: keys + g * context * hd, values: values + g * context * hd)
+                let k = keys + g * stride, v = values + g * stride
+                access.gather(layer: layer, table: table, head: g, from: gatheredFrom, count: total, keys: k, values: v)
+                (k + total * hd).update(repeating: 0, count: (keyEnd - total) * hd)
+                (v + total * hd).update(repeating: 0, count: (keyEnd - total) * hd)
             }
         }
-        let blocks = (n + rowBlock - 1) / rowBlock
         let units = c.headCount * blocks
         let group = c.headCount / c.kvHeadCount
         let scale = c.attentionScale
         let threads = pool.threadCount
+        let perThread = tile * (tiledContext + 2 * hd)
         pool.parallelFor(threads) { thread in
-            let s = scores + thread * rowBlock * context
-            // Later row blocks see more keys: interleave units so threads get similar work.
-            for unit in stride(from: thread, to: units, by: threads) {
-                let h = unit % c.headCount, block = unit / c.headCount
-                let r0 = block * rowBlock, rb = min(rowBlock, n - r0)
-                // Keys the block's rows may see: from the first row's first visible position (0 unless the
-                // layer has a sliding window) to the last row's position.
-                let low = c.firstVisiblePosition(layer: layer, position: first + r0)
-                let visible = first + r0 + rb - low
-                let kh = keys + (h / group) * context * hd + low * hd, vh = values + (h / group) * context * hd + low * hd
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rb), Int32(visible), Int32(hd),
-                    scale, q + r0 * qd + h * hd, Int32(qd), kh, Int32(hd), 0, s, Int32(visible))
-                for i in 0..<rb {
-                    let row = s + i * visible
-                    let position = first + r0 + i  // causal: position p sees keys lo...p
-                    let lo = c.firstVisiblePosition(layer: layer, position: position) - low
-                    let last = position - low
+            let s = scratch + thread * perThread
+            let queries = s + tile * tiledContext, out = queries + tile * hd
+            // Later blocks see more keys: interleave units so threads get similar work.
+            for unit in Swift.stride(from: thread, to: units, by: threads) {
+                let h = unit % c.headCount, start = (firstBlock + unit / c.headCount) * tile
+                let low = max(first, start), high = min(total, start + tile)
+                queries.update(repeating: 0, count: tile * hd)
+                for p in low..<high { (queries + (p - start) * hd).update(from: q + (p - first) * qd + h * hd, count: hd) }
+                // Key tiles from the one holding the block's first visible position to the block's own.
+                let firstTile = c.firstVisiblePosition(layer: layer, position: start) / tile
+                let tiles = start / tile - firstTile + 1, width = tiles * tile
+                let kh = keys + (h / group) * stride + firstTile * tile * hd
+                let vh = values + (h / group) * stride + firstTile * tile * hd
+                for j in 0..<tiles {
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tile), Int32(tile), Int32(hd),
+                        scale, queries, Int32(hd), kh + j * tile * hd, Int32(hd), 0, s + j * tile, Int32(width))
+                }
+                for p in low..<high {
+                    let row = s + (p - start) * width
+                    // Causal: position p sees keys lo...p.
+                    let lo = c.firstVisiblePosition(layer: layer, position: p) - firstTile * tile
+                    let last = p - firstTile * tile
                     VectorMath.softmax(row + lo, count: last - lo + 1)
                     if lo > 0 { row.update(repeating: 0, count: lo) }
-                    if last + 1 < visible { (row + last + 1).update(repeating: 0, count: visible - last - 1) }
+                    if last + 1 < width { (row + last + 1).update(repeating: 0, count: width - last - 1) }
                 }
-                cblas_sgemm(
-                    CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rb), Int32(hd), Int32(visible),
-                    1, s, Int32(visible), vh, Int32(hd), 0, output + r0 * qd + h * hd, Int32(qd))
+                for j in 0..<tiles {
+                    cblas_sgemm(
+                        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tile), Int32(hd), Int32(tile),
+                        1, s + j * tile, Int32(width), vh + j * tile * hd, Int32(hd), j == 0 ? 0 : 1, out, Int32(hd))
+                }
+                for p in low..<high { (output + (p - first) * qd + h * hd).update(from: out + (p - start) * hd, count: hd) }
             }
         }
     }
@@ -382,8 +462,9 @@ public struct PrefillChunk: Sendable, Equatable {
 }
 
 extension PrefillEngine {
-    /// A chunk placed in the pass: its block table, first position and first row.
+    /// A chunk placed in a forward pass: its index in the run, block table, first position and first row.
     struct Segment {
+        var chunk: Int
         var table: [Int32]
         var first: Int
         var row: Int

@@ -293,18 +293,15 @@ public final class PagedKVCache: @unchecked Sendable {
     }
 
     /// Gives the empty sequence `seq` the longest indexed prefix of `tokens` whose blocks were entered under
-    /// `namespace(b)`, cut to a multiple of `granularity` tokens (a multiple of the block size) and to at most
-    /// `limit` tokens; returns how many tokens it now holds. Its next `append` starts after them.
+    /// `namespace(b)`, in whole blocks of at most `limit` tokens; returns how many tokens it now holds. Its next
+    /// `append` starts after them.
     public func adoptPrefix(
-        _ seq: SequenceID, tokens: [Int32], namespace: (Int) -> UInt64, granularity: Int, limit: Int
+        _ seq: SequenceID, tokens: [Int32], namespace: (Int) -> UInt64, limit: Int
     ) throws(InferenceError) -> Int {
         let sequence = try state(seq)
         let size = layout.blockSize
         guard sequence.tokenCount == 0, sequence.blocks.isEmpty else {
             throw InferenceError(.invalidArgument, "\(seq) already holds \(sequence.tokenCount) tokens: only an empty sequence adopts a prefix")
-        }
-        guard granularity >= size, granularity % size == 0 else {
-            throw InferenceError(.invalidArgument, "prefix granularity \(granularity) is not a multiple of the block size \(size)")
         }
         var found: [Int32] = []
         var parentHash: UInt64 = 0
@@ -321,7 +318,7 @@ public final class PagedKVCache: @unchecked Sendable {
             parentHash = hash
             parent = BlockReference(block: block, epoch: epochs[Int(block)])
         }
-        let keep = found.count / (granularity / size) * (granularity / size)
+        let keep = found.count
         guard keep > 0 else { return 0 }
         for block in found[..<keep] {
             if referenceCounts[Int(block)] == 0 { evictableCount -= 1 }

@@ -128,13 +128,16 @@ final class ForwardScratch {
 /// in `logitRows` (`logits[i × vocab]` for the i-th listed row). K/V of every row are stored by the backend.
 ///
 /// `tokens` must be valid ids and `positions` the rows' positions in their sequences; the engines check both.
+/// The activation observer sees the first `observedRows` rows (all by default): a prefill pass pads its rows
+/// (see `PrefillEngine`), and the padding after the last token is of no interest.
 func runForward<Backend: TransformerBackend>(
     model: TransformerModel, backend: Backend, scratch: ForwardScratch,
-    tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, rows: Int,
+    tokens: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, rows: Int, observedRows: Int? = nil,
     logitRows: UnsafePointer<Int32>, logitRowCount: Int, logits: UnsafeMutablePointer<Float>
 ) {
     let pass = ForwardPass(
-        model: model, backend: backend, s: scratch, tokens: tokens, positions: positions, n: rows)
+        model: model, backend: backend, s: scratch, tokens: tokens, positions: positions, n: rows,
+        observedRows: observedRows ?? rows)
     switch model.configuration.family {
     case .llama, .qwen2: Llama.forward(pass, logitRows: logitRows, logitRowCount: logitRowCount, logits: logits)
     case .qwen3: Qwen3.forward(pass, logitRows: logitRows, logitRowCount: logitRowCount, logits: logits)
@@ -150,6 +153,8 @@ struct ForwardPass<Backend: TransformerBackend> {
     let tokens: UnsafePointer<Int32>
     let positions: UnsafePointer<Int32>
     let n: Int
+    /// Rows shown to the activation observer (a prefix of the `n`).
+    let observedRows: Int
 
     var c: ModelConfiguration { model.configuration }
     var w: ModelWeights { model.weights }
@@ -159,7 +164,7 @@ struct ForwardPass<Backend: TransformerBackend> {
     @inline(__always)
     func observe(_ name: @autoclosure () -> String, _ p: UnsafeMutablePointer<Float>, width: Int, rows: Int? = nil) {
         guard let observer = backend.activationObserver else { return }
-        let rows = rows ?? n
+        let rows = rows ?? observedRows
         observer(Activation(name: name(), rows: rows, width: width, values: UnsafeBufferPointer(start: p, count: rows * width)))
     }
 

@@ -41,9 +41,3 @@ func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
     for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
     return worst
 }
-
-/// Mean |a - b| over two equally long vectors.
-func meanAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
-    precondition(a.count == b.count && !a.isEmpty)
-    return zip(a, b).reduce(Float(0)) { $0 + abs($1.0 - $1.1) } / Float(a.count)
-}

@@ -46,8 +46,8 @@ struct PrefixCachingTests {
         #expect(await S.allFree(cached), "cached blocks count as free")
     }
 
-    @Test("on the prefill path only whole passes are reused, and the rest equals a miss bit for bit")
-    func prefillPathReusesWholePasses() async throws {
+    @Test("on the prefill path every whole cached block is reused, and the rest equals a miss bit for bit")
+    func prefillPathReusesWholeBlocks() async throws {
         let base = try S.prompt(String(repeating: "The committee reviewed the quarterly figures and asked each team to explain. ", count: 50))
         #expect(base.count > 560)
         let first = Array(base[..<540]), second = Array(base[..<530]) + (try S.prompt(" Summarize the meeting."))
@@ -62,8 +62,9 @@ struct PrefixCachingTests {
         defer { cached.shutdown() }
         let hits = try await Self.run(cached, states)
         #expect(hits == misses)
-        // b reuses the first pass of a (512 tokens); c, shorter than a pass, reuses nothing.
-        #expect(cached.load.cachedPromptTokens == 512)
+        // b shares 530 tokens with a and reuses 33 of a's blocks (528 tokens, not a whole 512-token pass and the
+        // start of the next); c, shorter than a pass, reuses 31 (496 tokens, one short of its last).
+        #expect(cached.load.cachedPromptTokens == 528 + 496)
     }
 
     @Test("under cache pressure old prefixes are evicted and every request still runs")

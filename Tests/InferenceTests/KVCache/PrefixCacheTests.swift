@@ -24,7 +24,7 @@ struct PrefixCacheTests {
         #expect(cache.freeBlockCount == 8, "cached blocks count as free")
 
         let next = cache.createSequence()
-        let adopted = try cache.adoptPrefix(next, tokens: Array(1...8) + [99, 98, 97], namespace: Self.one, granularity: 4, limit: 10)
+        let adopted = try cache.adoptPrefix(next, tokens: Array(1...8) + [99, 98, 97], namespace: Self.one, limit: 10)
         #expect(adopted == 8)
         #expect(try cache.tokenCount(next) == 8)
         for position in 0..<8 { #expect(try cache.holds(next, position: position, tag: Float(position))) }
@@ -32,19 +32,19 @@ struct PrefixCacheTests {
         // The next append writes fresh blocks, never the shared ones.
         try cache.appendFilled(next, count: 3, firstTag: 50)
         let other = cache.createSequence()
-        #expect(try cache.adoptPrefix(other, tokens: tokens, namespace: Self.one, granularity: 4, limit: 10) == 8)
+        #expect(try cache.adoptPrefix(other, tokens: tokens, namespace: Self.one, limit: 10) == 8)
         for position in 0..<8 { #expect(try cache.holds(other, position: position, tag: Float(position))) }
     }
 
-    @Test("a different token, namespace, a limit or the granularity cut the adopted prefix")
+    @Test("a different token, namespace or a limit cut the adopted prefix")
     func matchesAreExact() throws {
         let cache = try PagedKVCache(layout: .smallF32(), blockCount: 8)
         let tokens: [Int32] = Array(1...12)
         try Self.cached(cache, tokens)
-        func adopt(_ tokens: [Int32], namespace: @escaping @Sendable (Int) -> UInt64 = Self.one, granularity: Int = 4, limit: Int = 100) throws -> Int {
+        func adopt(_ tokens: [Int32], namespace: @escaping @Sendable (Int) -> UInt64 = Self.one, limit: Int = 100) throws -> Int {
             let seq = cache.createSequence()
             defer { cache.free(seq) }
-            return try cache.adoptPrefix(seq, tokens: tokens, namespace: namespace, granularity: granularity, limit: limit)
+            return try cache.adoptPrefix(seq, tokens: tokens, namespace: namespace, limit: limit)
         }
         #expect(try adopt(tokens) == 12)
         #expect(try adopt([1, 2, 3, 4, 5, 0, 7, 8, 9, 10, 11, 12]) == 4, "a changed token in block 1 stops the match there")
@@ -52,10 +52,7 @@ struct PrefixCacheTests {
         #expect(try adopt(tokens, namespace: { _ in 2 }) == 0, "KV computed another way never stands in")
         #expect(try adopt(tokens, namespace: { $0 < 2 ? 1 : 2 }) == 8)
         #expect(try adopt(tokens, limit: 11) == 8, "at most the limit, in whole blocks")
-        #expect(try adopt(tokens, granularity: 8) == 8)
-        #expect(try adopt(Array(1...7), granularity: 8) == 0)
-        let error = #expect(throws: InferenceError.self) { _ = try adopt(tokens, granularity: 6) }
-        #expect(error?.message.contains("granularity 6") == true)
+        #expect(try adopt(Array(1...7)) == 4, "a partial block is not adopted")
     }
 
     @Test("when room is needed the least recently used cached block goes first, never one in use")
@@ -65,10 +62,10 @@ struct PrefixCacheTests {
         try Self.cached(cache, [5, 6, 7, 8])  // block B
         // Touch A: adopted and released again, so B is now the older one.
         let touch = cache.createSequence()
-        #expect(try cache.adoptPrefix(touch, tokens: [1, 2, 3, 4, 0], namespace: Self.one, granularity: 4, limit: 4) == 4)
+        #expect(try cache.adoptPrefix(touch, tokens: [1, 2, 3, 4, 0], namespace: Self.one, limit: 4) == 4)
         cache.free(touch)
         let holder = cache.createSequence()
-        #expect(try cache.adoptPrefix(holder, tokens: [1, 2, 3, 4], namespace: Self.one, granularity: 4, limit: 4) == 4)
+        #expect(try cache.adoptPrefix(holder, tokens: [1, 2, 3, 4], namespace: Self.one, limit: 4) == 4)
         // Two free blocks and B: three blocks fit, taking B; A is in use and stays.
         let big = cache.createSequence()
         try cache.appendFilled(big, count: 12, firstTag: 100)
@@ -76,7 +73,7 @@ struct PrefixCacheTests {
         #expect(throws: InferenceError.self) { try cache.append(big, count: 1) }
         cache.free(big)
         let probe = cache.createSequence()
-        #expect(try cache.adoptPrefix(probe, tokens: [5, 6, 7, 8], namespace: Self.one, granularity: 4, limit: 4) == 0, "B was evicted")
+        #expect(try cache.adoptPrefix(probe, tokens: [5, 6, 7, 8], namespace: Self.one, limit: 4) == 0, "B was evicted")
         #expect(try cache.holds(holder, position: 0, tag: 0), "A's KV was never overwritten")
         cache.free(probe)
         cache.free(holder)
@@ -89,7 +86,7 @@ struct PrefixCacheTests {
         try Self.cached(cache, Array(1...8))  // parent P (tokens 1-4), child C (5-8)
         // Evict P only: hold C, fill the rest.
         let holdChild = cache.createSequence()
-        #expect(try cache.adoptPrefix(holdChild, tokens: Array(1...8), namespace: Self.one, granularity: 4, limit: 8) == 8)
+        #expect(try cache.adoptPrefix(holdChild, tokens: Array(1...8), namespace: Self.one, limit: 8) == 8)
         cache.free(holdChild)
         let filler = cache.createSequence()
         // Three blocks needed: the free one, then P and C (P released first, so evicted first).
@@ -102,14 +99,14 @@ struct PrefixCacheTests {
         try cache.registerPrefix(again, tokens: Array(1...4), namespace: Self.one)
         cache.free(again)
         let probe = cache.createSequence()
-        #expect(try cache.adoptPrefix(probe, tokens: Array(1...8), namespace: Self.one, granularity: 4, limit: 8) == 4)
+        #expect(try cache.adoptPrefix(probe, tokens: Array(1...8), namespace: Self.one, limit: 8) == 4)
         #expect(try cache.holds(probe, position: 0, tag: 300))
         // Computing 5-8 after the new P replaces the stale child in the index.
         try cache.appendFilled(probe, count: 4, firstTag: 400)
         try cache.registerPrefix(probe, tokens: Array(1...8), namespace: Self.one)
         cache.free(probe)
         let last = cache.createSequence()
-        #expect(try cache.adoptPrefix(last, tokens: Array(1...8), namespace: Self.one, granularity: 4, limit: 8) == 8)
+        #expect(try cache.adoptPrefix(last, tokens: Array(1...8), namespace: Self.one, limit: 8) == 8)
         #expect(try cache.holds(last, position: 4, tag: 400))
     }
 
@@ -119,7 +116,7 @@ struct PrefixCacheTests {
         try Self.cached(cache, Array(1...8))
         for _ in 0..<1000 {
             let seq = cache.createSequence()
-            #expect(try cache.adoptPrefix(seq, tokens: Array(1...9), namespace: Self.one, granularity: 4, limit: 8) == 8)
+            #expect(try cache.adoptPrefix(seq, tokens: Array(1...9), namespace: Self.one, limit: 8) == 8)
             cache.free(seq)
         }
         #expect(cache.evictionBacklog <= 2 * 4 + 64 + 2)
@@ -134,7 +131,7 @@ struct PrefixCacheTests {
         let forged = PagedKVCache.blockHash(parent: 0, namespace: 1, tokens: [9, 9, 9, 9] as [Int32])
         cache.forgeIndexEntry(hash: forged, asHashOf: [1, 2, 3, 4])
         let seq = cache.createSequence()
-        #expect(try cache.adoptPrefix(seq, tokens: [9, 9, 9, 9, 1], namespace: Self.one, granularity: 4, limit: 4) == 0)
+        #expect(try cache.adoptPrefix(seq, tokens: [9, 9, 9, 9, 1], namespace: Self.one, limit: 4) == 0)
     }
 
     @Test("shared and indexed blocks are never import targets, and a truncated indexed block leaves the index")
@@ -149,7 +146,7 @@ struct PrefixCacheTests {
         try cache.appendFilled(seq, count: 2, firstTag: 60)
         cache.free(seq)
         let probe = cache.createSequence()
-        #expect(try cache.adoptPrefix(probe, tokens: Array(1...8), namespace: Self.one, granularity: 4, limit: 8) == 4)
+        #expect(try cache.adoptPrefix(probe, tokens: Array(1...8), namespace: Self.one, limit: 8) == 4)
     }
 }
 
