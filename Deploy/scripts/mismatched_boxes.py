@@ -160,6 +160,17 @@ def goodput_of(report):
     return summary.get("goodput"), summary
 
 
+def decode_shares(before, after):
+    """Requests each decode worker took between two readings of the router's metrics
+    (`baton_router_worker_requests_total{role="decode",…}`)."""
+    shares = {}
+    for key, value in after.items():
+        if key.startswith("baton_router_worker_requests_total") and 'role="decode"' in key:
+            worker = key.split('worker="')[1].split('"')[0]
+            shares[worker] = int(value - before.get(key, 0))
+    return shares
+
+
 def last_json(text):
     for line in reversed(text.strip().splitlines()):
         if line.startswith("{"):
@@ -269,6 +280,7 @@ def main():
             for label, text in variants:
                 cluster.set_policy(text)
                 load = os.getloadavg()[0]
+                before = cluster.metrics()
                 result = subprocess.run(
                     [baton, "bench", "serve", "--url", url, "--preset", args.preset, "--rate", str(args.rate),
                      "--requests", str(args.requests), "--slo", args.slo, "--seed", str(args.seed + round_index),
@@ -276,10 +288,12 @@ def main():
                 if result.returncode != 0:
                     raise RuntimeError(f"bench serve failed: {result.stderr[-2000:]}")
                 goodput, summary = goodput_of(last_json(result.stdout))
+                shares = decode_shares(before, cluster.metrics())
                 runs.append({"round": round_index, "policy": label, "load_average": load, "goodput": goodput,
-                             "summary": summary})
+                             "decode_requests": shares, "summary": summary})
                 if not args.json:
-                    print(f"measured {label:12s} (load {load:.1f}): {line(summary)}")
+                    took = ", ".join(f"{name} {count}" for name, count in sorted(shares.items()))
+                    print(f"measured {label:12s} (load {load:.1f}): {line(summary)}; decode requests: {took}")
 
         simulated = []
         if not os.path.exists(args.costs):
