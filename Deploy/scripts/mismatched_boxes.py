@@ -32,6 +32,7 @@ Usage: python3 Deploy/scripts/mismatched_boxes.py [--baton PATH] [--rate 1] [--r
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -352,6 +353,8 @@ def main():
                 pass
         if args.keep:
             print(f"logs kept in {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
