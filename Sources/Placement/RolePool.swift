@@ -9,9 +9,10 @@ struct RolePool {
 
     let role: WorkerRole
     private(set) var eligible: [Scored] = []
+    /// Excluded and overloaded workers with their reasons; kept only when explaining.
     private var rejected: [(worker: ClusterState.Worker, outcome: Decision.Candidate.Outcome, reasons: [String])] = []
     private var sampled: Set<String>?
-    var overloadedCount: Int { rejected.filter { $0.outcome == .overloaded }.count }
+    private(set) var overloadedCount = 0
 
     /// - Parameters:
     ///   - checksTTFT: whether this role's worker produces the first token (prefill, or decode in decode-only
@@ -24,8 +25,9 @@ struct RolePool {
         let pool = role == .prefill ? policy.prefill : policy.decode
         let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
         let key = role.rawValue
-        var passing: [ClusterState.Worker] = []
-        for worker in workers {
+        // Indices into `workers`: copying a thousand members' values (and sorting them) was most of a placement.
+        var passing: [Int] = []
+        for (index, worker) in workers.enumerated() {
             let profile = worker.profile
             var reasons: [String] = []
             func reason(_ text: @autoclosure () -> String) { reasons.append(explains ? text() : "") }
@@ -55,7 +57,7 @@ struct RolePool {
                     + "\(ByteCount.format(pool.minFreeMemoryBytes))")
             }
             if !reasons.isEmpty {
-                rejected.append((worker, .excluded, reasons))
+                if explains { rejected.append((worker, .excluded, reasons)) }
                 continue
             }
             let load = worker.load
@@ -79,27 +81,29 @@ struct RolePool {
                     + "with \(load.activeSequences) active")
             }
             if !reasons.isEmpty {
-                rejected.append((worker, .overloaded, reasons))
+                overloadedCount += 1
+                if explains { rejected.append((worker, .overloaded, reasons)) }
                 continue
             }
-            passing.append(worker)
+            passing.append(index)
         }
 
-        let bestCompute = passing.map(\.profile.sgemmGFLOPS).max() ?? 0
-        let bestBandwidth = passing.map(\.profile.memoryReadGBps).max() ?? 0
-        eligible = passing.map { worker in
+        let bestCompute = passing.map { workers[$0].profile.sgemmGFLOPS }.max() ?? 0
+        let bestBandwidth = passing.map { workers[$0].profile.memoryReadGBps }.max() ?? 0
+        let scores = passing.map { index in
+            let worker = workers[index]
             let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
             let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
             let load = Self.load(worker.load, pending: worker.pending, maxQueueDepth: policy.slo.maxQueueDepth)
             let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
-            return Scored(worker: worker, score: Decision.Score(compute: compute, bandwidth: bandwidth, load: load,
-                                                                score: score))
+            return Decision.Score(compute: compute, bandwidth: bandwidth, load: load, score: score)
         }
-        eligible.sort { a, b in
-            if a.score.score != b.score.score { return a.score.score > b.score.score }
-            if a.score.load != b.score.load { return a.score.load < b.score.load }
-            return a.worker.name < b.worker.name
+        let order = scores.indices.sorted { a, b in
+            if scores[a].score != scores[b].score { return scores[a].score > scores[b].score }
+            if scores[a].load != scores[b].load { return scores[a].load < scores[b].load }
+            return workers[passing[a]].name < workers[passing[b]].name
         }
+        eligible = order.map { Scored(worker: workers[passing[$0]], score: scores[$0]) }
     }
 
     /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Requests
