@@ -71,10 +71,11 @@ public enum TTFTBenchmark {
         var colocatedSettings = DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context)
         colocatedSettings.prefillWeights = weights
         let colocated = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: colocatedSettings)
-        let decode = try DecodeScheduler(
-            model: model, tokenizer: tokenizer,
-            configuration: DecodeScheduler.Configuration(
-                kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context, prefillEngine: false))
+        // The decode side keeps no prefixes: every hand-off carries the whole prompt, which is what is measured.
+        var decodeSettings = DecodeScheduler.Configuration(
+            kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context, prefillEngine: false)
+        decodeSettings.prefixCaching = false
+        let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: decodeSettings)
         colocated.start()
         decode.start()
         defer {

@@ -281,6 +281,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         }
 
         let prefill = open.prefillHere ? nil : choice.prefill
+        var decodeHolds = 0
         let generation = RemoteGeneration(
             requestID: request.id, decodeWorker: decode.name, prefillWorker: prefill?.name, messages: opened.messages,
             cancelDecode: opened.cancel, tokenTimeout: configuration.tokenTimeout)
@@ -288,6 +289,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         do throws(GenerationError) {
             switch try await generation.nextMessage()?.event {
             case .opened(let event):
+                // The prompt positions the decode worker holds in its prefix cache: the prefill worker ships the rest.
+                decodeHolds = Int(event.cachedPromptTokens)
                 // Waiting for room was waiting; from here on the work must progress.
                 generation.opened(
                     promptPath: PromptPath(proto: event.promptPath),
@@ -303,8 +306,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         countWorkerRequest(worker: decode.name, role: "decode")
         if let prefill {
             countWorkerRequest(worker: prefill.name, role: "prefill")
-            generation.startPrefill {
-                await self.submitPrefill(request, to: prefill, decode: decode)
+            generation.startPrefill { [decodeHolds] in
+                await self.submitPrefill(request, to: prefill, decode: decode, decodeHolds: decodeHolds)
             }
         }
         return generation
@@ -339,11 +342,12 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, decodeHolds: Int
     ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
         submit.promptTokens = request.prompt
+        submit.decodeCachedTokens = UInt32(clamping: decodeHolds)
         var address = Baton_V1_WorkerAddress()
         address.host = decode.address.host
         address.port = UInt32(clamping: decode.address.port)
@@ -363,7 +367,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
                 return Self.refusal(status: response.status, body: response.body, worker: prefill.name).error
             }
             if let result = try? Baton_V1_SubmitPrefillResponse(serializedBytes: response.body) {
-                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name)")
+                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name) (\(result.kvBytesNotSent) bytes held by the decode worker)")
             }
             return nil
         } catch {
@@ -616,7 +620,8 @@ private final class RemoteGeneration: @unchecked Sendable {
                 if finished.transport != .unspecified {
                     handoff = KVHandoffSummary(
                         transport: finished.transport.name, bytes: Int(finished.kvBytes),
-                        seconds: Double(finished.kvTransferMs) / 1000)
+                        seconds: Double(finished.kvTransferMs) / 1000, cachedTokens: Int(finished.kvCachedTokens),
+                        bytesNotShipped: Int(finished.kvBytesNotShipped))
                 }
                 return .finished(
                     GenerationSummary(

@@ -22,6 +22,9 @@ final class PrefillBatcher: @unchecked Sendable {
         let queue: LayerQueue
         let started: ContinuousClock.Instant
         let blocks: Int
+        /// The first position whose KV goes to the decode worker (it holds the ones before): the whole prompt is
+        /// computed, only its blocks from here on are sent.
+        let sendFrom: Int
         /// Lane thread only from here on.
         var sequence: SequenceID?
         var progress = 0
@@ -29,11 +32,12 @@ final class PrefillBatcher: @unchecked Sendable {
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
-        init(prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int) {
+        init(prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int, sendFrom: Int = 0) {
             self.prompt = prompt
             self.queue = queue
             self.started = started
             self.blocks = blocks
+            self.sendFrom = sendFrom
         }
     }
 
@@ -205,11 +209,11 @@ final class PrefillBatcher: @unchecked Sendable {
             let logits = try engine.run(chunks) { index, layer in
                 let job = members[index]
                 job.queue.put {
-                    if let slices = try? cache.importTarget(job.sequence!, layer: layer) {
+                    if let slices = try? cache.importTarget(job.sequence!, layer: layer, from: job.sendFrom) {
                         return .layer(layer, .inPlace(slices.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.byteCount) }))
                     }
                     // Blocks shared with another sequence: send a copy.
-                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer))) } catch {
+                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer, from: job.sendFrom))) } catch {
                         return .failed(WorkerError(.inference, "could not export layer \(layer)", cause: error))
                     }
                 }

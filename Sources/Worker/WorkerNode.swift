@@ -29,7 +29,8 @@ public final class WorkerNode: Service, Sendable {
         /// Most sequences per decode step.
         public var maxBatch: Int = 8
         /// KV blocks: for a decode worker its scheduler's (default room for `maxBatch` full contexts), for a
-        /// prefill-only worker the prefill cache's (default one full context).
+        /// prefill-only worker the prefill cache's (default one full context; with prefix caching, `maxBatch` of
+        /// them: what the prompts of that many conversations leave cached, committed by the OS only as it fills).
         public var kvBlocks: Int?
         public var listenHost: String
         /// 0: any free port (`WorkerNode.port` tells which).
@@ -59,6 +60,9 @@ public final class WorkerNode: Service, Sendable {
         /// Whether prompts start from the longest prefix of them this worker's cache still holds (see
         /// `DecodeScheduler.Configuration.prefixCaching`; the prefill queue reuses whole passes the same way).
         public var prefixCaching = true
+        /// Rows of a prefill pass, on the prefill queue and in the decode scheduler (whose cached prefixes of KV that
+        /// arrives by transfer are reused in whole passes of this size: every worker of a cluster uses the same).
+        public var prefillChunkSize = 512
 
         public init(
             name: String, roles: Set<WorkerRole>, threads: Int, context: Int, listenHost: String, listenPort: Int,
@@ -111,6 +115,7 @@ public final class WorkerNode: Service, Sendable {
             settings.prefillWeights = weights
             settings.maxQueued = configuration.maxQueued
             settings.prefixCaching = configuration.prefixCaching
+            settings.prefillChunkSize = configuration.prefillChunkSize
             let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: settings)
             decode.start()
             scheduler = decode
@@ -119,10 +124,12 @@ public final class WorkerNode: Service, Sendable {
         }
         if prefills {
             // Room for one full context, or for many shorter prompts batched into shared passes.
-            let blocks = decodes ? contextBlocks + 1 : configuration.kvBlocks ?? contextBlocks + 1
+            let blocks = decodes
+                ? contextBlocks + 1
+                : configuration.kvBlocks ?? (configuration.prefixCaching ? configuration.maxBatch * contextBlocks + 1 : contextBlocks + 1)
             let engine = try PrefillEngine(
                 model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
-                maxContext: contextLength, weights: weights)
+                chunkSize: configuration.prefillChunkSize, maxContext: contextLength, weights: weights)
             prefill = PrefillService(
                 shipper: try PrefillKVShipper(
                     engine: engine, identity: identity, batchesPrompts: configuration.batchesPrompts,

@@ -40,7 +40,8 @@ final class WorkerPair: @unchecked Sendable {
     ///   - maxQueued: generations that may wait for room on the decode worker.
     init(
         kvBlocks: Int = 64, maxBatch: Int = 8, sharedMemory: Bool = true, decodeRoles: Set<WorkerRole> = [.decode],
-        maxQueued: Int = 256, maximumTransferTimeout: Duration = .seconds(600), peerKVShare: Double = 1
+        maxQueued: Int = 256, maximumTransferTimeout: Duration = .seconds(600), peerKVShare: Double = 1,
+        prefillChunkSize: Int = 512
     ) async throws {
         fixture = try HandoffFixture.get()
         var logger = Logger(label: "test.worker")
@@ -55,6 +56,7 @@ final class WorkerPair: @unchecked Sendable {
         decodeSettings.drainTimeout = .seconds(5)
         decodeSettings.maximumTransferTimeout = maximumTransferTimeout
         decodeSettings.peerKVShare = peerKVShare
+        decodeSettings.prefillChunkSize = prefillChunkSize
         decodeNode = try await WorkerNode(model: fixture.model, tokenizer: fixture.tokenizer, configuration: decodeSettings, logger: logger)
 
         var transport = KVTransportConfiguration(tls: try Self.tls("prefill-0", [.prefill]))
@@ -63,6 +65,7 @@ final class WorkerPair: @unchecked Sendable {
             name: "prefill-0", roles: [.prefill], threads: 2, context: HandoffFixture.context, listenHost: "127.0.0.1",
             listenPort: 0, transport: transport)
         prefillSettings.drainTimeout = .seconds(5)
+        prefillSettings.prefillChunkSize = prefillChunkSize
         prefillNode = try await WorkerNode(model: fixture.model, tokenizer: fixture.tokenizer, configuration: prefillSettings, logger: logger)
         running = [Task { [decodeNode] in try await decodeNode.run() }, Task { [prefillNode] in try await prefillNode.run() }]
 
@@ -84,6 +87,8 @@ final class WorkerPair: @unchecked Sendable {
     /// What one request produced.
     struct Outcome {
         var opened = false
+        /// The prompt positions the decode worker said it holds (and the prefill worker was told).
+        var cachedPromptTokens = 0
         var tokens: [Int32] = []
         var generated: [GeneratedToken] = []
         var finished: Baton_V1_DecodeFinished?
@@ -136,10 +141,12 @@ final class WorkerPair: @unchecked Sendable {
         for try await bytes in stream.messages {
             let event = try Baton_V1_DecodeEvent(serializedBytes: bytes)
             switch event.event {
-            case .opened:
+            case .opened(let opened):
                 outcome.opened = true
+                outcome.cachedPromptTokens = Int(opened.cachedPromptTokens)
                 if !prefillHere {
-                    let request = prefillRequest(state.request.id, prompt: state.request.prompt)
+                    var request = prefillRequest(state.request.id, prompt: state.request.prompt)
+                    request.decodeCachedTokens = opened.cachedPromptTokens
                     submission = Task { try await self.submitPrefill(request) }
                 }
             case .token(let token):

@@ -44,12 +44,16 @@ final class HandoffFixture: @unchecked Sendable {
         reference.start()
     }
 
-    /// A fresh decode worker's scheduler (decode-only, `blocks` blocks) and its KV receive path.
-    func decodeWorker(blocks: Int = 32) throws -> (scheduler: DecodeScheduler, receiver: SchedulerKVReceiver) {
-        let scheduler = try DecodeScheduler(
-            model: model, tokenizer: tokenizer,
-            configuration: DecodeScheduler.Configuration(
-                kvBlocks: blocks, maxBatch: 8, threads: 2, maxContext: Self.context, prefillEngine: false))
+    /// A fresh decode worker's scheduler (decode-only, `blocks` blocks, expecting prefill passes of
+    /// `prefillChunkSize`) and its KV receive path.
+    func decodeWorker(
+        blocks: Int = 32, prefillChunkSize: Int = 512, prefixCaching: Bool = true
+    ) throws -> (scheduler: DecodeScheduler, receiver: SchedulerKVReceiver) {
+        var configuration = DecodeScheduler.Configuration(
+            kvBlocks: blocks, maxBatch: 8, threads: 2, maxContext: Self.context, prefillEngine: false)
+        configuration.prefillChunkSize = prefillChunkSize
+        configuration.prefixCaching = prefixCaching
+        let scheduler = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: configuration)
         scheduler.start()
         return (scheduler, try SchedulerKVReceiver(scheduler: scheduler, identity: identity))
     }

@@ -280,6 +280,9 @@ public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
   /// 0 = worker default
   public var deadlineMs: UInt32 = 0
 
+  /// the decode worker holds the KV of the prompt's first N positions already
+  public var decodeCachedTokens: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -303,6 +306,9 @@ public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
   public var prefillMs: UInt32 = 0
 
   public var transferMs: UInt32 = 0
+
+  /// the bytes of the positions the decode worker held (decode_cached_tokens)
+  public var kvBytesNotSent: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -357,6 +363,9 @@ public nonisolated struct Baton_V1_DecodeOpened: Sendable {
 
   /// how this worker computes (or takes) the prompt's KV
   public var promptPath: Baton_V1_PromptPath = .unspecified
+
+  /// a transfer: the prompt's first N positions' KV is in this worker's prefix cache
+  public var cachedPromptTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -435,6 +444,12 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
   public var kvBytes: UInt64 = 0
 
   public var kvTransferMs: UInt32 = 0
+
+  /// prompt positions whose KV this worker held instead of receiving
+  public var kvCachedTokens: UInt32 = 0
+
+  /// their bytes: what the transfer did not carry thanks to this worker's cache
+  public var kvBytesNotShipped: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -956,7 +971,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{3}decode_cached_tokens\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -968,6 +983,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
       case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.promptTokens) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.decodeCachedTokens) }()
       default: break
       }
     }
@@ -990,6 +1006,9 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if self.deadlineMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
     }
+    if self.decodeCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.decodeCachedTokens, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -998,6 +1017,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if lhs.promptTokens != rhs.promptTokens {return false}
     if lhs._decodeWorker != rhs._decodeWorker {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.decodeCachedTokens != rhs.decodeCachedTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1005,7 +1025,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{3}kv_bytes_not_sent\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1019,6 +1039,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
       case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.prefillMs) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotSent) }()
       default: break
       }
     }
@@ -1043,6 +1064,9 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if self.transferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 7)
     }
+    if self.kvBytesNotSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotSent, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1053,6 +1077,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if lhs.transport != rhs.transport {return false}
     if lhs.prefillMs != rhs.prefillMs {return false}
     if lhs.transferMs != rhs.transferMs {return false}
+    if lhs.kvBytesNotSent != rhs.kvBytesNotSent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1114,7 +1139,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeOpened"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0\u{3}cached_prompt_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1125,6 +1150,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.worker) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.promptPath) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.cachedPromptTokens) }()
       default: break
       }
     }
@@ -1140,6 +1166,9 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if self.promptPath != .unspecified {
       try visitor.visitSingularEnumField(value: self.promptPath, fieldNumber: 3)
     }
+    if self.cachedPromptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cachedPromptTokens, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1147,6 +1176,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if lhs.requestID != rhs.requestID {return false}
     if lhs.worker != rhs.worker {return false}
     if lhs.promptPath != rhs.promptPath {return false}
+    if lhs.cachedPromptTokens != rhs.cachedPromptTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1238,7 +1268,7 @@ nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeFinished"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0\u{3}kv_cached_tokens\0\u{3}kv_bytes_not_shipped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1252,6 +1282,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytes) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.kvTransferMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.kvCachedTokens) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotShipped) }()
       default: break
       }
     }
@@ -1276,6 +1308,12 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if self.kvTransferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.kvTransferMs, fieldNumber: 6)
     }
+    if self.kvCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvCachedTokens, fieldNumber: 7)
+    }
+    if self.kvBytesNotShipped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotShipped, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1286,6 +1324,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if lhs.transport != rhs.transport {return false}
     if lhs.kvBytes != rhs.kvBytes {return false}
     if lhs.kvTransferMs != rhs.kvTransferMs {return false}
+    if lhs.kvCachedTokens != rhs.kvCachedTokens {return false}
+    if lhs.kvBytesNotShipped != rhs.kvBytesNotShipped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

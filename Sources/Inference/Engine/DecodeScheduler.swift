@@ -51,6 +51,11 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// (where sgemm rounds a row differently with the rows beside it) only whole prefill passes are, so the
         /// rest runs in the very passes a miss would run.
         public var prefixCaching = true
+        /// Rows of a prefill pass: this scheduler's prefill engine's, and what it assumes of the prefill workers
+        /// whose KV it receives. A prompt arriving by transfer starts from the longest prefix of it this cache holds
+        /// in whole passes (the bits a prefill worker's own pass computes, however long the prompt that ran it),
+        /// and only the rest travels.
+        public var prefillChunkSize = 512
 
         public init(
             kvBlocks: Int, maxBatch: Int = 8, threads: Int = 1, maxContext: Int? = nil, prefillEngine: Bool = true
@@ -87,9 +92,14 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var totalBlocks: Int
         /// The most rows one decode step has run since the start.
         public var largestBatch: Int
-        /// Prompt tokens computed here since the start, and how many of them came from the prefix cache instead.
+        /// Prompt tokens computed here or received since the start, and how many of them came from the prefix cache
+        /// instead.
         public var promptTokens: Int
         public var cachedPromptTokens: Int
+        /// KV bytes transfers landed here since the start, and the bytes of the prompt positions this cache held
+        /// instead (what the transfers did not carry).
+        public var kvBytesReceived: Int
+        public var kvBytesNotShipped: Int
         /// Generations that ended since the start: finished normally, cancelled, or failed otherwise.
         public var finished: Int
         public var cancelled: Int
@@ -119,7 +129,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     /// Signalled when work arrives, a transfer progresses, a generation is cancelled, or on shutdown.
     private let wake = NSCondition()
-    private let counters = Mutex(Counters())
+    fileprivate let counters = Mutex(Counters())
 
     // Scheduler thread only.
     private var queued: [Job] = []
@@ -132,7 +142,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private var stepInputs: [DecodeInput] = []
     private var largestBatch = 0
 
-    private struct Counters {
+    fileprivate struct Counters {
         var queued = 0
         var waitingTransfers = 0
         var active = 0
@@ -142,6 +152,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         var largestBatch = 0
         var promptTokens = 0
         var cachedPromptTokens = 0
+        var kvBytesReceived = 0
+        var kvBytesNotShipped = 0
         var finished = 0
         var cancelled = 0
         var failed = 0
@@ -166,8 +178,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             maxContext: configuration.maxContext)
         prefill = configuration.prefillEngine
             ? try PrefillEngine(
-                model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
-                weights: configuration.prefillWeights)
+                model: model, cache: cache, threads: configuration.threads, chunkSize: configuration.prefillChunkSize,
+                maxContext: configuration.maxContext, weights: configuration.prefillWeights)
             : nil
         self.model = model
         self.tokenizer = tokenizer
@@ -193,7 +205,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             Load(
                 waiting: c.queued + c.waitingTransfers, active: c.active, uncommittedBlocks: c.uncommitted,
                 freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, promptTokens: c.promptTokens,
-                cachedPromptTokens: c.cachedPromptTokens, finished: c.finished,
+                cachedPromptTokens: c.cachedPromptTokens, kvBytesReceived: c.kvBytesReceived,
+                kvBytesNotShipped: c.kvBytesNotShipped, finished: c.finished,
                 cancelled: c.cancelled, failed: c.failed)
         }
     }
@@ -310,10 +323,23 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
 
     // MARK: - KV arrivals (transport threads)
 
-    /// The KV of `requestID`'s prompt (`tokenCount` tokens) starts arriving over `transport` (its name as logs and
-    /// metrics show it). Throws `.invalidArgument` when no admitted generation here waits for it, or it has another
-    /// prompt length.
-    public func beginArrival(requestID: String, tokenCount: Int, transport: String) throws(InferenceError) -> KVArrival {
+    /// Where a transfer into `requestID`'s blocks must start: the prompt positions before it came from this cache's
+    /// prefix index when the generation was admitted, and stay held for it (never evicted meanwhile); 0 when the
+    /// whole prompt must arrive. Nil when no admitted generation here waits for its KV.
+    public func transferStart(requestID: String) -> Int? {
+        guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else { return nil }
+        guard case .awaiting = job.transfer.withLock({ $0 }) else { return nil }
+        return job.cachedPromptTokens.load(ordering: .acquiring)
+    }
+
+    /// The KV of `requestID`'s prompt (`tokenCount` tokens) from position `firstToken` on starts arriving over
+    /// `transport` (its name as logs and metrics show it). Throws `.invalidArgument` when no admitted generation
+    /// here waits for it, it has another prompt length, or it does not start where this cache's prefix ends
+    /// (`transferStart`): a sender that skips positions this worker lacks, or resends ones it holds, is refused
+    /// before a byte lands.
+    public func beginArrival(
+        requestID: String, tokenCount: Int, firstToken: Int = 0, transport: String
+    ) throws(InferenceError) -> KVArrival {
         guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else {
             throw InferenceError(.invalidArgument, "no generation here waits for the KV of request \(requestID)")
         }
@@ -321,6 +347,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         guard tokenCount == prompt else {
             throw InferenceError(
                 .invalidArgument, "request \(requestID) was opened with \(prompt) prompt tokens; its KV has \(tokenCount)")
+        }
+        let held = job.cachedPromptTokens.load(ordering: .acquiring)
+        guard firstToken == held else {
+            throw InferenceError(
+                .invalidArgument,
+                "request \(requestID): this worker holds the KV of the prompt's first \(held) positions, so its transfer must start at position \(held); this one starts at \(firstToken)")
         }
         try job.transfer.withLock { state throws(InferenceError) in
             guard case .awaiting(let targets) = state else {
@@ -407,13 +439,22 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                     .invalidArgument, "request \(job.id): \(logits.count) logits, the vocabulary has \(scheduler.vocabularySize)")
             }
             let total = bytes.load(ordering: .relaxed)
+            let held = job.cachedPromptTokens.load(ordering: .acquiring)
+            let layout = scheduler.cache.layout
+            let notShipped = held / layout.blockSize * layout.layerBlockBytes * layout.layers
             try job.transfer.withLock { state throws(InferenceError) in
                 guard case .receiving(_, let transport, let started, _) = state else {
                     throw InferenceError(.invalidArgument, "request \(job.id) is \(state.name)")
                 }
                 state = .arrived(
                     logits: logits,
-                    handoff: KVHandoffSummary(transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1))))
+                    handoff: KVHandoffSummary(
+                        transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1)),
+                        cachedTokens: held, bytesNotShipped: notShipped))
+            }
+            scheduler.counters.withLock { counters in
+                counters.kvBytesReceived += total
+                counters.kvBytesNotShipped += notShipped
             }
             scheduler.signal()
         }
@@ -519,11 +560,20 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             runPrompt(job)
         case .transfer:
             do {
-                let sequence = try cache.importSequence(
-                    KVSequenceDescriptor(layout: cache.layout, tokenCount: job.promptCount))
+                // The longest prefix this cache holds is kept for the request (referenced, so never evicted while
+                // the transfer runs); the transfer lands only the positions after it, in fresh blocks.
+                let sequence = cache.createSequence()
                 job.sequence = sequence
+                let prompt = job.state.request.prompt
+                let held = try adoptTransferredPrefix(of: prompt, into: sequence)
+                try cache.append(sequence, count: prompt.count - held)
                 let targets = try (0..<cache.layout.layers).map { layer throws(InferenceError) in
-                    try cache.importTarget(sequence, layer: layer)
+                    try cache.importTarget(sequence, layer: layer, from: held)
+                }
+                job.cachedPromptTokens.store(held, ordering: .releasing)
+                counters.withLock { counters in
+                    counters.promptTokens += prompt.count
+                    counters.cachedPromptTokens += held
                 }
                 job.transfer.withLock { $0 = .awaiting(targets) }
             } catch {
@@ -582,6 +632,17 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
     }
 
+    /// Gives `sequence` the longest prefix of `prompt` this cache holds from the prefill path, in whole prefill passes
+    /// (`prefillChunkSize`; at least one token is left to arrive, for the logits), and returns its length; 0
+    /// without prefix caching.
+    private func adoptTransferredPrefix(of prompt: [Int32], into sequence: SequenceID) throws(InferenceError) -> Int {
+        let granularity = prefill?.chunkSize ?? configuration.prefillChunkSize
+        guard configuration.prefixCaching, granularity % cache.layout.blockSize == 0 else { return 0 }
+        let space = PromptPath.prefill.prefixNamespace
+        return try cache.adoptPrefix(
+            sequence, tokens: prompt, namespace: { _ in space }, granularity: granularity, limit: prompt.count - 1)
+    }
+
     /// Enters the generation's computed full blocks in the prefix index (once its prompt ran, and again when it
     /// ends, with what it generated): prompt blocks under the path that computed them, blocks holding generated
     /// tokens under the decode path (or, straddling a prefill-path prompt's end, under a namespace nothing adopts).
@@ -601,8 +662,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private func prefillEngine() throws(InferenceError) -> PrefillEngine {
         if let prefill { return prefill }
         let engine = try PrefillEngine(
-            model: model, cache: cache, threads: configuration.threads, maxContext: configuration.maxContext,
-            weights: configuration.prefillWeights)
+            model: model, cache: cache, threads: configuration.threads, chunkSize: configuration.prefillChunkSize,
+            maxContext: configuration.maxContext, weights: configuration.prefillWeights)
         guard engine.maxContext >= contextLength else {
             throw InferenceError(
                 .invalidArgument, "the prefill engine holds \(engine.maxContext) tokens, fewer than this scheduler's \(contextLength)")
@@ -642,6 +703,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             switch state {
             case .arrived(var logits, let handoff):
                 job.handoff = handoff
+                // Its prompt's KV is the prefill path's, whole (held blocks and arrived ones): later prompts reuse it.
+                job.cachesPrefix = configuration.prefixCaching
                 if let reason = job.cancellation {
                     end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
                     return true
@@ -871,8 +934,11 @@ extension DecodeScheduler {
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
-        /// Its prompt ran here, so its blocks go to the prefix index.
+        /// Its prompt ran here, or arrived whole, so its blocks go to the prefix index.
         var cachesPrefix = false
+        /// A transfer's prompt positions held from the prefix cache at admission (written before the admission
+        /// resolves, read by transport threads).
+        let cachedPromptTokens = Atomic<Int>(0)
 
         init(state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, budgetBlocks: Int) {
             id = state.request.id
