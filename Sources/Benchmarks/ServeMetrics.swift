@@ -208,11 +208,16 @@ public struct LevelSummary: Codable, Sendable, Equatable {
         public var sloAttainment: Double?
         public var kvBytesPerRequest: Double?
         public var kvBytesNotShippedPerRequest: Double?
+        /// Requests whose KV moved (the rest ran on the decode worker alone, shipping nothing), and the mean bytes
+        /// each of them shipped.
+        public var transfers: Int?
+        public var kvBytesPerTransfer: Double?
 
         enum CodingKeys: String, CodingKey {
             case turn, requests, succeeded, ttftMs = "ttft_ms", promptTokensMean = "prompt_tokens_mean", goodput
             case sloAttainment = "slo_attainment", kvBytesPerRequest = "kv_bytes_per_request"
-            case kvBytesNotShippedPerRequest = "kv_bytes_not_shipped_per_request"
+            case kvBytesNotShippedPerRequest = "kv_bytes_not_shipped_per_request", transfers
+            case kvBytesPerTransfer = "kv_bytes_per_transfer"
         }
     }
 
@@ -255,11 +260,14 @@ public struct LevelSummary: Codable, Sendable, Equatable {
             let all = byTurn[turn]!
             let ok = all.filter { $0.error == nil }
             let good = slo.map { slo in all.filter { slo.isMet(by: $0) }.count }
+            let moved = ok.compactMap(\.kvBytes).filter { $0 > 0 }
             return TurnSummary(
                 turn: turn, requests: all.count, succeeded: ok.count, ttftMs: Percentiles(ok.compactMap(\.ttftMs)),
                 promptTokensMean: ok.isEmpty ? 0 : Double(ok.reduce(0) { $0 + $1.promptTokens }) / Double(ok.count),
                 goodput: good.map { Double($0) / seconds }, sloAttainment: good.map { Double($0) / Double(all.count) },
-                kvBytesPerRequest: Self.mean(all, \.kvBytes), kvBytesNotShippedPerRequest: Self.mean(all, \.kvBytesNotShipped))
+                kvBytesPerRequest: Self.mean(all, \.kvBytes), kvBytesNotShippedPerRequest: Self.mean(all, \.kvBytesNotShipped),
+                transfers: ok.contains { $0.kvBytes != nil } ? moved.count : nil,
+                kvBytesPerTransfer: moved.isEmpty ? nil : Double(moved.reduce(0, +)) / Double(moved.count))
         }
     }
 

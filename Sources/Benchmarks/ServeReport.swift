@@ -113,9 +113,11 @@ public struct ServeReport: Codable, Sendable, Equatable {
         public var ttftP99: Double?
         public var goodput: Double?
         public var kvBytesPerRequest: Double?
+        public var kvBytesPerTransfer: Double?
 
         enum CodingKeys: String, CodingKey {
             case turn, ttftP50 = "ttft_p50", ttftP99 = "ttft_p99", goodput, kvBytesPerRequest = "kv_bytes_per_request"
+            case kvBytesPerTransfer = "kv_bytes_per_transfer"
         }
     }
 
@@ -153,7 +155,8 @@ public struct ServeReport: Codable, Sendable, Equatable {
                             return TurnRatio(
                                 turn: t.turn, ttftP50: ratio(t.succeeded > 0 ? t.ttftMs.p50 : nil, b.ttftMs.p50),
                                 ttftP99: ratio(t.succeeded > 0 ? t.ttftMs.p99 : nil, b.ttftMs.p99), goodput: ratio(t.goodput, b.goodput),
-                                kvBytesPerRequest: ratio(t.kvBytesPerRequest, b.kvBytesPerRequest))
+                                kvBytesPerRequest: ratio(t.kvBytesPerRequest, b.kvBytesPerRequest),
+                                kvBytesPerTransfer: ratio(t.kvBytesPerTransfer, b.kvBytesPerTransfer))
                         }
                     }))
             }

@@ -294,11 +294,14 @@ struct BenchServeCommand: AsyncParsableCommand {
         // Conversations: each turn's latency and how much KV its requests shipped between workers.
         for turn in s.turns ?? [] {
             let kv = turn.kvBytesPerRequest.map { String(format: "KV shipped %.2f MB/request", $0 / 1e6) } ?? ""
+            let perTransfer = turn.kvBytesPerTransfer.map {
+                String(format: " (%.2f MB in each of %d transfers)", $0 / 1e6, turn.transfers ?? 0)
+            } ?? ""
             let saved = turn.kvBytesNotShippedPerRequest.map { String(format: ", %.2f MB held by the decode worker", $0 / 1e6) } ?? ""
             let good = turn.goodput.map { String(format: "  goodput %.2f/s (%.0f%%)", $0, (turn.sloAttainment ?? 0) * 100) } ?? ""
             print("    turn \(turn.turn + 1)  " + String(
                 format: "%3d/%-3d prompt %5.0f tok  TTFT p50 %6.0f p99 %6.0f ms", turn.succeeded, turn.requests, turn.promptTokensMean,
-                turn.ttftMs.p50, turn.ttftMs.p99) + good + "  " + kv + saved)
+                turn.ttftMs.p50, turn.ttftMs.p99) + good + "  " + kv + perTransfer + saved)
         }
         // A level can take minutes: show it now, not when a redirected stdout's buffer fills.
         fflush(nil)
@@ -315,7 +318,8 @@ struct BenchServeCommand: AsyncParsableCommand {
             func lower(_ value: Double?) -> String { value.map { $0 > 0 ? String(format: "%5.2fx", 1 / $0) : "  inf" } ?? "    -" }
             for turn in ratio.turns ?? [] {
                 print("    turn \(turn.turn + 1): TTFT p50 \(lower(turn.ttftP50)) lower, p99 \(lower(turn.ttftP99)) lower, "
-                    + "goodput \(r(turn.goodput)), KV bytes shipped per request \(lower(turn.kvBytesPerRequest)) lower")
+                    + "goodput \(r(turn.goodput)), KV bytes shipped per request \(lower(turn.kvBytesPerRequest)) lower, "
+                    + "per transfer \(lower(turn.kvBytesPerTransfer)) lower")
             }
         }
     }

@@ -99,6 +99,7 @@ struct ServeMetricsTests {
         #expect(turns[0].ttftMs.p50 == 200 && turns[1].ttftMs.p50 == 50)
         #expect(turns[0].kvBytesPerRequest == 10_000 && turns[0].kvBytesNotShippedPerRequest == 2_000)
         #expect(turns[1].kvBytesPerRequest == 2_000, "a failed request ships nothing worth counting")
+        #expect(turns[0].transfers == 2 && turns[0].kvBytesPerTransfer == 10_000)
         #expect(turns[0].goodput == 1 && turns[1].goodput == 0.5 && turns[1].sloAttainment == 0.5)
         #expect(cached.kvBytesPerRequest == 22_000.0 / 3)
         #expect(LevelSummary(records: Self.records, durationSeconds: 1, slo: nil).turns == nil, "no conversations, no turns")

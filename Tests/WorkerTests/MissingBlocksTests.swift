@@ -104,6 +104,26 @@ extension SharedFixtureSuites {
             #expect(try await allFree(decode.scheduler), "held blocks go back to the cache when the generations end")
         }
 
+        @Test("a generation moved to a decode worker that holds its prompt's prefix continues with the undisturbed run's tokens")
+        func resumedOntoACachedPrefix() async throws {
+            let (_, sampling) = Self.samplings[1]
+            let state = HandoffFixture.state("moving", second, sampling, maxTokens: 10)
+            let coldDecode = try fixture.decodeWorker(prefillChunkSize: Self.pass, prefixCaching: false)
+            defer { coldDecode.scheduler.shutdown() }
+            let undisturbed = try await run(state, decode: coldDecode, shipper: try shipper(prefixCaching: false)).tokens
+
+            // The router kept the state after 4 tokens; the decode worker it moves to holds 64 prompt positions.
+            var moved = state
+            for token in undisturbed.prefix(4) { moved.append(token) }
+            let decode = try fixture.decodeWorker(prefillChunkSize: Self.pass)
+            defer { decode.scheduler.shutdown() }
+            let prefill = try shipper()
+            _ = try await run(HandoffFixture.state("warm", first, .greedy, maxTokens: 2), decode: decode, shipper: prefill)
+            let rest = try await run(moved, decode: decode, shipper: prefill)
+            #expect(rest.report.receiverCachedTokens == 64 && rest.report.transfer.bytes == bytes(second.count, from: 64))
+            #expect(Array(undisturbed.prefix(4)) + rest.tokens == undisturbed, "tokens and generator states")
+        }
+
         @Test("a transfer that does not start where the decode worker's cached prefix ends is refused, and frees both sides")
         func mismatchedClaimsAreRefused() async throws {
             let decode = try fixture.decodeWorker(prefillChunkSize: Self.pass)

@@ -14,7 +14,9 @@ import Tokenization
 /// and its prompt's KV comes from one of two places (`PromptSource`):
 /// - **here**: the prompt runs on the prefill path (or through decode steps without a prefill engine);
 /// - **a transfer**: the scheduler reserves the prompt's blocks at admission and a transport lands the prompt's
-///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token.
+///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token. The
+///   longest prefix of the prompt this cache holds (from earlier transfers) is kept for it instead, and only the
+///   positions after it arrive (`transferStart` says where the transfer must start).
 /// Either way the generated tokens of a continued state then run through decode steps — as the undisturbed run
 /// computed them — and sampling resumes from the state's random-generator state, so a continued generation
 /// yields exactly the tokens the undisturbed one would have.
