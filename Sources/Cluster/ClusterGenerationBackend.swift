@@ -286,8 +286,10 @@ public final class ClusterGenerationBackend: GenerationBackend {
         countWorkerRequest(worker: decode.name, role: "decode")
         if let prefill {
             countWorkerRequest(worker: prefill.name, role: "prefill")
+            let decodeHolds = generation.decodeCachedTokens
             generation.startPrefill {
-                await self.submitPrefill(request, to: prefill, decode: decode, queueWait: prefillQueueWait)
+                await self.submitPrefill(
+                    request, to: prefill, decode: decode, queueWait: prefillQueueWait, decodeHolds: decodeHolds)
             }
         }
         return generation
@@ -320,6 +322,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
         do throws(GenerationError) {
             switch try await generation.nextMessage()?.event {
             case .opened(let event):
+                // The prompt positions the decode worker holds in its prefix cache: the prefill worker ships the rest.
+                generation.decodeCachedTokens = Int(event.cachedPromptTokens)
                 // Waiting for room was waiting; from here on the work must progress.
                 generation.opened(promptPath: PromptPath(proto: event.promptPath), firstTokenWithin: firstTokenWithin)
             case .failure(let failure): throw RemoteGeneration.error(failure, worker: decode.name)
@@ -469,7 +473,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, queueWait: Duration
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, queueWait: Duration,
+        decodeHolds: Int
     ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
@@ -479,6 +484,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         submit.queueTimeoutMs = Self.milliseconds(queueWait)
         // The worker's two bounds, one after the other, and a second for the answer to travel.
         let timeout = queueWait + prefillTimeout(request) + .seconds(1)
+        submit.decodeCachedTokens = UInt32(clamping: decodeHolds)
         do {
             let client = try await workers.client(
                 host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))
@@ -490,7 +496,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
                 return Self.refusal(status: response.status, body: response.body, worker: prefill.name).error
             }
             if let result = try? Baton_V1_SubmitPrefillResponse(serializedBytes: response.body) {
-                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name)")
+                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name) (\(result.kvBytesNotSent) bytes held by the decode worker)")
             }
             return nil
         } catch {
@@ -653,6 +659,9 @@ private final class RemoteGeneration: @unchecked Sendable {
     let prefillWorker: String?
     /// How the decode worker said it computes or takes the prompt (from `opened`).
     private(set) var promptPath: PromptPath?
+    /// Prompt positions the decode worker said it holds in its prefix cache when it opened (the prefill worker
+    /// ships the rest). Set once, before the generation is shared.
+    var decodeCachedTokens = 0
     private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
     private let cancelDecode: @Sendable () -> Void
     private var sawToken = false
@@ -782,7 +791,8 @@ private final class RemoteGeneration: @unchecked Sendable {
                 if finished.transport != .unspecified {
                     handoff = KVHandoffSummary(
                         transport: finished.transport.name, bytes: Int(finished.kvBytes),
-                        seconds: Double(finished.kvTransferMs) / 1000)
+                        seconds: Double(finished.kvTransferMs) / 1000, cachedTokens: Int(finished.kvCachedTokens),
+                        bytesNotShipped: Int(finished.kvBytesNotShipped))
                 }
                 return .event(
                     .finished(

@@ -24,6 +24,9 @@ final class PrefillBatcher: @unchecked Sendable {
         let blocks: Int
         /// Called on the lane when the prompt's first pass starts: until then it was waiting, not computing.
         let onStart: (@Sendable () -> Void)?
+        /// The first position whose KV goes to the decode worker (it holds the ones before): the whole prompt is
+        /// computed, only its blocks from here on are sent.
+        let sendFrom: Int
         /// Lane thread only from here on.
         var sequence: SequenceID?
         var progress = 0
@@ -33,7 +36,7 @@ final class PrefillBatcher: @unchecked Sendable {
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
         init(
-            prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int,
+            prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int, sendFrom: Int = 0,
             onStart: (@Sendable () -> Void)? = nil
         ) {
             self.prompt = prompt
@@ -41,6 +44,7 @@ final class PrefillBatcher: @unchecked Sendable {
             self.started = started
             self.blocks = blocks
             self.onStart = onStart
+            self.sendFrom = sendFrom
         }
     }
 
@@ -213,11 +217,11 @@ final class PrefillBatcher: @unchecked Sendable {
             let logits = try engine.run(chunks) { index, layer in
                 let job = members[index]
                 job.queue.put {
-                    if let slices = try? cache.importTarget(job.sequence!, layer: layer) {
+                    if let slices = try? cache.importTarget(job.sequence!, layer: layer, from: job.sendFrom) {
                         return .layer(layer, .inPlace(slices.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.byteCount) }))
                     }
                     // Blocks shared with another sequence: send a copy.
-                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer))) } catch {
+                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer, from: job.sendFrom))) } catch {
                         return .failed(WorkerError(.inference, "could not export layer \(layer)", cause: error))
                     }
                 }

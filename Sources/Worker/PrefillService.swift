@@ -9,6 +9,8 @@ public struct PrefillResult: Sendable {
     public var requestID: String
     public var promptTokens: Int
     public var kvBytes: Int
+    /// The bytes of the prompt positions the decode worker held already, which were not sent.
+    public var kvBytesNotSent: Int
     public var transport: KVTransportKind
     /// From the request's arrival (queueing included) until the prompt's logits were ready.
     public var prefillSeconds: Double
@@ -35,6 +37,8 @@ public final class PrefillService: Sendable {
     private let logger: Logger
     private let clients = Mutex<[Endpoint: KVTransferClient]>([:])
     private let running = Mutex<[String: Task<PrefillResult, any Error>]>([:])
+    private let bytesSent = Atomic<Int>(0)
+    private let bytesNotSent = Atomic<Int>(0)
 
     public init(shipper: PrefillKVShipper, transport: KVTransportConfiguration, logger: Logger) {
         self.shipper = shipper
@@ -58,25 +62,36 @@ public final class PrefillService: Sendable {
         return (max(total - shipper.reservedBlocks, 0), total)
     }
 
-    /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV and last
-    /// logits to decode node `decodeName` at `host:port` under `requestID` (the connection is refused unless the
-    /// certificate there names `decodeName` with the decode role).
+    /// KV bytes shipped to decode workers since the start, and the bytes of prompt positions they held already,
+    /// which were not sent.
+    public var kvBytes: (sent: Int, notSent: Int) {
+        (bytesSent.load(ordering: .relaxed), bytesNotSent.load(ordering: .relaxed))
+    }
+
+    /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV — from
+    /// position `decodeHolds` on: the decode worker holds the positions before it — and last logits to decode node
+    /// `decodeName` at `host:port` under `requestID` (the connection is refused unless the certificate there names
+    /// `decodeName` with the decode role).
     ///
     /// A prompt queued behind others is waiting, not failing: `queueTimeout` bounds the wait for its first pass, and
     /// `deadline` runs from that pass to the decode worker's confirmation.
     ///
-    /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold), `.transfer` (the decode worker
-    /// refused or the transport failed), `.inference`, `.timeout` when a bound passed first, `.cancelled`.
+    /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold, or a `decodeHolds` that is no
+    /// multiple of the block size below the prompt's length), `.transfer` (the decode worker refused — e.g. it
+    /// holds another prefix than `decodeHolds` — or the transport failed), `.inference`, `.timeout` when a bound
+    /// passed first, `.cancelled`.
     public func submit(
-        requestID: String, prompt: [Int32], decodeName: String, host: String, port: Int, queueTimeout: Duration,
-        deadline: Duration
+        requestID: String, prompt: [Int32], decodeHolds: Int = 0, decodeName: String, host: String, port: Int,
+        queueTimeout: Duration, deadline: Duration
     ) async throws(WorkerError) -> PrefillResult {
         // 0: running; 1: still queued after `queueTimeout`; 2: past `deadline` after its first pass.
         let expired = Atomic<Int>(0)
         let decode = Endpoint(name: decodeName, host: host, port: port)
         let (started, starting) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let task = Task { () async throws -> PrefillResult in
-            try await self.ship(requestID: requestID, prompt: prompt, to: decode) { starting.yield() }
+            try await self.ship(requestID: requestID, prompt: prompt, decodeHolds: decodeHolds, to: decode) {
+                starting.yield()
+            }
         }
         let registered = running.withLock { running -> Bool in
             guard running[requestID] == nil else { return false }
@@ -105,6 +120,8 @@ public final class PrefillService: Sendable {
         switch result {
         case .success(let value):
             shipmentTime.record(value.totalSeconds)
+            bytesSent.add(value.kvBytes, ordering: .relaxed)
+            bytesNotSent.add(value.kvBytesNotSent, ordering: .relaxed)
             return value
         case .failure(let error):
             switch expired.load(ordering: .relaxed) {
@@ -175,7 +192,8 @@ public final class PrefillService: Sendable {
     }
 
     private func ship(
-        requestID: String, prompt: [Int32], to decode: Endpoint, onStart: @escaping @Sendable () -> Void
+        requestID: String, prompt: [Int32], decodeHolds: Int, to decode: Endpoint,
+        onStart: @escaping @Sendable () -> Void
     ) async throws(WorkerError) -> PrefillResult {
         var attempt = 0
         while true {
@@ -183,10 +201,11 @@ public final class PrefillService: Sendable {
             try checkCancellation(requestID)
             let client = try await connection(decode)
             do {
-                let report = try await shipper.ship(requestID: requestID, prompt: prompt, via: client, onStart: onStart)
+                let report = try await shipper.ship(
+                    requestID: requestID, prompt: prompt, receiverHolds: decodeHolds, via: client, onStart: onStart)
                 return PrefillResult(
                     requestID: requestID, promptTokens: report.promptTokens,
-                    kvBytes: report.transfer.bytes, transport: report.transfer.transport,
+                    kvBytes: report.transfer.bytes, kvBytesNotSent: report.bytesNotSent, transport: report.transfer.transport,
                     prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds,
                     totalSeconds: report.totalSeconds)
             } catch {

@@ -30,7 +30,8 @@ public final class WorkerNode: Service, Sendable {
         /// Most sequences per decode step.
         public var maxBatch: Int = 8
         /// KV blocks: for a decode worker its scheduler's (default room for `maxBatch` full contexts), for a
-        /// prefill-only worker the prefill cache's (default one full context).
+        /// prefill-only worker the prefill cache's (default one full context; with prefix caching, `maxBatch` of
+        /// them: what the prompts of that many conversations leave cached, committed by the OS only as it fills).
         public var kvBlocks: Int?
         public var listenHost: String
         /// 0: any free port (`WorkerNode.port` tells which).
@@ -120,7 +121,9 @@ public final class WorkerNode: Service, Sendable {
         }
         if prefills {
             // Room for one full context, or for many shorter prompts batched into shared passes.
-            let blocks = decodes ? contextBlocks + 1 : configuration.kvBlocks ?? contextBlocks + 1
+            let blocks = decodes
+                ? contextBlocks + 1
+                : configuration.kvBlocks ?? (configuration.prefixCaching ? configuration.maxBatch * contextBlocks + 1 : contextBlocks + 1)
             let engine = try PrefillEngine(
                 model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
                 maxContext: contextLength, weights: weights)

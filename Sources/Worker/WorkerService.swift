@@ -148,6 +148,8 @@ public final class WorkerService: Sendable {
             load.recentTPOTMs = decode.timePerOutputToken.mean.map { $0 * 1000 }
             load.promptTokens = counters.promptTokens
             load.cachedPromptTokens = counters.cachedPromptTokens
+            load.kvBytesShipped = counters.kvBytesReceived
+            load.kvBytesNotShipped = counters.kvBytesNotShipped
         }
         if let prefill {
             load.queueDepth += prefill.queued
@@ -155,6 +157,9 @@ public final class WorkerService: Sendable {
             let prompts = prefill.shipper.promptTokens
             load.promptTokens = (load.promptTokens ?? 0) + prompts.all
             load.cachedPromptTokens = (load.cachedPromptTokens ?? 0) + prompts.cached
+            let kv = prefill.kvBytes
+            load.kvBytesShipped = (load.kvBytesShipped ?? 0) + kv.sent
+            load.kvBytesNotShipped = (load.kvBytesNotShipped ?? 0) + kv.notSent
             if decode == nil {
                 let blocks = prefill.kvBlocks
                 load.freeKVBlocks = blocks.free
@@ -265,6 +270,10 @@ public final class WorkerService: Sendable {
         event.opened.requestID = state.request.id
         event.opened.worker = name
         event.opened.promptPath = Optional(decode.promptPath(for: state, source: source)).proto
+        if case .transfer = source {
+            // The prefill worker must ship from here on: the positions before it are held for this request.
+            event.opened.cachedPromptTokens = UInt32(clamping: decode.transferStart(requestID: state.request.id) ?? 0)
+        }
         try await writer.send(try event.serializedBytes())
         while true {
             do {
@@ -297,6 +306,8 @@ public final class WorkerService: Sendable {
                         finished.transport = Baton_V1_TransportKind(name: handoff.transport)
                         finished.kvBytes = UInt64(handoff.bytes)
                         finished.kvTransferMs = UInt32(min(handoff.seconds * 1000, Double(UInt32.max)))
+                        finished.kvCachedTokens = UInt32(clamping: handoff.cachedTokens)
+                        finished.kvBytesNotShipped = UInt64(handoff.bytesNotShipped)
                     }
                     event.finished = finished
                 }
@@ -380,6 +391,12 @@ public final class WorkerService: Sendable {
             guard !target.name.isEmpty || request.peer == .unauthenticated else {
                 throw GenerationError(.invalidArgument, "decode_worker needs the decode node's name")
             }
+            guard Int(message.decodeCachedTokens) < message.promptTokens.count else {
+                throw GenerationError(
+                    .invalidArgument,
+                    "decode_cached_tokens \(message.decodeCachedTokens) leaves nothing of the \(message.promptTokens.count) prompt tokens to send",
+                    param: "decode_cached_tokens")
+            }
         } catch {
             return try await refuse(writer, 400, "invalid_argument", error.message)
         }
@@ -390,9 +407,9 @@ public final class WorkerService: Sendable {
         let result: PrefillResult
         do {
             result = try await prefill.submit(
-                requestID: message.requestID, prompt: message.promptTokens, decodeName: message.decodeWorker.name,
-                host: message.decodeWorker.host, port: Int(message.decodeWorker.port), queueTimeout: queueTimeout,
-                deadline: deadline)
+                requestID: message.requestID, prompt: message.promptTokens, decodeHolds: Int(message.decodeCachedTokens),
+                decodeName: message.decodeWorker.name, host: message.decodeWorker.host, port: Int(message.decodeWorker.port),
+                queueTimeout: queueTimeout, deadline: deadline)
         } catch {
             logger.info("SubmitPrefill \(message.requestID) failed: \(error)")
             let (status, code): (Int, String) = switch error.code {
@@ -408,6 +425,7 @@ public final class WorkerService: Sendable {
         response.requestID = result.requestID
         response.promptTokens = UInt32(result.promptTokens)
         response.kvBytesSent = UInt64(result.kvBytes)
+        response.kvBytesNotSent = UInt64(result.kvBytesNotSent)
         response.transport = result.transport.proto
         response.prefillMs = UInt32(min(result.prefillSeconds * 1000, Double(UInt32.max)))
         response.transferMs = UInt32(min(result.transferSeconds * 1000, Double(UInt32.max)))

@@ -62,7 +62,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Compute threads per engine (default: the config's, else all cores).")
     var threads: Int?
-    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode, one for prefill, whose queued prompts share it).")
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode; for prefill one, whose queued prompts share it, or --max-batch with prefix caching, for the prefixes it keeps).")
     var kvBlocks: Int?
     @Option(name: .long, help: "Most sequences per decode step.")
     var maxBatch: Int = 8

@@ -37,6 +37,42 @@ extension SharedFixtureSuites {
             #expect(try await allFree(pair.scheduler))
         }
 
+        @Test("over mutual TLS, a prompt whose prefix the decode worker holds ships only the rest and equals its cold run")
+        func cachedPrefixShipsTheRest() async throws {
+            let pair = try await WorkerPair(sharedMemory: false)
+            defer { Task { await pair.close() } }
+            let fixture = pair.fixture
+            let text = fixture.prompt
+            let first = Array((text + text + text).prefix(70)), second = Array(first.prefix(64)) + Array(text.suffix(20))
+            let identity = fixture.identity
+            func bytes(_ tokens: Int, from: Int = 0) -> UInt64 {
+                UInt64(identity.layerByteCount(tokenCount: tokens, from: from) * identity.layers)
+            }
+            for (name, parameters) in [("greedy", SamplingParameters.greedy), ("seeded", Self.seeded)] {
+                // Cold: the first time either worker sees this prompt.
+                let prompt = name == "greedy" ? first : Array(first.reversed())
+                let cold = try await pair.run(HandoffFixture.state("cold-\(name)", prompt, parameters, maxTokens: 12))
+                #expect(cold.cachedPromptTokens == 0 && cold.finished?.kvBytes == bytes(prompt.count))
+                #expect(cold.prefill?.kvBytesNotSent == 0 && cold.finished?.kvBytesNotShipped == 0)
+                let warm = try await pair.run(HandoffFixture.state("warm-\(name)", prompt, parameters, maxTokens: 12))
+                #expect(warm.cachedPromptTokens == 64, "\(name)")
+                #expect(warm.finished?.kvCachedTokens == 64)
+                #expect(warm.finished?.kvBytes == bytes(prompt.count, from: 64))
+                #expect(warm.prefill?.kvBytesSent == warm.finished?.kvBytes)
+                #expect(warm.prefill?.kvBytesNotSent == bytes(prompt.count) - bytes(prompt.count, from: 64))
+                #expect(warm.finished?.kvBytesNotShipped == warm.prefill?.kvBytesNotSent)
+                #expect(warm.tokens == cold.tokens, "\(name)")
+                #expect(warm.generated == cold.generated, "\(name): log-probabilities and generator states too")
+            }
+            // Another prompt sharing the first one's two whole passes.
+            let shared = try await pair.run(HandoffFixture.state("shared", second, .greedy, maxTokens: 4))
+            #expect(shared.cachedPromptTokens == 64 && shared.finished?.kvBytes == bytes(second.count, from: 64))
+            let load = pair.decodeNode.service.load()
+            #expect(load.kvBytesNotShipped == Int(2 * (bytes(70) - bytes(70, from: 64))) + Int(bytes(84) - bytes(84, from: 64)))
+            #expect((pair.prefillNode.service.load().kvBytesNotShipped ?? 0) == load.kvBytesNotShipped)
+            #expect(try await allFree(pair.scheduler))
+        }
+
         @Test("two concurrent requests are batched together and each equals its solo run")
         func concurrentRequestsBatch() async throws {
             let pair = try await WorkerPair(sharedMemory: false)

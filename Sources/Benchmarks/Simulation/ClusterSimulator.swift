@@ -88,12 +88,13 @@ public struct ClusterSimulator {
         return zip(times, workload.requests).map { Arrival(time: $0, request: $1) }
     }
 
-    /// Prompt tokens of a request's own message (history of earlier turns excluded).
+    /// Prompt tokens of a request's own messages: its user message and, opening a conversation, the system message
+    /// (history of earlier turns excluded).
     public func ownTokens(_ request: ServeWorkload.Request) -> Int {
-        let words: Int
+        var words = request.system?.split(whereSeparator: \.isWhitespace).count ?? 0
         switch request.prompt {
-        case .words(let n): words = n
-        case .text(let text): words = text.split(whereSeparator: \.isWhitespace).count
+        case .words(let n): words += n
+        case .text(let text): words += text.split(whereSeparator: \.isWhitespace).count
         }
         return max(1, Int((Double(words) * options.tokensPerWord).rounded()) + options.templateTokens)
     }

@@ -283,6 +283,9 @@ public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
   /// longest wait in the prefill worker's queue before the first pass (waiting behind
   public var queueTimeoutMs: UInt32 = 0
 
+  /// others is not failing, so it does not count against deadline_ms); 0 = deadline_ms
+  public var decodeCachedTokens: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -306,6 +309,9 @@ public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
   public var prefillMs: UInt32 = 0
 
   public var transferMs: UInt32 = 0
+
+  /// the bytes of the positions the decode worker held (decode_cached_tokens)
+  public var kvBytesNotSent: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -366,6 +372,9 @@ public nonisolated struct Baton_V1_DecodeOpened: Sendable {
 
   /// how this worker computes (or takes) the prompt's KV
   public var promptPath: Baton_V1_PromptPath = .unspecified
+
+  /// a transfer: the prompt's first N positions' KV is in this worker's prefix cache
+  public var cachedPromptTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -444,6 +453,12 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
   public var kvBytes: UInt64 = 0
 
   public var kvTransferMs: UInt32 = 0
+
+  /// prompt positions whose KV this worker held instead of receiving
+  public var kvCachedTokens: UInt32 = 0
+
+  /// their bytes: what the transfer did not carry thanks to this worker's cache
+  public var kvBytesNotShipped: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1048,7 +1063,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{3}queue_timeout_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{3}queue_timeout_ms\0\u{3}decode_cached_tokens\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1061,6 +1076,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
       case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.queueTimeoutMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.decodeCachedTokens) }()
       default: break
       }
     }
@@ -1086,6 +1102,9 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if self.queueTimeoutMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.queueTimeoutMs, fieldNumber: 6)
     }
+    if self.decodeCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.decodeCachedTokens, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1095,6 +1114,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if lhs._decodeWorker != rhs._decodeWorker {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
     if lhs.queueTimeoutMs != rhs.queueTimeoutMs {return false}
+    if lhs.decodeCachedTokens != rhs.decodeCachedTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1102,7 +1122,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{3}kv_bytes_not_sent\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1116,6 +1136,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
       case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.prefillMs) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotSent) }()
       default: break
       }
     }
@@ -1140,6 +1161,9 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if self.transferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 7)
     }
+    if self.kvBytesNotSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotSent, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1150,6 +1174,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if lhs.transport != rhs.transport {return false}
     if lhs.prefillMs != rhs.prefillMs {return false}
     if lhs.transferMs != rhs.transferMs {return false}
+    if lhs.kvBytesNotSent != rhs.kvBytesNotSent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1221,7 +1246,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeOpened"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0\u{3}cached_prompt_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1232,6 +1257,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.worker) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.promptPath) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.cachedPromptTokens) }()
       default: break
       }
     }
@@ -1247,6 +1273,9 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if self.promptPath != .unspecified {
       try visitor.visitSingularEnumField(value: self.promptPath, fieldNumber: 3)
     }
+    if self.cachedPromptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cachedPromptTokens, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1254,6 +1283,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if lhs.requestID != rhs.requestID {return false}
     if lhs.worker != rhs.worker {return false}
     if lhs.promptPath != rhs.promptPath {return false}
+    if lhs.cachedPromptTokens != rhs.cachedPromptTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1345,7 +1375,7 @@ nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeFinished"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0\u{3}kv_cached_tokens\0\u{3}kv_bytes_not_shipped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1359,6 +1389,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytes) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.kvTransferMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.kvCachedTokens) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotShipped) }()
       default: break
       }
     }
@@ -1383,6 +1415,12 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if self.kvTransferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.kvTransferMs, fieldNumber: 6)
     }
+    if self.kvCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvCachedTokens, fieldNumber: 7)
+    }
+    if self.kvBytesNotShipped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotShipped, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1393,6 +1431,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if lhs.transport != rhs.transport {return false}
     if lhs.kvBytes != rhs.kvBytes {return false}
     if lhs.kvTransferMs != rhs.kvTransferMs {return false}
+    if lhs.kvCachedTokens != rhs.kvCachedTokens {return false}
+    if lhs.kvBytesNotShipped != rhs.kvBytesNotShipped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -14,7 +14,9 @@ import Tokenization
 /// and its prompt's KV comes from one of two places (`PromptSource`):
 /// - **here**: the prompt runs on the prefill path (or through decode steps without a prefill engine);
 /// - **a transfer**: the scheduler reserves the prompt's blocks at admission and a transport lands the prompt's
-///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token.
+///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token. The
+///   longest prefix of the prompt this cache holds (from earlier transfers) is kept for it instead, and only the
+///   positions after it arrive (`transferStart` says where the transfer must start).
 /// Either way the generated tokens of a continued state then run through decode steps — as the undisturbed run
 /// computed them — and sampling resumes from the state's random-generator state, so a continued generation
 /// yields exactly the tokens the undisturbed one would have.
@@ -111,9 +113,14 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var totalBlocks: Int
         /// The most rows one decode step has run since the start.
         public var largestBatch: Int
-        /// Prompt tokens computed here since the start, and how many of them came from the prefix cache instead.
+        /// Prompt tokens computed here or received since the start, and how many of them came from the prefix cache
+        /// instead.
         public var promptTokens: Int
         public var cachedPromptTokens: Int
+        /// KV bytes transfers landed here since the start, and the bytes of the prompt positions this cache held
+        /// instead (what the transfers did not carry).
+        public var kvBytesReceived: Int
+        public var kvBytesNotShipped: Int
         /// Generations that ended since the start: finished normally, cancelled, or failed otherwise.
         public var finished: Int
         public var cancelled: Int
@@ -146,7 +153,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     /// Signalled when work arrives, a transfer progresses, a generation is cancelled, or on shutdown.
     private let wake = NSCondition()
-    private let counters = Mutex(Counters())
+    fileprivate let counters = Mutex(Counters())
 
     // Scheduler thread only.
     private var queued: [Job] = []
@@ -161,7 +168,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private var stepInputs: [DecodeInput] = []
     private var largestBatch = 0
 
-    private struct Counters {
+    fileprivate struct Counters {
         var queued = 0
         var waitingTransfers = 0
         var active = 0
@@ -171,6 +178,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         var largestBatch = 0
         var promptTokens = 0
         var cachedPromptTokens = 0
+        var kvBytesReceived = 0
+        var kvBytesNotShipped = 0
         var finished = 0
         var cancelled = 0
         var failed = 0
@@ -225,7 +234,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             Load(
                 waiting: c.queued + c.waitingTransfers, active: c.active, uncommittedBlocks: c.uncommitted,
                 freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, promptTokens: c.promptTokens,
-                cachedPromptTokens: c.cachedPromptTokens, finished: c.finished,
+                cachedPromptTokens: c.cachedPromptTokens, kvBytesReceived: c.kvBytesReceived,
+                kvBytesNotShipped: c.kvBytesNotShipped, finished: c.finished,
                 cancelled: c.cancelled, failed: c.failed, movedAway: c.movedAway, movedHere: c.movedHere)
         }
     }
@@ -357,10 +367,24 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
 
     // MARK: - KV arrivals (transport threads)
 
+    /// Where a transfer into `requestID`'s blocks must start: the prompt positions before it came from this cache's
+    /// prefix index when the generation was admitted, and stay held for it (never evicted meanwhile); 0 when the
+    /// whole prompt must arrive. Nil when no admitted generation here waits for its KV.
+    public func transferStart(requestID: String) -> Int? {
+        guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else { return nil }
+        guard case .awaiting = job.transfer.withLock({ $0 }) else { return nil }
+        return job.cachedPromptTokens.load(ordering: .acquiring)
+    }
+
     /// The KV of `requestID`'s prompt (`tokenCount` tokens; for a moved generation, prompt + generated tokens but the
-    /// last) starts arriving over `transport` (its name as logs and metrics show it). Throws `.invalidArgument` when
-    /// no admitted generation here waits for it, or it has another length.
-    public func beginArrival(requestID: String, tokenCount: Int, transport: String) throws(InferenceError) -> KVArrival {
+    /// last) from position `firstToken` on starts arriving over
+    /// `transport` (its name as logs and metrics show it). Throws `.invalidArgument` when no admitted generation
+    /// here waits for it, it has another prompt length, or it does not start where this cache's prefix ends
+    /// (`transferStart`): a sender that skips positions this worker lacks, or resends ones it holds, is refused
+    /// before a byte lands.
+    public func beginArrival(
+        requestID: String, tokenCount: Int, firstToken: Int = 0, transport: String
+    ) throws(InferenceError) -> KVArrival {
         guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else {
             throw InferenceError(.invalidArgument, "no generation here waits for the KV of request \(requestID)")
         }
@@ -368,6 +392,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             let opened = job.kvTokenCount == job.promptCount
                 ? "\(job.promptCount) prompt tokens" : "the KV of \(job.kvTokenCount) tokens (prompt and generated)"
             throw InferenceError(.invalidArgument, "request \(requestID) was opened with \(opened); its KV has \(tokenCount)")
+        }
+        let held = job.cachedPromptTokens.load(ordering: .acquiring)
+        guard firstToken == held else {
+            throw InferenceError(
+                .invalidArgument,
+                "request \(requestID): this worker holds the KV of the prompt's first \(held) positions, so its transfer must start at position \(held); this one starts at \(firstToken)")
         }
         try job.transfer.withLock { state throws(InferenceError) in
             guard case .awaiting(let targets) = state else {
@@ -459,13 +489,22 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                         : "request \(job.id): \(logits.count) logits, the vocabulary has \(scheduler.vocabularySize)")
             }
             let total = bytes.load(ordering: .relaxed)
+            let held = job.cachedPromptTokens.load(ordering: .acquiring)
+            let layout = scheduler.cache.layout
+            let notShipped = held / layout.blockSize * layout.layerBlockBytes * layout.layers
             try job.transfer.withLock { state throws(InferenceError) in
                 guard case .receiving(_, let transport, let started, _) = state else {
                     throw InferenceError(.invalidArgument, "request \(job.id) is \(state.name)")
                 }
                 state = .arrived(
                     logits: logits,
-                    handoff: KVHandoffSummary(transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1))))
+                    handoff: KVHandoffSummary(
+                        transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1)),
+                        cachedTokens: held, bytesNotShipped: notShipped))
+            }
+            scheduler.counters.withLock { counters in
+                counters.kvBytesReceived += total
+                counters.kvBytesNotShipped += notShipped
             }
             scheduler.signal()
         }
@@ -649,11 +688,25 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             runPrompt(job)
         case .transfer, .moved:
             do {
-                let sequence = try cache.importSequence(
-                    KVSequenceDescriptor(layout: cache.layout, tokenCount: job.kvTokenCount))
+                // The longest prefix this cache holds is kept for the request (referenced, so never evicted while
+                // the transfer runs); the transfer lands only the positions after it, in fresh blocks. A moved
+                // generation's KV (prompt and generated tokens, computed elsewhere) arrives whole: it is not a new
+                // prompt, so it neither adopts nor counts as one.
+                let sequence = cache.createSequence()
                 job.sequence = sequence
+                let prompt = job.state.request.prompt
+                let moved = job.source.isMoved
+                let held = try moved ? 0 : adoptCachedPrefix(of: prompt, path: .prefill, into: sequence)
+                try cache.append(sequence, count: job.kvTokenCount - held)
                 let targets = try (0..<cache.layout.layers).map { layer throws(InferenceError) in
-                    try cache.importTarget(sequence, layer: layer)
+                    try cache.importTarget(sequence, layer: layer, from: held)
+                }
+                job.cachedPromptTokens.store(held, ordering: .releasing)
+                if !moved {
+                    counters.withLock { counters in
+                        counters.promptTokens += prompt.count
+                        counters.cachedPromptTokens += held
+                    }
                 }
                 job.transfer.withLock { $0 = .awaiting(targets) }
             } catch {
@@ -838,6 +891,8 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             switch state {
             case .arrived(var logits, let handoff):
                 job.handoff = handoff
+                // Its prompt's KV is the prefill path's, whole (held blocks and arrived ones): later prompts reuse it.
+                job.cachesPrefix = configuration.prefixCaching
                 if let reason = job.cancellation {
                     end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
                     return true
@@ -1093,10 +1148,13 @@ extension DecodeScheduler {
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
-        /// Its prompt ran here, so its blocks go to the prefix index.
+        /// Its prompt ran here, or arrived whole, so its blocks go to the prefix index.
         var cachesPrefix = false
         /// It was parked once (it is not parked again).
         var offered = false
+        /// A transfer's prompt positions held from the prefix cache at admission (written before the admission
+        /// resolves, read by transport threads).
+        let cachedPromptTokens = Atomic<Int>(0)
 
         init(
             state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation,
