@@ -5,6 +5,8 @@ struct RolePool {
     struct Scored {
         let worker: ClusterState.Worker
         let score: Decision.Score
+        /// Sequences running plus requests placed since the last heartbeat: the last tie-break before names.
+        var busy: Int { worker.load.activeSequences + worker.assigned }
     }
 
     let role: WorkerRole
@@ -13,9 +15,13 @@ struct RolePool {
     private var sampled: Set<String>?
     var overloadedCount: Int { rejected.filter { $0.outcome == .overloaded }.count }
 
-    /// - Parameter checksTTFT: whether this role's worker produces the first token (prefill, or decode
-    ///   in decode-only mode), so its recent TTFT is held against `slo.ttft_ms`.
-    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool) {
+    /// - Parameters:
+    ///   - checksTTFT: whether this role's worker produces the first token (prefill, or decode in decode-only
+    ///     mode), so its recent TTFT is held against `slo.ttft_ms`.
+    ///   - promptTokens: the prompt's length, against which `cached` is a share.
+    ///   - cached: prompt tokens the worker's cache for `role` holds, ready to adopt.
+    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool, promptTokens: Int,
+         cached: (ClusterState.Worker, WorkerRole) -> Int) {
         self.role = role
         let pool = role == .prefill ? policy.prefill : policy.decode
         let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
@@ -86,25 +92,33 @@ struct RolePool {
         eligible = passing.map { worker in
             let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
             let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
-            let load = Self.load(worker.load, pending: worker.pending, maxQueueDepth: policy.slo.maxQueueDepth)
-            let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
+            let load = Self.load(worker, maxQueueDepth: policy.slo.maxQueueDepth)
+            let held = promptTokens > 0 ? min(cached(worker, role), promptTokens) : 0
+            let cache = promptTokens > 0 ? Double(held) / Double(promptTokens) : 0
+            let score = weights.compute * compute + weights.bandwidth * bandwidth + weights.cache * cache - weights.load * load
             return Scored(worker: worker, score: Decision.Score(compute: compute, bandwidth: bandwidth, load: load,
-                                                                score: score))
+                                                                cache: cache, cachedTokens: held, score: score))
         }
         eligible.sort { a, b in
             if a.score.score != b.score.score { return a.score.score > b.score.score }
             if a.score.load != b.score.load { return a.score.load < b.score.load }
+            if a.busy != b.busy { return a.busy < b.busy }
             return a.worker.name < b.worker.name
         }
     }
 
-    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Requests
-    /// placed since the last heartbeat (`pending`) count as queued.
-    static func load(_ load: WorkerLoad, pending: Int = 0, maxQueueDepth: Int) -> Double {
-        let queue = min(1, Double(load.queueDepth + pending) / Double(max(1, maxQueueDepth)))
+    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Work placed since
+    /// the last heartbeat counts: requests not yet started (`pending`) as queued, and the KV of every request placed
+    /// (`assignedTokens`) as blocks in use, so a burst between two heartbeats spreads instead of piling onto the
+    /// worker that looked idlest.
+    static func load(_ worker: ClusterState.Worker, maxQueueDepth: Int) -> Double {
+        let load = worker.load
+        let queue = min(1, Double(load.queueDepth + worker.pending) / Double(max(1, maxQueueDepth)))
         var kv = 0.0
         if let total = load.totalKVBlocks, total > 0 {
-            kv = min(1, max(0, 1 - Double(load.freeKVBlocks) / Double(total)))
+            let blockTokens = max(1, load.kvBlockTokens ?? WorkerLoad.defaultKVBlockTokens)
+            let placed = (worker.assignedTokens + blockTokens - 1) / blockTokens
+            kv = min(1, max(0, Double(total - load.freeKVBlocks + placed) / Double(total)))
         }
         return max(queue, kv)
     }

@@ -16,6 +16,11 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     /// nil from a worker that does not report them.
     public var promptTokens: Int?
     public var cachedPromptTokens: Int?
+    /// Tokens per KV block; nil from a worker that does not say (then `defaultKVBlockTokens` is assumed).
+    public var kvBlockTokens: Int?
+
+    /// The block size Baton's workers use unless they say otherwise.
+    public static let defaultKVBlockTokens = 16
 
     public init(queueDepth: Int = 0, activeSequences: Int = 0, freeKVBlocks: Int = 0, totalKVBlocks: Int? = nil,
                 recentTTFTMs: Double? = nil, recentTPOTMs: Double? = nil) {
@@ -30,6 +35,6 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
         case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
-        case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens"
+        case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens", kvBlockTokens = "kv_block_tokens"
     }
 }

@@ -137,6 +137,7 @@ public final class WorkerService: Sendable {
             load.recentTPOTMs = decode.timePerOutputToken.mean.map { $0 * 1000 }
             load.promptTokens = counters.promptTokens
             load.cachedPromptTokens = counters.cachedPromptTokens
+            load.kvBlockTokens = decode.layout.blockSize
         }
         if let prefill {
             load.queueDepth += prefill.queued
