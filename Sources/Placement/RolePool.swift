@@ -107,10 +107,11 @@ struct RolePool {
         }
     }
 
-    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Work placed since
-    /// the last heartbeat counts: requests not yet started (`pending`) as queued, and the KV of every request placed
-    /// (`assignedTokens`) as blocks in use, so a burst between two heartbeats spreads instead of piling onto the
-    /// worker that looked idlest.
+    /// Load in 0...1: the fullest of the queue (relative to `slo.max_queue_depth`), the KV cache and the decode batch
+    /// (running sequences relative to the most one step runs, when the worker says). Work placed since the last
+    /// heartbeat counts: requests not yet started (`pending`) as queued, every request placed (`assigned`) as a
+    /// running sequence and its KV (`assignedTokens`) as blocks in use, so a burst between two heartbeats spreads
+    /// instead of piling onto the worker that looked idlest.
     static func load(_ worker: ClusterState.Worker, maxQueueDepth: Int) -> Double {
         let load = worker.load
         let queue = min(1, Double(load.queueDepth + worker.pending) / Double(max(1, maxQueueDepth)))
@@ -120,7 +121,11 @@ struct RolePool {
             let placed = (worker.assignedTokens + blockTokens - 1) / blockTokens
             kv = min(1, max(0, Double(total - load.freeKVBlocks + placed) / Double(total)))
         }
-        return max(queue, kv)
+        var batch = 0.0
+        if let most = load.maxSequences, most > 0 {
+            batch = min(1, Double(load.activeSequences + worker.assigned) / Double(most))
+        }
+        return max(queue, kv, batch)
     }
 
     mutating func markSampled(_ sample: [Scored]) {

@@ -18,6 +18,9 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     public var cachedPromptTokens: Int?
     /// Tokens per KV block; nil from a worker that does not say (then `defaultKVBlockTokens` is assumed).
     public var kvBlockTokens: Int?
+    /// Most sequences one decode step runs (the decode scheduler's batch); nil from a worker that does not say (then
+    /// running sequences are not part of its load).
+    public var maxSequences: Int?
 
     /// The block size Baton's workers use unless they say otherwise.
     public static let defaultKVBlockTokens = 16
@@ -36,5 +39,6 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
         case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
         case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
         case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens", kvBlockTokens = "kv_block_tokens"
+        case maxSequences = "max_sequences"
     }
 }

@@ -138,6 +138,7 @@ public final class WorkerService: Sendable {
             load.promptTokens = counters.promptTokens
             load.cachedPromptTokens = counters.cachedPromptTokens
             load.kvBlockTokens = decode.layout.blockSize
+            load.maxSequences = decode.configuration.maxBatch
         }
         if let prefill {
             load.queueDepth += prefill.queued

@@ -101,6 +101,31 @@ struct PrefixPlacementTests {
         #expect(json.contains("\"cached_tokens\" : 960"))
     }
 
+    @Test("running and just-placed sequences fill a decode worker's batch, which is part of its load")
+    func batchIsLoad() throws {
+        var busy = WorkerLoad(activeSequences: 3)
+        busy.maxSequences = 8
+        var idle = WorkerLoad()
+        idle.maxSequences = 8
+        var view = MembershipView()
+        view.install(Self.topology(d1: busy, d2: idle), policy: PlacementPolicy(), version: 1, placementIncarnation: "p1", at: epoch)
+        var rng = SeededGenerator(seed: 1)
+        // Each starts at once (no longer queued), but runs: three placed on d2 since its last heartbeat weigh as
+        // d1's three running, and then the name decides.
+        let first = try view.choose(promptTokens: 20, at: epoch, rng: &rng)
+        #expect(first.decode == "d2")
+        #expect(first.candidates.first { $0.worker == "d1" }?.score?.load == 3.0 / 8)
+        view.release(WorkerPair(prefill: nil, decode: "d2", link: nil))
+        for _ in 0..<2 {
+            #expect(try view.choose(promptTokens: 20, at: epoch, rng: &rng).decode == "d2")
+            view.release(WorkerPair(prefill: nil, decode: "d2", link: nil))
+        }
+        #expect(view.state.workers["d2"]?.assigned == 3)
+        let fourth = try view.choose(promptTokens: 20, at: epoch, rng: &rng)
+        #expect(fourth.candidates.first { $0.worker == "d2" }?.score?.load == 3.0 / 8)
+        #expect(fourth.decode == "d1")
+    }
+
     @Test("a burst between heartbeats spreads over two idle decode workers, in both admission modes")
     func burstSpreads() throws {
         for admission in PlacementPolicy.AdmissionPolicy.allCases {
