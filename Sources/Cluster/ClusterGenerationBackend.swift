@@ -173,7 +173,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         placed.promptPath = .prefill
                     }
                     do {
-                        let generation = try await start(placed, on: response)
+                        let generation = try await start(
+                            placed, on: response, prefillQueueWait: prefillQueueWait(placed.request, policy: choice.policy))
                         watch.release(pair)
                         return (generation, choice.policy.resume.maxMigrations)
                     } catch {
@@ -251,7 +252,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
 
     /// Opens `state` on the chosen decode worker and, once it answered `opened`, starts the prefill. A state whose
     /// prompt ran through decode steps before is continued the same way (prompt run on the decode worker).
-    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> RemoteGeneration {
+    /// `prefillQueueWait` bounds the prompt's wait in the prefill worker's queue, which the prefill deadline and the
+    /// bounds that depend on it leave out: waiting behind other prompts is not failing.
+    private func start(
+        _ state: GenerationState, on choice: ChooseResponse, prefillQueueWait: Duration
+    ) async throws(AttemptFailure) -> RemoteGeneration {
         let request = state.request
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
@@ -259,7 +264,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         if !open.prefillHere {
             // The reservation waits for the prefill to start as long as the prefill worker may take (its queue
             // included), then for each layer within a bound that grows with the prompt.
-            open.transferTimeoutMs = Self.milliseconds(prefillTimeout(request))
+            open.transferTimeoutMs = Self.milliseconds(prefillQueueWait + prefillTimeout(request))
             open.kvProgressTimeoutMs = Self.milliseconds(kvProgressTimeout(request))
         }
         // The decode worker takes this request's KV from that prefill worker only.
@@ -292,7 +297,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
                 // Waiting for room was waiting; from here on the work must progress.
                 generation.opened(
                     promptPath: PromptPath(proto: event.promptPath),
-                    firstTokenWithin: prefillTimeout(request) + kvProgressTimeout(request))
+                    firstTokenWithin: (open.prefillHere ? .zero : prefillQueueWait) + prefillTimeout(request)
+                        + kvProgressTimeout(request))
             case .failure(let failure): throw RemoteGeneration.error(failure, worker: decode.name)
             default: throw GenerationError(.failed, "decode worker \(decode.name) answered out of order")
             }
@@ -305,7 +311,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         if let prefill {
             countWorkerRequest(worker: prefill.name, role: "prefill")
             generation.startPrefill {
-                await self.submitPrefill(request, to: prefill, decode: decode)
+                await self.submitPrefill(request, to: prefill, decode: decode, queueWait: prefillQueueWait)
             }
         }
         return generation
@@ -314,6 +320,16 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// How long a prompt may take to prefill and ship: `prefillBaseTimeout` plus `prefillPerTokenTimeout` per token.
     private func prefillTimeout(_ request: GenerationRequest) -> Duration {
         configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
+    }
+
+    /// How long a prompt may wait in the prefill worker's queue before its first pass. A worker takes at most
+    /// `slo.max_queue_depth` queued requests before it counts as at capacity, so the prompt waits behind at most that
+    /// many; each is given this prompt's own prefill bound (prompts in one burst tend to be alike, and the base term
+    /// covers short ones behind long ones), never more than a request may wait at the router. Long enough that a
+    /// busy worker is not mistaken for a stuck one, short enough that a frozen one is given up within minutes.
+    private func prefillQueueWait(_ request: GenerationRequest, policy: PlacementPolicy) -> Duration {
+        let behind = prefillTimeout(request) * max(1, policy.slo.maxQueueDepth)
+        return min(behind, .milliseconds(Int(policy.admission.maxWaitSeconds * 1000)))
     }
 
     private func kvProgressTimeout(_ request: GenerationRequest) -> Duration {
@@ -340,7 +356,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, queueWait: Duration
     ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
@@ -351,8 +367,10 @@ public final class ClusterGenerationBackend: GenerationBackend {
         address.hostID = decode.address.hostID
         address.name = decode.name
         submit.decodeWorker = address
-        let timeout = prefillTimeout(request)
-        submit.deadlineMs = Self.milliseconds(timeout)
+        submit.deadlineMs = Self.milliseconds(prefillTimeout(request))
+        submit.queueTimeoutMs = Self.milliseconds(queueWait)
+        // The worker's two bounds, one after the other, and a second for the answer to travel.
+        let timeout = queueWait + prefillTimeout(request) + .seconds(1)
         do {
             let client = try await workers.client(
                 host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))

@@ -22,18 +22,25 @@ final class PrefillBatcher: @unchecked Sendable {
         let queue: LayerQueue
         let started: ContinuousClock.Instant
         let blocks: Int
+        /// Called on the lane when the prompt's first pass starts: until then it was waiting, not computing.
+        let onStart: (@Sendable () -> Void)?
         /// Lane thread only from here on.
         var sequence: SequenceID?
         var progress = 0
         var finished = false
+        var computing = false
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
-        init(prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int) {
+        init(
+            prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int,
+            onStart: (@Sendable () -> Void)? = nil
+        ) {
             self.prompt = prompt
             self.queue = queue
             self.started = started
             self.blocks = blocks
+            self.onStart = onStart
         }
     }
 
@@ -199,6 +206,10 @@ final class PrefillBatcher: @unchecked Sendable {
                 completesPrompt: job.progress + take == job.prompt.count)
         }
         guard !chunks.isEmpty else { return }
+        for job in members where !job.computing {
+            job.computing = true
+            job.onStart?()
+        }
         let completing = members.indices.filter { chunks[$0].completesPrompt }
         let cache = engine.cache
         do {

@@ -75,11 +75,13 @@ public final class PrefillKVShipper: Sendable {
     /// Prefills `prompt` and streams its KV, then the logits after its last token, through `sender` under
     /// `requestID`.
     ///
+    /// `onStart` is called when the prompt's first forward pass starts (it may wait behind others until then).
+    ///
     /// The prompt must have been validated by the caller's edge (ids in the vocabulary, fewer than the context).
     /// Throws `.invalidArgument` for a prompt longer than this worker's context or cache; `.inference` when
     /// prefill fails, `.transfer` when the transport does (the receiver has then freed what it had).
     public func ship(
-        requestID: String, prompt: [Int32], via sender: any KVTransferSender
+        requestID: String, prompt: [Int32], via sender: any KVTransferSender, onStart: (@Sendable () -> Void)? = nil
     ) async throws(WorkerError) -> KVShipmentReport {
         precondition(!prompt.isEmpty, "PrefillKVShipper.ship needs a validated, non-empty prompt")
         guard prompt.count <= engine.maxContext else {
@@ -95,7 +97,7 @@ public final class PrefillKVShipper: Sendable {
 
         let started = ContinuousClock.now
         let queue = LayerQueue(capacity: maxBufferedLayers)
-        let job = PrefillBatcher.Job(prompt: prompt, queue: queue, started: started, blocks: blocks)
+        let job = PrefillBatcher.Job(prompt: prompt, queue: queue, started: started, blocks: blocks, onStart: onStart)
         batcher.submit(job)
 
         let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count)

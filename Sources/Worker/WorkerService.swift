@@ -314,11 +314,13 @@ public final class WorkerService: Sendable {
         guard enter() else { return try await refuse(writer, 503, "draining", "worker \(name) is draining") }
         defer { leave() }
         let deadline = message.deadlineMs == 0 ? defaultPrefillDeadline : .milliseconds(Int(message.deadlineMs))
+        let queueTimeout = message.queueTimeoutMs == 0 ? deadline : .milliseconds(Int(message.queueTimeoutMs))
         let result: PrefillResult
         do {
             result = try await prefill.submit(
                 requestID: message.requestID, prompt: message.promptTokens, decodeName: message.decodeWorker.name,
-                host: message.decodeWorker.host, port: Int(message.decodeWorker.port), deadline: deadline)
+                host: message.decodeWorker.host, port: Int(message.decodeWorker.port), queueTimeout: queueTimeout,
+                deadline: deadline)
         } catch {
             logger.info("SubmitPrefill \(message.requestID) failed: \(error)")
             let (status, code): (Int, String) = switch error.code {

@@ -32,9 +32,12 @@ struct ClusterGenerationBackendTests {
             let open = try #require(cluster.log.withLock { $0.opened.first })
             #expect(GenerationState(proto: open.state) == GenerationState(request: request))
             #expect(!open.prefillHere)
-            #expect(open.transferTimeoutMs == 30_100, "the decode worker waits as long as the prefill may take (30 s + 20 ms × 5)")
+            // The prompt's deadline is 30 s + 20 ms × 5; it may wait in the prefill queue behind slo.max_queue_depth (4)
+            // others given as much each; the decode worker waits for the transfer to start for both together.
+            #expect(open.transferTimeoutMs == 150_500, "the decode worker waits as long as the prefill may queue and take")
             let submit = try #require(cluster.log.withLock { $0.submitted.first })
             #expect(submit.requestID == "req-1" && submit.promptTokens == [1, 2, 3, 4, 5])
+            #expect(submit.deadlineMs == 30_100 && submit.queueTimeoutMs == 120_400)
             #expect(Int(submit.decodeWorker.port) == cluster.decodePort && submit.decodeWorker.hostID == "host-a")
         }
     }

@@ -162,6 +162,69 @@ extension SharedFixtureSuites {
             #expect(b.tokens == a.tokens, "the same prompt, greedy")
         }
 
+        @Test("a prompt queued behind another waits without spending its deadline; its queue bound still ends the wait")
+        func queuedPromptKeepsItsDeadline() async throws {
+            let pair = try await WorkerPair()
+            defer { Task { await pair.close() } }
+            let base = pair.fixture.prompt
+            // Three different ~240-token prompts (different, so no prefix is cached) and a short one.
+            func long(_ shift: Int) -> [Int32] {
+                Array((0..<6).flatMap { _ in base }.map { ($0 + Int32(shift)) % 20_000 }.prefix(240))
+            }
+            let short = Array(base.prefix(8))
+
+            /// Opens `id` on the decode worker and submits its prefill with the given bounds once `after` is computing.
+            func submit(
+                _ id: String, _ prompt: [Int32], deadlineMs: UInt32 = 0, queueTimeoutMs: UInt32 = 0, behindOther: Bool = false
+            ) async throws -> (NodeStreamResponse, NodeResponse) {
+                let stream = try await pair.openDecode(pair.openRequest(HandoffFixture.state(id, prompt, .greedy, maxTokens: 1)))
+                var events = stream.messages.makeAsyncIterator()
+                _ = try await events.next()  // opened
+                var request = pair.prefillRequest(id, prompt: prompt)
+                request.deadlineMs = deadlineMs
+                request.queueTimeoutMs = queueTimeoutMs
+                return (stream, try await pair.submitPrefill(request))
+            }
+            /// Starts a long prompt's prefill and returns once its pass runs (the short one then waits for the lane).
+            func occupyLane(_ id: String, _ prompt: [Int32]) async throws -> Task<(NodeStreamResponse, NodeResponse), any Error> {
+                let task = Task { try await submit(id, prompt) }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while pair.prefill.shipper.computing == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+                #expect(pair.prefill.shipper.computing > 0, "the long prompt never started")
+                return task
+            }
+
+            // How long a long prompt's prefill takes alone on this machine, now.
+            let (firstStream, alone) = try await submit("alone", long(1))
+            firstStream.cancel()
+            try #require(alone.status == 200, "\(alone.bodyText)")
+            let longMs = try Baton_V1_SubmitPrefillResponse(serializedBytes: alone.body).prefillMs
+
+            // Behind a long prompt, a short one waits about that long: half of it as its deadline would have failed
+            // it when the deadline counted the wait; it covers the short prompt's own pass many times over.
+            let blocker = try await occupyLane("blocker", long(2))
+            let (waitedStream, waited) = try await submit("waited", short, deadlineMs: max(1, longMs / 2), queueTimeoutMs: 60_000)
+            waitedStream.cancel()
+            try #require(waited.status == 200, "\(waited.bodyText)")
+            let waitedResult = try Baton_V1_SubmitPrefillResponse(serializedBytes: waited.body)
+            // prefill_ms runs from arrival (the wait included): the case tests something only if it waited past the deadline.
+            #expect(waitedResult.prefillMs > longMs / 2, "the short prompt did not wait behind the long one (\(waitedResult.prefillMs) ms)")
+            let (blockerStream, blocked) = try await blocker.value
+            blockerStream.cancel()
+            #expect(blocked.status == 200)
+
+            // A queue bound shorter than the pass ahead of it ends the wait with its own message.
+            let second = try await occupyLane("second", long(3))
+            let (lateStream, late) = try await submit("late", short, deadlineMs: 60_000, queueTimeoutMs: 1)
+            lateStream.cancel()
+            #expect(late.status == 504)
+            #expect(late.bodyText.contains("in the prefill queue without starting"), "\(late.bodyText)")
+            let (secondStream, _) = try await second.value
+            secondStream.cancel()
+            let blocks = pair.prefill.kvBlocks
+            #expect(blocks.free == blocks.total)
+        }
+
         @Test("a draining worker refuses new work and finishes what it started")
         func drainingFinishesOldWork() async throws {
             let pair = try await WorkerPair()

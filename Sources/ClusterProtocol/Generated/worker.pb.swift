@@ -277,8 +277,11 @@ public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
   /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
   public mutating func clearDecodeWorker() {self._decodeWorker = nil}
 
-  /// 0 = worker default
+  /// from the prompt's first pass to the decode worker's confirmation; 0 = worker default
   public var deadlineMs: UInt32 = 0
+
+  /// longest wait in the prefill worker's queue before the first pass (waiting behind
+  public var queueTimeoutMs: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -956,7 +959,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{3}queue_timeout_ms\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -968,6 +971,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
       case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.promptTokens) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.queueTimeoutMs) }()
       default: break
       }
     }
@@ -990,6 +994,9 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if self.deadlineMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
     }
+    if self.queueTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.queueTimeoutMs, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -998,6 +1005,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if lhs.promptTokens != rhs.promptTokens {return false}
     if lhs._decodeWorker != rhs._decodeWorker {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.queueTimeoutMs != rhs.queueTimeoutMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
