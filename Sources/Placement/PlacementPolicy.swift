@@ -108,8 +108,9 @@ public struct PlacementPolicy: Sendable, Equatable {
         /// of `min_prompt_tokens`, so an uncached prompt splits exactly as that threshold says.
         public var minUncachedTokens: Int?
         /// How much each request queued at the chosen prefill worker raises `min_uncached_tokens`: a suffix waits
-        /// behind that queue when split, not when prefilled locally. Default 1; 0 ignores the queue.
-        public var prefillQueueFactor: Double = 1
+        /// behind that queue when split, not when prefilled locally. Default 0 (the queue is ignored, so an uncached
+        /// prompt splits as `min_prompt_tokens` says whatever the queue); 1 doubles the threshold per queued request.
+        public var prefillQueueFactor: Double = 0
 
         public init() {}
     }

@@ -32,8 +32,7 @@ struct PrefixPlacementTests {
                                  decode: .init(stored: Array(held)), prefill: nil), from: "d2")
         let prefix = PrefixMatch(prompt: prompt, index: index)
         #expect(prefix.cachedTokens(worker: "d2", cache: .decode, path: .prefill) == 560)
-        var policy = PlacementPolicy()
-        policy.disaggregation.prefillQueueFactor = 0
+        let policy = PlacementPolicy()
         // d2 has two queued of four (load 0.5): 1 + 560/640 − 0.5·0.5 beats d1's idle 1.
         let busy = Self.topology(d2: WorkerLoad(queueDepth: 2))
         let decision = try Self.choose(640, busy, policy, prefix: prefix)
@@ -58,6 +57,7 @@ struct PrefixPlacementTests {
     func uncachedRule() throws {
         var policy = PlacementPolicy()
         policy.disaggregation.minUncachedTokens = 100
+        policy.disaggregation.prefillQueueFactor = 1
         let state = Self.topology()
         let local = try Self.choose(1000, state, policy, prefix: PrefixMatch(promptTokens: 1000, assuming: ["d1": 960]))
         #expect(local.mode == .decodeOnly && local.modeRule == "disaggregation.min_uncached_tokens")
@@ -81,6 +81,8 @@ struct PrefixPlacementTests {
         let plain = try Self.choose(64, state)
         #expect(plain.mode == .disaggregated && plain.modeRule == "disaggregation.min_prompt_tokens")
         #expect(try Self.choose(63, state).mode == .decodeOnly)
+        // Nor does the default policy look at the prefill queue.
+        #expect(try Self.choose(64, Self.topology(prefillQueue: 3)).mode == .disaggregated)
     }
 
     @Test("the explanation shows each candidate's cached tokens, why the winner won, and the rule that decided the mode")
