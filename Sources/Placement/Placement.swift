@@ -123,10 +123,9 @@ public enum Placement {
                     mode = .decodeOnly
                     modeRule = "disaggregation.min_uncached_tokens"
                     modeReason += "; but \(what): \(pair.decode) prefills the rest itself"
-                    let local = Decision.PairScore(prefill: nil, decode: pair.decode, link: nil, linkCost: 0,
-                                                   score: decode.score.score)
-                    pairs.insert(local, at: 0)
-                    chosen = local
+                    // The pairs stay as compared; the mode line says why the best one's decode worker runs alone.
+                    chosen = Decision.PairScore(prefill: nil, decode: pair.decode, link: nil, linkCost: 0,
+                                                score: decode.score.score)
                 } else {
                     modeReason += "; \(what): the split pays"
                 }

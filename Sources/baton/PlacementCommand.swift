@@ -200,7 +200,11 @@ struct PlacementExplainCommand: AsyncParsableCommand {
                 state = try ClusterState.declared(workerFiles: workers)
             }
             var rng = SeededGenerator(seed: seed ?? policy.balancing.seed ?? 0)
-            let prefix = PrefixMatch(promptTokens: promptTokens, assuming: try assumedCache())
+            let assumed = try assumedCache()
+            if let unknown = assumed.keys.sorted().first(where: { state.workers[$0] == nil }) {
+                throw PlacementError(.invalidArgument, "--cached names \(unknown), which is not a worker of this cluster")
+            }
+            let prefix = PrefixMatch(promptTokens: promptTokens, assuming: assumed)
             let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &rng)
             print(json ? try decision.explainJSON() : decision.explainText(policy: policy))
         } catch let error as PlacementError {
