@@ -37,9 +37,9 @@ public struct ClusterState: Sendable, Equatable {
         /// reported queue. Not logged.
         public var pending: Int = 0
         /// Requests placement sent this worker since its last heartbeat, started or not, and the KV tokens they
-        /// reserve there: counted in its load score (as KV blocks in use) until a heartbeat reports the real load.
-        /// Unlike `pending`, starting does not uncount them: a running request is load too, and the worker's
-        /// reported load only includes it from its next heartbeat. Not logged.
+        /// reserve there: counted in its load score (as running sequences and KV blocks in use) until a heartbeat
+        /// reports the real load. Unlike `pending`, starting does not uncount them: a running request is load too,
+        /// and the worker's reported load only includes it from its next heartbeat. Not logged.
         public var assigned: Int = 0
         public var assignedTokens: Int = 0
 
@@ -48,13 +48,20 @@ public struct ClusterState: Sendable, Equatable {
         public var roles: [WorkerRole] { assignedRoles ?? offeredRoles }
     }
 
+    /// Requests admitted on this state (`recordPlacement`): whose turn it is under `balancing.strategy:
+    /// round_robin`. Not logged; each router counts its own and keeps the count across snapshots.
+    public private(set) var placements = 0
+
     /// Members by name (active and lost; workers that left are removed).
     public private(set) var workers: [String: Worker] = [:]
+    /// The members' names in order, kept as members join and leave: every placement walks the members in this
+    /// order, and sorting a thousand of them on every request was most of its time.
+    private var names: [String] = []
 
     public init() {}
 
     /// Members sorted by name: a stable order for output and tie-breaking.
-    public var sortedWorkers: [Worker] { workers.values.sorted { $0.name < $1.name } }
+    public var sortedWorkers: [Worker] { names.compactMap { workers[$0] } }
 
     /// The state after `event`.
     public func applying(_ event: MembershipEvent) -> ClusterState {
@@ -67,6 +74,7 @@ public struct ClusterState: Sendable, Equatable {
     public mutating func apply(_ event: MembershipEvent) {
         switch event {
         case .joined(let profile, let roles, let address, let fingerprint, let incarnation, let at):
+            if workers[profile.name] == nil { insertName(profile.name) }
             // Re-joining replaces the profile, offered roles and address and forgets an earlier assignment:
             // a restarted worker may come back with a different `--role`, declared profile or port.
             workers[profile.name] = Worker(profile: profile, offeredRoles: roles.uniqueSorted(), assignedRoles: nil,
@@ -87,8 +95,19 @@ public struct ClusterState: Sendable, Equatable {
         case .heartbeatLost(let name, _):
             workers[name]?.status = .lost
         case .left(let name, _):
-            workers[name] = nil
+            if workers.removeValue(forKey: name) != nil, let index = names.firstIndex(of: name) {
+                names.remove(at: index)
+            }
         }
+    }
+
+    private mutating func insertName(_ name: String) {
+        var low = 0, high = names.count
+        while low < high {
+            let middle = (low + high) / 2
+            if names[middle] < name { low = middle + 1 } else { high = middle }
+        }
+        names.insert(name, at: low)
     }
 
     /// `heartbeatLost` events for every active or draining worker not seen for longer than `timeout`
@@ -103,6 +122,7 @@ public struct ClusterState: Sendable, Equatable {
     /// `Worker.assigned`). A worker doing both halves counts twice: it prefills and decodes. The prefill worker holds
     /// `promptTokens` of KV for it, the decode worker `reservedTokens` (prompt and completion; default the prompt).
     public mutating func recordPlacement(_ pair: WorkerPair, promptTokens: Int = 0, reservedTokens: Int? = nil) {
+        placements &+= 1
         for (name, tokens) in [(pair.prefill, promptTokens), (pair.decode, reservedTokens ?? promptTokens)] {
             guard let name else { continue }
             workers[name]?.pending += 1
@@ -130,7 +150,9 @@ public struct ClusterState: Sendable, Equatable {
     /// no newer news of that worker: the same process, and no heartbeat after the one `earlier` knew. A router
     /// calls this on each snapshot from placement, so the work it has itself just assigned keeps counting
     /// until a heartbeat that includes it arrives.
+    /// `round_robin`'s turn (`placements`) carries over too: it is the router's own count.
     public mutating func carryPending(from earlier: ClusterState) {
+        placements = earlier.placements
         for (name, old) in earlier.workers where old.pending > 0 || old.assigned > 0 {
             guard let new = workers[name], new.incarnation == old.incarnation, new.lastSeen <= old.lastSeen else { continue }
             workers[name]?.pending = max(new.pending, old.pending)

@@ -90,7 +90,7 @@ extension Decision {
         if let other = ranked.first(where: { $0.worker != winner.worker }), let lost = other.score {
             text += " against \(other.worker)'s \(fmt2(lost.score)) (\(terms(lost)))"
             if won.score == lost.score {
-                text += won.load != lost.load ? "; tie, lower load wins" : "; tie, fewer sequences running and placed, then the name, wins"
+                text += won.load != lost.load ? "; tie, lower load wins" : "; tie, the name wins"
             } else if won.score < lost.score {
                 text += "; lower alone, but part of the best pair (the link cost and the other role's score count there)"
             }

@@ -88,16 +88,18 @@ public struct MembershipView: Sendable {
     /// policy's pools excluded them. `prompt` (its token ids, when known) is matched against the prefix index;
     /// `pinnedPath` is the path a continued generation's prompt must take; `reservedTokens` is the KV the decode
     /// worker reserves for it (prompt and completion; default the prompt).
+    /// `explains: false` leaves out why (see `Placement.choose`).
     public mutating func choose<R: RandomNumberGenerator>(promptTokens: Int, prompt: [Int32]? = nil,
                                                          pinnedPath: PromptPath? = nil, reservedTokens: Int? = nil,
                                                          excluding: [String] = [], at now: Date,
+                                                         explains: Bool = true,
                                                          rng: inout R) throws(PlacementError) -> Decision {
         var policy = self.policy
         policy.prefill.excludeWorkers += excluding
         policy.decode.excludeWorkers += excluding
         let prefix = prompt.map { PrefixMatch(prompt: $0, pinnedPath: pinnedPath, index: prefixIndex) } ?? .none
         let decision = try Placement.choose(promptTokens: promptTokens, state: effectiveState(at: now), policy: policy,
-                                            prefix: prefix, rng: &rng)
+                                            prefix: prefix, explains: explains, rng: &rng)
         if case .admit(let pair) = decision.admission {
             state.recordPlacement(pair, promptTokens: promptTokens, reservedTokens: reservedTokens)
         }

@@ -5,8 +5,6 @@ struct RolePool {
     struct Scored {
         let worker: ClusterState.Worker
         let score: Decision.Score
-        /// Sequences running plus requests placed since the last heartbeat: the last tie-break before names.
-        var busy: Int { worker.load.activeSequences + worker.assigned }
     }
 
     let role: WorkerRole
@@ -20,8 +18,10 @@ struct RolePool {
     ///     mode), so its recent TTFT is held against `slo.ttft_ms`.
     ///   - promptTokens: the prompt's length, against which `cached` is a share.
     ///   - cached: prompt tokens the worker's cache for `role` holds, ready to adopt.
-    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool, promptTokens: Int,
-         cached: (ClusterState.Worker, WorkerRole) -> Int) {
+    ///   - explains: whether to word the reasons of excluded and overloaded workers. Without, every reason is
+    ///     the empty string: the same workers are excluded, overloaded and eligible, nothing is formatted.
+    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool, promptTokens: Int = 0,
+         cached: (ClusterState.Worker, WorkerRole) -> Int = { _, _ in 0 }, explains: Bool = true) {
         self.role = role
         let pool = role == .prefill ? policy.prefill : policy.decode
         let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
@@ -30,30 +30,30 @@ struct RolePool {
         for worker in workers {
             let profile = worker.profile
             var reasons: [String] = []
+            func reason(_ text: @autoclosure () -> String) { reasons.append(explains ? text() : "") }
             if !worker.roles.contains(role) {
-                let roles = worker.roles.map(\.rawValue).joined(separator: ", ")
-                reasons.append("does not serve \(key) (roles: \(roles.isEmpty ? "none" : roles))")
+                reason("does not serve \(key) (roles: \(worker.roles.isEmpty ? "none" : worker.roles.map(\.rawValue).joined(separator: ", ")))")
             }
-            if worker.status == .lost { reasons.append("heartbeat lost") }
-            if worker.status == .draining { reasons.append("draining (finishing its requests, takes no new ones)") }
-            if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reasons.append("not listed in \(key).workers") }
-            if pool.excludeWorkers.contains(worker.name) { reasons.append("listed in \(key).exclude_workers") }
+            if worker.status == .lost { reason("heartbeat lost") }
+            if worker.status == .draining { reason("draining (finishing its requests, takes no new ones)") }
+            if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reason("not listed in \(key).workers") }
+            if pool.excludeWorkers.contains(worker.name) { reason("listed in \(key).exclude_workers") }
             for (label, value) in pool.labels.sorted(by: { $0.key < $1.key }) {
                 if let actual = profile.labels[label] {
-                    if actual != value { reasons.append("label \(label)=\(actual), \(key).labels wants \(label)=\(value)") }
+                    if actual != value { reason("label \(label)=\(actual), \(key).labels wants \(label)=\(value)") }
                 } else {
-                    reasons.append("no label \(label), \(key).labels wants \(label)=\(value)")
+                    reason("no label \(label), \(key).labels wants \(label)=\(value)")
                 }
             }
             if profile.sgemmGFLOPS < pool.minGFLOPS {
-                reasons.append("sgemm \(fmt(profile.sgemmGFLOPS)) GFLOP/s < \(key).min_gflops \(fmt(pool.minGFLOPS))")
+                reason("sgemm \(fmt(profile.sgemmGFLOPS)) GFLOP/s < \(key).min_gflops \(fmt(pool.minGFLOPS))")
             }
             if profile.memoryReadGBps < pool.minBandwidthGBps {
-                reasons.append("memory read \(fmt(profile.memoryReadGBps)) GB/s < \(key).min_bandwidth_gbps "
+                reason("memory read \(fmt(profile.memoryReadGBps)) GB/s < \(key).min_bandwidth_gbps "
                     + "\(fmt(pool.minBandwidthGBps))")
             }
             if profile.memoryFreeBytes < pool.minFreeMemoryBytes {
-                reasons.append("free memory \(ByteCount.format(profile.memoryFreeBytes)) < \(key).min_free_memory "
+                reason("free memory \(ByteCount.format(profile.memoryFreeBytes)) < \(key).min_free_memory "
                     + "\(ByteCount.format(pool.minFreeMemoryBytes))")
             }
             if !reasons.isEmpty {
@@ -66,18 +66,18 @@ struct RolePool {
             // Queueing holds them at the router instead, which costs nothing, so there they count.
             let queued = policy.admission.policy == .queue ? load.queueDepth + worker.pending : load.queueDepth
             if queued >= policy.slo.maxQueueDepth {
-                let what = queued == load.queueDepth ? "queue depth \(queued)" : "queue depth \(load.queueDepth) + \(worker.pending) just placed"
-                reasons.append("\(what) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
+                reason((queued == load.queueDepth ? "queue depth \(queued)" : "queue depth \(load.queueDepth) + \(worker.pending) just placed")
+                    + " ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
             }
             if role == .decode, let total = load.totalKVBlocks, total > 0, load.freeKVBlocks <= 0 {
-                reasons.append("KV cache full (0 of \(total) blocks free)")
+                reason("KV cache full (0 of \(total) blocks free)")
             }
             if checksTTFT, policy.admission.policy == .ttftTarget, let ttft = load.recentTTFTMs, ttft > policy.slo.ttftMs, load.queueDepth > 0 {
-                reasons.append("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
+                reason("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
                     + "with \(load.queueDepth) queued")
             }
             if role == .decode, let tpot = load.recentTPOTMs, tpot > policy.slo.tpotMs, load.activeSequences > 0 {
-                reasons.append("recent TPOT \(fmt(tpot)) ms > slo.tpot_ms \(fmt(policy.slo.tpotMs)) "
+                reason("recent TPOT \(fmt(tpot)) ms > slo.tpot_ms \(fmt(policy.slo.tpotMs)) "
                     + "with \(load.activeSequences) active")
             }
             if !reasons.isEmpty {
@@ -102,7 +102,6 @@ struct RolePool {
         eligible.sort { a, b in
             if a.score.score != b.score.score { return a.score.score > b.score.score }
             if a.score.load != b.score.load { return a.score.load < b.score.load }
-            if a.busy != b.busy { return a.busy < b.busy }
             return a.worker.name < b.worker.name
         }
     }

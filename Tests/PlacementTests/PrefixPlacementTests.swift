@@ -134,7 +134,9 @@ struct PrefixPlacementTests {
             for reportsKV in [true, false] {
                 var policy = PlacementPolicy()
                 policy.admission.policy = admission
-                let idle = reportsKV ? WorkerLoad(freeKVBlocks: 1024, totalKVBlocks: 1024) : WorkerLoad()
+                // Workers report their KV blocks, or only their decode batch: either way placed work is load.
+                var idle = WorkerLoad(freeKVBlocks: 1024, totalKVBlocks: 1024)
+                if !reportsKV { idle = WorkerLoad(); idle.maxSequences = 8 }
                 var view = MembershipView()
                 view.install(Self.topology(d1: idle, d2: idle), policy: policy, version: 1, placementIncarnation: "p1", at: epoch)
                 var rng = SeededGenerator(seed: 1)

@@ -305,7 +305,10 @@ extension ClusterSimulator {
             let request = requests[r]
             let decision: Decision
             do {
-                decision = try view.choose(promptTokens: request.promptTokens, at: Date(timeIntervalSince1970: now), rng: &rng)
+                // The answer only: the simulator never shows why, and wording it for every worker would be most of
+                // a placement's time on a large cluster.
+                decision = try view.choose(promptTokens: request.promptTokens, at: Date(timeIntervalSince1970: now),
+                                           explains: false, rng: &rng)
             } catch {
                 fail(r, "placement: \(error.message)")
                 return true
