@@ -96,7 +96,7 @@ let package = Package(
         // Device profiles, config-file placement policy, membership log: pure bookkeeping, no networking.
         .target(
             name: "Placement",
-            dependencies: ["CKernels", .product(name: "Yams", package: "Yams")],
+            dependencies: ["CKernels", "Generation", .product(name: "Yams", package: "Yams")],
             swiftSettings: optimized
         ),
 
@@ -174,7 +174,7 @@ let package = Package(
         .testTarget(
             name: "InferenceTests", dependencies: ["Inference", "Generation", "GGUF", "Tokenization", "CKernels"],
             resources: [.copy("Fixtures")]),
-        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement", "Generation"]),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks"]),
         .testTarget(
             name: "RouterTests",

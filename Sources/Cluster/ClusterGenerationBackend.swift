@@ -153,7 +153,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
             if queue.mayChoose(ticket) {
                 let choice: (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress])
                 do {
-                    choice = try watch.choose(promptTokens: state.request.prompt.count, excluding: excluded)
+                    choice = try watch.choose(state, excluding: excluded)
                 } catch {
                     throw GenerationError(.invalidArgument, error.message, cause: error)
                 }
@@ -169,9 +169,10 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         mode: pair.prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill,
                         decode: WorkerEndpoint(name: pair.decode, address: decodeAddress),
                         explanation: choice.decision.explainText(policy: choice.policy))
-                    // A prompt long enough to be split, placed on a decode worker alone because no prefill worker is
-                    // eligible now, runs on the prefill path there: as an undisturbed cluster would have run it, so a
-                    // greedy or seeded reply does not depend on whether a prefill worker was up.
+                    // A prompt long enough to be split, placed on a decode worker alone (no prefill worker is eligible
+                    // now, or the worker holds all of it but a short suffix: `min_uncached_tokens`), runs on the prefill
+                    // path there, adopting the prefix it holds on that path: as an undisturbed cluster would have run
+                    // it, so a greedy or seeded reply does not depend on where it ran.
                     var placed = state
                     if pair.prefill == nil, placed.promptPath == nil,
                         placed.request.prompt.count >= choice.policy.disaggregation.minPromptTokens
@@ -349,7 +350,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
         let requestID = remote.requestID
         let choice: (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress])
         do {
-            choice = try watch.choose(promptTokens: state.request.prompt.count, excluding: [source.name])
+            choice = try watch.choose(state, excluding: [source.name])
         } catch {
             await keep(remote, because: error.message)
             return nil

@@ -25,11 +25,12 @@ public final class PlacementClient: Sendable {
     }
 
     /// Returns false when the service does not know the worker (it should register again).
-    public func heartbeat(_ request: HeartbeatRequest) async throws(ClusterError) -> Bool {
+    public func heartbeat(_ request: HeartbeatRequest) async throws(ClusterError) -> HeartbeatResponse? {
         let response = try await call(BatonProtocol.Placement.heartbeat, body: request)
-        if response.status == 404 { return false }
+        if response.status == 404 { return nil }
         guard response.status == 200 else { throw refusal(response, doing: "heartbeat of \(request.name)") }
-        return true
+        // An empty body is a placement service that does not answer with more.
+        return (try? PlacementJSON.decode(HeartbeatResponse.self, from: response.body)) ?? HeartbeatResponse(resetKVEvents: false)
     }
 
     public func leave(name: String, incarnation: String? = nil) async throws(ClusterError) {
@@ -65,9 +66,11 @@ public final class PlacementClient: Sendable {
         return MembershipWatchStream(source: "placement service at \(host):\(port)", response: opened)
     }
 
-    /// What `choose` would answer for a prompt of `promptTokens` tokens, and why; chooses nothing.
-    public func explain(promptTokens: Int) async throws(ClusterError) -> ExplainResponse {
-        let response = try await call(BatonProtocol.Placement.explain, body: ChooseRequest(promptTokens: promptTokens))
+    /// What `choose` would answer for a prompt of `promptTokens` tokens, and why; chooses nothing. With the prompt's
+    /// token ids, scores count what each worker's caches hold of it.
+    public func explain(promptTokens: Int, prompt: [Int32]? = nil) async throws(ClusterError) -> ExplainResponse {
+        let response = try await call(
+            BatonProtocol.Placement.explain, body: ChooseRequest(promptTokens: promptTokens, prompt: prompt))
         guard response.status == 200 else { throw refusal(response, doing: "explaining a placement") }
         return try decode(ExplainResponse.self, response)
     }

@@ -43,6 +43,19 @@ public actor PlacementRegistry {
     public private(set) var revision: UInt64 = 1
     /// This placement process, so routers can tell a restarted service (whose versions start again).
     public nonisolated let incarnation = WorkerIncarnation.now().description
+    /// Which block hashes each worker's prefix caches hold, from the KV event batches in their heartbeats. Not logged:
+    /// a restarted service asks every worker for a reset batch.
+    public private(set) var prefixIndex = PrefixIndex()
+    /// The batches received, in order, for the routers' watch streams to forward (their replicas apply the very same
+    /// batches); the oldest are dropped past `prefixLogLimit` batches, and a stream that fell behind them starts over
+    /// from the whole index.
+    private var prefixLog: [WorkerKVEvents] = []
+    /// Batches ever dropped from the front of `prefixLog`: the position of `prefixLog[i]` is `prefixLogStart + i + 1`.
+    private var prefixLogStart: UInt64 = 0
+    /// Hashes named by the batches in `prefixLog`.
+    private var prefixLogHashes = 0
+    /// Most batches, and most hashes in them, kept for the watch streams (a few MiB at most).
+    public static let prefixLogLimit = (batches: 4096, hashes: 1 << 19)
 
     /// Opens (creating when missing) and replays the membership log at `logPath`, compacting it when it
     /// holds more than `compactAfterEvents` events. Replayed workers that were not lost count as seen now:
@@ -154,8 +167,10 @@ public actor PlacementRegistry {
                                 heartbeatIntervalMs: Int(heartbeatInterval / .milliseconds(1)))
     }
 
-    /// Records a worker's load. Throws `.notFound` when the worker is not a member (it should register).
-    public func heartbeat(_ request: HeartbeatRequest) throws(ClusterError) {
+    /// Records a worker's load and applies its KV event batch. Throws `.notFound` when the worker is not a member (it
+    /// should register). The answer asks for a reset batch when the index holds nothing trusted for the worker.
+    @discardableResult
+    public func heartbeat(_ request: HeartbeatRequest) throws(ClusterError) -> HeartbeatResponse {
         guard let worker = state.workers[request.name] else {
             throw ClusterError(.notFound, "worker \(request.name) is not registered")
         }
@@ -168,6 +183,9 @@ public actor PlacementRegistry {
         guard load.queueDepth >= 0, load.activeSequences >= 0, load.freeKVBlocks >= 0, (load.totalKVBlocks ?? 0) >= 0 else {
             throw ClusterError(.invalidArgument, "heartbeat of \(request.name) has a negative load figure")
         }
+        if let batch = request.kvEvents, batch.hashCount > KVEventBatch.maximumHashes {
+            throw ClusterError(.invalidArgument, "heartbeat of \(request.name) carries \(batch.hashCount) block hashes, over \(KVEventBatch.maximumHashes)")
+        }
         let event = MembershipEvent.heartbeat(worker: request.name, load: load, draining: request.draining, at: clock())
         let next: ClusterState.Status = request.draining ? .draining : .active
         if worker.status != next {
@@ -177,6 +195,24 @@ public actor PlacementRegistry {
             state.apply(event)
             revision += 1
         }
+        if let batch = request.kvEvents {
+            if case .dropped(let reason) = prefixIndex.apply(batch, from: request.name) {
+                logger.info("prefix index: dropped the entries of \(request.name) until it sends a reset batch: \(reason)")
+            }
+            prefixLog.append(WorkerKVEvents(worker: request.name, batch: batch))
+            prefixLogHashes += batch.hashCount
+            var excess = 0
+            while excess < prefixLog.count - 1,
+                  prefixLog.count - excess > Self.prefixLogLimit.batches || prefixLogHashes > Self.prefixLogLimit.hashes {
+                prefixLogHashes -= prefixLog[excess].batch.hashCount
+                excess += 1
+            }
+            if excess > 0 {
+                prefixLog.removeFirst(excess)
+                prefixLogStart += UInt64(excess)
+            }
+        }
+        return HeartbeatResponse(resetKVEvents: prefixIndex.workers[request.name] == nil)
     }
 
     /// Removes a worker. Throws `.notFound` when it is not a member.
@@ -194,7 +230,7 @@ public actor PlacementRegistry {
     /// with the policy's reason when the request cannot be placed now.
     /// `excluding` names workers the caller saw fail this request: they are left out as if the policy's pools
     /// excluded them.
-    public func choose(promptTokens: Int, excluding: [String] = []) throws(ClusterError) -> ChooseResponse {
+    public func choose(promptTokens: Int, excluding: [String] = [], prompt: [Int32]? = nil) throws(ClusterError) -> ChooseResponse {
         guard promptTokens <= ChooseRequest.maximumPromptTokens else {
             throw ClusterError(.invalidArgument, "prompt_tokens \(promptTokens) exceeds \(ChooseRequest.maximumPromptTokens)")
         }
@@ -208,8 +244,9 @@ public actor PlacementRegistry {
         var policy = self.policy
         policy.prefill.excludeWorkers += excluding
         policy.decode.excludeWorkers += excluding
+        let prefix = try prefixMatch(promptTokens: promptTokens, prompt: prompt)
         do {
-            decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &random)
+            decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &random)
         } catch {
             throw ClusterError(.invalidArgument, error.message, cause: error)
         }
@@ -221,7 +258,7 @@ public actor PlacementRegistry {
         case .admit(let pair):
             let decode = try endpoint(pair.decode)
             let prefill = try pair.prefill.map { name throws(ClusterError) in try endpoint(name) }
-            state.recordPlacement(pair)
+            state.recordPlacement(pair, promptTokens: promptTokens)
             return ChooseResponse(mode: prefill == nil ? .decodeOnly : .disaggregated, prefill: prefill, decode: decode,
                                   explanation: decision.explainText(policy: policy),
                                   maxMigrations: policy.resume.maxMigrations)
@@ -231,10 +268,12 @@ public actor PlacementRegistry {
     /// What `choose` would decide for a prompt of `promptTokens` tokens now, and why. Changes nothing: no
     /// load is counted against the workers and the balancing random state does not advance, so asking never
     /// sways the next real choice.
-    public func explain(promptTokens: Int) throws(ClusterError) -> ExplainResponse {
+    /// With the prompt's token ids, each candidate's score counts what its caches hold of it (placement's index).
+    public func explain(promptTokens: Int, prompt: [Int32]? = nil) throws(ClusterError) -> ExplainResponse {
         var rng = random
+        let prefix = try prefixMatch(promptTokens: promptTokens, prompt: prompt)
         do {
-            let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng)
+            let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &rng)
             return ExplainResponse(decision: decision, text: decision.explainText(policy: policy))
         } catch {
             throw ClusterError(.invalidArgument, error.message, cause: error)
@@ -257,27 +296,36 @@ public actor PlacementRegistry {
                 assignedRoles: worker.roles,
                 address: worker.address,
                 profile: worker.profile, load: load, lastSeen: worker.lastSeen, transports: transports,
-                incarnation: worker.incarnation)
+                incarnation: worker.incarnation,
+                indexedBlocks: prefixIndex.workers[worker.name].map { $0.decode.count + $0.prefill.count })
         }
         return ClusterStatus(workers: workers, policyFile: policy.source ?? "(built-in defaults)",
                              policyLoadedAt: policyLoadedAt, policyError: policyError, events: log.eventCount,
                              recentEvents: recentEvents)
     }
 
-    /// The membership and policy as routers receive them on the watch stream.
-    public func snapshot() -> MembershipSnapshot {
-        MembershipSnapshot(version: version, placementIncarnation: incarnation, policy: policy,
-                           events: state.snapshotEvents, sentAt: clock())
+    /// The membership and policy as routers receive them on the watch stream, with the KV event batches received
+    /// after position `prefixSince` (nil, or a position whose batches were dropped already: the whole index).
+    public func snapshot(prefixSince: UInt64? = nil) -> MembershipSnapshot {
+        let position = prefixLogStart + UInt64(prefixLog.count)
+        let update: PrefixIndexUpdate
+        if let since = prefixSince, since >= prefixLogStart, since <= position {
+            update = PrefixIndexUpdate(full: false, batches: Array(prefixLog[Int(since - prefixLogStart)...]), position: position)
+        } else {
+            update = PrefixIndexUpdate(full: true, batches: prefixIndex.resetBatches, position: position)
+        }
+        return MembershipSnapshot(version: version, placementIncarnation: incarnation, policy: policy,
+                                  events: state.snapshotEvents, sentAt: clock(), prefix: update)
     }
 
-    /// What a watch stream should send next, given what it sent (`version`, `revision`): the snapshot at once
-    /// when the membership changed, and when only loads changed, once `loadsDue` (the stream's load interval
-    /// passed). nil when there is nothing to send.
-    public func watchUpdate(sentVersion: UInt64, sentRevision: UInt64, loadsDue: Bool)
+    /// What a watch stream should send next, given what it sent (`version`, `revision`, the prefix position; nil
+    /// before its first snapshot): the snapshot at once when the membership changed, and when only loads or caches
+    /// changed, once `loadsDue` (the stream's load interval passed). nil when there is nothing to send.
+    public func watchUpdate(sentVersion: UInt64, sentRevision: UInt64, loadsDue: Bool, sentPrefix: UInt64? = nil)
         -> (snapshot: MembershipSnapshot, revision: UInt64)?
     {
         guard version != sentVersion || (revision != sentRevision && loadsDue) else { return nil }
-        return (snapshot(), revision)
+        return (snapshot(prefixSince: sentPrefix), revision)
     }
 
     // MARK: Maintenance
@@ -301,6 +349,7 @@ public actor PlacementRegistry {
                 for event in events { state.apply(event) }
                 bump()
                 remember(events)
+                forgetUntrustedPrefixes()
                 logger.error("\(error)")
             }
         }
@@ -354,6 +403,14 @@ public actor PlacementRegistry {
 
     // MARK: Helpers
 
+    private func prefixMatch(promptTokens: Int, prompt: [Int32]?) throws(ClusterError) -> PrefixMatch {
+        guard let prompt else { return .none }
+        guard prompt.count == promptTokens else {
+            throw ClusterError(.invalidArgument, "prompt has \(prompt.count) token ids, but prompt_tokens is \(promptTokens)")
+        }
+        return PrefixMatch(prompt: prompt, index: prefixIndex)
+    }
+
     private func append(_ events: [MembershipEvent]) throws(ClusterError) {
         guard !events.isEmpty else { return }
         do {
@@ -364,6 +421,14 @@ public actor PlacementRegistry {
         for event in events { state.apply(event) }
         bump()
         remember(events)
+        forgetUntrustedPrefixes()
+    }
+
+    /// Drops the prefix entries of workers that left, were lost or restarted (see `PrefixIndex.reconcile`).
+    private func forgetUntrustedPrefixes() {
+        for name in prefixIndex.reconcile(with: state) {
+            logger.info("prefix index: dropped the entries of \(name) (lost, departed or restarted)")
+        }
     }
 
     private func bump() {

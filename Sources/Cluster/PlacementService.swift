@@ -199,8 +199,7 @@ public final class PlacementService: Sendable {
             await answer(response, request, logger: logger) {
                 let heartbeat = try decodeBody(HeartbeatRequest.self, request)
                 try authorize(request, actingAs: heartbeat.name, roles: [])
-                try await registry.heartbeat(heartbeat)
-                return EmptyBody()
+                return try await registry.heartbeat(heartbeat)
             }
         }
         routes.on(BatonProtocol.Placement.leave, allow: workers) { request, response in
@@ -214,7 +213,7 @@ public final class PlacementService: Sendable {
         routes.on(BatonProtocol.Placement.choose, allow: .roles([.router])) { request, response in
             await answer(response, request, logger: logger) {
                 let ask = try decodeBody(ChooseRequest.self, request)
-                return try await registry.choose(promptTokens: ask.promptTokens, excluding: ask.exclude)
+                return try await registry.choose(promptTokens: ask.promptTokens, excluding: ask.exclude, prompt: ask.prompt)
             }
         }
         routes.on(BatonProtocol.Placement.watch, allow: .roles([.router])) { _, response in
@@ -222,7 +221,8 @@ public final class PlacementService: Sendable {
         }
         routes.on(BatonProtocol.Placement.explain, allow: .roles([.router])) { request, response in
             await answer(response, request, logger: logger) {
-                try await registry.explain(promptTokens: try decodeBody(ChooseRequest.self, request).promptTokens)
+                let ask = try decodeBody(ChooseRequest.self, request)
+                return try await registry.explain(promptTokens: ask.promptTokens, prompt: ask.prompt)
             }
         }
         routes.on(BatonProtocol.Placement.status, allow: .anyNode) { request, response in
@@ -250,13 +250,17 @@ public final class PlacementService: Sendable {
     static func watch(_ registry: PlacementRegistry, _ response: NodeResponseWriter) async throws {
         try await response.startStream(contentType: "application/json", keepAlive: watchKeepAlive)
         var sentVersion: UInt64 = 0, sentRevision: UInt64 = 0
+        var sentPrefix: UInt64?
         var loadsSentAt = ContinuousClock.now
         while !Task.isCancelled {
             let loadsDue = loadsSentAt.duration(to: .now) >= (await registry.heartbeatInterval)
-            if let update = await registry.watchUpdate(sentVersion: sentVersion, sentRevision: sentRevision, loadsDue: loadsDue) {
+            if let update = await registry.watchUpdate(
+                sentVersion: sentVersion, sentRevision: sentRevision, loadsDue: loadsDue, sentPrefix: sentPrefix)
+            {
                 try await response.send(try PlacementJSON.encode(update.snapshot))
                 sentVersion = update.snapshot.version
                 sentRevision = update.revision
+                sentPrefix = update.snapshot.prefix?.position
                 loadsSentAt = .now
             }
             try await Task.sleep(for: watchPollInterval)

@@ -70,7 +70,7 @@ public final class PlacementWatch: Sendable {
         let (wasConnected, outage, previous) = state.withLock { state in
             let result = (state.connected, state.lostSince, state.view.version)
             state.view.install(snapshot.state, policy: snapshot.policy, version: snapshot.version,
-                               placementIncarnation: snapshot.placementIncarnation, at: Date())
+                               placementIncarnation: snapshot.placementIncarnation, prefix: snapshot.prefix, at: Date())
             state.connected = true
             state.lostSince = nil
             state.lostReason = nil
@@ -83,7 +83,7 @@ public final class PlacementWatch: Sendable {
         } else if snapshot.version != previous {
             logger.debug("membership snapshot version \(snapshot.version)")
         }
-        publish(snapshot.state)
+        publish(snapshot.state, index: state.withLock { $0.view.prefixIndex })
         onChange()
     }
 
@@ -102,10 +102,15 @@ public final class PlacementWatch: Sendable {
         publishGauges()
     }
 
-    /// Chooses workers for a prompt on the current view; the decision's admission says what to do.
-    func choose(promptTokens: Int, excluding: [String] = []) throws(PlacementError) -> (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress]) {
-        try state.withLock { state throws(PlacementError) in
-            let decision = try state.view.choose(promptTokens: promptTokens, excluding: excluding, at: Date(), rng: &state.random)
+    /// Chooses workers for a generation on the current view (its prompt matched against the prefix index); the
+    /// decision's admission says what to do.
+    func choose(_ generation: GenerationState, excluding: [String] = []) throws(PlacementError) -> (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress]) {
+        let request = generation.request
+        return try state.withLock { state throws(PlacementError) in
+            let decision = try state.view.choose(
+                promptTokens: request.prompt.count, prompt: request.prompt, pinnedPath: generation.promptPath,
+                reservedTokens: request.prompt.count + request.maxNewTokens, excluding: excluding, at: Date(),
+                rng: &state.random)
             var endpoints: [String: WorkerAddress] = [:]
             for name in [decision.prefill, decision.decode].compactMap({ $0 }) {
                 endpoints[name] = state.view.state.workers[name]?.address
@@ -168,7 +173,7 @@ public final class PlacementWatch: Sendable {
     }
 
     /// Per-worker load gauges from the snapshot.
-    private func publish(_ cluster: ClusterState) {
+    private func publish(_ cluster: ClusterState, index: PrefixIndex) {
         publishGauges()
         for worker in cluster.sortedWorkers {
             let dimensions = [("worker", worker.name), ("role", worker.roles.map(\.rawValue).joined(separator: "+"))]
@@ -179,7 +184,16 @@ public final class PlacementWatch: Sendable {
                 .record(worker.load.freeKVBlocks)
             if let prompt = worker.load.promptTokens, let cached = worker.load.cachedPromptTokens {
                 Gauge(label: "baton_router_worker_prompt_tokens", dimensions: dimensions, factory: metrics).record(prompt)
+                // The prompt tokens the worker's prefix cache saved it computing, and their share of all it took.
                 Gauge(label: "baton_router_worker_cached_prompt_tokens", dimensions: dimensions, factory: metrics).record(cached)
+                Gauge(label: "baton_router_worker_prefix_hit_ratio", dimensions: dimensions, factory: metrics)
+                    .record(prompt > 0 ? Double(cached) / Double(prompt) : 0)
+            }
+            // What this router's prefix index holds for the worker (KV events), per cache; -1 while it trusts nothing.
+            for cache in [WorkerRole.decode, .prefill] where worker.roles.contains(cache) {
+                let held = index.workers[worker.name].map { $0.hashes(cache).count } ?? -1
+                Gauge(label: "baton_router_prefix_index_blocks", dimensions: [("worker", worker.name), ("cache", cache.rawValue)],
+                      factory: metrics).record(held)
             }
             if let shipped = worker.load.kvBytesShipped, let saved = worker.load.kvBytesNotShipped {
                 Gauge(label: "baton_router_worker_kv_bytes_shipped", dimensions: dimensions, factory: metrics).record(shipped)

@@ -74,12 +74,41 @@ public struct HeartbeatRequest: Codable, Sendable, Equatable {
     public var draining: Bool
     /// The process sending it; a heartbeat from another process than the registered one is refused.
     public var incarnation: String?
+    /// What the worker's prefix caches stored and evicted since its previous batch; nil when nothing changed (or
+    /// from a worker that does not publish KV events).
+    public var kvEvents: KVEventBatch?
 
-    public init(name: String, load: WorkerLoad, draining: Bool = false, incarnation: String? = nil) {
+    public init(name: String, load: WorkerLoad, draining: Bool = false, incarnation: String? = nil,
+                kvEvents: KVEventBatch? = nil) {
         self.name = name
         self.load = load
         self.draining = draining
         self.incarnation = incarnation
+        self.kvEvents = kvEvents
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, load, draining, incarnation, kvEvents = "kv_events"
+    }
+}
+
+/// The answer to a heartbeat.
+public struct HeartbeatResponse: Codable, Sendable, Equatable {
+    /// Placement holds nothing trusted about the worker's caches (it missed a batch, restarted, or saw the worker
+    /// lost): the next KV event batch must be a reset.
+    public var resetKVEvents: Bool
+
+    public init(resetKVEvents: Bool) {
+        self.resetKVEvents = resetKVEvents
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        resetKVEvents = try c.decodeIfPresent(Bool.self, forKey: .resetKVEvents) ?? false
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case resetKVEvents = "reset_kv_events"
     }
 }
 
@@ -106,13 +135,18 @@ public struct MembershipSnapshot: Codable, Sendable, Equatable {
     /// The shortest event list that rebuilds the membership (`ClusterState.snapshotEvents`), loads included.
     public var events: [MembershipEvent]
     public var sentAt: Date
+    /// The KV event batches for the router's prefix index since the stream's previous snapshot (or all of it);
+    /// nil from a placement service that does not forward them.
+    public var prefix: PrefixIndexUpdate?
 
-    public init(version: UInt64, placementIncarnation: String, policy: PlacementPolicy, events: [MembershipEvent], sentAt: Date) {
+    public init(version: UInt64, placementIncarnation: String, policy: PlacementPolicy, events: [MembershipEvent], sentAt: Date,
+                prefix: PrefixIndexUpdate? = nil) {
         self.version = version
         self.placementIncarnation = placementIncarnation
         self.policy = policy
         self.events = events
         self.sentAt = sentAt
+        self.prefix = prefix
     }
 
     /// The membership the events describe.
@@ -123,7 +157,7 @@ public struct MembershipSnapshot: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, placementIncarnation = "placement_incarnation", policy, events, sentAt = "sent_at"
+        case version, placementIncarnation = "placement_incarnation", policy, events, sentAt = "sent_at", prefix
     }
 }
 
@@ -132,24 +166,29 @@ public struct ChooseRequest: Codable, Sendable, Equatable {
     public var promptTokens: Int
     /// Workers not to choose (for this request only): the router's own view of workers that failed it.
     public var exclude: [String]
+    /// The prompt's token ids, when the caller has them: matched against placement's prefix index, so scores count
+    /// what each worker's caches hold. Its length must be `promptTokens`.
+    public var prompt: [Int32]?
 
     /// The most `prompt_tokens` may be whatever the workers say (16 Mi tokens).
     public static let maximumPromptTokens = 1 << 24
 
-    public init(promptTokens: Int, exclude: [String] = []) {
+    public init(promptTokens: Int, exclude: [String] = [], prompt: [Int32]? = nil) {
         self.promptTokens = promptTokens
         self.exclude = exclude
+        self.prompt = prompt
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         promptTokens = try container.decode(Int.self, forKey: .promptTokens)
         exclude = try container.decodeIfPresent([String].self, forKey: .exclude) ?? []
+        prompt = try container.decodeIfPresent([Int32].self, forKey: .prompt)
     }
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens"
-        case exclude
+        case exclude, prompt
     }
 }
 
@@ -223,11 +262,13 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
         public var transports: [String]
         /// The registered worker process (`WorkerIncarnation`); nil for a worker that registered without one.
         public var incarnation: String?
+        /// Blocks placement's prefix index holds for the worker (both caches); nil when it holds nothing trusted.
+        public var indexedBlocks: Int?
 
         public init(
             name: String, status: String, offeredRoles: [WorkerRole], assignedRoles: [WorkerRole],
             address: WorkerAddress?, profile: DeviceProfile, load: WorkerLoad, lastSeen: Date, transports: [String],
-            incarnation: String? = nil
+            incarnation: String? = nil, indexedBlocks: Int? = nil
         ) {
             self.name = name
             self.status = status
@@ -239,11 +280,12 @@ public struct ClusterStatus: Codable, Sendable, Equatable {
             self.lastSeen = lastSeen
             self.transports = transports
             self.incarnation = incarnation
+            self.indexedBlocks = indexedBlocks
         }
 
         enum CodingKeys: String, CodingKey {
             case name, status, offeredRoles = "offered_roles", assignedRoles = "assigned_roles", address, profile, load
-            case lastSeen = "last_seen", transports, incarnation
+            case lastSeen = "last_seen", transports, incarnation, indexedBlocks = "indexed_blocks"
         }
     }
 

@@ -31,11 +31,17 @@ public struct ClusterState: Sendable, Equatable {
         public var modelFingerprint: String?
         /// The worker process that registered (a `WorkerIncarnation`); nil for workers that did not say.
         public var incarnation: String?
-        /// Requests placement sent this worker since its last heartbeat (optimistic in-flight accounting):
-        /// they count as queued in its load score until the next heartbeat reports the real load, so a burst
-        /// between two heartbeats spreads over workers instead of piling onto the one that looked idlest.
-        /// Admission (429) still goes by the reported queue. Not logged.
+        /// Requests placement sent this worker since its last heartbeat that have not started yet (a router uncounts
+        /// them when they start): they count as queued in its load score, and under `admission.policy: queue` in its
+        /// queue depth, until the next heartbeat reports the real load. Refusing (ttft_target) still goes by the
+        /// reported queue. Not logged.
         public var pending: Int = 0
+        /// Requests placement sent this worker since its last heartbeat, started or not, and the KV tokens they
+        /// reserve there: counted in its load score (as running sequences and KV blocks in use) until a heartbeat
+        /// reports the real load. Unlike `pending`, starting does not uncount them: a running request is load too,
+        /// and the worker's reported load only includes it from its next heartbeat. Not logged.
+        public var assigned: Int = 0
+        public var assignedTokens: Int = 0
 
         public var name: String { profile.name }
         /// The roles placement uses: assigned ones when assigned, else offered ones.
@@ -83,6 +89,8 @@ public struct ClusterState: Sendable, Equatable {
             worker.lastSeen = max(worker.lastSeen, at)
             worker.status = draining ? .draining : .active
             worker.pending = 0
+            worker.assigned = 0
+            worker.assignedTokens = 0
             workers[name] = worker
         case .heartbeatLost(let name, _):
             workers[name]?.status = .lost
@@ -110,12 +118,16 @@ public struct ClusterState: Sendable, Equatable {
             .map { .heartbeatLost(worker: $0.name, at: now) }
     }
 
-    /// Counts a request placed on `pair` against its workers until their next heartbeat (see
-    /// `Worker.pending`). A worker doing both halves counts twice: it prefills and decodes.
-    public mutating func recordPlacement(_ pair: WorkerPair) {
+    /// Counts a request placed on `pair` against its workers until their next heartbeat (see `Worker.pending` and
+    /// `Worker.assigned`). A worker doing both halves counts twice: it prefills and decodes. The prefill worker holds
+    /// `promptTokens` of KV for it, the decode worker `reservedTokens` (prompt and completion; default the prompt).
+    public mutating func recordPlacement(_ pair: WorkerPair, promptTokens: Int = 0, reservedTokens: Int? = nil) {
         placements &+= 1
-        for name in [pair.prefill, pair.decode].compactMap({ $0 }) {
+        for (name, tokens) in [(pair.prefill, promptTokens), (pair.decode, reservedTokens ?? promptTokens)] {
+            guard let name else { continue }
             workers[name]?.pending += 1
+            workers[name]?.assigned += 1
+            workers[name]?.assignedTokens += max(0, tokens)
         }
     }
 
@@ -141,9 +153,11 @@ public struct ClusterState: Sendable, Equatable {
     /// `round_robin`'s turn (`placements`) carries over too: it is the router's own count.
     public mutating func carryPending(from earlier: ClusterState) {
         placements = earlier.placements
-        for (name, old) in earlier.workers where old.pending > 0 {
+        for (name, old) in earlier.workers where old.pending > 0 || old.assigned > 0 {
             guard let new = workers[name], new.incarnation == old.incarnation, new.lastSeen <= old.lastSeen else { continue }
             workers[name]?.pending = max(new.pending, old.pending)
+            workers[name]?.assigned = max(new.assigned, old.assigned)
+            workers[name]?.assignedTokens = max(new.assignedTokens, old.assignedTokens)
         }
     }
 

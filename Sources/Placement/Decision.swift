@@ -11,12 +11,20 @@ public struct Decision: Sendable, Equatable, Codable {
     }
 
     /// A candidate's normalized features and score. Features are in 0...1: compute and bandwidth relative
-    /// to the best eligible candidate for the role, load as the fuller of queue and KV cache.
+    /// to the best eligible candidate for the role, load as the fuller of queue and KV cache, cache as the share
+    /// of the prompt the worker's cache for the role holds (prefill work saved).
     public struct Score: Sendable, Equatable, Codable {
         public var compute: Double
         public var bandwidth: Double
         public var load: Double
+        public var cache: Double
+        /// Prompt tokens the worker's cache holds, as the prefix index knows.
+        public var cachedTokens: Int
         public var score: Double
+
+        enum CodingKeys: String, CodingKey {
+            case compute, bandwidth, load, cache, cachedTokens = "cached_tokens", score
+        }
     }
 
     /// One worker considered for one role.
@@ -64,6 +72,9 @@ public struct Decision: Sendable, Equatable, Codable {
     public var mode: Mode
     /// Why this mode (the threshold compared, or the fallback taken).
     public var modeReason: String
+    /// The policy key of the rule that decided the mode: `disaggregation.min_prompt_tokens`,
+    /// `disaggregation.fallback_to_decode_only` or `disaggregation.min_uncached_tokens`.
+    public var modeRule: String
     public var strategy: PlacementPolicy.BalancingStrategy
     /// Chosen prefill worker; nil in decode-only mode or when not admitted.
     public var prefill: String?
@@ -78,7 +89,7 @@ public struct Decision: Sendable, Equatable, Codable {
     public var pairs: [PairScore]
 
     enum CodingKeys: String, CodingKey {
-        case promptTokens = "prompt_tokens", mode, modeReason = "mode_reason", strategy, prefill, decode
+        case promptTokens = "prompt_tokens", mode, modeReason = "mode_reason", modeRule = "mode_rule", strategy, prefill, decode
         case admission, candidates, pairs
     }
 }
@@ -117,6 +128,7 @@ extension Decision {
         try c.encode(promptTokens, forKey: .promptTokens)
         try c.encode(mode, forKey: .mode)
         try c.encode(modeReason, forKey: .modeReason)
+        try c.encode(modeRule, forKey: .modeRule)
         try c.encode(strategy, forKey: .strategy)
         try c.encode(prefill, forKey: .prefill)
         try c.encode(decode, forKey: .decode)

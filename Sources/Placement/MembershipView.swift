@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 
 /// A router's view of the cluster: the last membership snapshot placement pushed, the work this router has
 /// itself assigned since, and the workers it found failing itself. Routers choose with `Placement.choose` on
@@ -24,6 +25,8 @@ public struct MembershipView: Sendable {
     public static let staleLoadSeconds: TimeInterval = 3
     /// Workers this router saw fail (unreachable, reset), with the process it saw fail and when.
     public private(set) var failures: [String: (incarnation: String?, at: Date)] = [:]
+    /// This router's replica of placement's prefix index, from the KV event batches the snapshots forward.
+    public private(set) var prefixIndex = PrefixIndex()
 
     public init() {}
 
@@ -33,8 +36,13 @@ public struct MembershipView: Sendable {
     /// Takes a snapshot from placement. Work this router placed since the worker's last heartbeat keeps
     /// counting (`ClusterState.carryPending`); a failure mark ends when the snapshot shows a heartbeat after it
     /// or a new process under that name.
+    /// `prefix` carries the KV event batches for the prefix index (a full update replaces it); the index then drops
+    /// the entries of workers the snapshot shows lost, departed or restarted.
     public mutating func install(_ newState: ClusterState, policy newPolicy: PlacementPolicy, version newVersion: UInt64,
-                                 placementIncarnation incarnation: String, at now: Date) {
+                                 placementIncarnation incarnation: String, prefix: PrefixIndexUpdate? = nil, at now: Date) {
+        if incarnation != placementIncarnation, prefix?.full != true { prefixIndex = PrefixIndex() }
+        prefix?.apply(to: &prefixIndex)
+        prefixIndex.reconcile(with: newState)
         receivedAt = now
         var next = newState
         next.carryPending(from: state)
@@ -77,17 +85,24 @@ public struct MembershipView: Sendable {
     /// Chooses workers for a prompt with `Placement.choose` on `effectiveState(at:)`, and counts an admitted
     /// request against its workers until their next heartbeat.
     /// `excluding` names workers this request already failed on (a resumed request): they are left out as if the
-    /// policy's pools excluded them.
+    /// policy's pools excluded them. `prompt` (its token ids, when known) is matched against the prefix index;
+    /// `pinnedPath` is the path a continued generation's prompt must take; `reservedTokens` is the KV the decode
+    /// worker reserves for it (prompt and completion; default the prompt).
     /// `explains: false` leaves out why (see `Placement.choose`).
-    public mutating func choose<R: RandomNumberGenerator>(promptTokens: Int, excluding: [String] = [], at now: Date,
+    public mutating func choose<R: RandomNumberGenerator>(promptTokens: Int, prompt: [Int32]? = nil,
+                                                         pinnedPath: PromptPath? = nil, reservedTokens: Int? = nil,
+                                                         excluding: [String] = [], at now: Date,
                                                          explains: Bool = true,
                                                          rng: inout R) throws(PlacementError) -> Decision {
         var policy = self.policy
         policy.prefill.excludeWorkers += excluding
         policy.decode.excludeWorkers += excluding
+        let prefix = prompt.map { PrefixMatch(prompt: $0, pinnedPath: pinnedPath, index: prefixIndex) } ?? .none
         let decision = try Placement.choose(promptTokens: promptTokens, state: effectiveState(at: now), policy: policy,
-                                            explains: explains, rng: &rng)
-        if case .admit(let pair) = decision.admission { state.recordPlacement(pair) }
+                                            prefix: prefix, explains: explains, rng: &rng)
+        if case .admit(let pair) = decision.admission {
+            state.recordPlacement(pair, promptTokens: promptTokens, reservedTokens: reservedTokens)
+        }
         return decision
     }
 }

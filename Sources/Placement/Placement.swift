@@ -1,6 +1,8 @@
 import Foundation
+import Generation
 
-/// The placement decision: pure, given the cluster state, the policy and a random generator.
+/// The placement decision: pure, given the cluster state, the policy, what each worker's prefix caches hold of
+/// the prompt (`PrefixMatch`) and a random generator.
 ///
 /// Steps, in order:
 /// 1. Mode. Prompts shorter than `disaggregation.min_prompt_tokens` run decode-only. So do all prompts
@@ -8,41 +10,61 @@ import Foundation
 /// 2. Candidates per role. A worker is *excluded* when it does not offer the role, is lost or draining, or
 ///    fails a pool filter (names, labels, thresholds); *overloaded* when its queue is at `slo.max_queue_depth`,
 ///    its KV cache is full (decode), or it misses an SLO while it still has work (recent TTFT for the
-///    worker that prefills, recent TPOT for decode); otherwise *eligible* and scored. Requests placed on a
-///    worker since its last heartbeat (`ClusterState.Worker.pending`) count as queued in its load score.
+///    worker that prefills, recent TPOT for decode); otherwise *eligible* and scored: compute, bandwidth and the
+///    share of the prompt its cache holds (prefill work saved) against its load. Work placed on a worker since its
+///    last heartbeat counts in its load (`ClusterState.Worker.pending` as queued, `assigned` as running sequences,
+///    `assignedTokens` as KV in use).
 /// 3. Balancing. `least_loaded` compares every eligible pair (on large clusters through `PairSearch`, which finds
 ///    the same best pair without scoring them all); `power_of_two` samples two candidates per role with `rng`
 ///    and compares the pairs among them; `round_robin` takes each role's candidates in turn, ignoring scores.
 ///    Pair score = prefill score + decode score − link_weight × link cost.
 ///    Ties go to the lower combined load, then to names in order.
-/// 4. Admission. No eligible candidate for a needed role: 429 if some were only overloaded, else 503.
+/// 4. Split only where it pays. When the chosen decode worker holds all of the prompt but fewer than
+///    `disaggregation.min_uncached_tokens` × (1 + `prefill_queue_factor` × the chosen prefill worker's queue)
+///    tokens, it prefills that suffix itself (decode-only): the split would save less than it costs.
+/// 5. Admission. No eligible candidate for a needed role: 429 if some were only overloaded, else 503.
 public enum Placement {
-    /// Decides where a prompt of `promptTokens` tokens runs. Throws only for a negative token count.
+    /// Decides where a prompt of `promptTokens` tokens runs. `prefix` says how much of it each worker's caches hold
+    /// (`.none`: nothing known). Throws only for a negative token count.
     ///
     /// With `explains` false the decision says what was decided (mode, workers, admission) and not why: no
     /// candidates, only the chosen pair, nothing formatted — what a router or the simulator needs per request, at
     /// a fraction of the cost on a large cluster. A refusal is always explained (it is decided again with its
     /// reasons: no random draw comes before a refusal, so that is the same decision).
     public static func choose<R: RandomNumberGenerator>(promptTokens: Int, state: ClusterState,
-                                                       policy: PlacementPolicy, explains: Bool = true,
+                                                       policy: PlacementPolicy, prefix: PrefixMatch = .none,
+                                                       explains: Bool = true,
                                                        rng: inout R) throws(PlacementError) -> Decision {
         guard promptTokens >= 0 else {
             throw PlacementError(.invalidArgument, "prompt tokens must be non-negative, got \(promptTokens)")
         }
         let workers = state.sortedWorkers
         let threshold = policy.disaggregation.minPromptTokens
+        // The path the prompt's KV takes: a continued generation's own; else the prefill path for a prompt long
+        // enough to split (also when its decode worker runs it alone), and for a shorter one whatever the decode
+        // worker runs prompts on (its prefill engine when it also prefills).
+        let splitPath = prefix.pinnedPath ?? .prefill
+        let localPath = { (worker: ClusterState.Worker) -> PromptPath in
+            prefix.pinnedPath ?? (promptTokens >= threshold || worker.roles.contains(.prefill) ? .prefill : .decode)
+        }
+        let cached = { (worker: ClusterState.Worker, role: WorkerRole) -> Int in
+            prefix.cachedTokens(worker: worker.name, cache: role, path: role == .prefill ? splitPath : localPath(worker))
+        }
 
         var mode = Decision.Mode.disaggregated
         var modeReason: String
+        var modeRule = "disaggregation.min_prompt_tokens"
         var prefillPool: RolePool?
         if promptTokens < threshold {
             mode = .decodeOnly
             modeReason = "prompt of \(promptTokens) tokens is shorter than disaggregation.min_prompt_tokens \(threshold)"
         } else {
             modeReason = "prompt of \(promptTokens) tokens reaches disaggregation.min_prompt_tokens \(threshold)"
-            let pool = RolePool(role: .prefill, workers: workers, policy: policy, checksTTFT: true, explains: explains)
+            let pool = RolePool(role: .prefill, workers: workers, policy: policy, checksTTFT: true,
+                                promptTokens: promptTokens, cached: cached, explains: explains)
             if pool.eligible.isEmpty, pool.overloadedCount == 0, policy.disaggregation.fallbackToDecodeOnly {
                 mode = .decodeOnly
+                modeRule = "disaggregation.fallback_to_decode_only"
                 modeReason += ", but no worker is eligible for prefill: running decode-only "
                     + "(disaggregation.fallback_to_decode_only)"
             } else {
@@ -50,12 +72,12 @@ public enum Placement {
             }
         }
         var decodePool = RolePool(role: .decode, workers: workers, policy: policy, checksTTFT: mode == .decodeOnly,
-                                  explains: explains)
+                                  promptTokens: promptTokens, cached: cached, explains: explains)
 
         // Admission: decode first, since without it nothing can run at all.
         var admission: AdmissionDecision?
         for pool in [decodePool, prefillPool].compactMap({ $0 }) where pool.eligible.isEmpty {
-            if !explains { return try choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng) }
+            if !explains { return try choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &rng) }
             admission = pool.refusal(retryAfter: policy.slo.retryAfterSeconds)
             break
         }
@@ -101,6 +123,31 @@ public enum Placement {
             }
             if !explains { pairs = Array(pairs.prefix(1)) }
             chosen = pairs.first
+            // Split only where it pays: a decode worker holding all but a short suffix prefills that suffix itself.
+            if let pair = chosen, let prefillName = pair.prefill,
+               let decode = decodePool.eligible.first(where: { $0.worker.name == pair.decode }),
+               let prefill = prefillPool?.eligible.first(where: { $0.worker.name == prefillName })
+            {
+                let rule = policy.disaggregation
+                let held = decode.score.cachedTokens
+                let uncached = promptTokens - held
+                let queued = prefill.worker.load.queueDepth + prefill.worker.pending
+                let minimum = rule.minUncachedTokens ?? rule.minPromptTokens
+                let limit = Double(minimum) * (1 + rule.prefillQueueFactor * Double(queued))
+                let what = !explains ? "" : "decode worker \(pair.decode) holds \(held) of the \(promptTokens) prompt tokens, "
+                    + "leaving \(uncached) uncached; disaggregation.min_uncached_tokens \(minimum) × (1 + "
+                    + "\(fmt(rule.prefillQueueFactor)) × \(queued) queued at prefill worker \(prefillName)) = \(fmt(limit))"
+                if Double(uncached) < limit {
+                    mode = .decodeOnly
+                    modeRule = "disaggregation.min_uncached_tokens"
+                    if explains { modeReason += "; but \(what): \(pair.decode) prefills the rest itself" }
+                    // The pairs stay as compared; the mode line says why the best one's decode worker runs alone.
+                    chosen = Decision.PairScore(prefill: nil, decode: pair.decode, link: nil, linkCost: 0,
+                                                score: decode.score.score)
+                } else if explains {
+                    modeReason += "; \(what): the split pays"
+                }
+            }
             if let chosen {
                 admission = .admit(WorkerPair(prefill: chosen.prefill, decode: chosen.decode, link: chosen.link))
             }
@@ -112,7 +159,8 @@ public enum Placement {
             candidates += decodePool.candidates(chosen: chosen?.decode)
         }
         return Decision(
-            promptTokens: promptTokens, mode: mode, modeReason: modeReason, strategy: policy.balancing.strategy,
+            promptTokens: promptTokens, mode: mode, modeReason: modeReason, modeRule: modeRule,
+            strategy: policy.balancing.strategy,
             prefill: chosen?.prefill, decode: chosen?.decode,
             admission: admission ?? .unavailable(reason: "no worker pair could be formed"),
             candidates: candidates, pairs: pairs)
@@ -120,8 +168,9 @@ public enum Placement {
 
     /// `choose`'s admission answer alone.
     public static func admit<R: RandomNumberGenerator>(promptTokens: Int, state: ClusterState, policy: PlacementPolicy,
+                                                      prefix: PrefixMatch = .none,
                                                       rng: inout R) throws(PlacementError) -> AdmissionDecision {
-        try choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng).admission
+        try choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &rng).admission
     }
 
     /// The roles, among those `offered`, for which `profile` passes the policy's pool filters (names, labels,

@@ -23,17 +23,21 @@ public struct PlacementPolicy: Sendable, Equatable {
         public init() {}
     }
 
-    /// Weights of one role's score: `compute·(gflops/best gflops) + bandwidth·(GB/s / best GB/s) − load·load`,
-    /// where the "best" values are over that role's eligible candidates and load is in 0...1.
+    /// Weights of one role's score: `compute·(gflops/best gflops) + bandwidth·(GB/s / best GB/s) + cache·(cached
+    /// prompt tokens / prompt tokens) − load·load`, where the "best" values are over that role's eligible candidates,
+    /// the cached tokens are those the worker's cache for the role holds (the routers' prefix index) and load is in
+    /// 0...1.
     public struct Weights: Sendable, Equatable {
         public var compute: Double
         public var bandwidth: Double
         public var load: Double
+        public var cache: Double
 
-        public init(compute: Double, bandwidth: Double, load: Double) {
+        public init(compute: Double, bandwidth: Double, load: Double, cache: Double = 1) {
             self.compute = compute
             self.bandwidth = bandwidth
             self.load = load
+            self.cache = cache
         }
     }
 
@@ -60,10 +64,12 @@ public struct PlacementPolicy: Sendable, Equatable {
     }
 
     public struct Scoring: Sendable, Equatable {
-        /// Default compute 1, bandwidth 0, load 0.5: prefill is compute-bound.
-        public var prefill = Weights(compute: 1, bandwidth: 0, load: 0.5)
-        /// Default compute 0, bandwidth 1, load 0.5: decode is memory-bandwidth-bound.
-        public var decode = Weights(compute: 0, bandwidth: 1, load: 0.5)
+        /// Default compute 1, bandwidth 0, load 0.5, cache 1: prefill is compute-bound, and a cached prefix is
+        /// compute not spent.
+        public var prefill = Weights(compute: 1, bandwidth: 0, load: 0.5, cache: 1)
+        /// Default compute 0, bandwidth 1, load 0.5, cache 1: decode is memory-bandwidth-bound, and a decode worker
+        /// holding the prompt's prefix receives (or computes) only the rest.
+        public var decode = Weights(compute: 0, bandwidth: 1, load: 0.5, cache: 1)
         /// Weight of the link cost subtracted from a pair's score. Default 0.3.
         public var linkWeight: Double = 0.3
         public var linkCosts = LinkCosts()
@@ -100,6 +106,15 @@ public struct PlacementPolicy: Sendable, Equatable {
         /// When no worker is eligible for prefill at all, run the whole request on a decode worker
         /// instead of answering 503. Default true.
         public var fallbackToDecodeOnly: Bool = true
+        /// A prompt long enough to split runs on its decode worker alone when that worker's cache holds all of it but
+        /// fewer than this many tokens (times `1 + prefill_queue_factor × the prefill worker's queue`): prefilling a
+        /// short suffix where the rest already is beats shipping the whole prompt's KV. nil (the default): the value
+        /// of `min_prompt_tokens`, so an uncached prompt splits exactly as that threshold says.
+        public var minUncachedTokens: Int?
+        /// How much each request queued at the chosen prefill worker raises `min_uncached_tokens`: a suffix waits
+        /// behind that queue when split, not when prefilled locally. Default 0 (the queue is ignored, so an uncached
+        /// prompt splits as `min_prompt_tokens` says whatever the queue); 1 doubles the threshold per queued request.
+        public var prefillQueueFactor: Double = 0
 
         public init() {}
     }
@@ -205,9 +220,12 @@ public struct PlacementPolicy: Sendable, Equatable {
             if let s = m["seed"], !s.isNull { balancing.seed = UInt64(try s.int(in: 0...Int.max)) }
         }
         if let v = map["disaggregation"] {
-            let m = try v.mapping(allowed: ["min_prompt_tokens", "fallback_to_decode_only"])
+            let m = try v.mapping(allowed: ["min_prompt_tokens", "fallback_to_decode_only", "min_uncached_tokens",
+                                            "prefill_queue_factor"])
             if let s = m["min_prompt_tokens"], !s.isNull { disaggregation.minPromptTokens = try s.int(in: 0...10_000_000) }
             if let s = m["fallback_to_decode_only"], !s.isNull { disaggregation.fallbackToDecodeOnly = try s.bool() }
+            if let s = m["min_uncached_tokens"], !s.isNull { disaggregation.minUncachedTokens = try s.int(in: 0...10_000_000) }
+            if let s = m["prefill_queue_factor"], !s.isNull { disaggregation.prefillQueueFactor = try s.double(in: 0...1000) }
         }
         if let v = map["slo"] {
             let m = try v.mapping(allowed: ["ttft_ms", "tpot_ms", "max_queue_depth", "retry_after_seconds"])
@@ -255,7 +273,8 @@ extension PlacementPolicy.Pool {
 extension PlacementPolicy.Weights {
     init(node: ConfigNode, defaults: Self) throws(PlacementError) {
         self = defaults
-        let map = try node.mapping(allowed: ["compute", "bandwidth", "load"])
+        let map = try node.mapping(allowed: ["compute", "bandwidth", "load", "cache"])
+        if let v = map["cache"], !v.isNull { cache = try v.double(in: 0...1000) }
         if let v = map["compute"], !v.isNull { compute = try v.double(in: 0...1000) }
         if let v = map["bandwidth"], !v.isNull { bandwidth = try v.double(in: 0...1000) }
         if let v = map["load"], !v.isNull { load = try v.double(in: 0...1000) }

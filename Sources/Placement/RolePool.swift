@@ -17,10 +17,12 @@ struct RolePool {
     /// - Parameters:
     ///   - checksTTFT: whether this role's worker produces the first token (prefill, or decode in decode-only
     ///     mode), so its recent TTFT is held against `slo.ttft_ms`.
+    ///   - promptTokens: the prompt's length, against which `cached` is a share.
+    ///   - cached: prompt tokens the worker's cache for `role` holds, ready to adopt.
     ///   - explains: whether to word the reasons of excluded and overloaded workers. Without, every reason is
     ///     the empty string: the same workers are excluded, overloaded and eligible, nothing is formatted.
-    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool,
-         explains: Bool = true) {
+    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool, promptTokens: Int = 0,
+         cached: (ClusterState.Worker, WorkerRole) -> Int = { _, _ in 0 }, explains: Bool = true) {
         self.role = role
         let pool = role == .prefill ? policy.prefill : policy.decode
         let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
@@ -94,9 +96,12 @@ struct RolePool {
             let worker = workers[index]
             let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
             let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
-            let load = Self.load(worker.load, pending: worker.pending, maxQueueDepth: policy.slo.maxQueueDepth)
-            let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
-            return Decision.Score(compute: compute, bandwidth: bandwidth, load: load, score: score)
+            let load = Self.load(worker, maxQueueDepth: policy.slo.maxQueueDepth)
+            let held = promptTokens > 0 ? min(cached(worker, role), promptTokens) : 0
+            let cache = promptTokens > 0 ? Double(held) / Double(promptTokens) : 0
+            let score = weights.compute * compute + weights.bandwidth * bandwidth + weights.cache * cache - weights.load * load
+            return Decision.Score(
+                compute: compute, bandwidth: bandwidth, load: load, cache: cache, cachedTokens: held, score: score)
         }
         let order = scores.indices.sorted { a, b in
             if scores[a].score != scores[b].score { return scores[a].score > scores[b].score }
@@ -106,15 +111,25 @@ struct RolePool {
         eligible = order.map { Scored(worker: workers[passing[$0]], score: scores[$0]) }
     }
 
-    /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Requests
-    /// placed since the last heartbeat (`pending`) count as queued.
-    static func load(_ load: WorkerLoad, pending: Int = 0, maxQueueDepth: Int) -> Double {
-        let queue = min(1, Double(load.queueDepth + pending) / Double(max(1, maxQueueDepth)))
+    /// Load in 0...1: the fullest of the queue (relative to `slo.max_queue_depth`), the KV cache and the decode batch
+    /// (running sequences relative to the most one step runs, when the worker says). Work placed since the last
+    /// heartbeat counts: requests not yet started (`pending`) as queued, every request placed (`assigned`) as a
+    /// running sequence and its KV (`assignedTokens`) as blocks in use, so a burst between two heartbeats spreads
+    /// instead of piling onto the worker that looked idlest.
+    static func load(_ worker: ClusterState.Worker, maxQueueDepth: Int) -> Double {
+        let load = worker.load
+        let queue = min(1, Double(load.queueDepth + worker.pending) / Double(max(1, maxQueueDepth)))
         var kv = 0.0
         if let total = load.totalKVBlocks, total > 0 {
-            kv = min(1, max(0, 1 - Double(load.freeKVBlocks) / Double(total)))
+            let blockTokens = max(1, load.kvBlockTokens ?? WorkerLoad.defaultKVBlockTokens)
+            let placed = (worker.assignedTokens + blockTokens - 1) / blockTokens
+            kv = min(1, max(0, Double(total - load.freeKVBlocks + placed) / Double(total)))
         }
-        return max(queue, kv)
+        var batch = 0.0
+        if let most = load.maxSequences, most > 0 {
+            batch = min(1, Double(load.activeSequences + worker.assigned) / Double(most))
+        }
+        return max(queue, kv, batch)
     }
 
     mutating func markSampled(_ sample: [Scored]) {

@@ -21,6 +21,14 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     /// nil from a worker that does not report them.
     public var kvBytesShipped: Int?
     public var kvBytesNotShipped: Int?
+    /// Tokens per KV block; nil from a worker that does not say (then `defaultKVBlockTokens` is assumed).
+    public var kvBlockTokens: Int?
+    /// Most sequences one decode step runs (the decode scheduler's batch); nil from a worker that does not say (then
+    /// running sequences are not part of its load).
+    public var maxSequences: Int?
+
+    /// The block size Baton's workers use unless they say otherwise.
+    public static let defaultKVBlockTokens = 16
 
     public init(queueDepth: Int = 0, activeSequences: Int = 0, freeKVBlocks: Int = 0, totalKVBlocks: Int? = nil,
                 recentTTFTMs: Double? = nil, recentTPOTMs: Double? = nil) {
@@ -35,7 +43,8 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
         case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
-        case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens"
+        case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens", kvBlockTokens = "kv_block_tokens"
+        case maxSequences = "max_sequences"
         case kvBytesShipped = "kv_bytes_shipped", kvBytesNotShipped = "kv_bytes_not_shipped"
     }
 }

@@ -9,6 +9,7 @@ public protocol ClusterInsight: Sendable {
     func statusJSON() async throws(RouterError) -> [UInt8]
 
     /// Placement's `POST /v1/placement/explain` answer for a prompt of `promptTokens` tokens (`decision`: every
-    /// candidate's score and reasons; `text`: as `baton placement explain` prints it), as JSON.
-    func explainJSON(promptTokens: Int) async throws(RouterError) -> [UInt8]
+    /// candidate's score, with what its caches hold of `prompt` when the token ids are given, and reasons; `text`: as
+    /// `baton placement explain` prints it), as JSON.
+    func explainJSON(promptTokens: Int, prompt: [Int32]?) async throws(RouterError) -> [UInt8]
 }

@@ -10,12 +10,14 @@ extension OpenAIService {
     }
 
     /// `{"prompt_tokens": N}` or `{"prompt": TEXT}` → placement's explanation of where such a prompt would run now.
-    /// A text is measured as a chat request with it as the one user message would be (through the chat template),
-    /// or as a raw completion prompt when the model has no template.
+    /// A text is tokenized as a chat request with it as the one user message would be (through the chat template),
+    /// or as a raw completion prompt when the model has no template, and its token ids go along: the explanation then
+    /// shows what each worker's prefix caches hold of it.
     func clusterExplain(_ request: Request, cluster: (any ClusterInsight)?) async throws -> Response {
         let insight = try Self.required(cluster)
         let body = try await JSONBody.decode(ExplainRequest.self, from: request, limit: configuration.maxBodyBytes)
         let tokens: Int
+        var ids: [Int32]?
         switch (body.promptTokens, body.prompt) {
         case (let count?, nil):
             guard (0...configuration.contextLength).contains(count) else {
@@ -25,20 +27,21 @@ extension OpenAIService {
             }
             tokens = count
         case (nil, let text?):
-            tokens = try measure(text)
+            ids = try tokenize(text)
+            tokens = ids?.count ?? 0
         default:
             throw RouterError(.invalidParameter, "give exactly one of prompt_tokens or prompt", param: "prompt_tokens")
         }
-        return Self.jsonResponse(try await insight.explainJSON(promptTokens: tokens))
+        return Self.jsonResponse(try await insight.explainJSON(promptTokens: tokens, prompt: ids))
     }
 
-    private func measure(_ text: String) throws(RouterError) -> Int {
-        guard let template else { return tokenizePrompt(text).count }
+    private func tokenize(_ text: String) throws(RouterError) -> [Int32] {
+        guard let template else { return tokenizePrompt(text) }
         do {
             let prompt = try template.render(
                 messages: [ChatMessage(role: "user", content: text)], addGenerationPrompt: true, bosToken: bosText,
                 eosToken: eosText)
-            return tokenizePrompt(prompt).count
+            return tokenizePrompt(prompt)
         } catch {
             throw RouterError(
                 .invalidParameter, "the chat template rejected the prompt: \(error.message)", param: "prompt", cause: error)

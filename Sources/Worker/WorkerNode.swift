@@ -106,6 +106,10 @@ public final class WorkerNode: Service, Sendable {
         // With both roles there are two prefill engines (local prompts in the decode loop, shipped ones on the
         // prefill queue's thread): they share one copy of the f32 weights.
         let weights = prefills ? PrefillWeights(model: model, threads: configuration.threads) : nil
+        // What each prefix cache holds, published to placement with the heartbeats (KV events).
+        let publishes = configuration.prefixCaching && configuration.placement != nil
+        let decodeHeld = decodes && publishes ? HeldBlockHashes(blockSize: layout.blockSize) : nil
+        let prefillHeld = prefills && publishes ? HeldBlockHashes(blockSize: layout.blockSize) : nil
         if decodes {
             var settings = DecodeScheduler.Configuration(
                 kvBlocks: configuration.kvBlocks ?? configuration.maxBatch * contextBlocks, maxBatch: configuration.maxBatch,
@@ -113,6 +117,7 @@ public final class WorkerNode: Service, Sendable {
             settings.prefillWeights = weights
             settings.maxQueued = configuration.maxQueued
             settings.prefixCaching = configuration.prefixCaching
+            settings.heldHashes = decodeHeld
             let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: settings)
             decode.start()
             scheduler = decode
@@ -124,9 +129,10 @@ public final class WorkerNode: Service, Sendable {
             let blocks = decodes
                 ? contextBlocks + 1
                 : configuration.kvBlocks ?? (configuration.prefixCaching ? configuration.maxBatch * contextBlocks + 1 : contextBlocks + 1)
+            let cache = try PagedKVCache(layout: layout, blockCount: blocks)
+            cache.heldHashes = prefillHeld
             let engine = try PrefillEngine(
-                model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
-                maxContext: contextLength, weights: weights)
+                model: model, cache: cache, threads: configuration.threads, maxContext: contextLength, weights: weights)
             prefill = PrefillService(
                 shipper: try PrefillKVShipper(
                     engine: engine, identity: identity, prefixCaching: configuration.prefixCaching), transport: configuration.transport,
@@ -181,7 +187,11 @@ public final class WorkerNode: Service, Sendable {
                     modelFingerprint: identity.modelFingerprint, contextLength: contextLength,
                     // A new one per process: placement refuses the former process of a restarted worker.
                     incarnation: WorkerIncarnation.now().description),
-                load: { service.load() }, logger: logger)
+                load: { service.load() },
+                caches: publishes ? WorkerAgent.PrefixCaches(blockSize: layout.blockSize) {
+                    KVEventSource.Contents(decode: decodeHeld?.current, prefill: prefillHeld?.current)
+                } : nil,
+                logger: logger)
         } else {
             placementClient = nil
             agent = nil

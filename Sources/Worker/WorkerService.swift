@@ -150,6 +150,8 @@ public final class WorkerService: Sendable {
             load.cachedPromptTokens = counters.cachedPromptTokens
             load.kvBytesShipped = counters.kvBytesReceived
             load.kvBytesNotShipped = counters.kvBytesNotShipped
+            load.kvBlockTokens = decode.layout.blockSize
+            load.maxSequences = decode.configuration.maxBatch
         }
         if let prefill {
             load.queueDepth += prefill.queued

@@ -151,6 +151,11 @@ struct PlacementExplainCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Prompt length in tokens.")
     var promptTokens: Int
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Assume WORKER's prefix caches hold the prompt's first TOKENS tokens (WORKER=TOKENS); repeatable.",
+        valueName: "worker=tokens"))
+    var cached: [String] = []
+
     @Option(name: .long, help: "Seed for power_of_two sampling (default: the policy's balancing.seed, else 0).")
     var seed: UInt64?
 
@@ -162,6 +167,21 @@ struct PlacementExplainCommand: AsyncParsableCommand {
             throw ValidationError("give exactly one of --cluster STATE.jsonl or --workers FILE")
         }
         if promptTokens < 0 { throw ValidationError("--prompt-tokens must be non-negative") }
+        _ = try assumedCache()
+    }
+
+    /// `--cached` as worker → tokens.
+    func assumedCache() throws -> [String: Int] {
+        var result: [String: Int] = [:]
+        for entry in cached {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let tokens = Int(parts[1]), tokens >= 0 else {
+                throw ValidationError("--cached \(entry): expected WORKER=TOKENS with TOKENS a non-negative integer")
+            }
+            guard result[parts[0]] == nil else { throw ValidationError("--cached names \(parts[0]) twice") }
+            result[parts[0]] = tokens
+        }
+        return result
     }
 
     func run() async throws {
@@ -180,7 +200,12 @@ struct PlacementExplainCommand: AsyncParsableCommand {
                 state = try ClusterState.declared(workerFiles: workers)
             }
             var rng = SeededGenerator(seed: seed ?? policy.balancing.seed ?? 0)
-            let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, rng: &rng)
+            let assumed = try assumedCache()
+            if let unknown = assumed.keys.sorted().first(where: { state.workers[$0] == nil }) {
+                throw PlacementError(.invalidArgument, "--cached names \(unknown), which is not a worker of this cluster")
+            }
+            let prefix = PrefixMatch(promptTokens: promptTokens, assuming: assumed)
+            let decision = try Placement.choose(promptTokens: promptTokens, state: state, policy: policy, prefix: prefix, rng: &rng)
             print(json ? try decision.explainJSON() : decision.explainText(policy: policy))
         } catch let error as PlacementError {
             FileHandle.standardError.write(Data("baton placement explain: \(error)\n".utf8))

@@ -11,9 +11,11 @@ struct PlacementInsight: ClusterInsight {
         return try Self.encode(status)
     }
 
-    func explainJSON(promptTokens: Int) async throws(RouterError) -> [UInt8] {
+    func explainJSON(promptTokens: Int, prompt: [Int32]?) async throws(RouterError) -> [UInt8] {
         let explanation: ExplainResponse
-        do { explanation = try await placement.explain(promptTokens: promptTokens) } catch { throw Self.routerError(error) }
+        do { explanation = try await placement.explain(promptTokens: promptTokens, prompt: prompt) } catch {
+            throw Self.routerError(error)
+        }
         return try Self.encode(explanation)
     }
 

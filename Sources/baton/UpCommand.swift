@@ -182,6 +182,10 @@ struct UpCommand: AsyncParsableCommand {
                                             # Raise it (e.g. 64) to run short prompts on the decode worker alone.
               fallback_to_decode_only: true # prefill worker gone → run on the decode worker rather than fail
 
+            scoring:                        # the workers share this box: their measured speeds differ only by
+              prefill: {compute: 0}         # measurement noise (they measure at once), so load and cached prefixes
+              decode: {bandwidth: 0}        # decide; without this a burst follows the luckier measurement
+
             slo:
               max_queue_depth: 2            # at most two prompts wait at each worker; the rest wait at the router,
                                             # so each prompt's prefill deadline is not spent queueing behind others

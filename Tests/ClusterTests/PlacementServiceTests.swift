@@ -404,7 +404,7 @@ struct PlacementServiceTests {
         #expect(error?.message.contains("slo.max_queue_depth") == true)
     }
 
-    @Test("the status table shows each worker's status, roles, address, ISA path, cores, profile, load and transports")
+    @Test("the status table shows each worker's status, roles, address, ISA path, cores, profile, load, prefix cache figures and transports")
     func statusTable() {
         var profile = registration("decode-0").profile
         profile.isa = "avx2"
@@ -419,14 +419,15 @@ struct PlacementServiceTests {
         cached.load.cachedPromptTokens = 250
         cached.load.kvBytesShipped = 3 << 20
         cached.load.kvBytesNotShipped = 12_000_000
+        cached.indexedBlocks = 12
         let status = ClusterStatus(workers: [worker, cached], policyFile: "policy.yaml",
                                    policyLoadedAt: Date(timeIntervalSince1970: 86_400), events: 7)
         #expect(status.renderedTable() == """
             Policy: policy.yaml (loaded 1970-01-02T00:00:00Z)
             Membership log: 7 events; 2 workers
-            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  PREFIX HIT     KV SENT/SAVED  TRANSPORTS
-            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64           -                 -  tls-h2,shared-memory
-            decode-1  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64         31%  3.0 MiB/11.4 MiB  tls-h2,shared-memory
+            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  PREFIX HIT  SAVED  INDEXED     KV SENT/SAVED  TRANSPORTS
+            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64           -      -        -                 -  tls-h2,shared-memory
+            decode-1  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64         31%    250       12  3.0 MiB/11.4 MiB  tls-h2,shared-memory
             """)
     }
 }

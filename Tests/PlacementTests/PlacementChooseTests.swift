@@ -293,7 +293,7 @@ struct PlacementChooseTests {
     func explainRefusals() throws {
         let policy = PlacementPolicy()
         let short = try choose(10, mixed, policy).explainText(policy: policy)
-        #expect(short.contains("Mode: decode_only — prompt of 10 tokens is shorter than disaggregation.min_prompt_tokens 64"))
+        #expect(short.contains("Mode: decode_only (rule disaggregation.min_prompt_tokens) — prompt of 10 tokens is shorter than disaggregation.min_prompt_tokens 64"))
         #expect(short.contains("Answer: admit — whole request on bandwidth"))
         #expect(!short.contains("Prefill candidates"))
         let busy = cluster([(profile("d"), [.decode], WorkerLoad(queueDepth: 99))])

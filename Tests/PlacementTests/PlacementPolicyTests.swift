@@ -39,11 +39,12 @@ struct PlacementPolicyTests {
               min_free_memory: 1073741824
             scoring:
               prefill: {compute: 2}
-              decode: {bandwidth: 3, load: 1}
+              decode: {bandwidth: 3, load: 1, cache: 0.25}
               link_weight: 0.5
               link_cost: {shared_memory: 0.1, rdma: 0.2, tcp: 2}
             balancing: {strategy: power_of_two, seed: 7}
-            disaggregation: {min_prompt_tokens: 300, fallback_to_decode_only: false}
+            disaggregation: {min_prompt_tokens: 300, fallback_to_decode_only: false, min_uncached_tokens: 200,
+                             prefill_queue_factor: 0.5}
             slo: {ttft_ms: 500, tpot_ms: 50, max_queue_depth: 4, retry_after_seconds: 3}
             membership: {heartbeat_timeout_seconds: 2.5}
             resume: {max_migrations: 0}
@@ -57,13 +58,14 @@ struct PlacementPolicyTests {
         #expect(policy.prefill.excludeWorkers == ["c"])
         #expect(policy.decode.minFreeMemoryBytes == 1 << 30)
         #expect(policy.scoring.prefill == .init(compute: 2, bandwidth: 0, load: 0.5))
-        #expect(policy.scoring.decode == .init(compute: 0, bandwidth: 3, load: 1))
+        #expect(policy.scoring.decode == .init(compute: 0, bandwidth: 3, load: 1, cache: 0.25))
         #expect(policy.scoring.linkWeight == 0.5)
         #expect(policy.scoring.linkCosts.tcp == 2)
         #expect(policy.balancing.strategy == .powerOfTwo)
         #expect(policy.balancing.seed == 7)
         #expect(policy.disaggregation.minPromptTokens == 300)
         #expect(!policy.disaggregation.fallbackToDecodeOnly)
+        #expect(policy.disaggregation.minUncachedTokens == 200 && policy.disaggregation.prefillQueueFactor == 0.5)
         #expect(policy.slo.ttftMs == 500 && policy.slo.tpotMs == 50)
         #expect(policy.slo.maxQueueDepth == 4 && policy.slo.retryAfterSeconds == 3)
         #expect(policy.membership.heartbeatTimeoutSeconds == 2.5)
@@ -111,6 +113,22 @@ struct PlacementPolicyTests {
         let migrations = placementError { _ = try PlacementPolicy.parse(yaml: "resume:\n  max_migrations: 101\n", file: "p.yaml") }
         #expect(migrations?.location?.key == "resume.max_migrations")
         #expect(migrations?.message == "101 is out of range 0...100")
+    }
+
+    @Test("the prefix-cache keys are checked like the others")
+    func prefixCacheKeys() {
+        let misspelled = placementError {
+            _ = try PlacementPolicy.parse(yaml: "disaggregation:\n  min_uncache_tokens: 5\n", file: "p.yaml")
+        }
+        #expect(misspelled?.description
+            == "invalid config: p.yaml:2:3: disaggregation.min_uncache_tokens: unknown key 'min_uncache_tokens'; did you mean 'min_uncached_tokens'?")
+        let factor = placementError {
+            _ = try PlacementPolicy.parse(yaml: "disaggregation: {prefill_queue_factor: -1}\n", file: "p.yaml")
+        }
+        #expect(factor?.location?.key == "disaggregation.prefill_queue_factor")
+        let weight = placementError { _ = try PlacementPolicy.parse(yaml: "scoring: {decode: {cache: 1001}}\n", file: "p.yaml") }
+        #expect(weight?.location?.key == "scoring.decode.cache")
+        #expect(weight?.message.contains("out of range 0") == true)
     }
 
     @Test("a misspelled strategy is refused with a suggestion")
@@ -171,6 +189,7 @@ struct PlacementPolicyTests {
         #expect(reference.slo == PlacementPolicy().slo)
         #expect(reference.resume == PlacementPolicy().resume)
         #expect(reference.admission == PlacementPolicy().admission)
+        #expect(reference.disaggregation == PlacementPolicy().disaggregation)
         let examples = config.appendingPathComponent("policy-examples")
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         #expect(files.count >= 2)

@@ -22,7 +22,7 @@ final class FakeInsight: ClusterInsight {
         return Array(status.utf8)
     }
 
-    func explainJSON(promptTokens: Int) async throws(RouterError) -> [UInt8] {
+    func explainJSON(promptTokens: Int, prompt: [Int32]?) async throws(RouterError) -> [UInt8] {
         if let failure { throw failure }
         asked.withLock { $0.append(promptTokens) }
         return Array(#"{"decision": {"prompt_tokens": \#(promptTokens)}, "text": "explained"}"#.utf8)

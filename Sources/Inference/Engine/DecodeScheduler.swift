@@ -58,6 +58,9 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// gives, on either path: decode steps are batch invariant and prefill is invariant to how a prompt is cut
         /// into passes, so any whole block is reused.
         public var prefixCaching = true
+        /// Where the hashes of the blocks in the prefix index are mirrored for the worker's KV events (its block
+        /// size must be the cache's); nil: not published.
+        public var heldHashes: HeldBlockHashes?
 
         public init(
             kvBlocks: Int, maxBatch: Int = 8, threads: Int = 1, maxContext: Int? = nil, prefillEngine: Bool = true
@@ -202,6 +205,12 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             throw InferenceError(.invalidArgument, "maxQueued must be 0 or more, got \(configuration.maxQueued)")
         }
         cache = try PagedKVCache(layout: model.kvCacheLayout(), blockCount: configuration.kvBlocks)
+        if let held = configuration.heldHashes {
+            guard held.blockSize == cache.layout.blockSize else {
+                throw InferenceError(.invalidArgument, "held block hashes of \(held.blockSize)-token blocks for a cache of \(cache.layout.blockSize)")
+            }
+            cache.heldHashes = held
+        }
         decode = try DecodeEngine(
             model: model, cache: cache, threads: configuration.threads, maxBatch: configuration.maxBatch,
             maxContext: configuration.maxContext)

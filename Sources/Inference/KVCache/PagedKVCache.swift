@@ -44,6 +44,11 @@ public final class PagedKVCache: @unchecked Sendable {
     private var evictionHead = 0
     private var evictableCount = 0
     private var clock: UInt64 = 0
+    /// Mirrors the hashes the prefix index holds, for the worker's KV events; nil: nobody listens. Set it before
+    /// the first `registerPrefix` (it is not back-filled), with the cache's block size.
+    public var heldHashes: HeldBlockHashes? {
+        didSet { precondition(heldHashes.map { $0.blockSize == layout.blockSize } ?? true, "held hashes of another block size") }
+    }
 
     struct IndexedBlock {
         var hash: UInt64
@@ -240,20 +245,6 @@ public final class PagedKVCache: @unchecked Sendable {
 
     // MARK: Prefix cache
 
-    /// The chained hash of one full block: its parent's hash, the namespace and its token ids (splitmix64 steps;
-    /// the same on every machine, so other processes may compute it too).
-    public static func blockHash(parent: UInt64, namespace: UInt64, tokens: some Collection<Int32>) -> UInt64 {
-        func mix(_ x: UInt64) -> UInt64 {
-            var z = x &+ 0x9E37_79B9_7F4A_7C15
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        var hash = mix(parent ^ mix(namespace))
-        for token in tokens { hash = mix(hash ^ UInt64(UInt32(bitPattern: token))) }
-        return hash
-    }
-
     /// Enters the full blocks of `seq` holding `tokens` (its first `tokens.count` positions; a trailing partial
     /// block is left out) in the prefix index under `namespace` (how the KV was computed: blocks computed one way
     /// never stand in for another). Block `b` is entered with `namespaces(b)`; a block already indexed (adopted,
@@ -274,7 +265,7 @@ public final class PagedKVCache: @unchecked Sendable {
             let block = sequence.blocks[index]
             let blockTokens = Array(tokens[(index * size)..<((index + 1) * size)])
             let space = namespace(index)
-            let hash = Self.blockHash(parent: parentHash, namespace: space, tokens: blockTokens)
+            let hash = PrefixHash.block(parent: parentHash, namespace: space, tokens: blockTokens)
             if let entry = indexed[block] {
                 guard entry.hash == hash, entry.parent == parent else { return }
             } else {
@@ -286,6 +277,7 @@ public final class PagedKVCache: @unchecked Sendable {
                 clock += 1
                 indexed[block] = IndexedBlock(hash: hash, namespace: space, tokens: blockTokens, parent: parent, tick: clock)
                 prefixIndex[hash] = block
+                heldHashes?.insert(hash)
             }
             parentHash = hash
             parent = BlockReference(block: block, epoch: epochs[Int(block)])
@@ -310,7 +302,7 @@ public final class PagedKVCache: @unchecked Sendable {
         for index in 0..<(usable / size) {
             let blockTokens = tokens[(index * size)..<((index + 1) * size)]
             let space = namespace(index)
-            let hash = Self.blockHash(parent: parentHash, namespace: space, tokens: blockTokens)
+            let hash = PrefixHash.block(parent: parentHash, namespace: space, tokens: blockTokens)
             guard let block = prefixIndex[hash], let entry = indexed[block], entry.namespace == space,
                 entry.parent == parent, entry.tokens.elementsEqual(blockTokens)
             else { break }
@@ -434,7 +426,10 @@ public final class PagedKVCache: @unchecked Sendable {
     /// Takes `block` out of the prefix index (its children stop matching: their parent reference is stale).
     private func unindex(_ block: Int32) {
         guard let entry = indexed.removeValue(forKey: block) else { return }
-        if prefixIndex[entry.hash] == block { prefixIndex[entry.hash] = nil }
+        if prefixIndex[entry.hash] == block {
+            prefixIndex[entry.hash] = nil
+            heldHashes?.remove(entry.hash)
+        }
         epochs[Int(block)] &+= 1
     }
 
@@ -445,18 +440,4 @@ public final class PagedKVCache: @unchecked Sendable {
             (base + Int(destination) * bytes).copyMemory(from: base + Int(source) * bytes, byteCount: bytes)
         }
     }
-}
-
-extension PromptPath {
-    /// How KV computed on this path is entered in a cache's prefix index: blocks computed one way never stand in
-    /// for another (the paths round differently).
-    public var prefixNamespace: UInt64 {
-        switch self {
-        case .prefill: 1
-        case .decode: 2
-        }
-    }
-
-    /// Blocks holding prompt positions from the prefill path and generated ones from decode steps: nothing adopts them.
-    public static let mixedPrefixNamespace: UInt64 = 3
 }

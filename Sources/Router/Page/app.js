@@ -635,12 +635,13 @@ function renderExplanation(answer) {
     verdict = "Unavailable (503): " + admission.reason;
   }
   out.push(el("p", "chosen", verdict));
-  out.push(el("p", null, d.prompt_tokens + "-token prompt · mode " + d.mode + " — " + d.mode_reason + " · strategy " + d.strategy));
+  out.push(el("p", null, d.prompt_tokens + "-token prompt · mode " + d.mode + " (" + d.mode_rule + ") — " + d.mode_reason
+    + " · strategy " + d.strategy));
   const wrap = el("div", "table-wrap");
   const table = el("table");
   table.appendChild(el("caption", null, "Candidates"));
   const head = el("tr");
-  ["Role", "Rank", "Worker", "Outcome", "Score", "Compute", "Bandwidth", "Load", "Reasons"].forEach((h) => {
+  ["Role", "Rank", "Worker", "Outcome", "Score", "Compute", "Bandwidth", "Cached", "Load", "Reasons"].forEach((h) => {
     const th = el("th", null, h);
     th.scope = "col";
     head.appendChild(th);
@@ -653,8 +654,9 @@ function renderExplanation(answer) {
   for (const c of d.candidates) {
     const tr = el("tr");
     const s = c.score || {};
+    const cached = s.cached_tokens === undefined ? "" : s.cached_tokens + " tok";
     [c.role, c.rank === null ? "–" : "#" + c.rank, c.worker, c.outcome, fixed(s.score), fixed(s.compute), fixed(s.bandwidth),
-      fixed(s.load), c.reasons.join("; ")].forEach((v, i) => tr.appendChild(el("td", i === 3 && v === "chosen" ? "chosen" : null, String(v))));
+      cached, fixed(s.load), c.reasons.join("; ")].forEach((v, i) => tr.appendChild(el("td", i === 3 && v === "chosen" ? "chosen" : null, String(v))));
     body.appendChild(tr);
   }
   table.appendChild(body);

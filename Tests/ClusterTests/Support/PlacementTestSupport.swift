@@ -43,8 +43,9 @@ final class ClusterClients: Sendable {
         try await worker(request.profile.name).register(request)
     }
 
+    /// Whether the service knows the worker.
     func heartbeat(_ request: HeartbeatRequest) async throws -> Bool {
-        try await worker(request.name).heartbeat(request)
+        try await worker(request.name).heartbeat(request) != nil
     }
 
     func leave(name: String, incarnation: String? = nil) async throws {

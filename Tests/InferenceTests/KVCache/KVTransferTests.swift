@@ -133,7 +133,7 @@ struct KVTransferTests {
         destination.free(earlier)
 
         let arriving = destination.createSequence()
-        let held = try destination.adoptPrefix(arriving, tokens: tokens, namespace: { _ in 1 }, granularity: 16, limit: 39)
+        let held = try destination.adoptPrefix(arriving, tokens: tokens, namespace: { _ in 1 }, limit: 39)
         #expect(held == 32)
         try destination.append(arriving, count: 40 - held)
         // The held blocks are shared with the index: importing over them is refused; from position 32 it is not.

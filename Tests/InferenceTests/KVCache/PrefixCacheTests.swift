@@ -1,4 +1,5 @@
 import Testing
+import Generation
 @testable import Inference
 
 /// The paged cache's prefix index: full blocks entered by their token ids, shared by later sequences, evicted
@@ -12,6 +13,25 @@ struct PrefixCacheTests {
         let seq = cache.createSequence()
         try cache.appendFilled(seq, count: tokens.count, firstTag: 0)
         try cache.registerPrefix(seq, tokens: tokens, namespace: namespace)
+        cache.free(seq)
+    }
+
+    @Test("the held hashes mirror the index: what a router hashes from the token ids, until the blocks are evicted")
+    func heldHashesMirrorTheIndex() throws {
+        let cache = try PagedKVCache(layout: .smallF32(), blockCount: 4)
+        let held = HeldBlockHashes(blockSize: 4)
+        cache.heldHashes = held
+        try Self.cached(cache, Array(1...10))
+        #expect(held.current == Set(PrefixHash.chain(Array(1...10), blockSize: 4, namespace: 1)))
+        #expect(held.current.count == 2, "the partial third block is not indexed")
+        // Room for four new blocks evicts both cached ones.
+        try Self.cached(cache, Array(101...116))
+        #expect(held.current == Set(PrefixHash.chain(Array(101...116), blockSize: 4, namespace: 1)))
+        // A kept partial block will be written again: it leaves the index, and the mirror.
+        let seq = cache.createSequence()
+        #expect(try cache.adoptPrefix(seq, tokens: Array(101...116), namespace: Self.one, limit: 16) == 16)
+        try cache.truncate(seq, to: 14)
+        #expect(held.current == Set(PrefixHash.chain(Array(101...112), blockSize: 4, namespace: 1)))
         cache.free(seq)
     }
 
@@ -128,7 +148,7 @@ struct PrefixCacheTests {
         let cache = try PagedKVCache(layout: .smallF32(), blockCount: 4)
         try Self.cached(cache, [1, 2, 3, 4])
         // Forge the collision: the index's entry for [9, 9, 9, 9] is the block holding [1, 2, 3, 4].
-        let forged = PagedKVCache.blockHash(parent: 0, namespace: 1, tokens: [9, 9, 9, 9] as [Int32])
+        let forged = PrefixHash.block(parent: 0, namespace: 1, tokens: [9, 9, 9, 9] as [Int32])
         cache.forgeIndexEntry(hash: forged, asHashOf: [1, 2, 3, 4])
         let seq = cache.createSequence()
         #expect(try cache.adoptPrefix(seq, tokens: [9, 9, 9, 9, 1], namespace: Self.one, limit: 4) == 0)
@@ -153,7 +173,7 @@ struct PrefixCacheTests {
 extension PagedKVCache {
     /// Points the index's `hash` at the block indexed for `tokens` (first block), as a colliding hash would.
     func forgeIndexEntry(hash: UInt64, asHashOf tokens: [Int32]) {
-        let real = Self.blockHash(parent: 0, namespace: 1, tokens: tokens)
+        let real = PrefixHash.block(parent: 0, namespace: 1, tokens: tokens)
         forgeIndex(hash: hash, block: real)
     }
 }
