@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How long a client's stream pauses when its decode worker dies, and what the move costs.
+"""How long a client's stream pauses when its decode worker dies (or is stopped), and what the move costs.
 
 Starts a loopback cluster of real `baton` processes (placement, one prefill worker, two decode workers, the
 router; mutual TLS; --threads per worker), runs --streams concurrent chat streams (greedy and seeded, short
@@ -7,13 +7,17 @@ prompts run decode-only and long ones split), and --kills times: once every stre
 decode worker that took the most of them, waits for every stream to end, checks each text against an undisturbed
 run of the same requests, and restarts the killed worker.
 
-Per kill it reports, for every stream that was moved, its pause: the longest gap between two text deltas that
-spans the kill (or from the kill to its next delta). Over all kills: p50 / p99 / max of those pauses, of the
+With --signal term the decode worker is stopped instead (SIGTERM): it drains by moving each generation, KV and
+all, to the other decode worker, and exits; the moved streams are the router's `baton_router_moves_total{outcome=
+"moved"}`, and the cost is the KV bytes moved (nothing is recomputed; migrations should stay 0).
+
+Per kill it reports, for every stream that was moved, its pause: the longest gap between two text deltas from
+the signal on (or from the signal to its next delta). Over all kills: p50 / p99 / max of those pauses, of the
 longest per kill, and the migration cost from the router's metrics (prompt + generated tokens recomputed per
 migration, i.e. extra prefill tokens).
 
 Usage: python3 Deploy/scripts/migration_pause.py [--baton PATH] [--kills 10] [--streams 4] [--max-tokens 128]
-           [--threads 1] [--json]
+           [--threads 1] [--signal kill|term] [--host-ids] [--json]
 """
 import argparse
 import json
@@ -54,6 +58,10 @@ def main():
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--signal", choices=["kill", "term"], default="kill",
+                        help="kill: SIGKILL (the router resumes by recomputing); term: SIGTERM (the worker moves its KV)")
+    parser.add_argument("--host-ids", action="store_true",
+                        help="give each worker a host identity of its own: KV goes over mutual-TLS HTTP/2, not shared memory")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (their folder is printed)")
     args = parser.parse_args()
@@ -61,7 +69,7 @@ def main():
     requests = [PROMPTS[i % len(PROMPTS)] for i in range(args.streams)]
 
     directory = tempfile.mkdtemp(prefix="baton-migration-")
-    cluster = Cluster(baton, args.threads, directory)
+    cluster = Cluster(baton, args.threads, directory, host_ids=args.host_ids)
     try:
         reference = [Stream(cluster.router_port, p, t, s, args.max_tokens) for p, t, s in requests]
         for stream in reference:
@@ -80,9 +88,12 @@ def main():
                 time.sleep(0.005)
             after = decode_counts(cluster.metrics())
             victim = max(("decode-0", "decode-1"), key=lambda n: after.get(n, 0) - before.get(n, 0))
-            cluster.procs[victim].send_signal(signal.SIGKILL)
+            cluster.procs[victim].send_signal(signal.SIGTERM if args.signal == "term" else signal.SIGKILL)
             killed_at = time.monotonic()
-            cluster.procs[victim].wait()
+            status = cluster.procs[victim].wait()
+            if args.signal == "term" and status != 0:
+                failures += 1
+                print(f"kill {kill + 1}: {victim} exited with {status} after SIGTERM", file=sys.stderr)
             for stream in streams:
                 stream.join()
             gaps = []
@@ -97,14 +108,17 @@ def main():
                 times = [t for t, _ in stream.deltas]
                 if not times or times[-1] < killed_at:
                     continue  # finished before the kill
+                # The longest gap from the signal on: a killed worker's stream stops at once, a stopped one sends what it
+                # generated before it paused first, so its pause comes after the signal.
                 previous = max([t for t in times if t < killed_at], default=killed_at)
-                following = min(t for t in times if t >= killed_at)
-                gaps.append((following - previous, index))
+                following = [t for t in times if t >= killed_at]
+                gaps.append((max(b - a for a, b in zip([previous] + following, following)), index))
             # The streams the router moved (its migration count) are the ones with the longest gaps over the kill;
             # the others only waited for their next token.
             after_metrics = cluster.metrics()
+            counter = "baton_router_migrations_total" if args.signal == "kill" else 'baton_router_moves_total{outcome="moved"'
             moved_count = int(sum(v - before_metrics.get(k, 0) for k, v in after_metrics.items()
-                                  if k.startswith("baton_router_migrations_total")))
+                                  if k.startswith(counter)))
             moved_gaps = sorted(gaps, reverse=True)[:moved_count]
             moved = [gap for gap, _ in moved_gaps]
             pauses += moved
@@ -121,10 +135,11 @@ def main():
         end_metrics = cluster.metrics()
         migrations = sum(v - start_metrics.get(k, 0) for k, v in end_metrics.items()
                          if k.startswith("baton_router_migrations_total"))
-        recomputed = (end_metrics.get("baton_router_migration_recomputed_tokens_total", 0)
-                      - start_metrics.get("baton_router_migration_recomputed_tokens_total", 0))
+        def grown(name):
+            return sum(v - start_metrics.get(k, 0) for k, v in end_metrics.items() if k.startswith(name))
+        recomputed = grown("baton_router_migration_recomputed_tokens_total")
         report = {
-            "kills": args.kills, "streams": args.streams, "max_tokens": args.max_tokens, "threads": args.threads,
+            "signal": args.signal, "kills": args.kills, "streams": args.streams, "max_tokens": args.max_tokens, "threads": args.threads,
             "moved_streams": len(pauses), "failed_streams": failures, "texts_differing": mismatches,
             "pause_ms": {"p50": percentile(pauses, 50), "p99": percentile(pauses, 99), "max": max(pauses, default=None)},
             "longest_pause_per_kill_ms": {"p50": percentile(longest, 50), "p99": percentile(longest, 99)},
@@ -133,6 +148,10 @@ def main():
                 "p50": round(1000 * percentile([s.deltas[0][0] - s.started for s in reference], 50)),
                 "max": round(1000 * max(s.deltas[0][0] - s.started for s in reference))},
             "recomputed_tokens_per_migration": recomputed / migrations if migrations else None,
+            "recomputed_tokens": recomputed,
+            "moves": {outcome: grown(f'baton_router_moves_total{{outcome="{outcome}"')
+                      for outcome in ("moved", "kept", "failed")},
+            "moved_kv_bytes": grown("baton_router_moved_kv_bytes_total"),
         }
         for key in ("pause_ms", "longest_pause_per_kill_ms"):
             report[key] = {k: (round(v * 1000) if v is not None else None) for k, v in report[key].items()}

@@ -344,6 +344,11 @@ public struct ServeBenchmark: Sendable {
                 stream.completion = counts["completion_tokens"] as? Int ?? 0
                 stream.prompt = counts["prompt_tokens"] as? Int ?? 0
             }
+            // A Baton cluster says where the reply was made and how much KV moved (none: the decode worker ran it).
+            if let served = json["baton"] as? [String: Any] {
+                stream.kvBytes = served["kv_bytes"] as? Int ?? 0
+                stream.kvBytesNotShipped = served["kv_bytes_not_shipped"] as? Int ?? 0
+            }
         }
         let e2e = started.duration(to: .now) / .milliseconds(1)
         guard status == 200 else {
@@ -356,7 +361,8 @@ public struct ServeBenchmark: Sendable {
         return RequestRecord(
             index: request.index, conversation: request.conversation, turn: request.turn, scheduledMs: scheduledMs,
             sentMs: levelStart.duration(to: started) / .milliseconds(1), ttftMs: stream.firstTokenMs ?? e2e, e2eMs: e2e,
-            itlMs: stream.gaps, promptTokens: stream.prompt, completionTokens: stream.completion)
+            itlMs: stream.gaps, promptTokens: stream.prompt, completionTokens: stream.completion, kvBytes: stream.kvBytes,
+            kvBytesNotShipped: stream.kvBytesNotShipped)
     }
 }
 
@@ -371,10 +377,13 @@ actor ConversationLog {
     private var transcripts: [Int: [[String: String]]] = [:]
     private var waiting: [Int: [CheckedContinuation<[[String: String]], Never>]] = [:]
 
-    /// The history `request` follows (after it has finished) with `prompt` as the new user message.
+    /// The history `request` follows (after it has finished) with `prompt` as the new user message; a first turn
+    /// opens with the request's system message, if it has one.
     func messages(for request: ServeWorkload.Request, prompt: String) async -> [[String: String]] {
         let turn = [["role": "user", "content": prompt]]
-        guard let previous = request.follows else { return turn }
+        guard let previous = request.follows else {
+            return (request.system.map { [["role": "system", "content": $0]] } ?? []) + turn
+        }
         if let transcript = transcripts[previous] { return transcript + turn }
         let transcript = await withCheckedContinuation { waiting[previous, default: []].append($0) }
         return transcript + turn
@@ -412,6 +421,8 @@ private final class StreamBox: @unchecked Sendable {
     var text = ""
     var completion = 0
     var prompt = 0
+    var kvBytes: Int?
+    var kvBytesNotShipped: Int?
 }
 
 /// A minimal keep-alive HTTP/1.1 client connection over NIO, lent to a closure: one exchange at a time.

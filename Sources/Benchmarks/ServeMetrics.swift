@@ -127,12 +127,18 @@ public struct RequestRecord: Codable, Sendable, Equatable {
     public var error: String?
     /// What the failure said: the server's error body, or the transport's error (the first 300 bytes).
     public var errorMessage: String?
+    /// KV bytes a Baton cluster moved from prefill to decode worker for it (0: none moved), and the bytes of the
+    /// prompt positions the decode worker's cache held instead; nil from a server that does not say.
+    public var kvBytes: Int?
+    public var kvBytesNotShipped: Int?
 
     public init(
         index: Int, conversation: String? = nil, turn: Int? = nil, scheduledMs: Double? = nil, sentMs: Double,
         ttftMs: Double?, e2eMs: Double?, itlMs: [Double] = [], promptTokens: Int = 0, completionTokens: Int = 0,
-        error: String? = nil, errorMessage: String? = nil
+        error: String? = nil, errorMessage: String? = nil, kvBytes: Int? = nil, kvBytesNotShipped: Int? = nil
     ) {
+        self.kvBytes = kvBytes
+        self.kvBytesNotShipped = kvBytesNotShipped
         self.index = index
         self.conversation = conversation
         self.turn = turn
@@ -156,7 +162,7 @@ public struct RequestRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case index, conversation, turn, scheduledMs = "scheduled_ms", sentMs = "sent_ms", ttftMs = "ttft_ms", e2eMs = "e2e_ms"
         case itlMs = "itl_ms", promptTokens = "prompt_tokens", completionTokens = "completion_tokens", error
-        case errorMessage = "error_message"
+        case errorMessage = "error_message", kvBytes = "kv_bytes", kvBytesNotShipped = "kv_bytes_not_shipped"
     }
 }
 
@@ -182,6 +188,44 @@ public struct LevelSummary: Codable, Sendable, Equatable {
     public var goodput: Double?
     /// The share of all requests (failed ones included) that met the SLO; nil without one.
     public var sloAttainment: Double?
+    /// Mean KV bytes moved between a Baton cluster's workers per successful request, and mean bytes the decode
+    /// workers' caches held instead; nil when the server does not say.
+    public var kvBytesPerRequest: Double?
+    public var kvBytesNotShippedPerRequest: Double?
+    /// The same figures turn by turn, for a workload of conversations; nil otherwise.
+    public var turns: [TurnSummary]?
+
+    /// One turn's requests of every conversation in a level (turn 0: the first).
+    public struct TurnSummary: Codable, Sendable, Equatable {
+        public var turn: Int
+        public var requests: Int
+        public var succeeded: Int
+        public var ttftMs: Percentiles
+        public var promptTokensMean: Double
+        /// This turn's successful requests per second of the level that met the SLO, and their share of the turn's
+        /// requests; nil without an SLO.
+        public var goodput: Double?
+        public var sloAttainment: Double?
+        public var kvBytesPerRequest: Double?
+        public var kvBytesNotShippedPerRequest: Double?
+        /// Requests whose KV moved (the rest ran on the decode worker alone, shipping nothing), and the mean bytes
+        /// each of them shipped.
+        public var transfers: Int?
+        public var kvBytesPerTransfer: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case turn, requests, succeeded, ttftMs = "ttft_ms", promptTokensMean = "prompt_tokens_mean", goodput
+            case sloAttainment = "slo_attainment", kvBytesPerRequest = "kv_bytes_per_request"
+            case kvBytesNotShippedPerRequest = "kv_bytes_not_shipped_per_request", transfers
+            case kvBytesPerTransfer = "kv_bytes_per_transfer"
+        }
+    }
+
+    /// Mean of `value` over the successful records that report it; nil when none does.
+    static func mean(_ records: [RequestRecord], _ value: (RequestRecord) -> Int?) -> Double? {
+        let values = records.filter { $0.error == nil }.compactMap(value)
+        return values.isEmpty ? nil : Double(values.reduce(0, +)) / Double(values.count)
+    }
 
     public init(records: [RequestRecord], durationSeconds: Double, slo: ServeSLO?) {
         let ok = records.filter { $0.error == nil }
@@ -209,6 +253,22 @@ public struct LevelSummary: Codable, Sendable, Equatable {
             goodput = nil
             sloAttainment = nil
         }
+        kvBytesPerRequest = Self.mean(records, \.kvBytes)
+        kvBytesNotShippedPerRequest = Self.mean(records, \.kvBytesNotShipped)
+        let byTurn = Dictionary(grouping: records.filter { $0.turn != nil }) { $0.turn! }
+        turns = byTurn.isEmpty ? nil : byTurn.keys.sorted().map { turn in
+            let all = byTurn[turn]!
+            let ok = all.filter { $0.error == nil }
+            let good = slo.map { slo in all.filter { slo.isMet(by: $0) }.count }
+            let moved = ok.compactMap(\.kvBytes).filter { $0 > 0 }
+            return TurnSummary(
+                turn: turn, requests: all.count, succeeded: ok.count, ttftMs: Percentiles(ok.compactMap(\.ttftMs)),
+                promptTokensMean: ok.isEmpty ? 0 : Double(ok.reduce(0) { $0 + $1.promptTokens }) / Double(ok.count),
+                goodput: good.map { Double($0) / seconds }, sloAttainment: good.map { Double($0) / Double(all.count) },
+                kvBytesPerRequest: Self.mean(all, \.kvBytes), kvBytesNotShippedPerRequest: Self.mean(all, \.kvBytesNotShipped),
+                transfers: ok.contains { $0.kvBytes != nil } ? moved.count : nil,
+                kvBytesPerTransfer: moved.isEmpty ? nil : Double(moved.reduce(0, +)) / Double(moved.count))
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -216,5 +276,7 @@ public struct LevelSummary: Codable, Sendable, Equatable {
         case durationSeconds = "duration_s", outputTokensPerSecond = "output_tokens_per_second"
         case requestsPerSecond = "requests_per_second", promptTokensMean = "prompt_tokens_mean"
         case completionTokensMean = "completion_tokens_mean", goodput, sloAttainment = "slo_attainment"
+        case kvBytesPerRequest = "kv_bytes_per_request", kvBytesNotShippedPerRequest = "kv_bytes_not_shipped_per_request"
+        case turns
     }
 }

@@ -1,11 +1,13 @@
 import Foundation
 
-/// A server `bench serve --compare` starts, measures and stops: Baton split into a cluster (`baton up`), Baton in one
-/// process (`baton serve`), or llama.cpp's server (the `llama-server` binary `Deploy/scripts/build-llamacpp.sh`
+/// A server `bench serve --compare` starts, measures and stops: Baton split into a cluster (`baton up`; also without
+/// prefix caching, to measure what the caches save), Baton in one process (`baton serve`), or llama.cpp's server (the `llama-server` binary `Deploy/scripts/build-llamacpp.sh`
 /// builds from llama-cpp-python's source distribution, else that package's Python `llama_cpp.server`).
 public final class ServePeer: @unchecked Sendable {
     public enum Kind: String, Sendable, CaseIterable {
         case batonSplit = "split"
+        /// `baton up --no-prefix-caching`: every prompt computed and shipped whole.
+        case batonSplitNoCache = "split-no-cache"
         case batonServe = "serve"
         case llamaServer = "llama-server"
     }
@@ -40,6 +42,13 @@ public final class ServePeer: @unchecked Sendable {
         public var workDirectory: String
         /// A llama-server binary; nil looks in build-llamacpp.sh's output, then falls back to Python.
         public var llamaServer: String?
+        /// Decode worker processes of `baton up`.
+        public var decodeWorkers = 1
+        /// KV blocks of each of `baton up`'s workers; nil: their defaults.
+        public var kvBlocks: Int?
+        /// The placement policy `baton up` runs with (the cached side only: where KV-aware routing keys go); nil:
+        /// its default.
+        public var splitPolicy: String?
 
         public init(
             baton: String, model: String, threads: Int, splitThreads: (prefill: Int, decode: Int)? = nil, context: Int = 4096,
@@ -66,12 +75,16 @@ public final class ServePeer: @unchecked Sendable {
                 arguments: ["serve", "--model", s.model, "--port", String(port), "--threads", String(s.threads),
                             "--context", String(s.context), "--max-batch", String(s.parallel)],
                 environment: [:], port: port)
-        case .batonSplit:
+        case .batonSplit, .batonSplitNoCache:
+            let cached = kind == .batonSplit
+            let name = cached ? "baton-split" : "baton-split-no-cache"
             return Plan(
-                name: "baton-split", executable: s.baton,
-                arguments: ["up", "--model", s.model, "--port", String(port), "--state-dir", s.workDirectory + "/up",
+                name: name, executable: s.baton,
+                arguments: ["up", "--model", s.model, "--port", String(port), "--state-dir", s.workDirectory + "/" + name,
                             "--prefill-threads", String(s.splitThreads.prefill), "--decode-threads", String(s.splitThreads.decode),
-                            "--context", String(s.context), "--timeout", "600"],
+                            "--decode-workers", String(s.decodeWorkers), "--context", String(s.context), "--timeout", "600"]
+                    + (s.kvBlocks.map { ["--kv-blocks", String($0)] } ?? [])
+                    + (cached ? (s.splitPolicy.map { ["--policy", $0] } ?? []) : ["--no-prefix-caching"]),
                 environment: [:], port: port)
         case .llamaServer:
             let flags = ["--host", "127.0.0.1", "--port", String(port)]

@@ -72,7 +72,7 @@ public enum ServePlots {
             code{background:#f6f6f6;padding:1px 4px}.charts svg{max-width:100%;height:auto}</style></head><body>
             <h1>baton bench serve</h1>
             <p>Started \(e(c.startedAt)) on \(e(c.machine.cpu)), \(c.machine.cores) cores, load average \(c.machine.loadAverage.map { String(format: "%.1f", $0) } ?? "?") at the start.</p>
-            <p>Workload: \(e(c.preset.map { "preset \($0.name) (\($0.promptWords) words in, \($0.maxTokens) tokens out, \($0.turns) turn\($0.turns == 1 ? "" : "s"))" } ?? "trace \(c.trace ?? "?")")),
+            <p>Workload: \(e(c.preset.map { "preset \($0.name) (\($0.promptWords) words in, \($0.maxTokens) tokens out, \($0.turns) turn\($0.turns == 1 ? "" : "s")\($0.systemWords > 0 ? ", a \($0.systemWords)-word system prompt" : ""))" } ?? "trace \(c.trace ?? "?")")),
             \(c.requests) requests per level; levels \(e(c.levels.joined(separator: ", "))); seed \(c.seed); temperature \(c.temperature);
             SLO \(e(c.slo?.description ?? "none")).</p>
             <p>Command: <code>\(e(c.commandLine.joined(separator: " ")))</code></p>

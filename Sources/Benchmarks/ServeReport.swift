@@ -94,10 +94,30 @@ public struct ServeReport: Codable, Sendable, Equatable {
         public var ttftP50: Double?
         public var itlP50: Double?
         public var e2eP50: Double?
+        /// KV bytes moved per request (systems that report it).
+        public var kvBytesPerRequest: Double?
+        /// Turn by turn, for a workload of conversations.
+        public var turns: [TurnRatio]?
 
         enum CodingKeys: String, CodingKey {
             case level, system, versus, outputTokensPerSecond = "output_tokens_per_second", goodput
-            case ttftP50 = "ttft_p50", itlP50 = "itl_p50", e2eP50 = "e2e_p50"
+            case ttftP50 = "ttft_p50", itlP50 = "itl_p50", e2eP50 = "e2e_p50", kvBytesPerRequest = "kv_bytes_per_request"
+            case turns
+        }
+    }
+
+    /// One turn's figures of a system against the reference's (system / reference).
+    public struct TurnRatio: Codable, Sendable, Equatable {
+        public var turn: Int
+        public var ttftP50: Double?
+        public var ttftP99: Double?
+        public var goodput: Double?
+        public var kvBytesPerRequest: Double?
+        public var kvBytesPerTransfer: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case turn, ttftP50 = "ttft_p50", ttftP99 = "ttft_p99", goodput, kvBytesPerRequest = "kv_bytes_per_request"
+            case kvBytesPerTransfer = "kv_bytes_per_transfer"
         }
     }
 
@@ -127,7 +147,18 @@ public struct ServeReport: Codable, Sendable, Equatable {
                     outputTokensPerSecond: ratio(s.outputTokensPerSecond, r.outputTokensPerSecond), goodput: ratio(s.goodput, r.goodput),
                     ttftP50: ratio(s.succeeded > 0 ? s.ttftMs.p50 : nil, r.ttftMs.p50),
                     itlP50: ratio(s.succeeded > 0 ? s.itlMs.p50 : nil, r.itlMs.p50),
-                    e2eP50: ratio(s.succeeded > 0 ? s.e2eMs.p50 : nil, r.e2eMs.p50)))
+                    e2eP50: ratio(s.succeeded > 0 ? s.e2eMs.p50 : nil, r.e2eMs.p50),
+                    kvBytesPerRequest: ratio(s.kvBytesPerRequest, r.kvBytesPerRequest),
+                    turns: s.turns.map { turns in
+                        turns.compactMap { t in
+                            guard let b = r.turns?.first(where: { $0.turn == t.turn }) else { return nil }
+                            return TurnRatio(
+                                turn: t.turn, ttftP50: ratio(t.succeeded > 0 ? t.ttftMs.p50 : nil, b.ttftMs.p50),
+                                ttftP99: ratio(t.succeeded > 0 ? t.ttftMs.p99 : nil, b.ttftMs.p99), goodput: ratio(t.goodput, b.goodput),
+                                kvBytesPerRequest: ratio(t.kvBytesPerRequest, b.kvBytesPerRequest),
+                                kvBytesPerTransfer: ratio(t.kvBytesPerTransfer, b.kvBytesPerTransfer))
+                        }
+                    }))
             }
         }
         return ratios

@@ -28,10 +28,13 @@ public struct ServeWorkload: Sendable, Equatable {
         public var turn: Int?
         /// The index of the conversation's previous turn, which must finish before this one is sent.
         public var follows: Int?
+        /// The system message that opens the conversation (sent before the first turn's user message; later turns
+        /// carry it in their history). The same text across conversations, as an application's system prompt is.
+        public var system: String?
 
         public init(
             index: Int, timestamp: Double? = nil, prompt: Prompt, maxTokens: Int, conversation: String? = nil,
-            turn: Int? = nil, follows: Int? = nil
+            turn: Int? = nil, follows: Int? = nil, system: String? = nil
         ) {
             self.index = index
             self.timestamp = timestamp
@@ -40,6 +43,7 @@ public struct ServeWorkload: Sendable, Equatable {
             self.conversation = conversation
             self.turn = turn
             self.follows = follows
+            self.system = system
         }
     }
 
@@ -50,24 +54,40 @@ public struct ServeWorkload: Sendable, Equatable {
         public var maxTokens: Int
         /// Turns per conversation (1: independent requests).
         public var turns: Int
+        /// Words of a system prompt every conversation opens with, the same for all of them (0: none).
+        public var systemWords: Int
 
-        public init(name: String, promptWords: Int, maxTokens: Int, turns: Int = 1) {
+        public init(name: String, promptWords: Int, maxTokens: Int, turns: Int = 1, systemWords: Int = 0) {
             self.name = name
             self.promptWords = promptWords
             self.maxTokens = maxTokens
             self.turns = turns
+            self.systemWords = systemWords
         }
 
         enum CodingKeys: String, CodingKey {
-            case name, promptWords = "prompt_words", maxTokens = "max_tokens", turns
+            case name, promptWords = "prompt_words", maxTokens = "max_tokens", turns, systemWords = "system_words"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decode(String.self, forKey: .name)
+            promptWords = try container.decode(Int.self, forKey: .promptWords)
+            maxTokens = try container.decode(Int.self, forKey: .maxTokens)
+            turns = try container.decode(Int.self, forKey: .turns)
+            // Reports written before system prompts existed have none.
+            systemWords = try container.decodeIfPresent(Int.self, forKey: .systemWords) ?? 0
         }
 
         /// A chat message of ~100 words answered in 64 tokens.
         public static let shortChat = Preset(name: "short-chat", promptWords: 100, maxTokens: 64)
         /// A 2 000-word document and 128 tokens of answer: prefill-heavy, where splitting should pay.
         public static let longPrompt = Preset(name: "long-prompt", promptWords: 2000, maxTokens: 128)
-        /// Conversations of four turns of ~100 words each, 64 tokens per reply, history resent every turn.
-        public static let multiTurn = Preset(name: "multi-turn", promptWords: 100, maxTokens: 64, turns: 4)
+        /// Chat sessions: conversations of six turns of ~100 words each over a shared ~500-word system prompt, 64
+        /// tokens per reply, the history (the replies actually given included) resent every turn, conversations
+        /// interleaved. 192 requests make 32 conversations. What a prefix cache is for: each turn repeats all but
+        /// its last ~170 tokens.
+        public static let multiTurn = Preset(name: "multi-turn", promptWords: 100, maxTokens: 64, turns: 6, systemWords: 500)
 
         public static let all: [Preset] = [.shortChat, .longPrompt, .multiTurn]
 
@@ -86,16 +106,32 @@ public struct ServeWorkload: Sendable, Equatable {
         self.requests = requests
     }
 
-    /// `count` requests shaped by `preset`; with several turns, request i is turn i % turns of conversation i / turns.
+    /// `count` requests shaped by `preset`. With several turns they make ⌈count / turns⌉ conversations, interleaved:
+    /// request i is turn i / conversations of conversation i % conversations, so every conversation's first turn is
+    /// released before any second turn (as many users chatting at once), and a conversation's turns are
+    /// `conversations` requests apart. With a system prompt, each conversation's first turn opens with it.
     public static func synthetic(_ preset: Preset, count: Int) -> ServeWorkload {
         let turns = max(1, preset.turns)
+        let conversations = max(1, (count + turns - 1) / turns)
+        let system = preset.systemWords > 0 ? systemPrompt(words: preset.systemWords) : nil
         return ServeWorkload(requests: (0..<count).map { index in
-            let turn = index % turns
+            guard turns > 1 else {
+                return Request(index: index, prompt: .words(preset.promptWords), maxTokens: preset.maxTokens, system: system)
+            }
+            let turn = index / conversations
             return Request(
                 index: index, prompt: .words(preset.promptWords), maxTokens: preset.maxTokens,
-                conversation: turns > 1 ? "c\(index / turns)" : nil, turn: turns > 1 ? turn : nil,
-                follows: turns > 1 && turn > 0 ? index - 1 : nil)
+                conversation: "c\(index % conversations)", turn: turn,
+                follows: turn > 0 ? index - conversations : nil, system: turn == 0 ? system : nil)
         })
+    }
+
+    /// About `words` words of an application's system prompt: the same text every time.
+    public static func systemPrompt(words count: Int) -> String {
+        let words = ["assistant", "answer", "clearly", "briefly", "politely", "accurate", "helpful", "facts", "sources", "careful"]
+        var text = "You are a helpful assistant for a travel company. Guidelines:"
+        for i in 0..<max(0, count - 10) { text += " " + words[(i * 3 + i / words.count) % words.count] }
+        return text + ". Follow them in every reply."
     }
 
     /// Arrival times in seconds of `count` requests of a Poisson process of `rate` requests per second: exponential

@@ -67,14 +67,17 @@ public enum TTFTBenchmark {
         let prefill = try PrefillEngine(
             model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: threads, maxContext: context,
             weights: weights)
-        let shipper = try PrefillKVShipper(engine: prefill, identity: identity)
+        // Every repetition sends the same prompt: with prefix caching the second one would reuse the first's KV
+        // (on one side and not the other), and this measures what a prompt seen for the first time costs.
+        let shipper = try PrefillKVShipper(engine: prefill, identity: identity, prefixCaching: false)
         var colocatedSettings = DecodeScheduler.Configuration(kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context)
         colocatedSettings.prefillWeights = weights
+        colocatedSettings.prefixCaching = false
         let colocated = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: colocatedSettings)
-        let decode = try DecodeScheduler(
-            model: model, tokenizer: tokenizer,
-            configuration: DecodeScheduler.Configuration(
-                kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context, prefillEngine: false))
+        var decodeSettings = DecodeScheduler.Configuration(
+            kvBlocks: blocks, maxBatch: 1, threads: threads, maxContext: context, prefillEngine: false)
+        decodeSettings.prefixCaching = false
+        let decode = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: decodeSettings)
         colocated.start()
         decode.start()
         defer {

@@ -27,6 +27,13 @@ import Synchronization
 /// exactly the tokens an undisturbed run would have produced. At most the policy's `resume.max_migrations` times
 /// per request; each migration is one warning log line and counts in `baton_router_migrations_total{reason}`.
 ///
+/// **Drains move work.** A decode worker told to stop (SIGTERM) pauses each generation and offers it (`moving`):
+/// the router opens it on another decode worker with room, which takes the KV of prompt + generated tokens straight
+/// from the draining one over the KV transport and samples on from the state — nothing is computed again, and the
+/// client's stream goes on with the same tokens. With no room elsewhere (or a move that fails) it finishes where it
+/// was. One log line per moved generation; `baton_router_moves_total{outcome}` and
+/// `baton_router_moved_kv_bytes_total`.
+///
 /// The stream it returns decodes the decode worker's messages as the consumer asks for them (no task between the
 /// two). Cancelling it resets the decode stream and the prefill request; each worker then frees the KV.
 public final class ClusterGenerationBackend: GenerationBackend {
@@ -172,7 +179,8 @@ public final class ClusterGenerationBackend: GenerationBackend {
                         placed.promptPath = .prefill
                     }
                     do {
-                        let generation = try await start(placed, on: response)
+                        let generation = try await start(
+                            placed, on: response, prefillQueueWait: prefillQueueWait(placed.request, policy: choice.policy))
                         watch.release(pair)
                         return (generation, choice.policy.resume.maxMigrations)
                     } catch {
@@ -250,7 +258,11 @@ public final class ClusterGenerationBackend: GenerationBackend {
 
     /// Opens `state` on the chosen decode worker and, once it answered `opened`, starts the prefill. A state whose
     /// prompt ran through decode steps before is continued the same way (prompt run on the decode worker).
-    private func start(_ state: GenerationState, on choice: ChooseResponse) async throws(AttemptFailure) -> RemoteGeneration {
+    /// `prefillQueueWait` bounds the prompt's wait in the prefill worker's queue, which the prefill deadline and the
+    /// bounds that depend on it leave out: waiting behind other prompts is not failing.
+    private func start(
+        _ state: GenerationState, on choice: ChooseResponse, prefillQueueWait: Duration
+    ) async throws(AttemptFailure) -> RemoteGeneration {
         let request = state.request
         var open = Baton_V1_OpenDecodeRequest()
         open.state = state.proto
@@ -258,12 +270,36 @@ public final class ClusterGenerationBackend: GenerationBackend {
         if !open.prefillHere {
             // The reservation waits for the prefill to start as long as the prefill worker may take (its queue
             // included), then for each layer within a bound that grows with the prompt.
-            open.transferTimeoutMs = Self.milliseconds(prefillTimeout(request))
+            open.transferTimeoutMs = Self.milliseconds(prefillQueueWait + prefillTimeout(request))
             open.kvProgressTimeoutMs = Self.milliseconds(kvProgressTimeout(request))
         }
         // The decode worker takes this request's KV from that prefill worker only.
         if !open.prefillHere, let prefill = choice.prefill { open.prefillWorker = prefill.name }
+        // When that worker drains, this router moves the generation away with its KV (see `move`).
+        open.movable = true
         let decode = choice.decode
+        let prefill = open.prefillHere ? nil : choice.prefill
+        let generation = try await openDecode(
+            open, on: decode, prefillWorker: prefill?.name,
+            firstTokenWithin: (open.prefillHere ? .zero : prefillQueueWait) + prefillTimeout(request)
+                + kvProgressTimeout(request))
+        countWorkerRequest(worker: decode.name, role: "decode")
+        if let prefill {
+            countWorkerRequest(worker: prefill.name, role: "prefill")
+            let decodeHolds = generation.decodeCachedTokens
+            generation.startPrefill {
+                await self.submitPrefill(
+                    request, to: prefill, decode: decode, queueWait: prefillQueueWait, decodeHolds: decodeHolds)
+            }
+        }
+        return generation
+    }
+
+    /// Opens `open` on `decode` and waits for its `opened` (it may wait for room first); from then on its first token
+    /// is due within `firstTokenWithin`. A refusal, or a failure before `opened`, is an `AttemptFailure`.
+    private func openDecode(
+        _ open: Baton_V1_OpenDecodeRequest, on decode: WorkerEndpoint, prefillWorker: String?, firstTokenWithin: Duration
+    ) async throws(AttemptFailure) -> RemoteGeneration {
         let opened: NodeStreamResponse
         do {
             let client = try await workers.client(
@@ -279,19 +315,17 @@ public final class ClusterGenerationBackend: GenerationBackend {
         guard opened.status == 200 else {
             throw Self.refusal(status: opened.status, body: opened.body, worker: decode.name)
         }
-
-        let prefill = open.prefillHere ? nil : choice.prefill
         let generation = RemoteGeneration(
-            requestID: request.id, decodeWorker: decode.name, prefillWorker: prefill?.name, messages: opened.messages,
+            requestID: open.state.requestID, decode: decode, prefillWorker: prefillWorker, messages: opened.messages,
             cancelDecode: opened.cancel, tokenTimeout: configuration.tokenTimeout)
         // The first event tells whether the worker took the request (it may wait for room first).
         do throws(GenerationError) {
             switch try await generation.nextMessage()?.event {
             case .opened(let event):
+                // The prompt positions the decode worker holds in its prefix cache: the prefill worker ships the rest.
+                generation.decodeCachedTokens = Int(event.cachedPromptTokens)
                 // Waiting for room was waiting; from here on the work must progress.
-                generation.opened(
-                    promptPath: PromptPath(proto: event.promptPath),
-                    firstTokenWithin: prefillTimeout(request) + kvProgressTimeout(request))
+                generation.opened(promptPath: PromptPath(proto: event.promptPath), firstTokenWithin: firstTokenWithin)
             case .failure(let failure): throw RemoteGeneration.error(failure, worker: decode.name)
             default: throw GenerationError(.failed, "decode worker \(decode.name) answered out of order")
             }
@@ -300,19 +334,119 @@ public final class ClusterGenerationBackend: GenerationBackend {
             generation.cancel(reason: "the decode worker did not open the request")
             throw AttemptFailure(error: error, retryable: GenerationMigration.isResumable(error), leaveOut: decode.name)
         }
-        countWorkerRequest(worker: decode.name, role: "decode")
-        if let prefill {
-            countWorkerRequest(worker: prefill.name, role: "prefill")
-            generation.startPrefill {
-                await self.submitPrefill(request, to: prefill, decode: decode)
-            }
-        }
         return generation
+    }
+
+    /// Moves `state` (as the client has it: exactly the tokens `remote`'s worker generated before it paused to
+    /// drain) to another decode worker with room, KV and all: opens it there with `moved` (that worker reserves
+    /// room and takes the KV from `remote`'s worker only), then has `remote`'s worker ship the KV (`MoveDecode`).
+    /// Returns the generation on the new worker, or nil when it goes on where it is: no other worker has room now
+    /// (the draining one is told to keep it), or the move failed (the draining worker then keeps it by itself).
+    /// At most `bound`, the draining worker's offer.
+    fileprivate func move(_ state: GenerationState, from remote: RemoteGeneration, within bound: Duration) async -> RemoteGeneration? {
+        let started = ContinuousClock.now
+        let source = remote.decode
+        let requestID = remote.requestID
+        let choice: (decision: Decision, policy: PlacementPolicy, endpoints: [String: WorkerAddress])
+        do {
+            choice = try watch.choose(promptTokens: state.request.prompt.count, excluding: [source.name])
+        } catch {
+            await keep(remote, because: error.message)
+            return nil
+        }
+        let pair: WorkerPair
+        switch choice.decision.admission {
+        case .admit(let chosen): pair = chosen
+        case .reject(let reason, _), .unavailable(let reason):
+            await keep(remote, because: "no other decode worker has room now: \(reason)")
+            return nil
+        }
+        defer { watch.release(pair) }
+        guard let address = choice.endpoints[pair.decode] else {
+            await keep(remote, because: "worker \(pair.decode) has no known address")
+            return nil
+        }
+        let target = WorkerEndpoint(name: pair.decode, address: address)
+
+        var moved = state
+        moved.request.id = requestID
+        var open = Baton_V1_OpenDecodeRequest()
+        open.state = moved.proto
+        open.moved = true
+        open.movable = true
+        open.prefillWorker = source.name
+        open.transferTimeoutMs = Self.milliseconds(bound)
+        open.kvProgressTimeoutMs = Self.milliseconds(bound)
+        let next: RemoteGeneration
+        do {
+            next = try await openDecode(open, on: target, prefillWorker: nil, firstTokenWithin: bound + configuration.tokenTimeout)
+        } catch {
+            await keep(remote, because: error.error.message)
+            return nil
+        }
+
+        var request = Baton_V1_MoveDecodeRequest()
+        request.requestID = requestID
+        request.decodeWorker = Self.wireAddress(target)
+        let left = max(bound - started.duration(to: .now), .milliseconds(1))
+        request.deadlineMs = Self.milliseconds(left)
+        let failure: String
+        do {
+            let client = try await workers.client(
+                host: source.address.host, port: source.address.port, expecting: .node(source.name, as: .decode))
+            let response = try await client.call(
+                BatonProtocol.WorkerControl.moveDecode, body: try request.serializedBytes(),
+                contentType: "application/x-protobuf", timeout: left + .seconds(5))
+            if response.status == 200, let result = try? Baton_V1_MoveDecodeResponse(serializedBytes: response.body), result.moved {
+                let pause = started.duration(to: .now) / .milliseconds(1)
+                logger.info(
+                    "request \(state.request.id): moved from \(source.name) (draining) to \(target.name) after \(state.generated.count) tokens: KV of \(result.kvTokens) positions, \(result.kvBytesSent) bytes over \(result.transport.name) in \(result.transferMs) ms (\(Int(pause)) ms in all); nothing computed again")
+                countMove("moved")
+                Counter(label: "baton_router_moved_kv_bytes_total", factory: metrics).increment(by: Int(result.kvBytesSent))
+                return next
+            }
+            failure = Self.refusal(status: response.status, body: response.body, worker: source.name).error.message
+        } catch {
+            failure = "\(error)"
+        }
+        // The draining worker goes on with it by itself when its shipment failed or its offer expired.
+        next.cancel(reason: "the move from \(source.name) failed")
+        logger.warning("request \(state.request.id): moving it from \(source.name) to \(target.name) failed: \(failure); it goes on at \(source.name)")
+        countMove("failed")
+        return nil
+    }
+
+    /// Tells a draining worker to go on with a generation it offered (best effort: past its offer it does anyway).
+    private func keep(_ remote: RemoteGeneration, because reason: String) async {
+        logger.info("request \(remote.requestID): stays on draining \(remote.decode.name): \(reason)")
+        countMove("kept")
+        var request = Baton_V1_MoveDecodeRequest()
+        request.requestID = remote.requestID
+        do {
+            let client = try await workers.client(
+                host: remote.decode.address.host, port: remote.decode.address.port,
+                expecting: .node(remote.decode.name, as: .decode))
+            _ = try await client.call(
+                BatonProtocol.WorkerControl.moveDecode, body: try request.serializedBytes(),
+                contentType: "application/x-protobuf", timeout: .seconds(5))
+        } catch {
+            logger.debug("request \(remote.requestID): telling \(remote.decode.name) to keep it failed: \(error)")
+        }
     }
 
     /// How long a prompt may take to prefill and ship: `prefillBaseTimeout` plus `prefillPerTokenTimeout` per token.
     private func prefillTimeout(_ request: GenerationRequest) -> Duration {
         configuration.prefillBaseTimeout + configuration.prefillPerTokenTimeout * request.prompt.count
+    }
+
+    /// How long a prompt may wait in the prefill worker's queue before its first pass. A worker takes at most
+    /// `slo.max_queue_depth` queued requests before it counts as at capacity, so the prompt waits behind at most that
+    /// many; each is given this prompt's own prefill bound (prompts in one burst tend to be alike, and the base term
+    /// covers short ones behind long ones), never more than a request may wait at the router. Long enough that a
+    /// busy worker is not mistaken for a stuck one, short enough that a frozen one is given up within minutes.
+    private func prefillQueueWait(_ request: GenerationRequest, policy: PlacementPolicy) -> Duration {
+        let behind = prefillTimeout(request) * max(1, policy.slo.maxQueueDepth)
+        return min(behind, .milliseconds(Int(policy.admission.maxWaitSeconds * 1000)))
     }
 
     private func kvProgressTimeout(_ request: GenerationRequest) -> Duration {
@@ -339,19 +473,18 @@ public final class ClusterGenerationBackend: GenerationBackend {
     /// Runs the prompt on the prefill worker; its KV goes straight to the decode worker. Returns why it failed,
     /// or nil when it succeeded or was cancelled.
     private func submitPrefill(
-        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint
+        _ request: GenerationRequest, to prefill: WorkerEndpoint, decode: WorkerEndpoint, queueWait: Duration,
+        decodeHolds: Int
     ) async -> GenerationError? {
         var submit = Baton_V1_SubmitPrefillRequest()
         submit.requestID = request.id
         submit.promptTokens = request.prompt
-        var address = Baton_V1_WorkerAddress()
-        address.host = decode.address.host
-        address.port = UInt32(clamping: decode.address.port)
-        address.hostID = decode.address.hostID
-        address.name = decode.name
-        submit.decodeWorker = address
-        let timeout = prefillTimeout(request)
-        submit.deadlineMs = Self.milliseconds(timeout)
+        submit.decodeWorker = Self.wireAddress(decode)
+        submit.deadlineMs = Self.milliseconds(prefillTimeout(request))
+        submit.queueTimeoutMs = Self.milliseconds(queueWait)
+        // The worker's two bounds, one after the other, and a second for the answer to travel.
+        let timeout = queueWait + prefillTimeout(request) + .seconds(1)
+        submit.decodeCachedTokens = UInt32(clamping: decodeHolds)
         do {
             let client = try await workers.client(
                 host: prefill.address.host, port: prefill.address.port, expecting: .node(prefill.name, as: .prefill))
@@ -363,7 +496,7 @@ public final class ClusterGenerationBackend: GenerationBackend {
                 return Self.refusal(status: response.status, body: response.body, worker: prefill.name).error
             }
             if let result = try? Baton_V1_SubmitPrefillResponse(serializedBytes: response.body) {
-                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name)")
+                logger.debug("request \(request.id): prefill \(result.prefillMs) ms, KV \(result.kvBytesSent) bytes in \(result.transferMs) ms over \(result.transport.name) (\(result.kvBytesNotSent) bytes held by the decode worker)")
             }
             return nil
         } catch {
@@ -374,6 +507,15 @@ public final class ClusterGenerationBackend: GenerationBackend {
 
 
     // MARK: - Mapping
+
+    private static func wireAddress(_ worker: WorkerEndpoint) -> Baton_V1_WorkerAddress {
+        var address = Baton_V1_WorkerAddress()
+        address.host = worker.address.host
+        address.port = UInt32(clamping: worker.address.port)
+        address.hostID = worker.address.hostID
+        address.name = worker.name
+        return address
+    }
 
     /// A worker's non-200 answer (JSON `{"code", "message"}`).
     private static func refusal(status: Int, body: [UInt8], worker: String) -> AttemptFailure {
@@ -397,6 +539,12 @@ public final class ClusterGenerationBackend: GenerationBackend {
     }
 
     // MARK: - Metrics (swift-metrics: the executable chooses where they go)
+
+    /// A generation a draining decode worker offered: `moved` (KV and all), `kept` there (no other worker had
+    /// room), or `failed` (the move broke; it went on there).
+    private func countMove(_ outcome: String) {
+        Counter(label: "baton_router_moves_total", dimensions: [("outcome", outcome)], factory: metrics).increment()
+    }
 
     private func countWorkerRequest(worker: String, role: String) {
         Counter(label: "baton_router_worker_requests_total", dimensions: [("worker", worker), ("role", role)], factory: metrics)
@@ -452,13 +600,29 @@ private final class ResumableGeneration: @unchecked Sendable {
         while true {
             let remote = current.withLock { $0 }
             do {
-                let event = try await remote.nextOutput()
-                if case .token(let token) = event { migration.delivered(token) }
-                return event
+                switch try await remote.nextOutput() {
+                case .event(let event):
+                    if case .token(let token) = event { migration.delivered(token) }
+                    return event
+                case .moving(let generated, let bound):
+                    await move(from: remote, generated: generated, within: bound)
+                }
             } catch {
                 try await resume(after: remote.whatFailed(error))
             }
         }
+    }
+
+    /// `remote`'s worker drains and paused the generation after `generated` tokens: move it, KV and all, to another
+    /// decode worker if one has room; else it goes on where it is. Either way the consumer sees one stream.
+    private func move(from remote: RemoteGeneration, generated: Int, within bound: Duration) async {
+        // Every token the worker sent before pausing was read first, so the state is the worker's own.
+        guard generated == migration.state.generated.count, cancellation.withLock({ $0 }) == nil else { return }
+        guard let next = await backend.move(migration.state, from: remote, within: bound) else { return }
+        current.withLock { $0 = next }
+        // The generation is gone from the draining worker: its stream has nothing more to say.
+        remote.cancel(reason: "the generation moved")
+        if let reason = cancellation.withLock({ $0 }) { next.cancel(reason: reason) }
     }
 
     /// Moves the generation to other workers after `failure`, or throws what the client gets.
@@ -490,10 +654,14 @@ private final class ResumableGeneration: @unchecked Sendable {
 /// worker's messages on demand and, when they stop, tells which worker failed.
 private final class RemoteGeneration: @unchecked Sendable {
     let requestID: String
-    let decodeWorker: String
+    let decode: WorkerEndpoint
+    var decodeWorker: String { decode.name }
     let prefillWorker: String?
     /// How the decode worker said it computes or takes the prompt (from `opened`).
     private(set) var promptPath: PromptPath?
+    /// Prompt positions the decode worker said it holds in its prefix cache when it opened (the prefill worker
+    /// ships the rest). Set once, before the generation is shared.
+    var decodeCachedTokens = 0
     private var messages: AsyncThrowingStream<[UInt8], any Error>.Iterator
     private let cancelDecode: @Sendable () -> Void
     private var sawToken = false
@@ -518,13 +686,20 @@ private final class RemoteGeneration: @unchecked Sendable {
         case reported(Baton_V1_DecodeFailure.Code)
     }
 
+    /// What the worker's stream says next: an event for the consumer, or that the worker drains and paused the
+    /// generation after `generated` tokens, to be moved within `within` or go on there.
+    enum Output {
+        case event(GenerationEvent)
+        case moving(generated: Int, within: Duration)
+    }
+
     init(
-        requestID: String, decodeWorker: String, prefillWorker: String?,
+        requestID: String, decode: WorkerEndpoint, prefillWorker: String?,
         messages: AsyncThrowingStream<[UInt8], any Error>, cancelDecode: @escaping @Sendable () -> Void,
         tokenTimeout: Duration
     ) {
         self.requestID = requestID
-        self.decodeWorker = decodeWorker
+        self.decode = decode
         self.prefillWorker = prefillWorker
         self.messages = messages.makeAsyncIterator()
         self.cancelDecode = cancelDecode
@@ -599,7 +774,7 @@ private final class RemoteGeneration: @unchecked Sendable {
         }
     }
 
-    func nextOutput() async throws(GenerationError) -> GenerationEvent {
+    func nextOutput() async throws(GenerationError) -> Output {
         while true {
             guard let message = try await nextMessage() else {
                 fault = clock.stalled ? .silent : .lost
@@ -609,23 +784,30 @@ private final class RemoteGeneration: @unchecked Sendable {
             case .token(let token):
                 sawToken = true
                 clock.due(in: tokenTimeout)
-                return .token(GeneratedToken(proto: token))
+                return .event(.token(GeneratedToken(proto: token)))
             case .finished(let finished):
                 monitor.withLock { $0 }?.cancel()
                 var handoff: KVHandoffSummary?
                 if finished.transport != .unspecified {
                     handoff = KVHandoffSummary(
                         transport: finished.transport.name, bytes: Int(finished.kvBytes),
-                        seconds: Double(finished.kvTransferMs) / 1000)
+                        seconds: Double(finished.kvTransferMs) / 1000, cachedTokens: Int(finished.kvCachedTokens),
+                        bytesNotShipped: Int(finished.kvBytesNotShipped))
                 }
-                return .finished(
-                    GenerationSummary(
-                        reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
-                        completionTokens: Int(finished.completionTokens), handoff: handoff,
-                        workers: ServingWorkers(prefill: prefillWorker, decode: decodeWorker)))
+                return .event(
+                    .finished(
+                        GenerationSummary(
+                            reason: try FinishReason(proto: finished.reason), promptTokens: Int(finished.promptTokens),
+                            completionTokens: Int(finished.completionTokens), handoff: handoff,
+                            workers: ServingWorkers(prefill: prefillWorker, decode: decodeWorker))))
             case .failure(let failure):
                 fault = .reported(failure.code)
                 throw self.failure(Self.error(failure, worker: decodeWorker))
+            case .moving(let moving):
+                let bound = Duration.milliseconds(Int(moving.deadlineMs))
+                // Paused for the move: the next token may come from here only after the offer.
+                clock.due(in: bound + tokenTimeout)
+                return .moving(generated: Int(moving.generatedTokens), within: bound)
             case .opened:
                 continue
             case nil:

@@ -3,7 +3,8 @@ import Placement
 
 extension ClusterStatus {
     /// The status as `baton cluster status` prints it: the policy and log in a header, then one row per
-    /// worker (name, status, roles, address, ISA path, cores, GFLOP/s, GB/s, queue, active, free KV, transports).
+    /// worker (name, status, roles, address, ISA path, cores, GFLOP/s, GB/s, queue, active, free KV, prefix hit rate,
+    /// KV bytes sent and saved by decode workers' prefix caches, transports).
     /// Roles are the assigned ones; a role offered but withheld by the policy shows as `-role`.
     public func renderedTable() -> String {
         let time = ISO8601DateFormatter()
@@ -18,7 +19,7 @@ extension ClusterStatus {
             lines.append("(no workers registered)")
             return lines.joined(separator: "\n")
         }
-        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "ISA", "CORES", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "PREFIX HIT", "TRANSPORTS"]
+        let header = ["NAME", "STATUS", "ROLES", "ADDRESS", "ISA", "CORES", "GFLOP/S", "GB/S", "QUEUE", "ACTIVE", "FREE KV", "PREFIX HIT", "KV SENT/SAVED", "TRANSPORTS"]
         let rows: [[String]] = workers.map { worker in
             let withheld = worker.offeredRoles.filter { !worker.assignedRoles.contains($0) }
             let roles = worker.assignedRoles.map(\.rawValue) + withheld.map { "-" + $0.rawValue }
@@ -29,16 +30,21 @@ extension ClusterStatus {
             case (_?, _?): "0%"
             default: "-"
             }
+            // KV bytes that crossed the network for it, and those a decode worker's prefix cache held instead.
+            let kv: String = switch (worker.load.kvBytesShipped, worker.load.kvBytesNotShipped) {
+            case (let sent?, let saved?): "\(ByteCount.format(sent))/\(ByteCount.format(saved))"
+            default: "-"
+            }
             return [
                 worker.name, worker.status, roles.isEmpty ? "none" : roles.joined(separator: ","),
                 worker.address.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" } ?? "?",
                 worker.profile.isa ?? "?", String(worker.profile.cores),
                 DeviceProfile.figure(worker.profile.sgemmGFLOPS), DeviceProfile.figure(worker.profile.memoryReadGBps),
-                String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV, prefixHit,
+                String(worker.load.queueDepth), String(worker.load.activeSequences), freeKV, prefixHit, kv,
                 worker.transports.joined(separator: ","),
             ]
         }
-        let numeric: Set<Int> = [5, 6, 7, 8, 9, 10, 11]
+        let numeric: Set<Int> = [5, 6, 7, 8, 9, 10, 11, 12]
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             let cells = row.indices.map { column in

@@ -181,6 +181,10 @@ public final class PlacementWatch: Sendable {
                 Gauge(label: "baton_router_worker_prompt_tokens", dimensions: dimensions, factory: metrics).record(prompt)
                 Gauge(label: "baton_router_worker_cached_prompt_tokens", dimensions: dimensions, factory: metrics).record(cached)
             }
+            if let shipped = worker.load.kvBytesShipped, let saved = worker.load.kvBytesNotShipped {
+                Gauge(label: "baton_router_worker_kv_bytes_shipped", dimensions: dimensions, factory: metrics).record(shipped)
+                Gauge(label: "baton_router_worker_kv_bytes_not_shipped", dimensions: dimensions, factory: metrics).record(saved)
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 /// Versions of the wire contract in `Protos/baton/v1`.
 public enum BatonProtocol {
     /// The `protocol_version` this build speaks. A peer announcing another version is refused at the handshake.
-    public static let version: UInt32 = 2
+    public static let version: UInt32 = 3
     /// HTTP/2 path of a KV transfer stream.
     public static let transferPath = "/baton.v1.KVTransfer/Transfer"
 
@@ -10,6 +10,7 @@ public enum BatonProtocol {
         public static let submitPrefill = "/baton.v1.WorkerControl/SubmitPrefill"
         public static let openDecode = "/baton.v1.WorkerControl/OpenDecode"
         public static let cancel = "/baton.v1.WorkerControl/Cancel"
+        public static let moveDecode = "/baton.v1.WorkerControl/MoveDecode"
         /// Answers 200 while the worker accepts requests, 503 while it drains.
         public static let health = "/health"
     }

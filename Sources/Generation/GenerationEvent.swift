@@ -61,11 +61,17 @@ public struct KVHandoffSummary: Sendable, Equatable {
     public var bytes: Int
     /// From the transfer's handshake to its completion.
     public var seconds: Double
+    /// Prompt positions whose KV the receiving worker's prefix cache held, so the transfer did not carry them, and
+    /// their bytes.
+    public var cachedTokens: Int
+    public var bytesNotShipped: Int
 
-    public init(transport: String, bytes: Int, seconds: Double) {
+    public init(transport: String, bytes: Int, seconds: Double, cachedTokens: Int = 0, bytesNotShipped: Int = 0) {
         self.transport = transport
         self.bytes = bytes
         self.seconds = seconds
+        self.cachedTokens = cachedTokens
+        self.bytesNotShipped = bytesNotShipped
     }
 }
 

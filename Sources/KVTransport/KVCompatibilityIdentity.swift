@@ -39,10 +39,11 @@ public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
         self.blockSize = blockSize
     }
 
-    /// Bytes of one layer of a sequence of `tokenCount` tokens: whole blocks of K and V.
-    public func layerByteCount(tokenCount: Int) -> Int {
-        let blocks = (tokenCount + blockSize - 1) / blockSize
-        return blocks * 2 * kvHeads * blockSize * headDim * elementType.byteWidth
+    /// Bytes of one layer of a sequence of `tokenCount` tokens from position `firstToken` (a multiple of the block
+    /// size) on: whole blocks of K and V.
+    public func layerByteCount(tokenCount: Int, from firstToken: Int = 0) -> Int {
+        let blocks = (tokenCount + blockSize - 1) / blockSize - firstToken / blockSize
+        return max(blocks, 0) * 2 * kvHeads * blockSize * headDim * elementType.byteWidth
     }
 
     /// Every difference between `self` (local) and `peer`, in words; empty when compatible.
@@ -78,18 +79,31 @@ public struct KVCompatibilityIdentity: Sendable, Equatable, Codable {
 public struct KVTransferRequest: Sendable, Equatable {
     public var requestID: String
     public var identity: KVCompatibilityIdentity
+    /// The sequence's tokens (a prompt's: its completion's logits follow the last).
     public var tokenCount: Int
-    /// Bytes of each layer; must equal `identity.layerByteCount(tokenCount:)`.
+    /// The first position whose KV travels: the receiver holds the positions before it already (its prefix cache).
+    /// A multiple of the block size below `tokenCount`; 0 sends the whole sequence.
+    public var firstToken: Int
+    /// Bytes of each layer; must equal `identity.layerByteCount(tokenCount:from:)`.
     public var layerByteCount: Int
     /// The sending node as its certificate names it (set by the receiving transport, never read from the wire);
     /// nil in insecure mode and in-process transfers.
     public var sender: String?
 
-    public init(requestID: String, identity: KVCompatibilityIdentity, tokenCount: Int) {
+    public init(requestID: String, identity: KVCompatibilityIdentity, tokenCount: Int, firstToken: Int = 0) {
         self.requestID = requestID
         self.identity = identity
         self.tokenCount = tokenCount
-        self.layerByteCount = identity.layerByteCount(tokenCount: tokenCount)
+        self.firstToken = firstToken
+        self.layerByteCount = identity.layerByteCount(tokenCount: tokenCount, from: firstToken)
+    }
+
+    /// Why `firstToken` cannot start a transfer of `tokenCount` tokens; nil when it can.
+    public var firstTokenProblem: String? {
+        guard firstToken >= 0, firstToken < tokenCount, firstToken % identity.blockSize == 0 else {
+            return "first token \(firstToken) must be a multiple of the block size \(identity.blockSize) below the \(tokenCount) tokens"
+        }
+        return nil
     }
 
     /// Bytes of the whole transfer.
@@ -100,7 +114,8 @@ public struct KVTransferRequest: Sendable, Equatable {
 /// side samples the first token (prefill workers never sample).
 public struct KVTransferCompletion: Sendable, Equatable {
     public var tokenCount: Int
-    /// One per vocabulary entry.
+    /// One per vocabulary entry: the logits after the prompt's last token. None when a decode worker moves a
+    /// generation (its next token comes from a decode step on the receiver).
     public var logits: [Float]
 
     public init(tokenCount: Int, logits: [Float]) {

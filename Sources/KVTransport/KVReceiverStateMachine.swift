@@ -77,9 +77,13 @@ public struct KVReceiverStateMachine: Sendable {
             return fail(.incompatible, "request \(handshake.requestID) refused: " + differences.joined(separator: "; "), notifyPeer: true)
         }
         guard handshake.tokenCount > 0 else { return violation("a handshake for 0 tokens") }
-        let request = KVTransferRequest(requestID: handshake.requestID, identity: peerIdentity, tokenCount: Int(handshake.tokenCount))
+        let request = KVTransferRequest(
+            requestID: handshake.requestID, identity: peerIdentity, tokenCount: Int(handshake.tokenCount),
+            firstToken: Int(handshake.firstToken))
+        if let problem = request.firstTokenProblem { return violation("a handshake whose \(problem)") }
         guard UInt64(request.layerByteCount) == handshake.layerByteCount else {
-            return violation("layer size \(handshake.layerByteCount) bytes where \(handshake.tokenCount) tokens make \(request.layerByteCount)")
+            return violation(
+                "layer size \(handshake.layerByteCount) bytes where \(handshake.tokenCount) tokens from position \(handshake.firstToken) make \(request.layerByteCount)")
         }
         let kind: KVTransportKind
         do {
@@ -249,6 +253,7 @@ extension KVTransferRequest {
         message.requestID = requestID
         message.identity = identity.proto
         message.tokenCount = UInt32(clamping: tokenCount)
+        message.firstToken = UInt32(clamping: firstToken)
         message.layerByteCount = UInt64(layerByteCount)
         return message
     }

@@ -59,6 +59,7 @@ public struct KVSenderStateMachine: Sendable {
         guard case .idle = state else { return misuse("start called twice") }
         guard request.tokenCount > 0 else { return fail(.invalidArgument, "a transfer needs at least one token", notifyPeer: false) }
         do { _ = try request.identity.validated() } catch { return fail(error.code, error.message, notifyPeer: false) }
+        if let problem = request.firstTokenProblem { return fail(.invalidArgument, "request \(request.requestID): \(problem)", notifyPeer: false) }
         state = .handshake
         return .sendHandshake(request)
     }

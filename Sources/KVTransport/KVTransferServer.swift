@@ -37,8 +37,9 @@ public final class KVTransferServer: Sendable {
             connectionIsTLS: configuration.tls != nil, maximumChunkBytes: configuration.chunkBytes,
             idleTimeout: configuration.idleTimeout, rdma: configuration.rdma)
         var routes = routes
-        // Only prefill nodes send KV; the receiver then checks the request was opened for this sender.
-        routes.onStream(BatonProtocol.transferPath, allow: .roles([.prefill])) { io in
+        // Prefill nodes send KV, and decode nodes moving a generation away; the receiver then checks the request was
+        // opened for this very sender.
+        routes.onStream(BatonProtocol.transferPath, allow: .roles([.prefill, .decode])) { io in
             await KVReceiverSession(io: io, settings: settings, receiver: receiver, logger: logger).run()
         }
         let server: NodeServer

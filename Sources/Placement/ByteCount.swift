@@ -1,7 +1,7 @@
 import Foundation
 
 /// Byte counts with binary (KiB, MiB, GiB, TiB) or decimal (KB, MB, GB, TB) units.
-enum ByteCount {
+public enum ByteCount {
     static func parse(_ text: String) -> Int? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let digits = trimmed.prefix { $0.isNumber || $0 == "." }
@@ -20,7 +20,7 @@ enum ByteCount {
     }
 
     /// A short human form: `8.0 GiB`, `512.0 MiB`, `900 B`.
-    static func format(_ bytes: Int) -> String {
+    public static func format(_ bytes: Int) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(bytes)
         var index = 0

@@ -42,13 +42,20 @@ public struct ClusterState: Sendable, Equatable {
         public var roles: [WorkerRole] { assignedRoles ?? offeredRoles }
     }
 
+    /// Requests admitted on this state (`recordPlacement`): whose turn it is under `balancing.strategy:
+    /// round_robin`. Not logged; each router counts its own and keeps the count across snapshots.
+    public private(set) var placements = 0
+
     /// Members by name (active and lost; workers that left are removed).
     public private(set) var workers: [String: Worker] = [:]
+    /// The members' names in order, kept as members join and leave: every placement walks the members in this
+    /// order, and sorting a thousand of them on every request was most of its time.
+    private var names: [String] = []
 
     public init() {}
 
     /// Members sorted by name: a stable order for output and tie-breaking.
-    public var sortedWorkers: [Worker] { workers.values.sorted { $0.name < $1.name } }
+    public var sortedWorkers: [Worker] { names.compactMap { workers[$0] } }
 
     /// The state after `event`.
     public func applying(_ event: MembershipEvent) -> ClusterState {
@@ -61,6 +68,7 @@ public struct ClusterState: Sendable, Equatable {
     public mutating func apply(_ event: MembershipEvent) {
         switch event {
         case .joined(let profile, let roles, let address, let fingerprint, let incarnation, let at):
+            if workers[profile.name] == nil { insertName(profile.name) }
             // Re-joining replaces the profile, offered roles and address and forgets an earlier assignment:
             // a restarted worker may come back with a different `--role`, declared profile or port.
             workers[profile.name] = Worker(profile: profile, offeredRoles: roles.uniqueSorted(), assignedRoles: nil,
@@ -79,8 +87,19 @@ public struct ClusterState: Sendable, Equatable {
         case .heartbeatLost(let name, _):
             workers[name]?.status = .lost
         case .left(let name, _):
-            workers[name] = nil
+            if workers.removeValue(forKey: name) != nil, let index = names.firstIndex(of: name) {
+                names.remove(at: index)
+            }
         }
+    }
+
+    private mutating func insertName(_ name: String) {
+        var low = 0, high = names.count
+        while low < high {
+            let middle = (low + high) / 2
+            if names[middle] < name { low = middle + 1 } else { high = middle }
+        }
+        names.insert(name, at: low)
     }
 
     /// `heartbeatLost` events for every active or draining worker not seen for longer than `timeout`
@@ -94,6 +113,7 @@ public struct ClusterState: Sendable, Equatable {
     /// Counts a request placed on `pair` against its workers until their next heartbeat (see
     /// `Worker.pending`). A worker doing both halves counts twice: it prefills and decodes.
     public mutating func recordPlacement(_ pair: WorkerPair) {
+        placements &+= 1
         for name in [pair.prefill, pair.decode].compactMap({ $0 }) {
             workers[name]?.pending += 1
         }
@@ -118,7 +138,9 @@ public struct ClusterState: Sendable, Equatable {
     /// no newer news of that worker: the same process, and no heartbeat after the one `earlier` knew. A router
     /// calls this on each snapshot from placement, so the work it has itself just assigned keeps counting
     /// until a heartbeat that includes it arrives.
+    /// `round_robin`'s turn (`placements`) carries over too: it is the router's own count.
     public mutating func carryPending(from earlier: ClusterState) {
+        placements = earlier.placements
         for (name, old) in earlier.workers where old.pending > 0 {
             guard let new = workers[name], new.incarnation == old.incarnation, new.lastSeen <= old.lastSeen else { continue }
             workers[name]?.pending = max(new.pending, old.pending)

@@ -26,7 +26,7 @@ public struct Decision: Sendable, Equatable, Codable {
             case chosen
             /// Eligible and compared, not picked.
             case ranked
-            /// Eligible, but `power_of_two` did not sample it this time.
+            /// Eligible, but `power_of_two` did not sample it this time, or it was not its turn (`round_robin`).
             case notSampled = "not_sampled"
             /// Would be eligible, but is over a load limit or missing an SLO right now (counts toward 429).
             case overloaded
@@ -72,7 +72,9 @@ public struct Decision: Sendable, Equatable, Codable {
     public var admission: AdmissionDecision
     /// Prefill candidates (disaggregated mode only), then decode candidates, each by rank then name.
     public var candidates: [Candidate]
-    /// Pairs compared, best first.
+    /// Pairs compared, best first: all of them when there are at most 64 prefill × decode pairs. Beyond that,
+    /// `least_loaded` does not score every pair: then the best pair of each prefill candidate (decode-only: each
+    /// decode candidate), best first, at most 64.
     public var pairs: [PairScore]
 
     enum CodingKeys: String, CodingKey {

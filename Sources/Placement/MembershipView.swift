@@ -78,13 +78,15 @@ public struct MembershipView: Sendable {
     /// request against its workers until their next heartbeat.
     /// `excluding` names workers this request already failed on (a resumed request): they are left out as if the
     /// policy's pools excluded them.
+    /// `explains: false` leaves out why (see `Placement.choose`).
     public mutating func choose<R: RandomNumberGenerator>(promptTokens: Int, excluding: [String] = [], at now: Date,
+                                                         explains: Bool = true,
                                                          rng: inout R) throws(PlacementError) -> Decision {
         var policy = self.policy
         policy.prefill.excludeWorkers += excluding
         policy.decode.excludeWorkers += excluding
         let decision = try Placement.choose(promptTokens: promptTokens, state: effectiveState(at: now), policy: policy,
-                                            rng: &rng)
+                                            explains: explains, rng: &rng)
         if case .admit(let pair) = decision.admission { state.recordPlacement(pair) }
         return decision
     }

@@ -78,6 +78,10 @@ public struct PlacementPolicy: Sendable, Equatable {
         /// Sample two candidates per role at random and take the better pair: less herding when many
         /// routers decide at once. Reproducible with a seeded generator.
         case powerOfTwo = "power_of_two"
+        /// Each role's eligible workers in name order, in turn: the n-th request placed goes to the next one,
+        /// whatever the scores and loads (workers at capacity are still skipped). The naive baseline that scoring is
+        /// measured against (`Deploy/scripts/mismatched_boxes.py`); deterministic for a router's sequence of requests.
+        case roundRobin = "round_robin"
     }
 
     public struct Balancing: Sendable, Equatable {

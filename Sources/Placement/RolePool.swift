@@ -9,49 +9,55 @@ struct RolePool {
 
     let role: WorkerRole
     private(set) var eligible: [Scored] = []
+    /// Excluded and overloaded workers with their reasons; kept only when explaining.
     private var rejected: [(worker: ClusterState.Worker, outcome: Decision.Candidate.Outcome, reasons: [String])] = []
     private var sampled: Set<String>?
-    var overloadedCount: Int { rejected.filter { $0.outcome == .overloaded }.count }
+    private(set) var overloadedCount = 0
 
-    /// - Parameter checksTTFT: whether this role's worker produces the first token (prefill, or decode
-    ///   in decode-only mode), so its recent TTFT is held against `slo.ttft_ms`.
-    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool) {
+    /// - Parameters:
+    ///   - checksTTFT: whether this role's worker produces the first token (prefill, or decode in decode-only
+    ///     mode), so its recent TTFT is held against `slo.ttft_ms`.
+    ///   - explains: whether to word the reasons of excluded and overloaded workers. Without, every reason is
+    ///     the empty string: the same workers are excluded, overloaded and eligible, nothing is formatted.
+    init(role: WorkerRole, workers: [ClusterState.Worker], policy: PlacementPolicy, checksTTFT: Bool,
+         explains: Bool = true) {
         self.role = role
         let pool = role == .prefill ? policy.prefill : policy.decode
         let weights = role == .prefill ? policy.scoring.prefill : policy.scoring.decode
         let key = role.rawValue
-        var passing: [ClusterState.Worker] = []
-        for worker in workers {
+        // Indices into `workers`: copying a thousand members' values (and sorting them) was most of a placement.
+        var passing: [Int] = []
+        for (index, worker) in workers.enumerated() {
             let profile = worker.profile
             var reasons: [String] = []
+            func reason(_ text: @autoclosure () -> String) { reasons.append(explains ? text() : "") }
             if !worker.roles.contains(role) {
-                let roles = worker.roles.map(\.rawValue).joined(separator: ", ")
-                reasons.append("does not serve \(key) (roles: \(roles.isEmpty ? "none" : roles))")
+                reason("does not serve \(key) (roles: \(worker.roles.isEmpty ? "none" : worker.roles.map(\.rawValue).joined(separator: ", ")))")
             }
-            if worker.status == .lost { reasons.append("heartbeat lost") }
-            if worker.status == .draining { reasons.append("draining (finishing its requests, takes no new ones)") }
-            if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reasons.append("not listed in \(key).workers") }
-            if pool.excludeWorkers.contains(worker.name) { reasons.append("listed in \(key).exclude_workers") }
+            if worker.status == .lost { reason("heartbeat lost") }
+            if worker.status == .draining { reason("draining (finishing its requests, takes no new ones)") }
+            if !pool.workers.isEmpty, !pool.workers.contains(worker.name) { reason("not listed in \(key).workers") }
+            if pool.excludeWorkers.contains(worker.name) { reason("listed in \(key).exclude_workers") }
             for (label, value) in pool.labels.sorted(by: { $0.key < $1.key }) {
                 if let actual = profile.labels[label] {
-                    if actual != value { reasons.append("label \(label)=\(actual), \(key).labels wants \(label)=\(value)") }
+                    if actual != value { reason("label \(label)=\(actual), \(key).labels wants \(label)=\(value)") }
                 } else {
-                    reasons.append("no label \(label), \(key).labels wants \(label)=\(value)")
+                    reason("no label \(label), \(key).labels wants \(label)=\(value)")
                 }
             }
             if profile.sgemmGFLOPS < pool.minGFLOPS {
-                reasons.append("sgemm \(fmt(profile.sgemmGFLOPS)) GFLOP/s < \(key).min_gflops \(fmt(pool.minGFLOPS))")
+                reason("sgemm \(fmt(profile.sgemmGFLOPS)) GFLOP/s < \(key).min_gflops \(fmt(pool.minGFLOPS))")
             }
             if profile.memoryReadGBps < pool.minBandwidthGBps {
-                reasons.append("memory read \(fmt(profile.memoryReadGBps)) GB/s < \(key).min_bandwidth_gbps "
+                reason("memory read \(fmt(profile.memoryReadGBps)) GB/s < \(key).min_bandwidth_gbps "
                     + "\(fmt(pool.minBandwidthGBps))")
             }
             if profile.memoryFreeBytes < pool.minFreeMemoryBytes {
-                reasons.append("free memory \(ByteCount.format(profile.memoryFreeBytes)) < \(key).min_free_memory "
+                reason("free memory \(ByteCount.format(profile.memoryFreeBytes)) < \(key).min_free_memory "
                     + "\(ByteCount.format(pool.minFreeMemoryBytes))")
             }
             if !reasons.isEmpty {
-                rejected.append((worker, .excluded, reasons))
+                if explains { rejected.append((worker, .excluded, reasons)) }
                 continue
             }
             let load = worker.load
@@ -60,42 +66,44 @@ struct RolePool {
             // Queueing holds them at the router instead, which costs nothing, so there they count.
             let queued = policy.admission.policy == .queue ? load.queueDepth + worker.pending : load.queueDepth
             if queued >= policy.slo.maxQueueDepth {
-                let what = queued == load.queueDepth ? "queue depth \(queued)" : "queue depth \(load.queueDepth) + \(worker.pending) just placed"
-                reasons.append("\(what) ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
+                reason((queued == load.queueDepth ? "queue depth \(queued)" : "queue depth \(load.queueDepth) + \(worker.pending) just placed")
+                    + " ≥ slo.max_queue_depth \(policy.slo.maxQueueDepth)")
             }
             if role == .decode, let total = load.totalKVBlocks, total > 0, load.freeKVBlocks <= 0 {
-                reasons.append("KV cache full (0 of \(total) blocks free)")
+                reason("KV cache full (0 of \(total) blocks free)")
             }
             if checksTTFT, policy.admission.policy == .ttftTarget, let ttft = load.recentTTFTMs, ttft > policy.slo.ttftMs, load.queueDepth > 0 {
-                reasons.append("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
+                reason("recent TTFT \(fmt(ttft)) ms > slo.ttft_ms \(fmt(policy.slo.ttftMs)) "
                     + "with \(load.queueDepth) queued")
             }
             if role == .decode, let tpot = load.recentTPOTMs, tpot > policy.slo.tpotMs, load.activeSequences > 0 {
-                reasons.append("recent TPOT \(fmt(tpot)) ms > slo.tpot_ms \(fmt(policy.slo.tpotMs)) "
+                reason("recent TPOT \(fmt(tpot)) ms > slo.tpot_ms \(fmt(policy.slo.tpotMs)) "
                     + "with \(load.activeSequences) active")
             }
             if !reasons.isEmpty {
-                rejected.append((worker, .overloaded, reasons))
+                overloadedCount += 1
+                if explains { rejected.append((worker, .overloaded, reasons)) }
                 continue
             }
-            passing.append(worker)
+            passing.append(index)
         }
 
-        let bestCompute = passing.map(\.profile.sgemmGFLOPS).max() ?? 0
-        let bestBandwidth = passing.map(\.profile.memoryReadGBps).max() ?? 0
-        eligible = passing.map { worker in
+        let bestCompute = passing.map { workers[$0].profile.sgemmGFLOPS }.max() ?? 0
+        let bestBandwidth = passing.map { workers[$0].profile.memoryReadGBps }.max() ?? 0
+        let scores = passing.map { index in
+            let worker = workers[index]
             let compute = bestCompute > 0 ? worker.profile.sgemmGFLOPS / bestCompute : 0
             let bandwidth = bestBandwidth > 0 ? worker.profile.memoryReadGBps / bestBandwidth : 0
             let load = Self.load(worker.load, pending: worker.pending, maxQueueDepth: policy.slo.maxQueueDepth)
             let score = weights.compute * compute + weights.bandwidth * bandwidth - weights.load * load
-            return Scored(worker: worker, score: Decision.Score(compute: compute, bandwidth: bandwidth, load: load,
-                                                                score: score))
+            return Decision.Score(compute: compute, bandwidth: bandwidth, load: load, score: score)
         }
-        eligible.sort { a, b in
-            if a.score.score != b.score.score { return a.score.score > b.score.score }
-            if a.score.load != b.score.load { return a.score.load < b.score.load }
-            return a.worker.name < b.worker.name
+        let order = scores.indices.sorted { a, b in
+            if scores[a].score != scores[b].score { return scores[a].score > scores[b].score }
+            if scores[a].load != scores[b].load { return scores[a].load < scores[b].load }
+            return workers[passing[a]].name < workers[passing[b]].name
         }
+        eligible = order.map { Scored(worker: workers[passing[$0]], score: scores[$0]) }
     }
 
     /// Load in 0...1: the fuller of the queue (relative to `slo.max_queue_depth`) and the KV cache. Requests

@@ -16,6 +16,11 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
     /// nil from a worker that does not report them.
     public var promptTokens: Int?
     public var cachedPromptTokens: Int?
+    /// KV bytes that crossed the network for this worker since it started (a decode worker: received; a prefill
+    /// worker: sent), and the bytes of prompt positions the decode worker's prefix cache held, which did not have to;
+    /// nil from a worker that does not report them.
+    public var kvBytesShipped: Int?
+    public var kvBytesNotShipped: Int?
 
     public init(queueDepth: Int = 0, activeSequences: Int = 0, freeKVBlocks: Int = 0, totalKVBlocks: Int? = nil,
                 recentTTFTMs: Double? = nil, recentTPOTMs: Double? = nil) {
@@ -31,5 +36,6 @@ public struct WorkerLoad: Codable, Sendable, Equatable {
         case queueDepth = "queue_depth", activeSequences = "active_sequences", freeKVBlocks = "free_kv_blocks"
         case totalKVBlocks = "total_kv_blocks", recentTTFTMs = "recent_ttft_ms", recentTPOTMs = "recent_tpot_ms"
         case promptTokens = "prompt_tokens", cachedPromptTokens = "cached_prompt_tokens"
+        case kvBytesShipped = "kv_bytes_shipped", kvBytesNotShipped = "kv_bytes_not_shipped"
     }
 }

@@ -10,7 +10,7 @@ public enum NodeRole: String, Sendable, Hashable, CaseIterable, Comparable, Coda
     case router
     /// A prefill worker: registers as prefill, sends KV to decode workers.
     case prefill
-    /// A decode worker: registers as decode, receives KV.
+    /// A decode worker: registers as decode, receives KV (and sends it when it moves a generation away).
     case decode
 
     public static func < (lhs: NodeRole, rhs: NodeRole) -> Bool { lhs.rawValue < rhs.rawValue }

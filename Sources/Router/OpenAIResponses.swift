@@ -325,6 +325,9 @@ struct ServedBy: Encodable, Equatable {
     var kvTransport: String?
     var kvBytes: Int?
     var kvTransferMs: Double?
+    /// Prompt positions the decode worker's prefix cache held, and their KV bytes the transfer did not carry.
+    var kvCachedTokens: Int?
+    var kvBytesNotShipped: Int?
 
     init?(_ summary: GenerationSummary?) {
         guard let summary, let workers = summary.workers else { return nil }
@@ -333,11 +336,14 @@ struct ServedBy: Encodable, Equatable {
         kvTransport = summary.handoff?.transport
         kvBytes = summary.handoff?.bytes
         kvTransferMs = summary.handoff.map { ($0.seconds * 1e6).rounded() / 1e3 }
+        kvCachedTokens = summary.handoff?.cachedTokens
+        kvBytesNotShipped = summary.handoff?.bytesNotShipped
     }
 
     enum CodingKeys: String, CodingKey {
         case prefillWorker = "prefill_worker", decodeWorker = "decode_worker", kvTransport = "kv_transport"
         case kvBytes = "kv_bytes", kvTransferMs = "kv_transfer_ms"
+        case kvCachedTokens = "kv_cached_tokens", kvBytesNotShipped = "kv_bytes_not_shipped"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -347,6 +353,8 @@ struct ServedBy: Encodable, Equatable {
         try container.encode(kvTransport, forKey: .kvTransport)
         try container.encode(kvBytes, forKey: .kvBytes)
         try container.encode(kvTransferMs, forKey: .kvTransferMs)
+        try container.encode(kvCachedTokens, forKey: .kvCachedTokens)
+        try container.encode(kvBytesNotShipped, forKey: .kvBytesNotShipped)
     }
 }
 

@@ -70,7 +70,8 @@ final class LatencyTracker: @unchecked Sendable {
         case .finished(let summary):
             if let handoff = summary.handoff {
                 metrics.recordKVTransfer(
-                    transport: handoff.transport, bytes: handoff.bytes, duration: .nanoseconds(Int64(handoff.seconds * 1e9)))
+                    transport: handoff.transport, bytes: handoff.bytes, duration: .nanoseconds(Int64(handoff.seconds * 1e9)),
+                    notShipped: handoff.bytesNotShipped, worker: summary.workers?.decode)
             }
         }
     }

@@ -57,12 +57,26 @@ public final class RouterMetrics: Sendable {
         ).increment()
     }
 
-    /// Records one KV-cache hand-off between workers over `transport` (`tls-h2`, `shared-memory`, `rdma`, …).
-    public func recordKVTransfer(transport: String, bytes: Int, duration: Duration) {
+    /// Records one KV-cache hand-off between workers over `transport` (`tls-h2`, `shared-memory`, `rdma`, …) into
+    /// decode worker `worker` (when known), which held the KV of `notShipped` more bytes in its prefix cache.
+    public func recordKVTransfer(transport: String, bytes: Int, duration: Duration, notShipped: Int = 0, worker: String? = nil) {
         registry.makeCounter(
             descriptor: Self.name("kv_transfer_bytes", "total", "KV cache bytes moved from prefill to decode workers, by transport."),
             labels: [("transport", transport)]
         ).increment(by: Int64(bytes))
+        if let worker {
+            registry.makeCounter(
+                descriptor: Self.name(
+                    "kv_shipped_bytes", "total", "KV cache bytes that reached each decode worker from prefill workers."),
+                labels: [("worker", worker)]
+            ).increment(by: Int64(bytes))
+            registry.makeCounter(
+                descriptor: Self.name(
+                    "kv_not_shipped_bytes", "total",
+                    "KV cache bytes of prompt positions each decode worker's prefix cache held, which no transfer had to carry."),
+                labels: [("worker", worker)]
+            ).increment(by: Int64(notShipped))
+        }
         registry.makeDurationHistogram(
             descriptor: Self.name("kv_transfer_duration", "seconds", "Time of each KV cache hand-off, by transport."),
             labels: [("transport", transport)],

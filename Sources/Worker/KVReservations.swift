@@ -1,7 +1,7 @@
 import Synchronization
 
-/// A decode worker's open `OpenDecode` reservations that wait for KV: who opened each, which prefill node may
-/// send it, how many KV blocks it holds, and whether its KV started arriving. `OpenDecode` adds and removes
+/// A decode worker's open `OpenDecode` reservations that wait for KV: who opened each, which node may send it (the
+/// prefill worker, or the decode worker a generation moves from), how many KV blocks it holds, and whether its KV started arriving. `OpenDecode` adds and removes
 /// entries, the KV receiver checks a sender against them, and they bound what one peer may hold. Thread-safe.
 public final class KVReservations: Sendable {
     struct Entry {
@@ -44,7 +44,7 @@ public final class KVReservations: Sendable {
                 return "request \(requestID) was not opened here for KV"
             }
             if let expected = entry.sender, let sender, expected != sender {
-                return "request \(requestID) was opened for prefill worker \(expected), not \(sender)"
+                return "request \(requestID) was opened for KV from \(expected), not \(sender)"
             }
             entry.started = true
             entries[requestID] = entry

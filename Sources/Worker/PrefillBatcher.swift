@@ -22,18 +22,29 @@ final class PrefillBatcher: @unchecked Sendable {
         let queue: LayerQueue
         let started: ContinuousClock.Instant
         let blocks: Int
+        /// Called on the lane when the prompt's first pass starts: until then it was waiting, not computing.
+        let onStart: (@Sendable () -> Void)?
+        /// The first position whose KV goes to the decode worker (it holds the ones before): the whole prompt is
+        /// computed, only its blocks from here on are sent.
+        let sendFrom: Int
         /// Lane thread only from here on.
         var sequence: SequenceID?
         var progress = 0
         var finished = false
+        var computing = false
         /// Under the batcher's lock.
         var releaseWaiter: CheckedContinuation<Void, Never>?
 
-        init(prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int) {
+        init(
+            prompt: [Int32], queue: LayerQueue, started: ContinuousClock.Instant, blocks: Int, sendFrom: Int = 0,
+            onStart: (@Sendable () -> Void)? = nil
+        ) {
             self.prompt = prompt
             self.queue = queue
             self.started = started
             self.blocks = blocks
+            self.onStart = onStart
+            self.sendFrom = sendFrom
         }
     }
 
@@ -196,17 +207,21 @@ final class PrefillBatcher: @unchecked Sendable {
                 completesPrompt: job.progress + take == job.prompt.count)
         }
         guard !chunks.isEmpty else { return }
+        for job in members where !job.computing {
+            job.computing = true
+            job.onStart?()
+        }
         let completing = members.indices.filter { chunks[$0].completesPrompt }
         let cache = engine.cache
         do {
             let logits = try engine.run(chunks) { index, layer in
                 let job = members[index]
                 job.queue.put {
-                    if let slices = try? cache.importTarget(job.sequence!, layer: layer) {
+                    if let slices = try? cache.importTarget(job.sequence!, layer: layer, from: job.sendFrom) {
                         return .layer(layer, .inPlace(slices.map { UnsafeRawBufferPointer(start: $0.pointer, count: $0.byteCount) }))
                     }
                     // Blocks shared with another sequence: send a copy.
-                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer))) } catch {
+                    do { return .layer(layer, .copy(try cache.exportLayer(job.sequence!, layer: layer, from: job.sendFrom))) } catch {
                         return .failed(WorkerError(.inference, "could not export layer \(layer)", cause: error))
                     }
                 }

@@ -7,6 +7,9 @@ import KVTransport
 public struct KVShipmentReport: Sendable {
     public var transfer: KVTransferReport
     public var promptTokens: Int
+    /// Prompt positions the receiver held already, and the bytes of their KV that were not sent.
+    public var receiverCachedTokens: Int
+    public var bytesNotSent: Int
     /// From the start of the call until prefill's logits were ready.
     public var prefillSeconds: Double
     /// From the start of the call until the receiver confirmed the completion.
@@ -69,19 +72,32 @@ public final class PrefillKVShipper: Sendable {
         return (p.count, p.rows)
     }
 
-    /// Prefills `prompt` and streams its KV, then the logits after its last token, through `sender` under
-    /// `requestID`.
+    /// Prefills `prompt` and streams its KV from position `receiverHolds` on, then the logits after its last token,
+    /// through `sender` under `requestID`.
+    ///
+    /// `receiverHolds`: the prompt positions whose KV the receiver's prefix cache holds already (a multiple of the
+    /// block size below the prompt's length). The whole prompt is computed here all the same (attention needs every
+    /// position's KV; this worker's own cache spares what it holds), but only the blocks after those travel, and the
+    /// receiver refuses the transfer unless it holds exactly that many.
+    ///
+    /// `onStart` is called when the prompt's first forward pass starts (it may wait behind others until then).
     ///
     /// The prompt must have been validated by the caller's edge (ids in the vocabulary, fewer than the context).
-    /// Throws `.invalidArgument` for a prompt longer than this worker's context or cache; `.inference` when
-    /// prefill fails, `.transfer` when the transport does (the receiver has then freed what it had).
+    /// Throws `.invalidArgument` for a prompt longer than this worker's context or cache, or a `receiverHolds` that
+    /// cannot start a transfer; `.inference` when prefill fails, `.transfer` when the transport does (the receiver
+    /// has then freed what it had).
     public func ship(
-        requestID: String, prompt: [Int32], via sender: any KVTransferSender
+        requestID: String, prompt: [Int32], receiverHolds: Int = 0, via sender: any KVTransferSender,
+        onStart: (@Sendable () -> Void)? = nil
     ) async throws(WorkerError) -> KVShipmentReport {
         precondition(!prompt.isEmpty, "PrefillKVShipper.ship needs a validated, non-empty prompt")
         guard prompt.count <= engine.maxContext else {
             throw WorkerError(
                 .invalidArgument, "the prompt has \(prompt.count) tokens; this prefill worker's context is \(engine.maxContext)")
+        }
+        let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count, firstToken: receiverHolds)
+        if let problem = request.firstTokenProblem {
+            throw WorkerError(.invalidArgument, "request \(requestID): the decode worker's cached prefix is invalid: \(problem)")
         }
         let blocks = engine.cache.layout.blocks(forTokens: prompt.count)
         guard blocks <= engine.cache.blockCount else {
@@ -92,10 +108,10 @@ public final class PrefillKVShipper: Sendable {
 
         let started = ContinuousClock.now
         let queue = LayerQueue(capacity: maxBufferedLayers)
-        let job = PrefillBatcher.Job(prompt: prompt, queue: queue, started: started, blocks: blocks)
+        let job = PrefillBatcher.Job(
+            prompt: prompt, queue: queue, started: started, blocks: blocks, sendFrom: receiverHolds, onStart: onStart)
         batcher.submit(job)
 
-        let request = KVTransferRequest(requestID: requestID, identity: identity, tokenCount: prompt.count)
         let outcome = Outcome()
         let result: Result<KVTransferReport, KVTransportError>
         // Open the transfer once this prompt's first layer (or its failure) is ready, not at arrival: a prompt
@@ -139,8 +155,9 @@ public final class PrefillKVShipper: Sendable {
                 throw WorkerError(.inference, "the transfer completed without the prompt's logits")
             }
             return KVShipmentReport(
-                transfer: report, promptTokens: prompt.count, prefillSeconds: prefillSeconds,
-                totalSeconds: (started.duration(to: .now) / .seconds(1)))
+                transfer: report, promptTokens: prompt.count, receiverCachedTokens: receiverHolds,
+                bytesNotSent: (identity.layerByteCount(tokenCount: prompt.count) - request.layerByteCount) * identity.layers,
+                prefillSeconds: prefillSeconds, totalSeconds: (started.duration(to: .now) / .seconds(1)))
         case .failure(let error):
             // A failed prefill surfaces to the transport as a cancelled producer: report the real cause.
             if let computeError = outcome.error { throw computeError }

@@ -9,6 +9,8 @@ public struct PrefillResult: Sendable {
     public var requestID: String
     public var promptTokens: Int
     public var kvBytes: Int
+    /// The bytes of the prompt positions the decode worker held already, which were not sent.
+    public var kvBytesNotSent: Int
     public var transport: KVTransportKind
     /// From the request's arrival (queueing included) until the prompt's logits were ready.
     public var prefillSeconds: Double
@@ -23,8 +25,9 @@ public struct PrefillResult: Sendable {
 /// in arrival order, each streaming its KV to the decode worker the request names over a pooled
 /// `KVTransferClient` (one connection per decode address; the transport picks shared memory on one host by itself).
 ///
-/// A shipment is cancelled by cancelling the task that awaits `submit`, by `cancel(requestID:)`, or by its
-/// deadline; the decode worker is then told the transfer is cancelled, and the prefill cache is freed.
+/// A shipment is cancelled by cancelling the task that awaits `submit`, by `cancel(requestID:)`, or by one of its
+/// two bounds: how long it may wait in the queue before its first pass, and how long it may take from there; the
+/// decode worker is then told the transfer is cancelled, and the prefill cache is freed.
 public final class PrefillService: Sendable {
     public let shipper: PrefillKVShipper
     public let transport: KVTransportConfiguration
@@ -34,6 +37,8 @@ public final class PrefillService: Sendable {
     private let logger: Logger
     private let clients = Mutex<[Endpoint: KVTransferClient]>([:])
     private let running = Mutex<[String: Task<PrefillResult, any Error>]>([:])
+    private let bytesSent = Atomic<Int>(0)
+    private let bytesNotSent = Atomic<Int>(0)
 
     public init(shipper: PrefillKVShipper, transport: KVTransportConfiguration, logger: Logger) {
         self.shipper = shipper
@@ -57,19 +62,36 @@ public final class PrefillService: Sendable {
         return (max(total - shipper.reservedBlocks, 0), total)
     }
 
-    /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV and last
-    /// logits to decode node `decodeName` at `host:port` under `requestID` (the connection is refused unless the
-    /// certificate there names `decodeName` with the decode role).
+    /// KV bytes shipped to decode workers since the start, and the bytes of prompt positions they held already,
+    /// which were not sent.
+    public var kvBytes: (sent: Int, notSent: Int) {
+        (bytesSent.load(ordering: .relaxed), bytesNotSent.load(ordering: .relaxed))
+    }
+
+    /// Queues `prompt` (validated by the caller's edge), prefills it when its turn comes and ships its KV — from
+    /// position `decodeHolds` on: the decode worker holds the positions before it — and last logits to decode node
+    /// `decodeName` at `host:port` under `requestID` (the connection is refused unless the certificate there names
+    /// `decodeName` with the decode role).
     ///
-    /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold), `.transfer` (the decode worker
-    /// refused or the transport failed), `.inference`, `.timeout` when `deadline` passed first, `.cancelled`.
+    /// A prompt queued behind others is waiting, not failing: `queueTimeout` bounds the wait for its first pass, and
+    /// `deadline` runs from that pass to the decode worker's confirmation.
+    ///
+    /// Throws `WorkerError`: `.invalidArgument` (a prompt this worker cannot hold, or a `decodeHolds` that is no
+    /// multiple of the block size below the prompt's length), `.transfer` (the decode worker refused — e.g. it
+    /// holds another prefix than `decodeHolds` — or the transport failed), `.inference`, `.timeout` when a bound
+    /// passed first, `.cancelled`.
     public func submit(
-        requestID: String, prompt: [Int32], decodeName: String, host: String, port: Int, deadline: Duration
+        requestID: String, prompt: [Int32], decodeHolds: Int = 0, decodeName: String, host: String, port: Int,
+        queueTimeout: Duration, deadline: Duration
     ) async throws(WorkerError) -> PrefillResult {
-        let expired = Atomic<Bool>(false)
+        // 0: running; 1: still queued after `queueTimeout`; 2: past `deadline` after its first pass.
+        let expired = Atomic<Int>(0)
         let decode = Endpoint(name: decodeName, host: host, port: port)
+        let (started, starting) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let task = Task { () async throws -> PrefillResult in
-            try await self.ship(requestID: requestID, prompt: prompt, to: decode)
+            try await self.ship(requestID: requestID, prompt: prompt, decodeHolds: decodeHolds, to: decode) {
+                starting.yield()
+            }
         }
         let registered = running.withLock { running -> Bool in
             guard running[requestID] == nil else { return false }
@@ -82,8 +104,15 @@ public final class PrefillService: Sendable {
         }
         defer { _ = running.withLock { $0.removeValue(forKey: requestID) } }
         let timer = Task {
+            guard await Self.first(of: started, within: queueTimeout) else {
+                if !Task.isCancelled {
+                    expired.store(1, ordering: .relaxed)
+                    task.cancel()
+                }
+                return
+            }
             try await Task.sleep(for: deadline)
-            expired.store(true, ordering: .relaxed)
+            expired.store(2, ordering: .relaxed)
             task.cancel()
         }
         defer { timer.cancel() }
@@ -91,10 +120,20 @@ public final class PrefillService: Sendable {
         switch result {
         case .success(let value):
             shipmentTime.record(value.totalSeconds)
+            bytesSent.add(value.kvBytes, ordering: .relaxed)
+            bytesNotSent.add(value.kvBytesNotSent, ordering: .relaxed)
             return value
         case .failure(let error):
-            if expired.load(ordering: .relaxed) {
-                throw WorkerError(.timeout, "request \(requestID) did not finish within its deadline of \(deadline / .seconds(1)) s", cause: error as? WorkerError)
+            switch expired.load(ordering: .relaxed) {
+            case 1:
+                throw WorkerError(
+                    .timeout, "request \(requestID) waited \(Self.seconds(queueTimeout)) s in the prefill queue without starting",
+                    cause: error as? WorkerError)
+            case 2:
+                throw WorkerError(
+                    .timeout, "request \(requestID) did not finish within its deadline of \(Self.seconds(deadline)) s from its first pass",
+                    cause: error as? WorkerError)
+            default: break
             }
             if task.isCancelled || error is CancellationError {
                 throw WorkerError(.cancelled, "request \(requestID) was cancelled", cause: error as? WorkerError)
@@ -102,6 +141,27 @@ public final class PrefillService: Sendable {
             if let error = error as? WorkerError { throw error }
             throw WorkerError(.inference, "request \(requestID) failed: \(error)")
         }
+    }
+
+    /// Whether `signal` yields within `limit` (false when it times out, or the waiting task is cancelled).
+    private static func first(of signal: AsyncStream<Void>, within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await _ in signal { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> String {
+        String(format: "%.1f", Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18)
     }
 
     /// Cancels a queued or running shipment; returns whether there was one.
@@ -132,7 +192,8 @@ public final class PrefillService: Sendable {
     }
 
     private func ship(
-        requestID: String, prompt: [Int32], to decode: Endpoint
+        requestID: String, prompt: [Int32], decodeHolds: Int, to decode: Endpoint,
+        onStart: @escaping @Sendable () -> Void
     ) async throws(WorkerError) -> PrefillResult {
         var attempt = 0
         while true {
@@ -140,10 +201,11 @@ public final class PrefillService: Sendable {
             try checkCancellation(requestID)
             let client = try await connection(decode)
             do {
-                let report = try await shipper.ship(requestID: requestID, prompt: prompt, via: client)
+                let report = try await shipper.ship(
+                    requestID: requestID, prompt: prompt, receiverHolds: decodeHolds, via: client, onStart: onStart)
                 return PrefillResult(
                     requestID: requestID, promptTokens: report.promptTokens,
-                    kvBytes: report.transfer.bytes, transport: report.transfer.transport,
+                    kvBytes: report.transfer.bytes, kvBytesNotSent: report.bytesNotSent, transport: report.transfer.transport,
                     prefillSeconds: report.prefillSeconds, transferSeconds: report.transfer.seconds,
                     totalSeconds: report.totalSeconds)
             } catch {

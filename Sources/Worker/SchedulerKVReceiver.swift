@@ -37,15 +37,18 @@ public struct SchedulerKVReceiver: KVTransferReceiver {
         guard differences.isEmpty else {
             throw KVTransportError(.incompatible, "request \(request.requestID): " + differences.joined(separator: "; "))
         }
-        let expected = KVSequenceDescriptor(layout: scheduler.layout, tokenCount: request.tokenCount).layerByteCount
+        let expected = identity.layerByteCount(tokenCount: request.tokenCount, from: request.firstToken)
         guard request.layerByteCount == expected else {
             throw KVTransportError(
-                .incompatible, "request \(request.requestID): \(request.layerByteCount) bytes per layer, expected \(expected)")
+                .incompatible,
+                "request \(request.requestID): \(request.layerByteCount) bytes per layer from position \(request.firstToken), expected \(expected)")
         }
         do {
+            // The scheduler checks the transfer starts where the prefix this worker holds for it ends.
             return Inbound(
                 arrival: try scheduler.beginArrival(
-                    requestID: request.requestID, tokenCount: request.tokenCount, transport: transport.name))
+                    requestID: request.requestID, tokenCount: request.tokenCount, firstToken: request.firstToken,
+                    transport: transport.name))
         } catch {
             throw KVTransportError(.refused, error.message, cause: error)
         }

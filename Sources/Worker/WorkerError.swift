@@ -18,6 +18,10 @@ public struct WorkerError: Error, CustomStringConvertible, Sendable {
         public static let timeout = Code("timeout")
         /// The work was cancelled (by its caller or a `Cancel` request).
         public static let cancelled = Code("cancelled")
+        /// The request names something this worker does not hold (a generation not waiting to move here).
+        public static let notFound = Code("not found")
+        /// The request conflicts with what happened already (a move decided otherwise).
+        public static let conflict = Code("conflict")
     }
 
     public let code: Code

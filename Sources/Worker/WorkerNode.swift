@@ -14,8 +14,9 @@ import Tokenization
 /// runs, `baton kv-handoff` and the tests all build workers through this one type.
 ///
 /// A `Service`: `run` serves until graceful shutdown (SIGTERM under a `ServiceGroup`), then drains — new
-/// requests are refused with 503 while those in flight finish, at most `drainTimeout` — leaves the placement
-/// service and returns.
+/// requests are refused with 503; a decode worker moves the generations it runs to other decode workers with their
+/// KV (`moveTimeout`; see `DecodeMover`) and finishes those nobody takes; at most `drainTimeout` — leaves the
+/// placement service and returns.
 public final class WorkerNode: Service, Sendable {
     /// Everything a worker is, with the defaults `baton worker` uses.
     public struct Configuration: Sendable {
@@ -29,7 +30,8 @@ public final class WorkerNode: Service, Sendable {
         /// Most sequences per decode step.
         public var maxBatch: Int = 8
         /// KV blocks: for a decode worker its scheduler's (default room for `maxBatch` full contexts), for a
-        /// prefill-only worker the prefill cache's (default one full context).
+        /// prefill-only worker the prefill cache's (default one full context; with prefix caching, `maxBatch` of
+        /// them: what the prompts of that many conversations leave cached, committed by the OS only as it fills).
         public var kvBlocks: Int?
         public var listenHost: String
         /// 0: any free port (`WorkerNode.port` tells which).
@@ -43,6 +45,10 @@ public final class WorkerNode: Service, Sendable {
         public var profile: DeviceProfile?
         /// How long SIGTERM waits for requests in flight.
         public var drainTimeout: Duration = .seconds(30)
+        /// Draining decode worker: how long each generation it pauses waits for its router to move it elsewhere
+        /// (and the most its KV transfer may take) before it goes on here. Zero: no moves, every generation
+        /// finishes here.
+        public var moveTimeout: Duration = .seconds(10)
         /// How long an `OpenDecode` waiting for KV keeps its room when the request names no bound.
         public var transferTimeout: Duration = .seconds(30)
         /// The longest an `OpenDecode` may ask to wait for its KV to start arriving (a request naming more is
@@ -115,7 +121,9 @@ public final class WorkerNode: Service, Sendable {
         }
         if prefills {
             // Room for one full context, or for many shorter prompts batched into shared passes.
-            let blocks = decodes ? contextBlocks + 1 : configuration.kvBlocks ?? contextBlocks + 1
+            let blocks = decodes
+                ? contextBlocks + 1
+                : configuration.kvBlocks ?? (configuration.prefixCaching ? configuration.maxBatch * contextBlocks + 1 : contextBlocks + 1)
             let engine = try PrefillEngine(
                 model: model, cache: try PagedKVCache(layout: layout, blockCount: blocks), threads: configuration.threads,
                 maxContext: contextLength, weights: weights)
@@ -130,7 +138,13 @@ public final class WorkerNode: Service, Sendable {
             name: configuration.name, decode: scheduler, prefill: prefill, vocabularySize: model.configuration.vocabularySize,
             defaultTransferTimeout: configuration.transferTimeout,
             maximumTransferTimeout: configuration.maximumTransferTimeout,
-            peerKVShare: configuration.peerKVShare, logger: logger)
+            peerKVShare: configuration.peerKVShare,
+            mover: decodes && configuration.moveTimeout > .zero
+                ? DecodeMover(
+                    identity: identity, transport: configuration.transport, offerTimeout: configuration.moveTimeout,
+                    logger: logger)
+                : nil,
+            logger: logger)
         let receiver: any KVTransferReceiver =
             if let scheduler {
                 try SchedulerKVReceiver(scheduler: scheduler, identity: identity, reservations: service.reservations, logger: logger)
@@ -183,8 +197,14 @@ public final class WorkerNode: Service, Sendable {
         logger.info("\(configuration.name): draining (new requests refused; at most \(configuration.drainTimeout) for \(inFlight) in flight)")
         service.startDraining()
         agent?.setDraining(true)
+        // Generations pause at their next step and are offered to their routers to move; those not taken go on.
+        if service.mover != nil { scheduler?.parkMovable() }
         if !(await service.waitUntilIdle(timeout: configuration.drainTimeout)) {
             logger.warning("\(service.requestsInFlight) requests still in flight after \(configuration.drainTimeout); leaving anyway")
+        }
+        if let tally = service.mover?.tally, tally != DecodeMover.Tally() {
+            logger.info(
+                "\(configuration.name): drain moved \(tally.moved) generations to other decode workers (\(tally.bytes) bytes of KV), \(tally.kept) went on here, \(tally.failed) moves failed")
         }
         heartbeats?.cancel()
         await agent?.leave()

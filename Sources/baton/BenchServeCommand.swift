@@ -11,7 +11,9 @@ struct BenchServeCommand: AsyncParsableCommand {
         abstract: "Serving benchmark: streaming chat completions at a sweep of loads, with goodput under an SLO.",
         discussion: """
             Workload: --preset short-chat (100 words in, 64 tokens out), long-prompt (2000 in, 128 out) or multi-turn \
-            (4-turn conversations, history resent), or --prompt-words/--max-tokens, or --trace FILE.jsonl (one request a \
+            (6-turn conversations over a shared 500-word system prompt, 100 words a turn, 64-token replies, history \
+            resent, conversations interleaved; --requests 192 makes 32 conversations), or --prompt-words/--max-tokens, \
+            or --trace FILE.jsonl (one request a \
             line: timestamp in ms, input_length or text, output_length, optional conversation_id and turn; Mooncake's \
             field names). Load: --concurrency 1,2,4 (closed loop), --rate 0.5,1,2 (Poisson arrivals, seeded by --seed), \
             or, with --trace alone, the trace's own timestamps (--trace-speed scales them).
@@ -19,10 +21,13 @@ struct BenchServeCommand: AsyncParsableCommand {
             p50/p90/p99 in ms, output tokens/s and, with --slo ttft=2s,itl=100ms, goodput (requests/s that met every \
             bound; itl bounds each request's mean gap). --json prints the report (configuration, seeds, every request) \
             on the last line; --out DIR writes report.json, report.html and SVG plots (PNG too with rsvg-convert).
-            --compare starts baton up, baton serve and llama-server (--systems picks) on --gguf with the same \
-            --threads, runs every level on each in turn (the order alternating from level to level) and reports ratios \
-            against the last system.
+            --compare starts baton up, baton serve and llama-server (--systems picks; split-no-cache is baton up \
+            without prefix caching) on --gguf with the same --threads, runs every level on each in turn (the order \
+            alternating from level to level) and reports ratios against the last system. A workload of conversations \
+            is reported turn by turn too, with the KV bytes a cluster shipped per request.
             Example: baton bench serve --compare --preset short-chat --rate 0.5,1,2 --requests 24 --slo ttft=2s,itl=100ms --out bench-report
+            Prefix caching across the split: baton bench serve --compare --systems split,split-no-cache --decode-workers 2 \
+            --preset multi-turn --requests 192 --concurrency 8 --temperature 0 --slo ttft=2s
             """)
 
     @Option(help: "Base URL of the server (http://HOST:PORT, with or without /v1). Not with --compare.")
@@ -69,7 +74,7 @@ struct BenchServeCommand: AsyncParsableCommand {
     @Flag(help: "Start and compare Baton split (baton up), Baton in one process (baton serve) and llama-server.")
     var compare = false
 
-    @Option(help: "With --compare: which systems, in order (split, serve, llama-server); ratios are against the last.")
+    @Option(help: "With --compare: which systems, in order (split, split-no-cache, serve, llama-server); ratios are against the last.")
     var systems = "split,serve,llama-server"
 
     @Option(help: "With --compare: the GGUF every system serves (default: the default model).")
@@ -86,6 +91,15 @@ struct BenchServeCommand: AsyncParsableCommand {
 
     @Option(help: "With --compare: tokens per request, prompt and reply.")
     var context = 4096
+
+    @Option(name: .customLong("decode-workers"), help: "With --compare: decode worker processes of baton up (split systems).")
+    var decodeWorkers = 1
+
+    @Option(name: .customLong("kv-blocks"), help: "With --compare: KV cache blocks of each of baton up's workers (default: theirs).")
+    var kvBlocks: Int?
+
+    @Option(name: .customLong("split-policy"), help: "With --compare: the placement policy file of the split system (not of split-no-cache).")
+    var splitPolicy: String?
 
     @Option(name: .customLong("llama-server"), help: "With --compare: the llama-server binary (default: Deploy/scripts/build-llamacpp.sh's build for this CPU, else Python's llama_cpp.server).")
     var llamaServer: String?
@@ -116,7 +130,7 @@ struct BenchServeCommand: AsyncParsableCommand {
     func compareSystems() throws -> [ServePeer.Kind] {
         let kinds = systems.split(separator: ",").map { ServePeer.Kind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
         guard !kinds.isEmpty, kinds.allSatisfy({ $0 != nil }), Set(kinds.map { $0! }).count == kinds.count else {
-            throw ValidationError("--systems takes distinct names from split, serve, llama-server separated by commas, got \"\(systems)\"")
+            throw ValidationError("--systems takes distinct names from split, split-no-cache, serve, llama-server separated by commas, got \"\(systems)\"")
         }
         return kinds.map { $0! }
     }
@@ -132,8 +146,12 @@ struct BenchServeCommand: AsyncParsableCommand {
         }
         if compare {
             _ = try compareSystems()
-            guard threads >= 1, parallel >= 1, context >= 64 else {
-                throw ValidationError("--threads and --parallel must be positive, --context at least 64")
+            guard threads >= 1, parallel >= 1, context >= 64, (1...16).contains(decodeWorkers) else {
+                throw ValidationError("--threads and --parallel must be positive, --context at least 64, --decode-workers in 1...16")
+            }
+            if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1") }
+            if let splitPolicy, !FileManager.default.fileExists(atPath: splitPolicy) {
+                throw ValidationError("--split-policy \(splitPolicy) does not exist")
             }
             if let splitThreads {
                 _ = try list(splitThreads, "--split-threads", { Int($0) }, valid: { $0 >= 1 })
@@ -201,10 +219,13 @@ struct BenchServeCommand: AsyncParsableCommand {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("baton-bench-\(getpid())").path
         let split = try splitThreads.map { try list($0, "--split-threads", { Int($0) }, valid: { $0 >= 1 }) }
         if let split, split.count != 2 { throw ValidationError("--split-threads takes PREFILL,DECODE") }
-        let settings = ServePeer.Settings(
+        var settings = ServePeer.Settings(
             baton: try UpCommand.executablePath(), model: try modelPath(), threads: threads,
             splitThreads: split.map { (prefill: $0[0], decode: $0[1]) }, context: context, parallel: parallel, workDirectory: work,
             llamaServer: llamaServer)
+        settings.decodeWorkers = decodeWorkers
+        settings.kvBlocks = kvBlocks
+        settings.splitPolicy = splitPolicy.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         var peers: [ServePeer] = []
         do {
             for kind in kinds {
@@ -270,6 +291,18 @@ struct BenchServeCommand: AsyncParsableCommand {
             s.itlMs.p50, s.itlMs.p90, s.itlMs.p99, s.e2eMs.p50, s.outputTokensPerSecond)
         print((system ?? "server").padding(toLength: 13, withPad: " ", startingAt: 0) + " "
             + level.spec.description.padding(toLength: 18, withPad: " ", startingAt: 0) + " " + numbers + goodput + errors)
+        // Conversations: each turn's latency and how much KV its requests shipped between workers.
+        for turn in s.turns ?? [] {
+            let kv = turn.kvBytesPerRequest.map { String(format: "KV shipped %.2f MB/request", $0 / 1e6) } ?? ""
+            let perTransfer = turn.kvBytesPerTransfer.map {
+                String(format: " (%.2f MB in each of %d transfers)", $0 / 1e6, turn.transfers ?? 0)
+            } ?? ""
+            let saved = turn.kvBytesNotShippedPerRequest.map { String(format: ", %.2f MB held by the decode worker", $0 / 1e6) } ?? ""
+            let good = turn.goodput.map { String(format: "  goodput %.2f/s (%.0f%%)", $0, (turn.sloAttainment ?? 0) * 100) } ?? ""
+            print("    turn \(turn.turn + 1)  " + String(
+                format: "%3d/%-3d prompt %5.0f tok  TTFT p50 %6.0f p99 %6.0f ms", turn.succeeded, turn.requests, turn.promptTokensMean,
+                turn.ttftMs.p50, turn.ttftMs.p99) + good + "  " + kv + perTransfer + saved)
+        }
         // A level can take minutes: show it now, not when a redirected stdout's buffer fills.
         fflush(nil)
     }
@@ -279,7 +312,15 @@ struct BenchServeCommand: AsyncParsableCommand {
         func r(_ value: Double?) -> String { value.map { String(format: "%5.2fx", $0) } ?? "    -" }
         for ratio in report.ratios {
             print("\(ratio.system.padding(toLength: 13, withPad: " ", startingAt: 0)) \(ratio.level.padding(toLength: 18, withPad: " ", startingAt: 0)) "
-                + "\(r(ratio.outputTokensPerSecond))  \(r(ratio.goodput))  \(r(ratio.ttftP50))  \(r(ratio.itlP50))")
+                + "\(r(ratio.outputTokensPerSecond))  \(r(ratio.goodput))  \(r(ratio.ttftP50))  \(r(ratio.itlP50))"
+                + (ratio.kvBytesPerRequest.map { "  KV bytes/request \(r($0))" } ?? ""))
+            // How many times lower the reference's figure is here (higher is better for this system).
+            func lower(_ value: Double?) -> String { value.map { $0 > 0 ? String(format: "%5.2fx", 1 / $0) : "  inf" } ?? "    -" }
+            for turn in ratio.turns ?? [] {
+                print("    turn \(turn.turn + 1): TTFT p50 \(lower(turn.ttftP50)) lower, p99 \(lower(turn.ttftP99)) lower, "
+                    + "goodput \(r(turn.goodput)), KV bytes shipped per request \(lower(turn.kvBytesPerRequest)) lower, "
+                    + "per transfer \(lower(turn.kvBytesPerTransfer)) lower")
+            }
         }
     }
 }

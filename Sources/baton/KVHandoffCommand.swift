@@ -206,14 +206,17 @@ extension KVHandoffCommand {
                 throw CommandFailure("the decode worker refused the generation: \(String(decoding: opened.body, as: UTF8.self))")
             }
             var events = opened.messages.makeAsyncIterator()
-            guard let first = try await events.next(), case .opened = try Baton_V1_DecodeEvent(serializedBytes: first).event else {
+            guard let first = try await events.next(), case .opened(let event) = try Baton_V1_DecodeEvent(serializedBytes: first).event
+            else {
                 throw CommandFailure("the decode worker did not open the generation")
             }
             // As a prefill worker: prefill here, stream the KV and the last logits there.
             let client = try await KVTransferClient.connect(host: host, port: port, configuration: configuration, logger: logger)
             let report: KVShipmentReport
             do {
-                report = try await shipper.ship(requestID: requestID, prompt: tokens, via: client)
+                // Only what the decode worker's prefix cache does not hold travels.
+                report = try await shipper.ship(
+                    requestID: requestID, prompt: tokens, receiverHolds: Int(event.cachedPromptTokens), via: client)
             } catch {
                 opened.cancel()
                 await client.close()
@@ -248,6 +251,7 @@ extension KVHandoffCommand {
                 "request_id": requestID, "prompt_tokens": report.promptTokens, "tokens": generated.map { Int($0) },
                 "text": output, "finish_reason": reason, "seed": String(state.request.sampling.seed ?? 0),
                 "transport": report.transfer.transport.name, "bytes": report.transfer.bytes,
+                "decode_cached_tokens": report.receiverCachedTokens, "bytes_not_sent": report.bytesNotSent,
                 "prefill_ms": report.prefillSeconds * 1000, "total_ms": report.totalSeconds * 1000,
             ])
             if (via == .shm && report.transfer.transport != .sharedMemory) || (via == .rdma && report.transfer.transport != .rdma) {

@@ -56,6 +56,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: .customLong("context"), help: "Tokens per request, prompt and reply.")
     var contextLength = 4096
 
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of every worker, 16 tokens each (default: each worker's own; see baton worker --help). The prefixes a worker keeps for reuse live in them.")
+    var kvBlocks: Int?
+
     @Option(name: .customLong("placement-port"), help: "Port of the placement service (0: any free port).")
     var placementPort = 0
 
@@ -73,6 +76,7 @@ struct UpCommand: AsyncParsableCommand {
         guard (0...16).contains(prefillWorkers) else { throw ValidationError("--prefill-workers must be in 0...16") }
         guard (1...16).contains(decodeWorkers) else { throw ValidationError("--decode-workers must be in 1...16") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        if let kvBlocks, kvBlocks < 1 { throw ValidationError("--kv-blocks must be at least 1") }
     }
 
     /// Every process's node name (and certificate), placement first.
@@ -98,7 +102,7 @@ struct UpCommand: AsyncParsableCommand {
             return ChildSpec(name: name, arguments: [
                 "worker", "--role", role, "--placement", placement, "--listen", "127.0.0.1:\(try Self.freePort())",
                 "--node", name, "--model", model, "--context", String(contextLength)]
-                + common + (threads.map { ["--threads", String($0)] } ?? [])
+                + common + (threads.map { ["--threads", String($0)] } ?? []) + (kvBlocks.map { ["--kv-blocks", String($0)] } ?? [])
                 + (noPrefixCaching ? ["--no-prefix-caching"] : []))
         }
         var specs: [ChildSpec] = [

@@ -20,8 +20,10 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a prefill, decode or combined worker of a Baton cluster.",
         discussion: """
             Prints one JSON line {"listening": PORT, "name": NAME} on standard output once it serves.
-            SIGTERM (or SIGINT) drains: new requests are refused with 503, requests in flight finish (at most \
-            --drain-timeout seconds), the worker leaves the placement service and exits 0.
+            SIGTERM (or SIGINT) drains: new requests are refused with 503; a decode worker moves the generations \
+            it runs, with their KV, to other decode workers that have room (each waits at most --move-timeout \
+            seconds for its router to move it), and requests nobody takes finish here (at most --drain-timeout \
+            seconds); the worker leaves the placement service and exits 0.
               baton certs --out certs --nodes placement,prefill-0,decode-0
               baton worker --role decode --placement 127.0.0.1:7400 --listen 127.0.0.1:7411 \\
                   --certs certs --node decode-0
@@ -60,7 +62,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Compute threads per engine (default: the config's, else all cores).")
     var threads: Int?
-    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode, one for prefill, whose queued prompts share it).")
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks (default: --max-batch full contexts for decode; for prefill one, whose queued prompts share it, or --max-batch with prefix caching, for the prefixes it keeps).")
     var kvBlocks: Int?
     @Option(name: .long, help: "Most sequences per decode step.")
     var maxBatch: Int = 8
@@ -68,6 +70,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var context: Int = 2048
     @Option(name: .long, help: "Seconds SIGTERM waits for requests in flight before leaving anyway.")
     var drainTimeout: Double = 30
+    @Option(name: .customLong("move-timeout"), help: "Draining decode worker: seconds each generation waits for its router to move it (KV and all) to another decode worker, and the most that transfer may take, before it finishes here instead. 0: no moves.")
+    var moveTimeout: Double = 10
     @Option(name: .customLong("kv-start-timeout"), help: "The most seconds an OpenDecode may ask to wait for its KV to start arriving (the router asks for its prefill deadline); a request asking more is refused, and a reservation nobody feeds is freed after what it asked.")
     var kvStartTimeout: Double = 600
     @Option(name: .customLong("peer-kv-share"), help: "Share (0-1] of this decode worker's KV blocks one peer's reservations may hold while waiting for KV.")
@@ -84,6 +88,7 @@ struct WorkerCommand: AsyncParsableCommand {
         guard maxBatch >= 1 else { throw ValidationError("--max-batch must be at least 1") }
         guard context >= 2 else { throw ValidationError("--context must be at least 2") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must be 0 or more") }
+        guard moveTimeout >= 0, moveTimeout <= 600 else { throw ValidationError("--move-timeout must be in [0, 600] seconds") }
         guard kvStartTimeout > 0, kvStartTimeout <= 3600 else { throw ValidationError("--kv-start-timeout must be in (0, 3600] seconds") }
         guard peerKVShare > 0, peerKVShare <= 1 else { throw ValidationError("--peer-kv-share must be in (0, 1]") }
     }
@@ -136,6 +141,7 @@ struct WorkerCommand: AsyncParsableCommand {
         settings.placement = placementEndpoint
         settings.profile = profiled.profile
         settings.drainTimeout = .milliseconds(Int(drainTimeout * 1000))
+        settings.moveTimeout = .milliseconds(Int(moveTimeout * 1000))
         settings.maximumTransferTimeout = .milliseconds(Int(kvStartTimeout * 1000))
         settings.peerKVShare = peerKVShare
         settings.prefixCaching = !noPrefixCaching

@@ -79,4 +79,43 @@ struct ServeMetricsTests {
         #expect(ratio.outputTokensPerSecond == 4 && ratio.goodput == 4 && ratio.ttftP50 == 1)
         #expect(ServeReport.maxRate([level(1)], attaining: 0.6) == 1 && ServeReport.maxRate([level(1)], attaining: 0.9) == nil)
     }
+
+    /// Two conversations of two turns; the second turns ship less KV (the decode worker held their history).
+    static func turnRecords(kvScale: Int, ttftScale: Double) -> [RequestRecord] {
+        [
+            RequestRecord(index: 0, conversation: "c0", turn: 0, sentMs: 0, ttftMs: 100 * ttftScale, e2eMs: 900, promptTokens: 600, completionTokens: 64, kvBytes: 12_000 * kvScale, kvBytesNotShipped: 0),
+            RequestRecord(index: 1, conversation: "c1", turn: 0, sentMs: 0, ttftMs: 300 * ttftScale, e2eMs: 900, promptTokens: 600, completionTokens: 64, kvBytes: 8_000 * kvScale, kvBytesNotShipped: 4_000),
+            RequestRecord(index: 2, conversation: "c0", turn: 1, sentMs: 0, ttftMs: 50 * ttftScale, e2eMs: 900, promptTokens: 760, completionTokens: 64, kvBytes: 2_000 * kvScale, kvBytesNotShipped: 14_000),
+            RequestRecord(index: 3, conversation: "c1", turn: 1, sentMs: 0, ttftMs: 3000, e2eMs: 900, error: "http 504"),
+        ]
+    }
+
+    @Test("A workload of conversations is summarised turn by turn, with the KV bytes shipped, and compared turn by turn")
+    func turns() throws {
+        let slo = ServeSLO(ttftMs: 1000)
+        let cached = LevelSummary(records: Self.turnRecords(kvScale: 1, ttftScale: 1), durationSeconds: 2, slo: slo)
+        let turns = try #require(cached.turns)
+        #expect(turns.map(\.turn) == [0, 1] && turns.map(\.requests) == [2, 2] && turns.map(\.succeeded) == [2, 1])
+        #expect(turns[0].ttftMs.p50 == 200 && turns[1].ttftMs.p50 == 50)
+        #expect(turns[0].kvBytesPerRequest == 10_000 && turns[0].kvBytesNotShippedPerRequest == 2_000)
+        #expect(turns[1].kvBytesPerRequest == 2_000, "a failed request ships nothing worth counting")
+        #expect(turns[0].transfers == 2 && turns[0].kvBytesPerTransfer == 10_000)
+        #expect(turns[0].goodput == 1 && turns[1].goodput == 0.5 && turns[1].sloAttainment == 0.5)
+        #expect(cached.kvBytesPerRequest == 22_000.0 / 3)
+        #expect(LevelSummary(records: Self.records, durationSeconds: 1, slo: nil).turns == nil, "no conversations, no turns")
+
+        let uncached = LevelSummary(records: Self.turnRecords(kvScale: 4, ttftScale: 4), durationSeconds: 2, slo: slo)
+        let level = { (summary: LevelSummary) in ServeBenchmark.Level(spec: .concurrency(2), summary: summary, records: []) }
+        let description = ServeRunDescription(
+            preset: try .named("multi-turn"), trace: nil, requests: 4, levels: [.concurrency(2)], seed: 1, temperature: 0, slo: slo,
+            timeoutSeconds: 10)
+        let report = ServeReport(configuration: description, systems: [
+            .init(name: "baton-split", command: [], url: "", model: "m", levels: [level(cached)]),
+            .init(name: "baton-split-no-cache", command: [], url: "", model: "m", levels: [level(uncached)]),
+        ])
+        let ratio = try #require(report.ratios.first)
+        #expect(ratio.kvBytesPerRequest == 0.25)
+        let byTurn = try #require(ratio.turns)
+        #expect(byTurn.map(\.kvBytesPerRequest) == [0.25, 0.25] && byTurn[0].ttftP50 == 0.25)
+    }
 }

@@ -73,11 +73,20 @@ struct ServeWorkloadTests {
         #expect(zip(a, b).allSatisfy { abs($0 / 2 - $1) < 1e-9 })
     }
 
-    @Test("Presets make conversations whose turns follow one another")
+    @Test("Presets make interleaved conversations whose turns follow one another over one shared system prompt")
     func presets() throws {
-        let workload = ServeWorkload.synthetic(try .named("multi-turn"), count: 6)
-        #expect(workload.requests.map(\.conversation) == ["c0", "c0", "c0", "c0", "c1", "c1"])
-        #expect(workload.requests.map(\.follows) == [nil, 0, 1, 2, nil, 4])
+        let preset = try ServeWorkload.Preset.named("multi-turn")
+        #expect(preset.turns == 6 && preset.promptWords == 100 && preset.maxTokens == 64 && preset.systemWords == 500)
+        // 8 requests of 6 turns: 2 conversations, every first turn before any second one.
+        let workload = ServeWorkload.synthetic(preset, count: 8)
+        #expect(workload.requests.map(\.conversation) == ["c0", "c1", "c0", "c1", "c0", "c1", "c0", "c1"])
+        #expect(workload.requests.map(\.turn) == [0, 0, 1, 1, 2, 2, 3, 3])
+        #expect(workload.requests.map(\.follows) == [nil, nil, 0, 1, 2, 3, 4, 5])
+        let system = try #require(workload.requests[0].system)
+        #expect(workload.requests[1].system == system, "one system prompt for every conversation")
+        #expect(workload.requests.dropFirst(2).allSatisfy { $0.system == nil }, "later turns carry it in their history")
+        #expect(abs(system.split(separator: " ").count - 500) < 15, "about 500 words")
+        #expect(ServeWorkload.synthetic(preset, count: 192).requests.filter { $0.turn == 5 }.count == 32)
         #expect(try ServeWorkload.Preset.named("long-prompt").promptWords == 2000)
         #expect(throws: BenchmarkError.self) { try ServeWorkload.Preset.named("nope") }
         #expect(ServeWorkload.synthetic(.shortChat, count: 3).requests.allSatisfy { $0.follows == nil && $0.maxTokens == 64 })

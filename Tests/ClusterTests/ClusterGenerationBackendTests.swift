@@ -27,14 +27,18 @@ struct ClusterGenerationBackendTests {
             #expect(tokens.first?.random == RandomState(9, 8, 7, 6), "the generator state reaches the router")
             #expect(summary == GenerationSummary(
                 reason: .maxTokens, promptTokens: 5, completionTokens: 3,
-                handoff: KVHandoffSummary(transport: "tls-h2", bytes: 4096, seconds: 0.012),
+                handoff: KVHandoffSummary(transport: "tls-h2", bytes: 4096, seconds: 0.012, cachedTokens: 16, bytesNotShipped: 2048),
                 workers: ServingWorkers(prefill: "prefill-a", decode: "decode-a")))
             let open = try #require(cluster.log.withLock { $0.opened.first })
             #expect(GenerationState(proto: open.state) == GenerationState(request: request))
             #expect(!open.prefillHere)
-            #expect(open.transferTimeoutMs == 30_100, "the decode worker waits as long as the prefill may take (30 s + 20 ms × 5)")
+            // The prompt's deadline is 30 s + 20 ms × 5; it may wait in the prefill queue behind slo.max_queue_depth (4)
+            // others given as much each; the decode worker waits for the transfer to start for both together.
+            #expect(open.transferTimeoutMs == 150_500, "the decode worker waits as long as the prefill may queue and take")
             let submit = try #require(cluster.log.withLock { $0.submitted.first })
             #expect(submit.requestID == "req-1" && submit.promptTokens == [1, 2, 3, 4, 5])
+            #expect(submit.deadlineMs == 30_100 && submit.queueTimeoutMs == 120_400)
+            #expect(submit.decodeCachedTokens == 16, "the prefill worker ships only what the decode worker lacks")
             #expect(Int(submit.decodeWorker.port) == cluster.decodePort && submit.decodeWorker.hostID == "host-a")
         }
     }
@@ -417,7 +421,12 @@ struct FakeCluster {
                 return
             }
             var opened = Baton_V1_DecodeEvent()
-            opened.opened = Baton_V1_DecodeOpened.with { $0.requestID = open.request.id; $0.worker = "decode-a" }
+            opened.opened = Baton_V1_DecodeOpened.with {
+                $0.requestID = open.request.id
+                $0.worker = "decode-a"
+                // A decode worker that holds a cached prefix says how long (the router passes it to prefill).
+                if !prefillHere { $0.cachedPromptTokens = 16 }
+            }
             try await response.send(try opened.serializedBytes())
             try await response.send([])  // a keep-alive, which the client must skip
             if !prefillHere {
@@ -455,6 +464,8 @@ struct FakeCluster {
                         $0.transport = .tlsHTTP2
                         $0.kvBytes = 4096
                         $0.kvTransferMs = 12
+                        $0.kvCachedTokens = 16
+                        $0.kvBytesNotShipped = 2048
                     }
                 }
                 try await response.send(try finished.serializedBytes())

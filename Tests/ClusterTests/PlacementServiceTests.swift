@@ -417,14 +417,16 @@ struct PlacementServiceTests {
         cached.name = "decode-1"
         cached.load.promptTokens = 800
         cached.load.cachedPromptTokens = 250
+        cached.load.kvBytesShipped = 3 << 20
+        cached.load.kvBytesNotShipped = 12_000_000
         let status = ClusterStatus(workers: [worker, cached], policyFile: "policy.yaml",
                                    policyLoadedAt: Date(timeIntervalSince1970: 86_400), events: 7)
         #expect(status.renderedTable() == """
             Policy: policy.yaml (loaded 1970-01-02T00:00:00Z)
             Membership log: 7 events; 2 workers
-            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  PREFIX HIT  TRANSPORTS
-            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64           -  tls-h2,shared-memory
-            decode-1  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64         31%  tls-h2,shared-memory
+            NAME      STATUS  ROLES            ADDRESS        ISA   CORES  GFLOP/S  GB/S  QUEUE  ACTIVE  FREE KV  PREFIX HIT     KV SENT/SAVED  TRANSPORTS
+            decode-0  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64           -                 -  tls-h2,shared-memory
+            decode-1  active  decode,-prefill  10.0.0.2:7411  avx2      4      100    20      1       3    40/64         31%  3.0 MiB/11.4 MiB  tls-h2,shared-memory
             """)
     }
 }

@@ -169,10 +169,12 @@ struct HostileClusterTests {
         #expect(submit.status == 403)
         let cancel = try await cluster.call(BatonProtocol.WorkerControl.cancel, at: decode, as: "prefill-0", body: [])
         #expect(cancel.status == 403)
-        // Only prefill nodes send KV.
+        // Only prefill nodes send KV, and decode nodes moving a generation (each only for requests opened for it).
         let kv = try await cluster.call(BatonProtocol.transferPath, at: decode, as: "router", body: [0, 0, 0, 0])
         #expect(kv.status == 403)
-        #expect(Self.message(kv) == "only prefill nodes may call this; the certificate allows router")
+        #expect(Self.message(kv) == "only decode or prefill nodes may call this; the certificate allows router")
+        let move = try await cluster.call(BatonProtocol.WorkerControl.moveDecode, at: decode, as: "prefill-0", body: [])
+        #expect(move.status == 403)
         try await cluster.chatStillWorks(after: "the role attempts")
 
         // A client checks the server: placement's clients refuse a worker's listener posing as placement.

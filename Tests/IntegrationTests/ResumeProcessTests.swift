@@ -59,6 +59,80 @@ struct ResumeProcessTests {
         #expect(cluster.router.standardError.contains("resuming after"), "one log line per migration")
     }
 
+    @Test("SIGTERM of a decode worker mid-stream moves its generations with their KV: every client gets the undisturbed text, nothing is computed again")
+    func decodeWorkerDrainsByMoving() async throws {
+        let cluster = try await ResumeCluster.start()
+        defer { cluster.stop() }
+        // Long enough replies that the drain lands mid-stream on the worker that has the most of them.
+        let requests = Self.requests.map { request in
+            var longer = request
+            longer.maxTokens = 96
+            return longer
+        }
+        let reference = try await cluster.streamAll(requests)
+        for outcome in reference { #expect(outcome.error == nil && outcome.done && !outcome.text.isEmpty) }
+
+        let before = try await ClusterLoopbackTests.workerCounts(cluster.base)
+        let streams = requests.map { cluster.start($0) }
+        try await waitUntil("a stream to be under way", timeout: .seconds(120)) { streams.contains { $0.snapshot.deltas >= 2 } }
+        let after = try await ClusterLoopbackTests.workerCounts(cluster.base)
+        let victim = try #require(
+            cluster.decodeWorkers.max { a, b in
+                (after["\(a.name)/decode"] ?? 0) - (before["\(a.name)/decode"] ?? 0)
+                    < (after["\(b.name)/decode"] ?? 0) - (before["\(b.name)/decode"] ?? 0)
+            })
+        kill(victim.process.process.processIdentifier, SIGTERM)
+        let outcomes = try await cluster.finish(streams)
+        for (i, outcome) in outcomes.enumerated() {
+            #expect(outcome.error == nil, "stream \(i) saw an error: \(outcome.error ?? ""); router log:\n\(cluster.router.standardError.suffix(4000))")
+            #expect(outcome.text == reference[i].text, "stream \(i) differs from the undisturbed run")
+        }
+        #expect(try await victim.process.exitStatus(timeout: .seconds(60)) == 0, "the drained worker exits cleanly")
+        let moves = try await cluster.counts(of: "baton_router_moves_total", by: "outcome")
+        #expect((moves["moved"] ?? 0) >= 1, "nothing moved: \(moves); router log:\n\(cluster.router.standardError.suffix(3000)); \(victim.name) log:\n\(victim.process.standardError.suffix(3000))")
+        #expect(moves["failed"] == nil, "\(moves)")
+        // Moved, not resumed: no migration, and no prompt or generated token computed again anywhere.
+        #expect(try await cluster.migrations().values.reduce(0, +) == 0)
+        #expect((try await cluster.counts(of: "baton_router_migration_recomputed_tokens_total", by: nil)[""] ?? 0) == 0)
+        #expect((try await cluster.counts(of: "baton_router_moved_kv_bytes_total", by: nil)[""] ?? 0) > 0)
+        // One log line per moved generation, on both sides.
+        let routerLines = cluster.router.standardError.split(separator: "\n").filter { $0.contains("moved from \(victim.name) (draining)") }
+        let workerLines = victim.process.standardError.split(separator: "\n").filter { $0.contains("moved request") }
+        #expect(routerLines.count == moves["moved"] ?? 0)
+        #expect(workerLines.count == moves["moved"] ?? 0)
+        #expect(victim.process.standardError.contains("drain moved"))
+    }
+
+    @Test("SIGTERM of every decode worker at once: nobody can take their generations, so each finishes where it runs, with the undisturbed text")
+    func everyDecodeWorkerDrains() async throws {
+        let cluster = try await ResumeCluster.start()
+        defer { cluster.stop() }
+        let requests = Self.requests.map { request in
+            var longer = request
+            longer.maxTokens = 64
+            return longer
+        }
+        let reference = try await cluster.streamAll(requests)
+        for outcome in reference { #expect(outcome.error == nil && outcome.done && !outcome.text.isEmpty) }
+
+        let streams = requests.map { cluster.start($0) }
+        try await waitUntil("every stream to be under way", timeout: .seconds(120)) { streams.allSatisfy { $0.snapshot.deltas >= 2 || $0.snapshot.ended } }
+        for worker in cluster.decodeWorkers { kill(worker.process.process.processIdentifier, SIGTERM) }
+        let outcomes = try await cluster.finish(streams)
+        for (i, outcome) in outcomes.enumerated() {
+            #expect(outcome.error == nil, "stream \(i) saw an error: \(outcome.error ?? ""); router log:\n\(cluster.router.standardError.suffix(4000))")
+            #expect(outcome.text == reference[i].text, "stream \(i) differs from the undisturbed run")
+        }
+        for worker in cluster.decodeWorkers {
+            #expect(try await worker.process.exitStatus(timeout: .seconds(60)) == 0, "\(worker.name) exits cleanly after its drain")
+        }
+        let moves = try await cluster.counts(of: "baton_router_moves_total", by: "outcome")
+        #expect((moves["kept"] ?? 0) >= 1, "\(moves); router log:\n\(cluster.router.standardError.suffix(3000))")
+        #expect(moves["failed"] == nil, "\(moves)")
+        #expect(try await cluster.migrations().values.reduce(0, +) == 0, "nothing was resumed elsewhere")
+        #expect(cluster.decodeWorkers.contains { $0.process.standardError.contains("went on here") })
+    }
+
     @Test("kill -9 of the prefill worker while it ships KV: every client gets the undisturbed text, with no error")
     func prefillWorkerKilled() async throws {
         let cluster = try await ResumeCluster.start()
@@ -193,13 +267,22 @@ final class ResumeCluster: @unchecked Sendable {
 
     /// `baton_router_migrations_total` by reason.
     func migrations() async throws -> [String: Int] {
+        try await counts(of: "baton_router_migrations_total", by: "reason")
+    }
+
+    /// The router's counter `metric` summed by the value of `label` (nil: one sum, under "").
+    func counts(of metric: String, by label: String?) async throws -> [String: Int] {
         var counts: [String: Int] = [:]
         for line in try await HTTP.get("\(base)/metrics").split(separator: "\n")
-        where line.hasPrefix("baton_router_migrations_total{") {
-            guard let start = line.range(of: "reason=\""), let end = line[start.upperBound...].firstIndex(of: "\""),
-                let value = Double(line.split(separator: " ").last ?? "")
-            else { continue }
-            counts[String(line[start.upperBound..<end]), default: 0] += Int(value)
+        where line.hasPrefix(metric + "{") || line.hasPrefix(metric + " ") {
+            guard let value = Double(line.split(separator: " ").last ?? "") else { continue }
+            var key = ""
+            if let label {
+                guard let start = line.range(of: "\(label)=\""), let end = line[start.upperBound...].firstIndex(of: "\"")
+                else { continue }
+                key = String(line[start.upperBound..<end])
+            }
+            counts[key, default: 0] += Int(value)
         }
         return counts
     }

@@ -25,8 +25,44 @@ struct KVReceiverStateMachineTests {
         message.identity.layout.blockSize = UInt32(request.identity.blockSize)
         message.identity.layout.dataType = request.identity.elementType == .f16 ? .f16 : .f32
         message.tokenCount = UInt32(request.tokenCount)
+        message.firstToken = UInt32(request.firstToken)
         message.layerByteCount = UInt64(request.layerByteCount)
         return message
+    }
+
+    @Test("A transfer that starts after the receiver's cached prefix carries only the blocks from there on")
+    func transferFromAPosition() {
+        var m = machine()
+        // 40 tokens from position 32: the third block alone, 2048 bytes per layer.
+        let request = KVTransferRequest(requestID: "req-1", identity: Fixtures.identity, tokenCount: 40, firstToken: 32)
+        #expect(request.layerByteCount == 2048)
+        #expect(m.receiveHandshake(handshake(request)) == .accept(request, .tlsHTTP2))
+        #expect(m.receiveChunk(chunk(layer: 0, offset: 0, length: 2048, crc: 7), payloadLength: 2048) == .none)
+        #expect(m.chunkEnded(crc32c: 7) == .deliverLayer(0))
+    }
+
+    @Test("A handshake whose first position is not a block boundary below the token count is refused", arguments: [5, 40, 48])
+    func misplacedFirstToken(first: Int) {
+        var m = machine()
+        var message = handshake(Fixtures.request())
+        message.firstToken = UInt32(first)
+        guard case .fail(.protocolViolation, let text, notifyPeer: true) = m.receiveHandshake(message) else {
+            Issue.record("first token \(first) accepted")
+            return
+        }
+        #expect(text.contains("first token \(first) must be a multiple of the block size 16 below the 40 tokens"), "\(text)")
+    }
+
+    @Test("A handshake whose layer size does not match its first position is refused")
+    func layerSizeFromFirstToken() {
+        var m = machine()
+        var message = handshake(Fixtures.request())
+        message.firstToken = 16
+        guard case .fail(.protocolViolation, let text, _) = m.receiveHandshake(message) else {
+            Issue.record("a whole-sequence layer size accepted for a transfer from position 16")
+            return
+        }
+        #expect(text.contains("layer size 6144 bytes where 40 tokens from position 16 make 4096"), "\(text)")
     }
 
     func chunk(layer: Int, offset: Int, length: Int, crc: UInt32, id: String = "req-1") -> Baton_V1_KVChunk {

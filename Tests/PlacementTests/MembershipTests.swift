@@ -27,6 +27,24 @@ struct ClusterStateTests {
         #expect(state.workers.isEmpty)
     }
 
+    @Test("members stay in name order as they join, re-join and leave")
+    func memberOrder() {
+        var state = ClusterState()
+        var rng = SeededGenerator(seed: 3)
+        var names = Set<String>()
+        for step in 0..<300 {
+            let name = "w\(Int.random(in: 0..<40, using: &rng))"
+            if Int.random(in: 0..<3, using: &rng) == 0 {
+                state.apply(.left(worker: name, at: epoch))
+                names.remove(name)
+            } else {
+                state.apply(.joined(profile: profile(name), roles: [.decode], at: epoch))
+                names.insert(name)
+            }
+            #expect(state.sortedWorkers.map(\.name) == names.sorted(), "step \(step)")
+        }
+    }
+
     @Test("re-joining replaces the profile and forgets the old assignment")
     func rejoin() {
         var state = ClusterState()

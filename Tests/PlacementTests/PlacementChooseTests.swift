@@ -147,6 +147,37 @@ struct PlacementChooseTests {
         #expect(!chosenDecoders.contains("w0"))  // the worst is never the better of two
     }
 
+    @Test("round_robin takes each role's workers in name order, in turn, whatever their scores, skipping full ones")
+    func roundRobin() throws {
+        let state = cluster([
+            (profile("c", gflops: 400, gbps: 40), [.prefill, .decode], WorkerLoad()),
+            (profile("a", gflops: 50, gbps: 5), [.prefill, .decode], WorkerLoad()),
+            (profile("b", gflops: 400, gbps: 40), [.decode], WorkerLoad(queueDepth: 4)),  // at capacity: skipped
+        ])
+        var policy = try PlacementPolicy.parse(yaml: "balancing: {strategy: round_robin}\nslo: {max_queue_depth: 4}\n")
+        #expect(policy.balancing.strategy == .roundRobin)
+        var view = MembershipView()
+        view.install(state, policy: policy, version: 1, placementIncarnation: "p", at: epoch)
+        var rng = SeededGenerator(seed: 1)
+        var pairs: [String] = []
+        for index in 0..<4 {
+            let decision = try view.choose(promptTokens: 1000, at: epoch, rng: &rng)
+            pairs.append("\(decision.prefill ?? "-")→\(decision.decode ?? "-")")
+            view.release(WorkerPair(prefill: decision.prefill, decode: decision.decode ?? "", link: nil))
+            if index == 1 {
+                // A new snapshot from placement does not restart the turns: they are this router's count.
+                view.install(state, policy: policy, version: 2, placementIncarnation: "p", at: epoch)
+            }
+        }
+        #expect(pairs == ["a→a", "c→c", "a→a", "c→c"])
+        #expect(view.state.placements == 4)
+        // Scoring would never pick the slow box `a`.
+        policy.balancing.strategy = .leastLoaded
+        view.install(state, policy: policy, version: 3, placementIncarnation: "p", at: epoch)
+        let scored = try (0..<2).map { _ in try view.choose(promptTokens: 1000, at: epoch, rng: &rng).decode }
+        #expect(scored == ["c", "c"])
+    }
+
     @Test("a full queue, a full KV cache or a missed SLO make a worker overloaded and all-overloaded gives 429")
     func overloadRejects() throws {
         var policy = PlacementPolicy()

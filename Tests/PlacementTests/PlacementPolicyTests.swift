@@ -119,7 +119,7 @@ struct PlacementPolicyTests {
             _ = try PlacementPolicy.parse(yaml: "balancing:\n  strategy: least_loadd\n", file: "p.yaml")
         }
         #expect(error?.location?.key == "balancing.strategy")
-        #expect(error?.message == "'least_loadd' is not one of least_loaded, power_of_two; did you mean 'least_loaded'?")
+        #expect(error?.message == "'least_loadd' is not one of least_loaded, power_of_two, round_robin; did you mean 'least_loaded'?")
     }
 
     @Test("a section given as a scalar is a type error at that key")

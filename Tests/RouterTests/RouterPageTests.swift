@@ -144,7 +144,8 @@ struct RouterPageTests {
     @Test("a cluster's reply names its prefill and decode workers and the KV hand-off; a local reply has no baton field")
     func servedBy() async throws {
         let workers = ServingWorkers(prefill: "prefill-0", decode: "decode-1")
-        let handoff = KVHandoffSummary(transport: "shared-memory", bytes: 1_234_567, seconds: 0.0021)
+        let handoff = KVHandoffSummary(
+            transport: "shared-memory", bytes: 1_234_567, seconds: 0.0021, cachedTokens: 512, bytesNotShipped: 11_796_480)
         let (app, _, _) = try Fixtures.application(backend: { FakeBackend(tokenizer: $0, handoff: handoff, workers: workers) })
         try await app.test(.router) { client in
             let streamed = try await client.execute(
@@ -161,6 +162,8 @@ struct RouterPageTests {
             #expect(baton["kv_transport"] as? String == "shared-memory")
             #expect(baton["kv_bytes"] as? Int == 1_234_567)
             #expect(baton["kv_transfer_ms"] as? Double == 2.1)
+            #expect(baton["kv_cached_tokens"] as? Int == 512, "the prompt positions the decode worker held")
+            #expect(baton["kv_bytes_not_shipped"] as? Int == 11_796_480)
 
             let whole = try await client.execute(
                 uri: "/v1/chat/completions", method: .post, headers: jsonHeaders, body: try jsonBody(ChatCompletionsTests.chatBody()))

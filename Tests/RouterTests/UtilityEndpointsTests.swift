@@ -47,7 +47,12 @@ struct UtilityEndpointsTests {
     func metrics() async throws {
         let metrics = RouterMetrics()
         let (app, _, _) = try Fixtures.application(
-            backend: { FakeBackend(tokenizer: $0, handoff: KVHandoffSummary(transport: "shared-memory", bytes: 4096, seconds: 0.003)) },
+            backend: {
+                FakeBackend(
+                    tokenizer: $0,
+                    handoff: KVHandoffSummary(transport: "shared-memory", bytes: 4096, seconds: 0.003, cachedTokens: 32, bytesNotShipped: 8192),
+                    workers: ServingWorkers(prefill: "prefill-0", decode: "decode-1"))
+            },
             metrics: metrics)
         try await app.test(.router) { client in
             _ = try await client.execute(
@@ -63,6 +68,8 @@ struct UtilityEndpointsTests {
                 "baton_router_requests_in_flight 0.0\n", "baton_router_requests_waiting 0.0\n",
                 #"baton_router_kv_transfer_bytes_total{transport="shared-memory"} 4096"#,
                 #"baton_router_kv_transfer_duration_seconds_count{transport="shared-memory"} 1"#,
+                #"baton_router_kv_shipped_bytes_total{worker="decode-1"} 4096"#,
+                #"baton_router_kv_not_shipped_bytes_total{worker="decode-1"} 8192"#,
                 "# TYPE baton_router_time_to_first_token_seconds histogram",
             ] {
                 #expect(text.contains(expected), "missing \(expected) in:\n\(text)")

@@ -20,7 +20,7 @@ extension SharedFixtureSuites {
             #expect(try Baton_V1_DecodeEvent(serializedBytes: try #require(try await events.next())).opened.requestID == "theirs")
             let stolen = try await pair.submitPrefill(pair.prefillRequest("theirs", prompt: prompt))
             #expect(stolen.status == 502)
-            #expect(stolen.bodyText.contains("request theirs was opened for prefill worker prefill-9, not prefill-0"))
+            #expect(stolen.bodyText.contains("request theirs was opened for KV from prefill-9, not prefill-0"))
             stream.cancel()
             #expect(try await allFree(pair.scheduler))
             // The pair still serves a request opened for its own prefill worker.

@@ -84,6 +84,8 @@ final class WorkerPair: @unchecked Sendable {
     /// What one request produced.
     struct Outcome {
         var opened = false
+        /// The prompt positions the decode worker said it holds (and the prefill worker was told).
+        var cachedPromptTokens = 0
         var tokens: [Int32] = []
         var generated: [GeneratedToken] = []
         var finished: Baton_V1_DecodeFinished?
@@ -136,10 +138,12 @@ final class WorkerPair: @unchecked Sendable {
         for try await bytes in stream.messages {
             let event = try Baton_V1_DecodeEvent(serializedBytes: bytes)
             switch event.event {
-            case .opened:
+            case .opened(let opened):
                 outcome.opened = true
+                outcome.cachedPromptTokens = Int(opened.cachedPromptTokens)
                 if !prefillHere {
-                    let request = prefillRequest(state.request.id, prompt: state.request.prompt)
+                    var request = prefillRequest(state.request.id, prompt: state.request.prompt)
+                    request.decodeCachedTokens = opened.cachedPromptTokens
                     submission = Task { try await self.submitPrefill(request) }
                 }
             case .token(let token):
@@ -148,6 +152,7 @@ final class WorkerPair: @unchecked Sendable {
                 if let stopAfter, outcome.tokens.count == stopAfter { stream.cancel() }
             case .finished(let finished): outcome.finished = finished
             case .failure(let failure): outcome.failure = failure
+            case .moving: Issue.record("a generation not opened movable paused to move")
             case nil: Issue.record("an empty DecodeEvent")
             }
             if let stopAfter, outcome.tokens.count >= stopAfter { break }

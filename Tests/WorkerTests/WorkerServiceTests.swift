@@ -37,6 +37,42 @@ extension SharedFixtureSuites {
             #expect(try await allFree(pair.scheduler))
         }
 
+        @Test("over mutual TLS, a prompt whose prefix the decode worker holds ships only the rest and equals its cold run")
+        func cachedPrefixShipsTheRest() async throws {
+            let pair = try await WorkerPair(sharedMemory: false)
+            defer { Task { await pair.close() } }
+            let fixture = pair.fixture
+            let text = fixture.prompt
+            let first = Array((text + text + text).prefix(70)), second = Array(first.prefix(64)) + Array(text.suffix(20))
+            let identity = fixture.identity
+            func bytes(_ tokens: Int, from: Int = 0) -> UInt64 {
+                UInt64(identity.layerByteCount(tokenCount: tokens, from: from) * identity.layers)
+            }
+            for (name, parameters) in [("greedy", SamplingParameters.greedy), ("seeded", Self.seeded)] {
+                // Cold: the first time either worker sees this prompt.
+                let prompt = name == "greedy" ? first : Array(first.reversed())
+                let cold = try await pair.run(HandoffFixture.state("cold-\(name)", prompt, parameters, maxTokens: 12))
+                #expect(cold.cachedPromptTokens == 0 && cold.finished?.kvBytes == bytes(prompt.count))
+                #expect(cold.prefill?.kvBytesNotSent == 0 && cold.finished?.kvBytesNotShipped == 0)
+                let warm = try await pair.run(HandoffFixture.state("warm-\(name)", prompt, parameters, maxTokens: 12))
+                #expect(warm.cachedPromptTokens == 64, "\(name)")
+                #expect(warm.finished?.kvCachedTokens == 64)
+                #expect(warm.finished?.kvBytes == bytes(prompt.count, from: 64))
+                #expect(warm.prefill?.kvBytesSent == warm.finished?.kvBytes)
+                #expect(warm.prefill?.kvBytesNotSent == bytes(prompt.count) - bytes(prompt.count, from: 64))
+                #expect(warm.finished?.kvBytesNotShipped == warm.prefill?.kvBytesNotSent)
+                #expect(warm.tokens == cold.tokens, "\(name)")
+                #expect(warm.generated == cold.generated, "\(name): log-probabilities and generator states too")
+            }
+            // Another prompt sharing the first one's two whole passes.
+            let shared = try await pair.run(HandoffFixture.state("shared", second, .greedy, maxTokens: 4))
+            #expect(shared.cachedPromptTokens == 64 && shared.finished?.kvBytes == bytes(second.count, from: 64))
+            let load = pair.decodeNode.service.load()
+            #expect(load.kvBytesNotShipped == Int(2 * (bytes(70) - bytes(70, from: 64))) + Int(bytes(84) - bytes(84, from: 64)))
+            #expect((pair.prefillNode.service.load().kvBytesNotShipped ?? 0) == load.kvBytesNotShipped)
+            #expect(try await allFree(pair.scheduler))
+        }
+
         @Test("two concurrent requests are batched together and each equals its solo run")
         func concurrentRequestsBatch() async throws {
             let pair = try await WorkerPair(sharedMemory: false)
@@ -160,6 +196,69 @@ extension SharedFixtureSuites {
             #expect(a.tokens == (try await pair.fixture.referenceTokens(firstState)))
             #expect(b.opened && b.failure == nil)
             #expect(b.tokens == a.tokens, "the same prompt, greedy")
+        }
+
+        @Test("a prompt queued behind another waits without spending its deadline; its queue bound still ends the wait")
+        func queuedPromptKeepsItsDeadline() async throws {
+            let pair = try await WorkerPair()
+            defer { Task { await pair.close() } }
+            let base = pair.fixture.prompt
+            // Three different ~240-token prompts (different, so no prefix is cached) and a short one.
+            func long(_ shift: Int) -> [Int32] {
+                Array((0..<6).flatMap { _ in base }.map { ($0 + Int32(shift)) % 20_000 }.prefix(240))
+            }
+            let short = Array(base.prefix(8))
+
+            /// Opens `id` on the decode worker and submits its prefill with the given bounds once `after` is computing.
+            func submit(
+                _ id: String, _ prompt: [Int32], deadlineMs: UInt32 = 0, queueTimeoutMs: UInt32 = 0, behindOther: Bool = false
+            ) async throws -> (NodeStreamResponse, NodeResponse) {
+                let stream = try await pair.openDecode(pair.openRequest(HandoffFixture.state(id, prompt, .greedy, maxTokens: 1)))
+                var events = stream.messages.makeAsyncIterator()
+                _ = try await events.next()  // opened
+                var request = pair.prefillRequest(id, prompt: prompt)
+                request.deadlineMs = deadlineMs
+                request.queueTimeoutMs = queueTimeoutMs
+                return (stream, try await pair.submitPrefill(request))
+            }
+            /// Starts a long prompt's prefill and returns once its pass runs (the short one then waits for the lane).
+            func occupyLane(_ id: String, _ prompt: [Int32]) async throws -> Task<(NodeStreamResponse, NodeResponse), any Error> {
+                let task = Task { try await submit(id, prompt) }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while pair.prefill.shipper.computing == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+                #expect(pair.prefill.shipper.computing > 0, "the long prompt never started")
+                return task
+            }
+
+            // How long a long prompt's prefill takes alone on this machine, now.
+            let (firstStream, alone) = try await submit("alone", long(1))
+            firstStream.cancel()
+            try #require(alone.status == 200, "\(alone.bodyText)")
+            let longMs = try Baton_V1_SubmitPrefillResponse(serializedBytes: alone.body).prefillMs
+
+            // Behind a long prompt, a short one waits about that long: half of it as its deadline would have failed
+            // it when the deadline counted the wait; it covers the short prompt's own pass many times over.
+            let blocker = try await occupyLane("blocker", long(2))
+            let (waitedStream, waited) = try await submit("waited", short, deadlineMs: max(1, longMs / 2), queueTimeoutMs: 60_000)
+            waitedStream.cancel()
+            try #require(waited.status == 200, "\(waited.bodyText)")
+            let waitedResult = try Baton_V1_SubmitPrefillResponse(serializedBytes: waited.body)
+            // prefill_ms runs from arrival (the wait included): the case tests something only if it waited past the deadline.
+            #expect(waitedResult.prefillMs > longMs / 2, "the short prompt did not wait behind the long one (\(waitedResult.prefillMs) ms)")
+            let (blockerStream, blocked) = try await blocker.value
+            blockerStream.cancel()
+            #expect(blocked.status == 200)
+
+            // A queue bound shorter than the pass ahead of it ends the wait with its own message.
+            let second = try await occupyLane("second", long(3))
+            let (lateStream, late) = try await submit("late", short, deadlineMs: 60_000, queueTimeoutMs: 1)
+            lateStream.cancel()
+            #expect(late.status == 504)
+            #expect(late.bodyText.contains("in the prefill queue without starting"), "\(late.bodyText)")
+            let (secondStream, _) = try await second.value
+            secondStream.cancel()
+            let blocks = pair.prefill.kvBlocks
+            #expect(blocks.free == blocks.total)
         }
 
         @Test("a draining worker refuses new work and finishes what it started")

@@ -45,11 +45,13 @@ final class HandoffFixture: @unchecked Sendable {
     }
 
     /// A fresh decode worker's scheduler (decode-only, `blocks` blocks) and its KV receive path.
-    func decodeWorker(blocks: Int = 32) throws -> (scheduler: DecodeScheduler, receiver: SchedulerKVReceiver) {
-        let scheduler = try DecodeScheduler(
-            model: model, tokenizer: tokenizer,
-            configuration: DecodeScheduler.Configuration(
-                kvBlocks: blocks, maxBatch: 8, threads: 2, maxContext: Self.context, prefillEngine: false))
+    func decodeWorker(
+        blocks: Int = 32, prefixCaching: Bool = true
+    ) throws -> (scheduler: DecodeScheduler, receiver: SchedulerKVReceiver) {
+        var configuration = DecodeScheduler.Configuration(
+            kvBlocks: blocks, maxBatch: 8, threads: 2, maxContext: Self.context, prefillEngine: false)
+        configuration.prefixCaching = prefixCaching
+        let scheduler = try DecodeScheduler(model: model, tokenizer: tokenizer, configuration: configuration)
         scheduler.start()
         return (scheduler, try SchedulerKVReceiver(scheduler: scheduler, identity: identity))
     }

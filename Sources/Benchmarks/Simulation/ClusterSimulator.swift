@@ -88,12 +88,13 @@ public struct ClusterSimulator {
         return zip(times, workload.requests).map { Arrival(time: $0, request: $1) }
     }
 
-    /// Prompt tokens of a request's own message (history of earlier turns excluded).
+    /// Prompt tokens of a request's own messages: its user message and, opening a conversation, the system message
+    /// (history of earlier turns excluded).
     public func ownTokens(_ request: ServeWorkload.Request) -> Int {
-        let words: Int
+        var words = request.system?.split(whereSeparator: \.isWhitespace).count ?? 0
         switch request.prompt {
-        case .words(let n): words = n
-        case .text(let text): words = text.split(whereSeparator: \.isWhitespace).count
+        case .words(let n): words += n
+        case .text(let text): words += text.split(whereSeparator: \.isWhitespace).count
         }
         return max(1, Int((Double(words) * options.tokensPerWord).rounded()) + options.templateTokens)
     }
@@ -305,7 +306,10 @@ extension ClusterSimulator {
             let request = requests[r]
             let decision: Decision
             do {
-                decision = try view.choose(promptTokens: request.promptTokens, at: Date(timeIntervalSince1970: now), rng: &rng)
+                // The answer only: the simulator never shows why, and wording it for every worker would be most of
+                // a placement's time on a large cluster.
+                decision = try view.choose(promptTokens: request.promptTokens, at: Date(timeIntervalSince1970: now),
+                                           explains: false, rng: &rng)
             } catch {
                 fail(r, "placement: \(error.message)")
                 return true

@@ -230,7 +230,7 @@ public nonisolated struct Baton_V1_CompatibilityIdentity: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// this file: 2
+  /// this file: 3 (3: a transfer may start after position 0)
   public var protocolVersion: UInt32 = 0
 
   /// computed by the engine from the model's weights and hyper-parameters
@@ -347,7 +347,7 @@ public nonisolated struct Baton_V1_TransferHandshake: @unchecked Sendable {
     set {_uniqueStorage()._tokenCount = newValue}
   }
 
-  /// bytes of one layer of this sequence (whole blocks)
+  /// bytes of one layer of what is sent (whole blocks from first_token on)
   public var layerByteCount: UInt64 {
     get {_storage._layerByteCount}
     set {_uniqueStorage()._layerByteCount = newValue}
@@ -366,6 +366,12 @@ public nonisolated struct Baton_V1_TransferHandshake: @unchecked Sendable {
   public var hasCapabilities: Bool {_storage._capabilities != nil}
   /// Clears the value of `capabilities`. Subsequent reads from it will return its default value.
   public mutating func clearCapabilities() {_uniqueStorage()._capabilities = nil}
+
+  /// the first position whose KV this transfer carries: the receiver holds the ones
+  public var firstToken: UInt32 {
+    get {_storage._firstToken}
+    set {_uniqueStorage()._firstToken = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -460,7 +466,7 @@ public nonisolated struct Baton_V1_TransferCompletion: Sendable {
 
   public var requestID: String = String()
 
-  /// tokens whose KV was sent (must equal the handshake's)
+  /// the sequence's tokens (must equal the handshake's)
   public var tokenCount: UInt32 = 0
 
   public var logitsCount: UInt32 = 0
@@ -807,7 +813,7 @@ nonisolated extension Baton_V1_TransportCapabilities: SwiftProtobuf.Message, Swi
 
 nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TransferHandshake"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}identity\0\u{3}token_count\0\u{3}layer_byte_count\0\u{3}max_chunk_bytes\0\u{1}capabilities\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}identity\0\u{3}token_count\0\u{3}layer_byte_count\0\u{3}max_chunk_bytes\0\u{1}capabilities\0\u{3}first_token\0")
 
   fileprivate class _StorageClass {
     var _requestID: String = String()
@@ -816,6 +822,7 @@ nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftPr
     var _layerByteCount: UInt64 = 0
     var _maxChunkBytes: UInt32 = 0
     var _capabilities: Baton_V1_TransportCapabilities? = nil
+    var _firstToken: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -832,6 +839,7 @@ nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftPr
       _layerByteCount = source._layerByteCount
       _maxChunkBytes = source._maxChunkBytes
       _capabilities = source._capabilities
+      _firstToken = source._firstToken
     }
   }
 
@@ -856,6 +864,7 @@ nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftPr
         case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._layerByteCount) }()
         case 5: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxChunkBytes) }()
         case 6: try { try decoder.decodeSingularMessageField(value: &_storage._capabilities) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._firstToken) }()
         default: break
         }
       }
@@ -886,6 +895,9 @@ nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftPr
       try { if let v = _storage._capabilities {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
       } }()
+      if _storage._firstToken != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._firstToken, fieldNumber: 7)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -901,6 +913,7 @@ nonisolated extension Baton_V1_TransferHandshake: SwiftProtobuf.Message, SwiftPr
         if _storage._layerByteCount != rhs_storage._layerByteCount {return false}
         if _storage._maxChunkBytes != rhs_storage._maxChunkBytes {return false}
         if _storage._capabilities != rhs_storage._capabilities {return false}
+        if _storage._firstToken != rhs_storage._firstToken {return false}
         return true
       }
       if !storagesAreEqual {return false}

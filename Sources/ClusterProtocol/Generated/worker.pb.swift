@@ -277,8 +277,14 @@ public nonisolated struct Baton_V1_SubmitPrefillRequest: Sendable {
   /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
   public mutating func clearDecodeWorker() {self._decodeWorker = nil}
 
-  /// 0 = worker default
+  /// from the prompt's first pass to the decode worker's confirmation; 0 = worker default
   public var deadlineMs: UInt32 = 0
+
+  /// longest wait in the prefill worker's queue before the first pass (waiting behind
+  public var queueTimeoutMs: UInt32 = 0
+
+  /// others is not failing, so it does not count against deadline_ms); 0 = deadline_ms
+  public var decodeCachedTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -303,6 +309,9 @@ public nonisolated struct Baton_V1_SubmitPrefillResponse: Sendable {
   public var prefillMs: UInt32 = 0
 
   public var transferMs: UInt32 = 0
+
+  /// the bytes of the positions the decode worker held (decode_cached_tokens)
+  public var kvBytesNotSent: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -338,6 +347,12 @@ public nonisolated struct Baton_V1_OpenDecodeRequest: Sendable {
   /// completion (scale it with the prompt); 0 = worker default
   public var prefillWorker: String = String()
 
+  /// prefill worker, or with `moved` the decode worker the generation moves from
+  public var movable: Bool = false
+
+  /// worker may then pause it and send `moving` (see DecodeMoving)
+  public var moved: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -357,6 +372,9 @@ public nonisolated struct Baton_V1_DecodeOpened: Sendable {
 
   /// how this worker computes (or takes) the prompt's KV
   public var promptPath: Baton_V1_PromptPath = .unspecified
+
+  /// a transfer: the prompt's first N positions' KV is in this worker's prefix cache
+  public var cachedPromptTokens: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -435,6 +453,12 @@ public nonisolated struct Baton_V1_DecodeFinished: Sendable {
   public var kvBytes: UInt64 = 0
 
   public var kvTransferMs: UInt32 = 0
+
+  /// prompt positions whose KV this worker held instead of receiving
+  public var kvCachedTokens: UInt32 = 0
+
+  /// their bytes: what the transfer did not carry thanks to this worker's cache
+  public var kvBytesNotShipped: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -572,7 +596,26 @@ public nonisolated struct Baton_V1_DecodeFailure: Sendable {
   public init() {}
 }
 
-/// What OpenDecode streams: opened, then tokens, then finished or failure.
+/// The worker drains and paused the generation (a `movable` one) after `generated_tokens` tokens, every one of
+/// them sent before this event. The opener may move it within `deadline_ms` (MoveDecode with a target: open it
+/// with `moved` on another decode worker first) or let it go on here (MoveDecode without one); past the
+/// deadline it goes on here by itself, and its tokens follow on this stream.
+public nonisolated struct Baton_V1_DecodeMoving: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var generatedTokens: UInt32 = 0
+
+  public var deadlineMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What OpenDecode streams: opened, then tokens, then finished or failure; `moving` between tokens when the
+/// worker drains (then either more tokens, or the end of the stream once the generation moved).
 public nonisolated struct Baton_V1_DecodeEvent: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -612,6 +655,14 @@ public nonisolated struct Baton_V1_DecodeEvent: Sendable {
     set {event = .failure(newValue)}
   }
 
+  public var moving: Baton_V1_DecodeMoving {
+    get {
+      if case .moving(let v)? = event {return v}
+      return Baton_V1_DecodeMoving()
+    }
+    set {event = .moving(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Event: Equatable, Sendable {
@@ -619,8 +670,64 @@ public nonisolated struct Baton_V1_DecodeEvent: Sendable {
     case token(Baton_V1_DecodeToken)
     case finished(Baton_V1_DecodeFinished)
     case failure(Baton_V1_DecodeFailure)
+    case moving(Baton_V1_DecodeMoving)
 
   }
+
+  public init() {}
+}
+
+/// Move a generation this worker paused (DecodeMoving) to another decode worker, which has answered `opened` to
+/// an OpenDecode with `moved` naming this worker: this worker streams the KV of prompt + generated tokens but
+/// the last over the KV transport, then the generation is gone from here. Without `decode_worker` the
+/// generation goes on here instead.
+public nonisolated struct Baton_V1_MoveDecodeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  /// unset: keep it here
+  public var decodeWorker: Baton_V1_WorkerAddress {
+    get {_decodeWorker ?? Baton_V1_WorkerAddress()}
+    set {_decodeWorker = newValue}
+  }
+  /// Returns true if `decodeWorker` has been explicitly set.
+  public var hasDecodeWorker: Bool {self._decodeWorker != nil}
+  /// Clears the value of `decodeWorker`. Subsequent reads from it will return its default value.
+  public mutating func clearDecodeWorker() {self._decodeWorker = nil}
+
+  /// 0 = the worker's own bound (what is left of DecodeMoving's deadline)
+  public var deadlineMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _decodeWorker: Baton_V1_WorkerAddress? = nil
+}
+
+public nonisolated struct Baton_V1_MoveDecodeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  /// false: it goes on here (asked to keep it)
+  public var moved: Bool = false
+
+  /// positions whose KV was sent
+  public var kvTokens: UInt32 = 0
+
+  public var kvBytesSent: UInt64 = 0
+
+  public var transport: Baton_V1_TransportKind = .unspecified
+
+  public var transferMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -956,7 +1063,7 @@ nonisolated extension Baton_V1_GenerationState: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}decode_worker\0\u{3}deadline_ms\0\u{3}queue_timeout_ms\0\u{3}decode_cached_tokens\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -968,6 +1075,8 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
       case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.promptTokens) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.queueTimeoutMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.decodeCachedTokens) }()
       default: break
       }
     }
@@ -990,6 +1099,12 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if self.deadlineMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
     }
+    if self.queueTimeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.queueTimeoutMs, fieldNumber: 6)
+    }
+    if self.decodeCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.decodeCachedTokens, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -998,6 +1113,8 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
     if lhs.promptTokens != rhs.promptTokens {return false}
     if lhs._decodeWorker != rhs._decodeWorker {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.queueTimeoutMs != rhs.queueTimeoutMs {return false}
+    if lhs.decodeCachedTokens != rhs.decodeCachedTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1005,7 +1122,7 @@ nonisolated extension Baton_V1_SubmitPrefillRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubmitPrefillResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{c}\u{3}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}prompt_tokens\0\u{4}\u{2}kv_bytes_sent\0\u{1}transport\0\u{3}prefill_ms\0\u{3}transfer_ms\0\u{3}kv_bytes_not_sent\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1019,6 +1136,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
       case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.prefillMs) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotSent) }()
       default: break
       }
     }
@@ -1043,6 +1161,9 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if self.transferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 7)
     }
+    if self.kvBytesNotSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotSent, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1053,6 +1174,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
     if lhs.transport != rhs.transport {return false}
     if lhs.prefillMs != rhs.prefillMs {return false}
     if lhs.transferMs != rhs.transferMs {return false}
+    if lhs.kvBytesNotSent != rhs.kvBytesNotSent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1060,7 +1182,7 @@ nonisolated extension Baton_V1_SubmitPrefillResponse: SwiftProtobuf.Message, Swi
 
 nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".OpenDecodeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{3}kv_progress_timeout_ms\0\u{3}prefill_worker\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{4}\u{5}prefill_here\0\u{3}transfer_timeout_ms\0\u{1}state\0\u{3}kv_progress_timeout_ms\0\u{3}prefill_worker\0\u{1}movable\0\u{1}moved\0\u{c}\u{1}\u{1}\u{c}\u{2}\u{1}\u{c}\u{3}\u{1}\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1073,6 +1195,8 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
       case 7: try { try decoder.decodeSingularMessageField(value: &self._state) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.kvProgressTimeoutMs) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.prefillWorker) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.movable) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.moved) }()
       default: break
       }
     }
@@ -1098,6 +1222,12 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     if !self.prefillWorker.isEmpty {
       try visitor.visitSingularStringField(value: self.prefillWorker, fieldNumber: 9)
     }
+    if self.movable != false {
+      try visitor.visitSingularBoolField(value: self.movable, fieldNumber: 10)
+    }
+    if self.moved != false {
+      try visitor.visitSingularBoolField(value: self.moved, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1107,6 +1237,8 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
     if lhs._state != rhs._state {return false}
     if lhs.kvProgressTimeoutMs != rhs.kvProgressTimeoutMs {return false}
     if lhs.prefillWorker != rhs.prefillWorker {return false}
+    if lhs.movable != rhs.movable {return false}
+    if lhs.moved != rhs.moved {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1114,7 +1246,7 @@ nonisolated extension Baton_V1_OpenDecodeRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeOpened"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}worker\0\u{3}prompt_path\0\u{3}cached_prompt_tokens\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1125,6 +1257,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.worker) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.promptPath) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.cachedPromptTokens) }()
       default: break
       }
     }
@@ -1140,6 +1273,9 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if self.promptPath != .unspecified {
       try visitor.visitSingularEnumField(value: self.promptPath, fieldNumber: 3)
     }
+    if self.cachedPromptTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.cachedPromptTokens, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1147,6 +1283,7 @@ nonisolated extension Baton_V1_DecodeOpened: SwiftProtobuf.Message, SwiftProtobu
     if lhs.requestID != rhs.requestID {return false}
     if lhs.worker != rhs.worker {return false}
     if lhs.promptPath != rhs.promptPath {return false}
+    if lhs.cachedPromptTokens != rhs.cachedPromptTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1238,7 +1375,7 @@ nonisolated extension Baton_V1_DecodeToken: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeFinished"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}prompt_tokens\0\u{3}completion_tokens\0\u{1}transport\0\u{3}kv_bytes\0\u{3}kv_transfer_ms\0\u{3}kv_cached_tokens\0\u{3}kv_bytes_not_shipped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1252,6 +1389,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytes) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.kvTransferMs) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.kvCachedTokens) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesNotShipped) }()
       default: break
       }
     }
@@ -1276,6 +1415,12 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if self.kvTransferMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.kvTransferMs, fieldNumber: 6)
     }
+    if self.kvCachedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvCachedTokens, fieldNumber: 7)
+    }
+    if self.kvBytesNotShipped != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesNotShipped, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1286,6 +1431,8 @@ nonisolated extension Baton_V1_DecodeFinished: SwiftProtobuf.Message, SwiftProto
     if lhs.transport != rhs.transport {return false}
     if lhs.kvBytes != rhs.kvBytes {return false}
     if lhs.kvTransferMs != rhs.kvTransferMs {return false}
+    if lhs.kvCachedTokens != rhs.kvCachedTokens {return false}
+    if lhs.kvBytesNotShipped != rhs.kvBytesNotShipped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1334,9 +1481,44 @@ nonisolated extension Baton_V1_DecodeFailure.Code: SwiftProtobuf._ProtoNameProvi
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_INVALID_ARGUMENT\0\u{1}CODE_NO_ROOM\0\u{1}CODE_DRAINING\0\u{1}CODE_TRANSFER_FAILED\0\u{1}CODE_TIMEOUT\0\u{1}CODE_INTERNAL\0\u{1}CODE_CANCELLED\0")
 }
 
+nonisolated extension Baton_V1_DecodeMoving: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DecodeMoving"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}generated_tokens\0\u{3}deadline_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.generatedTokens) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.generatedTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.generatedTokens, fieldNumber: 1)
+    }
+    if self.deadlineMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_DecodeMoving, rhs: Baton_V1_DecodeMoving) -> Bool {
+    if lhs.generatedTokens != rhs.generatedTokens {return false}
+    if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DecodeEvent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}token\0\u{1}finished\0\u{1}failure\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}opened\0\u{1}token\0\u{1}finished\0\u{1}failure\0\u{1}moving\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1396,6 +1578,19 @@ nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf
           self.event = .failure(v)
         }
       }()
+      case 5: try {
+        var v: Baton_V1_DecodeMoving?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .moving(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .moving(v)
+        }
+      }()
       default: break
       }
     }
@@ -1423,6 +1618,10 @@ nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf
       guard case .failure(let v)? = self.event else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
+    case .moving?: try {
+      guard case .moving(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1430,6 +1629,105 @@ nonisolated extension Baton_V1_DecodeEvent: SwiftProtobuf.Message, SwiftProtobuf
 
   public static func ==(lhs: Baton_V1_DecodeEvent, rhs: Baton_V1_DecodeEvent) -> Bool {
     if lhs.event != rhs.event {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_MoveDecodeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MoveDecodeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}decode_worker\0\u{3}deadline_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._decodeWorker) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    try { if let v = self._decodeWorker {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.deadlineMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_MoveDecodeRequest, rhs: Baton_V1_MoveDecodeRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs._decodeWorker != rhs._decodeWorker {return false}
+    if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Baton_V1_MoveDecodeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MoveDecodeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{1}moved\0\u{3}kv_tokens\0\u{3}kv_bytes_sent\0\u{1}transport\0\u{3}transfer_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.moved) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.kvTokens) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.kvBytesSent) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.transport) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.transferMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if self.moved != false {
+      try visitor.visitSingularBoolField(value: self.moved, fieldNumber: 2)
+    }
+    if self.kvTokens != 0 {
+      try visitor.visitSingularUInt32Field(value: self.kvTokens, fieldNumber: 3)
+    }
+    if self.kvBytesSent != 0 {
+      try visitor.visitSingularUInt64Field(value: self.kvBytesSent, fieldNumber: 4)
+    }
+    if self.transport != .unspecified {
+      try visitor.visitSingularEnumField(value: self.transport, fieldNumber: 5)
+    }
+    if self.transferMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.transferMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Baton_V1_MoveDecodeResponse, rhs: Baton_V1_MoveDecodeResponse) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.moved != rhs.moved {return false}
+    if lhs.kvTokens != rhs.kvTokens {return false}
+    if lhs.kvBytesSent != rhs.kvBytesSent {return false}
+    if lhs.transport != rhs.transport {return false}
+    if lhs.transferMs != rhs.transferMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -14,7 +14,9 @@ import Tokenization
 /// and its prompt's KV comes from one of two places (`PromptSource`):
 /// - **here**: the prompt runs on the prefill path (or through decode steps without a prefill engine);
 /// - **a transfer**: the scheduler reserves the prompt's blocks at admission and a transport lands the prompt's
-///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token.
+///   layers straight in them (`beginArrival`), then hands over the logits after the prompt's last token. The
+///   longest prefix of the prompt this cache holds (from earlier transfers) is kept for it instead, and only the
+///   positions after it arrive (`transferStart` says where the transfer must start).
 /// Either way the generated tokens of a continued state then run through decode steps — as the undisturbed run
 /// computed them — and sampling resumes from the state's random-generator state, so a continued generation
 /// yields exactly the tokens the undisturbed one would have.
@@ -23,6 +25,12 @@ import Tokenization
 /// those already admitted, so no running generation ever runs out of KV and no transfer fails for space. Those
 /// that do not fit yet wait in arrival order (`open` suspends meanwhile), up to `maxQueued`; the newest beyond that
 /// are refused with `.overloaded`. One that could never fit is refused at once.
+///
+/// **Moving away.** After `parkMovable()` (a draining worker), each generation opened `movable` is paused at the
+/// next step boundary, once: its stream ends with `Parked`, whose `KVDeparture` lends the sequence's KV (prompt +
+/// every generated token but the last) to a transport and then either lets it go (`shipped`: the blocks are
+/// freed) or continues it here (`resume`: a new stream, the same tokens as if it had never paused). The receiving
+/// scheduler opens the state with `PromptSource.moved` and computes nothing again.
 ///
 /// Each generation's events go to its own `AsyncThrowingStream`, yielded from the scheduler thread: the only hop
 /// a token makes in this process. Cancelling (`GenerationStream.cancel`, `cancel(requestID:)`) frees the KV
@@ -71,6 +79,25 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         /// make progress: every next layer, and the completion, within `progress` of the one before (of the start,
         /// for the first); nil: `timeout`. Else the generation fails with `.timeout` and its room is freed.
         case transfer(timeout: Duration, progress: Duration? = nil)
+        /// Landed by a transport from the decode worker that ran the generation so far (`beginArrival`, no logits):
+        /// the KV of prompt + every generated token but the last, as that worker computed it. The next step feeds
+        /// the last generated token and sampling goes on from the state's generator state: nothing is computed
+        /// again. The state holds at least one generated token. Bounds as for `transfer`.
+        case moved(timeout: Duration, progress: Duration? = nil)
+
+        /// The bounds of a KV landed by a transport; nil when computed here.
+        var arrivalBounds: (timeout: Duration, progress: Duration?)? {
+            switch self {
+            case .computeHere: nil
+            case .transfer(let timeout, let progress), .moved(let timeout, let progress): (timeout, progress)
+            }
+        }
+    }
+
+    /// How a parked generation's stream ends (see `parkMovable`): the departure to ship or resume it with.
+    public struct Parked: Error, CustomStringConvertible {
+        public let departure: KVDeparture
+        public var description: String { "generation \(departure.requestID) paused to move to another worker" }
     }
 
     /// Counters for load reports; read from any thread.
@@ -86,13 +113,21 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         public var totalBlocks: Int
         /// The most rows one decode step has run since the start.
         public var largestBatch: Int
-        /// Prompt tokens computed here since the start, and how many of them came from the prefix cache instead.
+        /// Prompt tokens computed here or received since the start, and how many of them came from the prefix cache
+        /// instead.
         public var promptTokens: Int
         public var cachedPromptTokens: Int
+        /// KV bytes transfers landed here since the start, and the bytes of the prompt positions this cache held
+        /// instead (what the transfers did not carry).
+        public var kvBytesReceived: Int
+        public var kvBytesNotShipped: Int
         /// Generations that ended since the start: finished normally, cancelled, or failed otherwise.
         public var finished: Int
         public var cancelled: Int
         public var failed: Int
+        /// Generations that moved to another worker with their KV, and that arrived here so.
+        public var movedAway: Int
+        public var movedHere: Int
     }
 
     public let tokenizer: Tokenizer
@@ -118,12 +153,14 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     /// Signalled when work arrives, a transfer progresses, a generation is cancelled, or on shutdown.
     private let wake = NSCondition()
-    private let counters = Mutex(Counters())
+    fileprivate let counters = Mutex(Counters())
 
     // Scheduler thread only.
     private var queued: [Job] = []
     private var waiting: [Job] = []
     private var active: [Job] = []
+    /// Paused for a move (`parkMovable`): their blocks stay until they moved or resume.
+    private var parked: [Job] = []
     private var committedBlocks = 0
     /// Jobs per stage, kept apart from the arrays so the counters can be published while those are filtered.
     private var waitingCount = 0
@@ -131,7 +168,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private var stepInputs: [DecodeInput] = []
     private var largestBatch = 0
 
-    private struct Counters {
+    fileprivate struct Counters {
         var queued = 0
         var waitingTransfers = 0
         var active = 0
@@ -141,15 +178,20 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         var largestBatch = 0
         var promptTokens = 0
         var cachedPromptTokens = 0
+        var kvBytesReceived = 0
+        var kvBytesNotShipped = 0
         var finished = 0
         var cancelled = 0
         var failed = 0
+        var movedAway = 0
+        var movedHere = 0
     }
 
     private struct Inbox {
         var opens: [Job] = []
         var running = false
         var stopped = false
+        var parking = false
     }
 
     public init(model: TransformerModel, tokenizer: Tokenizer, configuration: Configuration) throws(InferenceError) {
@@ -192,8 +234,9 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             Load(
                 waiting: c.queued + c.waitingTransfers, active: c.active, uncommittedBlocks: c.uncommitted,
                 freeBlocks: c.free, totalBlocks: c.total, largestBatch: c.largestBatch, promptTokens: c.promptTokens,
-                cachedPromptTokens: c.cachedPromptTokens, finished: c.finished,
-                cancelled: c.cancelled, failed: c.failed)
+                cachedPromptTokens: c.cachedPromptTokens, kvBytesReceived: c.kvBytesReceived,
+                kvBytesNotShipped: c.kvBytesNotShipped, finished: c.finished,
+                cancelled: c.cancelled, failed: c.failed, movedAway: c.movedAway, movedHere: c.movedHere)
         }
     }
 
@@ -209,6 +252,13 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         thread.name = "baton.decode-scheduler"
         thread.stackSize = 8 << 20
         thread.start()
+    }
+
+    /// From now on pauses every generation opened `movable` at its next step boundary (once each, so one resumed
+    /// here runs to its end): its stream ends with `Parked`. A draining worker calls it to move its work away.
+    public func parkMovable() {
+        inbox.withLock { $0.parking = true }
+        signal()
     }
 
     /// Stops the scheduler; generations left fail with `.unavailable`.
@@ -237,8 +287,16 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     /// at the edge). Throws `.invalidArgument` for a request id already live here, `.contextLengthExceeded` for
     /// one that can never fit the cache, `.overloaded` when it cannot fit now and `maxQueued` generations wait already,
     /// `.unavailable` when the scheduler is not running, `.cancelled` when the calling task is cancelled first.
-    public func open(_ state: GenerationState, prompt source: PromptSource) async throws(GenerationError) -> GenerationStream {
+    /// A `movable` generation may end its stream with `Parked` once `parkMovable()` was called.
+    public func open(
+        _ state: GenerationState, prompt source: PromptSource, movable: Bool = false
+    ) async throws(GenerationError) -> GenerationStream {
         let request = state.request
+        if case .moved = source, state.generated.isEmpty {
+            throw GenerationError(
+                .invalidArgument, "request \(request.id) moves with its KV but has no generated token to continue from",
+                param: "generated")
+        }
         precondition(
             !request.prompt.isEmpty && request.prompt.count + request.maxNewTokens <= contextLength
                 && state.generated.count < request.maxNewTokens,
@@ -251,7 +309,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
                 param: "max_tokens")
         }
         let (events, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
-        let job = Job(state: state, source: source, events: continuation, budgetBlocks: budget)
+        let job = Job(state: state, source: source, events: continuation, budgetBlocks: budget, movable: movable)
         let fresh = registry.withLock { jobs -> Bool in
             guard jobs[request.id] == nil else { return false }
             jobs[request.id] = job
@@ -309,17 +367,37 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
 
     // MARK: - KV arrivals (transport threads)
 
-    /// The KV of `requestID`'s prompt (`tokenCount` tokens) starts arriving over `transport` (its name as logs and
-    /// metrics show it). Throws `.invalidArgument` when no admitted generation here waits for it, or it has another
-    /// prompt length.
-    public func beginArrival(requestID: String, tokenCount: Int, transport: String) throws(InferenceError) -> KVArrival {
+    /// Where a transfer into `requestID`'s blocks must start: the prompt positions before it came from this cache's
+    /// prefix index when the generation was admitted, and stay held for it (never evicted meanwhile); 0 when the
+    /// whole prompt must arrive. Nil when no admitted generation here waits for its KV.
+    public func transferStart(requestID: String) -> Int? {
+        guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else { return nil }
+        guard case .awaiting = job.transfer.withLock({ $0 }) else { return nil }
+        return job.cachedPromptTokens.load(ordering: .acquiring)
+    }
+
+    /// The KV of `requestID`'s prompt (`tokenCount` tokens; for a moved generation, prompt + generated tokens but the
+    /// last) from position `firstToken` on starts arriving over
+    /// `transport` (its name as logs and metrics show it). Throws `.invalidArgument` when no admitted generation
+    /// here waits for it, it has another prompt length, or it does not start where this cache's prefix ends
+    /// (`transferStart`): a sender that skips positions this worker lacks, or resends ones it holds, is refused
+    /// before a byte lands.
+    public func beginArrival(
+        requestID: String, tokenCount: Int, firstToken: Int = 0, transport: String
+    ) throws(InferenceError) -> KVArrival {
         guard let job = registry.withLock({ $0[requestID] }), job.source != .computeHere else {
             throw InferenceError(.invalidArgument, "no generation here waits for the KV of request \(requestID)")
         }
-        let prompt = job.promptCount
-        guard tokenCount == prompt else {
+        guard tokenCount == job.kvTokenCount else {
+            let opened = job.kvTokenCount == job.promptCount
+                ? "\(job.promptCount) prompt tokens" : "the KV of \(job.kvTokenCount) tokens (prompt and generated)"
+            throw InferenceError(.invalidArgument, "request \(requestID) was opened with \(opened); its KV has \(tokenCount)")
+        }
+        let held = job.cachedPromptTokens.load(ordering: .acquiring)
+        guard firstToken == held else {
             throw InferenceError(
-                .invalidArgument, "request \(requestID) was opened with \(prompt) prompt tokens; its KV has \(tokenCount)")
+                .invalidArgument,
+                "request \(requestID): this worker holds the KV of the prompt's first \(held) positions, so its transfer must start at position \(held); this one starts at \(firstToken)")
         }
         try job.transfer.withLock { state throws(InferenceError) in
             guard case .awaiting(let targets) = state else {
@@ -394,25 +472,39 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         }
 
         /// Every layer arrived; `logits` are the prompt's last position's (`vocabularySize` floats), from which the
-        /// first token is sampled. Throws when a layer is missing or the logits have the wrong size.
+        /// first token is sampled; none for a moved generation (its next token comes from a step). Throws when a
+        /// layer is missing or the logits have the wrong size.
         public func complete(logits: [Float]) throws(InferenceError) {
             let layers = scheduler.cache.layout.layers
             let missing = landed.withLock { landed in (0..<layers).filter { !landed.contains($0) } }
             guard missing.isEmpty else {
                 throw InferenceError(.invalidArgument, "request \(job.id): layers \(missing) never arrived")
             }
-            guard logits.count == scheduler.vocabularySize else {
+            let expected = job.source.isMoved ? 0 : scheduler.vocabularySize
+            guard logits.count == expected else {
                 throw InferenceError(
-                    .invalidArgument, "request \(job.id): \(logits.count) logits, the vocabulary has \(scheduler.vocabularySize)")
+                    .invalidArgument,
+                    job.source.isMoved
+                        ? "request \(job.id) moved here: its KV comes without logits, got \(logits.count)"
+                        : "request \(job.id): \(logits.count) logits, the vocabulary has \(scheduler.vocabularySize)")
             }
             let total = bytes.load(ordering: .relaxed)
+            let held = job.cachedPromptTokens.load(ordering: .acquiring)
+            let layout = scheduler.cache.layout
+            let notShipped = held / layout.blockSize * layout.layerBlockBytes * layout.layers
             try job.transfer.withLock { state throws(InferenceError) in
                 guard case .receiving(_, let transport, let started, _) = state else {
                     throw InferenceError(.invalidArgument, "request \(job.id) is \(state.name)")
                 }
                 state = .arrived(
                     logits: logits,
-                    handoff: KVHandoffSummary(transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1))))
+                    handoff: KVHandoffSummary(
+                        transport: transport, bytes: total, seconds: (started.duration(to: .now) / .seconds(1)),
+                        cachedTokens: held, bytesNotShipped: notShipped))
+            }
+            scheduler.counters.withLock { counters in
+                counters.kvBytesReceived += total
+                counters.kvBytesNotShipped += notShipped
             }
             scheduler.signal()
         }
@@ -432,6 +524,80 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         }
     }
 
+    /// A parked generation on its way to another worker: what a transport needs to ship its KV, and the two ways
+    /// out. Call order: `beginShipping`, then `shipped` (it is gone from here) or `shippingFailed` (parked again);
+    /// or `resume` instead, to continue it here. `cancel` ends it (once no transport reads it). Thread-safe.
+    public final class KVDeparture: @unchecked Sendable {
+        fileprivate let job: Job
+        private let scheduler: DecodeScheduler
+        /// The generation as it paused: the tokens generated here and the generator state after the last.
+        public let state: GenerationState
+        /// Positions whose KV it holds: prompt + generated tokens but the last (the next step feeds that one).
+        public let tokenCount: Int
+        private let regions: [[UnsafeRawBufferPointer]]
+
+        fileprivate init(
+            job: Job, scheduler: DecodeScheduler, state: GenerationState, tokenCount: Int, regions: [[UnsafeRawBufferPointer]]
+        ) {
+            self.job = job
+            self.scheduler = scheduler
+            self.state = state
+            self.tokenCount = tokenCount
+            self.regions = regions
+        }
+
+        public var requestID: String { job.id }
+
+        /// Lends the KV to a transport: per layer, its blocks' memory in order (`KVSequenceDescriptor.layerByteCount`
+        /// bytes in all). It holds still until `shipped` or `shippingFailed`. Throws when the generation is no longer
+        /// parked (cancelled, resumed, or already shipping or moved).
+        public func beginShipping() throws(InferenceError) -> [[UnsafeRawBufferPointer]] {
+            try job.departure.withLock { state throws(InferenceError) in
+                guard case .parked = state, job.cancellation == nil else {
+                    throw InferenceError(.invalidArgument, "request \(job.id) is not parked here (\(job.cancellation ?? "resumed or moved"))")
+                }
+                state = .shipping
+            }
+            return regions
+        }
+
+        /// The receiver confirmed the whole KV: the generation is gone from here (its blocks are freed).
+        public func shipped() {
+            job.departure.withLock { state in
+                if case .shipping = state { state = .moved }
+            }
+            scheduler.signal()
+        }
+
+        /// The transfer failed: the generation is parked again (to resume here, or be cancelled).
+        public func shippingFailed() {
+            job.departure.withLock { state in
+                if case .shipping = state { state = .parked }
+            }
+            scheduler.signal()
+        }
+
+        /// Continues the generation here from where it paused; its tokens follow on the returned stream. Throws when
+        /// it is not parked (shipping, moved or cancelled).
+        public func resume() throws(InferenceError) -> GenerationStream {
+            let (events, continuation) = AsyncThrowingStream<GenerationEvent, any Error>.makeStream()
+            try job.departure.withLock { state throws(InferenceError) in
+                guard case .parked = state, job.cancellation == nil else {
+                    throw InferenceError(.invalidArgument, "request \(job.id) cannot resume here (\(job.cancellation ?? "it moved or ships"))")
+                }
+                state = .resuming(continuation)
+            }
+            scheduler.signal()
+            let requestID = job.id
+            return GenerationStream(events) { [weak scheduler] reason in scheduler?.cancel(requestID: requestID, reason: reason) }
+        }
+
+        /// Ends the generation here (its blocks are freed once no transport reads them).
+        public func cancel(reason: String) {
+            scheduler.cancel(requestID: job.id, reason: reason)
+        }
+    }
+
     // MARK: - The scheduler thread (owns the engines and the cache)
 
     private func run() {
@@ -444,15 +610,18 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             if stopped {
                 let error = GenerationError(.unavailable, "the decode scheduler shut down")
                 for job in queued { resolveAdmission(job, .failure(error)) }
-                for job in waiting + active + queued { end(job, failing: error) }
+                for job in waiting + active + queued + parked { end(job, failing: error) }
                 queued.removeAll()
                 waiting.removeAll()
                 active.removeAll()
+                parked.removeAll()
                 publishCounters()
                 return
             }
             admitQueued()
             sweepWaiting()
+            sweepParked()
+            if inbox.withLock({ $0.parking }) { parkOffered() }
             active.removeAll { job in
                 guard let reason = job.cancellation else { return false }
                 end(job, failing: GenerationError(.cancelled, reason))
@@ -473,6 +642,7 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         defer { wake.unlock() }
         let idle = inbox.withLock { $0.opens.isEmpty && !$0.stopped }
             && !waiting.contains { $0.needsAttention } && !queued.contains { $0.cancellation != nil }
+            && !parked.contains { $0.departureNeedsAttention }
         guard idle else { return }
         // A late transfer still writing has been told to stop (its `fail` will signal): no deadline to wait for.
         if let deadline = waiting.filter({ !$0.timedOut }).compactMap(\.transferDeadline).min() {
@@ -516,13 +686,27 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         case .computeHere:
             resolveAdmission(job, .success(()))
             runPrompt(job)
-        case .transfer:
+        case .transfer, .moved:
             do {
-                let sequence = try cache.importSequence(
-                    KVSequenceDescriptor(layout: cache.layout, tokenCount: job.promptCount))
+                // The longest prefix this cache holds is kept for the request (referenced, so never evicted while
+                // the transfer runs); the transfer lands only the positions after it, in fresh blocks. A moved
+                // generation's KV (prompt and generated tokens, computed elsewhere) arrives whole: it is not a new
+                // prompt, so it neither adopts nor counts as one.
+                let sequence = cache.createSequence()
                 job.sequence = sequence
+                let prompt = job.state.request.prompt
+                let moved = job.source.isMoved
+                let held = try moved ? 0 : adoptCachedPrefix(of: prompt, path: .prefill, into: sequence)
+                try cache.append(sequence, count: job.kvTokenCount - held)
                 let targets = try (0..<cache.layout.layers).map { layer throws(InferenceError) in
-                    try cache.importTarget(sequence, layer: layer)
+                    try cache.importTarget(sequence, layer: layer, from: held)
+                }
+                job.cachedPromptTokens.store(held, ordering: .releasing)
+                if !moved {
+                    counters.withLock { counters in
+                        counters.promptTokens += prompt.count
+                        counters.cachedPromptTokens += held
+                    }
                 }
                 job.transfer.withLock { $0 = .awaiting(targets) }
             } catch {
@@ -628,6 +812,75 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
         }
     }
 
+    /// A moved generation's KV arrived (prompt + generated tokens but the last): its next step feeds the last
+    /// generated token and samples with the generator state it brought, exactly as where it ran before.
+    private func continueMoved(_ job: Job) {
+        if let reason = job.cancellation { return end(job, failing: GenerationError(.cancelled, reason)) }
+        job.sampler = Sampler(continuing: job.state, vocabularySize: vocabularySize)
+        job.lastToken = job.state.generated.last!
+        // Its first token was timed where it started; the time per token counts from here.
+        job.firstTokenAt = .now
+        counters.withLock { $0.movedHere += 1 }
+        active.append(job)
+        move(job, to: .active)
+    }
+
+    /// Pauses every movable generation not offered yet: it leaves the batch, keeps its blocks, and its stream ends
+    /// with `Parked`, the departure lending its KV.
+    private func parkOffered() {
+        active.removeAll { job in
+            guard job.movable, !job.offered, job.cancellation == nil, let sequence = job.sequence else { return false }
+            job.offered = true
+            let departure: KVDeparture
+            do throws(InferenceError) {
+                let tokenCount = try cache.tokenCount(sequence)
+                let blocks = cache.layout.blocks(forTokens: tokenCount)
+                let regions = try (0..<cache.layout.layers).map { layer throws(InferenceError) in
+                    Array(try cache.exportRegions(sequence, layer: layer).prefix(blocks))
+                }
+                departure = KVDeparture(job: job, scheduler: self, state: job.state, tokenCount: tokenCount, regions: regions)
+            } catch {
+                return false  // not exportable (cannot happen for a live sequence): it runs on here
+            }
+            job.departure.withLock { $0 = .parked }
+            parked.append(job)
+            move(job, to: .parked)
+            job.events.finish(throwing: Parked(departure: departure))
+            return true
+        }
+    }
+
+    /// Frees parked generations that moved or were cancelled (unless a transport still reads them) and puts those
+    /// resumed back in the batch with their new stream.
+    private func sweepParked() {
+        guard !parked.isEmpty else { return }
+        parked.removeAll { job in
+            switch job.departure.withLock({ $0 }) {
+            case .moved:
+                counters.withLock { $0.movedAway += 1 }
+                release(job)
+                return true
+            case .resuming(let events):
+                job.departure.withLock { $0 = .none }
+                job.events = events
+                if let reason = job.cancellation {
+                    end(job, failing: GenerationError(.cancelled, reason))
+                } else {
+                    active.append(job)
+                    move(job, to: .active)
+                }
+                return true
+            case .parked:
+                guard let reason = job.cancellation else { return false }
+                job.departure.withLock { $0 = .none }
+                end(job, failing: GenerationError(.cancelled, reason))
+                return true
+            case .shipping, .none:
+                return false
+            }
+        }
+    }
+
     /// Starts generations whose KV arrived; fails cancelled, broken and late ones (a cancelled or late one whose
     /// transfer still writes waits until it stops).
     private func sweepWaiting() {
@@ -638,11 +891,13 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             switch state {
             case .arrived(var logits, let handoff):
                 job.handoff = handoff
+                // Its prompt's KV is the prefill path's, whole (held blocks and arrived ones): later prompts reuse it.
+                job.cachesPrefix = configuration.prefixCaching
                 if let reason = job.cancellation {
                     end(job, failing: GenerationError(job.timedOut ? .timeout : .cancelled, reason))
                     return true
                 }
-                startSampling(job, promptLogits: &logits)
+                if job.source.isMoved { continueMoved(job) } else { startSampling(job, promptLogits: &logits) }
                 return true
             case .failed(let message):
                 if let reason = job.cancellation {
@@ -782,13 +1037,13 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
     private func move(_ job: Job, to stage: Job.Stage) {
         switch job.stage {
         case .waiting: waitingCount -= 1
-        case .active: activeCount -= 1
+        case .active, .parked: activeCount -= 1
         case .queued, .ended: break
         }
         job.stage = stage
         switch stage {
         case .waiting: waitingCount += 1
-        case .active: activeCount += 1
+        case .active, .parked: activeCount += 1
         case .queued, .ended: break
         }
         publishCounters()
@@ -805,6 +1060,13 @@ public final class DecodeScheduler: GenerationBackend, @unchecked Sendable {
             counters.active = activeCount
             counters.waitingTransfers = waitingCount
         }
+    }
+}
+
+extension DecodeScheduler.PromptSource {
+    var isMoved: Bool {
+        if case .moved = self { return true }
+        return false
     }
 }
 
@@ -837,21 +1099,40 @@ extension DecodeScheduler {
         }
     }
 
+    /// Where a parked generation stands. Guarded by the job's lock.
+    enum DepartureState {
+        /// Not parked.
+        case none
+        /// Paused: its blocks hold still until it moves or resumes.
+        case parked
+        /// A transport reads its blocks.
+        case shipping
+        /// Its KV reached another worker: the blocks may go.
+        case moved
+        /// It goes on here, its events to this stream.
+        case resuming(AsyncThrowingStream<GenerationEvent, any Error>.Continuation)
+    }
+
     /// One generation from `open` until its stream ends. The scheduler thread alone touches the unguarded state.
     final class Job: @unchecked Sendable {
         let id: String
         let source: PromptSource
-        let events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+        /// Replaced when a parked generation resumes (scheduler thread).
+        var events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
         /// Blocks for prompt + max new tokens: committed while the generation is admitted.
         let budgetBlocks: Int
         let promptCount: Int
+        /// Positions whose KV a transport lands: the prompt, or for a moved generation prompt + generated but the last.
+        let kvTokenCount: Int
+        let movable: Bool
         let opened = ContinuousClock.now
         let transfer = Mutex<TransferState>(.pending)
+        let departure = Mutex<DepartureState>(.none)
         private let cancelled = Mutex<String?>(nil)
         /// Resumed once the scheduler admitted or refused the generation (set before it can see the job).
         var admissionWaiter: CheckedContinuation<Result<Void, GenerationError>, Never>?
 
-        enum Stage { case queued, waiting, active, ended }
+        enum Stage { case queued, waiting, active, parked, ended }
 
         var state: GenerationState
         var stage = Stage.queued
@@ -867,12 +1148,22 @@ extension DecodeScheduler {
         var timedOut = false
         var firstTokenAt: ContinuousClock.Instant?
         var handoff: KVHandoffSummary?
-        /// Its prompt ran here, so its blocks go to the prefix index.
+        /// Its prompt ran here, or arrived whole, so its blocks go to the prefix index.
         var cachesPrefix = false
+        /// It was parked once (it is not parked again).
+        var offered = false
+        /// A transfer's prompt positions held from the prefix cache at admission (written before the admission
+        /// resolves, read by transport threads).
+        let cachedPromptTokens = Atomic<Int>(0)
 
-        init(state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation, budgetBlocks: Int) {
+        init(
+            state: GenerationState, source: PromptSource, events: AsyncThrowingStream<GenerationEvent, any Error>.Continuation,
+            budgetBlocks: Int, movable: Bool
+        ) {
             id = state.request.id
             promptCount = state.request.prompt.count
+            kvTokenCount = source.isMoved ? promptCount + state.generated.count - 1 : promptCount
+            self.movable = movable
             self.state = state
             self.source = source
             self.events = events
@@ -880,19 +1171,19 @@ extension DecodeScheduler {
         }
 
         var timeoutSeconds: Double {
-            if case .transfer(let timeout, _) = source { return timeout / .seconds(1) }
-            return 0
+            guard let (timeout, _) = source.arrivalBounds else { return 0 }
+            return timeout / .seconds(1)
         }
 
         var progressSeconds: Double {
-            if case .transfer(let timeout, let progress) = source { return (progress ?? timeout) / .seconds(1) }
-            return 0
+            guard let (timeout, progress) = source.arrivalBounds else { return 0 }
+            return (progress ?? timeout) / .seconds(1)
         }
 
         /// When an awaited transfer is late: `timeout` after the admission until it starts, then `progress` after
         /// its last progress. Nil when nothing is awaited.
         var transferDeadline: ContinuousClock.Instant? {
-            guard case .transfer(let timeout, let progress) = source, let admittedAt else { return nil }
+            guard let (timeout, progress) = source.arrivalBounds, let admittedAt else { return nil }
             return transfer.withLock { state in
                 switch state {
                 case .awaiting: admittedAt + timeout
@@ -915,6 +1206,16 @@ extension DecodeScheduler {
         }
 
         var cancellation: String? { cancelled.withLock { $0 } }
+
+        /// Whether the scheduler can act on a parked job now: it moved, resumes, or was cancelled while no transport
+        /// reads it.
+        var departureNeedsAttention: Bool {
+            switch departure.withLock({ $0 }) {
+            case .moved, .resuming: true
+            case .parked: cancellation != nil
+            case .shipping, .none: false
+            }
+        }
 
         /// Whether the scheduler can act on it now (a cancelled job whose transfer still writes must wait for the
         /// transport's `fail`, which signals).

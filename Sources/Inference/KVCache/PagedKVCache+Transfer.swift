@@ -25,9 +25,10 @@ extension PagedKVCache {
     }
 
     /// Contiguous bytes of `layer` for the sequence: its blocks' (layer) slices in block-table order
-    /// (`descriptor(seq).layerByteCount` bytes). Always copies.
-    public func exportLayer(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [UInt8] {
-        let blocks = try exportableBlocks(seq, layer: layer)
+    /// (`descriptor(seq).layerByteCount` bytes), from the block holding position `firstToken` (a multiple of the
+    /// block size: a receiver that holds the positions before it) on. Always copies.
+    public func exportLayer(_ seq: SequenceID, layer: Int, from firstToken: Int = 0) throws(InferenceError) -> [UInt8] {
+        let blocks = try exportableBlocks(seq, layer: layer, from: firstToken)
         let sliceBytes = layout.layerBlockBytes
         return [UInt8](unsafeUninitializedCapacity: blocks.count * sliceBytes) { buffer, initialized in
             let destination = UnsafeMutableRawPointer(buffer.baseAddress)
@@ -61,6 +62,16 @@ extension PagedKVCache {
                     .copyMemory(from: layerBlock(layer: layer, block: block), byteCount: sliceBytes)
             }
             return try body(UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    /// Where `layer`'s export lies, block by block in block-table order (the regions `exportLayer` gathers), for
+    /// senders that read in place. The memory holds the sequence's KV while the sequence lives and nothing appends
+    /// to, truncates or frees it: a sender must hold it still until the transfer ends.
+    public func exportRegions(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [UnsafeRawBufferPointer] {
+        let sliceBytes = layout.layerBlockBytes
+        return try exportableBlocks(seq, layer: layer).map { block in
+            UnsafeRawBufferPointer(start: layerBlock(layer: layer, block: block), count: sliceBytes)
         }
     }
 
@@ -113,26 +124,34 @@ extension PagedKVCache {
     /// one entry per block in block-table order; writing the export's bytes `byteOffset..<byteOffset+byteCount`
     /// to each `pointer` is exactly what `importLayer` does. Same checks as `importLayer`. The pointers are valid
     /// while the sequence lives and is neither truncated nor freed.
-    public func importTarget(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [KVImportSlice] {
-        let sequence = try state(seq)
-        try checkLayer(layer, seq)
-        if let shared = sequence.blocks.first(where: { referenceCount(ofBlock: $0) > 1 || isIndexed($0) }) {
+    ///
+    /// From `firstToken` (a multiple of the block size): only the blocks from the one holding it, offsets counted
+    /// from there — the part of an export that starts at `firstToken`, for a sequence whose earlier blocks came
+    /// from the prefix cache (those may be shared; the ones written must not be).
+    public func importTarget(_ seq: SequenceID, layer: Int, from firstToken: Int = 0) throws(InferenceError) -> [KVImportSlice] {
+        let blocks = try exportableBlocks(seq, layer: layer, from: firstToken)
+        if let shared = blocks.first(where: { referenceCount(ofBlock: $0) > 1 || isIndexed($0) }) {
             throw InferenceError(
                 .invalidArgument,
                 "cannot import into \(seq): its block \(shared) is shared with a fork or the prefix cache; import into a fresh sequence from importSequence")
         }
         let sliceBytes = layout.layerBlockBytes
-        return sequence.blocks.enumerated().map { index, block in
+        return blocks.enumerated().map { index, block in
             KVImportSlice(
                 block: block, byteOffset: index * sliceBytes, pointer: layerBlock(layer: layer, block: block),
                 byteCount: sliceBytes)
         }
     }
 
-    private func exportableBlocks(_ seq: SequenceID, layer: Int) throws(InferenceError) -> [Int32] {
+    private func exportableBlocks(_ seq: SequenceID, layer: Int, from firstToken: Int = 0) throws(InferenceError) -> [Int32] {
         let sequence = try state(seq)
         try checkLayer(layer, seq)
-        return sequence.blocks
+        guard firstToken >= 0, firstToken <= sequence.tokenCount, firstToken % layout.blockSize == 0 else {
+            throw InferenceError(
+                .invalidArgument,
+                "position \(firstToken) of \(seq) (\(sequence.tokenCount) tokens) does not start a block of \(layout.blockSize)")
+        }
+        return Array(sequence.blocks[(firstToken / layout.blockSize)...])
     }
 
     private func checkLayer(_ layer: Int, _ seq: SequenceID) throws(InferenceError) {

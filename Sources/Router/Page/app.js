@@ -306,7 +306,8 @@ function replyFacts(r) {
     let where = s.prefill_worker ? "prefill " + s.prefill_worker + " → decode " + s.decode_worker
       : "prefill and decode on " + s.decode_worker;
     if (s.kv_transport) {
-      where += " (KV " + (s.kv_bytes / 1e6).toFixed(2) + " MB over " + s.kv_transport + " in " + s.kv_transfer_ms + " ms)";
+      where += " (KV " + (s.kv_bytes / 1e6).toFixed(2) + " MB over " + s.kv_transport + " in " + s.kv_transfer_ms + " ms"
+        + (s.kv_cached_tokens ? "; " + s.kv_cached_tokens + " prompt tokens already on the decode worker" : "") + ")";
     }
     facts.push(where);
   } else if (!clusterAvailable && r.finish && r.finish !== "stopped") {

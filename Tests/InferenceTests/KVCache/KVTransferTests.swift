@@ -109,6 +109,52 @@ struct KVTransferTests {
         }
     }
 
+    @Test("a receiver holding a cached prefix imports only the blocks after it, and ends with the sender's sequence")
+    func importAfterCachedPrefix() throws {
+        let source = try PagedKVCache(layout: Self.layout, blockCount: 8)
+        let seq = source.createSequence()
+        try source.append(seq, count: 40)
+        try Self.randomize(source, seq, seed: 5)
+        let tokens = (0..<40).map { Int32($0) }
+
+        // The receiver holds the first two blocks from an earlier sequence, entered in its prefix index.
+        let destination = try PagedKVCache(layout: Self.layout, blockCount: 8)
+        let earlier = destination.createSequence()
+        try destination.append(earlier, count: 32)
+        for layer in 0..<Self.layout.layers {
+            let bytes = try source.exportLayer(seq, layer: layer)
+            try bytes.withUnsafeBytes { buffer in
+                for target in try destination.importTarget(earlier, layer: layer) {
+                    target.pointer.copyMemory(from: buffer.baseAddress! + target.byteOffset, byteCount: target.byteCount)
+                }
+            }
+        }
+        try destination.registerPrefix(earlier, tokens: Array(tokens[..<32])) { _ in 1 }
+        destination.free(earlier)
+
+        let arriving = destination.createSequence()
+        let held = try destination.adoptPrefix(arriving, tokens: tokens, namespace: { _ in 1 }, limit: 39)
+        #expect(held == 32)
+        try destination.append(arriving, count: 40 - held)
+        // The held blocks are shared with the index: importing over them is refused; from position 32 it is not.
+        #expect(throws: InferenceError.self) { try destination.importTarget(arriving, layer: 0) }
+        #expect(throws: InferenceError.self) { try destination.importTarget(arriving, layer: 0, from: 8) }
+        for layer in 0..<Self.layout.layers {
+            let part = try source.exportLayer(seq, layer: layer, from: held)
+            #expect(part == Array(try source.exportLayer(seq, layer: layer).dropFirst(2 * Self.layout.layerBlockBytes)))
+            let targets = try destination.importTarget(arriving, layer: layer, from: held)
+            #expect(targets.map(\.block) == Array(try destination.blockTable(arriving)[2...]))
+            #expect(targets.map(\.byteOffset) == [0])
+            part.withUnsafeBytes { buffer in
+                for target in targets {
+                    target.pointer.copyMemory(from: buffer.baseAddress! + target.byteOffset, byteCount: target.byteCount)
+                }
+            }
+            #expect(try destination.exportLayer(arriving, layer: layer) == (try source.exportLayer(seq, layer: layer)))
+        }
+        #expect(throws: InferenceError.self) { try source.exportLayer(seq, layer: 0, from: 48) }
+    }
+
     @Test("importing into a cache with a different layout names the field and both values")
     func layoutMismatch() throws {
         let cache = try PagedKVCache(layout: Self.layout, blockCount: 4)
