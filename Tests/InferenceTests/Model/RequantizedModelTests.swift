@@ -70,10 +70,14 @@ struct RequantizedModelTests {
     /// A mismatch (teacher-forced: Baton's own gap; free-running: llama.cpp's top-2 gap where Baton parts) is a
     /// near-tie below this. Measured on these files: llama.cpp's own AVX-512 build parts from its AVX2 build (the
     /// reference) at gaps up to 0.59 (Q2_K); Baton on AVX-512 parts from the reference at up to 0.89 (Q3_K_M) and
-    /// from the AVX-512 build at up to 0.62 (Q6_K), and picks another token teacher-forced at gaps up to 0.68. The
-    /// default model's tighter bounds (GreedyReferenceTests) come from a fixture made on the same ISA as Baton's
-    /// fast path; a wrong scale, layout or rounding moves logits by whole units.
-    static let nearTieGap = 1.0
+    /// from the AVX-512 build at up to 0.62 (Q6_K), and picks another token teacher-forced at gaps up to 0.68. With
+    /// the AVX2 path forced (OpenBLAS Haswell), Q4_K_M case 6 parts at a llama.cpp gap of 1.06, where Baton's own
+    /// top-2 gap is 0.12: the prefill bits every thread count gives now are those one thread gave before (`baton
+    /// generate` on that prompt: the same tokens before and after on one thread; before, two threads parted at
+    /// step 1, at a llama.cpp gap of 0.89). The default model's tighter bounds (GreedyReferenceTests) come from a
+    /// fixture made on the same ISA as Baton's fast path; a wrong scale, layout or rounding moves logits by whole
+    /// units.
+    static let nearTieGap = 1.1
 
     /// Bound on the mean difference between Baton's and llama.cpp's logits over llama.cpp's top 5, per file:
     /// measured 0.29 (Q5_0) to 0.50 (Q2_K pure) on AVX-512 against the AVX2-made reference; 1.5× the largest.
