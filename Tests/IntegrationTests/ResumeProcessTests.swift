@@ -135,7 +135,9 @@ struct ResumeProcessTests {
 
     @Test("kill -9 of the prefill worker while it ships KV: every client gets the undisturbed text, with no error")
     func prefillWorkerKilled() async throws {
-        let cluster = try await ResumeCluster.start()
+        // With prefix caching the reference run would leave these prompts cached on both workers: sent again, they
+        // would be run on the decode worker or ship a block or two, and be done before the kill lands.
+        let cluster = try await ResumeCluster.start(prefixCaching: false)
         defer { cluster.stop() }
         // Only split prompts: each goes through the prefill worker.
         let requests = Self.requests.filter { $0.prompt.hasPrefix(Self.longPrompt) }
@@ -196,7 +198,9 @@ final class ResumeCluster: @unchecked Sendable {
         self.base = base
     }
 
-    static func start() async throws -> ResumeCluster {
+    /// - Parameter prefixCaching: without it (`--no-prefix-caching` on every worker), a prompt sent again is computed and
+    ///   shipped again in full.
+    static func start(prefixCaching: Bool = true) async throws -> ResumeCluster {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("baton-resume-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let certs = directory.appendingPathComponent("certs").path
@@ -222,7 +226,7 @@ final class ResumeCluster: @unchecked Sendable {
             members.append(Member(name: name, process: try BatonProcess([
                 "worker", "--role", role, "--placement", placementAddress, "--listen", "127.0.0.1:\(try OpenAIClientTests.freePort())",
                 "--certs", certs, "--node", name, "--config", config, "--context", "1024", "--threads", "1",
-            ])))
+            ] + (prefixCaching ? [] : ["--no-prefix-caching"]))))
         }
         let port = try OpenAIClientTests.freePort()
         let router = try BatonProcess([
